@@ -1,0 +1,7 @@
+// mpx/mpx.hpp — everything: Python's multiprocessing, in C++, over message passing.
+#pragma once
+
+#include <mpx/errors.hpp>
+#include <mpx/function.hpp>
+#include <mpx/object.hpp>
+#include <mpx/process.hpp>

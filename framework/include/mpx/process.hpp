@@ -1,0 +1,202 @@
+// mpx/process.hpp — mpx::init, start methods, and mpx::Process (Python's multiprocessing.Process).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <vector>
+
+#include <sys/types.h>
+
+#include <mpx/errors.hpp>
+#include <mpx/function.hpp>
+
+namespace mpx {
+
+// The first line of main. In the parent it starts the forkserver zygote (before any thread exists) and prepares the
+// session; the coordinator starts lazily. In a worker started by spawn it runs the worker's target and exits: it never
+// returns there.
+void init(int argc, char** argv);
+
+enum class StartMethod { fork, spawn, forkserver };
+
+std::string_view to_string(StartMethod method) noexcept;
+// Parses "fork", "spawn" or "forkserver"; anything else throws std::invalid_argument naming the value.
+StartMethod parse_start_method(std::string_view name);
+
+// Like Python: setting it twice throws ProcessError ("context has already been set") unless force is true.
+void set_start_method(StartMethod method, bool force = false);
+void set_start_method(std::string_view name, bool force = false);
+StartMethod get_start_method();  // forkserver unless set, as in Python 3.14
+std::vector<std::string> get_all_start_methods();
+// The program that spawn runs; /proc/self/exe unless set (Python: multiprocessing.set_executable).
+void set_executable(std::string path);
+std::string get_executable();
+// Number of CPUs this process may run on (the affinity mask), at least 1.
+int cpu_count();
+
+// Tag for a target that captures state: allowed only under the fork start method, where memory is copied.
+struct closure_t {
+  explicit closure_t() = default;
+};
+inline constexpr closure_t closure{};
+
+struct ProcessOptions {
+  std::string name;             // empty: "Process-N" (or "<Class>-N" for a ProcessClass), as in Python
+  std::optional<bool> daemon;   // unset: inherit from the creating process, as in Python
+  std::optional<StartMethod> method;  // unset: get_start_method() at start()
+};
+
+namespace detail {
+struct ProcessState;
+}
+
+class Process {
+ public:
+  // Process(target, args...): target is a plain function or a captureless lambda; args are encoded now.
+  template <class F, class... A>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, ProcessOptions> && !std::is_same_v<std::remove_cvref_t<F>, closure_t>)
+  explicit Process(F&& target, A&&... args) : Process(ProcessOptions{}, std::forward<F>(target), std::forward<A>(args)...) {}
+
+  template <class F, class... A>
+  Process(ProcessOptions options, F&& target, A&&... args)
+      : Process(std::move(options), bind(std::forward<F>(target), std::forward<A>(args)...)) {}
+
+  // A target that captures state; start() refuses it unless the start method is fork.
+  Process(closure_t, std::function<void()> target, ProcessOptions options = {});
+
+  Process(ProcessOptions options, BoundCall call);
+
+  Process(const Process&) = default;  // a handle: copies control the same child
+  Process& operator=(const Process&) = default;
+  Process(Process&&) noexcept = default;
+  Process& operator=(Process&&) noexcept = default;
+  virtual ~Process() = default;
+
+  void start();
+  // Waits for the process to end. join(timeout) returns false if it is still running when the timeout passes.
+  void join();
+  bool join(std::chrono::duration<double> timeout);
+  bool is_alive();
+  void terminate();  // SIGTERM
+  void kill();       // SIGKILL
+  void interrupt();  // SIGINT
+  void send_signal(int signal);
+  // Releases the handle's resources; throws ProcessError if the process is still running.
+  void close();
+
+  // nullopt while running or before start; N for exit(N); 1 for an uncaught exception; -N when killed by signal N.
+  std::optional<int> exitcode();
+  // The exception the target threw, once the process has ended; nullopt if it ended without one.
+  std::optional<RemoteError> exception();
+  pid_t pid() const;  // 0 before start
+  // A file descriptor that becomes readable when the process ends (for poll/select); -1 before start.
+  int sentinel() const;
+
+  const std::string& name() const;
+  void set_name(std::string name);
+  bool daemon() const;
+  void set_daemon(bool daemon);  // only before start
+  StartMethod start_method() const;
+
+  // The body of the process. Subclasses (through ProcessClass<T>) override it; the default runs the target.
+  virtual void run();
+
+  // Internal: a handle on an existing state (current_process, active_children).
+  explicit Process(std::shared_ptr<detail::ProcessState> state);
+  const std::shared_ptr<detail::ProcessState>& state() const { return state_; }
+
+ protected:
+  struct subclass_t {};
+  // For ProcessClass<T>: the object itself is the payload, rebuilt in the child by `rebuild`.
+  Process(subclass_t, std::string_view class_name, Trampoline rebuild, std::string (*encode_self)(const Process&));
+  // In a rebuilt subclass object: take the name, pid and daemon flag of the process it runs in.
+  void adopt_current_identity();
+
+ private:
+  std::shared_ptr<detail::ProcessState> state_;
+};
+
+// Python's `class Processor(Process): def run(self)`. Derive as `struct Processor : mpx::ProcessClass<Processor>`,
+// override run(), and list the members the child needs in MSGPACK_DEFINE(...). Under spawn and forkserver the child
+// rebuilds the object from those members; under fork it runs on the copied object.
+template <class Self>
+class ProcessClass : public Process {
+ protected:
+  ProcessClass() : Process(subclass_t{}, class_name(), &rebuild, &encode_self) {}
+
+ private:
+  static std::string_view class_name() {
+    static const std::string name = demangled_class_name(typeid(Self).name());
+    return name;
+  }
+  static std::string demangled_class_name(const char* mangled);
+
+  static void check() {
+    static_assert(std::is_default_constructible_v<Self>,
+                  "mpx::ProcessClass<T>: T needs a default constructor, so that spawn and forkserver can rebuild it "
+                  "in the child. Add `T() = default;`");
+    static_assert(detail::HasMsgpackDefine<Self>,
+                  "mpx::ProcessClass<T>: T must list the members the child needs with MSGPACK_DEFINE(members...) "
+                  "(use MSGPACK_DEFINE() if there are none), so that spawn and forkserver can rebuild it");
+  }
+  static std::string encode_self(const Process& self) {
+    check();
+    return encode(static_cast<const Self&>(self));
+  }
+  static void rebuild(ErasedFunction, std::string_view payload, std::string& result) {
+    check();
+    Self self;
+    decode_into(payload, self);
+    self.adopt_current_identity();
+    self.run();
+    result = encode(Object{});
+  }
+  static void decode_into(std::string_view payload, Self& self) {
+    auto handle = detail::unpack_bounded(payload.data(), payload.size());
+    handle.get().convert(self);
+  }
+};
+
+std::string demangle(const char* mangled);
+
+template <class Self>
+std::string ProcessClass<Self>::demangled_class_name(const char* mangled) {
+  std::string full = demangle(mangled);
+  auto colon = full.rfind("::");
+  return colon == std::string::npos ? full : full.substr(colon + 2);
+}
+
+// This process, as a Process handle ("MainProcess" in the parent).
+Process current_process();
+// The process that started this one; nullopt in the main process.
+std::optional<Process> parent_process();
+// Live children started by this process; reaps the ones that ended, as Python does.
+std::vector<Process> active_children();
+
+// A start-method context, as returned by Python's get_context(): ctx.Process(...) uses its method.
+class Context {
+ public:
+  explicit Context(StartMethod method) : method_(method) {}
+  StartMethod get_start_method() const { return method_; }
+
+  template <class F, class... A>
+  mpx::Process Process(F&& target, A&&... args) const {
+    ProcessOptions options;
+    options.method = method_;
+    return mpx::Process(std::move(options), std::forward<F>(target), std::forward<A>(args)...);
+  }
+
+ private:
+  StartMethod method_;
+};
+
+// get_context() uses get_start_method(); an unknown name throws std::invalid_argument.
+Context get_context();
+Context get_context(std::string_view method);
+
+}  // namespace mpx
