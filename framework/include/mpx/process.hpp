@@ -64,7 +64,7 @@ class Process {
 
   template <class F, class... A>
   Process(ProcessOptions options, F&& target, A&&... args)
-      : Process(std::move(options), bind(std::forward<F>(target), std::forward<A>(args)...)) {}
+      : Process(std::move(options), mpx::bind(std::forward<F>(target), std::forward<A>(args)...)) {}
 
   // A target that captures state; start() refuses it unless the start method is fork.
   Process(closure_t, std::function<void()> target, ProcessOptions options = {});

@@ -1,0 +1,519 @@
+// mpx::Process and the process-level API. The launching itself is the runtime's; this file keeps Python's semantics:
+// names, daemon inheritance, exit codes, joining children at exit.
+#include <mpx/process.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+
+#include <poll.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runtime/channel.hpp"
+#include "runtime/launcher.hpp"
+#include "runtime/runtime.hpp"
+
+namespace mpx {
+
+namespace detail {
+
+struct ProcessState {
+  enum class Role { child, current, parent };
+
+  std::mutex mutex;
+  Role role = Role::child;
+  std::string name;
+  std::optional<bool> daemon;
+  std::optional<StartMethod> method;
+  StartMethod used_method = StartMethod::forkserver;
+
+  BoundCall call;
+  std::function<void()> closure;
+  bool subclass = false;
+  Trampoline rebuild = nullptr;
+  std::string (*encode_self)(const Process&) = nullptr;
+
+  bool started = false;
+  bool closed = false;
+  pid_t owner = 0;  // the process that started it: only it may join
+  pid_t pid = 0;
+  int pidfd = -1;
+  int status_fd = -1;
+  std::optional<int> exitcode;
+  bool error_checked = false;
+  std::optional<RemoteError> error;
+
+  void close_fds() {
+    if (owner != ::getpid()) return;  // a forked copy does not own its parent's descriptors
+    if (pidfd >= 0) ::close(pidfd);
+    if (status_fd >= 0) ::close(status_fd);
+    pidfd = status_fd = -1;
+  }
+  ~ProcessState() { close_fds(); }
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::ProcessState;
+
+std::atomic<int> process_counter{0};
+
+struct Children {
+  std::mutex mutex;
+  pid_t owner = 0;
+  std::vector<std::shared_ptr<ProcessState>> list;
+
+  // A forked child inherits its parent's list, which is not its own.
+  void reset_if_forked() {
+    if (owner != ::getpid()) {
+      owner = ::getpid();
+      // The inherited states refer to the parent's children; release them without touching their descriptors.
+      for (auto& s : list) new std::shared_ptr<ProcessState>(std::move(s));
+      list.clear();
+    }
+  }
+};
+Children& children() {
+  static Children instance;
+  return instance;
+}
+
+void add_child(const std::shared_ptr<ProcessState>& s) {
+  auto& c = children();
+  std::lock_guard lock(c.mutex);
+  c.reset_if_forked();
+  c.list.push_back(s);
+}
+
+void remove_child(const ProcessState* s) {
+  auto& c = children();
+  std::lock_guard lock(c.mutex);
+  c.reset_if_forked();
+  std::erase_if(c.list, [s](const auto& p) { return p.get() == s; });
+}
+
+std::vector<std::shared_ptr<ProcessState>> child_states() {
+  auto& c = children();
+  std::lock_guard lock(c.mutex);
+  c.reset_if_forked();
+  return c.list;
+}
+
+std::shared_ptr<ProcessState> current_state() {
+  static pid_t owner = 0;
+  static std::shared_ptr<ProcessState> state;
+  static std::mutex m;
+  std::lock_guard lock(m);
+  if (owner != ::getpid() || !state) {
+    if (state) new std::shared_ptr<ProcessState>(std::move(state));  // a forked copy: abandon, never destroy
+    owner = ::getpid();
+    const auto& self = runtime::state().self;
+    state = std::make_shared<ProcessState>();
+    state->role = ProcessState::Role::current;
+    state->name = self.name;
+    state->daemon = self.daemon;
+    state->method = self.method;
+    state->started = true;
+    state->owner = 0;
+    state->pid = ::getpid();
+  }
+  return state;
+}
+
+// Reaps a child whose sentinel is ready. Caller holds the state's mutex.
+void reap(ProcessState& s) {
+  if (s.exitcode) return;
+  if (s.status_fd >= 0) {
+    auto code = runtime::read_forkserver_status(s.status_fd);
+    s.exitcode = code.value_or(-SIGKILL);  // no status: the forkserver itself was killed, and its children with it
+  } else {
+    siginfo_t info{};
+    if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd), &info, WEXITED) != 0) {
+      throw std::system_error(errno, std::generic_category(), "mpx: waitid on process " + std::to_string(s.pid));
+    }
+    s.exitcode = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+  }
+  s.close_fds();
+}
+
+int sentinel_of(const ProcessState& s) { return s.status_fd >= 0 ? s.status_fd : s.pidfd; }
+
+// Waits until the process ends or the timeout passes; timeout_ms < 0 waits forever. Returns true if it ended.
+bool wait_for_end(ProcessState& s, long timeout_ms) {
+  if (s.exitcode) return true;
+  const int fd = sentinel_of(s);
+  if (fd < 0) return false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms < 0 ? 0 : timeout_ms);
+  for (;;) {
+    long left = -1;
+    if (timeout_ms >= 0) {
+      left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+      if (left < 0) left = 0;
+    }
+    pollfd p{fd, POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    if (s.role == ProcessState::Role::child) reap(s);
+    return true;
+  }
+}
+
+void require_started(const ProcessState& s, const char* what) {
+  if (!s.started) throw ProcessError(std::string("mpx: cannot ") + what + " a process that has not been started");
+}
+
+void check_open(const ProcessState& s) {
+  if (s.closed) throw ProcessError("mpx: process object is closed");
+}
+
+void finalize_children_at_exit() {
+  // Python's rule: terminate the daemonic children, then join every child.
+  for (auto& s : child_states()) {
+    Process p(s);
+    if (p.daemon() && p.is_alive()) p.terminate();
+  }
+  for (auto& s : child_states()) {
+    Process p(s);
+    p.join();
+  }
+}
+
+void exit_hook() { runtime::shutdown_root(); }
+
+}  // namespace
+
+// ---- init and start methods ----
+
+void init(int /*argc*/, char** argv) {
+  auto& st = runtime::state();
+  if (st.initialized && st.self.pid == ::getpid()) return;
+  runtime::set_finalize_children(&finalize_children_at_exit);
+  if (auto spec = runtime::take_spawned_spec()) {
+    runtime::die_with_parent(static_cast<pid_t>(spec->parent_pid));
+    runtime::run_launch(*spec);
+  }
+  st.self = runtime::Identity{};
+  st.self.pid = ::getpid();
+  st.self.is_root = true;
+  st.root_pid = ::getpid();
+  st.argv.clear();
+  for (char** a = argv; a && *a; ++a) st.argv.emplace_back(*a);
+  if (st.executable.empty()) {
+    char path[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
+    st.executable = n > 0 ? std::string(path, static_cast<std::size_t>(n)) : std::string("/proc/self/exe");
+  }
+  st.session = runtime::create_session();
+  st.zygote_pid = runtime::start_zygote(st.session);
+  st.initialized = true;
+  static bool registered = false;
+  if (!registered) {
+    registered = true;
+    std::atexit(&exit_hook);
+  }
+}
+
+std::string_view to_string(StartMethod method) noexcept {
+  switch (method) {
+    case StartMethod::fork: return "fork";
+    case StartMethod::spawn: return "spawn";
+    case StartMethod::forkserver: return "forkserver";
+  }
+  return "?";
+}
+
+StartMethod parse_start_method(std::string_view name) {
+  if (name == "fork") return StartMethod::fork;
+  if (name == "spawn") return StartMethod::spawn;
+  if (name == "forkserver") return StartMethod::forkserver;
+  throw std::invalid_argument("mpx: cannot find context for '" + std::string(name) +
+                              "' (expected 'fork', 'spawn' or 'forkserver')");
+}
+
+void set_start_method(StartMethod method, bool force) {
+  auto& st = runtime::state();
+  if (st.method && !force) throw ProcessError("mpx: context has already been set");
+  st.method = method;
+}
+
+void set_start_method(std::string_view name, bool force) { set_start_method(parse_start_method(name), force); }
+
+StartMethod get_start_method() { return runtime::state().method.value_or(StartMethod::forkserver); }
+
+std::vector<std::string> get_all_start_methods() { return {"forkserver", "spawn", "fork"}; }
+
+void set_executable(std::string path) {
+  if (::access(path.c_str(), X_OK) != 0) {
+    throw std::invalid_argument("mpx: set_executable: '" + path + "' is not an executable file");
+  }
+  runtime::state().executable = std::move(path);
+}
+
+std::string get_executable() { return runtime::state().executable; }
+
+int cpu_count() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+Context get_context() { return Context(get_start_method()); }
+Context get_context(std::string_view method) { return Context(parse_start_method(method)); }
+
+// ---- Process ----
+
+Process::Process(ProcessOptions options, BoundCall call) : state_(std::make_shared<ProcessState>()) {
+  state_->name = options.name.empty() ? "Process-" + std::to_string(++process_counter) : std::move(options.name);
+  state_->daemon = options.daemon;
+  state_->method = options.method;
+  state_->call = std::move(call);
+}
+
+Process::Process(closure_t, std::function<void()> target, ProcessOptions options)
+    : state_(std::make_shared<ProcessState>()) {
+  state_->name = options.name.empty() ? "Process-" + std::to_string(++process_counter) : std::move(options.name);
+  state_->daemon = options.daemon;
+  state_->method = options.method;
+  state_->closure = std::move(target);
+}
+
+Process::Process(subclass_t, std::string_view class_name, Trampoline rebuild, std::string (*encode_self)(const Process&))
+    : state_(std::make_shared<ProcessState>()) {
+  state_->name = std::string(class_name) + "-" + std::to_string(++process_counter);
+  state_->subclass = true;
+  state_->rebuild = rebuild;
+  state_->encode_self = encode_self;
+}
+
+Process::Process(std::shared_ptr<detail::ProcessState> state) : state_(std::move(state)) {}
+
+void Process::run() {
+  if (state_->closure) {
+    state_->closure();
+  } else if (state_->call.trampoline) {
+    (void)state_->call.invoke();
+  }
+}
+
+void Process::adopt_current_identity() {
+  const auto& self = runtime::state().self;
+  std::lock_guard lock(state_->mutex);
+  state_->role = ProcessState::Role::current;
+  state_->name = self.name;
+  state_->daemon = self.daemon;
+  state_->method = self.method;
+  state_->pid = ::getpid();
+  state_->started = true;
+  state_->owner = 0;
+  state_->pidfd = state_->status_fd = -1;
+}
+
+void Process::start() {
+  runtime::require_initialized();
+  auto& s = *state_;
+  std::unique_lock lock(s.mutex);
+  check_open(s);
+  if (s.role != ProcessState::Role::child) throw ProcessError("mpx: cannot start the current or parent process");
+  if (s.started) throw ProcessError("mpx: cannot start a process twice");
+  const auto& self = runtime::state().self;
+  if (self.daemon) throw ProcessError("mpx: daemonic processes are not allowed to have children");
+  s.used_method = s.method.value_or(get_start_method());
+  const bool daemon = s.daemon.value_or(self.daemon);
+  s.daemon = daemon;
+  runtime::ensure_coordinator();
+
+  runtime::Launched launched;
+  if (s.used_method == StartMethod::fork) {
+    runtime::Identity child;
+    child.name = s.name;
+    child.daemon = daemon;
+    child.parent_pid = ::getpid();
+    child.parent_name = self.name;
+    child.method = StartMethod::fork;
+    lock.unlock();  // the child must not inherit a held mutex
+    launched = runtime::launch_fork(child, [this] {
+      adopt_current_identity();
+      run();
+    });
+    lock.lock();
+  } else {
+    if (s.closure) {
+      throw ProcessError("mpx: process '" + s.name + "' has a target that captures state, which only the fork start " +
+                         "method can run; it is set to '" + std::string(to_string(s.used_method)) + "'");
+    }
+    const auto& st = runtime::state();
+    runtime::LaunchSpec spec;
+    spec.session_id = st.session.id;
+    spec.session_directory = st.session.directory;
+    spec.coordinator_endpoint = st.session.coordinator_endpoint;
+    spec.forkserver_path = st.session.forkserver_path;
+    spec.parent_pid = ::getpid();
+    spec.parent_name = self.name;
+    spec.root_pid = st.root_pid;
+    spec.name = s.name;
+    spec.daemon = daemon;
+    spec.method = static_cast<std::uint8_t>(s.used_method);
+    if (s.subclass) {
+      spec.function = identify(nullptr, s.rebuild);
+      spec.payload = s.encode_self(*this);
+    } else {
+      spec.function = s.call.id();
+      spec.payload = s.call.args;
+    }
+    launched = s.used_method == StartMethod::spawn ? runtime::launch_spawn(spec) : runtime::launch_forkserver(spec);
+  }
+  s.started = true;
+  s.owner = ::getpid();
+  s.pid = launched.pid;
+  s.pidfd = launched.pidfd;
+  s.status_fd = launched.status_fd;
+  lock.unlock();
+  add_child(state_);
+}
+
+void Process::join() { (void)join(std::chrono::duration<double>(-1)); }
+
+bool Process::join(std::chrono::duration<double> timeout) {
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  check_open(s);
+  if (s.role == ProcessState::Role::current) throw ProcessError("mpx: cannot join current process");
+  require_started(s, "join");
+  if (s.role == ProcessState::Role::child && s.owner != ::getpid()) {
+    throw ProcessError("mpx: can only join a child process");
+  }
+  const long ms = timeout.count() < 0 ? -1 : static_cast<long>(timeout.count() * 1000.0);
+  const bool ended = wait_for_end(s, ms);
+  if (ended && s.role == ProcessState::Role::child) {
+    remove_child(&s);
+  }
+  return ended;
+}
+
+bool Process::is_alive() {
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  check_open(s);
+  if (s.role == ProcessState::Role::current) return true;
+  if (!s.started || s.exitcode) return false;
+  if (s.role == ProcessState::Role::child && s.owner != ::getpid()) return false;
+  return !wait_for_end(s, 0);
+}
+
+void Process::send_signal(int signal) {
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  check_open(s);
+  require_started(s, "signal");
+  if (s.exitcode) return;  // already reaped: its pid may belong to someone else now
+  // pidfd_send_signal cannot hit a recycled pid.
+  if (s.pidfd >= 0 && ::syscall(SYS_pidfd_send_signal, s.pidfd, signal, nullptr, 0) == 0) return;
+  if (s.pidfd < 0 && s.pid > 0) ::kill(s.pid, signal);
+}
+
+void Process::terminate() { send_signal(SIGTERM); }
+void Process::kill() { send_signal(SIGKILL); }
+void Process::interrupt() { send_signal(SIGINT); }
+
+void Process::close() {
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  if (s.closed) return;
+  if (s.started && !s.exitcode && s.role == ProcessState::Role::child && !wait_for_end(s, 0)) {
+    throw ProcessError("mpx: cannot close a process while it is still running; call join() or terminate() first");
+  }
+  s.close_fds();
+  s.closed = true;
+}
+
+std::optional<int> Process::exitcode() {
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  if (!s.started || s.role != ProcessState::Role::child) return std::nullopt;
+  if (!s.exitcode && s.owner == ::getpid() && !s.closed) (void)wait_for_end(s, 0);
+  return s.exitcode;
+}
+
+std::optional<RemoteError> Process::exception() {
+  const auto code = exitcode();
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  if (!code || *code != 1) return std::nullopt;  // only an uncaught exception ends a process with 1
+  if (!s.error_checked) {
+    auto& channel = runtime::Channel::current();
+    auto reply = channel.request(
+        wire::make(wire::Kind::process_error_query, 0, 0, std::make_tuple(static_cast<std::int64_t>(s.pid))),
+        std::chrono::milliseconds(5000));
+    runtime::expect_ok(reply);
+    auto [found, type, message, pid, host] =
+        reply.body_as<std::tuple<bool, std::string, std::string, std::int64_t, std::string>>();
+    if (found) s.error = RemoteError(type, message, static_cast<pid_t>(pid), host);
+    s.error_checked = true;
+  }
+  return s.error;
+}
+
+pid_t Process::pid() const { return state_->pid; }
+
+int Process::sentinel() const {
+  std::lock_guard lock(state_->mutex);
+  return sentinel_of(*state_);
+}
+
+const std::string& Process::name() const { return state_->name; }
+
+void Process::set_name(std::string name) {
+  std::lock_guard lock(state_->mutex);
+  state_->name = std::move(name);
+  if (state_->role == ProcessState::Role::current) runtime::state().self.name = state_->name;
+}
+
+bool Process::daemon() const { return state_->daemon.value_or(runtime::state().self.daemon); }
+
+void Process::set_daemon(bool daemon) {
+  std::lock_guard lock(state_->mutex);
+  if (state_->started) throw ProcessError("mpx: cannot set daemon status of an active process");
+  state_->daemon = daemon;
+}
+
+StartMethod Process::start_method() const { return state_->method.value_or(get_start_method()); }
+
+Process current_process() { return Process(current_state()); }
+
+std::optional<Process> parent_process() {
+  const auto& self = runtime::state().self;
+  if (self.is_root || self.parent_pid <= 0) return std::nullopt;
+  auto s = std::make_shared<ProcessState>();
+  s->role = ProcessState::Role::parent;
+  s->name = self.parent_name;
+  s->pid = self.parent_pid;
+  s->started = true;
+  s->owner = ::getpid();
+  s->pidfd = runtime::pidfd_open(self.parent_pid);
+  return Process(std::move(s));
+}
+
+std::vector<Process> active_children() {
+  std::vector<Process> alive;
+  for (auto& s : child_states()) {
+    Process p(s);
+    if (p.is_alive()) {
+      alive.push_back(p);
+    } else {
+      remove_child(s.get());
+    }
+  }
+  return alive;
+}
+
+}  // namespace mpx

@@ -1,0 +1,81 @@
+#include "runtime/channel.hpp"
+
+#include <memory>
+#include <unistd.h>
+
+#include "runtime/runtime.hpp"
+#include "wire/transport.hpp"
+
+namespace mpx::runtime {
+
+namespace {
+struct ThreadChannel {
+  pid_t owner = 0;
+  Channel* channel = nullptr;  // owned; abandoned (never closed) in a forked child, whose context is not its own
+  ~ThreadChannel() {
+    if (owner == ::getpid()) delete channel;
+  }
+};
+thread_local ThreadChannel this_thread;
+}  // namespace
+
+Channel::Channel(zmq::context_t& context, const std::string& endpoint)
+    : socket_(context, zmq::socket_type::dealer), actor_id_(static_cast<std::uint64_t>(::getpid())), endpoint_(endpoint) {
+  wire::configure(socket_, endpoint);
+  socket_.set(zmq::sockopt::linger, 200);
+  socket_.connect(endpoint);
+  const auto& self = state().self;
+  wire::Envelope hello = wire::make(wire::Kind::hello, 0, 0,
+                                    std::make_tuple(static_cast<std::int64_t>(::getpid()),
+                                                    static_cast<std::int64_t>(self.parent_pid), self.name));
+  wire::send(socket_, hello, actor_id_);
+}
+
+Channel& Channel::current() {
+  const pid_t pid = ::getpid();
+  if (this_thread.owner != pid || this_thread.channel == nullptr) {
+    require_initialized();
+    ensure_coordinator();
+    this_thread.owner = pid;
+    this_thread.channel = new Channel(context(), state().session.coordinator_endpoint);
+  }
+  return *this_thread.channel;
+}
+
+void Channel::post(wire::Envelope message) { wire::send(socket_, message, actor_id_); }
+
+wire::Envelope Channel::request(wire::Envelope request, std::chrono::milliseconds timeout) {
+  const std::uint64_t correlation = next_correlation_++;
+  request.header.correlation = correlation;
+  wire::send(socket_, request, actor_id_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (left.count() <= 0 || zmq::poll(&item, 1, left) == 0) {
+      throw TimeoutError("mpx: no reply to '" + std::string(wire::kind_name(request.header.kind)) +
+                         "' from the coordinator at " + endpoint_ + " within " + std::to_string(timeout.count()) +
+                         " ms");
+    }
+    std::optional<wire::Envelope> reply;
+    try {
+      reply = wire::recv(socket_, nullptr, true);
+    } catch (const ProtocolError&) {
+      continue;  // a malformed reply is dropped; the real one may still come
+    }
+    if (!reply) continue;
+    if (reply->header.correlation != correlation) continue;  // a late reply to an earlier, timed-out request
+    return std::move(*reply);
+  }
+}
+
+wire::Envelope& expect_ok(wire::Envelope& reply) {
+  if (reply.header.kind == wire::Kind::error) {
+    auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
+    if (static_cast<wire::ErrorCode>(code) == wire::ErrorCode::timeout) throw TimeoutError(message);
+    throw ProtocolError(message);
+  }
+  return reply;
+}
+
+}  // namespace mpx::runtime

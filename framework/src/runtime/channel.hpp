@@ -1,0 +1,40 @@
+// The actor's mailbox: a DEALER socket connected to the coordinator's ROUTER. Each thread of a process gets its own
+// channel (ZeroMQ sockets are single-threaded), all under the process's actor id.
+#pragma once
+
+#include <chrono>
+#include <optional>
+
+#include <zmq.hpp>
+
+#include "wire/envelope.hpp"
+
+namespace mpx::runtime {
+
+class Channel {
+ public:
+  // The calling thread's channel in this process, connected on first use.
+  static Channel& current();
+
+  // Sends a request and waits for the reply with the same correlation id. A reply of kind `error` is returned as is;
+  // no reply within `timeout` throws TimeoutError.
+  wire::Envelope request(wire::Envelope request, std::chrono::milliseconds timeout);
+  // Sends without waiting for a reply.
+  void post(wire::Envelope message);
+
+  std::uint64_t actor_id() const noexcept { return actor_id_; }
+  zmq::socket_t& socket() noexcept { return socket_; }
+
+  explicit Channel(zmq::context_t& context, const std::string& endpoint);
+
+ private:
+  zmq::socket_t socket_;
+  std::uint64_t actor_id_;
+  std::uint64_t next_correlation_ = 1;
+  std::string endpoint_;
+};
+
+// Throws ProtocolError (or the matching mpx error) if `reply` is an error reply; returns it otherwise.
+wire::Envelope& expect_ok(wire::Envelope& reply);
+
+}  // namespace mpx::runtime

@@ -1,0 +1,89 @@
+// The coordinator: one ROUTER socket and one poll loop that owns every shared object's state. It handles messages,
+// fires deadlines from a timer wheel, and watches actor deaths through pidfds, all on one thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include <sys/types.h>
+#include <zmq.hpp>
+
+#include "runtime/timer_wheel.hpp"
+#include "wire/envelope.hpp"
+
+namespace mpx::runtime {
+
+struct CoordinatorStats {
+  std::uint64_t received = 0;   // well-formed messages handled
+  std::uint64_t malformed = 0;  // messages rejected (bad envelope, unknown kind, bad body)
+  std::uint64_t actors = 0;     // processes currently watched
+};
+
+class Coordinator {
+ public:
+  // The peer a request came from; replies go back through it.
+  struct Peer {
+    zmq::message_t routing;
+    std::uint64_t actor = 0;
+  };
+  // A service's handler for one kind. It may reply now, or keep the peer and reply later (a blocked waiter).
+  // Throwing ProtocolError or SerializationError counts the message as malformed and sends an error reply.
+  using Handler = std::function<void(Peer& peer, wire::Envelope& request)>;
+  using DeathHook = std::function<void(pid_t pid)>;
+
+  Coordinator(zmq::context_t& context, std::string endpoint);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Registration happens before start().
+  void handle(wire::Kind kind, Handler handler);
+  void on_death(DeathHook hook);
+
+  void start();
+  void stop();
+  const std::string& endpoint() const noexcept { return endpoint_; }
+  CoordinatorStats stats() const noexcept;
+
+  // Coordinator thread only:
+  void reply(const Peer& peer, wire::Envelope& reply);
+  void reply_error(const Peer& peer, const wire::Header& request, wire::ErrorCode code, std::string_view message);
+  TimerWheel& timers() noexcept { return timers_; }
+  // Watches a process: death hooks run when it exits. Returns false if it is already gone.
+  bool watch(pid_t pid);
+
+ private:
+  void run();
+  void dispatch(Peer& peer, wire::Envelope& request);
+  void handle_runtime(Peer& peer, wire::Envelope& request);
+  void reap(pid_t pid);
+
+  struct ErrorReport {
+    std::string type, message, host;
+    TimerWheel::Id expiry = 0;
+  };
+
+  zmq::context_t& context_;
+  std::string endpoint_;
+  std::string control_endpoint_;
+  zmq::socket_t router_;
+  zmq::socket_t control_;
+  std::thread thread_;
+  TimerWheel timers_;
+  std::unordered_map<std::uint16_t, Handler> handlers_;
+  std::vector<DeathHook> death_hooks_;
+  std::map<pid_t, int> watched_;  // pid -> pidfd
+  std::unordered_map<pid_t, ErrorReport> errors_;
+  std::atomic<std::uint64_t> received_{0};
+  std::atomic<std::uint64_t> malformed_{0};
+  std::atomic<std::uint64_t> actors_{0};
+  bool running_ = false;
+};
+
+}  // namespace mpx::runtime

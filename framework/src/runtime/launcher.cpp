@@ -1,0 +1,323 @@
+#include "runtime/launcher.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <stdexcept>
+#include <system_error>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace mpx::runtime {
+
+namespace {
+
+constexpr const char* launch_fd_variable = "MPX_LAUNCH_FD";
+constexpr std::uint32_t max_spec_bytes = 256u << 20;
+
+[[noreturn]] void fail(const std::string& what) { throw std::system_error(errno, std::generic_category(), what); }
+
+bool write_all(int fd, const void* data, std::size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::send(fd, p, size, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+bool read_all(int fd, void* data, std::size_t size) {
+  char* p = static_cast<char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::read(fd, p, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+bool write_frame(int fd, const std::string& bytes) {
+  const auto size = static_cast<std::uint32_t>(bytes.size());
+  return write_all(fd, &size, sizeof size) && write_all(fd, bytes.data(), bytes.size());
+}
+
+std::optional<std::string> read_frame(int fd) {
+  std::uint32_t size = 0;
+  if (!read_all(fd, &size, sizeof size) || size > max_spec_bytes) return std::nullopt;
+  std::string bytes(size, '\0');
+  if (!read_all(fd, bytes.data(), size)) return std::nullopt;
+  return bytes;
+}
+
+Session session_of(const LaunchSpec& spec) {
+  Session s;
+  s.id = spec.session_id;
+  s.directory = spec.session_directory;
+  s.coordinator_endpoint = spec.coordinator_endpoint;
+  s.forkserver_path = spec.forkserver_path;
+  return s;
+}
+
+}  // namespace
+
+void die_with_parent(pid_t expected_parent) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != expected_parent) ::_exit(1);
+}
+
+int pidfd_open(pid_t pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+int exitcode_from_wait_status(int status) noexcept {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return 1;
+}
+
+Launched launch_fork(const Identity& child, const std::function<void()>& body) {
+  const pid_t parent = ::getpid();
+  // Buffered output would otherwise be written twice, once by each copy (Python flushes here too).
+  std::cout.flush();
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) fail("mpx: fork failed");
+  if (pid == 0) {
+    die_with_parent(parent);
+    Identity id = child;
+    id.pid = ::getpid();
+    become_child(id, state().session);
+    run_child(body);
+  }
+  Launched l;
+  l.pid = pid;
+  l.pidfd = pidfd_open(pid);
+  if (l.pidfd < 0) fail("mpx: pidfd_open failed");
+  return l;
+}
+
+Launched launch_spawn(const LaunchSpec& spec) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) fail("mpx: socketpair failed");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  // dup2 onto itself clears close-on-exec in the child only, so no other concurrent spawn inherits it.
+  posix_spawn_file_actions_adddup2(&actions, sv[1], sv[1]);
+
+  const auto& st = state();
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    if (std::strncmp(*e, "MPX_LAUNCH_FD=", 14) != 0) env_strings.emplace_back(*e);
+  }
+  env_strings.push_back(std::string(launch_fd_variable) + "=" + std::to_string(sv[1]));
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = st.argv.empty() ? std::vector<std::string>{st.executable} : st.argv;
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, st.executable.c_str(), &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(sv[1]);
+  if (rc != 0) {
+    ::close(sv[0]);
+    errno = rc;
+    fail("mpx: cannot spawn '" + st.executable + "'");
+  }
+  Launched l;
+  l.pid = pid;
+  l.pidfd = pidfd_open(pid);
+  // If the child died before reading its spec, the write fails; its exit status tells the rest.
+  (void)write_frame(sv[0], encode(spec));
+  ::close(sv[0]);
+  if (l.pidfd < 0) fail("mpx: pidfd_open failed");
+  return l;
+}
+
+Launched launch_forkserver(const LaunchSpec& spec) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail("mpx: socket failed");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, spec.forkserver_path.c_str(), sizeof(addr.sun_path) - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    const int saved = errno;
+    ::close(fd);
+    errno = saved;
+    fail("mpx: cannot reach the forkserver at " + spec.forkserver_path);
+  }
+  std::int32_t pid = 0;
+  if (!write_frame(fd, encode(spec)) || !read_all(fd, &pid, sizeof pid) || pid <= 0) {
+    ::close(fd);
+    throw ProcessError("mpx: the forkserver did not start the process");
+  }
+  Launched l;
+  l.pid = pid;
+  l.pidfd = pidfd_open(pid);  // may fail if it already ended and was reaped; status_fd still tells how
+  l.status_fd = fd;
+  return l;
+}
+
+std::optional<int> read_forkserver_status(int status_fd) {
+  std::int32_t status = 0;
+  if (!read_all(status_fd, &status, sizeof status)) return std::nullopt;
+  return exitcode_from_wait_status(status);
+}
+
+namespace {
+
+[[noreturn]] void zygote_main(int listener, pid_t root) {
+  die_with_parent(root);
+  ::prctl(PR_SET_NAME, "mpx-forkserver");
+  sigset_t original;
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &chld, &original);
+  const int sfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) ::_exit(1);
+  std::map<pid_t, int> children;  // pid -> the launcher's connection, where its wait status goes
+
+  for (;;) {
+    pollfd fds[2] = {{listener, POLLIN, 0}, {sfd, POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      ::_exit(1);
+    }
+    if (fds[1].revents & POLLIN) {
+      signalfd_siginfo info;
+      while (::read(sfd, &info, sizeof info) > 0) {
+      }
+      int status = 0;
+      pid_t pid;
+      while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+        auto it = children.find(pid);
+        if (it == children.end()) continue;
+        const std::int32_t s = status;
+        (void)write_all(it->second, &s, sizeof s);
+        ::close(it->second);
+        children.erase(it);
+      }
+    }
+    if (fds[0].revents & POLLIN) {
+      const int conn = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn < 0) continue;
+      timeval tv{5, 0};
+      ::setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      auto bytes = read_frame(conn);
+      std::optional<LaunchSpec> spec;
+      if (bytes) {
+        try {
+          spec = decode<LaunchSpec>(*bytes);
+        } catch (const Error&) {
+        }
+      }
+      if (!spec) {
+        ::close(conn);
+        continue;
+      }
+      const pid_t zygote = ::getpid();
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        ::close(listener);
+        ::close(sfd);
+        ::close(conn);
+        for (auto& [p, fd] : children) ::close(fd);
+        ::sigprocmask(SIG_SETMASK, &original, nullptr);
+        die_with_parent(zygote);
+        run_launch(*spec);
+      }
+      const std::int32_t reported = pid > 0 ? pid : -1;
+      (void)write_all(conn, &reported, sizeof reported);
+      if (pid > 0) {
+        children[pid] = conn;
+      } else {
+        ::close(conn);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+pid_t start_zygote(const Session& session) {
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) fail("mpx: socket failed");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, session.forkserver_path.c_str(), sizeof(addr.sun_path) - 1);
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 128) != 0) {
+    const int saved = errno;
+    ::close(listener);
+    errno = saved;
+    fail("mpx: cannot listen on " + session.forkserver_path);
+  }
+  const pid_t root = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) fail("mpx: fork of the forkserver failed");
+  if (pid == 0) zygote_main(listener, root);
+  ::close(listener);
+  return pid;
+}
+
+std::optional<LaunchSpec> take_spawned_spec() {
+  const char* value = std::getenv(launch_fd_variable);
+  if (!value) return std::nullopt;
+  const int fd = std::atoi(value);
+  ::unsetenv(launch_fd_variable);
+  auto bytes = read_frame(fd);
+  ::close(fd);
+  if (!bytes) {
+    std::fprintf(stderr, "mpx: spawned worker could not read its launch spec\n");
+    ::_exit(1);
+  }
+  try {
+    return decode<LaunchSpec>(*bytes);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "mpx: spawned worker got a malformed launch spec: %s\n", e.what());
+    ::_exit(1);
+  }
+}
+
+void run_launch(const LaunchSpec& spec) {
+  Identity id;
+  id.pid = ::getpid();
+  id.name = spec.name;
+  id.daemon = spec.daemon;
+  id.parent_pid = static_cast<pid_t>(spec.parent_pid);
+  id.parent_name = spec.parent_name;
+  id.method = static_cast<StartMethod>(spec.method);
+  id.is_root = false;
+  state().root_pid = static_cast<pid_t>(spec.root_pid);
+  become_child(id, session_of(spec));
+  run_child([&spec] {
+    auto [function, trampoline] = resolve(spec.function);
+    std::string result;
+    trampoline(function, spec.payload, result);
+  });
+}
+
+}  // namespace mpx::runtime

@@ -1,0 +1,63 @@
+// The process launcher: fork, spawn (posix_spawn of the executable), and forkserver (a single-threaded zygote forked
+// inside mpx::init before any thread exists). Spawn and forkserver children receive a LaunchSpec and rebuild the call
+// from its function identity; fork children run the call from their copy of memory.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <sys/types.h>
+
+#include <mpx/function.hpp>
+
+#include "runtime/runtime.hpp"
+
+namespace mpx::runtime {
+
+struct LaunchSpec {
+  std::string session_id;
+  std::string session_directory;
+  std::string coordinator_endpoint;
+  std::string forkserver_path;
+  std::int64_t parent_pid = 0;
+  std::string parent_name;
+  std::int64_t root_pid = 0;
+  std::string name;
+  bool daemon = false;
+  std::uint8_t method = 0;  // StartMethod
+  FunctionId function;
+  std::string payload;  // the encoded arguments, or the encoded ProcessClass object
+  MSGPACK_DEFINE(session_id, session_directory, coordinator_endpoint, forkserver_path, parent_pid, parent_name, root_pid, name,
+                 daemon, method, function, payload);
+};
+
+struct Launched {
+  pid_t pid = 0;
+  int pidfd = -1;      // for signals, and the sentinel of fork and spawn children
+  int status_fd = -1;  // forkserver only: the zygote writes the wait status here when the child ends (the sentinel)
+};
+
+Launched launch_fork(const Identity& child, const std::function<void()>& body);
+Launched launch_spawn(const LaunchSpec& spec);
+Launched launch_forkserver(const LaunchSpec& spec);
+
+// Forks the zygote; call from init, before any thread exists. Returns its pid.
+pid_t start_zygote(const Session& session);
+
+// In a process started by spawn: the spec from the inherited descriptor named by MPX_LAUNCH_FD, if there is one.
+std::optional<LaunchSpec> take_spawned_spec();
+// Runs a spawn or forkserver child to the end. Never returns.
+[[noreturn]] void run_launch(const LaunchSpec& spec);
+// Dies with its parent: PR_SET_PDEATHSIG, plus a getppid() check for a parent that died before the prctl.
+void die_with_parent(pid_t expected_parent);
+
+// Python's exitcode from a wait status: N for exit(N), -N for a signal.
+int exitcode_from_wait_status(int status) noexcept;
+// Forkserver: blocks until the zygote reports the child's wait status on `status_fd`; nullopt if the zygote is gone.
+std::optional<int> read_forkserver_status(int status_fd);
+
+int pidfd_open(pid_t pid) noexcept;
+
+}  // namespace mpx::runtime

@@ -1,0 +1,181 @@
+#include "runtime/runtime.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include <cxxabi.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include "runtime/channel.hpp"
+#include "runtime/coordinator.hpp"
+#include "runtime/launcher.hpp"
+
+namespace mpx::runtime {
+
+namespace {
+
+struct ProcessContext {
+  pid_t owner = 0;
+  zmq::context_t* context = nullptr;  // never deleted: sockets of other threads may outlive static destruction
+};
+ProcessContext process_context;
+std::mutex coordinator_mutex;
+Coordinator* the_coordinator = nullptr;  // root process only
+std::function<void()> finalize_hook;
+
+constexpr auto report_timeout = std::chrono::milliseconds(2000);
+
+std::string exception_type_name() {
+  const std::type_info* type = abi::__cxa_current_exception_type();
+  return type ? demangle(type->name()) : std::string("unknown");
+}
+
+void report_exception(const std::string& type, const std::string& message) {
+  std::fflush(stdout);
+  std::cout.flush();
+  std::fprintf(stderr, "Process %s:\nTraceback: the target raised an uncaught exception\n%s: %s\n",
+               state().self.name.c_str(), type.c_str(), message.c_str());
+  std::fflush(stderr);
+  try {
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    auto& channel = Channel::current();
+    auto reply = channel.request(wire::make(wire::Kind::process_error, 0, 0,
+                                            std::make_tuple(static_cast<std::int64_t>(::getpid()), type, message,
+                                                            std::string(host))),
+                                 report_timeout);
+    (void)reply;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpx: could not report the exception to the coordinator: %s\n", e.what());
+  }
+}
+
+// A forkserver child's OS parent is the zygote; this watches the process that asked for it.
+void watch_logical_parent(pid_t parent) {
+  const int fd = pidfd_open(parent);
+  if (fd < 0) ::_exit(1);  // already gone
+  std::thread([fd] {
+    pollfd p{fd, POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0) {
+    }
+    ::kill(::getpid(), SIGKILL);
+  }).detach();
+}
+
+}  // namespace
+
+}  // namespace mpx::runtime
+
+namespace mpx {
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  char* readable = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string out = (status == 0 && readable) ? readable : mangled;
+  std::free(readable);
+  return out;
+}
+
+}  // namespace mpx
+
+namespace mpx::runtime {
+
+State& state() {
+  static State instance;
+  return instance;
+}
+
+void require_initialized() {
+  if (!state().initialized) {
+    throw ProcessError("mpx: mpx::init(argc, argv) must be called first, as the first line of main");
+  }
+}
+
+zmq::context_t& context() {
+  const pid_t pid = ::getpid();
+  if (process_context.owner != pid) {
+    process_context.owner = pid;
+    process_context.context = new zmq::context_t(1);
+    process_context.context->set(zmq::ctxopt::blocky, false);
+  }
+  return *process_context.context;
+}
+
+void ensure_coordinator() {
+  auto& st = state();
+  if (!st.self.is_root || ::getpid() != st.root_pid) return;
+  std::lock_guard lock(coordinator_mutex);
+  if (the_coordinator) return;
+  the_coordinator = new Coordinator(context(), st.session.coordinator_endpoint);
+  the_coordinator->start();
+}
+
+Coordinator* coordinator_if_running() {
+  std::lock_guard lock(coordinator_mutex);
+  return ::getpid() == state().root_pid ? the_coordinator : nullptr;
+}
+
+void set_finalize_children(std::function<void()> hook) { finalize_hook = std::move(hook); }
+
+void finalize_children() {
+  if (finalize_hook) finalize_hook();
+}
+
+void become_child(const Identity& identity, const Session& session) {
+  auto& st = state();
+  st.self = identity;
+  st.self.is_root = false;
+  st.session = session;
+  st.initialized = true;
+  st.zygote_pid = 0;
+  if (identity.parent_pid != ::getppid()) watch_logical_parent(identity.parent_pid);
+}
+
+void run_child(const std::function<void()>& body) {
+  int code = 0;
+  try {
+    body();
+  } catch (const std::exception& e) {
+    report_exception(exception_type_name(), e.what());
+    code = 1;
+  } catch (...) {
+    report_exception(exception_type_name(), "(not a std::exception)");
+    code = 1;
+  }
+  try {
+    finalize_children();
+  } catch (...) {
+  }
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  ::_exit(code);
+}
+
+void shutdown_root() {
+  auto& st = state();
+  if (!st.initialized || !st.self.is_root || ::getpid() != st.root_pid) return;
+  try {
+    finalize_children();
+  } catch (...) {
+  }
+  {
+    std::lock_guard lock(coordinator_mutex);
+    if (the_coordinator) the_coordinator->stop();
+  }
+  if (st.zygote_pid > 0) {
+    ::kill(st.zygote_pid, SIGKILL);
+    ::waitpid(st.zygote_pid, nullptr, 0);
+    st.zygote_pid = 0;
+  }
+  remove_session(st.session);
+  st.initialized = false;
+}
+
+}  // namespace mpx::runtime

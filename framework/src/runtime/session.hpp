@@ -1,0 +1,27 @@
+// A session: one root process (the first to call mpx::init), its coordinator, and every process it starts.
+// Its files live in a private directory named with the root pid, so a later session can tell a dead one's leftovers.
+#pragma once
+
+#include <string>
+#include <sys/types.h>
+
+namespace mpx::runtime {
+
+struct Session {
+  std::string id;               // "<root pid>-<random hex>"
+  std::string directory;        // mode 0700; holds the ipc socket files
+  std::string coordinator_endpoint;
+  std::string forkserver_path;  // the zygote's unix socket
+};
+
+// Creates the session directory under $TMPDIR (or /tmp when $TMPDIR is unset or too long for a socket path) and
+// first removes directories left by sessions whose root process is dead.
+Session create_session();
+// Removes the session directory and everything in it.
+void remove_session(const Session& session);
+// The directory that holds session directories ($TMPDIR if usable, else /tmp).
+std::string session_parent_directory();
+// Removes mpx-<pid>-* directories whose pid no longer exists; returns how many were removed.
+int remove_dead_sessions(const std::string& parent);
+
+}  // namespace mpx::runtime
