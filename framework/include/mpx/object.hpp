@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstddef>
+#include <climits>
 #include <cstdint>
 #include <deque>
 #include <initializer_list>
@@ -47,7 +48,14 @@ class Object {
   Object(I i) : value_(static_cast<std::int64_t>(i)) {}
   template <class U>
     requires(std::is_integral_v<U> && !std::is_same_v<U, bool> && std::is_unsigned_v<U>)
-  Object(U u) : value_(static_cast<std::uint64_t>(u)) {}
+  Object(U u) {
+    // One representation per value: unsigned values that fit are stored as signed, as msgpack decodes them.
+    if (static_cast<std::uint64_t>(u) <= static_cast<std::uint64_t>(INT64_MAX)) {
+      value_ = static_cast<std::int64_t>(u);
+    } else {
+      value_ = static_cast<std::uint64_t>(u);
+    }
+  }
   Object(double d) : value_(d) {}
   Object(const char* s) : value_(std::string(s)) {}
   Object(std::string s) : value_(std::move(s)) {}
@@ -134,6 +142,11 @@ struct serializable<std::pair<A, B>> : std::bool_constant<serializable<A>::value
 template <class... T>
 struct serializable<std::tuple<T...>> : std::bool_constant<(serializable<T>::value && ...)> {};
 
+template <class T>
+struct is_tuple : std::false_type {};
+template <class... T>
+struct is_tuple<std::tuple<T...>> : std::true_type {};
+
 // Every decode in mpx goes through here: bounded by mpx's unpack limits, trailing bytes rejected.
 // Throws mpx::ProtocolError on malformed or oversized input.
 msgpack::object_handle unpack_bounded(const char* data, std::size_t size);
@@ -165,6 +178,13 @@ T decode(std::string_view bytes) {
     handle = detail::unpack_bounded(bytes.data(), bytes.size());
   } catch (const ProtocolError& e) {
     throw SerializationError(e.what());
+  }
+  if constexpr (detail::is_tuple<T>::value) {
+    // msgpack-c fills missing tuple elements with defaults; a message or an argument list must match exactly.
+    const auto& o = handle.get();
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != std::tuple_size_v<T>) {
+      throw SerializationError("mpx: expected an array of " + std::to_string(std::tuple_size_v<T>) + " elements");
+    }
   }
   try {
     return handle.get().as<T>();

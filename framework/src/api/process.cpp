@@ -81,9 +81,10 @@ struct Children {
     }
   }
 };
+// Leaked on purpose: the exit hook that joins children runs after static destructors may have run.
 Children& children() {
-  static Children instance;
-  return instance;
+  static auto* instance = new Children;
+  return *instance;
 }
 
 void add_child(const std::shared_ptr<ProcessState>& s) {
@@ -109,8 +110,8 @@ std::vector<std::shared_ptr<ProcessState>> child_states() {
 
 std::shared_ptr<ProcessState> current_state() {
   static pid_t owner = 0;
-  static std::shared_ptr<ProcessState> state;
-  static std::mutex m;
+  static auto& state = *new std::shared_ptr<ProcessState>;  // leaked: used by exit hooks
+  static auto& m = *new std::mutex;
   std::lock_guard lock(m);
   if (owner != ::getpid() || !state) {
     if (state) new std::shared_ptr<ProcessState>(std::move(state));  // a forked copy: abandon, never destroy

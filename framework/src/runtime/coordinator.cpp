@@ -180,6 +180,7 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
     case wire::Kind::process_error: {
       auto [pid, type, message, host] =
           request.body_as<std::tuple<std::int64_t, std::string, std::string, std::string>>();
+      if (pid <= 0) throw ProtocolError("mpx: process_error with pid " + std::to_string(pid));
       const auto key = static_cast<pid_t>(pid);
       if (auto old = errors_.find(key); old != errors_.end()) timers_.cancel(old->second.expiry);
       auto expiry = timers_.schedule(TimerWheel::Clock::now() + error_report_lifetime, [this, key] { errors_.erase(key); });

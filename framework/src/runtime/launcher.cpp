@@ -80,6 +80,21 @@ Session session_of(const LaunchSpec& spec) {
   return s;
 }
 
+// A forked child starts with default handlers, as an exec'd one does: the parent's handlers would otherwise run on a
+// copy of the parent's state (test frameworks, for one, report and hang there). Ignored signals stay ignored.
+void reset_signal_handlers() {
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction current {};
+    if (::sigaction(sig, nullptr, &current) != 0) continue;
+    if (current.sa_handler == SIG_IGN || current.sa_handler == SIG_DFL) continue;
+    struct sigaction defaults {};
+    defaults.sa_handler = SIG_DFL;
+    sigemptyset(&defaults.sa_mask);
+    ::sigaction(sig, &defaults, nullptr);
+  }
+}
+
 }  // namespace
 
 void die_with_parent(pid_t expected_parent) {
@@ -100,9 +115,16 @@ Launched launch_fork(const Identity& child, const std::function<void()>& body) {
   // Buffered output would otherwise be written twice, once by each copy (Python flushes here too).
   std::cout.flush();
   std::fflush(nullptr);
+  // Signals stay blocked across fork until the child has dropped the parent's handlers.
+  sigset_t all, previous;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
   const pid_t pid = ::fork();
+  if (pid != 0) ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   if (pid < 0) fail("mpx: fork failed");
   if (pid == 0) {
+    reset_signal_handlers();
+    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     die_with_parent(parent);
     Identity id = child;
     id.pid = ::getpid();

@@ -27,7 +27,7 @@ struct ProcessContext {
 ProcessContext process_context;
 std::mutex coordinator_mutex;
 Coordinator* the_coordinator = nullptr;  // root process only
-std::function<void()> finalize_hook;
+void (*finalize_hook)() = nullptr;  // a plain pointer: safe to read during exit
 
 constexpr auto report_timeout = std::chrono::milliseconds(2000);
 
@@ -87,8 +87,8 @@ std::string demangle(const char* mangled) {
 namespace mpx::runtime {
 
 State& state() {
-  static State instance;
-  return instance;
+  static auto* instance = new State;  // leaked: exit hooks and worker exits read it after static destruction
+  return *instance;
 }
 
 void require_initialized() {
@@ -121,7 +121,7 @@ Coordinator* coordinator_if_running() {
   return ::getpid() == state().root_pid ? the_coordinator : nullptr;
 }
 
-void set_finalize_children(std::function<void()> hook) { finalize_hook = std::move(hook); }
+void set_finalize_children(void (*hook)()) { finalize_hook = hook; }
 
 void finalize_children() {
   if (finalize_hook) finalize_hook();

@@ -52,7 +52,7 @@ void ensure_coordinator();
 Coordinator* coordinator_if_running();
 
 // Hooks the API layer installs: what a process does before it exits (terminate daemon children, join the rest).
-void set_finalize_children(std::function<void()> hook);
+void set_finalize_children(void (*hook)());
 void finalize_children();
 
 // Runs `body` as the whole life of a child process: reports an escaping exception to the coordinator and to stderr,

@@ -37,11 +37,14 @@ std::size_t TimerWheel::advance(Clock::time_point now) {
   const std::uint64_t now_tick =
       static_cast<std::uint64_t>(elapsed / std::chrono::duration_cast<std::chrono::nanoseconds>(tick_).count());
   if (index_.empty()) {
-    current_tick_ = std::max(current_tick_, now_tick + 1);
+    current_tick_ = std::max(current_tick_, now_tick);
     return 0;
   }
   std::vector<std::function<void()>> due;
-  const std::uint64_t span = std::min<std::uint64_t>(now_tick + 1 - std::min(current_tick_, now_tick + 1), slots_.size());
+  // Ticks from the last one processed through now; the last is revisited next time, so a timer scheduled for "now"
+  // after an advance still fires on the following advance.
+  const std::uint64_t span =
+      now_tick < current_tick_ ? 0 : std::min<std::uint64_t>(now_tick - current_tick_ + 1, slots_.size());
   for (std::uint64_t i = 0; i < span; ++i) {
     auto& slot = slots_[(current_tick_ + i) % slots_.size()];
     for (auto it = slot.begin(); it != slot.end();) {
@@ -54,7 +57,7 @@ std::size_t TimerWheel::advance(Clock::time_point now) {
       }
     }
   }
-  current_tick_ = std::max(current_tick_, now_tick + 1);
+  current_tick_ = std::max(current_tick_, now_tick);
   for (auto& fire : due) fire();
   return due.size();
 }

@@ -42,7 +42,7 @@ class TimerWheel {
   Clock::time_point origin_;
   std::vector<std::list<Entry>> slots_;
   std::unordered_map<Id, std::pair<std::size_t, std::list<Entry>::iterator>> index_;
-  std::uint64_t current_tick_ = 0;  // every tick before this one has been processed
+  std::uint64_t current_tick_ = 0;  // every tick before this one has been processed; this one may hold more
   Id next_id_ = 1;
 };
 
