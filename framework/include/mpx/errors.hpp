@@ -47,6 +47,41 @@ class Empty : public Error {
   using Error::Error;
 };
 
+// A misuse Python reports as ValueError: a closed queue, task_done() called too many times, a semaphore released
+// past its bound.
+class ValueError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The other end of a Connection is closed or its process died (Python: EOFError).
+class EOFError : public Error {
+ public:
+  using Error::Error;
+};
+
+// recv_bytes_into got a message longer than the buffer; the message is kept in the exception (Python: same name).
+class BufferTooShort : public Error {
+ public:
+  BufferTooShort(std::string message, std::string data) : Error(std::move(message)), data_(std::move(data)) {}
+  const std::string& data() const noexcept { return data_; }
+
+ private:
+  std::string data_;
+};
+
+// A Listener or Client handshake failed: wrong authkey (Python: multiprocessing.AuthenticationError).
+class AuthenticationError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A Barrier was aborted or reset while waiting, or a wait timed out (Python: threading.BrokenBarrierError).
+class BrokenBarrierError : public Error {
+ public:
+  using Error::Error;
+};
+
 // An exception thrown in another process: its type name, message, and where it happened.
 class RemoteError : public Error {
  public:

@@ -3,5 +3,7 @@
 
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
+#include <mpx/handle.hpp>
 #include <mpx/object.hpp>
 #include <mpx/process.hpp>
+#include <mpx/queue.hpp>

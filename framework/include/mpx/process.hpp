@@ -59,7 +59,8 @@ class Process {
  public:
   // Process(target, args...): target is a plain function or a captureless lambda; args are encoded now.
   template <class F, class... A>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, ProcessOptions> && !std::is_same_v<std::remove_cvref_t<F>, closure_t>)
+    requires(!std::is_same_v<std::remove_cvref_t<F>, ProcessOptions> && !std::is_same_v<std::remove_cvref_t<F>, closure_t> &&
+             !std::is_base_of_v<Process, std::remove_cvref_t<F>>)
   explicit Process(F&& target, A&&... args) : Process(ProcessOptions{}, std::forward<F>(target), std::forward<A>(args)...) {}
 
   template <class F, class... A>

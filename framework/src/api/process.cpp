@@ -18,6 +18,7 @@
 #include "runtime/channel.hpp"
 #include "runtime/launcher.hpp"
 #include "runtime/runtime.hpp"
+#include "services/services.hpp"
 
 namespace mpx {
 
@@ -198,6 +199,7 @@ void init(int /*argc*/, char** argv) {
   auto& st = runtime::state();
   if (st.initialized && st.self.pid == ::getpid()) return;
   runtime::set_finalize_children(&finalize_children_at_exit);
+  runtime::set_service_installer(&services::install_all);
   if (auto spec = runtime::take_spawned_spec()) {
     runtime::die_with_parent(static_cast<pid_t>(spec->parent_pid));
     runtime::run_launch(*spec);

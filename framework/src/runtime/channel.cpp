@@ -42,20 +42,37 @@ Channel& Channel::current() {
   return *this_thread.channel;
 }
 
-void Channel::post(wire::Envelope message) { wire::send(socket_, message, actor_id_); }
+void Channel::post(wire::Envelope message) {
+  wire::send(socket_, message, actor_id_);
+  unconfirmed_posts_ = true;
+}
 
-wire::Envelope Channel::request(wire::Envelope request, std::chrono::milliseconds timeout) {
+void Channel::flush(std::chrono::milliseconds timeout) {
+  if (!unconfirmed_posts_) return;
+  // Replies come in order on one connection: the pong proves every earlier post arrived.
+  (void)request(wire::make(wire::Kind::ping, 0, 0, Object{}), timeout);
+}
+
+void Channel::flush_current(std::chrono::milliseconds timeout) {
+  if (this_thread.owner == ::getpid() && this_thread.channel) this_thread.channel->flush(timeout);
+}
+
+wire::Envelope Channel::request(wire::Envelope request, std::optional<std::chrono::milliseconds> timeout) {
   const std::uint64_t correlation = next_correlation_++;
   request.header.correlation = correlation;
+  const auto kind = request.header.kind;
   wire::send(socket_, request, actor_id_);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto deadline = std::chrono::steady_clock::now() + timeout.value_or(std::chrono::milliseconds(0));
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::milliseconds(-1);
+    if (timeout) {
+      left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() < 0) left = std::chrono::milliseconds(0);
+    }
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-    if (left.count() <= 0 || zmq::poll(&item, 1, left) == 0) {
-      throw TimeoutError("mpx: no reply to '" + std::string(wire::kind_name(request.header.kind)) +
-                         "' from the coordinator at " + endpoint_ + " within " + std::to_string(timeout.count()) +
-                         " ms");
+    if (zmq::poll(&item, 1, left) == 0) {
+      throw TimeoutError("mpx: no reply to '" + std::string(wire::kind_name(kind)) + "' from the coordinator at " +
+                         endpoint_ + " within " + std::to_string(timeout->count()) + " ms");
     }
     std::optional<wire::Envelope> reply;
     try {
@@ -65,6 +82,7 @@ wire::Envelope Channel::request(wire::Envelope request, std::chrono::millisecond
     }
     if (!reply) continue;
     if (reply->header.correlation != correlation) continue;  // a late reply to an earlier, timed-out request
+    unconfirmed_posts_ = false;
     return std::move(*reply);
   }
 }

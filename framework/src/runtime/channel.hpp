@@ -17,10 +17,15 @@ class Channel {
   static Channel& current();
 
   // Sends a request and waits for the reply with the same correlation id. A reply of kind `error` is returned as is;
-  // no reply within `timeout` throws TimeoutError.
-  wire::Envelope request(wire::Envelope request, std::chrono::milliseconds timeout);
+  // no reply within `timeout` throws TimeoutError; nullopt waits as long as it takes.
+  wire::Envelope request(wire::Envelope request, std::optional<std::chrono::milliseconds> timeout);
   // Sends without waiting for a reply.
   void post(wire::Envelope message);
+  // Waits until everything posted so far has reached the coordinator (a ping round trip, if anything was posted
+  // since the last reply). A process calls it before exiting, so its last posts are not lost with it.
+  void flush(std::chrono::milliseconds timeout);
+  // flush() on this thread's channel, if it has one.
+  static void flush_current(std::chrono::milliseconds timeout);
 
   std::uint64_t actor_id() const noexcept { return actor_id_; }
   zmq::socket_t& socket() noexcept { return socket_; }
@@ -32,6 +37,7 @@ class Channel {
   std::uint64_t actor_id_;
   std::uint64_t next_correlation_ = 1;
   std::string endpoint_;
+  bool unconfirmed_posts_ = false;
 };
 
 // Throws ProtocolError (or the matching mpx error) if `reply` is an error reply; returns it otherwise.

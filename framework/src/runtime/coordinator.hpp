@@ -55,6 +55,8 @@ class Coordinator {
   void reply(const Peer& peer, wire::Envelope& reply);
   void reply_error(const Peer& peer, const wire::Header& request, wire::ErrorCode code, std::string_view message);
   TimerWheel& timers() noexcept { return timers_; }
+  // A new id for a shared object, unique across services for the session.
+  std::uint64_t allocate_object_id() noexcept { return next_object_id_++; }
   // Watches a process: death hooks run when it exits. Returns false if it is already gone.
   bool watch(pid_t pid);
 
@@ -84,6 +86,7 @@ class Coordinator {
   std::atomic<std::uint64_t> malformed_{0};
   std::atomic<std::uint64_t> actors_{0};
   bool running_ = false;
+  std::uint64_t next_object_id_ = 1;
 };
 
 }  // namespace mpx::runtime

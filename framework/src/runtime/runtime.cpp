@@ -27,7 +27,8 @@ struct ProcessContext {
 ProcessContext process_context;
 std::mutex coordinator_mutex;
 Coordinator* the_coordinator = nullptr;  // root process only
-void (*finalize_hook)() = nullptr;  // a plain pointer: safe to read during exit
+void (*finalize_hook)() = nullptr;
+void (*service_installer)(Coordinator&) = nullptr;  // a plain pointer: safe to read during exit
 
 constexpr auto report_timeout = std::chrono::milliseconds(2000);
 
@@ -113,6 +114,7 @@ void ensure_coordinator() {
   std::lock_guard lock(coordinator_mutex);
   if (the_coordinator) return;
   the_coordinator = new Coordinator(context(), st.session.coordinator_endpoint);
+  if (service_installer) service_installer(*the_coordinator);
   the_coordinator->start();
 }
 
@@ -120,6 +122,8 @@ Coordinator* coordinator_if_running() {
   std::lock_guard lock(coordinator_mutex);
   return ::getpid() == state().root_pid ? the_coordinator : nullptr;
 }
+
+void set_service_installer(void (*installer)(Coordinator&)) { service_installer = installer; }
 
 void set_finalize_children(void (*hook)()) { finalize_hook = hook; }
 
@@ -151,6 +155,11 @@ void run_child(const std::function<void()>& body) {
   try {
     finalize_children();
   } catch (...) {
+  }
+  try {
+    Channel::flush_current(report_timeout);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpx: messages posted by process %d may be lost: %s\n", ::getpid(), e.what());
   }
   std::cout.flush();
   std::cerr.flush();

@@ -51,6 +51,9 @@ zmq::context_t& context();
 void ensure_coordinator();
 Coordinator* coordinator_if_running();
 
+// The services layer's installer: registers every service's handlers on a new coordinator before it starts.
+void set_service_installer(void (*installer)(Coordinator&));
+
 // Hooks the API layer installs: what a process does before it exits (terminate daemon children, join the rest).
 void set_finalize_children(void (*hook)());
 void finalize_children();

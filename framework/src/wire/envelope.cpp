@@ -5,28 +5,25 @@
 namespace mpx::wire {
 
 namespace {
-constexpr std::uint16_t first_kind = 1;
-constexpr std::uint16_t last_kind = static_cast<std::uint16_t>(Kind::process_error_query);
 constexpr std::size_t header_fields = 7;
 constexpr std::size_t max_header_bytes = 64;
 constexpr std::size_t max_body_frames = 64;
+
+// A lookup table built from known_kinds, so that checking a kind costs one load.
+struct KindTable {
+  bool known[65536] = {};
+  constexpr KindTable() {
+    for (const auto& k : known_kinds) known[static_cast<std::uint16_t>(k.kind)] = true;
+  }
+};
+constexpr KindTable kind_table{};
 }  // namespace
 
-bool is_known(std::uint16_t kind) noexcept {
-  if (kind < first_kind || kind > last_kind) return false;
-  return kind <= static_cast<std::uint16_t>(Kind::error) || kind >= static_cast<std::uint16_t>(Kind::hello);
-}
+bool is_known(std::uint16_t kind) noexcept { return kind_table.known[kind]; }
 
 std::string_view kind_name(Kind kind) noexcept {
-  switch (kind) {
-    case Kind::ok: return "ok";
-    case Kind::error: return "error";
-    case Kind::hello: return "hello";
-    case Kind::ping: return "ping";
-    case Kind::pong: return "pong";
-    case Kind::stats: return "stats";
-    case Kind::process_error: return "process_error";
-    case Kind::process_error_query: return "process_error_query";
+  for (const auto& k : known_kinds) {
+    if (k.kind == kind) return k.name;
   }
   return "unknown";
 }

@@ -1,0 +1,88 @@
+// mpx/queue.hpp — Queue, SimpleQueue and JoinableQueue (Python's multiprocessing queues). The items live in the
+// coordinator; a Queue object is a handle that can be passed to other processes.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include <mpx/handle.hpp>
+
+namespace mpx {
+
+namespace detail {
+
+// The compiled side of every queue: items travel as encoded bytes.
+class QueueCore : public Handle {
+ public:
+  void put_bytes(std::string item, bool block, const Timeout& timeout);
+  std::string get_bytes(bool block, const Timeout& timeout);
+  std::size_t qsize() const;
+  std::size_t maxsize() const;
+  bool empty() const { return qsize() == 0; }
+  bool full() const;
+  // Python: this process will put no more; later puts from this handle raise ValueError. Other handles are unaffected.
+  void close() { closed_ = true; }
+  // Python's feeder-thread controls. mpx has no feeder thread (put hands the item over before it returns), so there
+  // is nothing to join or cancel.
+  void join_thread() const {}
+  void cancel_join_thread() const {}
+
+ protected:
+  QueueCore(std::size_t maxsize, bool joinable);
+  QueueCore(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}
+  void task_done_core();
+  bool join_core(const Timeout& timeout);
+
+ private:
+  bool closed_ = false;
+  mutable std::size_t maxsize_ = static_cast<std::size_t>(-1);  // cached: fixed at creation
+};
+
+}  // namespace detail
+
+// Python's multiprocessing.Queue. T is any Serializable type; Queue<mpx::Object> holds mixed values.
+// A full queue raises mpx::Full, an empty one mpx::Empty. Items from one producer arrive in the order they were put.
+template <Serializable T>
+class Queue : public detail::QueueCore {
+ public:
+  explicit Queue(std::size_t maxsize = 0) : QueueCore(maxsize, false) {}
+  Queue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
+
+  // Encodes now, so a serialization error is raised here, at the caller.
+  void put(const T& item, bool block = true, const Timeout& timeout = std::nullopt) {
+    put_bytes(encode(item), block, timeout);
+  }
+  T get(bool block = true, const Timeout& timeout = std::nullopt) { return decode<T>(get_bytes(block, timeout)); }
+  void put_nowait(const T& item) { put(item, false); }
+  T get_nowait() { return get(false); }
+
+ protected:
+  Queue(std::size_t maxsize, bool joinable) : QueueCore(maxsize, joinable) {}
+};
+
+// Python's multiprocessing.SimpleQueue: unbounded, with get, put, empty and close.
+template <Serializable T>
+class SimpleQueue : public detail::QueueCore {
+ public:
+  SimpleQueue() : QueueCore(0, false) {}
+  SimpleQueue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
+  void put(const T& item) { put_bytes(encode(item), true, std::nullopt); }
+  T get() { return decode<T>(get_bytes(true, std::nullopt)); }
+};
+
+// Python's multiprocessing.JoinableQueue. Unlike Python, an item taken by a process that dies before task_done() is
+// put back at the head of the queue, so nothing is lost.
+template <Serializable T>
+class JoinableQueue : public Queue<T> {
+ public:
+  explicit JoinableQueue(std::size_t maxsize = 0) : Queue<T>(maxsize, true) {}
+  JoinableQueue(adopt_t, ObjectRef ref) : Queue<T>(adopt, std::move(ref)) {}
+  // Raises mpx::ValueError when called more times than there were items.
+  void task_done() { this->task_done_core(); }
+  // Blocks until every item put has been task_done(). join(timeout) returns false if the timeout passed first.
+  void join() { (void)this->join_core(std::nullopt); }
+  bool join(std::chrono::duration<double> timeout) { return this->join_core(timeout); }
+};
+
+}  // namespace mpx

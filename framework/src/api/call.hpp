@@ -1,0 +1,23 @@
+// How API handles talk to the coordinator: one request, one reply, error replies raised as mpx exceptions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "wire/envelope.hpp"
+
+namespace mpx::detail {
+
+// Sends `request` about `object` through this thread's channel and waits for the reply. `wait_ms` is the wait the
+// coordinator enforces (-1 forever); the local wait allows a grace period beyond it. An error reply is raised as the
+// matching exception (Full, Empty, TimeoutError, ValueError, ...).
+wire::Envelope call(wire::Envelope request, std::int64_t wait_ms);
+// Sends without waiting for a reply.
+void post(wire::Envelope message);
+// Raises the exception matching an error reply.
+[[noreturn]] void raise_error(const wire::Envelope& reply);
+// The endpoint of this session's coordinator (what new handles record).
+const std::string& coordinator_endpoint();
+
+}  // namespace mpx::detail

@@ -1,0 +1,14 @@
+// The services: protocol state machines inside the coordinator. Each owns its objects' state and replies through
+// the coordinator; none knows about sockets beyond "reply to this peer".
+#pragma once
+
+#include "runtime/coordinator.hpp"
+
+namespace mpx::services {
+
+// Registers every service's handlers and death hooks on a coordinator before it starts.
+void install_all(runtime::Coordinator& coordinator);
+
+void install_queues(runtime::Coordinator& coordinator);
+
+}  // namespace mpx::services

@@ -1,0 +1,96 @@
+// A blocked request: kept by a service until it can be answered or its deadline passes. The coordinator's timer
+// wheel enforces the deadline, so a waiter is always answered (or forgotten with its dead process), never leaked.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "runtime/coordinator.hpp"
+
+namespace mpx::services {
+
+using runtime::Coordinator;
+
+struct Waiter {
+  Coordinator::Peer peer;
+  wire::Header request;
+  runtime::TimerWheel::Id timer = 0;
+  std::string payload;  // what the waiter brought (a put's item), if anything
+  std::uint64_t serial = 0;  // unique per waiter: how an expiring deadline finds it
+
+  std::uint64_t actor() const noexcept { return request.sender; }
+};
+
+// Body of a wait: milliseconds, -1 forever, 0 no wait.
+inline bool waits_forever(std::int64_t ms) noexcept { return ms < 0; }
+
+// Takes the peer out of a handler's arguments, so it can be answered later.
+inline Waiter make_waiter(Coordinator::Peer& peer, const wire::Envelope& request, std::string payload = {}) {
+  Waiter w;
+  w.peer.routing = std::move(peer.routing);
+  w.peer.actor = peer.actor;
+  w.request = request.header;
+  w.payload = std::move(payload);
+  static std::uint64_t next_serial = 1;  // coordinator thread only
+  w.serial = next_serial++;
+  return w;
+}
+
+// Arms the waiter's deadline (unless it waits forever); `expire` runs on the coordinator thread when it passes and
+// must remove the waiter and answer it.
+inline void arm(Coordinator& coordinator, Waiter& waiter, std::int64_t wait_ms, std::function<void()> expire) {
+  if (waits_forever(wait_ms)) return;
+  waiter.timer = coordinator.timers().schedule(
+      runtime::TimerWheel::Clock::now() + std::chrono::milliseconds(wait_ms), std::move(expire));
+}
+
+inline void disarm(Coordinator& coordinator, Waiter& waiter) {
+  if (waiter.timer) coordinator.timers().cancel(waiter.timer);
+  waiter.timer = 0;
+}
+
+// Removes and returns the waiter with this serial, if it is still waiting.
+template <class Container>
+std::optional<Waiter> take(Container& waiters, std::uint64_t serial) {
+  for (auto it = waiters.begin(); it != waiters.end(); ++it) {
+    if (it->serial == serial) {
+      Waiter w = std::move(*it);
+      waiters.erase(it);
+      return w;
+    }
+  }
+  return std::nullopt;
+}
+
+// Removes every waiter of a dead process; their replies could never be delivered.
+template <class Container>
+void forget_actor(Coordinator& coordinator, Container& waiters, std::uint64_t actor) {
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    if (it->actor() == actor) {
+      disarm(coordinator, *it);
+      it = waiters.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+// Answers a waiter: ok with `body` frames.
+inline void answer(Coordinator& coordinator, Waiter& waiter, wire::Kind kind, std::string body,
+                   std::string raw = {}, bool with_raw = false) {
+  disarm(coordinator, waiter);
+  auto reply = wire::make_reply(waiter.request, kind, std::move(body));
+  if (with_raw) reply.body.emplace_back(raw.data(), raw.size());
+  coordinator.reply(waiter.peer, reply);
+}
+
+inline void answer_error(Coordinator& coordinator, Waiter& waiter, wire::ErrorCode code, std::string_view message) {
+  disarm(coordinator, waiter);
+  coordinator.reply_error(waiter.peer, waiter.request, code, message);
+}
+
+}  // namespace mpx::services

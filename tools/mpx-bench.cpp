@@ -1,0 +1,408 @@
+// mpx-bench: mpx measured side by side with Python's multiprocessing and a raw C floor, in the same run.
+//
+// Every workload is measured three ways on this machine, now: through mpx, through a Python snippet run by
+// `python3 -c`, and through the cheapest raw C that does the same job. The ratio python/mpx is checked against a
+// target. A new workload (queues, pools...) is one more entry in workloads().
+#include <mpx/mpx.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace {
+
+// The raw spawn floor re-executes this binary with this variable set; it exits before main (and so before
+// mpx::init), which measures exec + dynamic loading of the very binary mpx's spawn runs, and nothing more.
+constexpr const char* raw_exec_variable = "MPX_BENCH_RAW_EXEC";
+[[maybe_unused]] const bool raw_exec_child = [] {
+  if (std::getenv(raw_exec_variable) != nullptr) _exit(0);
+  return false;
+}();
+
+using Clock = std::chrono::steady_clock;
+
+// The mean is the headline; the median (--median) resists a machine that is busy with something else.
+bool use_median = false;
+
+// One untimed call to warm up (first forkserver connection, coordinator start, page faults), then `n` timed calls.
+template <class F>
+double measure_ms(int n, F&& once) {
+  once();
+  std::vector<double> times;
+  times.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const auto t0 = Clock::now();
+    once();
+    times.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  if (use_median) {
+    std::sort(times.begin(), times.end());
+    const std::size_t mid = times.size() / 2;
+    return times.size() % 2 ? times[mid] : (times[mid - 1] + times[mid]) / 2;
+  }
+  double sum = 0;
+  for (double t : times) sum += t;
+  return sum / n;
+}
+
+struct Workload {
+  std::string name;  // "group/variant"; --only matches the whole name or either part
+  std::string unit;  // of the mpx, python and raw numbers
+  double target;     // python/mpx must reach at least this
+  int iterations;    // timed mpx and raw calls
+  int python_iterations;
+  std::function<double(int n)> mpx;
+  // The body of a Python function of `n` that returns its statistic in `unit`. It may call _measure_ms(n, once),
+  // which warms up once like measure_ms above; `os`, `time` and `multiprocessing` are imported.
+  std::string python;
+  std::function<double(int n)> raw;  // empty when there is no meaningful floor
+  std::string raw_label;             // what the raw column measured, for the legend
+};
+
+void trivial() {}
+
+void fork_exit_wait() {
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) _exit(0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+}
+
+void spawn_self_wait() {
+  static const std::vector<std::string> environment = [] {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+    env.push_back(std::string(raw_exec_variable) + "=1");
+    return env;
+  }();
+  std::vector<char*> envp;
+  for (const auto& e : environment) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  char program[] = "/proc/self/exe";
+  char* argv[] = {program, nullptr};
+  pid_t pid = 0;
+  if (::posix_spawn(&pid, program, nullptr, nullptr, argv, envp.data()) != 0)
+    throw std::runtime_error("posix_spawn failed");
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+}
+
+Workload process_start_join(mpx::StartMethod method, double target, int iterations, int python_iterations) {
+  const std::string m(mpx::to_string(method));
+  Workload w;
+  w.name = "process/" + m;
+  w.unit = "ms";
+  w.target = target;
+  w.iterations = iterations;
+  w.python_iterations = python_iterations;
+  w.mpx = [method](int n) {
+    const mpx::Context ctx(method);
+    return measure_ms(n, [&] {
+      mpx::Process p = ctx.Process(trivial);
+      p.start();
+      p.join();
+    });
+  };
+  // os.getpid is Python's trivial target: under `python3 -c` a function defined in __main__ cannot be found by a
+  // spawned or forkserved child, while a builtin pickles by reference under every start method.
+  w.python =
+      "ctx = multiprocessing.get_context('" + m + "')\n"
+      "def once():\n"
+      "    p = ctx.Process(target=os.getpid)\n"
+      "    p.start()\n"
+      "    p.join()\n"
+      "return _measure_ms(n, once)\n";
+  if (method == mpx::StartMethod::spawn) {
+    w.raw = [](int n) { return measure_ms(n, spawn_self_wait); };
+    w.raw_label = "posix_spawn(/proc/self/exe) exiting before main + waitpid";
+  } else {
+    w.raw = [](int n) { return measure_ms(n, fork_exit_wait); };
+    w.raw_label = "fork() + _exit(0) + waitpid";
+  }
+  return w;
+}
+
+std::vector<Workload> workloads() {
+  return {
+      process_start_join(mpx::StartMethod::fork, 5.0, 200, 100),
+      process_start_join(mpx::StartMethod::forkserver, 10.0, 200, 100),
+      process_start_join(mpx::StartMethod::spawn, 20.0, 50, 30),
+  };
+}
+
+bool selected(const Workload& w, const std::vector<std::string>& only) {
+  if (only.empty()) return true;
+  const auto slash = w.name.find('/');
+  for (const auto& o : only) {
+    if (o == w.name) return true;
+    if (slash != std::string::npos && (o == w.name.substr(0, slash) || o == w.name.substr(slash + 1))) return true;
+  }
+  return false;
+}
+
+std::string indent(const std::string& body) {
+  std::istringstream in(body);
+  std::string line, out;
+  while (std::getline(in, line)) out += "    " + line + "\n";
+  return out;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out += c;
+  }
+  return out + "'";
+}
+
+std::string python_script(const std::vector<const Workload*>& list) {
+  std::string script =
+      "import json, os, statistics, sys, time, multiprocessing\n"
+      "\n"
+      "def _measure_ms(n, once):\n"
+      "    once()\n"
+      "    times = []\n"
+      "    for _ in range(n):\n"
+      "        t0 = time.perf_counter()\n"
+      "        once()\n"
+      "        times.append((time.perf_counter() - t0) * 1000.0)\n"
+      "    return statistics." + std::string(use_median ? "median" : "fmean") + "(times)\n";
+  for (std::size_t i = 0; i < list.size(); ++i)
+    script += "\ndef _w" + std::to_string(i) + "(n):\n" + indent(list[i]->python);
+  script += "\nif __name__ == '__main__':\n    _results = {}\n";
+  for (std::size_t i = 0; i < list.size(); ++i)
+    script += "    _results['" + list[i]->name + "'] = _w" + std::to_string(i) + "(" +
+              std::to_string(list[i]->python_iterations) + ")\n";
+  script += "    print(json.dumps(_results))\n";
+  return script;
+}
+
+// Runs every Python snippet in one interpreter and returns name -> value; empty if Python is missing or failed
+// (its stderr reaches the terminal).
+//
+// By default the script is passed with `python3 -c`, which flatters Python: forkserver and spawn children have no
+// main script to re-import. `from_file` runs it as a script file instead, the way a user's program runs.
+std::map<std::string, double> run_python(const std::string& python, const std::vector<const Workload*>& list,
+                                         bool from_file) {
+  std::map<std::string, double> results;
+  if (list.empty()) return results;
+  const std::string script = python_script(list);
+  std::string command = python + " -c " + shell_quote(script);
+  std::string path;
+  if (from_file) {
+    path = (std::filesystem::temp_directory_path() / "mpx-bench-XXXXXX.py").string();
+    const int fd = ::mkstemps(path.data(), 3);
+    if (fd < 0 || ::write(fd, script.data(), script.size()) != static_cast<ssize_t>(script.size())) {
+      std::cerr << "mpx-bench: cannot write the Python script to " << path << "\n";
+      if (fd >= 0) ::close(fd);
+      return results;
+    }
+    ::close(fd);
+    command = python + " " + shell_quote(path);
+  }
+  std::fflush(nullptr);
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return results;
+  std::string output;
+  char buffer[4096];
+  std::size_t got = 0;
+  while ((got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, got);
+  const int status = ::pclose(pipe);
+  if (!path.empty()) ::unlink(path.c_str());
+  if (status != 0) {
+    std::cerr << "mpx-bench: " << python << " failed (status " << status << "); python column left empty\n";
+    return results;
+  }
+  // The output is one flat JSON object of name -> number.
+  static const std::regex entry(R"re("([^"]+)"\s*:\s*([-+0-9.eE]+))re");
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), entry); it != std::sregex_iterator(); ++it)
+    results[(*it)[1].str()] = std::stod((*it)[2].str());
+  return results;
+}
+
+struct Result {
+  const Workload* workload = nullptr;
+  double mpx = NAN;
+  std::optional<double> python;
+  std::optional<double> raw;
+
+  std::optional<double> ratio() const {
+    if (!python || !(mpx > 0)) return std::nullopt;
+    return *python / mpx;
+  }
+  bool pass() const { return ratio() && *ratio() >= workload->target; }
+};
+
+std::string number(std::optional<double> v, int precision = 3) {
+  if (!v || std::isnan(*v)) return "n/a";
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.*f", precision, *v);
+  return buffer;
+}
+
+std::string json_number(std::optional<double> v) {
+  if (!v || !std::isfinite(*v)) return "null";
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.6g", *v);
+  return buffer;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+void print_json(const std::vector<Result>& results) {
+  std::cout << "[\n";
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const Result& r = results[i];
+    std::cout << "  {\"name\": " << json_string(r.workload->name) << ", \"unit\": " << json_string(r.workload->unit)
+              << ", \"mpx\": " << json_number(r.mpx) << ", \"python\": " << json_number(r.python)
+              << ", \"raw\": " << json_number(r.raw) << ", \"limit\": " << json_number(r.workload->target)
+              << ", \"ratio\": " << json_number(r.ratio()) << "}" << (i + 1 < results.size() ? "," : "") << "\n";
+  }
+  std::cout << "]\n";
+}
+
+void print_table(const std::vector<Result>& results) {
+  std::string unit = results.empty() ? "ms" : results.front().workload->unit;
+  for (const auto& r : results)
+    if (r.workload->unit != unit) unit.clear();
+  const auto head = [&](const char* column) {
+    return unit.empty() ? std::string(column) : std::string(column) + " (" + unit + ")";
+  };
+  const auto cell = [&](const Result& r, std::optional<double> v) {
+    return unit.empty() && v ? number(v) + " " + r.workload->unit : number(v);
+  };
+  std::printf("%-20s %12s %14s %12s %12s %8s  %s\n", "workload", head("mpx").c_str(), head("python").c_str(),
+              head("raw C").c_str(), "python/mpx", "target", "result");
+  for (const auto& r : results) {
+    std::printf("%-20s %12s %14s %12s %12s %8s  %s\n", r.workload->name.c_str(), cell(r, r.mpx).c_str(),
+                cell(r, r.python).c_str(), cell(r, r.raw).c_str(), (number(r.ratio(), 1) + "x").c_str(),
+                (">=" + number(r.workload->target, 0) + "x").c_str(),
+                !r.python ? "SKIP (no python)" : r.pass() ? "PASS" : "MISS");
+  }
+  std::map<std::string, std::vector<std::string>> legend;
+  for (const auto& r : results)
+    if (r.raw) legend[r.workload->raw_label].push_back(r.workload->name);
+  for (const auto& [label, names] : legend) {
+    std::string joined;
+    for (const auto& n : names) joined += (joined.empty() ? "" : ", ") + n;
+    std::printf("raw C for %s: %s\n", joined.c_str(), label.c_str());
+  }
+  std::printf("each number is the %s of the timed iterations, after one warm-up\n", use_median ? "median" : "mean");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mpx::init(argc, argv);
+
+  CLI::App app{"mpx-bench: mpx against Python's multiprocessing and raw C, measured in the same run"};
+  std::optional<int> iterations;
+  std::optional<int> python_iterations;
+  std::vector<std::string> only;
+  bool json = false;
+  bool list = false;
+  bool check = false;
+  std::string python = "python3";
+  bool python_file = false;
+  app.add_option("--iterations,-n", iterations, "timed mpx and raw iterations per workload (default: per workload)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--python-iterations", python_iterations,
+                 "timed Python iterations per workload (default: per workload, at most --iterations)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--only", only, "run only this workload: a full name (process/fork), a group (process) or a "
+                                 "variant (fork); repeatable");
+  app.add_flag("--json", json, "print results as a JSON array of {name, unit, mpx, python, raw, limit, ratio}");
+  app.add_flag("--list", list, "list the workloads and exit");
+  app.add_flag("--median", use_median, "report the median of the timed iterations instead of the mean");
+  app.add_flag("--check", check, "exit with status 1 if a workload misses its target");
+  app.add_option("--python", python, "the Python interpreter to compare with");
+  app.add_flag("--python-file", python_file,
+               "run the Python side as a script file, as a user's program runs, instead of `python3 -c` (children "
+               "started by forkserver and spawn then re-import it, which makes Python slower)");
+  CLI11_PARSE(app, argc, argv);
+
+  std::vector<Workload> all = workloads();
+  if (list) {
+    for (const auto& w : all)
+      std::printf("%-20s target python/mpx >= %.0fx, %d iterations (python %d)\n", w.name.c_str(), w.target,
+                  w.iterations, w.python_iterations);
+    return 0;
+  }
+
+  std::vector<const Workload*> chosen;
+  for (auto& w : all) {
+    if (!selected(w, only)) continue;
+    if (iterations) {
+      w.iterations = *iterations;
+      w.python_iterations = std::min(w.python_iterations, *iterations);
+    }
+    if (python_iterations) w.python_iterations = *python_iterations;
+    chosen.push_back(&w);
+  }
+  if (chosen.empty()) {
+    std::cerr << "mpx-bench: no workload matches --only; see --list\n";
+    return 2;
+  }
+
+  std::vector<Result> results;
+  for (const Workload* w : chosen) {
+    std::cerr << "measuring " << w->name << ": mpx x" << w->iterations << std::flush;
+    Result r;
+    r.workload = w;
+    r.mpx = w->mpx(w->iterations);
+    if (w->raw) {
+      std::cerr << ", raw x" << w->iterations << std::flush;
+      r.raw = w->raw(w->iterations);
+    }
+    std::cerr << "\n";
+    results.push_back(r);
+  }
+  std::cerr << "measuring python (" << python << (python_file ? " script.py" : " -c script")
+            << ", one interpreter for all workloads)\n";
+  const auto python_results = run_python(python, chosen, python_file);
+  for (auto& r : results) {
+    const auto it = python_results.find(r.workload->name);
+    if (it != python_results.end()) r.python = it->second;
+  }
+
+  if (json)
+    print_json(results);
+  else
+    print_table(results);
+
+  if (check)
+    for (const auto& r : results)
+      if (!r.pass()) return 1;
+  return 0;
+}
