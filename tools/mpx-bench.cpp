@@ -204,8 +204,8 @@ std::string python_script(const std::vector<const Workload*>& list) {
 // Runs every Python snippet in one interpreter and returns name -> value; empty if Python is missing or failed
 // (its stderr reaches the terminal).
 //
-// By default the script is passed with `python3 -c`, which flatters Python: forkserver and spawn children have no
-// main script to re-import. `from_file` runs it as a script file instead, the way a user's program runs.
+// `from_file` (the default) runs it as a script file, the way a user's program runs; `python3 -c` would flatter
+// Python, because forkserver and spawn children would have no main script to re-import.
 std::map<std::string, double> run_python(const std::string& python, const std::vector<const Workload*>& list,
                                          bool from_file) {
   std::map<std::string, double> results;
@@ -334,7 +334,7 @@ int main(int argc, char** argv) {
   bool list = false;
   bool check = false;
   std::string python = "python3";
-  bool python_file = false;
+  bool python_inline = false;
   app.add_option("--iterations,-n", iterations, "timed mpx and raw iterations per workload (default: per workload)")
       ->check(CLI::PositiveNumber);
   app.add_option("--python-iterations", python_iterations,
@@ -347,9 +347,10 @@ int main(int argc, char** argv) {
   app.add_flag("--median", use_median, "report the median of the timed iterations instead of the mean");
   app.add_flag("--check", check, "exit with status 1 if a workload misses its target");
   app.add_option("--python", python, "the Python interpreter to compare with");
-  app.add_flag("--python-file", python_file,
-               "run the Python side as a script file, as a user's program runs, instead of `python3 -c` (children "
-               "started by forkserver and spawn then re-import it, which makes Python slower)");
+  app.add_flag("--python-inline", python_inline,
+               "run the Python side with `python3 -c` instead of as a script file. A script file is the default "
+               "because that is how a user's program runs (forkserver and spawn children re-import it); -c flatters "
+               "Python");
   CLI11_PARSE(app, argc, argv);
 
   std::vector<Workload> all = workloads();
@@ -388,9 +389,9 @@ int main(int argc, char** argv) {
     std::cerr << "\n";
     results.push_back(r);
   }
-  std::cerr << "measuring python (" << python << (python_file ? " script.py" : " -c script")
+  std::cerr << "measuring python (" << python << (python_inline ? " -c script" : " script.py")
             << ", one interpreter for all workloads)\n";
-  const auto python_results = run_python(python, chosen, python_file);
+  const auto python_results = run_python(python, chosen, !python_inline);
   for (auto& r : results) {
     const auto it = python_results.find(r.workload->name);
     if (it != python_results.end()) r.python = it->second;
