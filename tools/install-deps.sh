@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  libzmq3-dev cppzmq-dev libmsgpack-cxx-dev catch2
+  libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libsodium-dev catch2
   meson ninja-build pkg-config g++ python3
   libtomlplusplus-dev libcli11-dev graphviz
 )

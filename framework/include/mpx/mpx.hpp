@@ -5,5 +5,7 @@
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
 #include <mpx/object.hpp>
+#include <mpx/pipe.hpp>
 #include <mpx/process.hpp>
 #include <mpx/queue.hpp>
+#include <mpx/sync.hpp>

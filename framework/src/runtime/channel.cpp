@@ -13,7 +13,7 @@ struct ThreadChannel {
   pid_t owner = 0;
   Channel* channel = nullptr;  // owned; abandoned (never closed) in a forked child, whose context is not its own
   ~ThreadChannel() {
-    if (owner == ::getpid()) delete channel;
+    if (owner == self_pid()) delete channel;
   }
 };
 thread_local ThreadChannel this_thread;
@@ -23,6 +23,7 @@ Channel::Channel(zmq::context_t& context, const std::string& endpoint)
     : socket_(context, zmq::socket_type::dealer), actor_id_(static_cast<std::uint64_t>(::getpid())), endpoint_(endpoint) {
   wire::configure(socket_, endpoint);
   socket_.set(zmq::sockopt::linger, 200);
+  socket_.set(zmq::sockopt::rcvhwm, 0);  // replies (batches of queue items) are bounded by what this thread asked for
   socket_.connect(endpoint);
   const auto& self = state().self;
   wire::Envelope hello = wire::make(wire::Kind::hello, 0, 0,
@@ -32,7 +33,7 @@ Channel::Channel(zmq::context_t& context, const std::string& endpoint)
 }
 
 Channel& Channel::current() {
-  const pid_t pid = ::getpid();
+  const pid_t pid = self_pid();
   if (this_thread.owner != pid || this_thread.channel == nullptr) {
     require_initialized();
     ensure_coordinator();
@@ -54,7 +55,7 @@ void Channel::flush(std::chrono::milliseconds timeout) {
 }
 
 void Channel::flush_current(std::chrono::milliseconds timeout) {
-  if (this_thread.owner == ::getpid() && this_thread.channel) this_thread.channel->flush(timeout);
+  if (this_thread.owner == self_pid() && this_thread.channel) this_thread.channel->flush(timeout);
 }
 
 wire::Envelope Channel::request(wire::Envelope request, std::optional<std::chrono::milliseconds> timeout) {

@@ -124,8 +124,8 @@ Launched launch_fork(const Identity& child, const std::function<void()>& body) {
   if (pid < 0) fail("mpx: fork failed");
   if (pid == 0) {
     reset_signal_handlers();
-    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     die_with_parent(parent);
+    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     Identity id = child;
     id.pid = ::getpid();
     become_child(id, state().session);
@@ -213,6 +213,8 @@ namespace {
 
 [[noreturn]] void zygote_main(int listener, pid_t root) {
   die_with_parent(root);
+  char program_name[17] = {0};
+  ::prctl(PR_GET_NAME, program_name);
   ::prctl(PR_SET_NAME, "mpx-forkserver");
   sigset_t original;
   sigset_t chld;
@@ -268,8 +270,9 @@ namespace {
         ::close(sfd);
         ::close(conn);
         for (auto& [p, fd] : children) ::close(fd);
-        ::sigprocmask(SIG_SETMASK, &original, nullptr);
+        ::prctl(PR_SET_NAME, program_name);  // a worker shows as the program, not as the zygote
         die_with_parent(zygote);
+        ::sigprocmask(SIG_SETMASK, &original, nullptr);
         run_launch(*spec);
       }
       const std::int32_t reported = pid > 0 ? pid : -1;

@@ -1,9 +1,12 @@
 #include "runtime/runtime.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <atomic>
 #include <mutex>
+#include <pthread.h>
 #include <thread>
 
 #include <cxxabi.h>
@@ -28,7 +31,9 @@ ProcessContext process_context;
 std::mutex coordinator_mutex;
 Coordinator* the_coordinator = nullptr;  // root process only
 void (*finalize_hook)() = nullptr;
-void (*service_installer)(Coordinator&) = nullptr;  // a plain pointer: safe to read during exit
+void (*service_installer)(Coordinator&) = nullptr;
+std::mutex exit_hooks_mutex;
+std::vector<void (*)()> child_exit_hooks;  // a plain pointer: safe to read during exit
 
 constexpr auto report_timeout = std::chrono::milliseconds(2000);
 
@@ -87,6 +92,21 @@ std::string demangle(const char* mangled) {
 
 namespace mpx::runtime {
 
+namespace {
+std::atomic<pid_t> cached_pid{0};
+void refresh_cached_pid() noexcept { cached_pid.store(::getpid(), std::memory_order_relaxed); }
+const bool cached_pid_ready = [] {
+  refresh_cached_pid();
+  ::pthread_atfork(nullptr, nullptr, &refresh_cached_pid);
+  return true;
+}();
+}  // namespace
+
+pid_t self_pid() noexcept {
+  const pid_t pid = cached_pid.load(std::memory_order_relaxed);
+  return pid != 0 ? pid : ::getpid();
+}
+
 State& state() {
   static auto* instance = new State;  // leaked: exit hooks and worker exits read it after static destruction
   return *instance;
@@ -99,7 +119,7 @@ void require_initialized() {
 }
 
 zmq::context_t& context() {
-  const pid_t pid = ::getpid();
+  const pid_t pid = self_pid();
   if (process_context.owner != pid) {
     process_context.owner = pid;
     process_context.context = new zmq::context_t(1);
@@ -121,6 +141,13 @@ void ensure_coordinator() {
 Coordinator* coordinator_if_running() {
   std::lock_guard lock(coordinator_mutex);
   return ::getpid() == state().root_pid ? the_coordinator : nullptr;
+}
+
+void add_child_exit_hook(void (*hook)()) {
+  std::lock_guard lock(exit_hooks_mutex);
+  if (std::find(child_exit_hooks.begin(), child_exit_hooks.end(), hook) == child_exit_hooks.end()) {
+    child_exit_hooks.push_back(hook);
+  }
 }
 
 void set_service_installer(void (*installer)(Coordinator&)) { service_installer = installer; }
@@ -155,6 +182,17 @@ void run_child(const std::function<void()>& body) {
   try {
     finalize_children();
   } catch (...) {
+  }
+  std::vector<void (*)()> hooks;
+  {
+    std::lock_guard lock(exit_hooks_mutex);
+    hooks = child_exit_hooks;
+  }
+  for (auto hook : hooks) {
+    try {
+      hook();
+    } catch (...) {
+    }
   }
   try {
     Channel::flush_current(report_timeout);

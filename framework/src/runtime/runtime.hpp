@@ -41,6 +41,9 @@ struct State {
 
 State& state();
 
+// This process's pid without a system call (glibc's getpid() is one): cached, and refreshed in every forked child.
+pid_t self_pid() noexcept;
+
 // Throws ProcessError if mpx::init has not run in this process.
 void require_initialized();
 
@@ -53,6 +56,10 @@ Coordinator* coordinator_if_running();
 
 // The services layer's installer: registers every service's handlers on a new coordinator before it starts.
 void set_service_installer(void (*installer)(Coordinator&));
+
+// Runs on the thread that ends a child process, before its last messages are flushed (a consumer settling what it
+// holds, for one). Hooks are plain functions, registered once.
+void add_child_exit_hook(void (*hook)());
 
 // Hooks the API layer installs: what a process does before it exits (terminate daemon children, join the rest).
 void set_finalize_children(void (*hook)());

@@ -2,6 +2,10 @@
 
 namespace mpx::services {
 
-void install_all(runtime::Coordinator& coordinator) { install_queues(coordinator); }
+void install_all(runtime::Coordinator& coordinator) {
+  install_queues(coordinator);
+  install_sync(coordinator);
+  install_pipes(coordinator);
+}
 
 }  // namespace mpx::services

@@ -10,5 +10,7 @@ namespace mpx::services {
 void install_all(runtime::Coordinator& coordinator);
 
 void install_queues(runtime::Coordinator& coordinator);
+void install_sync(runtime::Coordinator& coordinator);
+void install_pipes(runtime::Coordinator& coordinator);
 
 }  // namespace mpx::services

@@ -34,18 +34,68 @@ std::uint64_t monotonic_ns() noexcept {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+// The header is on every message, so it is written and read by hand: a msgpack fixarray of 7 unsigned integers, each
+// in msgpack's shortest form. Any msgpack encoder produces the same bytes; any valid header decodes.
+namespace {
+
+char* put_uint(char* out, std::uint64_t v) {
+  if (v < 0x80) {
+    *out++ = static_cast<char>(v);
+  } else if (v <= 0xff) {
+    *out++ = '\xcc';
+    *out++ = static_cast<char>(v);
+  } else if (v <= 0xffff) {
+    *out++ = '\xcd';
+    for (int shift = 8; shift >= 0; shift -= 8) *out++ = static_cast<char>(v >> shift);
+  } else if (v <= 0xffffffffu) {
+    *out++ = '\xce';
+    for (int shift = 24; shift >= 0; shift -= 8) *out++ = static_cast<char>(v >> shift);
+  } else {
+    *out++ = '\xcf';
+    for (int shift = 56; shift >= 0; shift -= 8) *out++ = static_cast<char>(v >> shift);
+  }
+  return out;
+}
+
+// Reads one msgpack unsigned integer; false if the bytes are not one (or are truncated).
+bool get_uint(const unsigned char*& p, const unsigned char* end, std::uint64_t& v) {
+  if (p >= end) return false;
+  const unsigned char tag = *p++;
+  std::size_t width = 0;
+  if (tag < 0x80) {
+    v = tag;
+    return true;
+  } else if (tag == 0xcc) {
+    width = 1;
+  } else if (tag == 0xcd) {
+    width = 2;
+  } else if (tag == 0xce) {
+    width = 4;
+  } else if (tag == 0xcf) {
+    width = 8;
+  } else {
+    return false;
+  }
+  if (static_cast<std::size_t>(end - p) < width) return false;
+  v = 0;
+  for (std::size_t i = 0; i < width; ++i) v = (v << 8) | *p++;
+  return true;
+}
+
+}  // namespace
+
 zmq::message_t encode_header(const Header& h) {
-  msgpack::sbuffer buffer(max_header_bytes);
-  msgpack::packer<msgpack::sbuffer> pk(buffer);
-  pk.pack_array(header_fields);
-  pk.pack(h.version);
-  pk.pack(static_cast<std::uint16_t>(h.kind));
-  pk.pack(h.sender);
-  pk.pack(h.object);
-  pk.pack(h.correlation);
-  pk.pack(h.flags);
-  pk.pack(h.timestamp_ns);
-  return zmq::message_t(buffer.data(), buffer.size());
+  char buffer[max_header_bytes];
+  char* out = buffer;
+  *out++ = static_cast<char>(0x90 | header_fields);
+  out = put_uint(out, h.version);
+  out = put_uint(out, static_cast<std::uint16_t>(h.kind));
+  out = put_uint(out, h.sender);
+  out = put_uint(out, h.object);
+  out = put_uint(out, h.correlation);
+  out = put_uint(out, h.flags);
+  out = put_uint(out, h.timestamp_ns);
+  return zmq::message_t(buffer, static_cast<std::size_t>(out - buffer));
 }
 
 Header decode_header(const void* data, std::size_t size) {
@@ -53,32 +103,37 @@ Header decode_header(const void* data, std::size_t size) {
     throw ProtocolError("mpx: header frame of " + std::to_string(size) + " bytes (expected 1.." +
                         std::to_string(max_header_bytes) + ")");
   }
-  auto handle = detail::unpack_bounded(static_cast<const char*>(data), size);
-  const msgpack::object& o = handle.get();
-  if (o.type != msgpack::type::ARRAY || o.via.array.size != header_fields) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  const auto* end = p + size;
+  if (*p != (0x90 | header_fields)) {
+    // Not the expected fixarray: decode it properly, for a precise reason (and bounded, like every decode).
+    auto handle = detail::unpack_bounded(static_cast<const char*>(data), size);
     throw ProtocolError("mpx: header is not an array of " + std::to_string(header_fields) + " fields");
   }
-  const msgpack::object* f = o.via.array.ptr;
+  ++p;
+  std::uint64_t f[header_fields];
   for (std::size_t i = 0; i < header_fields; ++i) {
-    if (f[i].type != msgpack::type::POSITIVE_INTEGER) {
+    if (!get_uint(p, end, f[i])) {
+      if (p >= end) throw ProtocolError("mpx: truncated header (" + std::to_string(size) + " bytes)");
       throw ProtocolError("mpx: header field " + std::to_string(i) + " is not an unsigned integer");
     }
   }
-  Header h;
-  if (f[0].via.u64 != protocol_version) {
-    throw ProtocolError("mpx: protocol version " + std::to_string(f[0].via.u64) + " (this build speaks " +
+  if (p != end) throw ProtocolError("mpx: " + std::to_string(end - p) + " trailing bytes after the header");
+  if (f[0] != protocol_version) {
+    throw ProtocolError("mpx: protocol version " + std::to_string(f[0]) + " (this build speaks " +
                         std::to_string(protocol_version) + ")");
   }
-  if (f[1].via.u64 > 0xffff || !is_known(static_cast<std::uint16_t>(f[1].via.u64))) {
-    throw ProtocolError("mpx: unknown message kind " + std::to_string(f[1].via.u64));
+  if (f[1] > 0xffff || !is_known(static_cast<std::uint16_t>(f[1]))) {
+    throw ProtocolError("mpx: unknown message kind " + std::to_string(f[1]));
   }
-  if (f[5].via.u64 > 0xffffffffu) throw ProtocolError("mpx: header flags out of range");
-  h.kind = static_cast<Kind>(f[1].via.u64);
-  h.sender = f[2].via.u64;
-  h.object = f[3].via.u64;
-  h.correlation = f[4].via.u64;
-  h.flags = static_cast<std::uint32_t>(f[5].via.u64);
-  h.timestamp_ns = f[6].via.u64;
+  if (f[5] > 0xffffffffu) throw ProtocolError("mpx: header flags out of range");
+  Header h;
+  h.kind = static_cast<Kind>(f[1]);
+  h.sender = f[2];
+  h.object = f[3];
+  h.correlation = f[4];
+  h.flags = static_cast<std::uint32_t>(f[5]);
+  h.timestamp_ns = f[6];
   return h;
 }
 

@@ -22,13 +22,50 @@ enum class Kind : std::uint16_t {
 
   // queues (services/queues.cpp)
   queue_create = 20,     // [maxsize, joinable] -> ok [object id]
-  queue_put = 21,        // [item bytes, timeout_ms] -> ok nil | error full | error closed   (timeout_ms: -1 forever, 0 no wait)
-  queue_put_posted = 22, // [item bytes] (unbounded queues, no reply; errors are counted)
-  queue_get = 23,        // [timeout_ms] -> ok [item bytes] | error empty
-  queue_size = 24,       // nil -> ok [qsize, maxsize]
-  queue_close = 25,      // nil -> ok nil
-  queue_task_done = 26,  // nil -> ok nil | error value (called too many times)
+  queue_put = 21,        // [timeout_ms] + item frame -> ok nil | error full   (timeout_ms: -1 forever, 0 no wait)
+  queue_put_posted = 22, // [nil] + item frame (unbounded queues; no reply, errors are counted)
+  queue_get = 23,        // [timeout_ms, max_items, consumed] -> ok nil + one frame of 1..max_items items | error empty
+  queue_size = 24,       // [consumed] -> ok [qsize, maxsize]
+  queue_release = 25,    // [consumed] (posted): a consumer thread gives back its unconsumed lent items
+  queue_task_done = 26,  // [consumed] -> ok nil | error value (called too many times)
   queue_join = 27,       // [timeout_ms] -> ok nil once every item is done | error timeout
+
+  // synchronization (services/sync.cpp); timeout_ms: -1 forever, 0 no wait
+  lock_create = 40,          // [recursive] -> ok [id]
+  lock_acquire = 41,         // [timeout_ms] -> ok [acquired, previous_owner_died]
+  lock_release = 42,         // nil -> ok nil | error not_owner
+  lock_release_posted = 43,  // nil (no reply: sent only by a process that holds the lock)
+  lock_state = 44,           // nil -> ok [owner pid or 0, count]
+  sem_create = 45,           // [value, bounded] -> ok [id]
+  sem_acquire = 46,          // [timeout_ms] -> ok [acquired, previous_owner_died]
+  sem_release = 47,          // nil -> ok nil | error value (bounded, released too many times)
+  sem_release_posted = 48,   // nil (no reply: unbounded semaphores only)
+  sem_get_value = 49,        // nil -> ok [value]
+  event_create = 50,         // nil -> ok [id]
+  event_set = 51,            // nil -> ok nil
+  event_clear = 52,          // nil -> ok nil
+  event_is_set = 53,         // nil -> ok [flag]
+  event_wait = 54,           // [timeout_ms] -> ok [flag]
+  cond_create = 55,          // [lock id] -> ok [id]
+  cond_lock = 56,            // nil -> ok [lock id, recursive]
+  cond_wait = 57,            // [timeout_ms] -> ok [notified, previous_owner_died] | error not_owner
+  cond_notify = 58,          // [n] (-1: all) -> ok nil | error not_owner
+  barrier_create = 60,       // [parties, action or nil, timeout_ms] -> ok [id]
+  barrier_wait = 61,         // [timeout_ms, use_default] -> ok [index, action or nil, generation] | error broken
+  barrier_action_done = 62,  // [generation, succeeded] -> ok nil
+  barrier_abort = 63,        // nil -> ok nil
+  barrier_reset = 64,        // nil -> ok nil
+  barrier_state = 65,        // nil -> ok [parties, n_waiting, broken]
+
+  // pipes (services/pipes.cpp); the object is an end's id; timeout_ms: -1 forever, 0 no wait
+  pipe_create = 70,  // [duplex] -> ok [end0 id, end1 id]   (the sender holds both ends)
+  pipe_attach = 71,  // nil -> ok [readable, writable] | error eof   (the sender becomes the holder)
+  pipe_send = 72,    // [nil] + message frame (posted; no reply, errors are counted)
+  pipe_recv = 73,    // [timeout_ms] -> ok [ready, version] + message frame | error eof | error timeout | error value
+  pipe_poll = 74,    // [timeout_ms] -> ok [ready, version] | error eof (the pipe is gone)
+  pipe_close = 75,   // nil (posted): the holder releases the end
+  pipe_watch = 76,   // nil -> ok [ready, version], then pipe_ready pushes to the same socket | error eof
+  pipe_ready = 77,   // coordinator -> watcher (pushed): [ready, version] of the end in the object field
 };
 
 struct KindInfo {
@@ -51,9 +88,42 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::queue_put_posted, "queue_put_posted"},
     {Kind::queue_get, "queue_get"},
     {Kind::queue_size, "queue_size"},
-    {Kind::queue_close, "queue_close"},
+    {Kind::queue_release, "queue_release"},
     {Kind::queue_task_done, "queue_task_done"},
     {Kind::queue_join, "queue_join"},
+    {Kind::lock_create, "lock_create"},
+    {Kind::lock_acquire, "lock_acquire"},
+    {Kind::lock_release, "lock_release"},
+    {Kind::lock_release_posted, "lock_release_posted"},
+    {Kind::lock_state, "lock_state"},
+    {Kind::sem_create, "sem_create"},
+    {Kind::sem_acquire, "sem_acquire"},
+    {Kind::sem_release, "sem_release"},
+    {Kind::sem_release_posted, "sem_release_posted"},
+    {Kind::sem_get_value, "sem_get_value"},
+    {Kind::event_create, "event_create"},
+    {Kind::event_set, "event_set"},
+    {Kind::event_clear, "event_clear"},
+    {Kind::event_is_set, "event_is_set"},
+    {Kind::event_wait, "event_wait"},
+    {Kind::cond_create, "cond_create"},
+    {Kind::cond_lock, "cond_lock"},
+    {Kind::cond_wait, "cond_wait"},
+    {Kind::cond_notify, "cond_notify"},
+    {Kind::barrier_create, "barrier_create"},
+    {Kind::barrier_wait, "barrier_wait"},
+    {Kind::barrier_action_done, "barrier_action_done"},
+    {Kind::barrier_abort, "barrier_abort"},
+    {Kind::barrier_reset, "barrier_reset"},
+    {Kind::barrier_state, "barrier_state"},
+    {Kind::pipe_create, "pipe_create"},
+    {Kind::pipe_attach, "pipe_attach"},
+    {Kind::pipe_send, "pipe_send"},
+    {Kind::pipe_recv, "pipe_recv"},
+    {Kind::pipe_poll, "pipe_poll"},
+    {Kind::pipe_close, "pipe_close"},
+    {Kind::pipe_watch, "pipe_watch"},
+    {Kind::pipe_ready, "pipe_ready"},
 };
 
 bool is_known(std::uint16_t kind) noexcept;

@@ -1,0 +1,167 @@
+// mpx/pipe.hpp — Pipe and Connection (Python's multiprocessing.Pipe), wait(), and Listener/Client (Python's
+// multiprocessing.connection).
+//
+// A Pipe's two ends are handles on coordinator-side state: each end has an inbox that holds, in order, the messages
+// the other end sent. Ends travel as Process arguments (or through a Queue) like every handle.
+//
+// Who holds an end. Python closes a pipe when every copy of an end's file descriptor is closed. mpx handles are plain
+// values that can be copied anywhere, so the coordinator instead tracks one holder per end:
+//   * Pipe() makes the calling process the holder of both ends;
+//   * a process that adopts an end (decodes it: a Process argument, an item from a Queue or a Connection) becomes
+//     its holder, and so does a process that sends, receives or polls through it;
+//   * the end is released when its holder calls close() or dies (killed included).
+// recv() on one end raises mpx::EOFError once the other end is released and every message it sent has been read.
+// An end released by a dead holder is taken up again by the next process that adopts or uses it (the parent still
+// has a copy, as in Python), and messages sent to it in between wait in its inbox.
+//
+// Python's idiom of closing the parent's copy after passing an end to a child is safe: close() in a process that
+// has handed its copy on (encoded it for another process) since it last used it releases nothing at the coordinator;
+// it only closes this copy. A copy that was never handed on really closes the end.
+//
+// send() does not wait for the coordinator and does not report a released peer (the message waits in the peer's inbox
+// for whoever takes that end up next); use recv() or poll() to learn about EOF. A pipe's state is dropped once neither
+// end has a holder and both inboxes are empty (or its creator has died); later operations on it raise EOFError.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <mpx/errors.hpp>
+#include <mpx/handle.hpp>
+#include <mpx/object.hpp>
+#include <mpx/process.hpp>
+
+namespace mpx {
+
+namespace detail {
+struct ConnectionState;
+}
+
+// One end of a Pipe, or a direct connection from Listener::accept() or Client(). Copies of a Connection are the same
+// connection (like copies of a Python reference): closing one closes them all in this process.
+class Connection : public Handle {
+ public:
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+  // Rebuilds an end in the process that decodes it and makes this process its holder.
+  Connection(adopt_t, ObjectRef ref);
+
+  // Encodes now, so a serialization error is raised here, at the caller.
+  template <Serializable T>
+  void send(const T& obj) {
+    send_message(encode(obj));
+  }
+  // Receives one message and decodes it as T; mpx::Object takes any shape. A message that is not a T raises
+  // mpx::SerializationError (the message is consumed).
+  template <Serializable T = Object>
+  T recv() {
+    return decode<T>(recv_bytes());
+  }
+
+  // Sends buf[offset, offset + size) as one message. A bad offset or size raises mpx::ValueError, as in Python.
+  void send_bytes(std::string_view buf, std::size_t offset = 0, std::size_t size = npos);
+  void send_bytes(std::span<const std::byte> buf, std::size_t offset = 0, std::size_t size = npos);
+  // Receives one message. A message longer than maxlength raises mpx::ValueError and is discarded (Python raises
+  // OSError and closes the connection; mpx keeps it usable, since its messages are framed).
+  std::string recv_bytes(std::optional<std::size_t> maxlength = std::nullopt);
+  // Receives one message into buffer[offset...] and returns its length. A message that does not fit raises
+  // mpx::BufferTooShort carrying the whole message (data()); it is consumed either way.
+  std::size_t recv_bytes_into(std::span<std::byte> buffer, std::size_t offset = 0);
+  // Whether a message (or EOF) is ready to be received, waiting up to `timeout`; nullopt waits as long as it takes.
+  bool poll(const Timeout& timeout = std::chrono::duration<double>(0));
+
+  void close();
+  bool closed() const;
+  bool readable() const;
+  bool writable() const;
+  // A file descriptor for poll()/select()/epoll: readable while a message (or EOF) is ready. For a direct connection it
+  // is the socket itself. For a Pipe end it is an eventfd that this process keeps in step with the coordinator through
+  // a background thread (started by the first fileno()): it may lag the truth by one coordinator round trip, so after
+  // it signals, poll() gives the exact answer. Owned by the connection; do not close it.
+  int fileno();
+
+  // Internal: the object behind every copy, and the hook the msgpack adaptor calls when this end is encoded.
+  explicit Connection(std::shared_ptr<detail::ConnectionState> state);
+  const std::shared_ptr<detail::ConnectionState>& state() const noexcept { return state_; }
+  ObjectRef hand_over() const;
+
+ private:
+  void send_message(std::string message);
+  std::shared_ptr<detail::ConnectionState> state_;
+};
+
+// Python's Pipe(duplex): two connected ends. A duplex pipe's ends both send and receive; a simplex pipe returns
+// (read-only end, write-only end), and the wrong operation raises mpx::ValueError ("connection is write-only").
+std::pair<Connection, Connection> Pipe(bool duplex = true);
+
+// What wait() accepts: connections (ready when a message or EOF is waiting) and processes (ready when they ended).
+using Waitable = std::variant<Connection, Process>;
+
+// Python's multiprocessing.connection.wait: blocks until at least one object is ready or the timeout passes (nullopt:
+// no limit) and returns the ready ones, in the order given. No busy-waiting: it sleeps in poll() on the objects'
+// fileno() and sentinel() descriptors.
+std::vector<Waitable> wait(const std::vector<Waitable>& objects, const Timeout& timeout = std::nullopt);
+std::vector<Connection> wait(const std::vector<Connection>& connections, const Timeout& timeout = std::nullopt);
+
+// Python's multiprocessing.connection.Listener. The address is "tcp://host:port" (port 0 or * picks a free one) or
+// "ipc:///path/to/socket" (a unix socket, removed by close()); empty picks a unix socket in the session directory.
+// With an authkey, accept() runs Python's HMAC challenge in both directions (HMAC-SHA256, the same messages as
+// Python 3.12, so Python's Client can connect) and raises mpx::AuthenticationError ("digest received was wrong") when
+// the client's key differs. The connections it returns are direct sockets (length-prefixed frames, as in Python), not
+// coordinator objects: they cannot be passed to another process as arguments, except to a fork child inside a closure.
+class Listener {
+ public:
+  explicit Listener(std::string address = {}, std::optional<std::string> authkey = std::nullopt, int backlog = 16);
+  ~Listener();
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+  Listener(Listener&& other) noexcept;
+  Listener& operator=(Listener&& other) noexcept;
+
+  Connection accept();
+  void close();
+  // The bound address, with the real port for tcp: pass it to Client().
+  const std::string& address() const noexcept { return address_; }
+  // The peer of the last accepted connection ("tcp://ip:port", or the ipc address).
+  const std::optional<std::string>& last_accepted() const noexcept { return last_accepted_; }
+
+ private:
+  int fd_ = -1;
+  pid_t owner_ = 0;  // only the process that bound a unix socket removes its file
+  std::string address_;
+  std::string unlink_path_;
+  std::optional<std::string> authkey_;
+  std::optional<std::string> last_accepted_;
+};
+
+// Python's multiprocessing.connection.Client: connects to a Listener's address. A wrong authkey raises
+// mpx::AuthenticationError ("digest was rejected").
+Connection Client(const std::string& address, std::optional<std::string> authkey = std::nullopt);
+
+}  // namespace mpx
+
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+namespace adaptor {
+
+// Encoding an end hands it over (see the header comment): closing this process's copy afterwards releases nothing.
+// A direct connection cannot be encoded: it raises mpx::SerializationError.
+template <>
+struct pack<mpx::Connection> {
+  template <class Stream>
+  packer<Stream>& operator()(packer<Stream>& p, const mpx::Connection& connection) const {
+    return p.pack(connection.hand_over());
+  }
+};
+
+}  // namespace adaptor
+}  // MSGPACK_API_VERSION_NAMESPACE
+}  // namespace msgpack

@@ -1,0 +1,202 @@
+// mpx/sync.hpp — Python's multiprocessing synchronization primitives: Lock, RLock, Semaphore, BoundedSemaphore,
+// Event, Condition and Barrier. Their state lives in the coordinator; each object here is a handle that can be passed
+// to other processes (under fork, forkserver and spawn alike).
+//
+// Ownership is per process: a Lock or RLock is held by the process that acquired it, not by a thread. Two threads of
+// one process therefore exclude each other on a Lock (the second one waits), but an RLock held by a process lets any
+// of its threads re-enter. Give each thread its own copy of a handle: copies are cheap and, ownership being per
+// process, interchangeable.
+//
+// Unlike Python, a process that dies holding a Lock, an RLock or Semaphore units does not deadlock the others: the
+// coordinator releases what it held, and the next acquirer learns it through previous_owner_died().
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include <mpx/function.hpp>
+#include <mpx/handle.hpp>
+
+namespace mpx {
+
+class Condition;
+
+namespace detail {
+
+// The compiled side of Lock and RLock.
+class LockCore : public Handle {
+ public:
+  // Python's acquire(block=True, timeout=None): false if not acquired (non-blocking, or the timeout passed).
+  bool acquire(bool block = true, const Timeout& timeout = std::nullopt);
+  // Throws ValueError if this process does not hold the lock.
+  void release();
+  // Whether any process holds it now (Python 3.14's locked()).
+  bool locked() const;
+  // True if the last acquire through this handle got the lock because its previous holder died holding it.
+  bool previous_owner_died() const noexcept { return previous_owner_died_; }
+
+  // BasicLockable and Lockable, so std::lock_guard, std::scoped_lock and std::unique_lock work (Python's `with`).
+  void lock() { (void)acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+
+ protected:
+  explicit LockCore(bool recursive);
+  LockCore(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}
+
+ private:
+  friend class mpx::Condition;
+  bool previous_owner_died_ = false;
+};
+
+// The compiled side of Semaphore and BoundedSemaphore.
+class SemaphoreCore : public Handle {
+ public:
+  // Takes one unit: false if none came (non-blocking, or the timeout passed).
+  bool acquire(bool block = true, const Timeout& timeout = std::nullopt);
+  // Gives one unit back. A BoundedSemaphore throws ValueError past its initial value.
+  void release();
+  std::size_t get_value() const;
+  // True if the last acquire through this handle got a unit given back by a process that died holding it.
+  bool previous_owner_died() const noexcept { return previous_owner_died_; }
+
+  void lock() { (void)acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+
+ protected:
+  SemaphoreCore(std::int64_t value, bool bounded);
+  SemaphoreCore(adopt_t, ObjectRef ref, bool bounded) : Handle(std::move(ref)), bounded_(bounded) {}
+
+ private:
+  bool bounded_ = false;
+  bool previous_owner_died_ = false;
+};
+
+}  // namespace detail
+
+// Python's multiprocessing.Lock. Acquiring it twice from one process blocks, as in Python.
+class Lock : public detail::LockCore {
+ public:
+  Lock() : LockCore(false) {}
+  Lock(adopt_t, ObjectRef ref) : LockCore(adopt, std::move(ref)) {}
+};
+
+// Python's multiprocessing.RLock: the owning process may acquire it again; it is free after as many releases.
+class RLock : public detail::LockCore {
+ public:
+  RLock() : LockCore(true) {}
+  RLock(adopt_t, ObjectRef ref) : LockCore(adopt, std::move(ref)) {}
+};
+
+// Python's multiprocessing.Semaphore. Units held by a process that dies are given back, but never past the initial
+// value, so a Semaphore(0) used as a signal gets nothing back from its consumers.
+class Semaphore : public detail::SemaphoreCore {
+ public:
+  // Throws ValueError if value is negative.
+  explicit Semaphore(std::int64_t value = 1) : SemaphoreCore(value, false) {}
+  Semaphore(adopt_t, ObjectRef ref) : SemaphoreCore(adopt, std::move(ref), false) {}
+};
+
+// Python's multiprocessing.BoundedSemaphore: release() past the initial value throws ValueError.
+class BoundedSemaphore : public detail::SemaphoreCore {
+ public:
+  explicit BoundedSemaphore(std::int64_t value = 1) : SemaphoreCore(value, true) {}
+  BoundedSemaphore(adopt_t, ObjectRef ref) : SemaphoreCore(adopt, std::move(ref), true) {}
+};
+
+// Python's multiprocessing.Event.
+class Event : public Handle {
+ public:
+  Event();
+  Event(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}
+  bool is_set() const;
+  void set();
+  void clear();
+  // Returns the flag: false if the timeout passed before it was set.
+  bool wait(const Timeout& timeout = std::nullopt);
+};
+
+// Python's multiprocessing.Condition over a Lock or an RLock (a new RLock by default).
+class Condition : public Handle {
+ public:
+  Condition();
+  explicit Condition(const Lock& lock);
+  explicit Condition(const RLock& lock);
+  Condition(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}
+
+  bool acquire(bool block = true, const Timeout& timeout = std::nullopt) { return lock_core().acquire(block, timeout); }
+  void release() { lock_core().release(); }
+  void lock() { lock_core().lock(); }
+  void unlock() { lock_core().unlock(); }
+  bool try_lock() { return lock_core().try_lock(); }
+  // After acquire() or wait(): whether the lock came from a process that died holding it.
+  bool previous_owner_died() const { return lock_core().previous_owner_died(); }
+
+  // Needs the lock (ValueError otherwise). Releases it, waits for a notify or the timeout, and takes it back before
+  // returning, in one coordinator request. Returns false if the timeout passed without a notify.
+  bool wait(const Timeout& timeout = std::nullopt);
+  // Python's wait_for: waits until predicate() is true, or the timeout passes; returns the last predicate() value.
+  template <class Predicate>
+  bool wait_for(Predicate predicate, const Timeout& timeout = std::nullopt);
+  // Wake up to n waiters (all of them). Needs the lock (ValueError otherwise).
+  void notify(std::size_t n = 1);
+  void notify_all();
+
+ private:
+  // The underlying lock. A handle that arrived as an argument knows only the condition's id and asks the coordinator
+  // once for its lock.
+  detail::LockCore& lock_core() const;
+  mutable std::optional<detail::LockCore> lock_;
+};
+
+// Python's multiprocessing.Barrier. `action` (a plain function or captureless lambda, or nullptr) is run by the last
+// process to arrive, before the others are released; if it throws, the barrier breaks and the exception propagates
+// from that process's wait(). Errors are mpx::BrokenBarrierError: on abort(), on reset() while waiting, on a timeout
+// (which breaks the barrier, as in Python), and when a waiting party dies (which also breaks it: the others could
+// otherwise never be released).
+class Barrier : public Handle {
+ public:
+  explicit Barrier(std::size_t parties, void (*action)() = nullptr, Timeout timeout = std::nullopt)
+      : Barrier(create_t{}, parties, action ? std::optional<BoundCall>(mpx::bind(action)) : std::nullopt, timeout) {}
+  Barrier(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}
+
+  // Returns this party's arrival index, 0 .. parties()-1; the last to arrive gets parties()-1. With no timeout the
+  // barrier's own default (set at construction) applies.
+  std::size_t wait(const Timeout& timeout = std::nullopt);
+  // Waiting parties get BrokenBarrierError; the barrier is empty and usable again.
+  void reset();
+  // Breaks the barrier: waiting and future parties get BrokenBarrierError until reset().
+  void abort();
+  bool broken() const;
+  std::size_t n_waiting() const;
+  std::size_t parties() const;
+
+ private:
+  struct create_t {};
+  Barrier(create_t, std::size_t parties, std::optional<BoundCall> action, const Timeout& timeout);
+  mutable std::size_t parties_ = 0;  // cached: fixed at creation
+};
+
+template <class Predicate>
+bool Condition::wait_for(Predicate predicate, const Timeout& timeout) {
+  using clock = std::chrono::steady_clock;
+  bool result = static_cast<bool>(predicate());
+  std::optional<clock::time_point> end;
+  if (timeout) end = clock::now() + std::chrono::duration_cast<clock::duration>(*timeout);
+  while (!result) {
+    Timeout left;
+    if (end) {
+      const auto remaining = *end - clock::now();
+      if (remaining <= clock::duration::zero()) break;
+      left = std::chrono::duration<double>(remaining);
+    }
+    (void)wait(left);
+    result = static_cast<bool>(predicate());
+  }
+  return result;
+}
+
+}  // namespace mpx

@@ -1,0 +1,61 @@
+// What is behind a Connection: a Pipe end (coordinator state, addressed by the end's id) or a direct socket (from
+// Listener::accept or Client). Copies of a Connection share one ConnectionState.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <sys/types.h>
+
+namespace mpx::detail {
+
+// This process's mirror of a Pipe end's readiness, behind the eventfd that fileno() returns. Updated from the
+// coordinator's pushes (by the watcher thread) and from the replies to this process's own recv and poll.
+struct Readiness {
+  int fd = -1;  // eventfd: readable while `ready`
+  bool known = false;
+  bool ready = false;
+  bool signaled = false;
+  std::uint64_t version = 0;
+  ~Readiness();
+};
+
+// The readiness mirror of `end` in this process, subscribing on first use; blocks until the first state is known.
+std::shared_ptr<Readiness> watch_end(std::uint64_t end);
+// Merges a (ready, version) pair from a reply, if this process mirrors the end.
+void merge_readiness(std::uint64_t end, bool ready, std::uint64_t version);
+// A mirror that is always ready: fileno() of an end whose pipe is gone.
+std::shared_ptr<Readiness> always_ready();
+
+struct ConnectionState {
+  enum class Kind { pipe, socket };
+  Kind kind = Kind::pipe;
+  pid_t owner = 0;  // the process this state belongs to; a forked copy resets its per-process parts
+  bool closed = false;
+  bool readable = true;
+  bool writable = true;
+
+  // Pipe end
+  std::uint64_t end = 0;
+  bool gone = false;         // the coordinator no longer has the pipe: every operation is EOF
+  bool handed_over = false;  // encoded for another process since this process last used it
+  std::shared_ptr<Readiness> readiness;
+
+  // Direct socket
+  int fd = -1;
+
+  ConnectionState();
+  ~ConnectionState();
+  ConnectionState(const ConnectionState&) = delete;
+  ConnectionState& operator=(const ConnectionState&) = delete;
+  // In a forked child: forget what belongs to the parent (its readiness mirror, its hand-over).
+  void refresh_after_fork();
+};
+
+// The direct-socket side of Connection (api/listener.cpp).
+void socket_send(ConnectionState& s, const char* data, std::size_t size);
+std::string socket_recv(ConnectionState& s, std::size_t maxlength);
+bool socket_poll(ConnectionState& s, int timeout_ms);
+
+}  // namespace mpx::detail

@@ -1,0 +1,412 @@
+// Listener and Client (Python's multiprocessing.connection) and the direct connections they make: a stream socket
+// (unix or tcp) carrying Python's frames, a 4-byte big-endian signed length (or -1 and an 8-byte length for 2 GiB
+// and more) before each message, and Python 3.12's HMAC challenge in both directions. So Python's Client and Listener
+// can talk to mpx's with send_bytes/recv_bytes (send/recv carry msgpack, not pickle).
+#include <mpx/pipe.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sodium.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "api/connection.hpp"
+#include "runtime/runtime.hpp"
+#include "wire/limits.hpp"
+
+namespace mpx {
+
+namespace {
+
+using detail::ConnectionState;
+
+// ---- frames ----
+
+[[noreturn]] void raise_os(const std::string& what) { throw std::system_error(errno, std::generic_category(), what); }
+
+void write_all(int fd, const char* header, std::size_t header_size, const char* data, std::size_t size) {
+  iovec iov[2] = {{const_cast<char*>(header), header_size}, {const_cast<char*>(data), size}};
+  int first = 0;
+  while (first < 2) {
+    msghdr m{};
+    m.msg_iov = iov + first;
+    m.msg_iovlen = static_cast<std::size_t>(2 - first);
+    const ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EPIPE || errno == ECONNRESET) {
+        throw EOFError("mpx: the other end of the connection is closed (broken pipe)");
+      }
+      raise_os("mpx: Connection.send_bytes");
+    }
+    auto done = static_cast<std::size_t>(n);
+    while (first < 2 && done >= iov[first].iov_len) {
+      done -= iov[first].iov_len;
+      ++first;
+    }
+    if (first < 2) {
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
+      iov[first].iov_len -= done;
+    }
+  }
+}
+
+// Reads exactly `size` bytes; returns how many arrived before EOF.
+std::size_t read_exact(int fd, char* buffer, std::size_t size) {
+  std::size_t got = 0;
+  while (got < size) {
+    const ssize_t n = ::read(fd, buffer + got, size - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ECONNRESET) return got;
+      raise_os("mpx: Connection.recv_bytes");
+    }
+    if (n == 0) return got;
+    got += static_cast<std::size_t>(n);
+  }
+  return got;
+}
+
+void read_body(int fd, char* buffer, std::size_t size) {
+  if (read_exact(fd, buffer, size) != size) throw EOFError("mpx: EOF: the connection ended in the middle of a message");
+}
+
+std::uint64_t load_be(const unsigned char* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+}  // namespace
+
+namespace detail {
+
+void socket_send(ConnectionState& s, const char* data, std::size_t size) {
+  unsigned char header[12];
+  std::size_t header_size = 4;
+  if (size <= 0x7fffffff) {
+    for (int i = 0; i < 4; ++i) header[i] = static_cast<unsigned char>(size >> (8 * (3 - i)));
+  } else {
+    std::memset(header, 0xff, 4);
+    for (int i = 0; i < 8; ++i) header[4 + i] = static_cast<unsigned char>(static_cast<std::uint64_t>(size) >> (8 * (7 - i)));
+    header_size = 12;
+  }
+  write_all(s.fd, reinterpret_cast<const char*>(header), header_size, data, size);
+}
+
+std::string socket_recv(ConnectionState& s, std::size_t maxlength) {
+  unsigned char header[8];
+  const std::size_t got = read_exact(s.fd, reinterpret_cast<char*>(header), 4);
+  if (got == 0) throw EOFError("mpx: EOF: the other end of the connection is closed");
+  if (got != 4) throw EOFError("mpx: EOF: the connection ended in the middle of a message");
+  const auto signed_size = static_cast<std::int32_t>(static_cast<std::uint32_t>(load_be(header, 4)));
+  std::uint64_t size = static_cast<std::uint32_t>(signed_size);
+  if (signed_size == -1) {
+    read_body(s.fd, reinterpret_cast<char*>(header), 8);
+    size = load_be(header, 8);
+  } else if (signed_size < 0) {
+    throw ProtocolError("mpx: bad message length " + std::to_string(signed_size) + " on a connection");
+  }
+  if (size > static_cast<std::uint64_t>(wire::limits().max_message_bytes)) {
+    // The stream cannot be trusted any more: close it, as Python does.
+    ::close(s.fd);
+    s.fd = -1;
+    s.closed = true;
+    throw ProtocolError("mpx: a message of " + std::to_string(size) + " bytes is over the limit of " +
+                        std::to_string(wire::limits().max_message_bytes) + "; the connection was closed");
+  }
+  if (size > maxlength) {
+    char sink[65536];
+    for (std::uint64_t left = size; left > 0;) {
+      const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, sizeof sink));
+      read_body(s.fd, sink, chunk);
+      left -= chunk;
+    }
+    throw ValueError("mpx: Connection.recv_bytes: a message of " + std::to_string(size) +
+                     " bytes is longer than maxlength " + std::to_string(maxlength) + "; it was discarded");
+  }
+  std::string message(static_cast<std::size_t>(size), '\0');
+  read_body(s.fd, message.data(), message.size());
+  return message;
+}
+
+bool socket_poll(ConnectionState& s, int timeout_ms) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms < 0 ? 0 : timeout_ms);
+  for (;;) {
+    int left = timeout_ms;
+    if (timeout_ms > 0) {
+      left = static_cast<int>(std::max<long>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
+    }
+    pollfd p{s.fd, POLLIN, 0};
+    const int n = ::poll(&p, 1, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) raise_os("mpx: Connection.poll");
+    return n > 0;  // data, or EOF (recv then raises EOFError)
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+// ---- authentication (Python 3.12's multiprocessing.connection, HMAC-SHA256 only) ----
+
+constexpr std::string_view challenge_tag = "#CHALLENGE#";
+constexpr std::string_view welcome = "#WELCOME#";
+constexpr std::string_view failure = "#FAILURE#";
+constexpr std::string_view digest_prefix = "{sha256}";
+constexpr std::size_t challenge_bytes = 40;
+constexpr std::size_t min_challenge_bytes = 20;
+constexpr std::size_t max_handshake_message = 256;
+
+void ensure_sodium() {
+  static const bool ready = sodium_init() >= 0;
+  if (!ready) throw Error("mpx: libsodium could not be initialized");
+}
+
+std::string hmac_sha256(std::string_view key, std::string_view message) {
+  crypto_auth_hmacsha256_state state;
+  crypto_auth_hmacsha256_init(&state, reinterpret_cast<const unsigned char*>(key.data()), key.size());
+  crypto_auth_hmacsha256_update(&state, reinterpret_cast<const unsigned char*>(message.data()), message.size());
+  unsigned char mac[crypto_auth_hmacsha256_BYTES];
+  crypto_auth_hmacsha256_final(&state, mac);
+  return std::string(reinterpret_cast<const char*>(mac), sizeof mac);
+}
+
+std::string recv_handshake(ConnectionState& s) {
+  try {
+    return detail::socket_recv(s, max_handshake_message);
+  } catch (const ValueError&) {
+    throw AuthenticationError("mpx: authentication: a handshake message longer than " +
+                              std::to_string(max_handshake_message) + " bytes");
+  }
+}
+
+void send_handshake(ConnectionState& s, std::string_view message) { detail::socket_send(s, message.data(), message.size()); }
+
+// Python's deliver_challenge: we ask, the peer proves it knows the key.
+void deliver_challenge(ConnectionState& s, const std::string& authkey) {
+  ensure_sodium();
+  std::string message(digest_prefix);
+  std::string random(challenge_bytes, '\0');
+  randombytes_buf(random.data(), random.size());
+  message += random;
+  send_handshake(s, std::string(challenge_tag) + message);
+  const std::string response = recv_handshake(s);
+  const std::string expected = hmac_sha256(authkey, message);
+  const bool good = response.size() == digest_prefix.size() + expected.size() && response.starts_with(digest_prefix) &&
+                    sodium_memcmp(response.data() + digest_prefix.size(), expected.data(), expected.size()) == 0;
+  if (!good) {
+    try {
+      send_handshake(s, failure);
+    } catch (const std::exception&) {
+    }
+    throw AuthenticationError("mpx: Listener.accept: digest received was wrong (the client's authkey differs)");
+  }
+  send_handshake(s, welcome);
+}
+
+// Python's answer_challenge: the peer asks, we prove we know the key.
+void answer_challenge(ConnectionState& s, const std::string& authkey) {
+  std::string message = recv_handshake(s);
+  if (!message.starts_with(challenge_tag)) {
+    throw AuthenticationError("mpx: authentication: protocol error, expected a challenge");
+  }
+  message.erase(0, challenge_tag.size());
+  if (message.size() < min_challenge_bytes) throw AuthenticationError("mpx: authentication: challenge too short");
+  if (!message.starts_with(digest_prefix)) {
+    throw AuthenticationError("mpx: authentication: the peer asked for a digest other than sha256 (only sha256 is "
+                              "supported)");
+  }
+  send_handshake(s, std::string(digest_prefix) + hmac_sha256(authkey, message));
+  if (recv_handshake(s) != welcome) {
+    throw AuthenticationError("mpx: Client: digest was rejected (the listener's authkey differs)");
+  }
+}
+
+// ---- addresses ----
+
+struct Resolved {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  std::string unix_path;  // ipc only
+  int family() const { return storage.ss_family; }
+  const sockaddr* addr() const { return reinterpret_cast<const sockaddr*>(&storage); }
+};
+
+Resolved resolve(const std::string& address) {
+  Resolved r;
+  if (address.starts_with("ipc://")) {
+    r.unix_path = address.substr(6);
+    sockaddr_un un{};
+    if (r.unix_path.empty() || r.unix_path.size() >= sizeof un.sun_path) {
+      throw ValueError("mpx: ipc address '" + address + "' is empty or longer than a unix socket path allows (" +
+                       std::to_string(sizeof un.sun_path - 1) + " bytes)");
+    }
+    un.sun_family = AF_UNIX;
+    std::memcpy(un.sun_path, r.unix_path.c_str(), r.unix_path.size() + 1);
+    std::memcpy(&r.storage, &un, sizeof un);
+    r.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + r.unix_path.size() + 1);
+    return r;
+  }
+  if (!address.starts_with("tcp://")) {
+    throw ValueError("mpx: address '" + address + "' is neither tcp://host:port nor ipc:///path");
+  }
+  const std::string rest = address.substr(6);
+  const auto colon = rest.rfind(':');
+  if (colon == std::string::npos) throw ValueError("mpx: address '" + address + "' has no port");
+  std::string host = rest.substr(0, colon), port = rest.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (port == "*") port = "0";
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    throw ValueError("mpx: cannot resolve '" + address + "': " + ::gai_strerror(rc));
+  }
+  std::memcpy(&r.storage, found->ai_addr, found->ai_addrlen);
+  r.length = found->ai_addrlen;
+  ::freeaddrinfo(found);
+  return r;
+}
+
+std::string format(const sockaddr* a, const std::string& unix_path) {
+  char host[INET6_ADDRSTRLEN] = {0};
+  if (a->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(a);
+    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    return "tcp://" + std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
+  }
+  if (a->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(a);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    return "tcp://[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
+  }
+  return "ipc://" + unix_path;
+}
+
+Connection direct(int fd) {
+  auto s = std::make_shared<ConnectionState>();
+  s->kind = ConnectionState::Kind::socket;
+  s->fd = fd;
+  return Connection(std::move(s));
+}
+
+void no_delay(int fd, int family) {
+  if (family == AF_INET || family == AF_INET6) {
+    const int one = 1;
+    (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+}
+
+std::atomic<int> listener_counter{0};
+
+}  // namespace
+
+Listener::Listener(std::string address, std::optional<std::string> authkey, int backlog)
+    : authkey_(std::move(authkey)) {
+  if (address.empty()) {
+    runtime::require_initialized();
+    address = "ipc://" + runtime::state().session.directory + "/listener-" + std::to_string(::getpid()) + "-" +
+              std::to_string(++listener_counter);
+  }
+  const Resolved r = resolve(address);
+  fd_ = ::socket(r.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) raise_os("mpx: Listener: socket");
+  if (r.family() != AF_UNIX) {
+    const int one = 1;
+    (void)::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  }
+  if (::bind(fd_, r.addr(), r.length) != 0 || ::listen(fd_, backlog) != 0) {
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    throw std::system_error(err, std::generic_category(), "mpx: Listener: cannot listen on '" + address + "'");
+  }
+  owner_ = ::getpid();
+  unlink_path_ = r.unix_path;
+  if (r.family() == AF_UNIX) {
+    address_ = address;
+  } else {
+    sockaddr_storage bound{};
+    socklen_t length = sizeof bound;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&bound), &length);
+    address_ = format(reinterpret_cast<const sockaddr*>(&bound), {});
+  }
+}
+
+Listener::~Listener() { close(); }
+
+Listener::Listener(Listener&& other) noexcept { *this = std::move(other); }
+
+Listener& Listener::operator=(Listener&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    owner_ = other.owner_;
+    address_ = std::move(other.address_);
+    unlink_path_ = std::exchange(other.unlink_path_, {});
+    authkey_ = std::move(other.authkey_);
+    last_accepted_ = std::move(other.last_accepted_);
+  }
+  return *this;
+}
+
+void Listener::close() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  fd_ = -1;
+  // A forked copy must not remove its parent's socket file.
+  if (!unlink_path_.empty() && owner_ == ::getpid()) ::unlink(unlink_path_.c_str());
+  unlink_path_.clear();
+}
+
+Connection Listener::accept() {
+  if (fd_ < 0) throw ValueError("mpx: Listener is closed");
+  sockaddr_storage peer{};
+  socklen_t length = sizeof peer;
+  int fd;
+  while ((fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_CLOEXEC)) < 0) {
+    if (errno != EINTR) raise_os("mpx: Listener.accept");
+    length = sizeof peer;
+  }
+  no_delay(fd, peer.ss_family);
+  Connection c = direct(fd);
+  last_accepted_ = peer.ss_family == AF_UNIX ? address_ : format(reinterpret_cast<const sockaddr*>(&peer), {});
+  if (authkey_) {
+    deliver_challenge(*c.state(), *authkey_);
+    answer_challenge(*c.state(), *authkey_);
+  }
+  return c;
+}
+
+Connection Client(const std::string& address, std::optional<std::string> authkey) {
+  const Resolved r = resolve(address);
+  const int fd = ::socket(r.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) raise_os("mpx: Client: socket");
+  Connection c = direct(fd);
+  while (::connect(fd, r.addr(), r.length) != 0) {
+    if (errno != EINTR) raise_os("mpx: Client: cannot connect to '" + address + "'");
+  }
+  no_delay(fd, r.family());
+  if (authkey) {
+    answer_challenge(*c.state(), *authkey);
+    deliver_challenge(*c.state(), *authkey);
+  }
+  return c;
+}
+
+}  // namespace mpx

@@ -1,0 +1,314 @@
+// Pipe, Connection and wait(). A Pipe end talks to the coordinator's pipe service (services/pipes.cpp) through the
+// calling thread's channel; a direct connection reads and writes its socket (api/listener.cpp).
+#include <mpx/pipe.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <poll.h>
+#include <unistd.h>
+
+#include "api/call.hpp"
+#include "api/connection.hpp"
+
+namespace mpx {
+
+namespace detail {
+
+ConnectionState::ConnectionState() : owner(::getpid()) {}
+
+ConnectionState::~ConnectionState() {
+  if (kind == Kind::socket && fd >= 0) ::close(fd);
+}
+
+void ConnectionState::refresh_after_fork() {
+  if (owner == ::getpid()) return;
+  owner = ::getpid();
+  handed_over = false;
+  readiness.reset();  // the parent's mirror: dropping this copy only closes the child's copy of its eventfd
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::ConnectionState;
+
+// Messages this large travel without a copy into the frame.
+constexpr std::size_t zero_copy_bytes = 4096;
+
+ConnectionState& use(const std::shared_ptr<ConnectionState>& s) {
+  s->refresh_after_fork();
+  return *s;
+}
+
+void check_open(const ConnectionState& s) {
+  if (s.closed) throw ValueError("mpx: connection is closed");
+}
+void check_readable(const ConnectionState& s) {
+  check_open(s);
+  if (!s.readable) throw ValueError("mpx: connection is write-only");
+}
+void check_writable(const ConnectionState& s) {
+  check_open(s);
+  if (!s.writable) throw ValueError("mpx: connection is read-only");
+}
+
+[[noreturn]] void raise_gone(const ConnectionState& s) {
+  throw EOFError("mpx: EOF: pipe end " + std::to_string(s.end) + " is gone (both ends were released)");
+}
+
+zmq::message_t frame_of(std::string message) {
+  if (message.size() < zero_copy_bytes) return zmq::message_t(message.data(), message.size());
+  auto* owned = new std::string(std::move(message));
+  return zmq::message_t(
+      owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
+}
+
+// One pipe_recv; the reply's state is merged into this process's readiness mirror.
+std::string pipe_recv(ConnectionState& s) {
+  if (s.gone) raise_gone(s);
+  s.handed_over = false;
+  auto reply = detail::call(wire::make(wire::Kind::pipe_recv, s.end, 0, std::make_tuple(std::int64_t{-1})), -1);
+  if (reply.body.size() != 2) throw ProtocolError("mpx: a pipe_recv reply without its message");
+  auto [ready, version] = reply.body_as<std::tuple<bool, std::uint64_t>>();
+  detail::merge_readiness(s.end, ready, version);
+  return std::string(static_cast<const char*>(reply.body[1].data()), reply.body[1].size());
+}
+
+bool pipe_poll(ConnectionState& s, std::int64_t wait) {
+  if (s.gone) return true;
+  s.handed_over = false;
+  try {
+    auto reply = detail::call(wire::make(wire::Kind::pipe_poll, s.end, 0, std::make_tuple(wait)), wait);
+    auto [ready, version] = reply.body_as<std::tuple<bool, std::uint64_t>>();
+    detail::merge_readiness(s.end, ready, version);
+    return ready;
+  } catch (const EOFError&) {
+    s.gone = true;
+    return true;  // recv would raise EOFError at once
+  }
+}
+
+std::string receive(ConnectionState& s, std::size_t maxlength) {
+  check_readable(s);
+  if (s.kind == ConnectionState::Kind::socket) return detail::socket_recv(s, maxlength);
+  std::string message = pipe_recv(s);
+  if (message.size() > maxlength) {
+    throw ValueError("mpx: Connection.recv_bytes: a message of " + std::to_string(message.size()) +
+                     " bytes is longer than maxlength " + std::to_string(maxlength) + "; it was discarded");
+  }
+  return message;
+}
+
+}  // namespace
+
+Connection::Connection(std::shared_ptr<detail::ConnectionState> state) : state_(std::move(state)) {
+  if (state_->kind == ConnectionState::Kind::pipe) ref_ = ObjectRef{state_->end, detail::coordinator_endpoint()};
+}
+
+Connection::Connection(adopt_t, ObjectRef ref) : Handle(std::move(ref)), state_(std::make_shared<ConnectionState>()) {
+  state_->end = ref_.id;
+  try {
+    auto reply = detail::call(wire::make(wire::Kind::pipe_attach, ref_.id, 0, Object{}), 0);
+    auto [readable, writable] = reply.body_as<std::tuple<bool, bool>>();
+    state_->readable = readable;
+    state_->writable = writable;
+  } catch (const EOFError&) {
+    state_->gone = true;  // adopted after the pipe ended: every operation raises EOFError
+  }
+}
+
+ObjectRef Connection::hand_over() const {
+  auto& s = use(state_);
+  if (s.kind == ConnectionState::Kind::socket) {
+    throw SerializationError(
+        "mpx: a direct connection (from Listener::accept or Client) is a socket of this process and cannot be passed "
+        "to another process; under the fork start method, capture it in a closure instead");
+  }
+  s.handed_over = true;
+  return ref_;
+}
+
+void Connection::send_message(std::string message) {
+  auto& s = use(state_);
+  check_writable(s);
+  if (s.kind == ConnectionState::Kind::socket) return detail::socket_send(s, message.data(), message.size());
+  if (s.gone) raise_gone(s);
+  s.handed_over = false;
+  auto e = wire::make(wire::Kind::pipe_send, s.end, 0, Object{});
+  e.body.push_back(frame_of(std::move(message)));
+  detail::post(std::move(e));
+}
+
+void Connection::send_bytes(std::string_view buf, std::size_t offset, std::size_t size) {
+  if (offset > buf.size()) throw ValueError("mpx: Connection.send_bytes: buffer length < offset");
+  if (size == npos) {
+    size = buf.size() - offset;
+  } else if (size > buf.size() - offset) {
+    throw ValueError("mpx: Connection.send_bytes: buffer length < offset + size");
+  }
+  send_message(std::string(buf.substr(offset, size)));
+}
+
+void Connection::send_bytes(std::span<const std::byte> buf, std::size_t offset, std::size_t size) {
+  send_bytes(std::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()), offset, size);
+}
+
+std::string Connection::recv_bytes(std::optional<std::size_t> maxlength) {
+  return receive(use(state_), maxlength.value_or(npos));
+}
+
+std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t offset) {
+  auto& s = use(state_);
+  check_readable(s);
+  if (offset > buffer.size()) throw ValueError("mpx: Connection.recv_bytes_into: offset too large");
+  std::string message = receive(s, npos);
+  const std::size_t room = buffer.size() - offset;
+  if (message.size() > room) {
+    std::string what = "mpx: Connection.recv_bytes_into: a message of " + std::to_string(message.size()) +
+                       " bytes does not fit in the " + std::to_string(room) + " bytes after offset " +
+                       std::to_string(offset);
+    throw BufferTooShort(std::move(what), std::move(message));
+  }
+  std::memcpy(buffer.data() + offset, message.data(), message.size());
+  return message.size();
+}
+
+bool Connection::poll(const Timeout& timeout) {
+  auto& s = use(state_);
+  check_readable(s);
+  const auto wait = wait_ms(true, timeout);
+  if (s.kind == ConnectionState::Kind::socket) {
+    return detail::socket_poll(s, wait > INT32_MAX ? INT32_MAX : static_cast<int>(wait));
+  }
+  return pipe_poll(s, wait);
+}
+
+void Connection::close() {
+  auto& s = use(state_);
+  if (s.closed) return;
+  s.closed = true;
+  s.readiness.reset();
+  if (s.kind == ConnectionState::Kind::socket) {
+    if (s.fd >= 0) ::close(s.fd);
+    s.fd = -1;
+    return;
+  }
+  // A copy handed on to another process since this process last used it is only closed here (Python's "close the
+  // parent's copy"); otherwise this process releases the end.
+  if (!s.handed_over && !s.gone) detail::post(wire::make(wire::Kind::pipe_close, s.end, 0, Object{}));
+}
+
+bool Connection::closed() const { return state_->closed; }
+bool Connection::readable() const { return state_->readable; }
+bool Connection::writable() const { return state_->writable; }
+
+int Connection::fileno() {
+  auto& s = use(state_);
+  check_open(s);
+  if (s.kind == ConnectionState::Kind::socket) return s.fd;
+  if (!s.readiness) s.readiness = s.gone ? detail::always_ready() : detail::watch_end(s.end);
+  return s.readiness->fd;
+}
+
+std::pair<Connection, Connection> Pipe(bool duplex) {
+  auto reply = detail::call(wire::make(wire::Kind::pipe_create, 0, 0, std::make_tuple(duplex)), 0);
+  auto [first, second] = reply.body_as<std::tuple<std::uint64_t, std::uint64_t>>();
+  auto make_end = [](std::uint64_t id, bool readable, bool writable) {
+    auto s = std::make_shared<ConnectionState>();
+    s->end = id;
+    s->readable = readable;
+    s->writable = writable;
+    return Connection(std::move(s));
+  };
+  return {make_end(first, true, duplex), make_end(second, duplex, true)};
+}
+
+// ---- wait ----
+
+namespace {
+
+// Whether a connection that fileno() reported is really ready: a Pipe end's mirror may lag by one round trip.
+bool confirm(Connection& c) {
+  auto& s = use(c.state());
+  if (s.kind == ConnectionState::Kind::socket) return true;
+  return pipe_poll(s, 0);
+}
+
+}  // namespace
+
+std::vector<Waitable> wait(const std::vector<Waitable>& objects, const Timeout& timeout) {
+  using Clock = std::chrono::steady_clock;
+  const auto limit = wait_ms(true, timeout);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(limit < 0 ? 0 : limit);
+  std::vector<Waitable> items = objects;  // handles: copies share their state
+  for (bool first = true;; first = false) {
+    std::vector<bool> ready(items.size(), false);
+    bool any = false;
+    std::vector<pollfd> fds;
+    std::vector<std::size_t> index;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (auto* c = std::get_if<Connection>(&items[i])) {
+        const int fd = c->fileno();
+        // First ask the coordinator about every Pipe end: the mirrors behind fileno() may not have heard of a message
+        // this thread or another process has just sent.
+        if (first && use(c->state()).kind == ConnectionState::Kind::pipe && confirm(*c)) {
+          ready[i] = any = true;
+          continue;
+        }
+        fds.push_back(pollfd{fd, POLLIN, 0});
+        index.push_back(i);
+      } else {
+        auto& p = std::get<Process>(items[i]);
+        const int fd = p.sentinel();
+        if (fd >= 0) {
+          fds.push_back(pollfd{fd, POLLIN, 0});
+          index.push_back(i);
+        } else if (p.exitcode()) {
+          ready[i] = any = true;  // already reaped
+        } else if (p.pid() == 0) {
+          throw ValueError("mpx: wait: process '" + p.name() + "' has not been started");
+        }
+      }
+    }
+    long left = 0;
+    if (!any) {
+      if (limit < 0) {
+        left = -1;
+      } else {
+        left = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+      }
+    }
+    int n = ::poll(fds.data(), fds.size(), static_cast<int>(std::min<long>(left, INT32_MAX)));
+    if (n < 0) {
+      if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "mpx: wait: poll");
+      n = 0;
+    }
+    for (std::size_t k = 0; k < fds.size() && n > 0; ++k) {
+      if (fds[k].revents == 0) continue;
+      const std::size_t i = index[k];
+      if (auto* c = std::get_if<Connection>(&items[i])) {
+        if (!confirm(*c)) continue;  // a stale mirror: confirm() has brought it up to date
+      }
+      ready[i] = any = true;
+    }
+    if (any || (limit >= 0 && Clock::now() >= deadline)) {
+      std::vector<Waitable> out;
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        if (ready[i]) out.push_back(items[i]);
+      }
+      return out;
+    }
+  }
+}
+
+std::vector<Connection> wait(const std::vector<Connection>& connections, const Timeout& timeout) {
+  std::vector<Waitable> objects(connections.begin(), connections.end());
+  std::vector<Connection> out;
+  for (auto& w : wait(objects, timeout)) out.push_back(std::get<Connection>(std::move(w)));
+  return out;
+}
+
+}  // namespace mpx

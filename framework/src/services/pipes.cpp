@@ -1,0 +1,331 @@
+// The pipe service: the two ends of every Pipe, each with an inbox of the messages the other end sent (in order), the
+// process holding it, blocked receivers and pollers, and the subscribers that mirror its readiness (fileno()).
+//
+// An end is ready when a message waits in its inbox or the other end has no holder (recv would raise EOFError at
+// once). Every change of readiness bumps the end's version and is pushed to its subscribers; replies to recv and
+// poll carry the same (ready, version) pair, so a process can merge both sources without losing an update.
+#include <array>
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "services/services.hpp"
+#include "services/waiters.hpp"
+
+namespace mpx::services {
+
+namespace {
+
+struct Subscriber {
+  std::uint64_t actor = 0;
+  zmq::message_t routing;
+};
+
+struct End {
+  std::uint64_t id = 0;
+  bool readable = true;
+  bool writable = true;
+  std::uint64_t holder = 0;        // pid of the process holding this end; 0: released
+  std::deque<std::string> inbox;   // sent by the other end, not yet received
+  std::deque<Waiter> receivers;    // blocked recv
+  std::deque<Waiter> pollers;      // blocked poll
+  bool ready = false;
+  std::uint64_t version = 0;       // bumped whenever `ready` changes
+  std::vector<Subscriber> subscribers;
+};
+
+struct PipeState {
+  std::array<End, 2> ends;
+  std::uint64_t creator = 0;
+  bool creator_alive = true;
+};
+
+class PipeService {
+ public:
+  explicit PipeService(Coordinator& c) : coordinator_(c) {}
+
+  void install() {
+    using K = wire::Kind;
+    coordinator_.handle(K::pipe_create, [this](auto& peer, auto& req) { create(peer, req); });
+    coordinator_.handle(K::pipe_attach, [this](auto& peer, auto& req) { attach(peer, req); });
+    coordinator_.handle(K::pipe_send, [this](auto& peer, auto& req) { send(peer, req); });
+    coordinator_.handle(K::pipe_recv, [this](auto& peer, auto& req) { recv(peer, req); });
+    coordinator_.handle(K::pipe_poll, [this](auto& peer, auto& req) { poll(peer, req); });
+    coordinator_.handle(K::pipe_close, [this](auto& peer, auto& req) { close(peer, req); });
+    coordinator_.handle(K::pipe_watch, [this](auto& peer, auto& req) { watch(peer, req); });
+    coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+  }
+
+ private:
+  struct Located {
+    PipeState* pipe;
+    int side;
+    End& self() const { return pipe->ends[static_cast<std::size_t>(side)]; }
+    End& other() const { return pipe->ends[static_cast<std::size_t>(1 - side)]; }
+  };
+
+  std::optional<Located> locate(std::uint64_t id) {
+    auto it = pipes_.find(id);
+    if (it == pipes_.end()) return std::nullopt;
+    PipeState* p = it->second.get();
+    return Located{p, p->ends[0].id == id ? 0 : 1};
+  }
+
+  void reply_gone(Coordinator::Peer& peer, const wire::Header& h) {
+    coordinator_.reply_error(peer, h, wire::ErrorCode::eof,
+                             "mpx: EOF: pipe end " + std::to_string(h.object) +
+                                 " is gone (both ends were released) or never existed");
+  }
+
+  void ok(Coordinator::Peer& peer, const wire::Header& h, std::string body) {
+    auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
+    coordinator_.reply(peer, r);
+  }
+
+  static bool ready_of(const End& self, const End& other) {
+    return (self.readable && !self.inbox.empty()) || other.holder == 0;
+  }
+
+  std::string state_body(const End& e) { return encode(std::make_tuple(e.ready, e.version)); }
+
+  // Recomputes an end's readiness after a change: pushes a flip to subscribers, answers pollers when ready and
+  // receivers when they can only get EOF.
+  void refresh(const Located& at) {
+    End& e = at.self();
+    const End& o = at.other();
+    const bool ready = ready_of(e, o);
+    if (ready != e.ready) {
+      e.ready = ready;
+      ++e.version;
+      push(e);
+    }
+    if (!ready) return;
+    for (auto& w : e.pollers) answer(coordinator_, w, wire::Kind::ok, state_body(e));
+    e.pollers.clear();
+    if (o.holder == 0 && e.inbox.empty()) {
+      for (auto& w : e.receivers) answer_error(coordinator_, w, wire::ErrorCode::eof, eof_message(e));
+      e.receivers.clear();
+    }
+  }
+
+  static std::string eof_message(const End& e) {
+    return "mpx: EOF: the other end of pipe end " + std::to_string(e.id) +
+           " was closed or its process died, and no message is left";
+  }
+
+  void push(const End& e) {
+    for (const auto& s : e.subscribers) {
+      Coordinator::Peer to;
+      to.routing.copy(const_cast<zmq::message_t&>(s.routing));
+      to.actor = s.actor;
+      wire::Envelope n = wire::make(wire::Kind::pipe_ready, e.id, 0, std::make_tuple(e.ready, e.version));
+      coordinator_.reply(to, n);
+    }
+  }
+
+  // The end's holder becomes `actor` (if it is alive); the other end's readiness depends on it.
+  void set_holder(const Located& at, std::uint64_t actor) {
+    End& e = at.self();
+    if (e.holder == actor) return;
+    e.holder = (actor != 0 && coordinator_.watch(static_cast<pid_t>(actor))) ? actor : 0;
+    refresh(Located{at.pipe, 1 - at.side});
+  }
+
+  void create(Coordinator::Peer& peer, wire::Envelope& req) {
+    auto [duplex] = req.body_as<std::tuple<bool>>();
+    auto pipe = std::make_shared<PipeState>();
+    pipe->creator = req.header.sender;
+    const bool alive = coordinator_.watch(static_cast<pid_t>(req.header.sender));
+    for (auto& e : pipe->ends) {
+      e.id = coordinator_.allocate_object_id();
+      e.holder = alive ? req.header.sender : 0;
+    }
+    if (!duplex) {
+      pipe->ends[0].writable = false;  // Python: Pipe(False) returns (reader, writer)
+      pipe->ends[1].readable = false;
+    }
+    for (int side = 0; side < 2; ++side) {
+      End& e = pipe->ends[static_cast<std::size_t>(side)];
+      e.ready = ready_of(e, pipe->ends[static_cast<std::size_t>(1 - side)]);
+    }
+    pipes_.emplace(pipe->ends[0].id, pipe);
+    pipes_.emplace(pipe->ends[1].id, pipe);
+    ok(peer, req.header, encode(std::make_tuple(pipe->ends[0].id, pipe->ends[1].id)));
+  }
+
+  void attach(Coordinator::Peer& peer, wire::Envelope& req) {
+    auto at = locate(req.header.object);
+    if (!at) return reply_gone(peer, req.header);
+    set_holder(*at, req.header.sender);
+    ok(peer, req.header, encode(std::make_tuple(at->self().readable, at->self().writable)));
+  }
+
+  void send(Coordinator::Peer&, wire::Envelope& req) {
+    if (req.body.size() != 2) throw ProtocolError("mpx: a pipe_send carries [nil][message] frames");
+    auto at = locate(req.header.object);
+    if (!at) return;  // the pipe ended: nobody can ever receive this (documented: send does not report it)
+    if (!at->self().writable) {
+      throw ProtocolError("mpx: pipe end " + std::to_string(req.header.object) + " is read-only");
+    }
+    set_holder(*at, req.header.sender);
+    std::string message(static_cast<const char*>(req.body[1].data()), req.body[1].size());
+    const Located to{at->pipe, 1 - at->side};
+    End& r = to.self();
+    if (!r.receivers.empty()) {
+      // A blocked receiver means an empty inbox and a held sender: readiness stays false.
+      Waiter w = std::move(r.receivers.front());
+      r.receivers.pop_front();
+      answer(coordinator_, w, wire::Kind::ok, state_body(r), std::move(message), true);
+      return;
+    }
+    r.inbox.push_back(std::move(message));
+    refresh(to);
+  }
+
+  void recv(Coordinator::Peer& peer, wire::Envelope& req) {
+    auto [wait] = req.body_as<std::tuple<std::int64_t>>();
+    auto at = locate(req.header.object);
+    if (!at) return reply_gone(peer, req.header);
+    End& e = at->self();
+    if (!e.readable) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::value, "mpx: connection is write-only");
+      return;
+    }
+    set_holder(*at, req.header.sender);
+    if (!e.inbox.empty()) {
+      std::string message = std::move(e.inbox.front());
+      e.inbox.pop_front();
+      refresh(*at);
+      auto r = wire::make_reply(req.header, wire::Kind::ok, state_body(e));
+      r.body.emplace_back(message.data(), message.size());
+      coordinator_.reply(peer, r);
+      return;
+    }
+    if (at->other().holder == 0) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
+      return;
+    }
+    if (wait == 0) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::timeout, "mpx: no message in the pipe");
+      return;
+    }
+    e.receivers.push_back(make_waiter(peer, req));
+    Waiter& w = e.receivers.back();
+    const auto serial = w.serial;
+    const auto id = e.id;
+    arm(coordinator_, w, wait, [this, id, serial] {
+      auto where = locate(id);
+      if (!where) return;
+      if (auto expired = take(where->self().receivers, serial)) {
+        expired->timer = 0;
+        answer_error(coordinator_, *expired, wire::ErrorCode::timeout, "mpx: no message arrived before the timeout");
+      }
+    });
+  }
+
+  // Allowed on write-only ends too (ready once the reader is gone): wait() uses it; Connection::poll() refuses them.
+  void poll(Coordinator::Peer& peer, wire::Envelope& req) {
+    auto [wait] = req.body_as<std::tuple<std::int64_t>>();
+    auto at = locate(req.header.object);
+    if (!at) return reply_gone(peer, req.header);
+    set_holder(*at, req.header.sender);
+    End& e = at->self();
+    if (e.ready || wait == 0) {
+      ok(peer, req.header, state_body(e));
+      return;
+    }
+    e.pollers.push_back(make_waiter(peer, req));
+    Waiter& w = e.pollers.back();
+    const auto serial = w.serial;
+    const auto id = e.id;
+    arm(coordinator_, w, wait, [this, id, serial] {
+      auto where = locate(id);
+      if (!where) return;
+      if (auto expired = take(where->self().pollers, serial)) {
+        expired->timer = 0;
+        answer(coordinator_, *expired, wire::Kind::ok, state_body(where->self()));
+      }
+    });
+  }
+
+  void close(Coordinator::Peer&, wire::Envelope& req) {
+    auto at = locate(req.header.object);
+    if (!at) return;
+    // Only the holder releases: a stale copy closed elsewhere does not cut off the process that holds the end now.
+    if (at->self().holder != req.header.sender) return;
+    at->self().holder = 0;
+    refresh(Located{at->pipe, 1 - at->side});
+    maybe_erase(at->pipe);
+  }
+
+  void watch(Coordinator::Peer& peer, wire::Envelope& req) {
+    auto at = locate(req.header.object);
+    if (!at) return reply_gone(peer, req.header);
+    End& e = at->self();
+    std::erase_if(e.subscribers, [&](const Subscriber& s) { return s.actor == req.header.sender; });
+    Subscriber s;
+    s.actor = req.header.sender;
+    s.routing.copy(peer.routing);
+    e.subscribers.push_back(std::move(s));
+    ok(peer, req.header, state_body(e));
+  }
+
+  // A pipe ends when nobody holds either end and nothing waits to be read (or its creator, who may still hold copies
+  // to take an end up again, is gone).
+  void maybe_erase(PipeState* pipe) {
+    auto& [a, b] = pipe->ends;
+    if (a.holder != 0 || b.holder != 0) return;
+    if (pipe->creator_alive && !(a.inbox.empty() && b.inbox.empty())) return;
+    std::shared_ptr<PipeState> keep = pipes_.at(a.id);
+    for (auto& e : pipe->ends) {
+      for (auto& w : e.receivers) answer_error(coordinator_, w, wire::ErrorCode::eof, eof_message(e));
+      e.receivers.clear();
+      e.ready = true;
+      ++e.version;
+      for (auto& w : e.pollers) answer(coordinator_, w, wire::Kind::ok, state_body(e));
+      e.pollers.clear();
+      push(e);
+      pipes_.erase(e.id);
+    }
+  }
+
+  void died(std::uint64_t actor) {
+    std::vector<PipeState*> touched;
+    for (auto& [id, pipe] : pipes_) {
+      if (id != pipe->ends[0].id) continue;  // each pipe once
+      bool changed = false;
+      if (pipe->creator == actor && pipe->creator_alive) {
+        pipe->creator_alive = false;
+        changed = true;
+      }
+      for (int side = 0; side < 2; ++side) {
+        End& e = pipe->ends[static_cast<std::size_t>(side)];
+        forget_actor(coordinator_, e.receivers, actor);
+        forget_actor(coordinator_, e.pollers, actor);
+        std::erase_if(e.subscribers, [actor](const Subscriber& s) { return s.actor == actor; });
+        if (e.holder == actor) {
+          e.holder = 0;
+          refresh(Located{pipe.get(), 1 - side});
+          changed = true;
+        }
+      }
+      if (changed) touched.push_back(pipe.get());
+    }
+    for (PipeState* p : touched) maybe_erase(p);
+  }
+
+  Coordinator& coordinator_;
+  // Both end ids map to their pipe.
+  std::unordered_map<std::uint64_t, std::shared_ptr<PipeState>> pipes_;
+};
+
+}  // namespace
+
+void install_pipes(Coordinator& coordinator) {
+  // Lives as long as the coordinator's handlers, which is the rest of the process.
+  auto* service = new PipeService(coordinator);
+  service->install();
+}
+
+}  // namespace mpx::services

@@ -1,0 +1,724 @@
+// The sync service: Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier as state machines in the
+// coordinator. Owners are processes (the sender's pid). When a process dies, what it held is released and the next
+// acquirer is told; what it was waiting for is forgotten; a Barrier it was waiting at breaks.
+//
+// Every handler finds its object and decodes its whole body before it changes anything, so a malformed request is
+// answered with an error and leaves no trace.
+#include <algorithm>
+#include <cerrno>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+
+#include <signal.h>
+
+#include <mpx/function.hpp>
+
+#include "services/services.hpp"
+#include "services/waiters.hpp"
+
+namespace mpx::services {
+
+namespace {
+
+// A Lock waiter. A Condition's wait re-acquires its lock through the same queue, carrying the recursion count it
+// gave up and whether it was notified, both restored and reported when it gets the lock back.
+struct LockWaiter : Waiter {
+  bool reacquire = false;
+  std::uint64_t count = 1;
+  bool notified = false;
+};
+
+struct LockState {
+  bool recursive = false;
+  std::uint64_t owner = 0;  // pid; meaningful while count > 0
+  std::uint64_t count = 0;  // recursion depth (0 or 1 for a Lock)
+  bool owner_died = false;  // the last holder died holding it; told to the next acquirer
+  std::deque<LockWaiter> waiters;
+};
+
+struct SemaphoreState {
+  std::uint64_t value = 0;
+  std::uint64_t initial = 0;
+  bool bounded = false;
+  std::map<std::uint64_t, std::uint64_t> held;  // pid -> acquires minus releases, floored at 0
+  bool owner_died = false;
+  std::deque<Waiter> waiters;
+};
+
+struct EventState {
+  bool flag = false;
+  std::deque<Waiter> waiters;
+};
+
+// A Condition waiter holds the recursion count it released, to get it back with the lock.
+struct CondWaiter : Waiter {
+  std::uint64_t count = 1;
+};
+
+struct ConditionState {
+  std::uint64_t lock = 0;  // id of its Lock or RLock
+  std::deque<CondWaiter> waiters;
+};
+
+// A Barrier party that arrived while the previous generation's action was running; it joins the next generation
+// once the action is done (Python: it waits while the barrier drains, without a deadline).
+struct QueuedParty : Waiter {
+  std::int64_t wait_ms = -1;
+};
+
+struct BarrierState {
+  std::uint64_t parties = 1;
+  std::optional<FunctionId> action;
+  std::int64_t timeout_ms = -1;  // the default for wait()
+  bool broken = false;
+  std::deque<Waiter> arrivals;  // this generation, in arrival order: position = index
+  std::uint64_t generation = 0;
+  std::uint64_t runner = 0;  // pid running the action, 0 when none is running
+  std::deque<QueuedParty> queued;
+};
+
+struct UnknownObject : ProtocolError {
+  UnknownObject(std::string_view type, std::uint64_t id)
+      : ProtocolError("mpx: no " + std::string(type) + " with id " + std::to_string(id)) {}
+};
+
+// Like waiters.hpp's take(), but keeps the waiter's derived type.
+template <class Container>
+std::optional<typename Container::value_type> take_entry(Container& waiters, std::uint64_t serial) {
+  for (auto it = waiters.begin(); it != waiters.end(); ++it) {
+    if (it->serial == serial) {
+      auto w = std::move(*it);
+      waiters.erase(it);
+      return w;
+    }
+  }
+  return std::nullopt;
+}
+
+template <class Map>
+auto& find_in(Map& map, const wire::Envelope& req, std::string_view type) {
+  auto it = map.find(req.header.object);
+  if (it == map.end()) throw UnknownObject(type, req.header.object);
+  return *it->second;
+}
+
+// Kinds whose body is nil: anything else is malformed.
+void expect_nil(const wire::Envelope& req) {
+  if (req.body.size() != 1 || !req.body_as<Object>().is_none()) {
+    throw ProtocolError("mpx: '" + std::string(wire::kind_name(req.header.kind)) + "' takes a nil body");
+  }
+}
+
+void expect_one_frame(const wire::Envelope& req) {
+  if (req.body.size() != 1) {
+    throw ProtocolError("mpx: '" + std::string(wire::kind_name(req.header.kind)) + "' takes one body frame");
+  }
+}
+
+std::string nil() { return encode(Object{}); }
+
+class SyncService {
+ public:
+  explicit SyncService(Coordinator& c) : coordinator_(c) {}
+
+  void install() {
+    using K = wire::Kind;
+    on(K::lock_create, &SyncService::lock_create);
+    on(K::lock_acquire, &SyncService::lock_acquire);
+    on(K::lock_release, &SyncService::lock_release);
+    on(K::lock_release_posted, &SyncService::lock_release_posted);
+    on(K::lock_state, &SyncService::lock_state);
+    on(K::sem_create, &SyncService::sem_create);
+    on(K::sem_acquire, &SyncService::sem_acquire);
+    on(K::sem_release, &SyncService::sem_release);
+    on(K::sem_release_posted, &SyncService::sem_release_posted);
+    on(K::sem_get_value, &SyncService::sem_get_value);
+    on(K::event_create, &SyncService::event_create);
+    on(K::event_set, &SyncService::event_set);
+    on(K::event_clear, &SyncService::event_clear);
+    on(K::event_is_set, &SyncService::event_is_set);
+    on(K::event_wait, &SyncService::event_wait);
+    on(K::cond_create, &SyncService::cond_create);
+    on(K::cond_lock, &SyncService::cond_lock);
+    on(K::cond_wait, &SyncService::cond_wait);
+    on(K::cond_notify, &SyncService::cond_notify);
+    on(K::barrier_create, &SyncService::barrier_create);
+    on(K::barrier_wait, &SyncService::barrier_wait);
+    on(K::barrier_action_done, &SyncService::barrier_action_done);
+    on(K::barrier_abort, &SyncService::barrier_abort);
+    on(K::barrier_reset, &SyncService::barrier_reset);
+    on(K::barrier_state, &SyncService::barrier_state);
+    coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+  }
+
+ private:
+  using Peer = Coordinator::Peer;
+  using Method = void (SyncService::*)(Peer&, wire::Envelope&);
+
+  // An unknown id is answered as such (error unknown_object) rather than as a malformed body.
+  void on(wire::Kind kind, Method method) {
+    coordinator_.handle(kind, [this, method](Peer& peer, wire::Envelope& req) {
+      try {
+        (this->*method)(peer, req);
+      } catch (const UnknownObject& e) {
+        coordinator_.reply_error(peer, req.header, wire::ErrorCode::unknown_object, e.what());
+      }
+    });
+  }
+
+  void ok(Peer& peer, const wire::Header& h, std::string body) {
+    auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
+    coordinator_.reply(peer, r);
+  }
+
+  // A request that would make its sender an owner or a waiter may arrive after the sender's death was handled (its
+  // bytes were still in flight). Watching it again tells: a process that is gone is refused (it cannot be answered
+  // anyway), and one that is still a zombie is reaped on the next turn of the loop, which runs the death hooks again.
+  // If it cannot be watched for another reason (out of descriptors), it gets the benefit of the doubt.
+  bool alive(std::uint64_t sender) {
+    const auto pid = static_cast<pid_t>(sender);
+    if (coordinator_.watch(pid)) return true;
+    return ::kill(pid, 0) == 0 || errno == EPERM;
+  }
+
+  std::uint64_t add_object(auto& map, auto state) {
+    const std::uint64_t id = coordinator_.allocate_object_id();
+    map.emplace(id, std::move(state));
+    return id;
+  }
+
+  // ---- Lock and RLock ------------------------------------------------------------------------------------------
+
+  void lock_create(Peer& peer, wire::Envelope& req) {
+    expect_one_frame(req);
+    auto [recursive] = req.body_as<std::tuple<bool>>();
+    auto lock = std::make_unique<LockState>();
+    lock->recursive = recursive;
+    ok(peer, req.header, encode(std::make_tuple(add_object(locks_, std::move(lock)))));
+  }
+
+  // Reads and clears the "previous owner died" news: only the first acquirer after a death is told.
+  static bool take_died(bool& flag) { return std::exchange(flag, false); }
+
+  void lock_acquire(Peer& peer, wire::Envelope& req) {
+    LockState& lock = find_in(locks_, req, "lock");
+    expect_one_frame(req);
+    auto [wait] = req.body_as<std::tuple<std::int64_t>>();
+    const auto me = req.header.sender;
+    if (!alive(me)) return;
+    if (lock.count == 0) {
+      lock.owner = me;
+      lock.count = 1;
+      ok(peer, req.header, encode(std::make_tuple(true, take_died(lock.owner_died))));
+      return;
+    }
+    if (lock.recursive && lock.owner == me) {
+      ++lock.count;
+      ok(peer, req.header, encode(std::make_tuple(true, false)));
+      return;
+    }
+    if (wait == 0) {
+      ok(peer, req.header, encode(std::make_tuple(false, false)));
+      return;
+    }
+    LockWaiter w;
+    static_cast<Waiter&>(w) = make_waiter(peer, req);
+    lock.waiters.push_back(std::move(w));
+    LockWaiter& queued = lock.waiters.back();
+    const auto serial = queued.serial;
+    const auto id = req.header.object;
+    arm(coordinator_, queued, wait, [this, id, serial] {
+      auto it = locks_.find(id);
+      if (it == locks_.end()) return;
+      if (auto expired = take_entry(it->second->waiters, serial)) {
+        expired->timer = 0;
+        answer(coordinator_, *expired, wire::Kind::ok, encode(std::make_tuple(false, false)));
+      }
+    });
+  }
+
+  // The lock is free: the first waiter gets it (a Condition waiter with the count it had).
+  void hand_over(LockState& lock) {
+    lock.owner = 0;
+    lock.count = 0;
+    if (lock.waiters.empty()) return;
+    LockWaiter w = std::move(lock.waiters.front());
+    lock.waiters.pop_front();
+    grant(lock, w);
+  }
+
+  void grant(LockState& lock, LockWaiter& w) {
+    lock.owner = w.actor();
+    lock.count = w.reacquire ? w.count : 1;
+    const bool died = take_died(lock.owner_died);
+    const bool first = w.reacquire ? w.notified : true;
+    answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(first, died)));
+  }
+
+  // A Condition waiter taking its lock back: now if the lock is free, else behind the lock's waiters.
+  void reacquire(LockState& lock, LockWaiter w) {
+    if (lock.count == 0) {
+      grant(lock, w);
+    } else {
+      lock.waiters.push_back(std::move(w));
+    }
+  }
+
+  // The sender must hold the lock; otherwise the answer is the error Python raises for the misuse.
+  static std::optional<std::string> not_held_by(const LockState& lock, std::uint64_t sender, std::string_view what) {
+    if (lock.count == 0) return "mpx: cannot " + std::string(what) + " un-acquired lock";
+    if (lock.owner != sender) {
+      return "mpx: cannot " + std::string(what) + " a lock held by process " + std::to_string(lock.owner) +
+             " (this is process " + std::to_string(sender) + ")";
+    }
+    return std::nullopt;
+  }
+
+  void release_lock(LockState& lock) {
+    if (--lock.count == 0) hand_over(lock);
+  }
+
+  void lock_release(Peer& peer, wire::Envelope& req) {
+    LockState& lock = find_in(locks_, req, "lock");
+    expect_nil(req);
+    if (auto misuse = not_held_by(lock, req.header.sender, "release")) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::not_owner, *misuse);
+      return;
+    }
+    release_lock(lock);
+    ok(peer, req.header, nil());
+  }
+
+  // Posted by a process that knows it holds the lock, so it cannot fail; if it does anyway (a client bug or a hostile
+  // sender), it is counted as malformed and changes nothing.
+  void lock_release_posted(Peer&, wire::Envelope& req) {
+    LockState& lock = find_in(locks_, req, "lock");
+    expect_nil(req);
+    if (auto misuse = not_held_by(lock, req.header.sender, "release")) throw ProtocolError(*misuse);
+    release_lock(lock);
+  }
+
+  void lock_state(Peer& peer, wire::Envelope& req) {
+    LockState& lock = find_in(locks_, req, "lock");
+    expect_nil(req);
+    const std::uint64_t owner = lock.count ? lock.owner : 0;
+    ok(peer, req.header, encode(std::make_tuple(owner, lock.count)));
+  }
+
+  // ---- Semaphore and BoundedSemaphore --------------------------------------------------------------------------
+
+  void sem_create(Peer& peer, wire::Envelope& req) {
+    expect_one_frame(req);
+    auto [value, bounded] = req.body_as<std::tuple<std::uint64_t, bool>>();
+    auto sem = std::make_unique<SemaphoreState>();
+    sem->value = sem->initial = value;
+    sem->bounded = bounded;
+    ok(peer, req.header, encode(std::make_tuple(add_object(semaphores_, std::move(sem)))));
+  }
+
+  void sem_acquire(Peer& peer, wire::Envelope& req) {
+    SemaphoreState& sem = find_in(semaphores_, req, "semaphore");
+    expect_one_frame(req);
+    auto [wait] = req.body_as<std::tuple<std::int64_t>>();
+    const auto me = req.header.sender;
+    if (!alive(me)) return;
+    if (sem.value > 0) {
+      --sem.value;
+      ++sem.held[me];
+      ok(peer, req.header, encode(std::make_tuple(true, take_died(sem.owner_died))));
+      return;
+    }
+    if (wait == 0) {
+      ok(peer, req.header, encode(std::make_tuple(false, false)));
+      return;
+    }
+    sem.waiters.push_back(make_waiter(peer, req));
+    Waiter& queued = sem.waiters.back();
+    const auto serial = queued.serial;
+    const auto id = req.header.object;
+    arm(coordinator_, queued, wait, [this, id, serial] {
+      auto it = semaphores_.find(id);
+      if (it == semaphores_.end()) return;
+      if (auto expired = take(it->second->waiters, serial)) {
+        expired->timer = 0;
+        answer(coordinator_, *expired, wire::Kind::ok, encode(std::make_tuple(false, false)));
+      }
+    });
+  }
+
+  // Units became available: waiters take them, oldest first.
+  void serve(SemaphoreState& sem) {
+    while (sem.value > 0 && !sem.waiters.empty()) {
+      Waiter w = std::move(sem.waiters.front());
+      sem.waiters.pop_front();
+      --sem.value;
+      ++sem.held[w.actor()];
+      answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(true, take_died(sem.owner_died))));
+    }
+  }
+
+  // Returns the misuse message, or nullopt after releasing.
+  std::optional<std::string> release_unit(SemaphoreState& sem, std::uint64_t sender) {
+    if (sem.bounded && sem.value >= sem.initial) return std::string("mpx: Semaphore released too many times");
+    if (auto it = sem.held.find(sender); it != sem.held.end() && --it->second == 0) sem.held.erase(it);
+    ++sem.value;
+    serve(sem);
+    return std::nullopt;
+  }
+
+  void sem_release(Peer& peer, wire::Envelope& req) {
+    SemaphoreState& sem = find_in(semaphores_, req, "semaphore");
+    expect_nil(req);
+    if (auto misuse = release_unit(sem, req.header.sender)) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::value, *misuse);
+      return;
+    }
+    ok(peer, req.header, nil());
+  }
+
+  void sem_release_posted(Peer&, wire::Envelope& req) {
+    SemaphoreState& sem = find_in(semaphores_, req, "semaphore");
+    expect_nil(req);
+    if (sem.bounded) throw ProtocolError("mpx: a posted release needs an unbounded semaphore");
+    (void)release_unit(sem, req.header.sender);
+  }
+
+  void sem_get_value(Peer& peer, wire::Envelope& req) {
+    SemaphoreState& sem = find_in(semaphores_, req, "semaphore");
+    expect_nil(req);
+    ok(peer, req.header, encode(std::make_tuple(sem.value)));
+  }
+
+  // ---- Event ---------------------------------------------------------------------------------------------------
+
+  void event_create(Peer& peer, wire::Envelope& req) {
+    expect_nil(req);
+    ok(peer, req.header, encode(std::make_tuple(add_object(events_, std::make_unique<EventState>()))));
+  }
+
+  void event_set(Peer& peer, wire::Envelope& req) {
+    EventState& event = find_in(events_, req, "event");
+    expect_nil(req);
+    event.flag = true;
+    for (auto& w : event.waiters) answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(true)));
+    event.waiters.clear();
+    ok(peer, req.header, nil());
+  }
+
+  void event_clear(Peer& peer, wire::Envelope& req) {
+    EventState& event = find_in(events_, req, "event");
+    expect_nil(req);
+    event.flag = false;
+    ok(peer, req.header, nil());
+  }
+
+  void event_is_set(Peer& peer, wire::Envelope& req) {
+    EventState& event = find_in(events_, req, "event");
+    expect_nil(req);
+    ok(peer, req.header, encode(std::make_tuple(event.flag)));
+  }
+
+  void event_wait(Peer& peer, wire::Envelope& req) {
+    EventState& event = find_in(events_, req, "event");
+    expect_one_frame(req);
+    auto [wait] = req.body_as<std::tuple<std::int64_t>>();
+    if (event.flag || wait == 0) {
+      ok(peer, req.header, encode(std::make_tuple(event.flag)));
+      return;
+    }
+    if (!alive(req.header.sender)) return;
+    event.waiters.push_back(make_waiter(peer, req));
+    Waiter& queued = event.waiters.back();
+    const auto serial = queued.serial;
+    const auto id = req.header.object;
+    arm(coordinator_, queued, wait, [this, id, serial] {
+      auto it = events_.find(id);
+      if (it == events_.end()) return;
+      if (auto expired = take(it->second->waiters, serial)) {
+        expired->timer = 0;
+        answer(coordinator_, *expired, wire::Kind::ok, encode(std::make_tuple(false)));
+      }
+    });
+  }
+
+  // ---- Condition -----------------------------------------------------------------------------------------------
+
+  void cond_create(Peer& peer, wire::Envelope& req) {
+    expect_one_frame(req);
+    auto [lock_id] = req.body_as<std::tuple<std::uint64_t>>();
+    if (!locks_.count(lock_id)) throw UnknownObject("lock", lock_id);
+    auto cond = std::make_unique<ConditionState>();
+    cond->lock = lock_id;
+    ok(peer, req.header, encode(std::make_tuple(add_object(conditions_, std::move(cond)))));
+  }
+
+  void cond_lock(Peer& peer, wire::Envelope& req) {
+    ConditionState& cond = find_in(conditions_, req, "condition");
+    expect_nil(req);
+    ok(peer, req.header, encode(std::make_tuple(cond.lock, locks_.at(cond.lock)->recursive)));
+  }
+
+  // One request for Python's whole wait(): release the lock (all recursion levels), wait for a notify or the
+  // deadline, take the lock back, then reply. Doing it here makes "release and start waiting" atomic, so a notify
+  // sent right after the release cannot be missed.
+  void cond_wait(Peer& peer, wire::Envelope& req) {
+    ConditionState& cond = find_in(conditions_, req, "condition");
+    expect_one_frame(req);
+    auto [wait] = req.body_as<std::tuple<std::int64_t>>();
+    LockState& lock = *locks_.at(cond.lock);
+    if (auto misuse = not_held_by(lock, req.header.sender, "wait on")) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::not_owner, *misuse);
+      return;
+    }
+    if (!alive(req.header.sender)) return;
+    CondWaiter w;
+    static_cast<Waiter&>(w) = make_waiter(peer, req);
+    w.count = lock.count;
+    hand_over(lock);
+    cond.waiters.push_back(std::move(w));
+    CondWaiter& queued = cond.waiters.back();
+    const auto serial = queued.serial;
+    const auto id = req.header.object;
+    // Python's wait(0) still releases and re-acquires; the timer fires on the next turn of the loop.
+    arm(coordinator_, queued, wait, [this, id, serial] {
+      auto it = conditions_.find(id);
+      if (it == conditions_.end()) return;
+      if (auto expired = take_entry(it->second->waiters, serial)) {
+        expired->timer = 0;
+        to_lock(*locks_.at(it->second->lock), std::move(*expired), false);
+      }
+    });
+  }
+
+  // A Condition waiter, woken by a notify or by its deadline, goes on to re-acquire the lock.
+  void to_lock(LockState& lock, CondWaiter w, bool notified) {
+    disarm(coordinator_, w);
+    LockWaiter back;
+    static_cast<Waiter&>(back) = std::move(static_cast<Waiter&>(w));
+    back.reacquire = true;
+    back.count = w.count;
+    back.notified = notified;
+    reacquire(lock, std::move(back));
+  }
+
+  void cond_notify(Peer& peer, wire::Envelope& req) {
+    ConditionState& cond = find_in(conditions_, req, "condition");
+    expect_one_frame(req);
+    auto [n] = req.body_as<std::tuple<std::int64_t>>();
+    LockState& lock = *locks_.at(cond.lock);
+    if (auto misuse = not_held_by(lock, req.header.sender, "notify on")) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::not_owner, *misuse);
+      return;
+    }
+    for (std::int64_t woken = 0; (n < 0 || woken < n) && !cond.waiters.empty(); ++woken) {
+      CondWaiter w = std::move(cond.waiters.front());
+      cond.waiters.pop_front();
+      to_lock(lock, std::move(w), true);
+    }
+    ok(peer, req.header, nil());
+  }
+
+  // ---- Barrier -------------------------------------------------------------------------------------------------
+
+  void barrier_create(Peer& peer, wire::Envelope& req) {
+    expect_one_frame(req);
+    auto [parties, action, timeout] =
+        req.body_as<std::tuple<std::uint64_t, std::optional<FunctionId>, std::int64_t>>();
+    if (parties == 0) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::value, "mpx: a Barrier needs parties > 0");
+      return;
+    }
+    auto barrier = std::make_unique<BarrierState>();
+    barrier->parties = parties;
+    barrier->action = std::move(action);
+    barrier->timeout_ms = timeout;
+    ok(peer, req.header, encode(std::make_tuple(add_object(barriers_, std::move(barrier)))));
+  }
+
+  void barrier_wait(Peer& peer, wire::Envelope& req) {
+    BarrierState& barrier = find_in(barriers_, req, "barrier");
+    expect_one_frame(req);
+    auto [wait, use_default] = req.body_as<std::tuple<std::int64_t, bool>>();
+    if (barrier.broken) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::broken, "mpx: the barrier is broken");
+      return;
+    }
+    if (!alive(req.header.sender)) return;
+    if (use_default) wait = barrier.timeout_ms;
+    if (barrier.runner != 0) {
+      QueuedParty q;
+      static_cast<Waiter&>(q) = make_waiter(peer, req);
+      q.wait_ms = wait;
+      barrier.queued.push_back(std::move(q));
+      return;
+    }
+    arrive(req.header.object, barrier, make_waiter(peer, req), wait);
+  }
+
+  void arrive(std::uint64_t id, BarrierState& barrier, Waiter w, std::int64_t wait) {
+    const std::uint64_t index = barrier.arrivals.size();
+    if (index + 1 == barrier.parties) {
+      if (barrier.action) {
+        // The last to arrive runs the action; the others stay until it reports (barrier_action_done).
+        barrier.runner = w.actor();
+        answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(index, barrier.action, barrier.generation)));
+      } else {
+        answer(coordinator_, w, wire::Kind::ok,
+               encode(std::make_tuple(index, std::optional<FunctionId>(), barrier.generation)));
+        release_barrier(id, barrier);
+      }
+      return;
+    }
+    if (wait == 0) {
+      // Python: a wait that times out breaks the barrier, for everyone.
+      answer_error(coordinator_, w, wire::ErrorCode::broken, "mpx: the barrier wait timed out");
+      break_barrier(barrier, "mpx: another party's barrier wait timed out");
+      return;
+    }
+    barrier.arrivals.push_back(std::move(w));
+    Waiter& queued = barrier.arrivals.back();
+    const auto serial = queued.serial;
+    arm(coordinator_, queued, wait, [this, id, serial] {
+      auto it = barriers_.find(id);
+      if (it == barriers_.end()) return;
+      if (auto expired = take(it->second->arrivals, serial)) {
+        expired->timer = 0;
+        answer_error(coordinator_, *expired, wire::ErrorCode::broken, "mpx: the barrier wait timed out");
+        break_barrier(*it->second, "mpx: another party's barrier wait timed out");
+      }
+    });
+  }
+
+  // Everyone arrived (and the action, if any, succeeded): release them with their indexes, start a new generation,
+  // and let in the parties that arrived meanwhile.
+  void release_barrier(std::uint64_t id, BarrierState& barrier) {
+    std::uint64_t index = 0;
+    for (auto& w : barrier.arrivals) {
+      answer(coordinator_, w, wire::Kind::ok,
+             encode(std::make_tuple(index++, std::optional<FunctionId>(), barrier.generation)));
+    }
+    barrier.arrivals.clear();
+    next_generation(id, barrier);
+  }
+
+  void next_generation(std::uint64_t id, BarrierState& barrier) {
+    ++barrier.generation;
+    barrier.runner = 0;
+    while (!barrier.queued.empty() && barrier.runner == 0 && !barrier.broken) {
+      QueuedParty q = std::move(barrier.queued.front());
+      barrier.queued.pop_front();
+      const auto wait = q.wait_ms;
+      arrive(id, barrier, std::move(static_cast<Waiter&>(q)), wait);
+    }
+  }
+
+  // Every waiting party (and every one queued behind a running action) gets BrokenBarrierError.
+  void break_barrier(BarrierState& barrier, std::string_view why) {
+    barrier.broken = true;
+    ++barrier.generation;  // a late barrier_action_done for the broken generation is ignored
+    barrier.runner = 0;
+    for (auto& w : barrier.arrivals) answer_error(coordinator_, w, wire::ErrorCode::broken, why);
+    barrier.arrivals.clear();
+    for (auto& q : barrier.queued) answer_error(coordinator_, q, wire::ErrorCode::broken, why);
+    barrier.queued.clear();
+  }
+
+  void barrier_action_done(Peer& peer, wire::Envelope& req) {
+    BarrierState& barrier = find_in(barriers_, req, "barrier");
+    expect_one_frame(req);
+    auto [generation, succeeded] = req.body_as<std::tuple<std::uint64_t, bool>>();
+    ok(peer, req.header, nil());
+    // Stale (the barrier was reset or broken while the action ran) or not from the runner: nothing to do.
+    if (barrier.runner == 0 || barrier.runner != req.header.sender || generation != barrier.generation) return;
+    if (succeeded) {
+      release_barrier(req.header.object, barrier);
+    } else {
+      break_barrier(barrier, "mpx: the barrier's action failed");
+    }
+  }
+
+  void barrier_abort(Peer& peer, wire::Envelope& req) {
+    BarrierState& barrier = find_in(barriers_, req, "barrier");
+    expect_nil(req);
+    break_barrier(barrier, "mpx: the barrier was aborted");
+    ok(peer, req.header, nil());
+  }
+
+  void barrier_reset(Peer& peer, wire::Envelope& req) {
+    BarrierState& barrier = find_in(barriers_, req, "barrier");
+    expect_nil(req);
+    // Python: parties waiting now get BrokenBarrierError; the barrier is empty and unbroken again. Parties queued
+    // behind a running action had not arrived yet: they join the fresh generation.
+    for (auto& w : barrier.arrivals) answer_error(coordinator_, w, wire::ErrorCode::broken, "mpx: the barrier was reset");
+    barrier.arrivals.clear();
+    barrier.broken = false;
+    ok(peer, req.header, nil());
+    next_generation(req.header.object, barrier);
+  }
+
+  void barrier_state(Peer& peer, wire::Envelope& req) {
+    BarrierState& barrier = find_in(barriers_, req, "barrier");
+    expect_nil(req);
+    ok(peer, req.header,
+       encode(std::make_tuple(barrier.parties, static_cast<std::uint64_t>(barrier.arrivals.size()), barrier.broken)));
+  }
+
+  // ---- Deaths --------------------------------------------------------------------------------------------------
+
+  void died(std::uint64_t pid) {
+    // Waiters first, so nothing released below is handed to the dead process.
+    for (auto& [id, lock] : locks_) forget_actor(coordinator_, lock->waiters, pid);
+    for (auto& [id, cond] : conditions_) forget_actor(coordinator_, cond->waiters, pid);
+    for (auto& [id, lock] : locks_) {
+      if (lock->count > 0 && lock->owner == pid) {
+        lock->owner_died = true;
+        hand_over(*lock);
+      }
+    }
+    for (auto& [id, sem] : semaphores_) {
+      forget_actor(coordinator_, sem->waiters, pid);
+      auto it = sem->held.find(pid);
+      if (it == sem->held.end()) continue;
+      // Never past the initial value: units a process "held" beyond it were signals, not resources.
+      const std::uint64_t room = sem->initial > sem->value ? sem->initial - sem->value : 0;
+      const std::uint64_t back = std::min(it->second, room);
+      sem->held.erase(it);
+      if (back == 0) continue;
+      sem->value += back;
+      sem->owner_died = true;
+      serve(*sem);
+    }
+    for (auto& [id, event] : events_) forget_actor(coordinator_, event->waiters, pid);
+    for (auto& [id, barrier] : barriers_) {
+      forget_actor(coordinator_, barrier->queued, pid);
+      bool was_waiting = false;
+      for (auto& w : barrier->arrivals) was_waiting = was_waiting || w.actor() == pid;
+      if (was_waiting) {
+        forget_actor(coordinator_, barrier->arrivals, pid);
+        break_barrier(*barrier, "mpx: a party died while waiting at the barrier");
+      } else if (barrier->runner == pid) {
+        break_barrier(*barrier, "mpx: the party running the barrier's action died");
+      }
+    }
+  }
+
+  Coordinator& coordinator_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<LockState>> locks_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<SemaphoreState>> semaphores_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<EventState>> events_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<ConditionState>> conditions_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<BarrierState>> barriers_;
+};
+
+}  // namespace
+
+void install_sync(Coordinator& coordinator) {
+  // Lives as long as the coordinator's handlers, which is the rest of the process.
+  auto* service = new SyncService(coordinator);
+  service->install();
+}
+
+}  // namespace mpx::services
