@@ -4,6 +4,7 @@
 
 #include <mpx/mpx.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -105,4 +106,42 @@ TEST_CASE("a worker running a different build refuses the call with a clear erro
   REQUIRE(error.has_value());
   CHECK(error->type() == "mpx::ProtocolError");
   CHECK_THAT(error->message(), Catch::Contains("different build") && Catch::Contains(build_id));
+}
+
+TEST_CASE("a registered name binds to the function, under every start method", "[identity]") {
+  mpx::register_actor("sum_exit", exit_with_sum);
+  mpx::register_actor("lambda_exit", [](int x) { std::exit(x + 1); });
+  CHECK(mpx::is_registered_actor("sum_exit"));
+  CHECK_FALSE(mpx::is_registered_actor("nobody"));
+  const auto names = mpx::registered_actors();
+  CHECK(std::find(names.begin(), names.end(), "lambda_exit") != names.end());
+
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  INFO("start method " << mpx::to_string(method));
+  mpx::ProcessOptions options;
+  options.method = method;
+  mpx::Process p(options, mpx::bind_registered("sum_exit", mpx::Object::list({20, 22})));
+  p.start();
+  p.join();
+  CHECK(p.exitcode() == 42);
+
+  mpx::Process q(options, mpx::bind_registered("lambda_exit", mpx::Object::list({6})));
+  q.start();
+  q.join();
+  CHECK(q.exitcode() == 7);
+
+  // Arguments of the wrong shape are refused where they are decoded, in the child, with a clear error.
+  mpx::Process bad(options, mpx::bind_registered("sum_exit", mpx::Object::list({"twenty", 22})));
+  bad.start();
+  bad.join();
+  CHECK(bad.exitcode() == 1);
+  REQUIRE(bad.exception().has_value());
+  CHECK(bad.exception()->type() == "mpx::SerializationError");
+}
+
+TEST_CASE("an unknown name or a non-list argument is refused at the call site", "[identity]") {
+  CHECK_THROWS_WITH(mpx::bind_registered("nobody"), Catch::Contains("'nobody'"));
+  mpx::register_actor("sum_exit", exit_with_sum);
+  CHECK_THROWS_WITH(mpx::bind_registered("sum_exit", mpx::Object(3)), Catch::Contains("must be a list"));
+  CHECK_THROWS_AS(mpx::register_actor("", exit_with_sum), std::invalid_argument);
 }

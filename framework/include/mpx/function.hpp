@@ -11,6 +11,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <mpx/object.hpp>
 
@@ -72,6 +73,14 @@ void trampoline(ErasedFunction function, std::string_view args, std::string& res
   }
 }
 
+// The trampoline of a function type, picked by overload on a null pointer of that type.
+template <class R, class... P>
+Trampoline trampoline_for(R (*)(P...)) {
+  static_assert(std::is_void_v<R> || Serializable<R>, "mpx: the function's return type is not serializable");
+  static_assert((Serializable<std::decay_t<P>> && ...), "mpx: a parameter type of the function is not serializable");
+  return &trampoline<R, P...>;
+}
+
 template <class R, class... P, class... A>
 BoundCall bind_plain(R (*function)(P...), A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "mpx: wrong number of arguments for the target function");
@@ -102,5 +111,28 @@ BoundCall bind(F&& function, A&&... args) {
                 "mpx::Process(mpx::closure, lambda)");
   return detail::bind_plain(+function, std::forward<A>(args)...);
 }
+
+// Gives a function a name, for config files and foreign clients, which cannot name a function by its address.
+// Registering the same name twice replaces the first (a later registration wins, as with a dict).
+void register_actor_call(std::string name, ErasedFunction function, Trampoline trampoline);
+
+template <class F>
+void register_actor(std::string name, F&& function) {
+  static_assert(detail::PlainFunctionLike<std::remove_cvref_t<F>>,
+                "mpx::register_actor: the function must be a plain function or a captureless lambda");
+  auto typed = +function;
+  using Typed = decltype(typed);
+  register_actor_call(std::move(name), reinterpret_cast<ErasedFunction>(typed),
+                      detail::trampoline_for(static_cast<Typed>(nullptr)));
+}
+
+// True if a function was registered under `name`.
+bool is_registered_actor(std::string_view name);
+// The names registered so far, sorted.
+std::vector<std::string> registered_actors();
+// Binds a registered function to arguments given as a list (Object::list({...})), encoded as its parameters. An
+// unknown name throws std::invalid_argument naming it; arguments of the wrong shape fail in the callee, where they are
+// decoded, as mpx::SerializationError.
+BoundCall bind_registered(std::string_view name, const Object& args = Object::list({}));
 
 }  // namespace mpx
