@@ -51,7 +51,7 @@ struct ProcessState {
   std::optional<RemoteError> error;
 
   void close_fds() {
-    if (owner != ::getpid()) return;  // a forked copy does not own its parent's descriptors
+    if (owner != runtime::self_pid()) return;  // a forked copy does not own its parent's descriptors
     if (pidfd >= 0) ::close(pidfd);
     if (status_fd >= 0) ::close(status_fd);
     pidfd = status_fd = -1;
@@ -74,8 +74,8 @@ struct Children {
 
   // A forked child inherits its parent's list, which is not its own.
   void reset_if_forked() {
-    if (owner != ::getpid()) {
-      owner = ::getpid();
+    if (owner != runtime::self_pid()) {
+      owner = runtime::self_pid();
       // The inherited states refer to the parent's children; release them without touching their descriptors.
       for (auto& s : list) new std::shared_ptr<ProcessState>(std::move(s));
       list.clear();
@@ -114,9 +114,9 @@ std::shared_ptr<ProcessState> current_state() {
   static auto& state = *new std::shared_ptr<ProcessState>;  // leaked: used by exit hooks
   static auto& m = *new std::mutex;
   std::lock_guard lock(m);
-  if (owner != ::getpid() || !state) {
+  if (owner != runtime::self_pid() || !state) {
     if (state) new std::shared_ptr<ProcessState>(std::move(state));  // a forked copy: abandon, never destroy
-    owner = ::getpid();
+    owner = runtime::self_pid();
     const auto& self = runtime::state().self;
     state = std::make_shared<ProcessState>();
     state->role = ProcessState::Role::current;
@@ -125,7 +125,7 @@ std::shared_ptr<ProcessState> current_state() {
     state->method = self.method;
     state->started = true;
     state->owner = 0;
-    state->pid = ::getpid();
+    state->pid = runtime::self_pid();
   }
   return state;
 }
@@ -197,7 +197,7 @@ void exit_hook() { runtime::shutdown_root(); }
 
 void init(int /*argc*/, char** argv) {
   auto& st = runtime::state();
-  if (st.initialized && st.self.pid == ::getpid()) return;
+  if (st.initialized && st.self.pid == runtime::self_pid()) return;
   runtime::set_finalize_children(&finalize_children_at_exit);
   runtime::set_service_installer(&services::install_all);
   if (auto spec = runtime::take_spawned_spec()) {
@@ -205,9 +205,9 @@ void init(int /*argc*/, char** argv) {
     runtime::run_launch(*spec);
   }
   st.self = runtime::Identity{};
-  st.self.pid = ::getpid();
+  st.self.pid = runtime::self_pid();
   st.self.is_root = true;
-  st.root_pid = ::getpid();
+  st.root_pid = runtime::self_pid();
   st.argv.clear();
   for (char** a = argv; a && *a; ++a) st.argv.emplace_back(*a);
   if (st.executable.empty()) {
@@ -315,7 +315,7 @@ void Process::adopt_current_identity() {
   state_->name = self.name;
   state_->daemon = self.daemon;
   state_->method = self.method;
-  state_->pid = ::getpid();
+  state_->pid = runtime::self_pid();
   state_->started = true;
   state_->owner = 0;
   state_->pidfd = state_->status_fd = -1;
@@ -340,7 +340,7 @@ void Process::start() {
     runtime::Identity child;
     child.name = s.name;
     child.daemon = daemon;
-    child.parent_pid = ::getpid();
+    child.parent_pid = runtime::self_pid();
     child.parent_name = self.name;
     child.method = StartMethod::fork;
     lock.unlock();  // the child must not inherit a held mutex
@@ -360,7 +360,7 @@ void Process::start() {
     spec.session_directory = st.session.directory;
     spec.coordinator_endpoint = st.session.coordinator_endpoint;
     spec.forkserver_path = st.session.forkserver_path;
-    spec.parent_pid = ::getpid();
+    spec.parent_pid = runtime::self_pid();
     spec.parent_name = self.name;
     spec.root_pid = st.root_pid;
     spec.name = s.name;
@@ -376,7 +376,7 @@ void Process::start() {
     launched = s.used_method == StartMethod::spawn ? runtime::launch_spawn(spec) : runtime::launch_forkserver(spec);
   }
   s.started = true;
-  s.owner = ::getpid();
+  s.owner = runtime::self_pid();
   s.pid = launched.pid;
   s.pidfd = launched.pidfd;
   s.status_fd = launched.status_fd;
@@ -392,7 +392,7 @@ bool Process::join(std::chrono::duration<double> timeout) {
   check_open(s);
   if (s.role == ProcessState::Role::current) throw ProcessError("mpx: cannot join current process");
   require_started(s, "join");
-  if (s.role == ProcessState::Role::child && s.owner != ::getpid()) {
+  if (s.role == ProcessState::Role::child && s.owner != runtime::self_pid()) {
     throw ProcessError("mpx: can only join a child process");
   }
   const long ms = timeout.count() < 0 ? -1 : static_cast<long>(timeout.count() * 1000.0);
@@ -409,7 +409,7 @@ bool Process::is_alive() {
   check_open(s);
   if (s.role == ProcessState::Role::current) return true;
   if (!s.started || s.exitcode) return false;
-  if (s.role == ProcessState::Role::child && s.owner != ::getpid()) return false;
+  if (s.role == ProcessState::Role::child && s.owner != runtime::self_pid()) return false;
   return !wait_for_end(s, 0);
 }
 
@@ -443,7 +443,7 @@ std::optional<int> Process::exitcode() {
   auto& s = *state_;
   std::lock_guard lock(s.mutex);
   if (!s.started || s.role != ProcessState::Role::child) return std::nullopt;
-  if (!s.exitcode && s.owner == ::getpid() && !s.closed) (void)wait_for_end(s, 0);
+  if (!s.exitcode && s.owner == runtime::self_pid() && !s.closed) (void)wait_for_end(s, 0);
   return s.exitcode;
 }
 
@@ -501,7 +501,7 @@ std::optional<Process> parent_process() {
   s->name = self.parent_name;
   s->pid = self.parent_pid;
   s->started = true;
-  s->owner = ::getpid();
+  s->owner = runtime::self_pid();
   s->pidfd = runtime::pidfd_open(self.parent_pid);
   return Process(std::move(s));
 }

@@ -83,7 +83,8 @@ Session session_of(const LaunchSpec& spec) {
 // A forked child starts with default handlers, as an exec'd one does: the parent's handlers would otherwise run on a
 // copy of the parent's state (test frameworks, for one, report and hang there). Ignored signals stay ignored.
 void reset_signal_handlers() {
-  for (int sig = 1; sig < NSIG; ++sig) {
+  // The standard signals: real-time signals' handlers, rare and application-specific, are kept.
+  for (int sig = 1; sig < SIGRTMIN; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     struct sigaction current {};
     if (::sigaction(sig, nullptr, &current) != 0) continue;

@@ -130,7 +130,7 @@ zmq::context_t& context() {
 
 void ensure_coordinator() {
   auto& st = state();
-  if (!st.self.is_root || ::getpid() != st.root_pid) return;
+  if (!st.self.is_root || self_pid() != st.root_pid) return;
   std::lock_guard lock(coordinator_mutex);
   if (the_coordinator) return;
   the_coordinator = new Coordinator(context(), st.session.coordinator_endpoint);
@@ -140,7 +140,7 @@ void ensure_coordinator() {
 
 Coordinator* coordinator_if_running() {
   std::lock_guard lock(coordinator_mutex);
-  return ::getpid() == state().root_pid ? the_coordinator : nullptr;
+  return self_pid() == state().root_pid ? the_coordinator : nullptr;
 }
 
 void add_child_exit_hook(void (*hook)()) {
@@ -207,7 +207,7 @@ void run_child(const std::function<void()>& body) {
 
 void shutdown_root() {
   auto& st = state();
-  if (!st.initialized || !st.self.is_root || ::getpid() != st.root_pid) return;
+  if (!st.initialized || !st.self.is_root || self_pid() != st.root_pid) return;
   try {
     finalize_children();
   } catch (...) {
