@@ -76,6 +76,12 @@ class QueueService {
     return *it->second;
   }
 
+  // One of a queue's waiting lists, or nullptr once the queue is gone (for an expiring deadline).
+  std::deque<Waiter>* waiting(std::uint64_t id, std::deque<Waiter> QueueState::*list) {
+    auto it = queues_.find(id);
+    return it == queues_.end() ? nullptr : &((*it->second).*list);
+  }
+
   // The raw item frame that follows the msgpack arguments.
   static std::string item_of(const wire::Envelope& req) {
     if (req.body.size() != 2) throw ProtocolError("mpx: a queue put carries [arguments][item] frames");
@@ -174,18 +180,11 @@ class QueueService {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::full, "mpx: the queue is full");
       return;
     }
-    q.putters.push_back(make_waiter(peer, req, std::move(item)));
-    Waiter& w = q.putters.back();
-    const auto serial = w.serial;
-    const auto id = req.header.object;
-    arm(coordinator_, w, wait, [this, id, serial] {
-      auto it = queues_.find(id);
-      if (it == queues_.end()) return;
-      if (auto expired = take(it->second->putters, serial)) {
-        expired->timer = 0;
-        answer_error(coordinator_, *expired, wire::ErrorCode::full, "mpx: the queue stayed full until the timeout");
-      }
-    });
+    park(coordinator_, q.putters, make_waiter(peer, req, std::move(item)), wait,
+         [this, id = req.header.object] { return waiting(id, &QueueState::putters); },
+         [this](Waiter& w) {
+           answer_error(coordinator_, w, wire::ErrorCode::full, "mpx: the queue stayed full until the timeout");
+         });
   }
 
   // After room appeared: let blocked putters in, oldest first.
@@ -219,18 +218,11 @@ class QueueService {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::empty, "mpx: the queue is empty");
       return;
     }
-    q.getters.push_back(make_waiter(peer, req));
-    Waiter& w = q.getters.back();
-    const auto serial = w.serial;
-    const auto id = req.header.object;
-    arm(coordinator_, w, wait, [this, id, serial] {
-      auto it = queues_.find(id);
-      if (it == queues_.end()) return;
-      if (auto expired = take(it->second->getters, serial)) {
-        expired->timer = 0;
-        answer_error(coordinator_, *expired, wire::ErrorCode::empty, "mpx: the queue stayed empty until the timeout");
-      }
-    });
+    park(coordinator_, q.getters, make_waiter(peer, req), wait,
+         [this, id = req.header.object] { return waiting(id, &QueueState::getters); },
+         [this](Waiter& w) {
+           answer_error(coordinator_, w, wire::ErrorCode::empty, "mpx: the queue stayed empty until the timeout");
+         });
   }
 
   void size(Coordinator::Peer& peer, wire::Envelope& req) {
@@ -286,18 +278,11 @@ class QueueService {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::timeout, "mpx: unfinished tasks remain");
       return;
     }
-    q.joiners.push_back(make_waiter(peer, req));
-    Waiter& w = q.joiners.back();
-    const auto serial = w.serial;
-    const auto id = req.header.object;
-    arm(coordinator_, w, wait, [this, id, serial] {
-      auto it = queues_.find(id);
-      if (it == queues_.end()) return;
-      if (auto expired = take(it->second->joiners, serial)) {
-        expired->timer = 0;
-        answer_error(coordinator_, *expired, wire::ErrorCode::timeout, "mpx: unfinished tasks remain at the timeout");
-      }
-    });
+    park(coordinator_, q.joiners, make_waiter(peer, req), wait,
+         [this, id = req.header.object] { return waiting(id, &QueueState::joiners); },
+         [this](Waiter& w) {
+           answer_error(coordinator_, w, wire::ErrorCode::timeout, "mpx: unfinished tasks remain at the timeout");
+         });
   }
 
   void died(std::uint64_t actor) {

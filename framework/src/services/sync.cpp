@@ -86,16 +86,11 @@ struct UnknownObject : ProtocolError {
 };
 
 // Like waiters.hpp's take(), but keeps the waiter's derived type.
-template <class Container>
-std::optional<typename Container::value_type> take_entry(Container& waiters, std::uint64_t serial) {
-  for (auto it = waiters.begin(); it != waiters.end(); ++it) {
-    if (it->serial == serial) {
-      auto w = std::move(*it);
-      waiters.erase(it);
-      return w;
-    }
-  }
-  return std::nullopt;
+// One of an object's waiting lists, or nullptr once the object is gone (for an expiring deadline).
+template <class Map, class State, class List>
+List* waiting_list(Map& map, std::uint64_t id, List State::*list) {
+  auto it = map.find(id);
+  return it == map.end() ? nullptr : &((*it->second).*list);
 }
 
 template <class Map>
@@ -226,18 +221,11 @@ class SyncService {
     }
     LockWaiter w;
     static_cast<Waiter&>(w) = make_waiter(peer, req);
-    lock.waiters.push_back(std::move(w));
-    LockWaiter& queued = lock.waiters.back();
-    const auto serial = queued.serial;
-    const auto id = req.header.object;
-    arm(coordinator_, queued, wait, [this, id, serial] {
-      auto it = locks_.find(id);
-      if (it == locks_.end()) return;
-      if (auto expired = take_entry(it->second->waiters, serial)) {
-        expired->timer = 0;
-        answer(coordinator_, *expired, wire::Kind::ok, encode(std::make_tuple(false, false)));
-      }
-    });
+    park(coordinator_, lock.waiters, std::move(w), wait,
+         [this, id = req.header.object] { return waiting_list(locks_, id, &LockState::waiters); },
+         [this](LockWaiter& expired) {
+           answer(coordinator_, expired, wire::Kind::ok, encode(std::make_tuple(false, false)));
+         });
   }
 
   // The lock is free: the first waiter gets it (a Condition waiter with the count it had).
@@ -335,18 +323,11 @@ class SyncService {
       ok(peer, req.header, encode(std::make_tuple(false, false)));
       return;
     }
-    sem.waiters.push_back(make_waiter(peer, req));
-    Waiter& queued = sem.waiters.back();
-    const auto serial = queued.serial;
-    const auto id = req.header.object;
-    arm(coordinator_, queued, wait, [this, id, serial] {
-      auto it = semaphores_.find(id);
-      if (it == semaphores_.end()) return;
-      if (auto expired = take(it->second->waiters, serial)) {
-        expired->timer = 0;
-        answer(coordinator_, *expired, wire::Kind::ok, encode(std::make_tuple(false, false)));
-      }
-    });
+    park(coordinator_, sem.waiters, make_waiter(peer, req), wait,
+         [this, id = req.header.object] { return waiting_list(semaphores_, id, &SemaphoreState::waiters); },
+         [this](Waiter& expired) {
+           answer(coordinator_, expired, wire::Kind::ok, encode(std::make_tuple(false, false)));
+         });
   }
 
   // Units became available: waiters take them, oldest first.
@@ -430,18 +411,9 @@ class SyncService {
       return;
     }
     if (!alive(req.header.sender)) return;
-    event.waiters.push_back(make_waiter(peer, req));
-    Waiter& queued = event.waiters.back();
-    const auto serial = queued.serial;
-    const auto id = req.header.object;
-    arm(coordinator_, queued, wait, [this, id, serial] {
-      auto it = events_.find(id);
-      if (it == events_.end()) return;
-      if (auto expired = take(it->second->waiters, serial)) {
-        expired->timer = 0;
-        answer(coordinator_, *expired, wire::Kind::ok, encode(std::make_tuple(false)));
-      }
-    });
+    park(coordinator_, event.waiters, make_waiter(peer, req), wait,
+         [this, id = req.header.object] { return waiting_list(events_, id, &EventState::waiters); },
+         [this](Waiter& expired) { answer(coordinator_, expired, wire::Kind::ok, encode(std::make_tuple(false))); });
   }
 
   // ---- Condition -----------------------------------------------------------------------------------------------
@@ -478,19 +450,13 @@ class SyncService {
     static_cast<Waiter&>(w) = make_waiter(peer, req);
     w.count = lock.count;
     hand_over(lock);
-    cond.waiters.push_back(std::move(w));
-    CondWaiter& queued = cond.waiters.back();
-    const auto serial = queued.serial;
-    const auto id = req.header.object;
     // Python's wait(0) still releases and re-acquires; the timer fires on the next turn of the loop.
-    arm(coordinator_, queued, wait, [this, id, serial] {
-      auto it = conditions_.find(id);
-      if (it == conditions_.end()) return;
-      if (auto expired = take_entry(it->second->waiters, serial)) {
-        expired->timer = 0;
-        to_lock(*locks_.at(it->second->lock), std::move(*expired), false);
-      }
-    });
+    const auto id = req.header.object;
+    park(coordinator_, cond.waiters, std::move(w), wait,
+         [this, id] { return waiting_list(conditions_, id, &ConditionState::waiters); },
+         [this, id](CondWaiter& expired) {
+           to_lock(*locks_.at(conditions_.at(id)->lock), std::move(expired), false);
+         });
   }
 
   // A Condition waiter, woken by a notify or by its deadline, goes on to re-acquire the lock.
@@ -578,18 +544,12 @@ class SyncService {
       break_barrier(barrier, "mpx: another party's barrier wait timed out");
       return;
     }
-    barrier.arrivals.push_back(std::move(w));
-    Waiter& queued = barrier.arrivals.back();
-    const auto serial = queued.serial;
-    arm(coordinator_, queued, wait, [this, id, serial] {
-      auto it = barriers_.find(id);
-      if (it == barriers_.end()) return;
-      if (auto expired = take(it->second->arrivals, serial)) {
-        expired->timer = 0;
-        answer_error(coordinator_, *expired, wire::ErrorCode::broken, "mpx: the barrier wait timed out");
-        break_barrier(*it->second, "mpx: another party's barrier wait timed out");
-      }
-    });
+    park(coordinator_, barrier.arrivals, std::move(w), wait,
+         [this, id] { return waiting_list(barriers_, id, &BarrierState::arrivals); },
+         [this, id](Waiter& expired) {
+           answer_error(coordinator_, expired, wire::ErrorCode::broken, "mpx: the barrier wait timed out");
+           break_barrier(*barriers_.at(id), "mpx: another party's barrier wait timed out");
+         });
   }
 
   // Everyone arrived (and the action, if any, succeeded): release them with their indexes, start a new generation,

@@ -53,17 +53,36 @@ inline void disarm(Coordinator& coordinator, Waiter& waiter) {
   waiter.timer = 0;
 }
 
-// Removes and returns the waiter with this serial, if it is still waiting.
+// Removes and returns the waiter with this serial, if it is still waiting (of whatever waiter type the list holds).
 template <class Container>
-std::optional<Waiter> take(Container& waiters, std::uint64_t serial) {
+std::optional<typename Container::value_type> take(Container& waiters, std::uint64_t serial) {
   for (auto it = waiters.begin(); it != waiters.end(); ++it) {
     if (it->serial == serial) {
-      Waiter w = std::move(*it);
+      auto w = std::move(*it);
       waiters.erase(it);
       return w;
     }
   }
   return std::nullopt;
+}
+
+// Queues a blocked request at the back of `list` and arms its deadline. When the deadline passes, `find_list()` finds
+// the list again (nullptr once its object is gone), the waiter is taken out if it is still there, and `expire`
+// answers it. Every service parks its waiters this way, so none can outlive its deadline.
+template <class W, class FindList, class Expire>
+void park(Coordinator& coordinator, std::deque<W>& list, W waiter, std::int64_t wait_ms, FindList find_list,
+          Expire expire) {
+  list.push_back(std::move(waiter));
+  W& queued = list.back();
+  const auto serial = queued.serial;
+  arm(coordinator, queued, wait_ms, [find_list, expire, serial] {
+    auto* waiting = find_list();
+    if (waiting == nullptr) return;
+    if (auto expired = take(*waiting, serial)) {
+      expired->timer = 0;
+      expire(*expired);
+    }
+  });
 }
 
 // Removes every waiter of a dead process; their replies could never be delivered.
