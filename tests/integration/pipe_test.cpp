@@ -292,12 +292,15 @@ TEST_CASE("closing the parent's copy after handing an end to a child does not cu
   CHECK_THROWS_AS(a.recv(), mpx::EOFError);
 }
 
-TEST_CASE("EOF when the process holding the other end exits without closing it", "[pipe]") {
+TEST_CASE("EOF when the process holding the other end exits without closing it; poll() sees it right after join()",
+          "[pipe]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   auto [a, b] = mpx::Pipe();
-  mpx::Process p(helper(), send_then_exit, b);
+  mpx::Process p(with(method), send_then_exit, b);
   p.start();
   p.join();
   CHECK(a.recv<std::string>() == "last words");
+  CHECK(a.poll());  // no wait: the coordinator checks that the holder is gone
   CHECK_THROWS_AS(a.recv(), mpx::EOFError);
 }
 

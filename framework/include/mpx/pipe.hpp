@@ -10,9 +10,10 @@
 //   * a process that adopts an end (decodes it: a Process argument, an item from a Queue or a Connection) becomes
 //     its holder, and so does a process that sends, receives or polls through it;
 //   * the end is released when its holder calls close() or dies (killed included).
-// recv() on one end raises mpx::EOFError once the other end is released and every message it sent has been read.
-// An end released by a dead holder is taken up again by the next process that adopts or uses it (the parent still
-// has a copy, as in Python), and messages sent to it in between wait in its inbox.
+// recv() on one end raises mpx::EOFError once the other end is released and every message it sent has been read (and
+// poll() then returns true). A holder's death is seen when the coordinator notices it (a pidfd), or at the latest
+// once the process has been joined. A released end is taken up again by the next process that adopts or uses it (the
+// parent may still have a copy, as in Python), and messages sent to it in between wait in its inbox.
 //
 // Python's idiom of closing the parent's copy after passing an end to a child is safe: close() in a process that
 // has handed its copy on (encoded it for another process) since it last used it releases nothing at the coordinator;
@@ -46,7 +47,8 @@ struct ConnectionState;
 }
 
 // One end of a Pipe, or a direct connection from Listener::accept() or Client(). Copies of a Connection are the same
-// connection (like copies of a Python reference): closing one closes them all in this process.
+// connection (like copies of a Python reference): closing one closes them all in this process. As in Python, one
+// connection is not meant to be used by two threads at once.
 class Connection : public Handle {
  public:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
@@ -143,7 +145,8 @@ class Listener {
 };
 
 // Python's multiprocessing.connection.Client: connects to a Listener's address. A wrong authkey raises
-// mpx::AuthenticationError ("digest was rejected").
+// mpx::AuthenticationError ("digest was rejected"). Failures of the OS (nothing listens at the address, an address
+// already in use for a Listener) raise std::system_error, Python's OSError.
 Connection Client(const std::string& address, std::optional<std::string> authkey = std::nullopt);
 
 }  // namespace mpx

@@ -5,6 +5,8 @@
 // once). Every change of readiness bumps the end's version and is pushed to its subscribers; replies to recv and
 // poll carry the same (ready, version) pair, so a process can merge both sources without losing an update.
 #include <array>
+#include <cerrno>
+#include <csignal>
 #include <deque>
 #include <memory>
 #include <unordered_map>
@@ -72,6 +74,12 @@ class PipeService {
     return Located{p, p->ends[0].id == id ? 0 : 1};
   }
 
+  // The list of blocked requests of an end, for a deadline that expires; nullptr once the pipe is gone.
+  std::deque<Waiter>* waiting(std::uint64_t id, std::deque<Waiter> End::*list) {
+    auto at = locate(id);
+    return at ? &(at->self().*list) : nullptr;
+  }
+
   void reply_gone(Coordinator::Peer& peer, const wire::Header& h) {
     coordinator_.reply_error(peer, h, wire::ErrorCode::eof,
                              "mpx: EOF: pipe end " + std::to_string(h.object) +
@@ -130,6 +138,15 @@ class PipeService {
     if (e.holder == actor) return;
     e.holder = (actor != 0 && coordinator_.watch(static_cast<pid_t>(actor))) ? actor : 0;
     refresh(Located{at.pipe, 1 - at.side});
+  }
+
+  // Before answering "not ready": a holder that has exited and been reaped (join() returned in its parent) is
+  // released now, without waiting for the death hook, so poll() right after join() already sees EOF.
+  void check_other_holder(const Located& at) {
+    End& o = at.other();
+    if (o.holder == 0 || ::kill(static_cast<pid_t>(o.holder), 0) == 0 || errno != ESRCH) return;
+    o.holder = 0;
+    refresh(at);
   }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
@@ -202,6 +219,7 @@ class PipeService {
       coordinator_.reply(peer, r);
       return;
     }
+    check_other_holder(*at);
     if (at->other().holder == 0) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
       return;
@@ -210,18 +228,11 @@ class PipeService {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::timeout, "mpx: no message in the pipe");
       return;
     }
-    e.receivers.push_back(make_waiter(peer, req));
-    Waiter& w = e.receivers.back();
-    const auto serial = w.serial;
-    const auto id = e.id;
-    arm(coordinator_, w, wait, [this, id, serial] {
-      auto where = locate(id);
-      if (!where) return;
-      if (auto expired = take(where->self().receivers, serial)) {
-        expired->timer = 0;
-        answer_error(coordinator_, *expired, wire::ErrorCode::timeout, "mpx: no message arrived before the timeout");
-      }
-    });
+    park(coordinator_, e.receivers, make_waiter(peer, req), wait,
+         [this, id = e.id] { return waiting(id, &End::receivers); },
+         [this](Waiter& w) {
+           answer_error(coordinator_, w, wire::ErrorCode::timeout, "mpx: no message arrived before the timeout");
+         });
   }
 
   // Allowed on write-only ends too (ready once the reader is gone): wait() uses it; Connection::poll() refuses them.
@@ -231,22 +242,17 @@ class PipeService {
     if (!at) return reply_gone(peer, req.header);
     set_holder(*at, req.header.sender);
     End& e = at->self();
+    if (!e.ready) check_other_holder(*at);
     if (e.ready || wait == 0) {
       ok(peer, req.header, state_body(e));
       return;
     }
-    e.pollers.push_back(make_waiter(peer, req));
-    Waiter& w = e.pollers.back();
-    const auto serial = w.serial;
-    const auto id = e.id;
-    arm(coordinator_, w, wait, [this, id, serial] {
-      auto where = locate(id);
-      if (!where) return;
-      if (auto expired = take(where->self().pollers, serial)) {
-        expired->timer = 0;
-        answer(coordinator_, *expired, wire::Kind::ok, state_body(where->self()));
-      }
-    });
+    park(coordinator_, e.pollers, make_waiter(peer, req), wait,
+         [this, id = e.id] { return waiting(id, &End::pollers); },
+         [this, id = e.id](Waiter& w) {
+           // Still there: an expiring deadline's list was just found.
+           answer(coordinator_, w, wire::Kind::ok, state_body(locate(id)->self()));
+         });
   }
 
   void close(Coordinator::Peer&, wire::Envelope& req) {
