@@ -3,6 +3,7 @@
 #include <memory>
 #include <unistd.h>
 
+#include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
 #include "wire/transport.hpp"
 
@@ -38,7 +39,10 @@ Channel& Channel::current() {
     require_initialized();
     ensure_coordinator();
     this_thread.owner = pid;
-    this_thread.channel = new Channel(context(), state().session.coordinator_endpoint);
+    // In the coordinator's own process, talk to it in memory; everyone else uses the session's endpoint.
+    const Coordinator* local = coordinator_if_running();
+    this_thread.channel =
+        new Channel(context(), local ? local->local_endpoint() : state().session.coordinator_endpoint);
   }
   return *this_thread.channel;
 }

@@ -20,12 +20,14 @@ Coordinator::Coordinator(zmq::context_t& context, std::string endpoint)
     : context_(context),
       endpoint_(std::move(endpoint)),
       control_endpoint_("inproc://mpx-coordinator-control-" + std::to_string(reinterpret_cast<std::uintptr_t>(this))),
+      local_endpoint_("inproc://mpx-coordinator-" + std::to_string(reinterpret_cast<std::uintptr_t>(this))),
       router_(context, zmq::socket_type::router),
       control_(context, zmq::socket_type::pair) {
   // Replies to a live peer must never be dropped: a peer has few replies outstanding, and a ROUTER drops on a full
   // pipe. Messages to a peer that is gone are still dropped, which is what keeps a dead waiter from blocking us.
   router_.set(zmq::sockopt::sndhwm, 0);
   endpoint_ = wire::bind(router_, endpoint_);
+  router_.bind(local_endpoint_);
   router_.set(zmq::sockopt::linger, 0);
   control_.bind(control_endpoint_);
 }

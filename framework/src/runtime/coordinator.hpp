@@ -49,6 +49,8 @@ class Coordinator {
   void start();
   void stop();
   const std::string& endpoint() const noexcept { return endpoint_; }
+  // The same ROUTER, for threads of the coordinator's own process: inproc skips the kernel.
+  const std::string& local_endpoint() const noexcept { return local_endpoint_; }
   CoordinatorStats stats() const noexcept;
 
   // Coordinator thread only:
@@ -74,6 +76,7 @@ class Coordinator {
   zmq::context_t& context_;
   std::string endpoint_;
   std::string control_endpoint_;
+  std::string local_endpoint_;
   zmq::socket_t router_;
   zmq::socket_t control_;
   std::thread thread_;
