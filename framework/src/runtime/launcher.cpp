@@ -71,6 +71,14 @@ std::optional<std::string> read_frame(int fd) {
   return bytes;
 }
 
+// The session directory's path length was checked when it was made, so the path fits.
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  return addr;
+}
+
 Session session_of(const LaunchSpec& spec) {
   Session s;
   s.id = spec.session_id;
@@ -183,10 +191,8 @@ Launched launch_spawn(const LaunchSpec& spec) {
 Launched launch_forkserver(const LaunchSpec& spec) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fail("mpx: socket failed");
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, spec.forkserver_path.c_str(), sizeof(addr.sun_path) - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  const sockaddr_un addr = unix_address(spec.forkserver_path);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
     const int saved = errno;
     ::close(fd);
     errno = saved;
@@ -292,10 +298,8 @@ namespace {
 pid_t start_zygote(const Session& session) {
   const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) fail("mpx: socket failed");
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, session.forkserver_path.c_str(), sizeof(addr.sun_path) - 1);
-  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 128) != 0) {
+  const sockaddr_un addr = unix_address(session.forkserver_path);
+  if (::bind(listener, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 128) != 0) {
     const int saved = errno;
     ::close(listener);
     errno = saved;
