@@ -433,6 +433,16 @@ class SyncService {
     ok(peer, req.header, encode(std::make_tuple(cond.lock, locks_.at(cond.lock)->recursive)));
   }
 
+  // A Condition's lock, if the requester holds it; otherwise the requester is told (Python: RuntimeError) and nullptr.
+  LockState* lock_held_for(const ConditionState& cond, Peer& peer, const wire::Envelope& req, std::string_view verb) {
+    LockState& lock = *locks_.at(cond.lock);
+    if (auto misuse = not_held_by(lock, req.header.sender, verb)) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::not_owner, *misuse);
+      return nullptr;
+    }
+    return &lock;
+  }
+
   // One request for Python's whole wait(): release the lock (all recursion levels), wait for a notify or the
   // deadline, take the lock back, then reply. Doing it here makes "release and start waiting" atomic, so a notify
   // sent right after the release cannot be missed.
@@ -440,11 +450,9 @@ class SyncService {
     ConditionState& cond = find_in(conditions_, req, "condition");
     expect_one_frame(req);
     auto [wait] = req.body_as<std::tuple<std::int64_t>>();
-    LockState& lock = *locks_.at(cond.lock);
-    if (auto misuse = not_held_by(lock, req.header.sender, "wait on")) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::not_owner, *misuse);
-      return;
-    }
+    LockState* held = lock_held_for(cond, peer, req, "wait on");
+    if (!held) return;
+    LockState& lock = *held;
     if (!alive(req.header.sender)) return;
     CondWaiter w;
     static_cast<Waiter&>(w) = make_waiter(peer, req);
@@ -474,15 +482,12 @@ class SyncService {
     ConditionState& cond = find_in(conditions_, req, "condition");
     expect_one_frame(req);
     auto [n] = req.body_as<std::tuple<std::int64_t>>();
-    LockState& lock = *locks_.at(cond.lock);
-    if (auto misuse = not_held_by(lock, req.header.sender, "notify on")) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::not_owner, *misuse);
-      return;
-    }
+    LockState* lock = lock_held_for(cond, peer, req, "notify on");
+    if (!lock) return;
     for (std::int64_t woken = 0; (n < 0 || woken < n) && !cond.waiters.empty(); ++woken) {
       CondWaiter w = std::move(cond.waiters.front());
       cond.waiters.pop_front();
-      to_lock(lock, std::move(w), true);
+      to_lock(*lock, std::move(w), true);
     }
     ok(peer, req.header, nil());
   }
