@@ -66,6 +66,11 @@ enum class Kind : std::uint16_t {
   pipe_close = 75,   // nil (posted): the holder releases the end
   pipe_watch = 76,   // nil -> ok [ready, version], then pipe_ready pushes to the same socket | error eof
   pipe_ready = 77,   // coordinator -> watcher (pushed): [ready, version] of the end in the object field
+
+  // tracing (services/trace.cpp); switches the coordinator's trace bus at run time
+  trace_enable = 180,   // [spec] (MPX_TRACE syntax) -> ok [pub endpoint or ""] | error value | error internal
+  trace_disable = 181,  // nil -> ok [recorded, dropped, pub_dropped]
+  trace_status = 182,   // nil -> ok [on, spec, pub endpoint, recorded, dropped, pub_dropped]
 };
 
 struct KindInfo {
@@ -124,6 +129,9 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::pipe_close, "pipe_close"},
     {Kind::pipe_watch, "pipe_watch"},
     {Kind::pipe_ready, "pipe_ready"},
+    {Kind::trace_enable, "trace_enable"},
+    {Kind::trace_disable, "trace_disable"},
+    {Kind::trace_status, "trace_status"},
 };
 
 bool is_known(std::uint16_t kind) noexcept;
