@@ -300,6 +300,8 @@ TEST_CASE("mpx-trace stats, show and the exports agree with the file") {
     CHECK(lines_of(r.out)[0].find("coordinator -> ponger(") != std::string::npos);
     CHECK(lines_of(r.out)[0].find("ok(pipe_recv)") != std::string::npos);
     CHECK(r.out.find("\033[") == std::string::npos);  // piped: no colour
+    r = tool(dir, {"--color", "always", "show", file, "--actor", "ponger", "--grep", "\"ping\""});
+    CHECK(r.out.find("\033[") != std::string::npos);
 
     r = tool(dir, {"show", file, "--object", "pipe"});
     REQUIRE(r.rc == 0);
@@ -478,28 +480,42 @@ TEST_CASE("a running coordinator is switched on and off from outside; live shows
 
   // mpx-trace live in the background, until it has printed 3 queue_get lines.
   const std::string out = dir / "live.txt";
-  const pid_t live = start({tool_path().string(), "live", endpoint, "--kind", "queue_get", "--count", "3"}, out);
-  int status = 0;
+  // mpx-trace live until it has printed 3 queue_get lines, and mpx-trace record until it has 20 messages, both in
+  // the background while this process keeps the queue busy.
+  const std::string recorded = dir / "recorded.mpxt";
+  std::map<pid_t, int> children;
+  children[start({tool_path().string(), "live", endpoint, "--kind", "queue_get", "--count", "3"}, out)] = -1;
+  children[start({tool_path().string(), "record", endpoint, "-o", recorded, "--count", "20"}, dir / "record.txt")] = -1;
   const auto deadline = Clock::now() + 20s;
-  pid_t done = 0;
-  for (int i = 0; done == 0 && Clock::now() < deadline; ++i) {
+  std::size_t running = children.size();
+  for (int i = 0; running > 0 && Clock::now() < deadline; ++i) {
     q.put(i);
     (void)q.get();
-    done = ::waitpid(live, &status, WNOHANG);
+    for (auto& [pid, status] : children) {
+      if (status == -1 && ::waitpid(pid, &status, WNOHANG) == pid) --running;
+    }
   }
-  if (done == 0) {
-    ::kill(live, SIGKILL);
-    ::waitpid(live, &status, 0);
+  for (auto& [pid, status] : children) {
+    if (status == -1) {  // an anti-hang bound: kill what is still running, and fail below
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
   }
-  REQUIRE(done == live);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  REQUIRE(running == 0);
   const auto lines = lines_of(slurp(out));
   REQUIRE(lines.size() == 3);
   for (const auto& l : lines) {
     CHECK(l.find("queue_get") != std::string::npos);
     CHECK(l.find("MainProcess(" + std::to_string(::getpid()) + ")") != std::string::npos);  // the actor table arrived
   }
+  const auto rec = read_trace(recorded);
+  CHECK(rec.problem.empty());
+  CHECK(rec.messages.size() == 20);
+  bool named = false;
+  for (const auto& a : rec.actors) named = named || (a.id == self() && a.name == "MainProcess");
+  CHECK(named);
 
   r = tool(dir, {"status", coordinator});
   REQUIRE(r.rc == 0);
