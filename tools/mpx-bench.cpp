@@ -604,6 +604,44 @@ Workload queue_memory() {
   return w;
 }
 
+// ---- tracing ----
+
+// queue/1to1 with the trace bus on, writing every message to a file sink. Its raw column is queue/1to1 with tracing
+// off, measured by this same binary in this run, so "of raw" is what turning tracing on costs (target: at least half).
+double mpx_queue_throughput_traced(int n) {
+  if (!mpx::trace::compiled_in()) return NAN;  // a -Dtracing=false build: nothing to measure
+  const auto path =
+      std::filesystem::temp_directory_path() / ("mpx-bench-trace-" + std::to_string(::getpid()) + ".mpxt");
+  mpx::trace::enable("file:" + path.string());
+  const double rate = mpx_queue_throughput(n);
+  const auto status = mpx::trace::status();
+  mpx::trace::disable();
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  std::filesystem::remove(path, ec);
+  // A sink that fell behind drops records, which would flatter the figure: say how many.
+  std::cerr << " (trace: " << status.recorded << " records, " << status.dropped << " dropped, " << bytes / 1024
+            << " KiB)";
+  return rate;
+}
+
+Workload trace_file() {
+  Workload w;
+  w.name = "trace/file";
+  w.unit = "items/s";
+  w.target = 0;
+  w.raw_target = 0.5;
+  w.higher_is_better = true;
+  w.iterations = 200000;
+  w.python_iterations = 0;
+  w.mpx = mpx_queue_throughput_traced;
+  w.raw = mpx_queue_throughput;
+  w.raw_label = "not a raw floor: mpx queue/1to1 with tracing off, measured in this run (target: half of it)";
+  w.note = "trace/file: queue/1to1 with MPX_TRACE-style tracing on to a file sink. Tracing compiled in but off vs a "
+           "-Dtracing=false build (target >= 97%) needs two builds: tools/trace-overhead.sh compares them";
+  return w;
+}
+
 std::vector<Workload> workloads() {
   return {
       process_start_join(mpx::StartMethod::fork, 5.0, 200, 100),
@@ -615,6 +653,7 @@ std::vector<Workload> workloads() {
       pipe_throughput(),
       lock_uncontended(),
       event_wakeup(),
+      trace_file(),
       queue_memory(),  // last: it leaves this process's heap grown
   };
 }
