@@ -485,7 +485,8 @@ TEST_CASE("a running coordinator is switched on and off from outside; live shows
   const std::string recorded = dir / "recorded.mpxt";
   std::map<pid_t, int> children;
   children[start({tool_path().string(), "live", endpoint, "--kind", "queue_get", "--count", "3"}, out)] = -1;
-  children[start({tool_path().string(), "record", endpoint, "-o", recorded, "--count", "20"}, dir / "record.txt")] = -1;
+  children[start({tool_path().string(), "record", endpoint, "-o", recorded, "--count", "20"}, dir / "record.txt",
+                 dir / "record.err")] = -1;
   const auto deadline = Clock::now() + 20s;
   std::size_t running = children.size();
   for (int i = 0; running > 0 && Clock::now() < deadline; ++i) {
@@ -547,4 +548,53 @@ TEST_CASE("trace options: the MPX_TRACE syntax and its errors") {
   CHECK_THROWS_AS(mpx::trace::enable("file:/nonexistent-dir/x.mpxt"), mpx::Error);
   CHECK_FALSE(mpx::trace::enabled());
   CHECK(mpx::trace::compiled_in());
+}
+
+// Run only by the next test, in a child test process started with MPX_TRACE set (hidden from a normal run).
+TEST_CASE("traced by MPX_TRACE: a queue round trip", "[.]") {
+  mpx::Queue<int> q;
+  q.put(7);
+  REQUIRE(q.get() == 7);
+}
+
+TEST_CASE("MPX_TRACE traces a whole program from its start, and its exit completes the file") {
+  TempDir dir;
+  const std::string file = dir / "env.mpxt";
+  const auto self_exe = fs::read_symlink("/proc/self/exe").string();
+  const auto r = run(dir, {"env", "MPX_TRACE=file:" + file + ",body:32", self_exe, "traced by MPX_TRACE: a queue round trip"});
+  INFO(r.out + r.err);
+  REQUIRE(r.rc == 0);
+  const auto t = read_trace(file);
+  CHECK(t.problem.empty());
+  REQUIRE_FALSE(t.drops.empty());  // the closing drop count, written at exit
+  CHECK(t.drops.back().queue == 0);
+  CHECK(count_kind(t, "queue_create") == 1);
+  bool got_seven = false;
+  for (const auto& m : t.messages) got_seven = got_seven || (m.kind_name == "queue_put_posted" && m.body == "[null,7]");
+  CHECK(got_seven);
+  bool main_named = false;
+  for (const auto& a : t.actors) main_named = main_named || (a.name == "MainProcess" && a.id != self());
+  CHECK(main_named);
+}
+
+TEST_CASE("name_object: a service or a program names an object in traces") {
+  TraceOff off;
+  TempDir dir;
+  mpx::Queue<std::string> q;
+  mpx::trace::name_object(q.id(), "queue:jobs");
+  mpx::trace::enable("file:" + (dir / "named.mpxt"));
+  q.put("job");
+  REQUIRE(q.get() == "job");
+  mpx::trace::disable();
+  const auto t = read_trace(dir / "named.mpxt");
+  std::size_t named = 0;
+  for (const auto& m : t.messages) {
+    if (m.object_id == q.id()) {
+      CHECK(m.object == "queue:jobs");
+      ++named;
+    }
+  }
+  CHECK(named >= 3);  // the put, the get and its reply
+  REQUIRE_FALSE(t.gauges.empty());
+  CHECK(t.gauges.back().object == "queue:jobs");
 }
