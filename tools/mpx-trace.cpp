@@ -519,9 +519,12 @@ void export_chrome(const Collected& c, std::ostream& out) {
 
 // A participant id Mermaid accepts, and a label without the characters its grammar treats specially.
 std::string mermaid_id(std::uint64_t id) { return "a" + std::to_string(id); }
-std::string mermaid_text(std::string s) {
+// A message's text runs from the first colon to the end of the line, so later colons (queue:7) are kept.
+std::string mermaid_text(std::string s, bool keep_colons = false) {
   for (auto& ch : s) {
-    if (ch == ';' || ch == '#' || ch == ':' || ch == '\n' || ch == '"' || ch == '%' || ch == '<' || ch == '>') ch = ' ';
+    if (ch == ';' || ch == '#' || (ch == ':' && !keep_colons) || ch == '\n' || ch == '"' || ch == '%' || ch == '<' ||
+        ch == '>')
+      ch = ' ';
   }
   return s;
 }
@@ -541,7 +544,7 @@ void export_mermaid(const Collected& c, std::size_t first, std::ostream& out) {
     std::string text = kind_label(m, c.answers[i]);
     if (!m.object.empty()) text += " " + m.object;
     out << "    " << mermaid_id(m.from) << (Model::is_reply(m) ? "-->>" : "->>") << mermaid_id(m.to) << ": "
-        << mermaid_text(text) << "\n";
+        << mermaid_text(text, true) << "\n";
   }
   if (c.messages.size() > n) out << "    %% " << c.messages.size() - n << " more messages not shown (--first)\n";
 }

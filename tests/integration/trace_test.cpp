@@ -338,7 +338,7 @@ TEST_CASE("mpx-trace stats, show and the exports agree with the file") {
     REQUIRE(lines.size() > 2);
     CHECK(lines[0] == "sequenceDiagram");
     const std::regex participant("    participant (a[0-9]+) as [^;#:\"]+");
-    const std::regex arrow("    (a[0-9]+)--?>>(a[0-9]+): [^;#:\"]+");
+    const std::regex arrow("    (a[0-9]+)--?>>(a[0-9]+): [^;#\"]+");
     const std::regex more("    %% [0-9]+ more messages not shown \\(--first\\)");
     std::set<std::string> declared;
     std::size_t arrows = 0;

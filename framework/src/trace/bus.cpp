@@ -1,7 +1,6 @@
 #include "trace/bus.hpp"
 
 #include <cerrno>
-#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -401,17 +400,7 @@ void gauge(std::uint64_t object, std::string_view name, std::int64_t value) noex
 
 void actor(std::uint64_t id, std::int64_t pid, std::string_view name) { bus().actor(id, pid, name); }
 
-void start(const Options& options) {
-  // A program that exits with tracing on still gets a complete file: the rest of the queue, the closing drop count.
-  static const pid_t owner = [] {
-    std::atexit([] {
-      if (::getpid() == owner) bus().stop();
-    });
-    return ::getpid();
-  }();
-  (void)owner;
-  bus().start(options);
-}
+void start(const Options& options) { bus().start(options); }
 void stop() { bus().stop(); }
 Status current_status() { return bus().status(); }
 void set_object_name(std::uint64_t object_id, std::string_view name) { bus().set_name(object_id, name); }
