@@ -598,3 +598,14 @@ TEST_CASE("name_object: a service or a program names an object in traces") {
   REQUIRE_FALSE(t.gauges.empty());
   CHECK(t.gauges.back().object == "queue:jobs");
 }
+
+TEST_CASE("a bad MPX_TRACE is reported on stderr and ignored; the program still runs") {
+  TempDir dir;
+  const auto self_exe = fs::read_symlink("/proc/self/exe").string();
+  const auto r = run(dir, {"env", "MPX_TRACE=file:" + (dir / "x.mpxt") + ",body:lots", self_exe,
+                           "traced by MPX_TRACE: a queue round trip"});
+  CHECK(r.rc == 0);
+  CHECK(r.err.find("mpx: ignoring MPX_TRACE=") != std::string::npos);
+  CHECK(r.err.find("body:lots is not a number") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "x.mpxt"));
+}

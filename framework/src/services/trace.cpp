@@ -1,5 +1,6 @@
 // Trace control: switches the coordinator's trace bus from another process (mpx-trace on/off/status, or
 // mpx::trace::enable in a worker), and applies MPX_TRACE when the coordinator starts.
+#include <cstdio>
 #include <cstdlib>
 
 #include <mpx/errors.hpp>
@@ -50,9 +51,14 @@ void install_trace(Coordinator& coordinator) {
   });
 
   // MPX_TRACE applies to the coordinator's process only: workers inherit the variable but own no traced socket.
+  // A bad value is reported and ignored: throwing here would leave the session without a coordinator.
   if (const char* spec = std::getenv("MPX_TRACE"); spec != nullptr && *spec != '\0') {
-    if (!trace::compiled_in()) throw ValueError("mpx: MPX_TRACE is set, but this build has tracing compiled out");
-    trace::start(trace::Options::parse(spec));
+    try {
+      if (!trace::compiled_in()) throw ValueError("mpx: this build has tracing compiled out (-Dtracing=false)");
+      trace::start(trace::Options::parse(spec));
+    } catch (const Error& e) {
+      std::fprintf(stderr, "mpx: ignoring MPX_TRACE=%s: %s\n", spec, e.what());
+    }
   }
 }
 
