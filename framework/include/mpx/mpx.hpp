@@ -8,4 +8,5 @@
 #include <mpx/pipe.hpp>
 #include <mpx/process.hpp>
 #include <mpx/queue.hpp>
+#include <mpx/shared.hpp>
 #include <mpx/sync.hpp>
