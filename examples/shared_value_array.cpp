@@ -6,24 +6,16 @@
 // Prints what Python prints: 3.1415927, then [0, -1, -2, -3, -4, -5, -6, -7, -8, -9].
 #include <mpx/mpx.hpp>
 
-#include <charconv>
 #include <cstdio>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include "py_format.hpp"
+
 void f(mpx::Value<double> n, mpx::Array<int> a) {
   n.set(3.1415927);
   for (std::size_t i = 0; i < a.size(); ++i) a[i] = -a[i];
-}
-
-// Python's repr of a float: the shortest text that reads back the same.
-std::string py_float(double d) {
-  char buffer[64];
-  auto end = std::to_chars(buffer, buffer + sizeof buffer, d).ptr;
-  std::string s(buffer, end);
-  if (s.find_first_of(".en") == std::string::npos) s += ".0";
-  return s;
 }
 
 int main(int argc, char** argv) {
@@ -39,7 +31,5 @@ int main(int argc, char** argv) {
   p.join();
 
   std::printf("%s\n", py_float(num.value()).c_str());
-  std::string items;
-  for (int x : arr.to_vector()) items += (items.empty() ? "" : ", ") + std::to_string(x);
-  std::printf("[%s]\n", items.c_str());
+  std::printf("%s\n", py_list(arr.to_vector()).c_str());  // print(arr[:])
 }
