@@ -391,6 +391,8 @@ class Element {
     owner_->put(index_, v);
     return *this;
   }
+  Element(const Element&) = default;
+  // Copies the other element's value (a[0] = a[1]), as Python's item assignment does.
   Element& operator=(const Element& other) { return *this = static_cast<T>(other); }
   template <class U>
   Element& operator+=(const U& u) { return *this = static_cast<T>(value() + u); }
