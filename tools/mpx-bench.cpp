@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -26,8 +28,11 @@
 #include <vector>
 
 #include <malloc.h>
+#include <new>
+#include <pthread.h>
 #include <spawn.h>
 #include <zmq.hpp>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -650,6 +655,128 @@ Workload trace_file() {
   w.raw_label = "not a raw floor: mpx queue/1to1 with tracing off, measured in this run (target: half of it)";
   w.note = "trace/file: queue/1to1 with MPX_TRACE-style tracing on to a file sink. Tracing compiled in but off vs a "
            "-Dtracing=false build (target >= 97%) needs two builds: tools/trace-overhead.sh compares them";
+// ---- shared memory: Value.fetch_add and the locked increment, 2 processes ----
+
+// Both children wait at the barrier with the parent, so the clock starts when all three are there.
+void shared_fetch_add(mpx::Barrier start, mpx::Value<long> v, int n) {
+  start.wait();
+  for (int i = 0; i < n; ++i) v.fetch_add(1);
+}
+
+void shared_locked_add(mpx::Barrier start, mpx::Value<long> v, int n) {
+  start.wait();
+  for (int i = 0; i < n; ++i) {
+    std::scoped_lock guard(v.get_lock());  // Python's `with v.get_lock(): v.value += 1`
+    v.set(v.value() + 1);
+  }
+}
+
+// Increments per second, all processes together: n per process, 2 processes.
+template <void (*Child)(mpx::Barrier, mpx::Value<long>, int)>
+double mpx_shared_ops(int n) {
+  mpx::Value<long> v(0);
+  mpx::Barrier start(3);
+  mpx::Process a(Child, start, v, n), b(Child, start, v, n);
+  a.start();
+  b.start();
+  start.wait();
+  const auto t0 = Clock::now();
+  a.join();
+  b.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (v.value() != 2L * n) throw std::runtime_error("shared: increments were lost");
+  return 2.0 * n / seconds;
+}
+
+// The floors: two forked processes on an anonymous MAP_SHARED page, started by a spinning flag.
+struct RawShared {
+  std::atomic<long> counter{0};
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  pthread_mutex_t mutex;
+};
+
+template <class Body>
+double raw_shared_ops(int n, Body body) {
+  void* page = ::mmap(nullptr, sizeof(RawShared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) throw std::runtime_error("mmap failed");
+  auto* shared = new (page) RawShared;
+  pthread_mutexattr_t attr;
+  ::pthread_mutexattr_init(&attr);
+  ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  ::pthread_mutex_init(&shared->mutex, &attr);
+  pid_t pids[2];
+  for (auto& pid : pids) {
+    pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+      shared->ready.fetch_add(1);
+      while (!shared->go.load()) {
+      }
+      for (int i = 0; i < n; ++i) body(*shared);
+      _exit(0);
+    }
+  }
+  while (shared->ready.load() < 2) {
+  }
+  const auto t0 = Clock::now();
+  shared->go.store(true);
+  for (pid_t pid : pids) ::waitpid(pid, nullptr, 0);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  ::munmap(page, sizeof(RawShared));
+  return 2.0 * n / seconds;
+}
+
+const char* python_locked_increment =
+    "v = multiprocessing.Value('q', 0)\n"
+    "start = multiprocessing.Barrier(3)\n"
+    "ps = [multiprocessing.Process(target=_shared_locked_add, args=(start, v, n)) for _ in range(2)]\n"
+    "for p in ps:\n"
+    "    p.start()\n"
+    "start.wait()\n"
+    "t0 = time.perf_counter()\n"
+    "for p in ps:\n"
+    "    p.join()\n"
+    "return 2 * n / (time.perf_counter() - t0)\n";
+
+Workload shared_fetch_add_workload() {
+  Workload w;
+  w.name = "shared/fetch_add";
+  w.unit = "ops/s";
+  w.target = 100.0;
+  w.raw_target = 0.5;
+  w.higher_is_better = true;
+  w.iterations = 5000000;
+  w.python_iterations = 200000;
+  w.mpx = mpx_shared_ops<shared_fetch_add>;
+  w.python = python_locked_increment;  // Python has no atomic increment: its right way is the lock
+  w.raw = [](int n) { return raw_shared_ops(n, [](RawShared& s) { s.counter.fetch_add(1); }); };
+  w.raw_label = "std::atomic<long>::fetch_add on a MAP_SHARED page, 2 forked processes";
+  w.note = "shared/fetch_add: 2 processes incrementing one Value<long> (n each); Python: `with v.get_lock(): "
+           "v.value += 1`, its only correct increment";
+  return w;
+}
+
+Workload shared_locked_workload() {
+  Workload w;
+  w.name = "shared/locked";
+  w.unit = "ops/s";
+  w.target = 20.0;
+  w.higher_is_better = true;
+  w.iterations = 1000000;
+  w.python_iterations = 200000;
+  w.mpx = mpx_shared_ops<shared_locked_add>;
+  w.python = python_locked_increment;
+  w.raw = [](int n) {
+    return raw_shared_ops(n, [](RawShared& s) {
+      ::pthread_mutex_lock(&s.mutex);
+      s.counter.store(s.counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      ::pthread_mutex_unlock(&s.mutex);
+    });
+  };
+  w.raw_label = "a plain (not robust, not recursive) process-shared pthread mutex, 2 forked processes";
+  w.note = "shared/locked: 2 processes doing `scoped_lock(v.get_lock()); v.set(v.value() + 1)` (n each) on a "
+           "Value<long>, against Python's `with v.get_lock(): v.value += 1`";
   return w;
 }
 
@@ -665,6 +792,8 @@ std::vector<Workload> workloads() {
       lock_uncontended(),
       event_wakeup(),
       trace_file(),
+      shared_fetch_add_workload(),
+      shared_locked_workload(),
       queue_memory(),  // last: it leaves this process's heap grown
   };
 }
@@ -743,7 +872,13 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "        t0 = time.perf_counter()\n"
       "        once()\n"
       "        times.append((time.perf_counter() - t0) * 1000.0)\n"
-      "    return _summary(times)\n";
+      "    return _summary(times)\n"
+      "\n"
+      "def _shared_locked_add(start, v, n):\n"
+      "    start.wait()\n"
+      "    for _ in range(n):\n"
+      "        with v.get_lock():\n"
+      "            v.value += 1\n";
   for (std::size_t i = 0; i < list.size(); ++i)
     script += "\ndef _w" + std::to_string(i) + "(n):\n" + indent(list[i]->python);
   script += "\nif __name__ == '__main__':\n    _results = {}\n";

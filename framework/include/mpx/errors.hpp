@@ -100,3 +100,25 @@ class RemoteError : public Error {
 };
 
 }  // namespace mpx
+
+namespace mpx {
+
+// A shared memory segment name is taken (Python: FileExistsError from SharedMemory(name, create=True)).
+class FileExistsError : public Error {
+ public:
+  using Error::Error;
+};
+
+// No shared memory segment has that name (Python: FileNotFoundError from SharedMemory(name)).
+class FileNotFoundError : public Error {
+ public:
+  using Error::Error;
+};
+
+// An index outside an Array (Python: IndexError).
+class IndexError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace mpx

@@ -7,6 +7,7 @@ void install_all(runtime::Coordinator& coordinator) {
   install_sync(coordinator);
   install_pipes(coordinator);
   install_trace(coordinator);
+  install_shm(coordinator);
 }
 
 void expect_nil(const wire::Envelope& req) {
