@@ -655,6 +655,9 @@ Workload trace_file() {
   w.raw_label = "not a raw floor: mpx queue/1to1 with tracing off, measured in this run (target: half of it)";
   w.note = "trace/file: queue/1to1 with MPX_TRACE-style tracing on to a file sink. Tracing compiled in but off vs a "
            "-Dtracing=false build (target >= 97%) needs two builds: tools/trace-overhead.sh compares them";
+  return w;
+}
+
 // ---- shared memory: Value.fetch_add and the locked increment, 2 processes ----
 
 // Both children wait at the barrier with the parent, so the clock starts when all three are there.
