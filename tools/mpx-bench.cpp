@@ -48,6 +48,17 @@ using Clock = std::chrono::steady_clock;
 // The mean is the headline; the median (--median) resists a machine that is busy with something else.
 bool use_median = false;
 
+double mean_or_median(std::vector<double> samples) {
+  if (use_median) {
+    std::sort(samples.begin(), samples.end());
+    const std::size_t mid = samples.size() / 2;
+    return samples.size() % 2 ? samples[mid] : (samples[mid - 1] + samples[mid]) / 2;
+  }
+  double sum = 0;
+  for (double x : samples) sum += x;
+  return sum / static_cast<double>(samples.size());
+}
+
 // One untimed call to warm up (first forkserver connection, coordinator start, page faults), then `n` timed calls.
 template <class F>
 double measure_ms(int n, F&& once) {
@@ -59,14 +70,7 @@ double measure_ms(int n, F&& once) {
     once();
     times.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
-  if (use_median) {
-    std::sort(times.begin(), times.end());
-    const std::size_t mid = times.size() / 2;
-    return times.size() % 2 ? times[mid] : (times[mid - 1] + times[mid]) / 2;
-  }
-  double sum = 0;
-  for (double t : times) sum += t;
-  return sum / n;
+  return mean_or_median(std::move(times));
 }
 
 struct Workload {
@@ -425,30 +429,37 @@ Workload lock_uncontended() {
   return w;
 }
 
-// The other side of the Event ping-pong: waits for e1, clears it, sets e2; `count` times.
-void event_echo(mpx::Event e1, mpx::Event e2, int count) {
+// Event wake-up latency: from the moment one process calls set() to the moment wait() returns in another. Both read
+// CLOCK_MONOTONIC (steady_clock; Python's time.monotonic_ns), which is one clock for every process on a host, so the
+// waiter reports when it woke and the setter subtracts when it set.
+std::int64_t monotonic_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+void event_waiter(mpx::Event go, mpx::Queue<std::int64_t> woke, int count) {
   for (int i = 0; i < count; ++i) {
-    e1.wait();
-    e1.clear();
-    e2.set();
+    go.wait();
+    const std::int64_t t = monotonic_ns();
+    go.clear();  // before reporting, so that the next set() finds it clear
+    woke.put(t);
   }
 }
 
-double mpx_event_ping_pong_us(int n) {
-  mpx::Event e1;
-  mpx::Event e2;
+double mpx_event_wakeup_us(int n) {
+  mpx::Event go;
+  mpx::Queue<std::int64_t> woke;
   constexpr int warmup = 200;
-  mpx::Process p(event_echo, e1, e2, warmup + 1 + n);  // measure_ms adds one untimed call
+  mpx::Process p(event_waiter, go, woke, warmup + n);
   p.start();
-  const auto once = [&] {
-    e1.set();
-    e2.wait();
-    e2.clear();
-  };
-  for (int k = 0; k < warmup; ++k) once();
-  const double us = measure_ms(n, once) * 1000.0;
+  std::vector<double> samples;
+  for (int k = 0; k < warmup + n; ++k) {
+    const std::int64_t t0 = monotonic_ns();
+    go.set();
+    const std::int64_t t1 = woke.get();
+    if (k >= warmup) samples.push_back(static_cast<double>(t1 - t0) / 1000.0);
+  }
   p.join();
-  return us;
+  return mean_or_median(std::move(samples));
 }
 
 Workload event_wakeup() {
@@ -459,27 +470,27 @@ Workload event_wakeup() {
   w.raw_target = 1.0 / 1.5;
   w.iterations = 10000;
   w.python_iterations = 10000;
-  w.mpx = mpx_event_ping_pong_us;
+  w.mpx = mpx_event_wakeup_us;
   w.python =
-      "e1 = multiprocessing.Event()\n"
-      "e2 = multiprocessing.Event()\n"
-      "p = multiprocessing.Process(target=_event_echo, args=(e1, e2, 200 + 1 + n))\n"
+      "go = multiprocessing.Event()\n"
+      "woke = multiprocessing.Queue()\n"
+      "p = multiprocessing.Process(target=_event_waiter, args=(go, woke, 200 + n))\n"
       "p.start()\n"
-      "def once():\n"
-      "    e1.set()\n"
-      "    e2.wait()\n"
-      "    e2.clear()\n"
-      "for _ in range(200):\n"
-      "    once()\n"
-      "us = _measure_ms(n, once) * 1000.0\n"
+      "samples = []\n"
+      "for k in range(200 + n):\n"
+      "    t0 = time.monotonic_ns()\n"
+      "    go.set()\n"
+      "    t1 = woke.get()\n"
+      "    if k >= 200:\n"
+      "        samples.append((t1 - t0) / 1000.0)\n"
       "p.join()\n"
-      "return us\n";
+      "return _summary(samples)\n";
   w.raw = zmq_round_trip_us;
   w.raw_label = round_trip_label;
   w.note =
-      "event/wakeup: mpx and python are us per full ping-pong between two processes (A: e1.set, e2.wait, e2.clear; "
-      "B: e1.wait, e1.clear, e2.set), i.e. two wake-ups, compared with one raw round trip (two messages); one "
-      "wake-up is about half of it";
+      "event/wakeup: us from set() in one process to wait() returning in another (both read CLOCK_MONOTONIC), "
+      "compared with one raw round trip: a wake-up is two messages, set -> coordinator -> waiter, as a round trip is "
+      "two";
   return w;
 }
 
@@ -676,11 +687,15 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "    for i in range(n):\n"
       "        conn.send(i)\n"
       "\n"
-      "def _event_echo(e1, e2, count):\n"
+      "def _event_waiter(go, woke, count):\n"
       "    for _ in range(count):\n"
-      "        e1.wait()\n"
-      "        e1.clear()\n"
-      "        e2.set()\n"
+      "        go.wait()\n"
+      "        t = time.monotonic_ns()\n"
+      "        go.clear()\n"
+      "        woke.put(t)\n"
+      "\n"
+      "def _summary(samples):\n"
+      "    return statistics." + std::string(use_median ? "median" : "fmean") + "(samples)\n"
       "\n"
       "def _measure_ms(n, once):\n"
       "    once()\n"
@@ -689,7 +704,7 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "        t0 = time.perf_counter()\n"
       "        once()\n"
       "        times.append((time.perf_counter() - t0) * 1000.0)\n"
-      "    return statistics." + std::string(use_median ? "median" : "fmean") + "(times)\n";
+      "    return _summary(times)\n";
   for (std::size_t i = 0; i < list.size(); ++i)
     script += "\ndef _w" + std::to_string(i) + "(n):\n" + indent(list[i]->python);
   script += "\nif __name__ == '__main__':\n    _results = {}\n";

@@ -61,11 +61,12 @@ enum class Kind : std::uint16_t {
   pipe_create = 70,  // [duplex] -> ok [end0 id, end1 id]   (the sender holds both ends)
   pipe_attach = 71,  // nil -> ok [readable, writable] | error eof   (the sender becomes the holder)
   pipe_send = 72,    // [nil] + message frame (posted; no reply, errors are counted)
-  pipe_recv = 73,    // [timeout_ms] -> ok [ready, version] + message frame | error eof | error timeout | error value
+  pipe_recv = 73,    // [timeout_ms, max_items] -> ok [ready, version] + 1..max_items message frames | error eof | timeout | value
   pipe_poll = 74,    // [timeout_ms] -> ok [ready, version] | error eof (the pipe is gone)
   pipe_close = 75,   // nil (posted): the holder releases the end
   pipe_watch = 76,   // nil -> ok [ready, version], then pipe_ready pushes to the same socket | error eof
   pipe_ready = 77,   // coordinator -> watcher (pushed): [ready, version] of the end in the object field
+  pipe_unread = 78,  // [nil] + message frames -> ok nil: a reader gives back messages it took but did not read
 };
 
 struct KindInfo {
@@ -124,6 +125,7 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::pipe_close, "pipe_close"},
     {Kind::pipe_watch, "pipe_watch"},
     {Kind::pipe_ready, "pipe_ready"},
+    {Kind::pipe_unread, "pipe_unread"},
 };
 
 bool is_known(std::uint16_t kind) noexcept;
