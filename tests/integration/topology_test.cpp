@@ -322,7 +322,7 @@ std::string read_file(const fs::path& path) {
 }
 
 // Runs mpx-run with `args`, the examples' actor program in PATH, its output in `out`; returns its exit status.
-int run_mpx_run(std::vector<std::string> args, const fs::path& out) {
+int run_mpx_run(std::vector<std::string> args, const fs::path& out, std::string program = MPX_RUN_PATH) {
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     if (std::string(*e).rfind("PATH=", 0) != 0) env.emplace_back(*e);
@@ -331,7 +331,7 @@ int run_mpx_run(std::vector<std::string> args, const fs::path& out) {
   std::vector<char*> envp, argv;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  args.insert(args.begin(), MPX_RUN_PATH);
+  args.insert(args.begin(), program);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
@@ -339,7 +339,7 @@ int run_mpx_run(std::vector<std::string> args, const fs::path& out) {
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   pid_t pid = 0;
-  REQUIRE(::posix_spawn(&pid, MPX_RUN_PATH, &actions, nullptr, argv.data(), envp.data()) == 0);
+  REQUIRE(::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), envp.data()) == 0);
   posix_spawn_file_actions_destroy(&actions);
   int status = 0;
   const auto deadline = std::chrono::steady_clock::now() + 60s;  // anti-hang bound only
@@ -371,6 +371,13 @@ TEST_CASE("the example topologies run through mpx-run", "[topology]") {
                                               read_file(dir + "fan_out_in.toml"));
     CHECK(run_mpx_run({file.string()}, s.dir / "out") == 0);
     CHECK_THAT(read_file(s.dir / "out"), Contains("collector: 4 partial sums after the barrier: total 499500000 (correct)"));
+  }
+  SECTION("task actors of an application, through mpx::run_main") {
+    CHECK(run_mpx_run({dir + "app_tasks.toml"}, s.dir / "out", std::string(EXAMPLES_BUILD_DIR) + "/topology_app") == 0);
+    const auto out = read_file(s.dir / "out");
+    CHECK_THAT(out, Contains("printer: hello from greeter replica 0 of 3\nprinter: hello from greeter replica 1 of 3\n"
+                             "printer: hello from greeter replica 2 of 3\n"));
+    CHECK_THAT(out, Contains("topology_app: topology " + dir + "app_tasks.toml ended: ok (exit status 0)"));
   }
   SECTION("pipeline: 20000 items, sum checked by the sink") {
     CHECK(run_mpx_run({dir + "pipeline.toml"}, s.dir / "out") == 0);

@@ -359,9 +359,10 @@ int run_main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", e.what());
     return static_cast<int>(TopologyExit::failed);
   }
+  const std::string me = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "mpx-run";
   std::istringstream report(t->report());
-  for (std::string line; std::getline(report, line);) std::fprintf(stderr, "mpx-run: %s\n", line.c_str());
-  std::fprintf(stderr, "mpx-run: topology %s ended: %s (exit status %d)\n", file.c_str(),
+  for (std::string line; std::getline(report, line);) std::fprintf(stderr, "%s: %s\n", me.c_str(), line.c_str());
+  std::fprintf(stderr, "%s: topology %s ended: %s (exit status %d)\n", me.c_str(), file.c_str(),
                status == TopologyExit::ok          ? "ok"
                : status == TopologyExit::escalated ? "escalated: too many restarts"
                : status == TopologyExit::killed    ? "stopped, but some actors had to be killed"
