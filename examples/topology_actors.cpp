@@ -72,8 +72,8 @@ int sink() {
   const double seconds = std::chrono::duration<double>(Clock::now() - first).count();
   const long double n = static_cast<long double>(expected);
   const long double want = (n - 1) * n * (2 * n - 1) / 6;  // sum of squares 0..n-1
-  std::printf("sink: %lld items through 4 workers in %.3f s: %.0f items/s; sum of squares %s\n",
-              static_cast<long long>(count), seconds, seconds > 0 ? count / seconds : 0.0,
+  std::printf("sink: %lld items through %lld workers in %.3f s: %.0f items/s; sum of squares %s\n",
+              static_cast<long long>(count), static_cast<long long>(workers), seconds, seconds > 0 ? count / seconds : 0.0,
               (count == expected && sum == want) ? "correct" : "WRONG");
   return count == expected && sum == want ? 0 : 1;
 }
