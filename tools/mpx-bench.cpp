@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <malloc.h>
 #include <new>
 #include <pthread.h>
@@ -783,6 +784,130 @@ Workload shared_locked_workload() {
   return w;
 }
 
+// ---- topologies ----
+
+// The task actor of the topology workloads: it only has to be ready, and it stops on SIGTERM. Registered by a static
+// initializer, so that it exists before mpx::init runs in the copy of mpx-bench that the topology starts.
+void bench_idle_actor() {
+  for (;;) ::pause();
+}
+const bool bench_actor_registered = (mpx::register_actor("bench_idle", bench_idle_actor), true);
+
+std::string idle_topology(int actors) {
+  return "[coordinator]\nshutdown_timeout = 5\n[[actors]]\nname = \"idle\"\ntask = \"bench_idle\"\nreplicas = " +
+         std::to_string(actors) + "\n";
+}
+
+// Milliseconds from start() to every actor ready (start) or from stop() to every actor reaped (stop), averaged.
+double topology_ms(int actors, bool measure_stop, int n) {
+  double total = 0;
+  for (int i = 0; i < n; ++i) {
+    auto t = mpx::Topology::parse(idle_topology(actors), "bench");
+    const auto t0 = std::chrono::steady_clock::now();
+    t.start();
+    const auto t1 = std::chrono::steady_clock::now();
+    if (t.stop() != mpx::TopologyExit::ok) throw std::runtime_error("topology: stop did not go cleanly");
+    const auto t2 = std::chrono::steady_clock::now();
+    total += std::chrono::duration<double, std::milli>(measure_stop ? t2 - t1 : t1 - t0).count();
+  }
+  return total / n;
+}
+
+Workload topology_start(int actors, int iterations) {
+  Workload w;
+  w.name = "topology/start" + std::to_string(actors);
+  w.unit = "ms";
+  w.target = 0;
+  w.iterations = iterations;
+  w.python_iterations = 0;
+  w.mpx = [actors](int n) { return topology_ms(actors, false, n); };
+  if (actors == 200) {
+    // Not a raw floor: start time must grow at most linearly; the bound is 25 x start10 for 200 actors,
+    // measured here, now.
+    w.raw = [](int n) { return 25.0 * topology_ms(10, false, n); };
+    w.raw_label = "not a raw floor: the bound, 25 x topology/start10 measured in this run";
+    w.raw_target = 1.0;
+  }
+  w.note = w.name + ": mpx::Topology start() of " + std::to_string(actors) + " task actors (this program started "
+           "again, each joining the session and answering the coordinator) until every one is ready";
+  return w;
+}
+
+Workload topology_stop(int actors, int iterations) {
+  Workload w;
+  w.name = "topology/stop" + std::to_string(actors);
+  w.unit = "ms";
+  w.target = 0;
+  w.iterations = iterations;
+  w.python_iterations = 0;
+  w.mpx = [actors](int n) { return topology_ms(actors, true, n); };
+  w.note = w.name + ": stop() of " + std::to_string(actors) +
+           " ready actors, one by one in reverse start order (SIGTERM, reaped)";
+  return w;
+}
+
+// The pipeline example (examples/topologies/pipeline.toml) with n items: producer -> bounded queue (256) -> 4
+// workers -> sink. Items/s from start() to the end of the run, actors' start included.
+double topology_pipeline(int n) {
+  char self[4096];
+  const ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (len <= 0) throw std::runtime_error("topology/pipeline: cannot find this program");
+  const std::string actors =
+      (std::filesystem::path(std::string(self, static_cast<std::size_t>(len))).parent_path().parent_path() /
+       "examples" / "topology_actors").string();
+  const std::string items = std::to_string(n);
+  auto actor = [&](const std::string& name, const std::string& extra) {
+    return "[[actors]]\nname = \"" + name + "\"\nexec = [\"" + actors + "\", \"" + name + "\"]\nrestart = \"transient\"\n" +
+           extra;
+  };
+  const std::string text =
+      "[objects.jobs]\ntype = \"queue\"\nmaxsize = 256\n[objects.results]\ntype = \"queue\"\n" +
+      actor("sink", "objects = [\"results\"]\nargs = { workers = 4, items = " + items + " }\n") +
+      actor("worker", "replicas = 4\nobjects = [\"jobs\", \"results\"]\nafter = [\"sink\"]\n") +
+      actor("producer", "objects = [\"jobs\"]\nafter = [\"worker\"]\nargs = { workers = 4, items = " + items + " }\n");
+  // The actors print their lines; keep the benchmark's table readable.
+  std::fflush(stdout);
+  const int saved = ::dup(STDOUT_FILENO);
+  const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ::dup2(null, STDOUT_FILENO);
+  auto t = mpx::Topology::parse(text, "pipeline");
+  const auto t0 = std::chrono::steady_clock::now();
+  t.start();
+  const auto status = t.wait();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::dup2(saved, STDOUT_FILENO);
+  ::close(saved);
+  ::close(null);
+  if (status != mpx::TopologyExit::ok) throw std::runtime_error("topology/pipeline: the pipeline failed");
+  return n / seconds;
+}
+
+Workload topology_pipeline_workload() {
+  Workload w;
+  w.name = "topology/pipeline";
+  w.unit = "items/s";
+  w.target = 0;
+  w.higher_is_better = true;
+  w.iterations = 20000;
+  w.python_iterations = 20000;
+  w.mpx = topology_pipeline;
+  w.python =
+      "jobs = multiprocessing.Queue(256)\n"
+      "results = multiprocessing.Queue()\n"
+      "t0 = time.perf_counter()\n"
+      "sink = multiprocessing.Process(target=_pipeline_sink, args=(results, 4, n))\n"
+      "workers = [multiprocessing.Process(target=_pipeline_worker, args=(jobs, results)) for _ in range(4)]\n"
+      "producer = multiprocessing.Process(target=_pipeline_producer, args=(jobs, 4, n))\n"
+      "for p in [sink] + workers + [producer]:\n"
+      "    p.start()\n"
+      "for p in [producer] + workers + [sink]:\n"
+      "    p.join()\n"
+      "return n / (time.perf_counter() - t0)\n";
+  w.note = "topology/pipeline: examples/topologies/pipeline.toml with n items (producer -> Queue(256) -> 4 workers "
+           "-> sink), from start to the end of the run; Python: the same five multiprocessing.Process";
+  return w;
+}
+
 std::vector<Workload> workloads() {
   return {
       process_start_join(mpx::StartMethod::fork, 5.0, 200, 100),
@@ -797,6 +922,13 @@ std::vector<Workload> workloads() {
       trace_file(),
       shared_fetch_add_workload(),
       shared_locked_workload(),
+      topology_start(10, 5),
+      topology_start(100, 3),
+      topology_start(200, 3),
+      topology_stop(10, 5),
+      topology_stop(100, 3),
+      topology_stop(200, 3),
+      topology_pipeline_workload(),
       queue_memory(),  // last: it leaves this process's heap grown
   };
 }
@@ -864,6 +996,26 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "        t = time.monotonic_ns()\n"
       "        go.clear()\n"
       "        woke.put(t)\n"
+      "\n"
+      "def _pipeline_producer(jobs, workers, n):\n"
+      "    for i in range(n):\n"
+      "        jobs.put(i)\n"
+      "    for _ in range(workers):\n"
+      "        jobs.put(-1)\n"
+      "\n"
+      "def _pipeline_worker(jobs, results):\n"
+      "    while True:\n"
+      "        x = jobs.get()\n"
+      "        if x == -1:\n"
+      "            break\n"
+      "        results.put(x * x)\n"
+      "    results.put(-1)\n"
+      "\n"
+      "def _pipeline_sink(results, workers, n):\n"
+      "    stops = 0\n"
+      "    while stops < workers:\n"
+      "        if results.get() == -1:\n"
+      "            stops += 1\n"
       "\n"
       "def _summary(samples):\n"
       "    return statistics." + std::string(use_median ? "median" : "fmean") + "(samples)\n"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Quickstart 1: install the dependencies, build mpx in ./build, and run the flagship demo
-# (build/examples/flagship: Process under each start method). Exits with the demo's status.
+# Quickstart 1: install the dependencies, build mpx in ./build, and run the flagship demo: the pipeline topology
+# (examples/topologies/pipeline.toml: producer -> bounded queue -> 4 workers -> sink, printing throughput) through
+# mpx-run. Exits with mpx-run's status.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,12 +21,20 @@ fi
 
 meson compile -C "$build"
 
-demo="$build/examples/flagship"
-if [[ ! -x "$demo" ]]; then
-  echo "quickstart: $demo was not built (is examples/flagship.cpp listed in examples/meson.build?)" >&2
-  exit 1
-fi
-echo "quickstart: running $demo"
+runner="$build/tools/mpx-run"
+actors="$build/examples/topology_actors"
+topology=examples/topologies/pipeline.toml
+for program in "$runner" "$actors"; do
+  if [[ ! -x "$program" ]]; then
+    echo "quickstart: $program was not built (is it listed in tools/meson.build or examples/meson.build?)" >&2
+    exit 1
+  fi
+done
+# The topology's exec actors (topology_actors) are found through PATH.
+export PATH="$root/$build/examples:$PATH"
+echo "quickstart: $runner --check $topology"
+"$runner" --check "$topology"
+echo "quickstart: running $runner $topology"
 status=0
-"$demo" || status=$?
+"$runner" "$topology" || status=$?
 exit "$status"

@@ -99,6 +99,13 @@ class RemoteError : public Error {
   std::string host_;
 };
 
+// A topology file is invalid (the message names the file, line, column, key and what was expected), or a topology
+// could not start or was misused.
+class TopologyError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace mpx
 
 namespace mpx {

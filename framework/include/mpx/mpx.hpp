@@ -11,3 +11,4 @@
 #include <mpx/shared.hpp>
 #include <mpx/sync.hpp>
 #include <mpx/trace.hpp>
+#include <mpx/topology.hpp>

@@ -19,6 +19,7 @@
 #include "runtime/launcher.hpp"
 #include "runtime/runtime.hpp"
 #include "services/services.hpp"
+#include "api/actor.hpp"
 
 namespace mpx {
 
@@ -204,10 +205,6 @@ void init(int /*argc*/, char** argv) {
     runtime::die_with_parent(static_cast<pid_t>(spec->parent_pid));
     runtime::run_launch(*spec);
   }
-  st.self = runtime::Identity{};
-  st.self.pid = runtime::self_pid();
-  st.self.is_root = true;
-  st.root_pid = runtime::self_pid();
   st.argv.clear();
   for (char** a = argv; a && *a; ++a) st.argv.emplace_back(*a);
   if (st.executable.empty()) {
@@ -215,6 +212,15 @@ void init(int /*argc*/, char** argv) {
     const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
     st.executable = n > 0 ? std::string(path, static_cast<std::size_t>(n)) : std::string("/proc/self/exe");
   }
+  // Started by a topology launcher: an actor of its session. A `task` actor runs its function here and exits.
+  if (runtime::join_session_from_environment()) {
+    detail::run_if_task_actor();
+    return;
+  }
+  st.self = runtime::Identity{};
+  st.self.pid = runtime::self_pid();
+  st.self.is_root = true;
+  st.root_pid = runtime::self_pid();
   st.session = runtime::create_session();
   st.zygote_pid = runtime::start_zygote(st.session);
   st.initialized = true;
@@ -250,7 +256,7 @@ void set_start_method(StartMethod method, bool force) {
 
 void set_start_method(std::string_view name, bool force) { set_start_method(parse_start_method(name), force); }
 
-StartMethod get_start_method() { return runtime::state().method.value_or(StartMethod::forkserver); }
+StartMethod get_start_method() { return runtime::state().method.value_or(runtime::state().default_method); }
 
 std::vector<std::string> get_all_start_methods() { return {"forkserver", "spawn", "fork"}; }
 

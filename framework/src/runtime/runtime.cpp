@@ -1,6 +1,7 @@
 #include "runtime/runtime.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -19,6 +20,7 @@
 #include "runtime/coordinator.hpp"
 #include "runtime/launcher.hpp"
 #include "trace/bus.hpp"
+#include "wire/transport.hpp"
 
 namespace mpx::runtime {
 
@@ -73,6 +75,31 @@ void watch_logical_parent(pid_t parent) {
     }
     ::kill(::getpid(), SIGKILL);
   }).detach();
+}
+
+// What a child does after its body: join its own children, run the exit hooks (consumers settle what they hold),
+// and make sure its last posted messages reached the coordinator.
+void finish_child() {
+  try {
+    finalize_children();
+  } catch (...) {
+  }
+  std::vector<void (*)()> hooks;
+  {
+    std::lock_guard lock(exit_hooks_mutex);
+    hooks = child_exit_hooks;
+  }
+  for (auto hook : hooks) {
+    try {
+      hook();
+    } catch (...) {
+    }
+  }
+  try {
+    Channel::flush_current(report_timeout);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpx: messages posted by process %d may be lost: %s\n", ::getpid(), e.what());
+  }
 }
 
 }  // namespace
@@ -135,8 +162,26 @@ void ensure_coordinator() {
   std::lock_guard lock(coordinator_mutex);
   if (the_coordinator) return;
   the_coordinator = new Coordinator(context(), st.session.coordinator_endpoint);
+  // A tcp endpoint with port `*` is known only once bound: children must be told the real one.
+  st.session.coordinator_endpoint = the_coordinator->endpoint();
   if (service_installer) service_installer(*the_coordinator);
   the_coordinator->start();
+}
+
+void set_coordinator_endpoint(std::string endpoint) {
+  auto& st = state();
+  require_initialized();
+  if (!st.self.is_root || self_pid() != st.root_pid) {
+    throw ProcessError("mpx: only the root process of a session can choose the coordinator's endpoint");
+  }
+  std::lock_guard lock(coordinator_mutex);
+  if (the_coordinator) {
+    if (endpoint == the_coordinator->endpoint()) return;
+    throw ProcessError("mpx: the coordinator is already running at " + the_coordinator->endpoint() +
+                       "; its endpoint cannot change to " + endpoint);
+  }
+  (void)wire::transport_of(endpoint);  // throws std::invalid_argument for an unknown transport
+  st.session.coordinator_endpoint = std::move(endpoint);
 }
 
 Coordinator* coordinator_if_running() {
@@ -180,30 +225,16 @@ void run_child(const std::function<void()>& body) {
     report_exception(exception_type_name(), "(not a std::exception)");
     code = 1;
   }
-  try {
-    finalize_children();
-  } catch (...) {
-  }
-  std::vector<void (*)()> hooks;
-  {
-    std::lock_guard lock(exit_hooks_mutex);
-    hooks = child_exit_hooks;
-  }
-  for (auto hook : hooks) {
-    try {
-      hook();
-    } catch (...) {
-    }
-  }
-  try {
-    Channel::flush_current(report_timeout);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mpx: messages posted by process %d may be lost: %s\n", ::getpid(), e.what());
-  }
+  finish_child();
   std::cout.flush();
   std::cerr.flush();
   std::fflush(nullptr);
   ::_exit(code);
+}
+
+void finish_joined() {
+  static std::atomic<bool> finished{false};
+  if (state().joined && self_pid() == state().self.pid && !finished.exchange(true)) finish_child();
 }
 
 void shutdown_root() {
@@ -226,6 +257,127 @@ void shutdown_root() {
   }
   remove_session(st.session);
   st.initialized = false;
+}
+
+}  // namespace mpx::runtime
+
+namespace mpx::runtime {
+
+namespace {
+
+struct JoinSpec {
+  std::string session_id;
+  std::string session_directory;
+  std::string coordinator_endpoint;
+  std::int64_t root_pid = 0;
+  std::int64_t parent_pid = 0;
+  std::string parent_name;
+  std::string name;
+  MSGPACK_DEFINE(session_id, session_directory, coordinator_endpoint, root_pid, parent_pid, parent_name, name);
+};
+
+constexpr const char* session_variable = "MPX_SESSION";
+constexpr const char* actor_variable = "MPX_ACTOR";
+constexpr const char* ready_variable = "MPX_READY_FD";
+constexpr auto join_timeout = std::chrono::milliseconds(10000);
+
+std::string to_hex(std::string_view bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+std::optional<std::string> from_hex(std::string_view hex) {
+  if (hex.size() % 2 != 0) return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string out(hex.size() / 2, '\0');
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out[i] = static_cast<char>(hi * 16 + lo);
+  }
+  return out;
+}
+
+[[noreturn]] void join_failed(const std::string& why) {
+  std::fprintf(stderr, "mpx: cannot join the launcher's session: %s\n", why.c_str());
+  ::_exit(1);
+}
+
+}  // namespace
+
+std::vector<std::string> join_environment(const std::string& name, const std::string& actor_payload, int ready_fd) {
+  const auto& st = state();
+  JoinSpec spec{st.session.id,  st.session.directory, st.session.coordinator_endpoint, st.root_pid, self_pid(),
+                st.self.name,   name};
+  return {std::string(session_variable) + "=" + to_hex(encode(spec)),
+          std::string(actor_variable) + "=" + to_hex(actor_payload),
+          std::string(ready_variable) + "=" + std::to_string(ready_fd)};
+}
+
+bool join_session_from_environment() {
+  const char* session = std::getenv(session_variable);
+  if (!session) return false;
+  const char* actor = std::getenv(actor_variable);
+  const char* ready = std::getenv(ready_variable);
+  const auto spec_bytes = from_hex(session);
+  const auto payload = from_hex(actor ? actor : "");
+  const int ready_fd = ready ? std::atoi(ready) : -1;
+  ::unsetenv(session_variable);
+  ::unsetenv(actor_variable);
+  ::unsetenv(ready_variable);
+  if (!spec_bytes || !payload) join_failed("MPX_SESSION or MPX_ACTOR is not hex");
+  JoinSpec spec;
+  try {
+    spec = decode<JoinSpec>(*spec_bytes);  // bounded decode
+  } catch (const Error& e) {
+    join_failed(std::string("malformed MPX_SESSION: ") + e.what());
+  }
+  die_with_parent(static_cast<pid_t>(spec.parent_pid));
+  auto& st = state();
+  st.session = Session{spec.session_id, spec.session_directory, spec.coordinator_endpoint, std::string()};
+  st.root_pid = static_cast<pid_t>(spec.root_pid);
+  st.self = Identity{};
+  st.self.pid = self_pid();
+  st.self.name = spec.name;
+  st.self.parent_pid = static_cast<pid_t>(spec.parent_pid);
+  st.self.parent_name = spec.parent_name;
+  st.self.is_root = false;
+  st.self.method = StartMethod::spawn;
+  st.default_method = StartMethod::spawn;
+  st.zygote_pid = 0;
+  st.joined = true;
+  st.actor_payload = *payload;
+  st.initialized = true;
+  // Ready means the coordinator answered: everything this actor does next can reach it.
+  try {
+    (void)Channel::current().request(wire::make(wire::Kind::ping, 0, 0, Object{}), join_timeout);
+  } catch (const std::exception& e) {
+    join_failed("the coordinator at " + spec.coordinator_endpoint + " did not answer: " + e.what());
+  }
+  // Runs when the main thread ends (main returns, or exit()): thread_local destructors run in reverse order of
+  // construction, so this runs before the channel's own and can still flush what the actor posted last. (atexit
+  // handlers would run after the channel is gone, and its unsent posts with it.)
+  static thread_local struct FinishAtExit {
+    ~FinishAtExit() { finish_joined(); }
+  } finish_at_exit;
+  (void)&finish_at_exit;
+  if (ready_fd >= 0) {
+    const char byte = 1;
+    while (::write(ready_fd, &byte, 1) < 0 && errno == EINTR) {
+    }
+    ::close(ready_fd);
+  }
+  return true;
 }
 
 }  // namespace mpx::runtime

@@ -37,6 +37,11 @@ struct State {
   std::string executable;             // what spawn runs
   std::vector<std::string> argv;      // what spawn passes
   pid_t zygote_pid = 0;
+  // The start method when none was set: forkserver, except in a program that joined a launcher's session (whose
+  // forkserver runs the launcher's program, not this one): spawn there.
+  StartMethod default_method = StartMethod::forkserver;
+  bool joined = false;        // started by a topology launcher: an actor of its session, not a root
+  std::string actor_payload;  // what that launcher passed for this actor (MPX_ACTOR), for the topology layer
 };
 
 State& state();
@@ -74,5 +79,24 @@ void become_child(const Identity& identity, const Session& session);
 
 // Exit of the root process: stop the coordinator and the zygote, remove the session directory.
 void shutdown_root();
+
+// Sets the endpoint the coordinator binds (tcp://host:port, tcp://127.0.0.1:* or ipc://path) instead of the session's
+// ipc default. Root process only, before the coordinator has started; throws ProcessError otherwise. Once it has
+// started, state().session.coordinator_endpoint is the endpoint it actually bound (the port chosen for `*`).
+void set_coordinator_endpoint(std::string endpoint);
+
+// Joining a running session. A launcher (mpx::Topology) starts any program that links mpx with these variables:
+//   MPX_SESSION   hex of the msgpack JoinSpec [session_id, session_directory, coordinator_endpoint, root_pid,
+//                 parent_pid, parent_name, name]
+//   MPX_ACTOR     opaque to the runtime; kept in state().actor_payload for the topology layer
+//   MPX_READY_FD  a descriptor to write one byte on once the coordinator answered; then it is closed
+// join_session_from_environment() (called by mpx::init) makes this process an actor of that session instead of the
+// root of a new one, and returns true; it returns false when MPX_SESSION is unset. The variables are removed, so the
+// process's own children do not join again.
+bool join_session_from_environment();
+// The environment entries that make a program started by this process join its session as `name`.
+std::vector<std::string> join_environment(const std::string& name, const std::string& actor_payload, int ready_fd);
+// Exit of a joined process: what run_child does after the body (finalize children, exit hooks, flush).
+void finish_joined();
 
 }  // namespace mpx::runtime

@@ -1,0 +1,374 @@
+// mpx::Topology, the actor side (ActorContext, this_actor) and run_main: the public face of src/topology/.
+#include <mpx/topology.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "api/actor.hpp"
+#include "runtime/runtime.hpp"
+#include "topology/config.hpp"
+#include "topology/supervisor.hpp"
+
+namespace mpx {
+
+namespace detail {
+
+struct TopologyState {
+  topology::Config config;
+  std::unique_ptr<topology::Supervisor> supervisor;
+  std::vector<std::pair<std::string, Queue<Object>>> queues;  // for status(): their depth
+  std::vector<std::pair<Connection, Connection>> pipes;     // kept: a pipe with no holder at all would be dropped
+  std::string endpoint;
+  int stop_fd = -1;  // set by run() and run_main: the signal handlers' pipe
+  std::optional<ActorContext> objects;  // every object, for the process that runs the topology
+};
+
+namespace {
+
+using Payload = std::tuple<std::string, int, int, std::string, Object, std::vector<ActorContext::Entry>>;
+
+Payload actor_payload() {
+  const auto& st = runtime::state();
+  if (!st.joined) throw ProcessError("mpx::this_actor: this process was not started by a topology");
+  return decode<Payload>(st.actor_payload);
+}
+
+}  // namespace
+
+void run_if_task_actor() {
+  if (!runtime::state().joined) return;
+  const std::string task = std::get<3>(actor_payload());
+  if (task.empty()) return;  // an exec actor: its own main goes on
+  runtime::run_child([&task] {
+    if (!is_registered_actor(task)) {
+      throw std::invalid_argument("mpx: no actor function is registered as '" + task +
+                                  "' in this program; register task actors before mpx::init");
+    }
+    (void)bind_registered(task, Object::list({})).invoke();
+  });
+}
+
+}  // namespace detail
+
+// ---- the actor side ----
+
+ActorContext::ActorContext(std::string name, int replica, int replicas, Object args, std::vector<Entry> objects)
+    : name_(std::move(name)), replica_(replica), replicas_(replicas), args_(std::move(args)), objects_(std::move(objects)) {}
+
+std::vector<std::string> ActorContext::objects() const {
+  std::vector<std::string> names;
+  for (const auto& e : objects_) names.push_back(e.name);
+  return names;
+}
+
+ObjectRef ActorContext::ref(std::string_view name, std::string_view type, std::size_t index) const {
+  for (const auto& e : objects_) {
+    if (e.name != name) continue;
+    if (e.type != type) {
+      throw std::invalid_argument("mpx: object '" + std::string(name) + "' of actor '" + name_ + "' is a " + e.type +
+                                  ", not a " + std::string(type));
+    }
+    if (index >= e.ids.size()) throw std::invalid_argument("mpx: object '" + std::string(name) + "' has no end " +
+                                                           std::to_string(index));
+    return ObjectRef{e.ids[index], runtime::state().session.coordinator_endpoint};
+  }
+  std::string names;
+  for (const auto& e : objects_) names += (names.empty() ? "" : ", ") + e.name;
+  throw std::invalid_argument("mpx: actor '" + name_ + "' was not given an object named '" + std::string(name) +
+                              "' (it has: " + (names.empty() ? "none" : names) + "); list it in the actor's objects");
+}
+
+Connection ActorContext::connection(std::string_view name, int end) const {
+  if (end != 0 && end != 1) throw std::invalid_argument("mpx: a pipe end is 0 or 1, not " + std::to_string(end));
+  return Connection(adopt, ref(name, "pipe", static_cast<std::size_t>(end)));
+}
+
+bool is_actor() { return runtime::state().joined; }
+
+const ActorContext& this_actor() {
+  static std::once_flag once;
+  static ActorContext* context = nullptr;  // leaked: actors read it until exit
+  std::call_once(once, [] {
+    if (!runtime::state().joined) return;
+    auto [name, replica, replicas, task, args, entries] = detail::actor_payload();
+    context = new ActorContext(std::move(name), replica, replicas, std::move(args), std::move(entries));
+  });
+  if (!context) throw ProcessError("mpx::this_actor: this process was not started by a topology");
+  return *context;
+}
+
+// ---- Topology ----
+
+Topology::Topology(std::shared_ptr<detail::TopologyState> state) : state_(std::move(state)) {}
+Topology::Topology(Topology&&) noexcept = default;
+Topology& Topology::operator=(Topology&&) noexcept = default;
+Topology::~Topology() {
+  if (state_ && state_->supervisor) (void)state_->supervisor->stop(-1);
+}
+
+Topology Topology::load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw TopologyError("mpx: cannot read topology file '" + path + "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto state = std::make_shared<detail::TopologyState>();
+  const auto directory = std::filesystem::absolute(path).parent_path().string();
+  state->config = topology::parse_config(text.str(), path, directory);
+  return Topology(std::move(state));
+}
+
+Topology Topology::parse(std::string_view text, std::string source) {
+  auto state = std::make_shared<detail::TopologyState>();
+  state->config = topology::parse_config(text, source, std::filesystem::current_path().string());
+  return Topology(std::move(state));
+}
+
+std::string Topology::plan() const { return topology::describe(state_->config); }
+
+void Topology::start() {
+  runtime::require_initialized();
+  auto& s = *state_;
+  if (s.supervisor) throw TopologyError("mpx: this topology was already started");
+  if (!s.config.endpoint.empty()) runtime::set_coordinator_endpoint(s.config.endpoint);
+  runtime::ensure_coordinator();
+  s.endpoint = runtime::state().session.coordinator_endpoint;
+  // Every shared object exists before any actor starts.
+  std::map<std::string, ActorContext::Entry> entries;
+  for (const auto& o : s.config.objects) {
+    ActorContext::Entry e{o.name, o.type, {}};
+    if (o.type == "queue") {
+      Queue<Object> q(static_cast<std::size_t>(o.maxsize));
+      e.ids = {q.id()};
+      s.queues.emplace_back(o.name, q);
+    } else if (o.type == "joinable_queue") {
+      JoinableQueue<Object> q(static_cast<std::size_t>(o.maxsize));
+      e.ids = {q.id()};
+      s.queues.emplace_back(o.name, Queue<Object>(adopt, q.ref()));
+    } else if (o.type == "event") {
+      e.ids = {Event().id()};
+    } else if (o.type == "semaphore") {
+      e.ids = {o.bounded ? BoundedSemaphore(o.value).id() : Semaphore(o.value).id()};
+      if (o.bounded) e.type = "bounded_semaphore";
+    } else if (o.type == "lock") {
+      e.ids = {o.recursive ? RLock().id() : Lock().id()};
+      if (o.recursive) e.type = "rlock";
+    } else if (o.type == "barrier") {
+      Timeout timeout;
+      if (o.timeout_s > 0) timeout = std::chrono::duration<double>(o.timeout_s);
+      e.ids = {Barrier(static_cast<std::size_t>(o.parties), nullptr, timeout).id()};
+    } else if (o.type == "pipe") {
+      auto ends = Pipe(o.duplex);
+      e.ids = {ends.first.id(), ends.second.id()};
+      s.pipes.push_back(std::move(ends));
+    } else {
+      throw TopologyError("mpx: object '" + o.name + "' has type '" + o.type + "', which this build cannot create");
+    }
+    entries.emplace(o.name, std::move(e));
+  }
+  std::vector<ActorContext::Entry> all;
+  for (const auto& [name, e] : entries) all.push_back(e);
+  s.objects.emplace("topology", 0, 1, Object(Object::Map{}), std::move(all));
+  s.supervisor = std::make_unique<topology::Supervisor>(s.config, std::move(entries));
+  s.supervisor->set_stop_fd(s.stop_fd);
+  s.supervisor->start();
+}
+
+TopologyExit Topology::wait() {
+  if (!state_->supervisor) throw TopologyError("mpx: the topology was not started");
+  return *state_->supervisor->wait(-1);
+}
+
+std::optional<TopologyExit> Topology::wait_for(std::chrono::duration<double> timeout) {
+  if (!state_->supervisor) throw TopologyError("mpx: the topology was not started");
+  return state_->supervisor->wait(std::max(0.0, timeout.count()));
+}
+
+TopologyExit Topology::stop(std::optional<std::chrono::duration<double>> timeout) {
+  if (!state_->supervisor) return TopologyExit::ok;
+  return state_->supervisor->stop(timeout ? std::max(0.0, timeout->count()) : -1.0);
+}
+
+namespace {
+
+std::atomic<int> signal_write_fd{-1};
+
+void on_stop_signal(int) {
+  const int fd = signal_write_fd.load();
+  const char byte = 1;
+  if (fd >= 0) (void)!::write(fd, &byte, 1);
+}
+
+// SIGINT and SIGTERM stop the topology gracefully while `body` runs; the previous handlers come back after.
+template <class Body>
+TopologyExit with_stop_signals(detail::TopologyState& s, Body body) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) throw std::system_error(errno, std::generic_category(), "mpx: pipe2");
+  signal_write_fd.store(fds[1]);
+  struct sigaction action {}, old_int {}, old_term {};
+  action.sa_handler = &on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, &old_int);
+  ::sigaction(SIGTERM, &action, &old_term);
+  struct Restore {
+    int fds[2];
+    struct sigaction old_int, old_term;
+    ~Restore() {
+      ::sigaction(SIGINT, &old_int, nullptr);
+      ::sigaction(SIGTERM, &old_term, nullptr);
+      signal_write_fd.store(-1);
+      ::close(fds[0]);
+      ::close(fds[1]);
+    }
+  } restore{{fds[0], fds[1]}, old_int, old_term};
+  (void)s;
+  return body(fds[0]);
+}
+
+}  // namespace
+
+TopologyExit Topology::run() {
+  return with_stop_signals(*state_, [this](int stop_fd) {
+    if (state_->supervisor) throw TopologyError("mpx: this topology was already started");
+    state_->stop_fd = stop_fd;
+    start();
+    return wait();
+  });
+}
+
+TopologyStatus Topology::status() const {
+  TopologyStatus out;
+  const auto& s = *state_;
+  if (!s.supervisor) {
+    out.state = "loaded";
+    return out;
+  }
+  out.state = s.supervisor->state();
+  out.actors = s.supervisor->actors();
+  for (const auto& [name, q] : s.queues) {
+    QueueStatus qs;
+    qs.name = name;
+    try {
+      qs.depth = q.qsize();
+      qs.maxsize = q.maxsize();
+    } catch (const Error&) {
+    }
+    out.queues.push_back(std::move(qs));
+  }
+  return out;
+}
+
+std::string Topology::report() const { return state_->supervisor ? state_->supervisor->report() : std::string(); }
+
+std::string Topology::endpoint() const { return state_->endpoint; }
+
+const ActorContext& Topology::objects() const {
+  if (!state_->objects) throw TopologyError("mpx: the topology's objects exist once it has started");
+  return *state_->objects;
+}
+
+// ---- run_main ----
+
+namespace {
+
+std::string status_table(const TopologyStatus& st) {
+  std::ostringstream out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-24s %8s %-10s %8s %10s  %s\n", "ACTOR", "PID", "STATE", "RESTARTS", "UPTIME",
+                "LAST EXIT");
+  out << line;
+  for (const auto& a : st.actors) {
+    std::snprintf(line, sizeof line, "%-24s %8d %-10s %8d %9.1fs  %s\n", a.name.c_str(), static_cast<int>(a.pid),
+                  a.state.c_str(), a.restarts, a.uptime_s,
+                  a.last_exitcode ? std::to_string(*a.last_exitcode).c_str() : "-");
+    out << line;
+  }
+  for (const auto& q : st.queues) {
+    std::snprintf(line, sizeof line, "queue %-18s depth %zu%s\n", q.name.c_str(), q.depth,
+                  q.maxsize ? (" / " + std::to_string(q.maxsize)).c_str() : "");
+    out << line;
+  }
+  return out.str();
+}
+
+}  // namespace
+
+int run_main(int argc, char** argv) {
+  CLI::App app{"Runs an mpx actor topology described in a TOML file"};
+  std::string file;
+  bool check = false;
+  double every = 0;
+  app.add_option("topology", file, "the topology file (TOML)")->required();
+  app.add_flag("--check", check, "validate the file and print the plan; start nothing");
+  app.add_option("--status-every", every, "print a status table every SECONDS (in place on a terminal)")
+      ->check(CLI::PositiveNumber);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : static_cast<int>(TopologyExit::invalid);
+  }
+  std::optional<Topology> t;
+  try {
+    t.emplace(Topology::load(file));
+  } catch (const TopologyError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return static_cast<int>(TopologyExit::invalid);
+  }
+  if (check) {
+    std::fputs(t->plan().c_str(), stdout);
+    std::printf("ok: %s is valid\n", file.c_str());
+    return 0;
+  }
+  const bool tty = ::isatty(STDOUT_FILENO) == 1;
+  TopologyExit status = TopologyExit::ok;
+  try {
+    status = with_stop_signals(*t->state_, [&](int stop_fd) {
+      t->state_->stop_fd = stop_fd;
+      t->start();
+      if (every <= 0) return t->wait();
+      int printed = 0;
+      const auto begin = std::chrono::steady_clock::now();
+      for (;;) {
+        auto done = t->wait_for(std::chrono::duration<double>(every));
+        const std::string table = status_table(t->status());
+        if (tty) {
+          if (printed > 0) std::printf("\x1b[%dA\x1b[J", printed);  // back to the old table's first line, clear
+          printed = static_cast<int>(std::count(table.begin(), table.end(), '\n'));
+          std::fputs(table.c_str(), stdout);
+        } else {
+          std::printf("--- status at %.1f s ---\n%s",
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count(), table.c_str());
+        }
+        std::fflush(stdout);
+        if (done) return *done;
+      }
+    });
+  } catch (const TopologyError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return static_cast<int>(TopologyExit::failed);
+  }
+  const std::string me = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "mpx-run";
+  std::istringstream report(t->report());
+  for (std::string line; std::getline(report, line);) std::fprintf(stderr, "%s: %s\n", me.c_str(), line.c_str());
+  std::fprintf(stderr, "%s: topology %s ended: %s (exit status %d)\n", me.c_str(), file.c_str(),
+               status == TopologyExit::ok          ? "ok"
+               : status == TopologyExit::escalated ? "escalated: too many restarts"
+               : status == TopologyExit::killed    ? "stopped, but some actors had to be killed"
+                                                   : "failed",
+               static_cast<int>(status));
+  return static_cast<int>(status);
+}
+
+}  // namespace mpx

@@ -1,0 +1,486 @@
+// Reading a topology file with toml++: every key is checked against what its table allows, every value against the
+// type it must have, every name against what the file defines, and the start order against cycles, all before
+// anything starts.
+#include "topology/config.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include <unistd.h>
+
+#include <toml++/toml.h>
+
+#include <mpx/errors.hpp>
+#include <mpx/function.hpp>
+
+namespace mpx::topology {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::int64_t max_replicas = 10000;
+
+std::string type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::date: return "a date";
+    case toml::node_type::time: return "a time";
+    case toml::node_type::date_time: return "a date-time";
+    default: return "nothing";
+  }
+}
+
+std::string join(const std::vector<std::string>& names) {
+  if (names.empty()) return "none";
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+// Converts a TOML value to an Object: tables become maps, arrays lists; dates and times their TOML text.
+Object to_object(const toml::node& node) {
+  if (auto t = node.as_table()) {
+    Object::Map map;
+    for (auto&& [key, value] : *t) map.emplace_back(Object(std::string(key.str())), to_object(value));
+    return Object(std::move(map));
+  }
+  if (auto a = node.as_array()) {
+    Object::Array list;
+    for (auto&& value : *a) list.push_back(to_object(value));
+    return Object(std::move(list));
+  }
+  if (auto v = node.as_string()) return Object(v->get());
+  if (auto v = node.as_integer()) return Object(v->get());
+  if (auto v = node.as_floating_point()) return Object(v->get());
+  if (auto v = node.as_boolean()) return Object(v->get());
+  std::ostringstream text;
+  node.visit([&text](auto&& v) { text << v; });
+  return Object(text.str());
+}
+
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  [[noreturn]] void fail(const toml::source_region& where, const std::string& key, const std::string& what) const {
+    throw TopologyError(source_ + ":" + std::to_string(where.begin.line) + ":" + std::to_string(where.begin.column) +
+                        ": " + key + ": " + what);
+  }
+
+  // Every key of `table` must be one of `allowed`.
+  void keys(const toml::table& table, const std::string& path, const std::vector<std::string>& allowed) const {
+    for (auto&& [key, value] : table) {
+      if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end()) {
+        fail(key.source(), path.empty() ? std::string(key.str()) : path + "." + std::string(key.str()),
+             "unknown key (expected one of: " + join(allowed) + ")");
+      }
+    }
+  }
+
+  const toml::node* find(const toml::table& table, std::string_view key) const { return table.get(key); }
+
+  template <class T>
+  const T* typed(const toml::node& node, const std::string& key, const std::string& expected) const {
+    const T* v = nullptr;
+    if constexpr (std::is_same_v<T, toml::table>) {
+      v = node.as_table();
+    } else if constexpr (std::is_same_v<T, toml::array>) {
+      v = node.as_array();
+    }
+    if (!v) fail(node.source(), key, "expected " + expected + ", got " + type_name(node.type()));
+    return v;
+  }
+
+  std::string string(const toml::node& node, const std::string& key) const {
+    if (auto v = node.as_string()) return v->get();
+    fail(node.source(), key, "expected a string, got " + type_name(node.type()));
+  }
+  std::int64_t integer(const toml::node& node, const std::string& key, std::int64_t min, const std::string& what) const {
+    auto v = node.as_integer();
+    if (!v) fail(node.source(), key, "expected " + what + ", got " + type_name(node.type()));
+    if (v->get() < min) fail(node.source(), key, "expected " + what + ", got " + std::to_string(v->get()));
+    return v->get();
+  }
+  // Seconds: an integer or a float, > 0.
+  double seconds(const toml::node& node, const std::string& key) const {
+    double d = 0;
+    if (auto i = node.as_integer()) {
+      d = static_cast<double>(i->get());
+    } else if (auto f = node.as_floating_point()) {
+      d = f->get();
+    } else {
+      fail(node.source(), key, "expected a number of seconds, got " + type_name(node.type()));
+    }
+    if (!(d > 0)) fail(node.source(), key, "expected a number of seconds > 0, got " + std::to_string(d));
+    return d;
+  }
+  bool boolean(const toml::node& node, const std::string& key) const {
+    if (auto v = node.as_boolean()) return v->get();
+    fail(node.source(), key, "expected a boolean (true or false), got " + type_name(node.type()));
+  }
+  std::vector<std::string> strings(const toml::node& node, const std::string& key) const {
+    auto a = typed<toml::array>(node, key, "an array of strings");
+    std::vector<std::string> out;
+    std::size_t i = 0;
+    for (auto&& item : *a) out.push_back(string(item, key + "[" + std::to_string(i++) + "]"));
+    return out;
+  }
+  template <class E>
+  E choice(const toml::node& node, const std::string& key, const std::vector<std::pair<std::string, E>>& options) const {
+    const std::string s = string(node, key);
+    std::vector<std::string> names;
+    for (const auto& [name, value] : options) {
+      if (name == s) return value;
+      names.push_back("\"" + name + "\"");
+    }
+    fail(node.source(), key, "expected one of " + join(names) + ", got \"" + s + "\"");
+  }
+
+ private:
+  std::string source_;
+};
+
+const std::map<std::string, std::vector<std::string>>& object_keys() {
+  static const std::map<std::string, std::vector<std::string>> keys = {
+      {"queue", {"type", "maxsize"}},
+      {"joinable_queue", {"type", "maxsize"}},
+      {"event", {"type"}},
+      {"semaphore", {"type", "value", "bounded"}},
+      {"lock", {"type", "recursive"}},
+      {"barrier", {"type", "parties", "timeout"}},
+      {"pipe", {"type", "duplex"}},
+      {"pool", {"type", "processes"}},
+  };
+  return keys;
+}
+
+std::string resolve_program(const Reader& r, const toml::node& node, const std::string& key, const std::string& program,
+                            const std::string& directory) {
+  if (program.empty()) r.fail(node.source(), key, "expected a program path, got an empty string");
+  if (program.find('/') != std::string::npos) {
+    fs::path path(program);
+    if (path.is_relative() && !directory.empty()) path = fs::path(directory) / path;
+    if (::access(path.c_str(), X_OK) != 0 || fs::is_directory(path)) {
+      r.fail(node.source(), key, "expected an executable file, but '" + path.string() + "' is not one");
+    }
+    return path.lexically_normal().string();
+  }
+  const char* env = std::getenv("PATH");
+  std::string search = env ? env : "/usr/local/bin:/usr/bin:/bin";
+  std::size_t start = 0;
+  while (start <= search.size()) {
+    const auto end = std::min(search.find(':', start), search.size());
+    const std::string dir = search.substr(start, end - start);
+    const fs::path candidate = fs::path(dir.empty() ? "." : dir) / program;
+    if (::access(candidate.c_str(), X_OK) == 0 && !fs::is_directory(candidate)) return candidate.string();
+    start = end + 1;
+  }
+  r.fail(node.source(), key, "expected a program, but '" + program + "' was not found in PATH");
+}
+
+// Kahn's algorithm, stable in file order; a cycle is reported at the `after` key of one of its actors.
+std::vector<std::size_t> start_order(const Reader& r, const std::vector<ActorSpec>& actors,
+                                     const std::vector<const toml::node*>& after_nodes) {
+  const std::size_t n = actors.size();
+  std::map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < n; ++i) index[actors[i].name] = i;
+  std::vector<std::vector<std::size_t>> deps(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (const auto& a : actors[i].after) deps[i].push_back(index.at(a));
+  }
+  std::vector<std::size_t> order;
+  std::vector<bool> placed(n, false);
+  while (order.size() < n) {
+    bool progress = false;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (placed[i]) continue;
+      if (std::all_of(deps[i].begin(), deps[i].end(), [&](std::size_t d) { return placed[d]; })) {
+        placed[i] = true;
+        order.push_back(i);
+        progress = true;
+      }
+    }
+    if (progress) continue;
+    // Walk unplaced dependencies from the first unplaced actor until one repeats: that is a cycle.
+    std::size_t at = 0;
+    while (placed[at]) ++at;
+    std::vector<std::size_t> path;
+    while (std::find(path.begin(), path.end(), at) == path.end()) {
+      path.push_back(at);
+      for (std::size_t d : deps[at]) {
+        if (!placed[d]) {
+          at = d;
+          break;
+        }
+      }
+    }
+    const auto first = std::find(path.begin(), path.end(), at);
+    std::string cycle;
+    for (auto it = first; it != path.end(); ++it) cycle += actors[*it].name + " -> ";
+    cycle += actors[at].name;
+    r.fail(after_nodes[at]->source(), "actors[" + std::to_string(at) + "].after",
+           "the start order has a cycle: " + cycle);
+  }
+  return order;
+}
+
+}  // namespace
+
+std::string_view to_string(Restart r) noexcept {
+  switch (r) {
+    case Restart::permanent: return "permanent";
+    case Restart::transient: return "transient";
+    case Restart::temporary: return "temporary";
+  }
+  return "?";
+}
+
+std::string_view to_string(Strategy s) noexcept {
+  switch (s) {
+    case Strategy::one_for_one: return "one_for_one";
+    case Strategy::one_for_all: return "one_for_all";
+    case Strategy::rest_for_one: return "rest_for_one";
+  }
+  return "?";
+}
+
+const ObjectSpec* Config::object(std::string_view name) const {
+  for (const auto& o : objects) {
+    if (o.name == name) return &o;
+  }
+  return nullptr;
+}
+
+Config parse_config(std::string_view text, const std::string& source, const std::string& directory) {
+  const Reader r(source);
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    throw TopologyError(source + ":" + std::to_string(e.source().begin.line) + ":" +
+                        std::to_string(e.source().begin.column) + ": invalid TOML: " + std::string(e.description()));
+  }
+  Config c;
+  c.source = source;
+  r.keys(root, "", {"coordinator", "supervisor", "objects", "actors"});
+
+  if (auto node = r.find(root, "coordinator")) {
+    const auto& t = *r.typed<toml::table>(*node, "coordinator", "a table");
+    r.keys(t, "coordinator", {"endpoint", "shutdown_timeout", "trace"});
+    if (auto v = r.find(t, "endpoint")) {
+      const std::string e = r.string(*v, "coordinator.endpoint");
+      if (e != "ipc" && !e.starts_with("ipc://") && !e.starts_with("tcp://")) {
+        r.fail(v->source(), "coordinator.endpoint",
+               "expected \"ipc\" (the default), \"ipc:///path\" or \"tcp://host:port\", got \"" + e + "\"");
+      }
+      if (e != "ipc") c.endpoint = e;
+    }
+    if (auto v = r.find(t, "shutdown_timeout")) c.shutdown_timeout_s = r.seconds(*v, "coordinator.shutdown_timeout");
+    if (auto v = r.find(t, "trace")) {
+      const auto& tt = *r.typed<toml::table>(*v, "coordinator.trace", "a table");
+      r.keys(tt, "coordinator.trace", {"enabled", "file", "kinds"});
+      if (auto e = r.find(tt, "enabled")) c.trace.enabled = r.boolean(*e, "coordinator.trace.enabled");
+      if (auto e = r.find(tt, "file")) c.trace.file = r.string(*e, "coordinator.trace.file");
+      if (auto e = r.find(tt, "kinds")) c.trace.kinds = r.strings(*e, "coordinator.trace.kinds");
+    }
+  }
+
+  if (auto node = r.find(root, "supervisor")) {
+    const auto& t = *r.typed<toml::table>(*node, "supervisor", "a table");
+    r.keys(t, "supervisor", {"strategy", "max_restarts", "window"});
+    if (auto v = r.find(t, "strategy")) {
+      c.strategy = r.choice<Strategy>(*v, "supervisor.strategy",
+                                      {{"one_for_one", Strategy::one_for_one},
+                                       {"one_for_all", Strategy::one_for_all},
+                                       {"rest_for_one", Strategy::rest_for_one}});
+    }
+    if (auto v = r.find(t, "max_restarts")) {
+      c.max_restarts = static_cast<int>(r.integer(*v, "supervisor.max_restarts", 0, "an integer >= 0"));
+    }
+    if (auto v = r.find(t, "window")) c.window_s = r.seconds(*v, "supervisor.window");
+  }
+
+  if (auto node = r.find(root, "objects")) {
+    const auto& t = *r.typed<toml::table>(*node, "objects", "a table of [objects.NAME] tables");
+    for (auto&& [key, value] : t) {
+      const std::string path = "objects." + std::string(key.str());
+      const auto& o = *r.typed<toml::table>(value, path, "a table with a type");
+      ObjectSpec spec;
+      spec.name = std::string(key.str());
+      const auto type = r.find(o, "type");
+      if (!type) r.fail(value.source(), path + ".type", "missing: expected one of " + [] {
+        std::vector<std::string> names;
+        for (const auto& [name, keys] : object_keys()) names.push_back("\"" + name + "\"");
+        return join(names);
+      }());
+      spec.type = r.string(*type, path + ".type");
+      auto allowed = object_keys().find(spec.type);
+      if (allowed == object_keys().end()) {
+        std::vector<std::string> names;
+        for (const auto& [name, keys] : object_keys()) names.push_back("\"" + name + "\"");
+        r.fail(type->source(), path + ".type", "expected one of " + join(names) + ", got \"" + spec.type + "\"");
+      }
+      r.keys(o, path, allowed->second);
+      if (auto v = r.find(o, "maxsize")) spec.maxsize = r.integer(*v, path + ".maxsize", 0, "an integer >= 0");
+      if (auto v = r.find(o, "value")) spec.value = r.integer(*v, path + ".value", 0, "an integer >= 0");
+      if (auto v = r.find(o, "bounded")) spec.bounded = r.boolean(*v, path + ".bounded");
+      if (auto v = r.find(o, "recursive")) spec.recursive = r.boolean(*v, path + ".recursive");
+      if (auto v = r.find(o, "timeout")) spec.timeout_s = r.seconds(*v, path + ".timeout");
+      if (auto v = r.find(o, "duplex")) spec.duplex = r.boolean(*v, path + ".duplex");
+      if (auto v = r.find(o, "processes")) spec.processes = r.integer(*v, path + ".processes", 1, "an integer >= 1");
+      if (spec.type == "barrier") {
+        auto v = r.find(o, "parties");
+        if (!v) r.fail(value.source(), path + ".parties", "missing: a barrier needs parties (an integer >= 1)");
+        spec.parties = r.integer(*v, path + ".parties", 1, "an integer >= 1");
+      }
+      if (spec.type == "pool") {
+        // mpx::Pool is not in this build yet: the entry is recognised, so the message can say exactly that.
+        r.fail(type->source(), path + ".type", "type \"pool\" is not available in this build of mpx (no mpx::Pool yet)");
+      }
+      c.objects.push_back(std::move(spec));
+    }
+  }
+
+  const auto actors_node = r.find(root, "actors");
+  if (!actors_node) {
+    r.fail(root.source(), "actors", "missing: expected at least one [[actors]] table");
+  }
+  const auto& actors = *r.typed<toml::array>(*actors_node, "actors", "an array of [[actors]] tables");
+  if (actors.empty()) r.fail(actors_node->source(), "actors", "expected at least one [[actors]] table");
+  std::vector<const toml::node*> after_nodes;
+  std::vector<const toml::node*> name_nodes;
+  for (std::size_t i = 0; i < actors.size(); ++i) {
+    const std::string path = "actors[" + std::to_string(i) + "]";
+    const auto& a = *r.typed<toml::table>(*actors.get(i), path, "a table");
+    r.keys(a, path, {"name", "task", "exec", "replicas", "args", "objects", "after", "restart"});
+    ActorSpec spec;
+    const auto name = r.find(a, "name");
+    if (!name) r.fail(a.source(), path + ".name", "missing: every actor needs a name");
+    spec.name = r.string(*name, path + ".name");
+    if (spec.name.empty()) r.fail(name->source(), path + ".name", "expected a non-empty name");
+    for (std::size_t j = 0; j < c.actors.size(); ++j) {
+      if (c.actors[j].name == spec.name) {
+        r.fail(name->source(), path + ".name",
+               "duplicate actor name \"" + spec.name + "\" (actors[" + std::to_string(j) + "] has it)");
+      }
+    }
+    const auto task = r.find(a, "task");
+    const auto exec = r.find(a, "exec");
+    if (task && exec) r.fail(exec->source(), path + ".exec", "expected either task or exec, not both");
+    if (!task && !exec) {
+      r.fail(a.source(), path, "missing: expected task = \"name\" (a registered function) or exec = [\"program\", ...]");
+    }
+    if (task) {
+      spec.task = r.string(*task, path + ".task");
+      if (!is_registered_actor(spec.task)) {
+        r.fail(task->source(), path + ".task",
+               "\"" + spec.task + "\" is not a function registered with mpx::register_actor in this program "
+               "(registered: " + join(registered_actors()) +
+               "); mpx-run registers none: use exec, or mpx::run_main in a program that registers it");
+      }
+    }
+    if (exec) {
+      spec.exec = r.strings(*exec, path + ".exec");
+      if (spec.exec.empty()) r.fail(exec->source(), path + ".exec", "expected [\"program\", args...], got an empty array");
+      spec.exec[0] = resolve_program(r, *exec, path + ".exec", spec.exec[0], directory);
+    }
+    if (auto v = r.find(a, "replicas")) {
+      spec.replicas = static_cast<int>(r.integer(*v, path + ".replicas", 1, "an integer >= 1"));
+      if (spec.replicas > max_replicas) {
+        r.fail(v->source(), path + ".replicas", "expected at most " + std::to_string(max_replicas) + " replicas");
+      }
+    }
+    if (auto v = r.find(a, "args")) spec.args = to_object(*r.typed<toml::table>(*v, path + ".args", "a table"));
+    if (auto v = r.find(a, "objects")) {
+      spec.objects = r.strings(*v, path + ".objects");
+      const auto& list = *v->as_array();
+      for (std::size_t k = 0; k < spec.objects.size(); ++k) {
+        if (!c.object(spec.objects[k])) {
+          std::vector<std::string> defined;
+          for (const auto& o : c.objects) defined.push_back(o.name);
+          r.fail(list.get(k)->source(), path + ".objects",
+                 "\"" + spec.objects[k] + "\" is not a defined object (defined: " + join(defined) + ")");
+        }
+      }
+    }
+    if (auto v = r.find(a, "restart")) {
+      spec.restart = r.choice<Restart>(
+          *v, path + ".restart",
+          {{"permanent", Restart::permanent}, {"transient", Restart::transient}, {"temporary", Restart::temporary}});
+    }
+    const auto after = r.find(a, "after");
+    if (after) spec.after = r.strings(*after, path + ".after");
+    after_nodes.push_back(after ? after : &a);
+    name_nodes.push_back(name);
+    c.actors.push_back(std::move(spec));
+  }
+  // References to actors can point forward, so they are checked once every name is known.
+  for (std::size_t i = 0; i < c.actors.size(); ++i) {
+    const std::string path = "actors[" + std::to_string(i) + "].after";
+    for (std::size_t k = 0; k < c.actors[i].after.size(); ++k) {
+      const auto& target = c.actors[i].after[k];
+      const auto& list = *after_nodes[i]->as_array();
+      if (target == c.actors[i].name) r.fail(list.get(k)->source(), path, "an actor cannot start after itself");
+      const bool known = std::any_of(c.actors.begin(), c.actors.end(), [&](const auto& x) { return x.name == target; });
+      if (!known) {
+        std::vector<std::string> names;
+        for (const auto& x : c.actors) names.push_back(x.name);
+        r.fail(list.get(k)->source(), path, "\"" + target + "\" is not a defined actor (defined: " + join(names) + ")");
+      }
+    }
+  }
+  c.order = start_order(r, c.actors, after_nodes);
+  return c;
+}
+
+std::string describe(const Config& c) {
+  std::ostringstream out;
+  out << "topology " << c.source << "\n";
+  out << "  coordinator: " << (c.endpoint.empty() ? "ipc (session directory)" : c.endpoint)
+      << ", shutdown timeout " << c.shutdown_timeout_s << " s";
+  if (c.trace.enabled) out << ", trace" << (c.trace.file.empty() ? "" : " to " + c.trace.file);
+  out << "\n  supervisor: " << to_string(c.strategy) << ", at most " << c.max_restarts << " restarts in "
+      << c.window_s << " s\n";
+  out << "  objects:\n";
+  if (c.objects.empty()) out << "    (none)\n";
+  for (const auto& o : c.objects) {
+    out << "    " << o.name << ": " << o.type;
+    if (o.type == "queue" || o.type == "joinable_queue") out << " maxsize=" << o.maxsize;
+    if (o.type == "semaphore") out << " value=" << o.value << (o.bounded ? " bounded" : "");
+    if (o.type == "lock" && o.recursive) out << " recursive";
+    if (o.type == "barrier") out << " parties=" << o.parties;
+    if (o.type == "pipe") out << (o.duplex ? " duplex" : " simplex");
+    out << "\n";
+  }
+  out << "  actors, in start order:\n";
+  int step = 1;
+  for (std::size_t i : c.order) {
+    const auto& a = c.actors[i];
+    out << "    " << step++ << ". " << a.name;
+    if (a.replicas > 1) out << " x" << a.replicas;
+    if (!a.task.empty()) {
+      out << "  task " << a.task;
+    } else {
+      out << "  exec";
+      for (const auto& e : a.exec) out << " " << e;
+    }
+    out << "  (" << to_string(a.restart) << ")";
+    if (!a.objects.empty()) out << "  objects: " << join(a.objects);
+    if (!a.after.empty()) out << "  after: " << join(a.after);
+    if (a.args.size() > 0) out << "  args: " << a.args.repr();
+    out << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace mpx::topology

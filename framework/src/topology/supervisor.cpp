@@ -1,0 +1,520 @@
+#include "topology/supervisor.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <sstream>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runtime/launcher.hpp"
+#include "runtime/runtime.hpp"
+
+extern char** environ;
+
+namespace mpx::topology {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void signal_pidfd(int pidfd, int sig) { (void)::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0); }
+
+// Waits until `fd` is readable or `timeout_ms` passes (< 0: forever). Returns true if readable.
+bool wait_readable(int fd, long timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms < 0 ? 0 : timeout_ms);
+  for (;;) {
+    long left = -1;
+    if (timeout_ms >= 0) {
+      left = std::max(0L, static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                deadline - Clock::now()).count()));
+    }
+    pollfd p{fd, POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left));
+    if (n < 0 && errno == EINTR) continue;
+    return n > 0;
+  }
+}
+
+std::string seconds_text(double s) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%g s", s);
+  return buffer;
+}
+
+std::string exit_text(int code) {
+  if (code < 0) {
+    const char* name = ::sigabbrev_np(-code);
+    return "killed by signal " + std::to_string(-code) + (name ? std::string(" (SIG") + name + ")" : "");
+  }
+  return "exit code " + std::to_string(code);
+}
+
+}  // namespace
+
+Supervisor::Supervisor(Config config, std::map<std::string, ActorContext::Entry> objects)
+    : config_(std::move(config)), objects_(std::move(objects)) {
+  for (std::size_t i : config_.order) {
+    const auto& a = config_.actors[i];
+    for (int r = 0; r < a.replicas; ++r) {
+      Child c;
+      c.actor = i;
+      c.replica = r;
+      c.name = a.replicas == 1 ? a.name : a.name + "[" + std::to_string(r) + "]";
+      children_.push_back(std::move(c));
+    }
+  }
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "mpx: eventfd");
+}
+
+Supervisor::~Supervisor() {
+  if (thread_.joinable()) {
+    (void)stop(-1);
+    thread_.join();
+  }
+  ::close(wake_fd_);
+}
+
+void Supervisor::note(const std::string& line) {
+  std::lock_guard lock(mutex_);
+  report_ += line + "\n";
+}
+
+std::string Supervisor::state_name(State s) {
+  switch (s) {
+    case State::idle: return "idle";
+    case State::pending: return "pending";
+    case State::starting: return "starting";
+    case State::running: return "running";
+    case State::stopping: return "stopping";
+    case State::exited: return "exited";
+    case State::failed: return "failed";
+    case State::stopped: return "stopped";
+  }
+  return "?";
+}
+
+void Supervisor::start() {
+  {
+    std::lock_guard lock(mutex_);
+    if (thread_.joinable()) throw TopologyError("mpx: a topology can be started once");
+    topology_state_ = "starting";
+    for (auto& c : children_) c.state = State::pending;
+  }
+  // Actors are started from this thread, which lives as long as they do: they die with it (PR_SET_PDEATHSIG follows
+  // the thread that started them), which is what makes a crashed launcher leave no orphans.
+  thread_ = std::thread([this] { run(); });
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [this] { return started_ || result_.has_value(); });
+  // A topology that escalated or finished while starting did start; only a failed start throws.
+  if (start_failed_) {
+    lock.unlock();
+    thread_.join();
+    throw TopologyError("mpx: the topology did not start:\n" + report());
+  }
+}
+
+TopologyExit Supervisor::stop(double timeout_s) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!result_) {
+      stop_requested_ = true;
+      stop_timeout_s_ = timeout_s;
+    }
+  }
+  const std::uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+  return *wait(-1);
+}
+
+std::optional<TopologyExit> Supervisor::wait(double timeout_s) {
+  std::unique_lock lock(mutex_);
+  if (!thread_.joinable() && !result_) return TopologyExit::ok;  // never started
+  if (timeout_s < 0) {
+    changed_.wait(lock, [this] { return result_.has_value(); });
+  } else if (!changed_.wait_for(lock, std::chrono::duration<double>(timeout_s), [this] { return result_.has_value(); })) {
+    return std::nullopt;
+  }
+  return result_;
+}
+
+std::vector<ActorStatus> Supervisor::actors() const {
+  std::lock_guard lock(mutex_);
+  std::vector<ActorStatus> out;
+  const auto now = Clock::now();
+  for (const auto& c : children_) {
+    ActorStatus s;
+    s.name = c.name;
+    s.actor = config_.actors[c.actor].name;
+    s.replica = c.replica;
+    const bool live = c.state == State::starting || c.state == State::running || c.state == State::stopping;
+    s.pid = live ? c.pid : 0;
+    s.state = state_name(c.state);
+    s.restarts = c.restarts;
+    s.uptime_s = live ? std::chrono::duration<double>(now - c.started_at).count() : 0;
+    s.last_exitcode = c.last_exitcode;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::string Supervisor::state() const {
+  std::lock_guard lock(mutex_);
+  return topology_state_;
+}
+
+std::string Supervisor::report() const {
+  std::lock_guard lock(mutex_);
+  return report_;
+}
+
+bool Supervisor::dependencies_ready(const Child& c) const {
+  for (const auto& dep : config_.actors[c.actor].after) {
+    for (const auto& other : children_) {
+      if (config_.actors[other.actor].name == dep && !(other.ready && other.state == State::running)) {
+        // A dependency that finished normally (a transient or temporary actor that is done) no longer holds anyone.
+        if (other.state == State::exited) continue;
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+void Supervisor::launch(Child& c) {
+  const auto& a = config_.actors[c.actor];
+  std::vector<ActorContext::Entry> entries;
+  for (const auto& name : a.objects) entries.push_back(objects_.at(name));
+  const std::string payload = encode(std::make_tuple(a.name, c.replica, a.replicas, a.task, a.args, entries));
+
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "mpx: pipe2");
+  const auto& st = runtime::state();
+  std::vector<std::string> args;
+  std::string program;
+  if (a.task.empty()) {
+    args = a.exec;
+    program = a.exec[0];
+  } else {
+    // A task actor is this program again: its mpx::init joins the session and runs the registered function.
+    program = st.executable;
+    args = st.argv.empty() ? std::vector<std::string>{program} : st.argv;
+  }
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    if (std::strncmp(*e, "MPX_SESSION=", 12) == 0 || std::strncmp(*e, "MPX_ACTOR=", 10) == 0 ||
+        std::strncmp(*e, "MPX_READY_FD=", 13) == 0 || std::strncmp(*e, "MPX_LAUNCH_FD=", 14) == 0) {
+      continue;
+    }
+    env.emplace_back(*e);
+  }
+  for (auto& e : runtime::join_environment(c.name, payload, ready[1])) env.push_back(std::move(e));
+  std::vector<char*> argv, envp;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  for (auto& s : env) envp.push_back(s.data());
+  envp.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, ready[1], ready[1]);  // clears close-on-exec in this child only
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // Its own process group: a Ctrl-C at the terminal reaches the launcher, which stops the actors in order, instead
+  // of killing them all at once behind the supervisor's back.
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGTERM);
+  sigaddset(&defaults, SIGPIPE);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(ready[1]);
+  if (rc != 0) {
+    ::close(ready[0]);
+    std::lock_guard lock(mutex_);
+    c.state = State::failed;
+    report_ += "actor " + c.name + ": cannot start '" + program + "': " + std::strerror(rc) + "\n";
+    return;
+  }
+  const int pidfd = runtime::pidfd_open(pid);
+  std::lock_guard lock(mutex_);
+  c.pid = pid;
+  c.pidfd = pidfd;
+  c.ready_fd = ready[0];
+  c.ready = false;
+  c.state = State::starting;
+  c.started_at = Clock::now();
+}
+
+void Supervisor::launch_pending() {
+  for (auto& c : children_) {
+    if (c.state == State::pending && dependencies_ready(c)) launch(c);
+    if (c.state == State::failed && initial_start_) {
+      std::lock_guard lock(mutex_);
+      start_failed_ = true;
+    }
+  }
+}
+
+void Supervisor::on_ready(Child& c) {
+  char byte = 0;
+  const ssize_t n = ::read(c.ready_fd, &byte, 1);
+  if (n < 0 && errno == EAGAIN) return;
+  ::close(c.ready_fd);
+  std::lock_guard lock(mutex_);
+  c.ready_fd = -1;
+  if (n == 1) {
+    c.ready = true;
+    if (c.state == State::starting) c.state = State::running;
+  }
+  // n == 0: it ended before it was ready; its pidfd tells the rest.
+}
+
+int Supervisor::reap(Child& c) {
+  if (c.ready_fd >= 0) {
+    pollfd p{c.ready_fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0) on_ready(c);  // ready before it died: the byte was written first
+  }
+  siginfo_t info{};
+  int code = -SIGKILL;
+  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd), &info, WEXITED) == 0) {
+    code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+  }
+  std::lock_guard lock(mutex_);
+  ::close(c.pidfd);
+  if (c.ready_fd >= 0) ::close(c.ready_fd);
+  c.pidfd = c.ready_fd = -1;
+  c.last_exitcode = code;
+  return code;
+}
+
+void Supervisor::terminate(const std::vector<std::size_t>& which, double timeout_s) {
+  const long timeout_ms = static_cast<long>(timeout_s * 1000.0);
+  for (auto it = which.rbegin(); it != which.rend(); ++it) {
+    auto& c = children_[*it];
+    if (c.pidfd < 0) continue;
+    {
+      std::lock_guard lock(mutex_);
+      c.state = State::stopping;
+    }
+    signal_pidfd(c.pidfd, SIGTERM);
+    if (!wait_readable(c.pidfd, timeout_ms)) {
+      signal_pidfd(c.pidfd, SIGKILL);
+      (void)wait_readable(c.pidfd, -1);
+      std::lock_guard lock(mutex_);
+      killed_any_ = true;
+      report_ += "actor " + c.name + " did not stop within " + seconds_text(timeout_s) + ": killed\n";
+    }
+    (void)reap(c);
+    std::lock_guard lock(mutex_);
+    c.state = State::stopped;
+  }
+}
+
+void Supervisor::stop_all(double timeout_s) {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    topology_state_ = "stopping";
+    for (auto& c : children_) {
+      if (c.state == State::pending) c.state = State::stopped;
+    }
+  }
+  std::vector<std::size_t> all(children_.size());
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+  terminate(all, timeout_s);
+}
+
+bool Supervisor::any_live() const {
+  return std::any_of(children_.begin(), children_.end(), [](const Child& c) {
+    return c.state == State::pending || c.state == State::starting || c.state == State::running ||
+           c.state == State::stopping;
+  });
+}
+
+void Supervisor::finish(TopologyExit status) {
+  std::lock_guard lock(mutex_);
+  topology_state_ = "stopped";
+  result_ = status;
+  changed_.notify_all();
+}
+
+void Supervisor::on_death(Child& c) {
+  const bool was_ready = c.ready;
+  const int code = reap(c);
+  const auto& a = config_.actors[c.actor];
+  const bool normal = code == 0;
+  if (initial_start_ && !was_ready && !c.ready) {
+    std::lock_guard lock(mutex_);
+    c.state = State::failed;
+    start_failed_ = true;
+    report_ += "actor " + c.name + " ended (" + exit_text(code) + ") before it was ready\n";
+    return;
+  }
+  const bool restart = a.restart == Restart::permanent || (a.restart == Restart::transient && !normal);
+  if (!restart) {
+    std::lock_guard lock(mutex_);
+    c.state = normal ? State::exited : State::failed;
+    if (!normal) report_ += "actor " + c.name + " ended (" + exit_text(code) + "); " + std::string(to_string(a.restart)) +
+                            ": not restarted\n";
+    return;
+  }
+  // Intensity: more than max_restarts restarts within the window escalates.
+  const auto now = Clock::now();
+  restart_times_.push_back(now);
+  while (!restart_times_.empty() &&
+         std::chrono::duration<double>(now - restart_times_.front()).count() > config_.window_s) {
+    restart_times_.pop_front();
+  }
+  if (static_cast<int>(restart_times_.size()) > config_.max_restarts) {
+    {
+      std::lock_guard lock(mutex_);
+      c.state = State::failed;
+      report_ += "actor " + c.name + " ended (" + exit_text(code) + "): more than " +
+                 std::to_string(config_.max_restarts) + " restarts within " + seconds_text(config_.window_s) +
+                 "; the supervisor escalates and stops the topology\n";
+    }
+    stop_all(config_.shutdown_timeout_s);
+    finish(TopologyExit::escalated);
+    return;
+  }
+  // The set to restart, per strategy; the others in it are stopped first, in reverse start order.
+  const std::size_t self = static_cast<std::size_t>(&c - children_.data());
+  std::vector<std::size_t> set;
+  for (std::size_t i = 0; i < children_.size(); ++i) {
+    if (i == self) continue;
+    const bool live = children_[i].pidfd >= 0;
+    if (config_.strategy == Strategy::one_for_all && live) set.push_back(i);
+    if (config_.strategy == Strategy::rest_for_one && i > self && live) set.push_back(i);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    report_ += "actor " + c.name + " ended (" + exit_text(code) + "): restarting" +
+               (set.empty() ? std::string() : " it and " + std::to_string(set.size()) + " other(s)") + " (" +
+               std::string(to_string(config_.strategy)) + ")\n";
+  }
+  terminate(set, config_.shutdown_timeout_s);
+  std::lock_guard lock(mutex_);
+  c.state = State::pending;
+  c.ready = false;
+  ++c.restarts;
+  for (std::size_t i : set) {
+    auto& o = children_[i];
+    o.ready = false;
+    // Erlang: a temporary child stopped because of a sibling is not restarted.
+    if (config_.actors[o.actor].restart == Restart::temporary) continue;
+    o.state = State::pending;
+    ++o.restarts;
+  }
+}
+
+void Supervisor::run() {
+  launch_pending();
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (start_failed_) break;
+      if (!started_ && std::all_of(children_.begin(), children_.end(), [](const Child& c) {
+            return c.ready || c.state == State::exited;
+          })) {
+        started_ = true;
+        initial_start_ = false;
+        topology_state_ = "running";
+        changed_.notify_all();
+      }
+      if (stop_requested_) break;
+    }
+    if (!any_live()) break;
+    std::vector<pollfd> fds;
+    std::vector<std::pair<std::size_t, bool>> owners;  // child, is ready fd
+    fds.push_back({wake_fd_, POLLIN, 0});
+    if (stop_fd_ >= 0) fds.push_back({stop_fd_, POLLIN, 0});
+    const std::size_t first = fds.size();
+    for (std::size_t i = 0; i < children_.size(); ++i) {
+      if (children_[i].ready_fd >= 0) {
+        fds.push_back({children_[i].ready_fd, POLLIN, 0});
+        owners.emplace_back(i, true);
+      }
+    }
+    for (std::size_t i = 0; i < children_.size(); ++i) {
+      if (children_[i].pidfd >= 0) {
+        fds.push_back({children_[i].pidfd, POLLIN, 0});
+        owners.emplace_back(i, false);
+      }
+    }
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      throw std::system_error(errno, std::generic_category(), "mpx: supervisor poll");
+    }
+    if (fds[0].revents & POLLIN) {
+      std::uint64_t n;
+      (void)!::read(wake_fd_, &n, sizeof n);
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (stop_fd_ >= 0 && (fds[1].revents & POLLIN)) {
+        stop_requested_ = true;
+        report_ += "stop requested by a signal\n";
+      }
+      if (stop_requested_) break;
+    }
+    // Readiness first: a child that wrote its byte and then ended was ready.
+    for (std::size_t k = first; k < fds.size(); ++k) {
+      const auto [i, is_ready] = owners[k - first];
+      if (is_ready && fds[k].revents && children_[i].ready_fd == fds[k].fd) on_ready(children_[i]);
+    }
+    for (std::size_t k = first; k < fds.size(); ++k) {
+      const auto [i, is_ready] = owners[k - first];
+      if (!is_ready && fds[k].revents && children_[i].pidfd == fds[k].fd) {
+        on_death(children_[i]);
+        if (result_) return;  // escalated
+      }
+    }
+    launch_pending();
+  }
+  // The end: a failed start, a stop request, or every actor done.
+  bool failed_start = false;
+  double timeout = config_.shutdown_timeout_s;
+  {
+    std::lock_guard lock(mutex_);
+    failed_start = start_failed_;
+    if (stop_timeout_s_ >= 0) timeout = stop_timeout_s_;
+  }
+  bool requested = false;
+  {
+    std::lock_guard lock(mutex_);
+    requested = stop_requested_;
+  }
+  stop_all(timeout);
+  TopologyExit status = TopologyExit::ok;
+  if (failed_start) {
+    status = TopologyExit::failed;
+  } else if (requested) {
+    status = killed_any_ ? TopologyExit::killed : TopologyExit::ok;
+  } else {
+    const bool any_failed = std::any_of(children_.begin(), children_.end(), [](const Child& c) {
+      return c.last_exitcode && *c.last_exitcode != 0;
+    });
+    status = any_failed ? TopologyExit::failed : TopologyExit::ok;
+  }
+  if (requested) note(std::string("stopped") + (killed_any_ ? " (some actors had to be killed)" : " cleanly"));
+  finish(status);
+}
+
+}  // namespace mpx::topology

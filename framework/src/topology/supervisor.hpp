@@ -1,0 +1,100 @@
+// The supervisor: one thread that starts a topology's actors in order, watches their deaths through pidfds (and
+// their readiness through a pipe each), restarts them per restart type and strategy, escalates when restarts exceed
+// max_restarts within the window, and stops them in reverse start order. It never sleeps to wait: every wait is a
+// poll() on those descriptors and one eventfd for commands.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/types.h>
+
+#include <mpx/topology.hpp>
+
+#include "topology/config.hpp"
+
+namespace mpx::topology {
+
+class Supervisor {
+ public:
+  // `objects`: every shared object by name, as actors receive them.
+  Supervisor(Config config, std::map<std::string, ActorContext::Entry> objects);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // Starts the thread and the actors; returns once every actor is ready. Throws TopologyError if one could not
+  // start (after stopping the others).
+  void start();
+  // A descriptor that, once readable, makes the supervisor stop the topology (the signal handlers' self-pipe).
+  void set_stop_fd(int fd) { stop_fd_ = fd; }
+  // Asks for a stop (timeout < 0: the config's) and waits for the end.
+  TopologyExit stop(double timeout_s);
+  // Waits for the end; nullopt if `timeout_s` (>= 0) passed first.
+  std::optional<TopologyExit> wait(double timeout_s);
+  std::vector<ActorStatus> actors() const;
+  std::string state() const;
+  std::string report() const;
+
+ private:
+  enum class State { idle, pending, starting, running, stopping, exited, failed, stopped };
+  struct Child {
+    std::size_t actor = 0;
+    int replica = 0;
+    std::string name;
+    State state = State::idle;
+    pid_t pid = 0;
+    int pidfd = -1;
+    int ready_fd = -1;
+    bool ready = false;
+    int restarts = 0;
+    std::chrono::steady_clock::time_point started_at;
+    std::optional<int> last_exitcode;
+  };
+
+  void run();
+  void launch(Child& c);
+  bool dependencies_ready(const Child& c) const;
+  void launch_pending();
+  void on_ready(Child& c);
+  void on_death(Child& c);
+  int reap(Child& c);
+  // Terminates the given children in reverse of the order given: SIGTERM, SIGKILL after the timeout.
+  void terminate(const std::vector<std::size_t>& children, double timeout_s);
+  void stop_all(double timeout_s);
+  void finish(TopologyExit status);
+  bool any_live() const;
+  void note(const std::string& line);
+  static std::string state_name(State s);
+
+  Config config_;
+  std::map<std::string, ActorContext::Entry> objects_;
+  std::vector<Child> children_;  // in start order
+  std::thread thread_;
+  int wake_fd_ = -1;
+  int stop_fd_ = -1;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  bool started_ = false;       // every actor was ready once
+  bool start_failed_ = false;
+  bool initial_start_ = true;  // deaths before readiness during the first start fail the start
+  bool stop_requested_ = false;
+  double stop_timeout_s_ = -1;
+  bool stopping_ = false;
+  bool killed_any_ = false;
+  std::optional<TopologyExit> result_;
+  std::string report_;
+  std::string topology_state_ = "loaded";
+  std::deque<std::chrono::steady_clock::time_point> restart_times_;
+};
+
+}  // namespace mpx::topology

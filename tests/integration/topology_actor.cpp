@@ -1,0 +1,56 @@
+// An `exec` actor for tests/integration/topology_test.cpp. Roles (argv[1]):
+//   wait [CODE]            runs until SIGTERM (exit 0) or SIGUSR1 (exit CODE, default 0)
+//   stubborn               ignores SIGTERM: only SIGKILL ends it
+//   exit CODE              exits with CODE at once
+//   relay                  gets a list from queue "mid", appends "exec", puts it on queue "out", exits 0
+// Every role first appends "LABEL PID" to the file named by $TOPOLOGY_TEST_LOG, before mpx::init: that is before
+// the actor is ready, so the file shows the order in which the supervisor started the actors.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <mpx/mpx.hpp>
+
+int main(int argc, char** argv) {
+  if (const char* log = std::getenv("TOPOLOGY_TEST_LOG")) {
+    const int fd = ::open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      const std::string line = std::string(argc > 2 ? argv[2] : "-") + " " + std::to_string(::getpid()) + "\n";
+      (void)!::write(fd, line.data(), line.size());
+      ::close(fd);
+    }
+  }
+  // Blocked before mpx::init creates any thread, so that every thread inherits the mask and sigwait sees them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
+  const std::string role = argc > 1 ? argv[1] : "";
+  if (role == "wait") ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  if (role == "stubborn") std::signal(SIGTERM, SIG_IGN);
+  mpx::init(argc, argv);
+  if (role == "wait") {
+    int sig = 0;
+    ::sigwait(&set, &sig);
+    return sig == SIGUSR1 && argc > 3 ? std::atoi(argv[3]) : 0;
+  }
+  if (role == "stubborn") {
+    for (;;) ::pause();
+  }
+  if (role == "exit") return argc > 3 ? std::atoi(argv[3]) : 0;
+  if (role == "relay") {
+    auto mid = mpx::this_actor().queue<std::vector<std::string>>("mid");
+    auto out = mpx::this_actor().queue<std::vector<std::string>>("out");
+    auto items = mid.get();
+    items.push_back("exec");
+    out.put(items);
+    return 0;
+  }
+  std::fprintf(stderr, "topology_actor: unknown role '%s'\n", role.c_str());
+  return 2;
+}

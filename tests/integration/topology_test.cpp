@@ -1,0 +1,511 @@
+// Topologies with real processes: config errors, start order, restarts per type and strategy, escalation, graceful
+// stop (through mpx-run and a signal), exec and task actors together, and 200 actors passing a message along.
+#include <catch2/catch.hpp>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <mpx/mpx.hpp>
+
+#include "runtime/session.hpp"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using Catch::Matchers::Contains;
+
+// Task actors: this test program started again by the topology. They are registered by static initializers, so that
+// they exist before mpx::init runs in the started copy.
+void relay_task() {
+  const auto& me = mpx::this_actor();
+  auto in = me.queue<std::vector<int>>("q" + std::to_string(me.replica()));
+  auto out = me.queue<std::vector<int>>("q" + std::to_string(me.replica() + 1));
+  auto hops = in.get();
+  hops.push_back(me.replica());
+  out.put(hops);
+}
+
+void append_task() {
+  auto in = mpx::this_actor().queue<std::vector<std::string>>("in");
+  auto mid = mpx::this_actor().queue<std::vector<std::string>>("mid");
+  auto items = in.get();
+  items.push_back("task:" + mpx::this_actor().args()["tag"].as_string());
+  mid.put(items);
+}
+
+const bool registered = [] {
+  mpx::register_actor("relay", relay_task);
+  mpx::register_actor("append", append_task);
+  return true;
+}();
+
+std::string actor() { return TOPOLOGY_ACTOR_PATH; }
+
+// A private directory, and TOPOLOGY_TEST_LOG pointing into it, removed at the end of a test.
+struct Scratch {
+  fs::path dir;
+  Scratch() {
+    char tmpl[] = "/tmp/mpx-topology-test-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    ::setenv("TOPOLOGY_TEST_LOG", (dir / "log").c_str(), 1);
+  }
+  ~Scratch() {
+    ::unsetenv("TOPOLOGY_TEST_LOG");
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  // "label pid" lines, in the order the actors started.
+  std::vector<std::pair<std::string, pid_t>> log() const {
+    std::ifstream in(dir / "log");
+    std::vector<std::pair<std::string, pid_t>> lines;
+    std::string label;
+    pid_t pid;
+    while (in >> label >> pid) lines.emplace_back(label, pid);
+    return lines;
+  }
+  fs::path write(const std::string& name, const std::string& text) const {
+    std::ofstream(dir / name) << text;
+    return dir / name;
+  }
+};
+
+// An exec actor of tests/integration/topology_actor.cpp.
+std::string exec_actor(const std::string& name, const std::string& role, const std::string& extra = "") {
+  return "[[actors]]\nname = \"" + name + "\"\nexec = [\"" + actor() + "\", \"" + role + "\", \"" + name + "\"]\n" +
+         extra + "\n";
+}
+
+// Polls (the test's side only) until `predicate` holds; fails the test after a generous anti-hang bound.
+void wait_until(const std::function<bool()>& predicate, const char* what) {
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (!predicate()) {
+    if (std::chrono::steady_clock::now() > deadline) FAIL("timed out waiting until " << what);
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+mpx::ActorStatus status_of(const mpx::Topology& t, const std::string& name) {
+  for (auto& a : t.status().actors) {
+    if (a.name == name) return a;
+  }
+  FAIL("no actor " << name);
+  return {};
+}
+
+bool gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+std::string error_of(const std::string& text) {
+  try {
+    (void)mpx::Topology::parse(text, "t.toml");
+  } catch (const mpx::TopologyError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("every config error names the file, line, column, key and what was expected", "[topology]") {
+  const std::string ok_actor = "[[actors]]\nname = \"a\"\ntask = \"relay\"\n";
+  CHECK(error_of("bogus = 1\n" + ok_actor) == "t.toml:1:1: bogus: unknown key (expected one of: coordinator, "
+                                              "supervisor, objects, actors)");
+  CHECK(error_of("[[actors]]\nname = \"a\"\ntask = \"relay\"\nreplica = 2\n") ==
+        "t.toml:4:1: actors[0].replica: unknown key (expected one of: name, task, exec, replicas, args, objects, "
+        "after, restart)");
+  CHECK(error_of(ok_actor + "replicas = \"two\"\n") ==
+        "t.toml:4:12: actors[0].replicas: expected an integer >= 1, got a string");
+  CHECK(error_of(ok_actor + "replicas = 0\n") == "t.toml:4:12: actors[0].replicas: expected an integer >= 1, got 0");
+  CHECK(error_of("[objects.jobs]\ntype = \"queue\"\n" + ok_actor + "objects = [\"jobs\", \"jobz\"]\n") ==
+        "t.toml:6:20: actors[0].objects: \"jobz\" is not a defined object (defined: jobs)");
+  CHECK(error_of(ok_actor + "after = [\"b\"]\n") ==
+        "t.toml:4:10: actors[0].after: \"b\" is not a defined actor (defined: a)");
+  CHECK(error_of(ok_actor + "after = [\"b\"]\n[[actors]]\nname = \"b\"\ntask = \"relay\"\nafter = [\"a\"]\n") ==
+        "t.toml:4:9: actors[0].after: the start order has a cycle: a -> b -> a");
+  CHECK(error_of(ok_actor + "restart = \"always\"\n") ==
+        "t.toml:4:11: actors[0].restart: expected one of \"permanent\", \"transient\", \"temporary\", got \"always\"");
+  CHECK(error_of("[supervisor]\nstrategy = \"one_for_some\"\n" + ok_actor) ==
+        "t.toml:2:12: supervisor.strategy: expected one of \"one_for_one\", \"one_for_all\", \"rest_for_one\", got "
+        "\"one_for_some\"");
+  CHECK(error_of("[supervisor]\nmax_restarts = 1.5\n" + ok_actor) ==
+        "t.toml:2:16: supervisor.max_restarts: expected an integer >= 0, got a float");
+  CHECK(error_of("[coordinator]\nshutdown_timeout = \"5s\"\n" + ok_actor) ==
+        "t.toml:2:20: coordinator.shutdown_timeout: expected a number of seconds, got a string");
+  CHECK(error_of("[coordinator]\nendpoint = \"udp://x\"\n" + ok_actor) ==
+        "t.toml:2:12: coordinator.endpoint: expected \"ipc\" (the default), \"ipc:///path\" or \"tcp://host:port\", "
+        "got \"udp://x\"");
+  CHECK_THAT(error_of("[[actors]]\nname = \"a\"\n"),
+             Contains("t.toml:1:1: actors[0]: missing: expected task = \"name\" (a registered function) or exec"));
+  CHECK(error_of(ok_actor + "exec = [\"/bin/true\"]\n") == "t.toml:4:8: actors[0].exec: expected either task or exec, not both");
+  CHECK_THAT(error_of("[[actors]]\nname = \"a\"\ntask = \"nope\"\n"),
+             Contains("t.toml:3:8: actors[0].task: \"nope\" is not a function registered with mpx::register_actor in "
+                      "this program (registered: append, relay)"));
+  CHECK(error_of("[[actors]]\nname = \"a\"\nexec = [\"no-such-program-here\"]\n") ==
+        "t.toml:3:8: actors[0].exec: expected a program, but 'no-such-program-here' was not found in PATH");
+  CHECK(error_of(ok_actor + "[[actors]]\nname = \"a\"\ntask = \"relay\"\n") ==
+        "t.toml:5:8: actors[1].name: duplicate actor name \"a\" (actors[0] has it)");
+  CHECK(error_of("[objects.gate]\ntype = \"barrier\"\n" + ok_actor) ==
+        "t.toml:1:1: objects.gate.parties: missing: a barrier needs parties (an integer >= 1)");
+  CHECK(error_of("[objects.gate]\ntype = \"mutex\"\n" + ok_actor) ==
+        "t.toml:2:8: objects.gate.type: expected one of \"barrier\", \"event\", \"joinable_queue\", \"lock\", "
+        "\"pipe\", \"pool\", \"queue\", \"semaphore\", got \"mutex\"");
+  CHECK(error_of("[objects.jobs]\ntype = \"queue\"\nmaxsize = -1\n" + ok_actor) ==
+        "t.toml:3:11: objects.jobs.maxsize: expected an integer >= 0, got -1");
+  CHECK(error_of("[objects.jobs]\ntype = \"event\"\nmaxsize = 3\n" + ok_actor) ==
+        "t.toml:3:1: objects.jobs.maxsize: unknown key (expected one of: type)");
+  CHECK(error_of("[coordinator]\n") == "t.toml:1:1: actors: missing: expected at least one [[actors]] table");
+  CHECK_THAT(error_of("[[actors]\n"), Contains("t.toml:1:"));
+  CHECK_THAT(error_of("[[actors]\n"), Contains("invalid TOML"));
+  CHECK_THROWS_AS(mpx::Topology::load("/nonexistent/topology.toml"), mpx::TopologyError);
+}
+
+TEST_CASE("a bad file starts nothing: mpx-run --check and a run both exit 2", "[topology]") {
+  Scratch s;
+  // The first actor is valid; the second's error must stop everything before the first starts.
+  const auto file = s.write("bad.toml", exec_actor("a", "wait") + exec_actor("b", "wait", "replicas = 0"));
+  for (const char* check : {"--check", ""}) {
+    std::vector<std::string> args = {MPX_RUN_PATH, file.string()};
+    if (*check) args.insert(args.begin() + 1, check);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    REQUIRE(::posix_spawn(&pid, MPX_RUN_PATH, nullptr, nullptr, argv.data(), environ) == 0);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 2);
+  }
+  CHECK(s.log().empty());
+}
+
+TEST_CASE("start order follows after, replicas included", "[topology]") {
+  Scratch s;
+  auto t = mpx::Topology::parse(exec_actor("c", "wait", "after = [\"b\"]") + exec_actor("a", "wait", "replicas = 2") +
+                                exec_actor("b", "wait", "after = [\"a\"]") + exec_actor("d", "wait"));
+  t.start();
+  const auto log = s.log();
+  REQUIRE(log.size() == 5);
+  // a and d have no dependency and start at once, in either order; b after both a's; c after b.
+  std::vector<std::string> labels;
+  for (auto& [label, pid] : log) labels.push_back(label);
+  const auto pos = [&](const std::string& l, int nth = 0) {
+    int seen = 0;
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+      if (labels[i] == l && seen++ == nth) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  CHECK(pos("b") > pos("a", 0));
+  CHECK(pos("b") > pos("a", 1));
+  CHECK(pos("c") > pos("b"));
+  CHECK(t.status().state == "running");
+  CHECK(t.stop() == mpx::TopologyExit::ok);
+  for (auto& [label, pid] : log) CHECK(gone(pid));
+}
+
+TEST_CASE("killing an actor restarts it or not, per restart type", "[topology]") {
+  Scratch s;
+  auto t = mpx::Topology::parse("[supervisor]\nmax_restarts = 10\n" +
+                                exec_actor("perm", "wait", "restart = \"permanent\"") +
+                                exec_actor("trans", "wait", "restart = \"transient\"") +
+                                exec_actor("done", "wait", "restart = \"transient\"") +
+                                exec_actor("temp", "wait", "restart = \"temporary\""));
+  t.start();
+  const auto before = t.status().actors;
+  REQUIRE(before.size() == 4);
+  for (auto& a : before) {
+    CHECK(a.state == "running");
+    CHECK(a.pid > 0);
+  }
+  auto kill_and_wait = [&](const std::string& name, int sig, const std::function<bool(const mpx::ActorStatus&)>& done) {
+    const pid_t pid = status_of(t, name).pid;
+    REQUIRE(::kill(pid, sig) == 0);
+    wait_until([&] { return done(status_of(t, name)); }, name.c_str());
+    CHECK(gone(pid));
+  };
+  // permanent: restarted whatever the reason.
+  kill_and_wait("perm", SIGKILL, [](const mpx::ActorStatus& a) { return a.restarts == 1 && a.state == "running"; });
+  CHECK(status_of(t, "perm").last_exitcode == -SIGKILL);
+  // transient: restarted after an abnormal end (a signal)...
+  kill_and_wait("trans", SIGKILL, [](const mpx::ActorStatus& a) { return a.restarts == 1 && a.state == "running"; });
+  // ...but not after a normal exit (SIGUSR1 makes the test actor exit 0).
+  kill_and_wait("done", SIGUSR1, [](const mpx::ActorStatus& a) { return a.state == "exited"; });
+  CHECK(status_of(t, "done").restarts == 0);
+  CHECK(status_of(t, "done").last_exitcode == 0);
+  // temporary: never restarted.
+  kill_and_wait("temp", SIGKILL, [](const mpx::ActorStatus& a) { return a.state == "failed"; });
+  CHECK(status_of(t, "temp").restarts == 0);
+  CHECK(status_of(t, "temp").pid == 0);
+  // The others were left alone (one_for_one).
+  CHECK(status_of(t, "perm").restarts == 1);
+  CHECK(s.log().size() == 6);  // four starts and two restarts
+  CHECK_THAT(t.report(), Contains("actor perm ended (killed by signal 9 (SIGKILL)): restarting (one_for_one)"));
+  CHECK_THAT(t.report(), Contains("actor temp ended (killed by signal 9 (SIGKILL)); temporary: not restarted"));
+  CHECK(t.stop() == mpx::TopologyExit::ok);
+}
+
+TEST_CASE("one_for_all restarts every actor, rest_for_one those started after the dead one", "[topology]") {
+  for (const std::string strategy : {"one_for_all", "rest_for_one"}) {
+    DYNAMIC_SECTION(strategy) {
+      Scratch s;
+      auto t = mpx::Topology::parse("[supervisor]\nstrategy = \"" + strategy + "\"\n" + exec_actor("a", "wait") +
+                                    exec_actor("b", "wait", "after = [\"a\"]") +
+                                    exec_actor("c", "wait", "after = [\"b\"]"));
+      t.start();
+      const pid_t a = status_of(t, "a").pid, b = status_of(t, "b").pid, c = status_of(t, "c").pid;
+      REQUIRE(::kill(b, SIGKILL) == 0);
+      wait_until([&] { return status_of(t, "b").restarts == 1 && status_of(t, "c").state == "running" &&
+                              status_of(t, "c").restarts == 1; },
+                 "b and c restarted");
+      CHECK(status_of(t, "b").pid != b);
+      CHECK(status_of(t, "c").pid != c);
+      CHECK(gone(c));
+      if (strategy == "one_for_all") {
+        wait_until([&] { return status_of(t, "a").restarts == 1 && status_of(t, "a").state == "running"; }, "a");
+        CHECK(status_of(t, "a").pid != a);
+        CHECK(gone(a));
+        // Restarted in start order: a, then b, then c (after the first three starts).
+        const auto log = s.log();
+        REQUIRE(log.size() == 6);
+        CHECK(log[3].first == "a");
+        CHECK(log[4].first == "b");
+        CHECK(log[5].first == "c");
+      } else {
+        CHECK(status_of(t, "a").pid == a);
+        CHECK(status_of(t, "a").restarts == 0);
+        const auto log = s.log();
+        REQUIRE(log.size() == 5);
+        CHECK(log[3].first == "b");
+        CHECK(log[4].first == "c");
+      }
+      CHECK(t.stop() == mpx::TopologyExit::ok);
+    }
+  }
+}
+
+TEST_CASE("exceeding max_restarts within the window escalates", "[topology]") {
+  Scratch s;
+  auto t = mpx::Topology::parse("[supervisor]\nmax_restarts = 2\nwindow = 30\n" + exec_actor("steady", "wait") +
+                                exec_actor("crashy", "exit", "args = {}") );
+  // The test actor's `exit` role takes its code from argv[3]; this one exits 0, but it is permanent: restarted.
+  t.start();
+  CHECK(t.wait() == mpx::TopologyExit::escalated);
+  CHECK_THAT(t.report(), Contains("more than 2 restarts within 30 s; the supervisor escalates"));
+  CHECK(status_of(t, "crashy").restarts == 2);
+  CHECK(s.log().size() == 4);  // steady once, crashy three times
+  for (auto& [label, pid] : s.log()) CHECK(gone(pid));
+  CHECK(t.status().state == "stopped");
+}
+
+namespace {
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Runs mpx-run with `args`, the examples' actor program in PATH, its output in `out`; returns its exit status.
+int run_mpx_run(std::vector<std::string> args, const fs::path& out, std::string program = MPX_RUN_PATH) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    if (std::string(*e).rfind("PATH=", 0) != 0) env.emplace_back(*e);
+  }
+  env.push_back(std::string("PATH=") + EXAMPLES_BUILD_DIR + ":" + std::getenv("PATH"));
+  std::vector<char*> envp, argv;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  args.insert(args.begin(), program);
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = 0;
+  REQUIRE(::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), envp.data()) == 0);
+  posix_spawn_file_actions_destroy(&actions);
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;  // anti-hang bound only
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      FAIL("mpx-run did not end within 60 s:\n" << read_file(out));
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
+TEST_CASE("the example topologies run through mpx-run", "[topology]") {
+  Scratch s;
+  const std::string dir = std::string(EXAMPLES_SOURCE_DIR) + "/topologies/";
+  SECTION("supervised: a crashy permanent worker escalates, exit status 3") {
+    CHECK(run_mpx_run({dir + "supervised.toml"}, s.dir / "out") == 3);
+    const auto out = read_file(s.dir / "out");
+    CHECK_THAT(out, Contains("mpx-run: actor crashy ended (exit code 42): more than 3 restarts within 10 s"));
+    CHECK_THAT(out, Contains("escalated: too many restarts (exit status 3)"));
+  }
+  SECTION("fan-out/fan-in over a tcp coordinator endpoint") {
+    const auto file = s.write("tcp.toml", "[coordinator]\nendpoint = \"tcp://127.0.0.1:*\"\n" +
+                                              read_file(dir + "fan_out_in.toml"));
+    CHECK(run_mpx_run({file.string()}, s.dir / "out") == 0);
+    CHECK_THAT(read_file(s.dir / "out"), Contains("collector: 4 partial sums after the barrier: total 499500000 (correct)"));
+  }
+  SECTION("task actors of an application, through mpx::run_main") {
+    CHECK(run_mpx_run({dir + "app_tasks.toml"}, s.dir / "out", std::string(EXAMPLES_BUILD_DIR) + "/topology_app") == 0);
+    const auto out = read_file(s.dir / "out");
+    CHECK_THAT(out, Contains("printer: hello from greeter replica 0 of 3\nprinter: hello from greeter replica 1 of 3\n"
+                             "printer: hello from greeter replica 2 of 3\n"));
+    CHECK_THAT(out, Contains("topology_app: topology " + dir + "app_tasks.toml ended: ok (exit status 0)"));
+  }
+  SECTION("pipeline: 20000 items, sum checked by the sink") {
+    CHECK(run_mpx_run({dir + "pipeline.toml"}, s.dir / "out") == 0);
+    CHECK_THAT(read_file(s.dir / "out"), Contains("sink: 20000 items through 4 workers"));
+    CHECK_THAT(read_file(s.dir / "out"), Contains("sum of squares correct"));
+  }
+}
+
+namespace {
+
+// Runs mpx-run on `file` with its output in `out`; returns its pid.
+pid_t spawn_mpx_run(const std::string& file, const fs::path& out) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  std::string prog = MPX_RUN_PATH, interval = "--status-every", every = "0.2", f = file;
+  char* argv[] = {prog.data(), interval.data(), every.data(), f.data(), nullptr};
+  pid_t pid = 0;
+  REQUIRE(::posix_spawn(&pid, MPX_RUN_PATH, &actions, nullptr, argv, environ) == 0);
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+std::vector<fs::path> session_dirs_of(pid_t pid) {
+  std::vector<fs::path> found;
+  const std::string prefix = "mpx-" + std::to_string(pid) + "-";
+  for (auto& e : fs::directory_iterator(mpx::runtime::session_parent_directory())) {
+    if (e.path().filename().string().rfind(prefix, 0) == 0) found.push_back(e.path());
+  }
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("SIGTERM to mpx-run stops every actor in reverse order and leaves nothing behind", "[topology]") {
+  Scratch s;
+  SECTION("actors that stop on SIGTERM: exit status 0") {
+    const auto file = s.write("t.toml", "[objects.jobs]\ntype = \"queue\"\n" + exec_actor("a", "wait", "replicas = 3") +
+                                            exec_actor("b", "wait", "after = [\"a\"]"));
+    const pid_t run = spawn_mpx_run(file, s.dir / "out");
+    wait_until([&] { return s.log().size() == 4; }, "four actors started");
+    wait_until([&] { return !session_dirs_of(run).empty(); }, "the session directory exists");
+    std::string out;
+    wait_until([&] {
+      std::ifstream in(s.dir / "out");
+      out.assign(std::istreambuf_iterator<char>(in), {});
+      return out.find("--- status at") != std::string::npos && out.find("queue jobs") != std::string::npos;
+    }, "a status table");
+    REQUIRE(::kill(run, SIGTERM) == 0);
+    int status = 0;
+    REQUIRE(::waitpid(run, &status, 0) == run);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    for (auto& [label, pid] : s.log()) CHECK(gone(pid));
+    CHECK(session_dirs_of(run).empty());
+    std::ifstream in(s.dir / "out");
+    out.assign(std::istreambuf_iterator<char>(in), {});
+    CHECK_THAT(out, Contains("stop requested by a signal"));
+    CHECK_THAT(out, Contains("ended: ok (exit status 0)"));
+  }
+  SECTION("an actor that ignores SIGTERM is killed after the timeout: exit status 4") {
+    const auto file = s.write("t.toml", "[coordinator]\nshutdown_timeout = 0.3\n" + exec_actor("a", "wait") +
+                                            exec_actor("stubborn", "stubborn"));
+    const pid_t run = spawn_mpx_run(file, s.dir / "out");
+    wait_until([&] { return s.log().size() == 2; }, "two actors started");
+    wait_until([&] {
+      std::ifstream in(s.dir / "out");
+      return std::string(std::istreambuf_iterator<char>(in), {}).find("--- status at") != std::string::npos;
+    }, "a status table");
+    REQUIRE(::kill(run, SIGINT) == 0);
+    int status = 0;
+    REQUIRE(::waitpid(run, &status, 0) == run);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 4);
+    for (auto& [label, pid] : s.log()) CHECK(gone(pid));
+    CHECK(session_dirs_of(run).empty());
+    std::ifstream in(s.dir / "out");
+    CHECK_THAT(std::string(std::istreambuf_iterator<char>(in), {}),
+               Contains("actor stubborn did not stop within 0.3 s: killed"));
+  }
+}
+
+TEST_CASE("exec and task actors in one topology pass a message along", "[topology]") {
+  Scratch s;
+  auto t = mpx::Topology::parse(
+      "[objects.in]\ntype = \"queue\"\n[objects.mid]\ntype = \"queue\"\n[objects.out]\ntype = \"queue\"\n"
+      "[[actors]]\nname = \"t\"\ntask = \"append\"\nobjects = [\"in\", \"mid\"]\nargs = { tag = \"x\" }\n"
+      "restart = \"transient\"\n" +
+      exec_actor("e", "relay", "objects = [\"mid\", \"out\"]\nrestart = \"transient\""));
+  t.start();
+  CHECK(t.endpoint().rfind("ipc://", 0) == 0);
+  t.objects().queue<std::vector<std::string>>("in").put({"start"});
+  const auto out = t.objects().queue<std::vector<std::string>>("out").get(true, 20s);
+  CHECK(out == std::vector<std::string>{"start", "task:x", "exec"});
+  CHECK(t.wait() == mpx::TopologyExit::ok);
+  CHECK(status_of(t, "t").state == "exited");
+  CHECK(status_of(t, "e").state == "exited");
+  CHECK(t.status().queues.size() == 3);
+}
+
+TEST_CASE("200 actors start, pass a message through every one of them, and stop", "[topology]") {
+  constexpr int n = 200;
+  std::string text;
+  for (int i = 0; i <= n; ++i) text += "[objects.q" + std::to_string(i) + "]\ntype = \"queue\"\n";
+  text += "[[actors]]\nname = \"relay\"\ntask = \"relay\"\nreplicas = " + std::to_string(n) +
+          "\nrestart = \"transient\"\nobjects = [";
+  for (int i = 0; i <= n; ++i) text += (i ? ", " : "") + std::string("\"q") + std::to_string(i) + "\"";
+  text += "]\n";
+  auto t = mpx::Topology::parse(text);
+  t.start();
+  const auto st = t.status();
+  REQUIRE(st.actors.size() == n);
+  for (auto& a : st.actors) CHECK(a.state == "running");
+  t.objects().queue<std::vector<int>>("q0").put({});
+  const auto hops = t.objects().queue<std::vector<int>>("q" + std::to_string(n)).get(true, 30s);
+  REQUIRE(hops.size() == n);
+  for (int i = 0; i < n; ++i) CHECK(hops[i] == i);
+  CHECK(t.wait() == mpx::TopologyExit::ok);
+  for (auto& a : t.status().actors) CHECK(a.state == "exited");
+}
+
+TEST_CASE("actor context: a wrong name or type is an error naming what the actor has", "[topology]") {
+  mpx::ActorContext ctx("w", 0, 1, mpx::Object(mpx::Object::Map{}), {{"jobs", "queue", {7}}});
+  CHECK_THROWS_WITH(ctx.event("jobs"), "mpx: object 'jobs' of actor 'w' is a queue, not a event");
+  CHECK_THROWS_WITH(ctx.queue<int>("job"),
+                    "mpx: actor 'w' was not given an object named 'job' (it has: jobs); list it in the actor's objects");
+  CHECK(ctx.queue<int>("jobs").id() == 7);
+  CHECK_FALSE(mpx::is_actor());
+  CHECK_THROWS_AS(mpx::this_actor(), mpx::ProcessError);
+}
