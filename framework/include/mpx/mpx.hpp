@@ -9,3 +9,4 @@
 #include <mpx/process.hpp>
 #include <mpx/queue.hpp>
 #include <mpx/sync.hpp>
+#include <mpx/pool.hpp>

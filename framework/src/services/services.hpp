@@ -12,5 +12,6 @@ void install_all(runtime::Coordinator& coordinator);
 void install_queues(runtime::Coordinator& coordinator);
 void install_sync(runtime::Coordinator& coordinator);
 void install_pipes(runtime::Coordinator& coordinator);
+void install_pool(runtime::Coordinator& coordinator);
 
 }  // namespace mpx::services
