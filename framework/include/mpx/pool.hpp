@@ -63,6 +63,9 @@ void result_check(ResultCore& core, const Timeout& timeout);
 const std::vector<std::string>& result_values(const ResultCore& core);
 bool result_single(const ResultCore& core);
 std::exception_ptr result_error(const ResultCore& core);
+bool result_cancelled(const ResultCore& core);
+// Runs `callback` once the result is done (on the result thread), or at once on this thread if it already is.
+void result_add_done_callback(ResultCore& core, std::function<void()> callback);
 
 using DoneCallback = std::function<void(ResultCore&)>;
 

@@ -149,6 +149,8 @@ struct ResultCore : Sink {
   std::condition_variable changed;
   bool single = false;
   bool finishing = false;  // the outcome is fixed; callbacks may still be running
+  bool cancelled = false;
+  std::vector<std::function<void()>> done_callbacks;  // Future::add_done_callback, as_completed, wait
   bool done = false;
   std::vector<std::string> values;
   std::size_t remaining = 0;  // chunks
@@ -163,6 +165,8 @@ struct ResultCore : Sink {
   void finish(std::unique_lock<std::mutex>& lock) {
     finishing = true;
     auto callback = std::move(on_done);
+    auto more = std::move(done_callbacks);
+    done_callbacks.clear();
     lock.unlock();
     if (callback) {
       try {
@@ -175,8 +179,21 @@ struct ResultCore : Sink {
     }
     lock.lock();
     done = true;
+    more.insert(more.end(), done_callbacks.begin(), done_callbacks.end());  // added while the callback ran
+    done_callbacks.clear();
     lock.unlock();
     changed.notify_all();
+    for (auto& c : more) run_callback(c);
+  }
+
+  static void run_callback(const std::function<void()>& c) {
+    try {
+      c();
+    } catch (const std::exception& e) {
+      std::cerr << "mpx: a done callback raised " << current_exception_type() << ": " << e.what() << "\n";
+    } catch (...) {
+      std::cerr << "mpx: a done callback raised an exception\n";
+    }
   }
 
   void deliver(const Pending& task, std::vector<std::string> got) override {
@@ -692,6 +709,22 @@ void result_check(ResultCore& core, const Timeout& timeout) {
 const std::vector<std::string>& result_values(const ResultCore& core) { return core.values; }
 bool result_single(const ResultCore& core) { return core.single; }
 
+bool result_cancelled(const ResultCore& core) {
+  std::lock_guard lock(const_cast<ResultCore&>(core).mutex);
+  return core.cancelled;
+}
+
+void result_add_done_callback(ResultCore& core, std::function<void()> callback) {
+  {
+    std::lock_guard lock(core.mutex);
+    if (!core.done) {
+      core.done_callbacks.push_back(std::move(callback));
+      return;
+    }
+  }
+  ResultCore::run_callback(callback);  // already done: at once, on this thread, as Python does
+}
+
 std::exception_ptr result_error(const ResultCore& core) {
   std::lock_guard lock(const_cast<ResultCore&>(core).mutex);
   return core.error;
@@ -720,7 +753,7 @@ std::shared_ptr<PoolCore> pool_start(PoolOptions options) {
   dealer.set(zmq::sockopt::rcvhwm, 0);  // deliveries are answers to our own submissions: never drop one
   dealer.connect(endpoint);
   const auto self = static_cast<std::uint64_t>(runtime::self_pid());
-  auto create = wire::make(wire::Kind::pool_create, 0, 1, std::make_tuple(core->options.max_retries));
+  auto create = wire::make(wire::Kind::pool_create, 0, 1, std::make_tuple(core->options.max_retries, static_cast<std::uint32_t>(core->processes)));
   wire::send(dealer, create, self);
   zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
   if (zmq::poll(&item, 1, std::chrono::seconds(30)) == 0) {
@@ -832,6 +865,10 @@ bool pool_cancel(PoolCore& pool, ResultCore& result) {
       task = std::move(it->second);
       pool.pending.erase(it);
     }
+  }
+  {
+    std::lock_guard lock(result.mutex);
+    result.cancelled = true;
   }
   if (task.sink) task.sink->fail(task, std::make_exception_ptr(CancelledError("mpx: the task was cancelled")));
   return true;

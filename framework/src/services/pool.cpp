@@ -45,6 +45,7 @@ struct PoolState {
   std::uint64_t id = 0;
   Coordinator::Peer owner;  // the owner's result socket: every pool_delivery goes there
   std::uint32_t max_retries = 3;
+  std::uint32_t processes = 1;  // the owner's worker count: the fair share divides the queue among them all
   std::deque<Task> queue;
   std::unordered_map<std::uint64_t, std::unordered_map<std::uint64_t, Task>> held;  // worker pid -> task id -> task
   std::deque<Taker> takers;
@@ -92,11 +93,13 @@ class PoolService {
   }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
-    auto [max_retries] = req.body_as<std::tuple<std::uint32_t>>();
+    auto [max_retries, processes] = req.body_as<std::tuple<std::uint32_t, std::uint32_t>>();
+    if (processes == 0) throw ProtocolError("mpx: pool_create with 0 processes");
     auto pool = std::make_unique<PoolState>();
     pool->owner.routing.copy(peer.routing);
     pool->owner.actor = req.header.sender;
     pool->max_retries = max_retries;
+    pool->processes = processes;
     const std::uint64_t id = coordinator_.allocate_object_id();
     pool->id = id;
     pools_.emplace(id, std::move(pool));
@@ -186,10 +189,11 @@ class PoolService {
     complete(pool, req.header.sender, done, req.body[1]);
   }
 
-  // Answers a taker with a batch from the head of the queue: its fair share of what is queued, or one isolated task
-  // that was held by a worker that died.
+  // Answers a taker with a batch from the head of the queue: its fair share of what is queued (at most half of it
+  // divided among all the pool's workers, so the others always find work), or one isolated task that was held by a
+  // worker that died.
   void hand_out(PoolState& pool, Taker& taker) {
-    const std::uint64_t workers = std::max<std::uint64_t>(1, pool.held.size());
+    const std::uint64_t workers = pool.processes;
     const std::uint64_t share = std::max<std::uint64_t>(1, (pool.queue.size() + 2 * workers - 1) / (2 * workers));
     const std::uint64_t count = std::min(taker.max_tasks, share);
     auto& held = pool.held[taker.actor()];
