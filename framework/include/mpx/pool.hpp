@@ -30,6 +30,7 @@
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
+#include <mpx/object.hpp>
 #include <mpx/process.hpp>
 
 namespace mpx {
@@ -60,7 +61,8 @@ bool result_ready(const ResultCore& core);
 bool result_successful(const ResultCore& core);
 // Waits (TimeoutError when the timeout passes) and rethrows the task's error.
 void result_check(ResultCore& core, const Timeout& timeout);
-const std::vector<std::string>& result_values(const ResultCore& core);
+const std::vector<std::string>& result_values(const ResultCore& core);  // per chunk
+std::size_t result_size(const ResultCore& core);                        // items in all
 bool result_single(const ResultCore& core);
 std::exception_ptr result_error(const ResultCore& core);
 bool result_cancelled(const ResultCore& core);
@@ -109,21 +111,88 @@ struct WaitingCaller {
 std::shared_ptr<StreamCore> stream_open(PoolCore& pool, ErasedFunction function, Trampoline trampoline, bool ordered);
 void stream_feed(StreamCore& stream, std::vector<std::string> items);
 std::size_t stream_outstanding(const StreamCore& stream);  // fed but not yet returned by next
-// The next result's encoding; rethrows a task's error; TimeoutError when the timeout passes.
+// The next chunk's results (a msgpack array); rethrows a task's error; TimeoutError when the timeout passes.
 std::string stream_next(StreamCore& stream, const Timeout& timeout);
 
-// A function's erased pointer and trampoline, from a plain function or a captureless lambda.
+// Which call of its chunk the worker's thread is running: names the failing call when one raises.
+std::uint64_t& chunk_offset() noexcept;
+
+// A task's trampoline runs a whole chunk: `args` is a msgpack array of argument arrays, `result` becomes the msgpack
+// array of the results (nil for void), so a chunk costs one decode and one encode, not one per call.
+template <class R, class... P>
+void chunk_trampoline(ErasedFunction function, std::string_view args, std::string& result) {
+  auto typed = reinterpret_cast<R (*)(P...)>(function);
+  auto handle = unpack_bounded(args.data(), args.size());
+  const msgpack::object& calls = handle.get();
+  if (calls.type != msgpack::type::ARRAY) throw SerializationError("mpx: a task's payload is not an array");
+  msgpack::sbuffer out(64 + 16 * calls.via.array.size);
+  msgpack::packer<msgpack::sbuffer> pk(out);
+  pk.pack_array(calls.via.array.size);
+  auto& offset = chunk_offset();
+  for (std::uint32_t i = 0; i < calls.via.array.size; ++i) {
+    offset = i;
+    const msgpack::object& call = calls.via.array.ptr[i];
+    if (call.type != msgpack::type::ARRAY || call.via.array.size != sizeof...(P)) {
+      throw SerializationError("mpx: a call's arguments do not match the function's " +
+                               std::to_string(sizeof...(P)) + " parameters");
+    }
+    std::tuple<std::decay_t<P>...> params;
+    try {
+      call.convert(params);
+    } catch (const std::exception& e) {
+      throw SerializationError(std::string("mpx: cannot decode a call's arguments: ") + e.what());
+    }
+    if constexpr (std::is_void_v<R>) {
+      std::apply(typed, std::move(params));
+      pk.pack_nil();
+    } else {
+      R value = std::apply(typed, std::move(params));
+      try {
+        pk.pack(value);
+      } catch (const std::exception& e) {
+        throw SerializationError(std::string("mpx: cannot encode the result: ") + e.what());
+      }
+    }
+  }
+  result.assign(out.data(), out.size());
+}
+
+template <class R, class... P>
+Trampoline chunk_trampoline_for(R (*)(P...)) {
+  static_assert(std::is_void_v<R> || Serializable<R>, "mpx::Pool: the task's return type is not serializable");
+  static_assert((Serializable<std::decay_t<P>> && ...), "mpx::Pool: a parameter type of the task is not serializable");
+  return &chunk_trampoline<R, P...>;
+}
+
+// A function's erased pointer and chunk trampoline, from a plain function or a captureless lambda.
 template <class F>
 std::pair<ErasedFunction, Trampoline> erase(F&& function) {
   static_assert(PlainFunctionLike<std::remove_cvref_t<F>>,
                 "mpx::Pool: a task must be a plain function or a captureless lambda (its identity is its address)");
   auto typed = +function;
-  return {reinterpret_cast<ErasedFunction>(typed), trampoline_for(static_cast<decltype(typed)>(nullptr))};
+  return {reinterpret_cast<ErasedFunction>(typed), chunk_trampoline_for(static_cast<decltype(typed)>(nullptr))};
 }
 
+template <class R, class... P, class... A>
+std::string pack_call(R (*)(P...), A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "mpx::Pool: wrong number of arguments for the task function");
+  static_assert((std::is_constructible_v<std::decay_t<P>, A&&> && ...),
+                "mpx::Pool: an argument cannot be converted to the task function's parameter type");
+  msgpack::sbuffer buffer(64);
+  try {
+    msgpack::pack(buffer, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
+  } catch (const std::exception& e) {
+    throw SerializationError(std::string("mpx: cannot encode a task's arguments: ") + e.what());
+  }
+  return std::string(buffer.data(), buffer.size());
+}
+
+// One call's arguments, encoded as the function's parameter tuple (a serialization error is raised here).
 template <class F, class... A>
 std::string encode_args(F&& function, A&&... args) {
-  return mpx::bind(std::forward<F>(function), std::forward<A>(args)...).args;
+  static_assert(PlainFunctionLike<std::remove_cvref_t<F>>,
+                "mpx::Pool: a task must be a plain function or a captureless lambda (its identity is its address)");
+  return pack_call(+function, std::forward<A>(args)...);
 }
 
 template <class F, class Tuple>
@@ -138,28 +207,26 @@ template <class T, class A>
 struct is_vector<std::vector<T, A>> : std::true_type {};
 
 template <class T>
-T decode_value(const std::string& bytes) {
-  if constexpr (std::is_void_v<T>) {
-    return;
-  } else {
-    return decode<T>(bytes);
-  }
-}
-
-template <class T>
 T decode_result(const ResultCore& core) {
-  const auto& values = result_values(core);
+  const auto& chunks = result_values(core);  // each chunk's results, a msgpack array
   if (result_single(core)) {
     if constexpr (std::is_void_v<T>) {
       return;
     } else {
-      return decode<T>(values.at(0));
+      return std::get<0>(decode<std::tuple<T>>(chunks.at(0)));
     }
   } else {
     if constexpr (is_vector<T>::value) {
       T out;
-      out.reserve(values.size());
-      for (const auto& v : values) out.push_back(decode<typename T::value_type>(v));
+      for (const auto& chunk : chunks) {
+        auto part = decode<T>(chunk);
+        if (out.empty()) {
+          out = std::move(part);
+        } else {
+          out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+        }
+      }
+      if (out.size() != result_size(core)) throw SerializationError("mpx: a map returned the wrong number of results");
       return out;
     } else {
       throw SerializationError("mpx: a map result read as a single value");
@@ -241,11 +308,12 @@ class IMapIterator {
   using Producer = std::function<std::optional<std::vector<std::string>>()>;  // the next chunk, or end of input
 
   IMapIterator(std::shared_ptr<detail::StreamCore> stream, Producer produce, std::size_t window)
-      : state_(std::make_shared<State>(State{std::move(stream), std::move(produce), window, false})) {}
+      : state_(std::make_shared<State>(State{std::move(stream), std::move(produce), window, false, {}, 0})) {}
 
   // The next result, or nullopt at the end. TimeoutError if none arrives in time (Python's next(timeout)).
   std::optional<R> next(const Timeout& timeout = std::nullopt) {
     auto& s = *state_;
+    if (s.position < s.buffer.size()) return std::move(s.buffer[s.position++]);
     while (!s.exhausted && detail::stream_outstanding(*s.stream) < s.window) {
       auto chunk = s.produce();
       if (!chunk) {
@@ -255,7 +323,10 @@ class IMapIterator {
       detail::stream_feed(*s.stream, std::move(*chunk));
     }
     if (s.exhausted && detail::stream_outstanding(*s.stream) == 0) return std::nullopt;
-    return mpx::decode<R>(detail::stream_next(*s.stream, timeout));
+    s.buffer = mpx::decode<std::vector<R>>(detail::stream_next(*s.stream, timeout));
+    s.position = 0;
+    if (s.buffer.empty()) throw SerializationError("mpx: an imap chunk returned no results");
+    return std::move(s.buffer[s.position++]);
   }
 
   class iterator {
@@ -285,6 +356,8 @@ class IMapIterator {
     Producer produce;
     std::size_t window;
     bool exhausted;
+    std::vector<R> buffer = {};  // the current chunk's results
+    std::size_t position = 0;
   };
   std::shared_ptr<State> state_;
 };

@@ -133,13 +133,13 @@ struct Pending;
 struct Sink {
   virtual ~Sink() = default;
   // Runs on the result thread, or on the thread that terminates the pool.
-  virtual void deliver(const Pending& task, std::vector<std::string> values) = 0;
+  virtual void deliver(const Pending& task, std::string results) = 0;  // the chunk's msgpack array of results
   virtual void fail(const Pending& task, std::exception_ptr error) = 0;
 };
 
 struct Pending {
   std::shared_ptr<Sink> sink;
-  std::uint64_t first = 0;  // index of the chunk's first item in its map (0 for apply)
+  std::uint64_t chunk = 0;  // the chunk's number in its map (0 for apply)
   std::uint32_t count = 0;
   std::uint64_t task_index = 0;  // what errors name: the item's index in its map, or the submission's number
 };
@@ -152,8 +152,9 @@ struct ResultCore : Sink {
   bool cancelled = false;
   std::vector<std::function<void()>> done_callbacks;  // Future::add_done_callback, as_completed, wait
   bool done = false;
-  std::vector<std::string> values;
-  std::size_t remaining = 0;  // chunks
+  std::vector<std::string> values;  // per chunk: its results as a msgpack array
+  std::size_t size = 0;              // items in all
+  std::size_t remaining = 0;         // chunks
   std::size_t items_done = 0;
   std::exception_ptr error;
   DoneCallback on_done;
@@ -196,13 +197,13 @@ struct ResultCore : Sink {
     }
   }
 
-  void deliver(const Pending& task, std::vector<std::string> got) override {
+  void deliver(const Pending& task, std::string results) override {
     std::unique_lock lock(mutex);
     if (finishing) return;
-    for (std::size_t i = 0; i < got.size(); ++i) values[task.first + i] = std::move(got[i]);
-    items_done += got.size();
+    values[task.chunk] = std::move(results);
+    items_done += task.count;
     if (progress) {
-      const auto n = items_done, total = values.size();
+      const auto n = items_done, total = size;
       lock.unlock();
       try {
         progress(n, total);
@@ -225,10 +226,9 @@ struct ResultCore : Sink {
 
 struct StreamCore : Sink, std::enable_shared_from_this<StreamCore> {
   struct Chunk {
-    std::vector<std::string> values;
+    std::string values;  // msgpack array
     std::exception_ptr error;
     std::uint32_t count = 0;
-    std::size_t offset = 0;  // values already returned
   };
   std::mutex mutex;
   std::condition_variable changed;
@@ -243,14 +243,14 @@ struct StreamCore : Sink, std::enable_shared_from_this<StreamCore> {
   Trampoline trampoline = nullptr;
   std::weak_ptr<PoolCore> pool;
 
-  void deliver(const Pending& task, std::vector<std::string> values) override {
+  void deliver(const Pending& task, std::string values) override {
     std::lock_guard lock(mutex);
-    arrived[ordered ? task.first : arrival++] = Chunk{std::move(values), nullptr, task.count, 0};
+    arrived[ordered ? task.task_index : arrival++] = Chunk{std::move(values), nullptr, task.count};
     changed.notify_all();
   }
   void fail(const Pending& task, std::exception_ptr error) override {
     std::lock_guard lock(mutex);
-    arrived[ordered ? task.first : arrival++] = Chunk{{}, std::move(error), task.count, 0};
+    arrived[ordered ? task.task_index : arrival++] = Chunk{{}, std::move(error), task.count};
     changed.notify_all();
   }
   void fail_all(std::exception_ptr error) {
@@ -280,7 +280,8 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   std::vector<Process> workers;
   std::unordered_map<pid_t, std::size_t> tasks_done;  // per worker, for maxtasksperchild
   std::uint64_t worker_counter = 0;
-  std::map<std::pair<ErasedFunction, Trampoline>, FunctionId> function_ids;  // identify() walks the loaded modules
+  // Encoded FunctionIds: identify() walks the loaded modules, too slow for every submission.
+  std::map<std::pair<ErasedFunction, Trampoline>, std::string> function_ids;
   std::vector<std::weak_ptr<StreamCore>> streams;
 
   int wake_fd = -1;       // the owner thread asks the result thread to look at the state
@@ -300,11 +301,11 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
     (void)!::write(wake_fd, &one, sizeof one);
   }
 
-  const FunctionId& function_id(ErasedFunction function, Trampoline trampoline) {
+  const std::string& function_id(ErasedFunction function, Trampoline trampoline) {
     const auto key = std::make_pair(function, trampoline);
     auto it = function_ids.find(key);
     if (it != function_ids.end()) return it->second;
-    return function_ids.emplace(key, identify(function, trampoline)).first->second;
+    return function_ids.emplace(key, encode(identify(function, trampoline))).first->second;
   }
 
   void start_worker();  // caller holds mutex
@@ -328,17 +329,14 @@ struct WorkerSpec {
 struct ResultsFrame {
   std::vector<std::uint64_t> ids;
   msgpack::sbuffer records;
-  void add_ok(std::uint64_t id, std::int64_t pid, const std::vector<std::string>& values) {
+  void add_ok(std::uint64_t id, std::int64_t pid, const std::string& results) {
     msgpack::packer<msgpack::sbuffer> pk(records);
     pk.pack_array(4);
     pk.pack(id);
     pk.pack(static_cast<std::uint8_t>(Status::ok));
     pk.pack(pid);
-    pk.pack_array(static_cast<std::uint32_t>(values.size()));
-    for (const auto& v : values) {
-      pk.pack_bin(static_cast<std::uint32_t>(v.size()));
-      pk.pack_bin_body(v.data(), static_cast<std::uint32_t>(v.size()));
-    }
+    pk.pack_bin(static_cast<std::uint32_t>(results.size()));
+    pk.pack_bin_body(results.data(), static_cast<std::uint32_t>(results.size()));
     ids.push_back(id);
   }
   void add_error(std::uint64_t id, std::int64_t pid, Status status, const std::string& type, const std::string& message,
@@ -369,21 +367,14 @@ struct Resolved {
   Trampoline trampoline;
 };
 
-// Runs one task (a chunk of calls) and records its result.
-void run_task(std::uint64_t id, const Resolved& call, std::string_view payload, std::int64_t pid, ResultsFrame& out) {
-  std::vector<std::string> values;
-  std::uint64_t offset = 0;
+// Runs one task (a chunk of calls) through its chunk trampoline and records the outcome.
+void run_task(std::uint64_t id, const Resolved* call, std::string_view payload, std::int64_t pid, ResultsFrame& out) {
+  std::string results;
+  auto& offset = chunk_offset();
+  offset = 0;
   try {
-    auto handle = unpack_bounded(payload.data(), payload.size());
-    const auto& items = expect(handle.get(), msgpack::type::ARRAY, "task payload");
-    values.reserve(items.via.array.size);
-    for (; offset < items.via.array.size; ++offset) {
-      const auto& item = items.via.array.ptr[offset];
-      if (item.type != msgpack::type::BIN) throw ProtocolError("mpx: malformed pool task payload");
-      std::string result;
-      call.trampoline(call.function, std::string_view(item.via.bin.ptr, item.via.bin.size), result);
-      values.push_back(std::move(result));
-    }
+    if (!call) throw ProtocolError("mpx: the task's function cannot be resolved in this worker");
+    call->trampoline(call->function, payload, results);
   } catch (const SerializationError& e) {
     out.add_error(id, pid, Status::unserializable, "mpx::SerializationError", e.what(), offset);
     return;
@@ -394,7 +385,7 @@ void run_task(std::uint64_t id, const Resolved& call, std::string_view payload, 
     out.add_error(id, pid, Status::error, current_exception_type(), "(not a std::exception)", offset);
     return;
   }
-  out.add_ok(id, pid, values);
+  out.add_ok(id, pid, results);
 }
 
 // The worker process: take batches, run them, bring the results back with the next take.
@@ -408,7 +399,7 @@ void pool_worker_main(WorkerSpec spec) {
   }
   auto& channel = runtime::Channel::current();
   const auto pid = static_cast<std::int64_t>(runtime::self_pid());
-  std::unordered_map<std::string, Resolved> functions;
+  std::unordered_map<std::string, Resolved> functions;  // by encoded FunctionId
   ResultsFrame results;
   std::uint64_t done = 0;
   for (;;) {
@@ -429,8 +420,15 @@ void pool_worker_main(WorkerSpec spec) {
     for (auto& key : fns) {
       auto it = functions.find(key);
       if (it == functions.end()) {
-        auto [function, trampoline] = resolve(decode<FunctionId>(key));
-        it = functions.emplace(std::move(key), Resolved{function, trampoline}).first;
+        try {
+          auto [function, trampoline] = resolve(decode<FunctionId>(key));
+          it = functions.emplace(std::move(key), Resolved{function, trampoline}).first;
+        } catch (const Error& e) {
+          // Another build, or garbage: its tasks fail with this error instead of killing the worker.
+          std::cerr << "mpx: pool worker " << pid << ": " << e.what() << "\n";
+          slots.push_back(nullptr);
+          continue;
+        }
       }
       slots.push_back(&it->second);
     }
@@ -440,7 +438,7 @@ void pool_worker_main(WorkerSpec spec) {
     for (std::size_t i = 0; i < tasks.size(); ++i) {
       const auto& [id, slot, size] = tasks[i];
       if (slot >= slots.size() || size > payload.size() - offset) throw ProtocolError("mpx: malformed pool_take reply");
-      run_task(id, *slots[slot], payload.substr(offset, size), pid, results);
+      run_task(id, slots[slot], payload.substr(offset, size), pid, results);
       offset += size;
       ++done;
       if (i + 1 < tasks.size()) {
@@ -535,25 +533,16 @@ void PoolCore::handle_delivery(const wire::Envelope& e) {
       if (status == Status::ok || status == Status::error || status == Status::unserializable) ++tasks_done[pid];
     }
     switch (status) {
-      case Status::ok: {
-        const auto& items = expect(payload, msgpack::type::ARRAY, "values");
-        if (items.via.array.size != task.count) {
-          task.sink->fail(task, std::make_exception_ptr(ProtocolError("mpx: a pool task returned the wrong count")));
-          break;
-        }
-        std::vector<std::string> values;
-        values.reserve(task.count);
-        for (std::uint32_t k = 0; k < task.count; ++k) values.push_back(as_string(items.via.array.ptr[k]));
-        task.sink->deliver(task, std::move(values));
+      case Status::ok:
+        task.sink->deliver(task, as_string(expect(payload, msgpack::type::BIN, "values")));
         break;
-      }
       case Status::error:
       case Status::unserializable: {
         const auto& p = expect(payload, msgpack::type::ARRAY, "error");
         if (p.via.array.size != 3) throw ProtocolError("mpx: malformed pool results: error arity");
         const auto type = as_string(p.via.array.ptr[0]);
         const auto message = as_string(p.via.array.ptr[1]);
-        const auto index = task.task_index + as_u64(p.via.array.ptr[2]);
+        const auto index = task.task_index + as_u64(p.via.array.ptr[2]);  // the failing call's index
         std::exception_ptr error =
             status == Status::error
                 ? std::make_exception_ptr(RemoteError(type, message, pid, index))
@@ -675,6 +664,37 @@ void PoolCore::run(zmq::socket_t& dealer) {
   }
 }
 
+// A chunk's payload: a msgpack array header, then its calls' argument arrays as they were encoded.
+std::string chunk_payload(const std::vector<std::string>& items, std::size_t first, std::size_t count) {
+  msgpack::sbuffer head(8);
+  msgpack::packer<msgpack::sbuffer>(head).pack_array(static_cast<std::uint32_t>(count));
+  std::size_t size = head.size();
+  for (std::size_t k = first; k < first + count; ++k) size += items[k].size();
+  std::string out;
+  out.reserve(size);
+  out.append(head.data(), head.size());
+  for (std::size_t k = first; k < first + count; ++k) out += items[k];
+  return out;
+}
+
+// pool_submit: [function (bin), [[task_id, size]...]] + the payloads. The function travels as the bin of its encoded
+// FunctionId, which the scheduler stores as it is and the worker decodes.
+wire::Envelope submit_message(std::uint64_t pool, const std::string& function,
+                              const std::vector<std::tuple<std::uint64_t, std::uint64_t>>& sizes, std::string payload) {
+  msgpack::sbuffer body(64 + 12 * sizes.size());
+  msgpack::packer<msgpack::sbuffer> pk(body);
+  pk.pack_array(2);
+  pk.pack_bin(static_cast<std::uint32_t>(function.size()));
+  pk.pack_bin_body(function.data(), static_cast<std::uint32_t>(function.size()));
+  pk.pack(sizes);
+  wire::Envelope e;
+  e.header.kind = wire::Kind::pool_submit;
+  e.header.object = pool;
+  e.body.emplace_back(body.data(), body.size());
+  e.body.emplace_back(payload.data(), payload.size());
+  return e;
+}
+
 // ---- results ----
 
 bool result_wait(ResultCore& core, const Timeout& timeout) {
@@ -707,6 +727,12 @@ void result_check(ResultCore& core, const Timeout& timeout) {
 }
 
 const std::vector<std::string>& result_values(const ResultCore& core) { return core.values; }
+std::size_t result_size(const ResultCore& core) { return core.size; }
+
+std::uint64_t& chunk_offset() noexcept {
+  thread_local std::uint64_t offset = 0;
+  return offset;
+}
 bool result_single(const ResultCore& core) { return core.single; }
 
 bool result_cancelled(const ResultCore& core) {
@@ -784,14 +810,15 @@ void pool_require_running(const PoolCore& pool) {
 std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
   auto result = std::make_shared<ResultCore>();
   result->single = s.single;
-  result->values.resize(s.items.size());
+  result->size = s.items.size();
   result->on_done = std::move(s.on_done);
   result->progress = std::move(s.progress);
   result->pool = pool.weak_from_this();
   const std::size_t chunksize = std::max<std::size_t>(1, s.chunksize);
   const std::size_t chunks = (s.items.size() + chunksize - 1) / chunksize;
   result->remaining = chunks;
-  FunctionId fid;
+  result->values.resize(chunks);
+  const std::string* function = nullptr;
   std::uint64_t first_id = 0;
   std::uint64_t submission = 0;
   {
@@ -800,14 +827,15 @@ std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
       if (pool.broken) std::rethrow_exception(pool.broken);
       throw ValueError("mpx: Pool not running");
     }
-    fid = pool.function_id(s.function, s.trampoline);
+    function = &pool.function_id(s.function, s.trampoline);  // entries are never erased: the pointer stays valid
     first_id = pool.next_task_id;
     pool.next_task_id += chunks;
     submission = pool.next_submission++;
+    result->task_ids.reserve(chunks);
     for (std::size_t c = 0; c < chunks; ++c) {
       const std::size_t first = c * chunksize;
       const auto count = static_cast<std::uint32_t>(std::min(chunksize, s.items.size() - first));
-      pool.pending.emplace(first_id + c, Pending{result, first, count, s.single ? submission : first});
+      pool.pending.emplace(first_id + c, Pending{result, c, count, s.single ? submission : first});
       result->task_ids.push_back(first_id + c);
     }
   }
@@ -816,27 +844,19 @@ std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
     result->finish(lock);
     return result;
   }
-  // Every chunk is [bin args, ...]; a message carries up to tasks_per_message chunks.
+  // A message carries up to tasks_per_message chunks.
   for (std::size_t c0 = 0; c0 < chunks; c0 += tasks_per_message) {
     const std::size_t c1 = std::min(chunks, c0 + tasks_per_message);
     std::vector<std::tuple<std::uint64_t, std::uint64_t>> sizes;
     sizes.reserve(c1 - c0);
-    msgpack::sbuffer payload;
-    msgpack::packer<msgpack::sbuffer> pk(payload);
+    std::string payload;
     for (std::size_t c = c0; c < c1; ++c) {
-      const std::size_t before = payload.size();
       const std::size_t first = c * chunksize;
-      const std::size_t count = std::min(chunksize, s.items.size() - first);
-      pk.pack_array(static_cast<std::uint32_t>(count));
-      for (std::size_t k = first; k < first + count; ++k) {
-        pk.pack_bin(static_cast<std::uint32_t>(s.items[k].size()));
-        pk.pack_bin_body(s.items[k].data(), static_cast<std::uint32_t>(s.items[k].size()));
-      }
+      const std::size_t before = payload.size();
+      payload += chunk_payload(s.items, first, std::min(chunksize, s.items.size() - first));
       sizes.emplace_back(first_id + c, payload.size() - before);
     }
-    auto message = wire::make(wire::Kind::pool_submit, pool.id, 0, std::make_tuple(fid, sizes));
-    message.body.emplace_back(payload.data(), payload.size());
-    post(std::move(message));
+    post(submit_message(pool.id, *function, sizes, std::move(payload)));
   }
   return result;
 }
@@ -959,7 +979,7 @@ void stream_feed(StreamCore& stream, std::vector<std::string> items) {
   auto pool = stream.pool.lock();
   if (!pool) throw ValueError("mpx: Pool not running");
   const auto count = static_cast<std::uint32_t>(items.size());
-  FunctionId function;
+  std::string function;
   std::uint64_t id = 0;
   std::uint64_t first = 0;
   {
@@ -976,19 +996,11 @@ void stream_feed(StreamCore& stream, std::vector<std::string> items) {
       stream.fed += count;
       stream.outstanding += count;
     }
-    pool->pending.emplace(id, Pending{stream.shared_from_this(), first, count, first});
+    pool->pending.emplace(id, Pending{stream.shared_from_this(), 0, count, first});
   }
-  msgpack::sbuffer payload;
-  msgpack::packer<msgpack::sbuffer> pk(payload);
-  pk.pack_array(count);
-  for (const auto& item : items) {
-    pk.pack_bin(static_cast<std::uint32_t>(item.size()));
-    pk.pack_bin_body(item.data(), static_cast<std::uint32_t>(item.size()));
-  }
+  std::string payload = chunk_payload(items, 0, items.size());
   std::vector<std::tuple<std::uint64_t, std::uint64_t>> sizes{{id, payload.size()}};
-  auto message = wire::make(wire::Kind::pool_submit, pool->id, 0, std::make_tuple(function, sizes));
-  message.body.emplace_back(payload.data(), payload.size());
-  post(std::move(message));
+  post(submit_message(pool->id, function, sizes, std::move(payload)));
 }
 
 std::size_t stream_outstanding(const StreamCore& stream) {
@@ -1015,21 +1027,12 @@ std::string stream_next(StreamCore& stream, const Timeout& timeout) {
   }
   if (stream.fatal) std::rethrow_exception(stream.fatal);
   auto it = stream.ordered ? stream.arrived.find(stream.next_first) : stream.arrived.begin();
-  auto& chunk = it->second;
-  if (chunk.error) {
-    auto error = chunk.error;
-    stream.outstanding -= chunk.count;
-    if (stream.ordered) stream.next_first += chunk.count;
-    stream.arrived.erase(it);
-    std::rethrow_exception(error);
-  }
-  std::string value = std::move(chunk.values[chunk.offset++]);
-  --stream.outstanding;
-  if (chunk.offset == chunk.values.size()) {
-    if (stream.ordered) stream.next_first += chunk.count;
-    stream.arrived.erase(it);
-  }
-  return value;
+  StreamCore::Chunk chunk = std::move(it->second);
+  stream.arrived.erase(it);
+  stream.outstanding -= chunk.count;
+  if (stream.ordered) stream.next_first += chunk.count;
+  if (chunk.error) std::rethrow_exception(chunk.error);
+  return std::move(chunk.values);
 }
 
 }  // namespace mpx::detail

@@ -54,6 +54,7 @@ struct PoolState {
   bool terminated = false;
   std::uint64_t requeued = 0;
   std::uint64_t lost = 0;
+  std::shared_ptr<const std::string> last_function;  // shared by consecutive submissions of one function
 };
 
 // A zero-copy view of a frame.
@@ -109,8 +110,9 @@ class PoolService {
   void submit(wire::Envelope& req) {
     PoolState& pool = find(req);
     if (req.body.size() != 2) throw ProtocolError("mpx: pool_submit carries [arguments][payload] frames");
+    // The function is the bin of an encoded FunctionId: stored as it is, decoded (and checked) by the worker.
     auto [function, tasks] =
-        req.body_as<std::tuple<FunctionId, std::vector<std::tuple<std::uint64_t, std::uint64_t>>>>();
+        req.body_as<std::tuple<std::string, std::vector<std::tuple<std::uint64_t, std::uint64_t>>>>();
     const std::string_view payload = view(req.body[1]);
     std::uint64_t total = 0;
     for (const auto& t : tasks) {
@@ -119,7 +121,10 @@ class PoolService {
     }
     if (total != payload.size()) throw ProtocolError("mpx: pool_submit task sizes do not add up to the payload");
     if (pool.terminated) return;  // the owner fails them itself
-    auto encoded = std::make_shared<const std::string>(encode(function));
+    if (!pool.last_function || *pool.last_function != function) {
+      pool.last_function = std::make_shared<const std::string>(std::move(function));
+    }
+    const auto& encoded = pool.last_function;
     std::size_t offset = 0;
     for (const auto& [id, size] : tasks) {
       pool.queue.push_back(Task{id, encoded, std::string(payload.substr(offset, size)), 0, 0});
