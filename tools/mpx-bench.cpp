@@ -749,6 +749,44 @@ Workload pool_scaling() {
   return w;
 }
 
+// n submit() calls on ProcessPoolExecutor(2), then result() on each: tasks per second.
+double mpx_executor_submit(int n) {
+  mpx::ProcessPoolExecutor executor(2);
+  (void)executor.submit(pool_square, 1).result();
+  const auto t0 = Clock::now();
+  std::vector<mpx::Future<int>> futures;
+  futures.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) futures.push_back(executor.submit(pool_square, i));
+  long long sum = 0;
+  for (auto& f : futures) sum += f.result();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (sum < 0) throw std::runtime_error("executor: wrong result");
+  return n / seconds;
+}
+
+Workload executor_submit() {
+  Workload w;
+  w.name = "executor/submit";
+  w.unit = "tasks/s";
+  w.target = 30.0;
+  w.higher_is_better = true;
+  w.iterations = 200000;
+  w.python_iterations = 20000;
+  w.mpx = mpx_executor_submit;
+  w.python =
+      "import concurrent.futures\n"
+      "with concurrent.futures.ProcessPoolExecutor(2) as ex:\n"
+      "    ex.submit(_square, 1).result()\n"
+      "    t0 = time.perf_counter()\n"
+      "    fs = [ex.submit(_square, i) for i in range(n)]\n"
+      "    for f in fs:\n"
+      "        f.result()\n"
+      "    seconds = time.perf_counter() - t0\n"
+      "return n / seconds\n";
+  w.note = "executor/submit: n submit(square, i) on ProcessPoolExecutor(2), then result() on each";
+  return w;
+}
+
 std::vector<Workload> workloads() {
   return {
       process_start_join(mpx::StartMethod::fork, 5.0, 200, 100),
@@ -765,6 +803,7 @@ std::vector<Workload> workloads() {
       pool_apply_async(),
       pool_apply_serial(),
       pool_scaling(),
+      executor_submit(),
       queue_memory(),  // last: it leaves this process's heap grown
   };
 }
