@@ -351,7 +351,7 @@ struct ResultsFrame {
   }
   // The frame: the array header, then the records as they are.
   std::string take() {
-    msgpack::sbuffer head;
+    msgpack::sbuffer head(8);
     msgpack::packer<msgpack::sbuffer> pk(head);
     pk.pack_array(static_cast<std::uint32_t>(ids.size()));
     std::string out(head.data(), head.size());
@@ -366,6 +366,19 @@ struct Resolved {
   ErasedFunction function;
   Trampoline trampoline;
 };
+
+// A worker's request with a small body: msgpack's default 8 KiB buffer would cost a large malloc per message.
+template <class T>
+wire::Envelope small_message(wire::Kind kind, std::uint64_t pool, const T& body, std::string frame) {
+  msgpack::sbuffer buffer(32 + 10 * sizeof(T));
+  msgpack::pack(buffer, body);
+  wire::Envelope e;
+  e.header.kind = kind;
+  e.header.object = pool;
+  e.body.emplace_back(buffer.data(), buffer.size());
+  e.body.emplace_back(frame.data(), frame.size());
+  return e;
+}
 
 // Runs one task (a chunk of calls) through its chunk trampoline and records the outcome.
 void run_task(std::uint64_t id, const Resolved* call, std::string_view payload, std::int64_t pid, ResultsFrame& out) {
@@ -405,8 +418,9 @@ void pool_worker_main(WorkerSpec spec) {
   for (;;) {
     std::uint64_t ask = prefetch;
     if (spec.maxtasks) ask = std::min(ask, spec.maxtasks - done);
-    wire::Envelope take = wire::make(wire::Kind::pool_take, spec.pool, 0, std::make_tuple(ask, results.ids));
-    take.body.emplace_back(results.ids.empty() ? std::string() : results.take());
+    const auto body = std::make_tuple(ask, results.ids);  // before take() empties the ids
+    std::string frame = results.ids.empty() ? std::string() : results.take();
+    wire::Envelope take = small_message(wire::Kind::pool_take, spec.pool, body, std::move(frame));
     auto reply = channel.request(std::move(take), std::nullopt);
     if (reply.header.kind == wire::Kind::error) {
       auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
@@ -444,18 +458,16 @@ void pool_worker_main(WorkerSpec spec) {
       if (i + 1 < tasks.size()) {
         const auto now = std::chrono::steady_clock::now();
         if (now - last_flush >= flush_interval) {
-          wire::Envelope partial = wire::make(wire::Kind::pool_results, spec.pool, 0, std::make_tuple(results.ids));
-          partial.body.emplace_back(results.take());
-          channel.post(std::move(partial));
+          const auto ids = std::make_tuple(results.ids);
+          channel.post(small_message(wire::Kind::pool_results, spec.pool, ids, results.take()));
           last_flush = now;
         }
       }
     }
     if (spec.maxtasks && done >= spec.maxtasks) {
       if (!results.ids.empty()) {
-        wire::Envelope last = wire::make(wire::Kind::pool_results, spec.pool, 0, std::make_tuple(results.ids));
-        last.body.emplace_back(results.take());
-        channel.post(std::move(last));
+        const auto ids = std::make_tuple(results.ids);
+        channel.post(small_message(wire::Kind::pool_results, spec.pool, ids, results.take()));
       }
       return;  // run_child flushes the channel, so the results arrive before the exit is seen
     }

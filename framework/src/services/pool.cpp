@@ -160,7 +160,7 @@ class PoolService {
     wire::Envelope push;
     push.header.kind = wire::Kind::pool_delivery;
     push.header.object = pool.id;
-    push.body.emplace_back(encode(Object{}));
+    push.body.emplace_back(std::string_view("\xc0", 1));  // nil
     push.body.emplace_back(results.data(), results.size());
     coordinator_.reply(pool.owner, push);
   }
@@ -202,7 +202,7 @@ class PoolService {
     const std::uint64_t share = std::max<std::uint64_t>(1, (pool.queue.size() + 2 * workers - 1) / (2 * workers));
     const std::uint64_t count = std::min(taker.max_tasks, share);
     auto& held = pool.held[taker.actor()];
-    msgpack::sbuffer head;
+    msgpack::sbuffer head(64 + 24 * count);  // msgpack's default 8 KiB buffer would cost a large malloc per batch
     msgpack::packer<msgpack::sbuffer> pk(head);
     std::string payload;
     std::vector<std::shared_ptr<const std::string>> functions;
@@ -259,7 +259,7 @@ class PoolService {
     for (auto& [id, task] : it->second) back.push_back(std::move(task));
     pool.held.erase(it);
     std::sort(back.begin(), back.end(), [](const Task& a, const Task& b) { return a.id < b.id; });
-    msgpack::sbuffer lost;
+    msgpack::sbuffer lost(256);
     msgpack::packer<msgpack::sbuffer> pk(lost);
     std::vector<Task*> failed;
     for (auto& t : back) {
