@@ -4,6 +4,9 @@
 
 #include <mpx/mpx.hpp>
 
+#include "runtime/channel.hpp"
+#include "wire/envelope.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -325,4 +328,31 @@ TEST_CASE("SIGINT during map: Interrupted in the caller, no worker left behind",
     ++n;
   }
   CHECK(n == 2);
+}
+
+TEST_CASE("malformed pool messages get an error reply and change nothing", "[pool][fault]") {
+  using namespace mpx;
+  Pool pool(1);
+  auto& channel = runtime::Channel::current();
+  const auto ask = [&](wire::Envelope e) {
+    auto reply = channel.request(std::move(e), std::chrono::milliseconds(5000));
+    return reply.header.kind;
+  };
+  const std::uint64_t pool_id = detail::pool_id(*pool.core());
+  REQUIRE(ask(wire::make(wire::Kind::pool_stats, pool_id, 0, Object{})) == wire::Kind::ok);
+  // A take without its results frame, a submit whose sizes do not add up, wrong arities, an unknown pool.
+  CHECK(ask(wire::make(wire::Kind::pool_take, pool_id, 0, std::make_tuple(std::uint64_t{1}))) == wire::Kind::error);
+  auto submit = wire::make(wire::Kind::pool_submit, pool_id, 0,
+                           std::make_tuple(std::string("x"), std::vector<std::tuple<std::uint64_t, std::uint64_t>>{
+                                                                 {99, 1000}}));
+  submit.body.emplace_back(std::string("short"));
+  CHECK(ask(std::move(submit)) == wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_cancel, pool_id, 0, std::make_tuple(1, 2))) == wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_create, 0, 0, std::make_tuple(std::uint32_t{3}, std::uint32_t{0}))) ==
+        wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_stats, 987654321, 0, Object{})) == wire::Kind::error);
+  const auto stats = detail::pool_stats(*pool.core());
+  CHECK(stats.queued == 0);
+  CHECK(stats.held == 0);
+  CHECK(pool.apply(square, 9) == 81);  // still serving
 }

@@ -99,6 +99,7 @@ struct PoolStats {
   std::uint64_t queued = 0, held = 0, workers = 0, requeued = 0, lost = 0;
 };
 PoolStats pool_stats(PoolCore& pool);
+std::uint64_t pool_id(const PoolCore& pool);  // the scheduler's object id
 // Marks the calling thread as waiting on the pool, so that Ctrl-C interrupts it instead of killing the program.
 struct WaitingCaller {
   WaitingCaller();

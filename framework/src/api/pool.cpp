@@ -966,6 +966,8 @@ std::vector<pid_t> pool_pids(const PoolCore& pool) {
   return out;
 }
 
+std::uint64_t pool_id(const PoolCore& pool) { return pool.id; }
+
 PoolStats pool_stats(PoolCore& pool) {
   auto reply = call(wire::make(wire::Kind::pool_stats, pool.id, 0, Object{}), 0);
   auto [queued, held, workers, requeued, lost] = reply.body_as<
