@@ -310,6 +310,7 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
 
   void start_worker();  // caller holds mutex
   void run(zmq::socket_t& dealer);
+  bool run_once(zmq::socket_t& dealer);
   void handle_delivery(const wire::Envelope& e);
   void worker_ended(zmq::socket_t& dealer, Process worker);
   void stop_everything(std::exception_ptr why, bool kill_workers);
@@ -614,12 +615,24 @@ void PoolCore::worker_ended(zmq::socket_t& dealer, Process worker) {
 }
 
 void PoolCore::run(zmq::socket_t& dealer) {
+  for (;;) {
+    try {
+      if (run_once(dealer)) return;
+    } catch (const std::exception& e) {
+      // The result thread must outlive any one bad event, or every waiter would hang.
+      std::cerr << "mpx: pool " << id << ": result thread: " << e.what() << "\n";
+    }
+  }
+}
+
+// One wake-up of the result thread; true when it should stop.
+bool PoolCore::run_once(zmq::socket_t& dealer) {
   std::vector<zmq::pollitem_t> items;
   std::vector<Process> watched;
   for (;;) {
     {
       std::lock_guard lock(mutex);
-      if (stop) return;
+      if (stop) return true;
       watched = workers;
     }
     items.clear();
@@ -643,7 +656,7 @@ void PoolCore::run(zmq::socket_t& dealer) {
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(-1));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR || e.num() == EBADF) continue;
-      return;  // the context is gone: the process is exiting
+      return true;  // the context is gone: the process is exiting
     }
     if (items[0].revents & ZMQ_POLLIN) {
       for (;;) {
