@@ -356,3 +356,14 @@ TEST_CASE("malformed pool messages get an error reply and change nothing", "[poo
   CHECK(stats.held == 0);
   CHECK(pool.apply(square, 9) == 81);  // still serving
 }
+
+TEST_CASE("workers start with each start method", "[pool]") {
+  for (auto method : {mpx::StartMethod::fork, mpx::StartMethod::spawn, mpx::StartMethod::forkserver}) {
+    mpx::PoolOptions options;
+    options.processes = 2;
+    options.method = method;
+    mpx::Pool pool(options);
+    CHECK(pool.map(square, std::views::iota(0, 5)) == std::vector<int>{0, 1, 4, 9, 16});
+    CHECK(pool.apply(add, 20, 22) == 42);
+  }
+}
