@@ -908,6 +908,189 @@ Workload topology_pipeline_workload() {
   return w;
 }
 
+// ---- pool ----
+
+int pool_square(int x) { return x * x; }
+
+// Tasks per second through Pool(workers).map of a trivial function, pool started before the clock.
+double mpx_pool_map(int n, int workers, std::optional<std::size_t> chunksize) {
+  mpx::Pool pool(workers);
+  std::vector<int> xs(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) xs[static_cast<std::size_t>(i)] = i;
+  (void)pool.map(pool_square, std::vector<int>{1, 2, 3, 4}, 1);  // warm-up: every worker has connected
+  const auto t0 = Clock::now();
+  auto ys = pool.map(pool_square, xs, chunksize);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (ys.size() != xs.size() || ys.back() != xs.back() * xs.back()) throw std::runtime_error("pool map: wrong result");
+  return n / seconds;
+}
+
+const char* const pool_python_map =
+    "with multiprocessing.Pool(2) as pool:\n"
+    "    pool.map(_square, [1, 2, 3, 4], 1)\n"
+    "    t0 = time.perf_counter()\n"
+    "    pool.map(_square, range(n), CHUNK)\n"
+    "    seconds = time.perf_counter() - t0\n"
+    "return n / seconds\n";
+
+std::string python_map(const char* chunk) {
+  return std::regex_replace(std::string(pool_python_map), std::regex("CHUNK"), chunk);
+}
+
+Workload pool_map_chunk1() {
+  Workload w;
+  w.name = "pool/map1";
+  w.unit = "tasks/s";
+  w.target = 10.0;
+  w.higher_is_better = true;
+  w.iterations = 200000;
+  w.python_iterations = 50000;
+  w.mpx = [](int n) { return mpx_pool_map(n, 2, 1); };
+  w.python = python_map("1");
+  w.note = "pool/map1: Pool(2).map(square, range(n), chunksize=1), the pool already started";
+  return w;
+}
+
+Workload pool_map_default() {
+  Workload w;
+  w.name = "pool/map";
+  w.unit = "tasks/s";
+  w.target = 2.0;
+  w.higher_is_better = true;
+  w.iterations = 2000000;
+  w.python_iterations = 2000000;
+  w.mpx = [](int n) { return mpx_pool_map(n, 2, std::nullopt); };
+  w.python = python_map("None");
+  w.note = "pool/map: Pool(2).map(square, range(n)) with the default chunksize ceil(n / (4 x workers))";
+  return w;
+}
+
+// n apply_async calls, then every get(): tasks per second.
+double mpx_pool_apply_batch(int n) {
+  mpx::Pool pool(2);
+  (void)pool.apply(pool_square, 1);
+  const auto t0 = Clock::now();
+  std::vector<mpx::AsyncResult<int>> results;
+  results.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) results.push_back(pool.apply_async(pool_square, i));
+  long long sum = 0;
+  for (auto& r : results) sum += r.get();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (sum < 0) throw std::runtime_error("apply_async: wrong result");
+  return n / seconds;
+}
+
+Workload pool_apply_async() {
+  Workload w;
+  w.name = "pool/apply_async";
+  w.unit = "tasks/s";
+  w.target = 15.0;
+  w.higher_is_better = true;
+  w.iterations = 200000;
+  w.python_iterations = 30000;
+  w.mpx = mpx_pool_apply_batch;
+  w.python =
+      "with multiprocessing.Pool(2) as pool:\n"
+      "    pool.apply(_square, (1,))\n"
+      "    t0 = time.perf_counter()\n"
+      "    rs = [pool.apply_async(_square, (i,)) for i in range(n)]\n"
+      "    for r in rs:\n"
+      "        r.get()\n"
+      "    seconds = time.perf_counter() - t0\n"
+      "return n / seconds\n";
+  w.note = "pool/apply_async: n apply_async(square, i) on Pool(2), then get() on each";
+  return w;
+}
+
+double mpx_pool_apply_serial_us(int n) {
+  mpx::Pool pool(2);
+  int i = 0;
+  const auto once = [&] {
+    if (pool.apply_async(pool_square, i).get() != i * i) throw std::runtime_error("apply: wrong result");
+    ++i;
+  };
+  for (int k = 0; k < round_trip_warmup; ++k) once();
+  return measure_ms(n, once) * 1000.0;
+}
+
+Workload pool_apply_serial() {
+  Workload w;
+  w.name = "pool/apply_serial";
+  w.unit = "us";
+  w.target = 0;
+  w.raw_target = 1.0 / 1.5;
+  w.iterations = 20000;
+  w.python_iterations = 5000;
+  w.mpx = mpx_pool_apply_serial_us;
+  w.python =
+      "with multiprocessing.Pool(2) as pool:\n"
+      "    for i in range(200):\n"
+      "        pool.apply_async(_square, (i,)).get()\n"
+      "    us = _measure_ms(n, lambda: pool.apply_async(_square, (3,)).get()) * 1000.0\n"
+      "return us\n";
+  w.raw = zmq_round_trip_us;
+  w.raw_label = round_trip_label;
+  w.note = "pool/apply_serial: one apply_async(square, i).get() at a time on Pool(2) (us each)";
+  return w;
+}
+
+// Per-task overhead with 64 workers on this machine's cores, against the same map with 2 workers.
+double pool_map_us_per_task(int n, int workers) { return 1e6 / mpx_pool_map(n, workers, 1); }
+
+Workload pool_scaling() {
+  Workload w;
+  w.name = "pool/64workers";
+  w.unit = "us/task";
+  w.target = 0;
+  w.raw_target = 1.0 / 1.5;
+  w.iterations = 100000;
+  w.python_iterations = 0;
+  w.mpx = [](int n) { return pool_map_us_per_task(n, 64); };
+  w.raw = [](int n) { return pool_map_us_per_task(n, 2); };
+  w.raw_label = "mpx itself with 2 workers: the same map(square, range(n), chunksize=1)";
+  w.note = "pool/64workers: map(square, range(n), chunksize=1) on Pool(64), per-task time; must stay within 1.5x of "
+           "Pool(2)'s";
+  return w;
+}
+
+// n submit() calls on ProcessPoolExecutor(2), then result() on each: tasks per second.
+double mpx_executor_submit(int n) {
+  mpx::ProcessPoolExecutor executor(2);
+  (void)executor.submit(pool_square, 1).result();
+  const auto t0 = Clock::now();
+  std::vector<mpx::Future<int>> futures;
+  futures.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) futures.push_back(executor.submit(pool_square, i));
+  long long sum = 0;
+  for (auto& f : futures) sum += f.result();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (sum < 0) throw std::runtime_error("executor: wrong result");
+  return n / seconds;
+}
+
+Workload executor_submit() {
+  Workload w;
+  w.name = "executor/submit";
+  w.unit = "tasks/s";
+  w.target = 30.0;
+  w.higher_is_better = true;
+  w.iterations = 200000;
+  w.python_iterations = 20000;
+  w.mpx = mpx_executor_submit;
+  w.python =
+      "import concurrent.futures\n"
+      "with concurrent.futures.ProcessPoolExecutor(2) as ex:\n"
+      "    ex.submit(_square, 1).result()\n"
+      "    t0 = time.perf_counter()\n"
+      "    fs = [ex.submit(_square, i) for i in range(n)]\n"
+      "    for f in fs:\n"
+      "        f.result()\n"
+      "    seconds = time.perf_counter() - t0\n"
+      "return n / seconds\n";
+  w.note = "executor/submit: n submit(square, i) on ProcessPoolExecutor(2), then result() on each";
+  return w;
+}
+
 std::vector<Workload> workloads() {
   return {
       process_start_join(mpx::StartMethod::fork, 5.0, 200, 100),
@@ -929,6 +1112,12 @@ std::vector<Workload> workloads() {
       topology_stop(100, 3),
       topology_stop(200, 3),
       topology_pipeline_workload(),
+      pool_map_chunk1(),
+      pool_map_default(),
+      pool_apply_async(),
+      pool_apply_serial(),
+      pool_scaling(),
+      executor_submit(),
       queue_memory(),  // last: it leaves this process's heap grown
   };
 }
@@ -1019,6 +1208,9 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "\n"
       "def _summary(samples):\n"
       "    return statistics." + std::string(use_median ? "median" : "fmean") + "(samples)\n"
+      "\n"
+      "def _square(x):\n"
+      "    return x * x\n"
       "\n"
       "def _measure_ms(n, once):\n"
       "    once()\n"

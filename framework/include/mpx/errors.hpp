@@ -1,6 +1,8 @@
 // mpx/errors.hpp — the exception hierarchy, mirroring Python's multiprocessing errors.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <sys/types.h>
@@ -86,17 +88,61 @@ class BrokenBarrierError : public Error {
 class RemoteError : public Error {
  public:
   RemoteError(std::string type, std::string message, pid_t pid, std::string host = {});
+  // A Pool or Executor task's error also names the task (its index in the map, or the submission's number).
+  RemoteError(std::string type, std::string message, pid_t pid, std::uint64_t task_index);
 
   const std::string& type() const noexcept { return type_; }
   const std::string& message() const noexcept { return message_; }
   pid_t pid() const noexcept { return pid_; }
   const std::string& host() const noexcept { return host_; }
+  // The index of the Pool task that raised it; unset for a Process target's exception.
+  std::optional<std::uint64_t> task_index() const noexcept { return task_index_; }
 
  private:
   std::string type_;
   std::string message_;
   pid_t pid_;
   std::string host_;
+  std::optional<std::uint64_t> task_index_;
+};
+
+// Ctrl-C (SIGINT) arrived while a Pool or Executor call was waiting: the workers were stopped and the outstanding
+// tasks cancelled (Python raises KeyboardInterrupt, often after a storm of worker tracebacks or a hang).
+class Interrupted : public Error {
+ public:
+  using Error::Error;
+};
+
+// A Pool task's worker died each time it ran the task (max_retries + 1 times): the task failed instead of hanging the
+// caller, as Python's Pool would (gh-66587). Names the task and the last worker's exit code (-N: signal N).
+class WorkerLost : public Error {
+ public:
+  WorkerLost(std::uint64_t task_index, pid_t pid, int exitcode, unsigned attempts);
+  std::uint64_t task_index() const noexcept { return task_index_; }
+  pid_t pid() const noexcept { return pid_; }
+  int exitcode() const noexcept { return exitcode_; }
+  // The signal that killed the worker, 0 if it exited.
+  int signal() const noexcept { return exitcode_ < 0 ? -exitcode_ : 0; }
+  unsigned attempts() const noexcept { return attempts_; }
+
+ private:
+  std::uint64_t task_index_;
+  pid_t pid_;
+  int exitcode_;
+  unsigned attempts_;
+};
+
+// A task or future was cancelled before it ran, or its pool was terminated (Python: concurrent.futures.CancelledError).
+class CancelledError : public Error {
+ public:
+  using Error::Error;
+};
+
+// ProcessPoolExecutor with broken_on_worker_death: a worker died, and every pending future failed
+// (Python: concurrent.futures.process.BrokenProcessPool).
+class BrokenProcessPool : public Error {
+ public:
+  using Error::Error;
 };
 
 // A topology file is invalid (the message names the file, line, column, key and what was expected), or a topology

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <mpx/errors.hpp>
+#include <mpx/executor.hpp>
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
 #include <mpx/object.hpp>
@@ -12,3 +13,4 @@
 #include <mpx/sync.hpp>
 #include <mpx/trace.hpp>
 #include <mpx/topology.hpp>
+#include <mpx/pool.hpp>

@@ -8,6 +8,7 @@ void install_all(runtime::Coordinator& coordinator) {
   install_pipes(coordinator);
   install_trace(coordinator);
   install_shm(coordinator);
+  install_pool(coordinator);
 }
 
 void expect_nil(const wire::Envelope& req) {

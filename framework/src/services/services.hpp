@@ -17,5 +17,6 @@ void install_trace(runtime::Coordinator& coordinator);
 // Kinds whose body is nil: anything else is malformed (throws ProtocolError).
 void expect_nil(const wire::Envelope& request);
 void install_shm(runtime::Coordinator& coordinator);
+void install_pool(runtime::Coordinator& coordinator);
 
 }  // namespace mpx::services

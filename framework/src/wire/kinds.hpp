@@ -1,5 +1,6 @@
 // Message kinds. framework/PROTOCOL.md documents each one with its body and its reply; keep the two in step.
-// Each service owns a range of ids: runtime 10-19, queues 20-39, sync 40-69, pipes and connections 70-89.
+// Each service owns a range of ids: runtime 10-19, queues 20-39, sync 40-69, pipes and connections 70-89,
+// pool and executor 90-119.
 #pragma once
 
 #include <cstdint>
@@ -84,6 +85,19 @@ enum class Kind : std::uint16_t {
   shm_unlink = 127,      // [name] -> ok [existed]: forget the record, unlink the segment if it is still there
   shm_agent_done = 128,  // [ticket] (posted by the coordinator's own lock agents; no reply)
   shm_list = 129,        // nil -> ok [[name...]]: the segments this session will unlink when it ends
+
+  // pool and executor (services/pool.cpp); the object is the pool's id. Results frames: see PROTOCOL.md "Pool".
+  pool_create = 90,       // [max_retries] -> ok [id]; the sending socket receives the pool's pool_results pushes
+  pool_submit = 91,       // [function, [[task_id, size]...]] + payload frame (posted)
+  pool_take = 92,         // [max_tasks, [done task ids]] + results frame -> ok [functions, tasks] + payload | error closed
+  pool_results = 93,      // worker -> coordinator (posted): [[done task ids]] + results frame
+  pool_delivery = 94,     // coordinator -> owner (pushed): [nil] + results frame
+  pool_worker_exit = 95,  // owner -> coordinator (posted): [pid, exitcode]: requeue or fail what the worker held
+  pool_close = 96,        // nil (posted): workers exit once the queue is drained
+  pool_terminate = 97,    // nil -> ok nil: drop queued tasks; waiting workers are told to exit
+  pool_cancel = 98,       // [task_id] -> ok [cancelled]: true if it was still queued (removed)
+  pool_task_state = 99,   // [task_id] -> ok [state]: 0 queued, 1 running (held by a worker), 2 neither
+  pool_stats = 100,       // nil -> ok [queued, held, workers, requeued, lost]
 };
 
 struct KindInfo {
@@ -156,6 +170,17 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::shm_unlink, "shm_unlink"},
     {Kind::shm_agent_done, "shm_agent_done"},
     {Kind::shm_list, "shm_list"},
+    {Kind::pool_create, "pool_create"},
+    {Kind::pool_submit, "pool_submit"},
+    {Kind::pool_take, "pool_take"},
+    {Kind::pool_results, "pool_results"},
+    {Kind::pool_delivery, "pool_delivery"},
+    {Kind::pool_worker_exit, "pool_worker_exit"},
+    {Kind::pool_close, "pool_close"},
+    {Kind::pool_terminate, "pool_terminate"},
+    {Kind::pool_cancel, "pool_cancel"},
+    {Kind::pool_task_state, "pool_task_state"},
+    {Kind::pool_stats, "pool_stats"},
 };
 
 bool is_known(std::uint16_t kind) noexcept;

@@ -1,0 +1,262 @@
+// mpx/executor.hpp — mpx::ProcessPoolExecutor and mpx::Future (Python's concurrent.futures), on the Pool's machinery.
+//
+// Semantics follow Python's, with one deliberate difference: a worker that dies is handled the Pool way (its task is
+// retried on a fresh worker, then fails with mpx::WorkerLost), not by breaking the executor for good. Set
+// ExecutorOptions::broken_on_worker_death for Python's BrokenProcessPool behaviour.
+//
+// Done callbacks run on the pool's result thread in completion order (or at once, on the calling thread, when added
+// to a future that is already done, as in Python).
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+
+#include <mpx/pool.hpp>
+
+namespace mpx {
+
+struct ExecutorOptions {
+  std::optional<int> max_workers;        // unset: cpu_count()
+  std::optional<BoundCall> initializer;  // mpx::bind(init, args...)
+  std::size_t max_tasks_per_child = 0;
+  unsigned max_retries = 3;
+  std::optional<StartMethod> method;
+  bool broken_on_worker_death = false;  // Python's BrokenProcessPool instead of retries
+};
+
+template <class T>
+class Future {
+ public:
+  Future() = default;
+  explicit Future(std::shared_ptr<detail::ResultCore> core, std::weak_ptr<detail::PoolCore> pool)
+      : core_(std::move(core)), pool_(std::move(pool)) {}
+
+  // The value; TimeoutError if not done in time; CancelledError if cancelled; the task's error otherwise.
+  T result(const Timeout& timeout = std::nullopt) const {
+    detail::result_check(*core_, timeout);
+    return detail::decode_result<T>(*core_);
+  }
+  // The task's error (null if it succeeded); TimeoutError if not done in time; CancelledError if cancelled.
+  std::exception_ptr exception(const Timeout& timeout = std::nullopt) const {
+    if (!detail::result_wait(*core_, timeout)) throw TimeoutError("mpx: the future was not done within the timeout");
+    if (detail::result_cancelled(*core_)) std::rethrow_exception(detail::result_error(*core_));
+    return detail::result_error(*core_);
+  }
+  // Cancels the call if no worker has taken it yet; false if it is running or done.
+  bool cancel() {
+    if (cancelled()) return true;
+    auto pool = pool_.lock();
+    return pool && detail::pool_cancel(*pool, *core_);
+  }
+  bool cancelled() const { return detail::result_cancelled(*core_); }
+  bool done() const { return detail::result_ready(*core_); }
+  bool running() const {
+    auto pool = pool_.lock();
+    return pool && !done() && detail::pool_task_state(*pool, *core_) == 1;
+  }
+  // fn(future) once done: on the result thread, or at once here if it is done already.
+  template <class Fn>
+  void add_done_callback(Fn fn) {
+    detail::result_add_done_callback(*core_, [fn = std::move(fn), self = *this] { fn(self); });
+  }
+
+  const std::shared_ptr<detail::ResultCore>& core() const noexcept { return core_; }
+  bool operator==(const Future& other) const noexcept { return core_ == other.core_; }
+
+ private:
+  std::shared_ptr<detail::ResultCore> core_;
+  std::weak_ptr<detail::PoolCore> pool_;
+};
+
+enum class ReturnWhen { FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED };
+inline constexpr ReturnWhen FIRST_COMPLETED = ReturnWhen::FIRST_COMPLETED;
+inline constexpr ReturnWhen FIRST_EXCEPTION = ReturnWhen::FIRST_EXCEPTION;
+inline constexpr ReturnWhen ALL_COMPLETED = ReturnWhen::ALL_COMPLETED;
+
+namespace detail {
+
+// Collects completions of many results, in completion order (Python's _AcquireFutures/_Waiter, in one place).
+struct Completions {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::deque<std::size_t> order;  // indexes, as they completed
+
+  // Waits until `enough(order)` or the timeout; returns whether it was enough.
+  template <class Enough>
+  bool wait(const Timeout& timeout, Enough enough) {
+    WaitingCaller waiting;
+    std::unique_lock lock(mutex);
+    if (!timeout) {
+      changed.wait(lock, [&] { return enough(); });
+      return true;
+    }
+    return changed.wait_for(lock, std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout),
+                            [&] { return enough(); });
+  }
+};
+
+template <class T>
+std::shared_ptr<Completions> watch(const std::vector<Future<T>>& futures) {
+  auto c = std::make_shared<Completions>();
+  for (std::size_t i = 0; i < futures.size(); ++i) {
+    result_add_done_callback(*futures[i].core(), [c, i] {
+      {
+        std::lock_guard lock(c->mutex);
+        c->order.push_back(i);
+      }
+      c->changed.notify_all();
+    });
+  }
+  return c;
+}
+
+}  // namespace detail
+
+// as_completed(futures, timeout): the futures in the order they finish. Iterating raises TimeoutError when the
+// timeout (counted from this call) passes with futures unfinished.
+template <class T>
+class AsCompleted {
+ public:
+  AsCompleted(std::vector<Future<T>> futures, const Timeout& timeout)
+      : futures_(std::move(futures)), completions_(detail::watch(futures_)) {
+    if (timeout) deadline_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout);
+  }
+
+  // The next finished future, or nullopt when all have been returned.
+  std::optional<Future<T>> next() {
+    if (returned_ == futures_.size()) return std::nullopt;
+    Timeout left;
+    if (deadline_) left = std::max(std::chrono::duration<double>(*deadline_ - std::chrono::steady_clock::now()),
+                                   std::chrono::duration<double>(0));
+    auto& c = *completions_;
+    if (!c.wait(left, [&] { return !c.order.empty(); })) {
+      throw TimeoutError("mpx: " + std::to_string(futures_.size() - returned_) + " (of " +
+                         std::to_string(futures_.size()) + ") futures unfinished");
+    }
+    std::lock_guard lock(c.mutex);
+    const std::size_t i = c.order.front();
+    c.order.pop_front();
+    ++returned_;
+    return futures_[i];
+  }
+
+  class iterator {
+   public:
+    using value_type = Future<T>;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(AsCompleted* owner) : owner_(owner) { ++*this; }
+    const Future<T>& operator*() const { return *current_; }
+    iterator& operator++() {
+      current_ = owner_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return !current_.has_value(); }
+
+   private:
+    AsCompleted* owner_ = nullptr;
+    std::optional<Future<T>> current_;
+  };
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() { return {}; }
+
+ private:
+  std::vector<Future<T>> futures_;
+  std::shared_ptr<detail::Completions> completions_;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
+  std::size_t returned_ = 0;
+};
+
+template <class T>
+AsCompleted<T> as_completed(std::vector<Future<T>> futures, const Timeout& timeout = std::nullopt) {
+  return AsCompleted<T>(std::move(futures), timeout);
+}
+
+template <class T>
+struct DoneAndNotDone {
+  std::vector<Future<T>> done;
+  std::vector<Future<T>> not_done;
+};
+
+// Python's concurrent.futures.wait: returns when the condition holds or the timeout passes (no exception).
+template <class T>
+DoneAndNotDone<T> wait(const std::vector<Future<T>>& futures, const Timeout& timeout = std::nullopt,
+                       ReturnWhen return_when = ALL_COMPLETED) {
+  auto completions = detail::watch(futures);
+  auto& c = *completions;
+  c.wait(timeout, [&] {
+    if (c.order.size() == futures.size()) return true;
+    if (return_when == FIRST_COMPLETED) return !c.order.empty();
+    if (return_when == FIRST_EXCEPTION) {
+      for (auto i : c.order) {
+        if (!futures[i].cancelled() && detail::result_error(*futures[i].core())) return true;
+      }
+    }
+    return false;
+  });
+  DoneAndNotDone<T> out;
+  for (const auto& f : futures) (f.done() ? out.done : out.not_done).push_back(f);
+  return out;
+}
+
+class ProcessPoolExecutor {
+ public:
+  explicit ProcessPoolExecutor(std::optional<int> max_workers = std::nullopt)
+      : ProcessPoolExecutor(options_for(max_workers)) {}
+  template <class I, class... A>
+  ProcessPoolExecutor(std::optional<int> max_workers, I&& initializer, std::tuple<A...> initargs = {},
+                      std::size_t max_tasks_per_child = 0)
+      : ProcessPoolExecutor(options_for(max_workers, std::apply([&](auto&&... a) { return mpx::bind(initializer, a...); },
+                                                                initargs),
+                                        max_tasks_per_child)) {}
+  explicit ProcessPoolExecutor(ExecutorOptions options);
+  // As leaving Python's `with ProcessPoolExecutor() as e:` block: shutdown(wait=true).
+  ~ProcessPoolExecutor();
+  ProcessPoolExecutor(const ProcessPoolExecutor&) = delete;
+  ProcessPoolExecutor& operator=(const ProcessPoolExecutor&) = delete;
+
+  template <class F, class... A>
+    requires std::is_invocable_v<decltype(+std::declval<F>()), A...>
+  Future<detail::call_result_t<F, A...>> submit(F&& f, A&&... args) {
+    check_open();
+    auto r = pool_.apply_async(std::forward<F>(f), std::forward<A>(args)...);
+    track(r.core());
+    return Future<detail::call_result_t<F, A...>>(r.core(), pool_.core());
+  }
+
+  // The results in input order; TimeoutError if they are not all in within the timeout (counted from this call).
+  template <class F, std::ranges::input_range Range>
+  std::vector<detail::map_result_t<F, Range>> map(F&& f, Range&& items, const Timeout& timeout = std::nullopt,
+                                                  std::size_t chunksize = 1) {
+    check_open();
+    return pool_.map_async(std::forward<F>(f), std::forward<Range>(items), chunksize).get(timeout);
+  }
+
+  // No new submissions. cancel_futures cancels the ones no worker has taken yet; wait blocks until the rest are done
+  // and the workers have exited.
+  void shutdown(bool wait = true, bool cancel_futures = false);
+
+  Pool& pool() noexcept { return pool_; }
+
+ private:
+  static ExecutorOptions options_for(std::optional<int> max_workers, std::optional<BoundCall> initializer = std::nullopt,
+                                     std::size_t max_tasks_per_child = 0) {
+    ExecutorOptions o;
+    o.max_workers = max_workers;
+    o.initializer = std::move(initializer);
+    o.max_tasks_per_child = max_tasks_per_child;
+    return o;
+  }
+  void check_open();
+  void track(const std::shared_ptr<detail::ResultCore>& core);
+
+  Pool pool_;
+  std::mutex mutex_;
+  bool shutdown_ = false;
+  std::vector<std::weak_ptr<detail::ResultCore>> submitted_;  // for shutdown(cancel_futures)
+};
+
+}  // namespace mpx

@@ -1,0 +1,536 @@
+// mpx/pool.hpp — mpx::Pool (Python's multiprocessing.Pool) and mpx::AsyncResult.
+//
+// Workers are long-lived processes started with the pool's start method. Tasks are plain functions or captureless
+// lambdas (function identity, no registration), grouped into chunks; the coordinator's pool scheduler hands batches
+// of chunks to workers and streams the results back to this process's result thread.
+//
+// Callbacks (apply_async/map_async callback and error_callback, the map progress callback) all run on the pool's one
+// result thread, in the order the results arrive (completion order, not submission order). A callback that blocks
+// delays the ones after it; one that throws is reported on stderr and does not stop the pool.
+//
+// What Python does not do: a worker killed mid-task does not hang the caller. Its tasks are retried on a fresh
+// worker up to max_retries times, then fail with mpx::WorkerLost. Ctrl-C while a thread waits on a pool stops the
+// workers and raises mpx::Interrupted in the waiting threads.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <sys/types.h>
+
+#include <mpx/errors.hpp>
+#include <mpx/function.hpp>
+#include <mpx/handle.hpp>
+#include <mpx/object.hpp>
+#include <mpx/process.hpp>
+
+namespace mpx {
+
+// Called on the result thread after each chunk of a map completes: (items done, items in all).
+using Progress = std::function<void(std::size_t done, std::size_t total)>;
+
+struct PoolOptions {
+  std::optional<int> processes;          // unset: cpu_count()
+  std::optional<BoundCall> initializer;  // mpx::bind(init, args...): runs once in every worker before its first task
+  std::size_t maxtasksperchild = 0;      // 0: workers live as long as the pool
+  unsigned max_retries = 3;              // reruns of a task whose worker died; 0: fail at the first death
+  std::optional<StartMethod> method;     // unset: get_start_method()
+  // Executor semantics: the first worker death fails every pending task with BrokenProcessPool and breaks the pool.
+  bool broken_on_worker_death = false;
+};
+
+namespace detail {
+
+struct ResultCore;
+struct StreamCore;
+struct PoolCore;
+
+// ---- results (compiled in src/api/pool.cpp) ----
+bool result_wait(ResultCore& core, const Timeout& timeout);  // false if the timeout passed first
+bool result_ready(const ResultCore& core);
+// Python: ValueError if not ready.
+bool result_successful(const ResultCore& core);
+// Waits (TimeoutError when the timeout passes) and rethrows the task's error.
+void result_check(ResultCore& core, const Timeout& timeout);
+const std::vector<std::string>& result_values(const ResultCore& core);  // per chunk
+std::size_t result_size(const ResultCore& core);                        // items in all
+bool result_single(const ResultCore& core);
+std::exception_ptr result_error(const ResultCore& core);
+bool result_cancelled(const ResultCore& core);
+// Runs `callback` once the result is done (on the result thread), or at once on this thread if it already is.
+void result_add_done_callback(ResultCore& core, std::function<void()> callback);
+
+using DoneCallback = std::function<void(ResultCore&)>;
+
+struct Submission {
+  ErasedFunction function = nullptr;
+  Trampoline trampoline = nullptr;
+  std::vector<std::string> items;  // each the encoded argument tuple of one call
+  std::size_t chunksize = 1;
+  bool single = false;             // apply: one value, not a list
+  DoneCallback on_done;            // on the result thread
+  Progress progress;
+};
+
+std::shared_ptr<PoolCore> pool_start(PoolOptions options);
+std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission submission);
+// Cancels a task that no worker has taken yet; false if it runs or ran already.
+bool pool_cancel(PoolCore& pool, ResultCore& result);
+// 0 pending, 1 running, 2 finished.
+int pool_task_state(PoolCore& pool, ResultCore& result);
+std::size_t pool_processes(const PoolCore& pool);
+std::size_t pool_default_chunksize(const PoolCore& pool, std::size_t items);
+void pool_close(PoolCore& pool);
+void pool_terminate(PoolCore& pool);
+void pool_join(PoolCore& pool);
+void pool_require_running(const PoolCore& pool);
+std::vector<pid_t> pool_pids(const PoolCore& pool);
+// The scheduler's counters for this pool (pool_stats): for tests and diagnostics.
+struct PoolStats {
+  std::uint64_t queued = 0, held = 0, workers = 0, requeued = 0, lost = 0;
+};
+PoolStats pool_stats(PoolCore& pool);
+std::uint64_t pool_id(const PoolCore& pool);  // the scheduler's object id
+// Marks the calling thread as waiting on the pool, so that Ctrl-C interrupts it instead of killing the program.
+struct WaitingCaller {
+  WaitingCaller();
+  ~WaitingCaller();
+  WaitingCaller(const WaitingCaller&) = delete;
+  WaitingCaller& operator=(const WaitingCaller&) = delete;
+};
+
+// ---- streams (imap, imap_unordered) ----
+std::shared_ptr<StreamCore> stream_open(PoolCore& pool, ErasedFunction function, Trampoline trampoline, bool ordered);
+void stream_feed(StreamCore& stream, std::vector<std::string> items);
+std::size_t stream_outstanding(const StreamCore& stream);  // fed but not yet returned by next
+// The next chunk's results (a msgpack array); rethrows a task's error; TimeoutError when the timeout passes.
+std::string stream_next(StreamCore& stream, const Timeout& timeout);
+
+// Which call of its chunk the worker's thread is running: names the failing call when one raises.
+std::uint64_t& chunk_offset() noexcept;
+
+// A task's trampoline runs a whole chunk: `args` is a msgpack array of argument arrays, `result` becomes the msgpack
+// array of the results (nil for void), so a chunk costs one decode and one encode, not one per call.
+template <class R, class... P>
+void chunk_trampoline(ErasedFunction function, std::string_view args, std::string& result) {
+  auto typed = reinterpret_cast<R (*)(P...)>(function);
+  auto handle = unpack_bounded(args.data(), args.size());
+  const msgpack::object& calls = handle.get();
+  if (calls.type != msgpack::type::ARRAY) throw SerializationError("mpx: a task's payload is not an array");
+  msgpack::sbuffer out(64 + 16 * calls.via.array.size);
+  msgpack::packer<msgpack::sbuffer> pk(out);
+  pk.pack_array(calls.via.array.size);
+  auto& offset = chunk_offset();
+  for (std::uint32_t i = 0; i < calls.via.array.size; ++i) {
+    offset = i;
+    const msgpack::object& call = calls.via.array.ptr[i];
+    if (call.type != msgpack::type::ARRAY || call.via.array.size != sizeof...(P)) {
+      throw SerializationError("mpx: a call's arguments do not match the function's " +
+                               std::to_string(sizeof...(P)) + " parameters");
+    }
+    std::tuple<std::decay_t<P>...> params;
+    try {
+      call.convert(params);
+    } catch (const std::exception& e) {
+      throw SerializationError(std::string("mpx: cannot decode a call's arguments: ") + e.what());
+    }
+    if constexpr (std::is_void_v<R>) {
+      std::apply(typed, std::move(params));
+      pk.pack_nil();
+    } else {
+      R value = std::apply(typed, std::move(params));
+      try {
+        pk.pack(value);
+      } catch (const std::exception& e) {
+        throw SerializationError(std::string("mpx: cannot encode the result: ") + e.what());
+      }
+    }
+  }
+  result.assign(out.data(), out.size());
+}
+
+template <class R, class... P>
+Trampoline chunk_trampoline_for(R (*)(P...)) {
+  static_assert(std::is_void_v<R> || Serializable<R>, "mpx::Pool: the task's return type is not serializable");
+  static_assert((Serializable<std::decay_t<P>> && ...), "mpx::Pool: a parameter type of the task is not serializable");
+  return &chunk_trampoline<R, P...>;
+}
+
+// A function's erased pointer and chunk trampoline, from a plain function or a captureless lambda.
+template <class F>
+std::pair<ErasedFunction, Trampoline> erase(F&& function) {
+  static_assert(PlainFunctionLike<std::remove_cvref_t<F>>,
+                "mpx::Pool: a task must be a plain function or a captureless lambda (its identity is its address)");
+  auto typed = +function;
+  return {reinterpret_cast<ErasedFunction>(typed), chunk_trampoline_for(static_cast<decltype(typed)>(nullptr))};
+}
+
+template <class R, class... P, class... A>
+std::string pack_call(R (*)(P...), A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "mpx::Pool: wrong number of arguments for the task function");
+  static_assert((std::is_constructible_v<std::decay_t<P>, A&&> && ...),
+                "mpx::Pool: an argument cannot be converted to the task function's parameter type");
+  msgpack::sbuffer buffer(64);
+  try {
+    msgpack::pack(buffer, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
+  } catch (const std::exception& e) {
+    throw SerializationError(std::string("mpx: cannot encode a task's arguments: ") + e.what());
+  }
+  return std::string(buffer.data(), buffer.size());
+}
+
+// One call's arguments, encoded as the function's parameter tuple (a serialization error is raised here).
+template <class F, class... A>
+std::string encode_args(F&& function, A&&... args) {
+  static_assert(PlainFunctionLike<std::remove_cvref_t<F>>,
+                "mpx::Pool: a task must be a plain function or a captureless lambda (its identity is its address)");
+  return pack_call(+function, std::forward<A>(args)...);
+}
+
+template <class F, class Tuple>
+std::string encode_tuple(F&& function, Tuple&& args) {
+  return std::apply([&](auto&&... a) { return encode_args(function, std::forward<decltype(a)>(a)...); },
+                    std::forward<Tuple>(args));
+}
+
+template <class T>
+struct is_vector : std::false_type {};
+template <class T, class A>
+struct is_vector<std::vector<T, A>> : std::true_type {};
+
+template <class T>
+T decode_result(const ResultCore& core) {
+  const auto& chunks = result_values(core);  // each chunk's results, a msgpack array
+  if (result_single(core)) {
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else {
+      return std::get<0>(decode<std::tuple<T>>(chunks.at(0)));
+    }
+  } else {
+    if constexpr (is_vector<T>::value) {
+      T out;
+      for (const auto& chunk : chunks) {
+        auto part = decode<T>(chunk);
+        if (out.empty()) {
+          out = std::move(part);
+        } else {
+          out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+        }
+      }
+      if (out.size() != result_size(core)) throw SerializationError("mpx: a map returned the wrong number of results");
+      return out;
+    } else {
+      throw SerializationError("mpx: a map result read as a single value");
+    }
+  }
+}
+
+// void results travel as nil; in a list they read as mpx::Object.
+template <class R>
+using list_value_t = std::conditional_t<std::is_void_v<R>, Object, R>;
+
+template <class F, class... A>
+using call_result_t = std::invoke_result_t<decltype(+std::declval<F>()), A...>;
+
+template <class F, class Range>
+using map_result_t = list_value_t<call_result_t<F, std::ranges::range_reference_t<Range>>>;
+
+template <class F, class Range>
+using starmap_result_t = list_value_t<decltype(std::apply(+std::declval<F>(),
+                                                          std::declval<std::ranges::range_value_t<Range>>()))>;
+
+template <class T, class Callback, class ErrorCallback>
+DoneCallback make_done(Callback callback, ErrorCallback error_callback) {
+  if constexpr (std::is_same_v<Callback, std::nullptr_t> && std::is_same_v<ErrorCallback, std::nullptr_t>) {
+    return {};
+  } else {
+    return [callback = std::move(callback), error_callback = std::move(error_callback)](ResultCore& core) {
+      if (auto error = result_error(core)) {
+        if constexpr (!std::is_same_v<ErrorCallback, std::nullptr_t>) {
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            error_callback(e);
+          }
+        }
+      } else if constexpr (!std::is_same_v<Callback, std::nullptr_t>) {
+        if constexpr (std::is_void_v<T>) {
+          callback();
+        } else {
+          callback(decode_result<T>(core));
+        }
+      }
+    };
+  }
+}
+
+}  // namespace detail
+
+// Python's AsyncResult: the eventual result of apply_async or map_async.
+template <class T>
+class AsyncResult {
+ public:
+  AsyncResult() = default;
+  explicit AsyncResult(std::shared_ptr<detail::ResultCore> core) : core_(std::move(core)) {}
+
+  // The result once ready; TimeoutError if the timeout passes first. A task's exception is raised here as
+  // mpx::RemoteError (type, message, worker pid, task index); a lost worker as mpx::WorkerLost.
+  T get(const Timeout& timeout = std::nullopt) const {
+    detail::result_check(*core_, timeout);
+    return detail::decode_result<T>(*core_);
+  }
+  // Waits until ready or the timeout passes; returns ready().
+  bool wait(const Timeout& timeout = std::nullopt) const { return detail::result_wait(*core_, timeout); }
+  bool ready() const { return detail::result_ready(*core_); }
+  // Whether it completed without an error; ValueError if it is not ready yet.
+  bool successful() const { return detail::result_successful(*core_); }
+
+  const std::shared_ptr<detail::ResultCore>& core() const noexcept { return core_; }
+
+ private:
+  std::shared_ptr<detail::ResultCore> core_;
+};
+
+// The lazy iterator of imap and imap_unordered: pulls input as results are consumed, with at most a bounded number
+// of items in flight, so an unbounded generator works. Also a range: for (auto y : pool.imap(f, xs)).
+template <class R>
+class IMapIterator {
+ public:
+  using Producer = std::function<std::optional<std::vector<std::string>>()>;  // the next chunk, or end of input
+
+  IMapIterator(std::shared_ptr<detail::StreamCore> stream, Producer produce, std::size_t window)
+      : state_(std::make_shared<State>(State{std::move(stream), std::move(produce), window, false, {}, 0})) {}
+
+  // The next result, or nullopt at the end. TimeoutError if none arrives in time (Python's next(timeout)).
+  std::optional<R> next(const Timeout& timeout = std::nullopt) {
+    auto& s = *state_;
+    if (s.position < s.buffer.size()) return std::move(s.buffer[s.position++]);
+    while (!s.exhausted && detail::stream_outstanding(*s.stream) < s.window) {
+      auto chunk = s.produce();
+      if (!chunk) {
+        s.exhausted = true;
+        break;
+      }
+      detail::stream_feed(*s.stream, std::move(*chunk));
+    }
+    if (s.exhausted && detail::stream_outstanding(*s.stream) == 0) return std::nullopt;
+    s.buffer = mpx::decode<std::vector<R>>(detail::stream_next(*s.stream, timeout));
+    s.position = 0;
+    if (s.buffer.empty()) throw SerializationError("mpx: an imap chunk returned no results");
+    return std::move(s.buffer[s.position++]);
+  }
+
+  class iterator {
+   public:
+    using value_type = R;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(IMapIterator* owner) : owner_(owner) { ++*this; }
+    const R& operator*() const { return *current_; }
+    iterator& operator++() {
+      current_ = owner_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return !current_.has_value(); }
+
+   private:
+    IMapIterator* owner_ = nullptr;
+    std::optional<R> current_;
+  };
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() { return {}; }
+
+ private:
+  struct State {
+    std::shared_ptr<detail::StreamCore> stream;
+    Producer produce;
+    std::size_t window;
+    bool exhausted;
+    std::vector<R> buffer = {};  // the current chunk's results
+    std::size_t position = 0;
+  };
+  std::shared_ptr<State> state_;
+};
+
+class Pool {
+ public:
+  // Pool(processes): processes defaults to cpu_count().
+  explicit Pool(std::optional<int> processes = std::nullopt);
+  // Pool(processes, initializer, initargs, maxtasksperchild), as Python's positional form.
+  template <class I, class... A>
+  Pool(std::optional<int> processes, I&& initializer, std::tuple<A...> initargs = {}, std::size_t maxtasksperchild = 0)
+      : Pool(make_options(processes, std::apply([&](auto&&... a) { return mpx::bind(initializer, a...); }, initargs),
+                          maxtasksperchild)) {}
+  explicit Pool(PoolOptions options);
+  // A pool still running is terminated, as Python's `with Pool() as p:` does on exit.
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  Pool(Pool&&) noexcept = default;
+  Pool& operator=(Pool&&) noexcept = default;
+
+  // ---- apply ----
+  template <class F, class... A>
+    requires std::is_invocable_v<decltype(+std::declval<F>()), A...>
+  auto apply(F&& f, A&&... args) {
+    return apply_async(std::forward<F>(f), std::forward<A>(args)...).get();
+  }
+
+  template <class F, class... A>
+    requires std::is_invocable_v<decltype(+std::declval<F>()), A...>
+  AsyncResult<detail::call_result_t<F, A...>> apply_async(F&& f, A&&... args) {
+    return apply_with<detail::call_result_t<F, A...>>(f, detail::encode_args(f, std::forward<A>(args)...), {});
+  }
+
+  // apply_async(f, std::tuple{args...}, callback, error_callback): callback(result) and error_callback(const
+  // std::exception&) run on the result thread. Pass nullptr for either to leave it out.
+  template <class F, class... A, class Callback, class ErrorCallback = std::nullptr_t>
+  AsyncResult<detail::call_result_t<F, A...>> apply_async(F&& f, std::tuple<A...> args, Callback callback,
+                                                          ErrorCallback error_callback = nullptr) {
+    using R = detail::call_result_t<F, A...>;
+    return apply_with<R>(f, detail::encode_tuple(f, std::move(args)),
+                         detail::make_done<R>(std::move(callback), std::move(error_callback)));
+  }
+
+  // ---- map ----
+  // Blocks until every result is in, in input order. chunksize unset: ceil(n / (4 x processes)), as Python.
+  template <class F, std::ranges::input_range Range>
+  std::vector<detail::map_result_t<F, Range>> map(F&& f, Range&& items, std::optional<std::size_t> chunksize = {},
+                                                  Progress progress = {}) {
+    return map_async(std::forward<F>(f), std::forward<Range>(items), chunksize, nullptr, nullptr,
+                     std::move(progress))
+        .get();
+  }
+
+  template <class F, std::ranges::input_range Range, class Callback = std::nullptr_t,
+            class ErrorCallback = std::nullptr_t>
+  AsyncResult<std::vector<detail::map_result_t<F, Range>>> map_async(F&& f, Range&& items,
+                                                                      std::optional<std::size_t> chunksize = {},
+                                                                      Callback callback = nullptr,
+                                                                      ErrorCallback error_callback = nullptr,
+                                                                      Progress progress = {}) {
+    std::vector<std::string> encoded;
+    if constexpr (std::ranges::sized_range<Range>) encoded.reserve(std::ranges::size(items));
+    for (auto&& x : items) encoded.push_back(detail::encode_args(f, x));
+    using T = std::vector<detail::map_result_t<F, Range>>;
+    return map_with<T>(f, std::move(encoded), chunksize,
+                       detail::make_done<T>(std::move(callback), std::move(error_callback)), std::move(progress));
+  }
+
+  // starmap: each item is a tuple of arguments.
+  template <class F, std::ranges::input_range Range>
+  std::vector<detail::starmap_result_t<F, Range>> starmap(F&& f, Range&& items,
+                                                          std::optional<std::size_t> chunksize = {}) {
+    return starmap_async(std::forward<F>(f), std::forward<Range>(items), chunksize).get();
+  }
+
+  template <class F, std::ranges::input_range Range, class Callback = std::nullptr_t,
+            class ErrorCallback = std::nullptr_t>
+  AsyncResult<std::vector<detail::starmap_result_t<F, Range>>> starmap_async(
+      F&& f, Range&& items, std::optional<std::size_t> chunksize = {}, Callback callback = nullptr,
+      ErrorCallback error_callback = nullptr) {
+    std::vector<std::string> encoded;
+    for (auto&& x : items) encoded.push_back(detail::encode_tuple(f, x));
+    using T = std::vector<detail::starmap_result_t<F, Range>>;
+    return map_with<T>(f, std::move(encoded), chunksize,
+                       detail::make_done<T>(std::move(callback), std::move(error_callback)), {});
+  }
+
+  // ---- imap ----
+  // Results in input order, streamed as they finish; the input is read lazily (any input range, even unbounded).
+  template <class F, std::ranges::input_range Range>
+  IMapIterator<detail::map_result_t<F, Range>> imap(F&& f, Range&& items, std::size_t chunksize = 1) {
+    return imap_with<detail::map_result_t<F, Range>>(f, std::forward<Range>(items), chunksize, true);
+  }
+  // Results in completion order.
+  template <class F, std::ranges::input_range Range>
+  IMapIterator<detail::map_result_t<F, Range>> imap_unordered(F&& f, Range&& items, std::size_t chunksize = 1) {
+    return imap_with<detail::map_result_t<F, Range>>(f, std::forward<Range>(items), chunksize, false);
+  }
+
+  // No more tasks; the workers exit once the queued ones are done.
+  void close();
+  // Stops the workers now; unfinished tasks fail with CancelledError.
+  void terminate();
+  // Waits for the workers to exit; call close() or terminate() first (ValueError otherwise).
+  void join();
+
+  std::size_t processes() const;
+  // The current workers' pids.
+  std::vector<pid_t> pids() const;
+
+  const std::shared_ptr<detail::PoolCore>& core() const noexcept { return core_; }
+
+ private:
+  template <class R, class F>
+  AsyncResult<R> apply_with(F& f, std::string args, detail::DoneCallback on_done) {
+    auto [function, trampoline] = detail::erase(f);
+    detail::Submission s;
+    s.function = function;
+    s.trampoline = trampoline;
+    s.items.push_back(std::move(args));
+    s.single = true;
+    s.on_done = std::move(on_done);
+    return AsyncResult<R>(detail::pool_submit(*core_, std::move(s)));
+  }
+
+  template <class T, class F>
+  AsyncResult<T> map_with(F& f, std::vector<std::string> items, std::optional<std::size_t> chunksize,
+                          detail::DoneCallback on_done, Progress progress) {
+    if (chunksize && *chunksize == 0) throw ValueError("mpx: chunksize must be at least 1");
+    auto [function, trampoline] = detail::erase(f);
+    detail::Submission s;
+    s.function = function;
+    s.trampoline = trampoline;
+    s.chunksize = chunksize.value_or(detail::pool_default_chunksize(*core_, items.size()));
+    s.items = std::move(items);
+    s.on_done = std::move(on_done);
+    s.progress = std::move(progress);
+    return AsyncResult<T>(detail::pool_submit(*core_, std::move(s)));
+  }
+
+  template <class R, class F, class Range>
+  IMapIterator<R> imap_with(F& f, Range&& items, std::size_t chunksize, bool ordered) {
+    if (chunksize == 0) throw ValueError("mpx: chunksize must be at least 1");
+    detail::pool_require_running(*core_);
+    auto [function, trampoline] = detail::erase(f);
+    auto stream = detail::stream_open(*core_, function, trampoline, ordered);
+    // The range lives in the iterator; a view is copied, a container moved or referred to.
+    auto input = std::make_shared<std::remove_cvref_t<Range>>(std::forward<Range>(items));
+    auto position = std::make_shared<std::ranges::iterator_t<std::remove_cvref_t<Range>>>(std::ranges::begin(*input));
+    auto produce = [input, position, chunksize, f = +f]() -> std::optional<std::vector<std::string>> {
+      std::vector<std::string> chunk;
+      while (chunk.size() < chunksize && *position != std::ranges::end(*input)) {
+        chunk.push_back(detail::encode_args(f, **position));
+        ++*position;
+      }
+      if (chunk.empty()) return std::nullopt;
+      return chunk;
+    };
+    const std::size_t window = std::max<std::size_t>(chunksize * processes() * 4, 64);
+    return IMapIterator<R>(std::move(stream), std::move(produce), window);
+  }
+
+  static PoolOptions make_options(std::optional<int> processes, BoundCall initializer, std::size_t maxtasksperchild) {
+    PoolOptions options;
+    options.processes = processes;
+    options.initializer = std::move(initializer);
+    options.maxtasksperchild = maxtasksperchild;
+    return options;
+  }
+
+  std::shared_ptr<detail::PoolCore> core_;
+};
+
+}  // namespace mpx

@@ -1,0 +1,1102 @@
+// mpx::Pool: the owner's side (task ids, result states, the result thread that receives the scheduler's pushes,
+// watches the workers' sentinels and replaces dead workers) and the worker's loop. The scheduler itself is the
+// coordinator's pool service (services/pool.cpp); PROTOCOL.md ("Pool") documents the messages.
+#include <mpx/pool.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <csignal>
+#include <cstring>
+#include <deque>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <cxxabi.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "api/call.hpp"
+#include "runtime/channel.hpp"
+#include "runtime/coordinator.hpp"
+#include "runtime/runtime.hpp"
+#include "wire/envelope.hpp"
+#include "wire/transport.hpp"
+
+namespace mpx::detail {
+
+namespace {
+
+// Record statuses in a results frame (PROTOCOL.md, "Pool"); the scheduler uses the same values.
+enum class Status : std::uint8_t { ok = 0, error = 1, lost = 2, cancelled = 3, unserializable = 4 };
+
+// How many tasks a worker asks for at once; the scheduler gives it at most its fair share of what is queued.
+constexpr std::uint64_t prefetch = 256;
+// A worker running a long batch sends the results it has after this long, so callers see them as they finish.
+constexpr auto flush_interval = std::chrono::milliseconds(2);
+// Tasks per pool_submit message: well under the protocol's array limit.
+constexpr std::size_t tasks_per_message = 4096;
+// After SIGTERM, how long terminate() waits for a worker before SIGKILL.
+constexpr auto terminate_grace = std::chrono::seconds(2);
+
+std::string_view view(const zmq::message_t& frame) { return {static_cast<const char*>(frame.data()), frame.size()}; }
+
+std::string current_exception_type() {
+  const std::type_info* type = abi::__cxa_current_exception_type();
+  return type ? demangle(type->name()) : std::string("unknown");
+}
+
+// ---- reading a results frame: every access checks the type, and the unpack itself is bounded ----
+
+const msgpack::object& expect(const msgpack::object& o, msgpack::type::object_type type, const char* what) {
+  if (o.type != type) throw ProtocolError(std::string("mpx: malformed pool results: ") + what);
+  return o;
+}
+
+std::uint64_t as_u64(const msgpack::object& o) {
+  if (o.type != msgpack::type::POSITIVE_INTEGER) throw ProtocolError("mpx: malformed pool results: integer");
+  return o.via.u64;
+}
+
+std::int64_t as_i64(const msgpack::object& o) {
+  if (o.type == msgpack::type::POSITIVE_INTEGER) return static_cast<std::int64_t>(o.via.u64);
+  if (o.type == msgpack::type::NEGATIVE_INTEGER) return o.via.i64;
+  throw ProtocolError("mpx: malformed pool results: integer");
+}
+
+std::string as_string(const msgpack::object& o) {
+  if (o.type == msgpack::type::STR) return std::string(o.via.str.ptr, o.via.str.size);
+  if (o.type == msgpack::type::BIN) return std::string(o.via.bin.ptr, o.via.bin.size);
+  throw ProtocolError("mpx: malformed pool results: string");
+}
+
+// ---- SIGINT: a handler that only writes to eventfds, so the result threads do the work ----
+
+constexpr std::size_t max_pools = 256;
+std::atomic<int> interrupt_fds[max_pools];  // each an eventfd + 1; 0: a free slot
+std::atomic<int> waiting_callers{0};
+struct sigaction previous_sigint {};
+std::once_flag sigint_installed;
+
+void on_sigint(int signal, siginfo_t* info, void* context) {
+  if (waiting_callers.load() > 0) {
+    const std::uint64_t one = 1;
+    for (auto& fd : interrupt_fds) {
+      const int f = fd.load();
+      if (f > 0) (void)!::write(f - 1, &one, sizeof one);
+    }
+    return;
+  }
+  // Nobody waits on a pool: Ctrl-C means what it meant before the first pool.
+  if (previous_sigint.sa_flags & SA_SIGINFO) {
+    if (previous_sigint.sa_sigaction) previous_sigint.sa_sigaction(signal, info, context);
+  } else if (previous_sigint.sa_handler == SIG_IGN) {
+    return;
+  } else if (previous_sigint.sa_handler == SIG_DFL) {
+    ::signal(SIGINT, SIG_DFL);
+    ::raise(SIGINT);
+  } else {
+    previous_sigint.sa_handler(signal);
+  }
+}
+
+void install_sigint_handler() {
+  std::call_once(sigint_installed, [] {
+    struct sigaction action {};
+    action.sa_sigaction = &on_sigint;
+    action.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGINT, &action, &previous_sigint);
+  });
+}
+
+int register_interrupt_fd(int fd) {
+  for (std::size_t i = 0; i < max_pools; ++i) {
+    int expected = 0;
+    if (interrupt_fds[i].compare_exchange_strong(expected, fd + 1)) return static_cast<int>(i);
+  }
+  return -1;  // more pools than slots: this one is not interrupted by Ctrl-C (documented limit)
+}
+
+}  // namespace
+
+WaitingCaller::WaitingCaller() { waiting_callers.fetch_add(1); }
+WaitingCaller::~WaitingCaller() { waiting_callers.fetch_sub(1); }
+
+// ---- sinks: where a task's results go ----
+
+struct Pending;
+
+struct Sink {
+  virtual ~Sink() = default;
+  // Runs on the result thread, or on the thread that terminates the pool.
+  virtual void deliver(const Pending& task, std::string results) = 0;  // the chunk's msgpack array of results
+  virtual void fail(const Pending& task, std::exception_ptr error) = 0;
+};
+
+struct Pending {
+  std::shared_ptr<Sink> sink;
+  std::uint64_t chunk = 0;  // the chunk's number in its map (0 for apply)
+  std::uint32_t count = 0;
+  std::uint64_t task_index = 0;  // what errors name: the item's index in its map, or the submission's number
+};
+
+struct ResultCore : Sink {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool single = false;
+  bool finishing = false;  // the outcome is fixed; callbacks may still be running
+  bool cancelled = false;
+  std::vector<std::function<void()>> done_callbacks;  // Future::add_done_callback, as_completed, wait
+  bool done = false;
+  std::vector<std::string> values;  // per chunk: its results as a msgpack array
+  std::size_t size = 0;              // items in all
+  std::size_t remaining = 0;         // chunks
+  std::size_t items_done = 0;
+  std::exception_ptr error;
+  DoneCallback on_done;
+  Progress progress;
+  std::vector<std::uint64_t> task_ids;  // for cancel and task state (Executor)
+  std::weak_ptr<PoolCore> pool;
+
+  // As Python's: the callback runs before the result becomes ready, so wait() and get() return after it ran.
+  void finish(std::unique_lock<std::mutex>& lock) {
+    finishing = true;
+    auto callback = std::move(on_done);
+    auto more = std::move(done_callbacks);
+    done_callbacks.clear();
+    lock.unlock();
+    if (callback) {
+      try {
+        callback(*this);
+      } catch (const std::exception& e) {
+        std::cerr << "mpx: a Pool callback raised " << current_exception_type() << ": " << e.what() << "\n";
+      } catch (...) {
+        std::cerr << "mpx: a Pool callback raised an exception\n";
+      }
+    }
+    lock.lock();
+    done = true;
+    more.insert(more.end(), done_callbacks.begin(), done_callbacks.end());  // added while the callback ran
+    done_callbacks.clear();
+    lock.unlock();
+    changed.notify_all();
+    for (auto& c : more) run_callback(c);
+  }
+
+  static void run_callback(const std::function<void()>& c) {
+    try {
+      c();
+    } catch (const std::exception& e) {
+      std::cerr << "mpx: a done callback raised " << current_exception_type() << ": " << e.what() << "\n";
+    } catch (...) {
+      std::cerr << "mpx: a done callback raised an exception\n";
+    }
+  }
+
+  void deliver(const Pending& task, std::string results) override {
+    std::unique_lock lock(mutex);
+    if (finishing) return;
+    values[task.chunk] = std::move(results);
+    items_done += task.count;
+    if (progress) {
+      const auto n = items_done, total = size;
+      lock.unlock();
+      try {
+        progress(n, total);
+      } catch (const std::exception& e) {
+        std::cerr << "mpx: a Pool progress callback raised: " << e.what() << "\n";
+      }
+      lock.lock();
+      if (finishing) return;
+    }
+    if (--remaining == 0) finish(lock);
+  }
+
+  void fail(const Pending&, std::exception_ptr e) override {
+    std::unique_lock lock(mutex);
+    if (finishing) return;
+    error = std::move(e);
+    finish(lock);
+  }
+};
+
+struct StreamCore : Sink, std::enable_shared_from_this<StreamCore> {
+  struct Chunk {
+    std::string values;  // msgpack array
+    std::exception_ptr error;
+    std::uint32_t count = 0;
+  };
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool ordered = true;
+  std::map<std::uint64_t, Chunk> arrived;  // ordered: by the chunk's first index; unordered: by arrival
+  std::uint64_t next_first = 0;             // ordered: the chunk to return from next
+  std::uint64_t arrival = 0;
+  std::uint64_t fed = 0;        // items submitted
+  std::size_t outstanding = 0;  // items submitted and not yet returned (a failed chunk counts as returned whole)
+  std::exception_ptr fatal;     // the pool was interrupted or terminated
+  ErasedFunction function = nullptr;
+  Trampoline trampoline = nullptr;
+  std::weak_ptr<PoolCore> pool;
+
+  void deliver(const Pending& task, std::string values) override {
+    std::lock_guard lock(mutex);
+    arrived[ordered ? task.task_index : arrival++] = Chunk{std::move(values), nullptr, task.count};
+    changed.notify_all();
+  }
+  void fail(const Pending& task, std::exception_ptr error) override {
+    std::lock_guard lock(mutex);
+    arrived[ordered ? task.task_index : arrival++] = Chunk{{}, std::move(error), task.count};
+    changed.notify_all();
+  }
+  void fail_all(std::exception_ptr error) {
+    std::lock_guard lock(mutex);
+    if (!fatal) fatal = std::move(error);
+    changed.notify_all();
+  }
+};
+
+// ---- the pool ----
+
+struct PoolCore : std::enable_shared_from_this<PoolCore> {
+  enum class State { running, closed, terminated };
+
+  PoolOptions options;
+  std::size_t processes = 1;
+  std::uint64_t id = 0;
+  std::string endpoint;
+
+  mutable std::mutex mutex;
+  std::condition_variable changed;  // workers came or went; the state changed
+  State state = State::running;
+  std::exception_ptr broken;        // why the pool stopped (Interrupted, BrokenProcessPool)
+  std::unordered_map<std::uint64_t, Pending> pending;
+  std::uint64_t next_task_id = 1;
+  std::uint64_t next_submission = 0;
+  std::vector<Process> workers;
+  std::unordered_map<pid_t, std::size_t> tasks_done;  // per worker, for maxtasksperchild
+  std::uint64_t worker_counter = 0;
+  // Encoded FunctionIds: identify() walks the loaded modules, too slow for every submission.
+  std::map<std::pair<ErasedFunction, Trampoline>, std::string> function_ids;
+  std::vector<std::weak_ptr<StreamCore>> streams;
+
+  int wake_fd = -1;       // the owner thread asks the result thread to look at the state
+  int interrupt_fd = -1;  // written by the SIGINT handler
+  int interrupt_slot = -1;
+  bool stop = false;
+  std::thread result_thread;
+
+  ~PoolCore() {
+    if (interrupt_slot >= 0) interrupt_fds[static_cast<std::size_t>(interrupt_slot)].store(0);
+    if (wake_fd >= 0) ::close(wake_fd);
+    if (interrupt_fd >= 0) ::close(interrupt_fd);
+  }
+
+  void wake() {
+    const std::uint64_t one = 1;
+    (void)!::write(wake_fd, &one, sizeof one);
+  }
+
+  const std::string& function_id(ErasedFunction function, Trampoline trampoline) {
+    const auto key = std::make_pair(function, trampoline);
+    auto it = function_ids.find(key);
+    if (it != function_ids.end()) return it->second;
+    return function_ids.emplace(key, encode(identify(function, trampoline))).first->second;
+  }
+
+  void start_worker();  // caller holds mutex
+  void run(zmq::socket_t& dealer);
+  bool run_once(zmq::socket_t& dealer);
+  void handle_delivery(const wire::Envelope& e);
+  void worker_ended(zmq::socket_t& dealer, Process worker);
+  void stop_everything(std::exception_ptr why, bool kill_workers);
+};
+
+namespace {
+
+struct WorkerSpec {
+  std::uint64_t pool = 0;
+  std::optional<FunctionId> initializer;
+  std::string initargs;
+  std::uint64_t maxtasks = 0;
+  MSGPACK_DEFINE(pool, initializer, initargs, maxtasks);
+};
+
+// One results frame in the making: an array of [task_id, status, pid, payload] records.
+struct ResultsFrame {
+  std::vector<std::uint64_t> ids;
+  msgpack::sbuffer records;
+  void add_ok(std::uint64_t id, std::int64_t pid, const std::string& results) {
+    msgpack::packer<msgpack::sbuffer> pk(records);
+    pk.pack_array(4);
+    pk.pack(id);
+    pk.pack(static_cast<std::uint8_t>(Status::ok));
+    pk.pack(pid);
+    pk.pack_bin(static_cast<std::uint32_t>(results.size()));
+    pk.pack_bin_body(results.data(), static_cast<std::uint32_t>(results.size()));
+    ids.push_back(id);
+  }
+  void add_error(std::uint64_t id, std::int64_t pid, Status status, const std::string& type, const std::string& message,
+                 std::uint64_t offset) {
+    msgpack::packer<msgpack::sbuffer> pk(records);
+    pk.pack_array(4);
+    pk.pack(id);
+    pk.pack(static_cast<std::uint8_t>(status));
+    pk.pack(pid);
+    pk.pack(std::make_tuple(type, message, offset));
+    ids.push_back(id);
+  }
+  // The frame: the array header, then the records as they are.
+  std::string take() {
+    msgpack::sbuffer head(8);
+    msgpack::packer<msgpack::sbuffer> pk(head);
+    pk.pack_array(static_cast<std::uint32_t>(ids.size()));
+    std::string out(head.data(), head.size());
+    out.append(records.data(), records.size());
+    ids.clear();
+    records.clear();
+    return out;
+  }
+};
+
+struct Resolved {
+  ErasedFunction function;
+  Trampoline trampoline;
+};
+
+// A worker's request with a small body: msgpack's default 8 KiB buffer would cost a large malloc per message.
+template <class T>
+wire::Envelope small_message(wire::Kind kind, std::uint64_t pool, const T& body, std::string frame) {
+  msgpack::sbuffer buffer(32 + 10 * sizeof(T));
+  msgpack::pack(buffer, body);
+  wire::Envelope e;
+  e.header.kind = kind;
+  e.header.object = pool;
+  e.body.emplace_back(buffer.data(), buffer.size());
+  e.body.emplace_back(frame.data(), frame.size());
+  return e;
+}
+
+// Runs one task (a chunk of calls) through its chunk trampoline and records the outcome.
+void run_task(std::uint64_t id, const Resolved* call, std::string_view payload, std::int64_t pid, ResultsFrame& out) {
+  std::string results;
+  auto& offset = chunk_offset();
+  offset = 0;
+  try {
+    if (!call) throw ProtocolError("mpx: the task's function cannot be resolved in this worker");
+    call->trampoline(call->function, payload, results);
+  } catch (const SerializationError& e) {
+    out.add_error(id, pid, Status::unserializable, "mpx::SerializationError", e.what(), offset);
+    return;
+  } catch (const std::exception& e) {
+    out.add_error(id, pid, Status::error, current_exception_type(), e.what(), offset);
+    return;
+  } catch (...) {
+    out.add_error(id, pid, Status::error, current_exception_type(), "(not a std::exception)", offset);
+    return;
+  }
+  out.add_ok(id, pid, results);
+}
+
+// The worker process: take batches, run them, bring the results back with the next take.
+void pool_worker_main(WorkerSpec spec) {
+  // Ctrl-C in a terminal reaches the whole process group: the owner handles it, and stops the workers itself.
+  ::signal(SIGINT, SIG_IGN);
+  if (spec.initializer) {
+    auto [function, trampoline] = resolve(*spec.initializer);
+    std::string ignored;
+    trampoline(function, spec.initargs, ignored);
+  }
+  auto& channel = runtime::Channel::current();
+  const auto pid = static_cast<std::int64_t>(runtime::self_pid());
+  std::unordered_map<std::string, Resolved> functions;  // by encoded FunctionId
+  ResultsFrame results;
+  std::uint64_t done = 0;
+  for (;;) {
+    std::uint64_t ask = prefetch;
+    if (spec.maxtasks) ask = std::min(ask, spec.maxtasks - done);
+    const auto body = std::make_tuple(ask, results.ids);  // before take() empties the ids
+    std::string frame = results.ids.empty() ? std::string() : results.take();
+    wire::Envelope take = small_message(wire::Kind::pool_take, spec.pool, body, std::move(frame));
+    auto reply = channel.request(std::move(take), std::nullopt);
+    if (reply.header.kind == wire::Kind::error) {
+      auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
+      if (static_cast<wire::ErrorCode>(code) == wire::ErrorCode::closed) return;
+      raise_error(reply);
+    }
+    if (reply.body.size() != 2) throw ProtocolError("mpx: pool_take reply without its payload frame");
+    auto [fns, tasks] = reply.body_as<std::tuple<std::vector<std::string>,
+                                                 std::vector<std::tuple<std::uint64_t, std::uint32_t, std::uint64_t>>>>();
+    std::vector<const Resolved*> slots;
+    for (auto& key : fns) {
+      auto it = functions.find(key);
+      if (it == functions.end()) {
+        try {
+          auto [function, trampoline] = resolve(decode<FunctionId>(key));
+          it = functions.emplace(std::move(key), Resolved{function, trampoline}).first;
+        } catch (const Error& e) {
+          // Another build, or garbage: its tasks fail with this error instead of killing the worker.
+          std::cerr << "mpx: pool worker " << pid << ": " << e.what() << "\n";
+          slots.push_back(nullptr);
+          continue;
+        }
+      }
+      slots.push_back(&it->second);
+    }
+    const std::string_view payload = view(reply.body[1]);
+    std::size_t offset = 0;
+    auto last_flush = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+      const auto& [id, slot, size] = tasks[i];
+      if (slot >= slots.size() || size > payload.size() - offset) throw ProtocolError("mpx: malformed pool_take reply");
+      run_task(id, slots[slot], payload.substr(offset, size), pid, results);
+      offset += size;
+      ++done;
+      if (i + 1 < tasks.size()) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_flush >= flush_interval) {
+          const auto ids = std::make_tuple(results.ids);
+          channel.post(small_message(wire::Kind::pool_results, spec.pool, ids, results.take()));
+          last_flush = now;
+        }
+      }
+    }
+    if (spec.maxtasks && done >= spec.maxtasks) {
+      if (!results.ids.empty()) {
+        const auto ids = std::make_tuple(results.ids);
+        channel.post(small_message(wire::Kind::pool_results, spec.pool, ids, results.take()));
+      }
+      return;  // run_child flushes the channel, so the results arrive before the exit is seen
+    }
+  }
+}
+
+}  // namespace
+
+void PoolCore::start_worker() {
+  WorkerSpec spec;
+  spec.pool = id;
+  if (options.initializer) {
+    spec.initializer = options.initializer->id();
+    spec.initargs = options.initializer->args;
+  }
+  spec.maxtasks = options.maxtasksperchild;
+  ProcessOptions po;
+  po.name = "PoolWorker-" + std::to_string(++worker_counter);
+  po.daemon = true;
+  po.method = options.method;
+  Process worker(std::move(po), &pool_worker_main, std::move(spec));
+  worker.start();
+  workers.push_back(std::move(worker));
+  changed.notify_all();
+}
+
+void PoolCore::stop_everything(std::exception_ptr why, bool kill_workers) {
+  std::vector<Pending> failed;
+  std::vector<std::shared_ptr<StreamCore>> live_streams;
+  std::vector<Process> to_stop;
+  {
+    std::lock_guard lock(mutex);
+    if (state != State::terminated) {
+      state = State::terminated;
+      if (!broken) broken = why;
+    }
+    for (auto& [tid, p] : pending) failed.push_back(std::move(p));
+    pending.clear();
+    for (auto& w : streams) {
+      if (auto s = w.lock()) live_streams.push_back(std::move(s));
+    }
+    streams.clear();
+    if (kill_workers) to_stop = workers;
+    changed.notify_all();
+  }
+  for (auto& w : to_stop) {
+    try {
+      w.terminate();
+    } catch (...) {
+    }
+  }
+  for (auto& p : failed) p.sink->fail(p, why);
+  for (auto& s : live_streams) s->fail_all(why);
+}
+
+void PoolCore::handle_delivery(const wire::Envelope& e) {
+  if (e.body.size() != 2) throw ProtocolError("mpx: pool_delivery without its results frame");
+  const auto frame = view(e.body[1]);
+  auto handle = unpack_bounded(frame.data(), frame.size());
+  const auto& records = expect(handle.get(), msgpack::type::ARRAY, "records");
+  for (std::uint32_t i = 0; i < records.via.array.size; ++i) {
+    const auto& r = expect(records.via.array.ptr[i], msgpack::type::ARRAY, "record");
+    if (r.via.array.size != 4) throw ProtocolError("mpx: malformed pool results: record arity");
+    const auto id = as_u64(r.via.array.ptr[0]);
+    const auto status = static_cast<Status>(as_u64(r.via.array.ptr[1]));
+    const auto pid = static_cast<pid_t>(as_i64(r.via.array.ptr[2]));
+    const auto& payload = r.via.array.ptr[3];
+    Pending task;
+    {
+      std::lock_guard lock(mutex);
+      auto it = pending.find(id);
+      if (it == pending.end()) continue;  // a duplicate after a requeue, or a task already failed or cancelled
+      task = std::move(it->second);
+      pending.erase(it);
+      if (status == Status::ok || status == Status::error || status == Status::unserializable) ++tasks_done[pid];
+    }
+    switch (status) {
+      case Status::ok:
+        task.sink->deliver(task, as_string(expect(payload, msgpack::type::BIN, "values")));
+        break;
+      case Status::error:
+      case Status::unserializable: {
+        const auto& p = expect(payload, msgpack::type::ARRAY, "error");
+        if (p.via.array.size != 3) throw ProtocolError("mpx: malformed pool results: error arity");
+        const auto type = as_string(p.via.array.ptr[0]);
+        const auto message = as_string(p.via.array.ptr[1]);
+        const auto index = task.task_index + as_u64(p.via.array.ptr[2]);  // the failing call's index
+        std::exception_ptr error =
+            status == Status::error
+                ? std::make_exception_ptr(RemoteError(type, message, pid, index))
+                : std::make_exception_ptr(SerializationError("mpx: task " + std::to_string(index) + " in worker " +
+                                                             std::to_string(pid) + ": " + message));
+        task.sink->fail(task, error);
+        break;
+      }
+      case Status::lost: {
+        const auto& p = expect(payload, msgpack::type::ARRAY, "lost");
+        if (p.via.array.size != 2) throw ProtocolError("mpx: malformed pool results: lost arity");
+        const auto exitcode = static_cast<int>(as_i64(p.via.array.ptr[0]));
+        const auto attempts = static_cast<unsigned>(as_u64(p.via.array.ptr[1]));
+        task.sink->fail(task, std::make_exception_ptr(WorkerLost(task.task_index, pid, exitcode, attempts)));
+        break;
+      }
+      default:
+        task.sink->fail(task, std::make_exception_ptr(CancelledError("mpx: task " + std::to_string(task.task_index) +
+                                                                     " was cancelled")));
+    }
+  }
+}
+
+void PoolCore::worker_ended(zmq::socket_t& dealer, Process worker) {
+  const int code = worker.exitcode().value_or(-SIGKILL);
+  const pid_t pid = worker.pid();
+  auto report = wire::make(wire::Kind::pool_worker_exit, id, 0,
+                           std::make_tuple(static_cast<std::int64_t>(pid), static_cast<std::int64_t>(code)));
+  wire::send(dealer, report, static_cast<std::uint64_t>(runtime::self_pid()));
+  std::unique_lock lock(mutex);
+  std::erase_if(workers, [pid](const Process& p) { return p.pid() == pid; });
+  const bool used_up = options.maxtasksperchild && tasks_done[pid] >= options.maxtasksperchild;
+  tasks_done.erase(pid);
+  changed.notify_all();
+  if (state == State::terminated) return;
+  if (options.broken_on_worker_death && code != 0 && !used_up) {
+    lock.unlock();
+    stop_everything(std::make_exception_ptr(BrokenProcessPool(
+                        "mpx: a process in the process pool was terminated abruptly (pid " + std::to_string(pid) +
+                        ", exit code " + std::to_string(code) + ")")),
+                    true);
+    return;
+  }
+  // A closed pool replaces only a worker that died or used up its tasks while work remains; one that exited because
+  // the queue was drained is not replaced.
+  const bool replace = state == State::running || (!pending.empty() && (code != 0 || used_up));
+  if (replace) {
+    try {
+      start_worker();
+    } catch (const std::exception& e) {
+      lock.unlock();
+      stop_everything(std::make_exception_ptr(BrokenProcessPool(std::string("mpx: cannot start a pool worker: ") +
+                                                                e.what())),
+                      true);
+    }
+  }
+}
+
+void PoolCore::run(zmq::socket_t& dealer) {
+  for (;;) {
+    try {
+      if (run_once(dealer)) return;
+    } catch (const std::exception& e) {
+      // The result thread must outlive any one bad event, or every waiter would hang.
+      std::cerr << "mpx: pool " << id << ": result thread: " << e.what() << "\n";
+    }
+  }
+}
+
+// One wake-up of the result thread; true when it should stop.
+bool PoolCore::run_once(zmq::socket_t& dealer) {
+  std::vector<zmq::pollitem_t> items;
+  std::vector<Process> watched;
+  for (;;) {
+    {
+      std::lock_guard lock(mutex);
+      if (stop) return true;
+      watched = workers;
+    }
+    items.clear();
+    items.push_back({dealer.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
+    items.push_back({nullptr, interrupt_fd, ZMQ_POLLIN, 0});
+    bool reaped_elsewhere = false;
+    for (auto& w : watched) {
+      const int fd = w.sentinel();
+      reaped_elsewhere = reaped_elsewhere || fd < 0;
+      items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
+    }
+    if (reaped_elsewhere) {
+      // Someone else reaped a worker (active_children(), for one): its sentinel is closed, but its exit code is kept.
+      for (auto& w : watched) {
+        if (w.sentinel() < 0) worker_ended(dealer, w);
+      }
+      continue;
+    }
+    try {
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(-1));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR || e.num() == EBADF) continue;
+      return true;  // the context is gone: the process is exiting
+    }
+    if (items[0].revents & ZMQ_POLLIN) {
+      for (;;) {
+        std::optional<wire::Envelope> e;
+        try {
+          e = wire::recv(dealer, nullptr, true);
+          if (!e) break;
+          if (e->header.kind == wire::Kind::pool_delivery) handle_delivery(*e);
+        } catch (const ProtocolError& err) {
+          std::cerr << "mpx: pool " << id << ": dropped a malformed delivery: " << err.what() << "\n";
+        }
+      }
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      std::uint64_t n = 0;
+      (void)!::read(wake_fd, &n, sizeof n);
+    }
+    if (items[2].revents & ZMQ_POLLIN) {
+      std::uint64_t n = 0;
+      (void)!::read(interrupt_fd, &n, sizeof n);
+      auto why = std::make_exception_ptr(
+          Interrupted("mpx: interrupted (SIGINT): the pool's workers were stopped and its tasks cancelled"));
+      auto bye = wire::make(wire::Kind::pool_terminate, id, 0, Object{});
+      wire::send(dealer, bye, static_cast<std::uint64_t>(runtime::self_pid()));
+      stop_everything(why, true);
+    }
+    for (std::size_t i = 0; i < watched.size(); ++i) {
+      if (items[i + 3].revents & ZMQ_POLLIN) worker_ended(dealer, watched[i]);
+    }
+  }
+}
+
+// A chunk's payload: a msgpack array header, then its calls' argument arrays as they were encoded.
+std::string chunk_payload(const std::vector<std::string>& items, std::size_t first, std::size_t count) {
+  msgpack::sbuffer head(8);
+  msgpack::packer<msgpack::sbuffer>(head).pack_array(static_cast<std::uint32_t>(count));
+  std::size_t size = head.size();
+  for (std::size_t k = first; k < first + count; ++k) size += items[k].size();
+  std::string out;
+  out.reserve(size);
+  out.append(head.data(), head.size());
+  for (std::size_t k = first; k < first + count; ++k) out += items[k];
+  return out;
+}
+
+// pool_submit: [function (bin), [[task_id, size]...]] + the payloads. The function travels as the bin of its encoded
+// FunctionId, which the scheduler stores as it is and the worker decodes.
+wire::Envelope submit_message(std::uint64_t pool, const std::string& function,
+                              const std::vector<std::tuple<std::uint64_t, std::uint64_t>>& sizes, std::string payload) {
+  msgpack::sbuffer body(64 + 12 * sizes.size());
+  msgpack::packer<msgpack::sbuffer> pk(body);
+  pk.pack_array(2);
+  pk.pack_bin(static_cast<std::uint32_t>(function.size()));
+  pk.pack_bin_body(function.data(), static_cast<std::uint32_t>(function.size()));
+  pk.pack(sizes);
+  wire::Envelope e;
+  e.header.kind = wire::Kind::pool_submit;
+  e.header.object = pool;
+  e.body.emplace_back(body.data(), body.size());
+  e.body.emplace_back(payload.data(), payload.size());
+  return e;
+}
+
+// ---- results ----
+
+bool result_wait(ResultCore& core, const Timeout& timeout) {
+  WaitingCaller waiting;
+  std::unique_lock lock(core.mutex);
+  if (!timeout) {
+    core.changed.wait(lock, [&] { return core.done; });
+    return true;
+  }
+  const auto limit = std::chrono::duration_cast<std::chrono::nanoseconds>(std::max(timeout->count(), 0.0) *
+                                                                          std::chrono::seconds(1));
+  return core.changed.wait_for(lock, limit, [&] { return core.done; });
+}
+
+bool result_ready(const ResultCore& core) {
+  std::lock_guard lock(const_cast<ResultCore&>(core).mutex);
+  return core.done;
+}
+
+bool result_successful(const ResultCore& core) {
+  std::lock_guard lock(const_cast<ResultCore&>(core).mutex);
+  if (!core.done) throw ValueError("mpx: the result is not ready");
+  return !core.error;
+}
+
+void result_check(ResultCore& core, const Timeout& timeout) {
+  if (!result_wait(core, timeout)) throw TimeoutError("mpx: the result was not ready within the timeout");
+  std::lock_guard lock(core.mutex);
+  if (core.error) std::rethrow_exception(core.error);
+}
+
+const std::vector<std::string>& result_values(const ResultCore& core) { return core.values; }
+std::size_t result_size(const ResultCore& core) { return core.size; }
+
+std::uint64_t& chunk_offset() noexcept {
+  thread_local std::uint64_t offset = 0;
+  return offset;
+}
+bool result_single(const ResultCore& core) { return core.single; }
+
+bool result_cancelled(const ResultCore& core) {
+  std::lock_guard lock(const_cast<ResultCore&>(core).mutex);
+  return core.cancelled;
+}
+
+void result_add_done_callback(ResultCore& core, std::function<void()> callback) {
+  {
+    std::lock_guard lock(core.mutex);
+    if (!core.done) {
+      core.done_callbacks.push_back(std::move(callback));
+      return;
+    }
+  }
+  ResultCore::run_callback(callback);  // already done: at once, on this thread, as Python does
+}
+
+std::exception_ptr result_error(const ResultCore& core) {
+  std::lock_guard lock(const_cast<ResultCore&>(core).mutex);
+  return core.error;
+}
+
+// ---- the pool's operations ----
+
+std::shared_ptr<PoolCore> pool_start(PoolOptions options) {
+  runtime::require_initialized();
+  if (options.processes && *options.processes < 1) throw ValueError("mpx: Number of processes must be at least 1");
+  auto core = std::make_shared<PoolCore>();
+  core->processes = static_cast<std::size_t>(options.processes.value_or(cpu_count()));
+  core->options = std::move(options);
+  core->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  core->interrupt_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (core->wake_fd < 0 || core->interrupt_fd < 0) {
+    throw std::system_error(errno, std::generic_category(), "mpx: eventfd for a Pool");
+  }
+  runtime::ensure_coordinator();
+  // The result socket subscribes by creating the pool: the scheduler pushes every delivery to it.
+  const runtime::Coordinator* local = runtime::coordinator_if_running();
+  const std::string endpoint = local ? local->local_endpoint() : runtime::state().session.coordinator_endpoint;
+  zmq::socket_t dealer(runtime::context(), zmq::socket_type::dealer);
+  wire::configure(dealer, endpoint);
+  dealer.set(zmq::sockopt::linger, 0);
+  dealer.set(zmq::sockopt::rcvhwm, 0);  // deliveries are answers to our own submissions: never drop one
+  dealer.connect(endpoint);
+  const auto self = static_cast<std::uint64_t>(runtime::self_pid());
+  auto create = wire::make(wire::Kind::pool_create, 0, 1, std::make_tuple(core->options.max_retries, static_cast<std::uint32_t>(core->processes)));
+  wire::send(dealer, create, self);
+  zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
+  if (zmq::poll(&item, 1, std::chrono::seconds(30)) == 0) {
+    throw TimeoutError("mpx: the coordinator did not answer pool_create");
+  }
+  auto reply = wire::recv(dealer, nullptr, false);
+  if (!reply || reply->header.kind != wire::Kind::ok) throw ProtocolError("mpx: pool_create was refused");
+  core->id = std::get<0>(reply->body_as<std::tuple<std::uint64_t>>());
+  {
+    std::lock_guard lock(core->mutex);
+    for (std::size_t i = 0; i < core->processes; ++i) core->start_worker();
+  }
+  install_sigint_handler();
+  core->interrupt_slot = register_interrupt_fd(core->interrupt_fd);
+  // The socket moves to the thread here; thread creation is the memory barrier ZeroMQ asks for.
+  PoolCore* raw = core.get();
+  core->result_thread = std::thread([raw, dealer = std::move(dealer)]() mutable { raw->run(dealer); });
+  return core;
+}
+
+void pool_require_running(const PoolCore& pool) {
+  std::lock_guard lock(pool.mutex);
+  if (pool.state == PoolCore::State::running) return;
+  if (pool.broken) std::rethrow_exception(pool.broken);
+  throw ValueError("mpx: Pool not running");
+}
+
+std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
+  auto result = std::make_shared<ResultCore>();
+  result->single = s.single;
+  result->size = s.items.size();
+  result->on_done = std::move(s.on_done);
+  result->progress = std::move(s.progress);
+  result->pool = pool.weak_from_this();
+  const std::size_t chunksize = std::max<std::size_t>(1, s.chunksize);
+  const std::size_t chunks = (s.items.size() + chunksize - 1) / chunksize;
+  result->remaining = chunks;
+  result->values.resize(chunks);
+  const std::string* function = nullptr;
+  std::uint64_t first_id = 0;
+  std::uint64_t submission = 0;
+  {
+    std::lock_guard lock(pool.mutex);
+    if (pool.state != PoolCore::State::running) {
+      if (pool.broken) std::rethrow_exception(pool.broken);
+      throw ValueError("mpx: Pool not running");
+    }
+    function = &pool.function_id(s.function, s.trampoline);  // entries are never erased: the pointer stays valid
+    first_id = pool.next_task_id;
+    pool.next_task_id += chunks;
+    submission = pool.next_submission++;
+    result->task_ids.reserve(chunks);
+    for (std::size_t c = 0; c < chunks; ++c) {
+      const std::size_t first = c * chunksize;
+      const auto count = static_cast<std::uint32_t>(std::min(chunksize, s.items.size() - first));
+      pool.pending.emplace(first_id + c, Pending{result, c, count, s.single ? submission : first});
+      result->task_ids.push_back(first_id + c);
+    }
+  }
+  if (chunks == 0) {
+    std::unique_lock lock(result->mutex);
+    result->finish(lock);
+    return result;
+  }
+  // A message carries up to tasks_per_message chunks.
+  for (std::size_t c0 = 0; c0 < chunks; c0 += tasks_per_message) {
+    const std::size_t c1 = std::min(chunks, c0 + tasks_per_message);
+    std::vector<std::tuple<std::uint64_t, std::uint64_t>> sizes;
+    sizes.reserve(c1 - c0);
+    std::string payload;
+    for (std::size_t c = c0; c < c1; ++c) {
+      const std::size_t first = c * chunksize;
+      const std::size_t before = payload.size();
+      payload += chunk_payload(s.items, first, std::min(chunksize, s.items.size() - first));
+      sizes.emplace_back(first_id + c, payload.size() - before);
+    }
+    post(submit_message(pool.id, *function, sizes, std::move(payload)));
+  }
+  return result;
+}
+
+std::size_t pool_processes(const PoolCore& pool) { return pool.processes; }
+
+std::size_t pool_default_chunksize(const PoolCore& pool, std::size_t items) {
+  const std::size_t per = pool.processes * 4;
+  return std::max<std::size_t>(1, (items + per - 1) / per);
+}
+
+bool pool_cancel(PoolCore& pool, ResultCore& result) {
+  if (result_ready(result)) return false;
+  bool all = true;
+  for (auto id : result.task_ids) {
+    auto reply = call(wire::make(wire::Kind::pool_cancel, pool.id, 0, std::make_tuple(id)), 0);
+    all = all && std::get<0>(reply.body_as<std::tuple<bool>>());
+  }
+  if (!all) return false;
+  Pending task;
+  {
+    std::lock_guard lock(pool.mutex);
+    for (auto id : result.task_ids) {
+      auto it = pool.pending.find(id);
+      if (it == pool.pending.end()) continue;
+      task = std::move(it->second);
+      pool.pending.erase(it);
+    }
+  }
+  {
+    std::lock_guard lock(result.mutex);
+    result.cancelled = true;
+  }
+  if (task.sink) task.sink->fail(task, std::make_exception_ptr(CancelledError("mpx: the task was cancelled")));
+  return true;
+}
+
+int pool_task_state(PoolCore& pool, ResultCore& result) {
+  if (result_ready(result) || result.task_ids.empty()) return 2;
+  auto reply = call(wire::make(wire::Kind::pool_task_state, pool.id, 0, std::make_tuple(result.task_ids.front())), 0);
+  return std::get<0>(reply.body_as<std::tuple<std::uint8_t>>());
+}
+
+void pool_close(PoolCore& pool) {
+  {
+    std::lock_guard lock(pool.mutex);
+    if (pool.state != PoolCore::State::running) return;
+    pool.state = PoolCore::State::closed;
+  }
+  post(wire::make(wire::Kind::pool_close, pool.id, 0, Object{}));
+}
+
+void pool_terminate(PoolCore& pool) {
+  {
+    std::lock_guard lock(pool.mutex);
+    if (pool.stop) return;
+  }
+  try {
+    (void)call(wire::make(wire::Kind::pool_terminate, pool.id, 0, Object{}), 0);
+  } catch (const std::exception&) {
+    // The coordinator is gone (the process is exiting): the workers die with their parent anyway.
+  }
+  pool.stop_everything(std::make_exception_ptr(CancelledError("mpx: the pool was terminated")), true);
+  pool.wake();
+  // The result thread reaps the workers; a worker that ignores SIGTERM gets SIGKILL after a grace period.
+  std::unique_lock lock(pool.mutex);
+  if (!pool.changed.wait_for(lock, terminate_grace, [&] { return pool.workers.empty(); })) {
+    auto stubborn = pool.workers;
+    lock.unlock();
+    for (auto& w : stubborn) {
+      try {
+        w.kill();
+      } catch (...) {
+      }
+    }
+    lock.lock();
+    pool.changed.wait(lock, [&] { return pool.workers.empty(); });
+  }
+}
+
+void pool_join(PoolCore& pool) {
+  {
+    std::lock_guard lock(pool.mutex);
+    if (pool.state == PoolCore::State::running) throw ValueError("mpx: Pool is still running");
+  }
+  WaitingCaller waiting;
+  std::unique_lock lock(pool.mutex);
+  pool.changed.wait(lock, [&] { return pool.workers.empty(); });
+}
+
+std::vector<pid_t> pool_pids(const PoolCore& pool) {
+  std::lock_guard lock(pool.mutex);
+  std::vector<pid_t> out;
+  for (const auto& w : pool.workers) out.push_back(w.pid());
+  return out;
+}
+
+std::uint64_t pool_id(const PoolCore& pool) { return pool.id; }
+
+PoolStats pool_stats(PoolCore& pool) {
+  auto reply = call(wire::make(wire::Kind::pool_stats, pool.id, 0, Object{}), 0);
+  auto [queued, held, workers, requeued, lost] = reply.body_as<
+      std::tuple<std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t>>();
+  return PoolStats{queued, held, workers, requeued, lost};
+}
+
+// ---- streams ----
+
+std::shared_ptr<StreamCore> stream_open(PoolCore& pool, ErasedFunction function, Trampoline trampoline, bool ordered) {
+  auto stream = std::make_shared<StreamCore>();
+  stream->ordered = ordered;
+  stream->function = function;
+  stream->trampoline = trampoline;
+  stream->pool = pool.weak_from_this();
+  std::lock_guard lock(pool.mutex);
+  std::erase_if(pool.streams, [](const auto& w) { return w.expired(); });
+  pool.streams.push_back(stream);
+  return stream;
+}
+
+void stream_feed(StreamCore& stream, std::vector<std::string> items) {
+  auto pool = stream.pool.lock();
+  if (!pool) throw ValueError("mpx: Pool not running");
+  const auto count = static_cast<std::uint32_t>(items.size());
+  std::string function;
+  std::uint64_t id = 0;
+  std::uint64_t first = 0;
+  {
+    std::lock_guard lock(pool->mutex);
+    if (pool->state == PoolCore::State::terminated) {
+      if (pool->broken) std::rethrow_exception(pool->broken);
+      throw ValueError("mpx: Pool not running");
+    }
+    function = pool->function_id(stream.function, stream.trampoline);
+    id = pool->next_task_id++;
+    {
+      std::lock_guard slock(stream.mutex);
+      first = stream.fed;
+      stream.fed += count;
+      stream.outstanding += count;
+    }
+    pool->pending.emplace(id, Pending{stream.shared_from_this(), 0, count, first});
+  }
+  std::string payload = chunk_payload(items, 0, items.size());
+  std::vector<std::tuple<std::uint64_t, std::uint64_t>> sizes{{id, payload.size()}};
+  post(submit_message(pool->id, function, sizes, std::move(payload)));
+}
+
+std::size_t stream_outstanding(const StreamCore& stream) {
+  std::lock_guard lock(const_cast<StreamCore&>(stream).mutex);
+  return stream.outstanding;
+}
+
+std::string stream_next(StreamCore& stream, const Timeout& timeout) {
+  WaitingCaller waiting;
+  std::unique_lock lock(stream.mutex);
+  auto available = [&] {
+    if (stream.fatal) return true;
+    if (stream.ordered) return stream.arrived.count(stream.next_first) > 0;
+    return !stream.arrived.empty();
+  };
+  if (!timeout) {
+    stream.changed.wait(lock, available);
+  } else {
+    const auto limit = std::chrono::duration_cast<std::chrono::nanoseconds>(std::max(timeout->count(), 0.0) *
+                                                                            std::chrono::seconds(1));
+    if (!stream.changed.wait_for(lock, limit, available)) {
+      throw TimeoutError("mpx: no result within the timeout");
+    }
+  }
+  if (stream.fatal) std::rethrow_exception(stream.fatal);
+  auto it = stream.ordered ? stream.arrived.find(stream.next_first) : stream.arrived.begin();
+  StreamCore::Chunk chunk = std::move(it->second);
+  stream.arrived.erase(it);
+  stream.outstanding -= chunk.count;
+  if (stream.ordered) stream.next_first += chunk.count;
+  if (chunk.error) std::rethrow_exception(chunk.error);
+  return std::move(chunk.values);
+}
+
+}  // namespace mpx::detail
+
+namespace mpx {
+
+namespace {
+PoolOptions with_processes(std::optional<int> processes) {
+  PoolOptions options;
+  options.processes = processes;
+  return options;
+}
+}  // namespace
+
+Pool::Pool(std::optional<int> processes) : Pool(with_processes(processes)) {}
+
+Pool::Pool(PoolOptions options) : core_(detail::pool_start(std::move(options))) {}
+
+Pool::~Pool() {
+  if (!core_) return;
+  try {
+    detail::pool_terminate(*core_);
+  } catch (const std::exception& e) {
+    std::cerr << "mpx: terminating a Pool: " << e.what() << "\n";
+  }
+  {
+    std::lock_guard lock(core_->mutex);
+    core_->stop = true;
+  }
+  core_->wake();
+  if (core_->result_thread.joinable()) core_->result_thread.join();
+}
+
+void Pool::close() { detail::pool_close(*core_); }
+void Pool::terminate() { detail::pool_terminate(*core_); }
+void Pool::join() { detail::pool_join(*core_); }
+std::size_t Pool::processes() const { return detail::pool_processes(*core_); }
+std::vector<pid_t> Pool::pids() const { return detail::pool_pids(*core_); }
+
+}  // namespace mpx

@@ -1,0 +1,374 @@
+// The pool scheduler: per-pool task tables inside the coordinator. Owners submit tasks (posted, no round trip);
+// workers take batches of them (a take blocks, parked, while nothing is queued) and bring back the previous batch's
+// results on the same request; the results travel on, untouched, to the owner's subscribed socket as one push.
+//
+// Crash safety: the owner watches its workers' sentinels and reports each exit (pool_worker_exit, with the exit code,
+// which only the launcher knows under forkserver). What the dead worker held goes back to the head of the queue with
+// one more retry, and is then handed out one task per take ("isolated"), so that an innocent task that shared a
+// batch with a killer succeeds on its next, private attempt, while a task that kills every worker it meets fails
+// with WorkerLost after max_retries. Results are matched by task id and a task completes once: a late result from a
+// worker already reported dead, or a duplicate after a requeue, is forwarded (the owner ignores what it already
+// completed) but never completes a task twice here.
+#include <algorithm>
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <mpx/function.hpp>
+
+#include "services/services.hpp"
+#include "services/waiters.hpp"
+
+namespace mpx::services {
+
+namespace {
+
+// Record statuses in a results frame (PROTOCOL.md, "Pool").
+enum class Status : std::uint8_t { ok = 0, error = 1, lost = 2, cancelled = 3, unserializable = 4 };
+
+constexpr std::uint64_t max_batch = 256;
+
+struct Task {
+  std::uint64_t id = 0;
+  std::shared_ptr<const std::string> function;  // the encoded FunctionId, shared by a submission's tasks
+  std::string payload;
+  std::uint32_t retries = 0;
+  std::int64_t last_pid = 0;
+};
+
+struct Taker : Waiter {
+  std::uint64_t max_tasks = 1;
+};
+
+struct PoolState {
+  std::uint64_t id = 0;
+  Coordinator::Peer owner;  // the owner's result socket: every pool_delivery goes there
+  std::uint32_t max_retries = 3;
+  std::uint32_t processes = 1;  // the owner's worker count: the fair share divides the queue among them all
+  std::deque<Task> queue;
+  std::unordered_map<std::uint64_t, std::unordered_map<std::uint64_t, Task>> held;  // worker pid -> task id -> task
+  std::deque<Taker> takers;
+  std::unordered_set<std::uint64_t> dead;  // reported by the owner: a late take from one is never served
+  bool closed = false;
+  bool terminated = false;
+  std::uint64_t requeued = 0;
+  std::uint64_t lost = 0;
+  std::shared_ptr<const std::string> last_function;  // shared by consecutive submissions of one function
+};
+
+// A zero-copy view of a frame.
+std::string_view view(const zmq::message_t& frame) {
+  return {static_cast<const char*>(frame.data()), frame.size()};
+}
+
+class PoolService {
+ public:
+  explicit PoolService(Coordinator& c) : coordinator_(c) {}
+
+  void install() {
+    using K = wire::Kind;
+    coordinator_.handle(K::pool_create, [this](auto& peer, auto& req) { create(peer, req); });
+    coordinator_.handle(K::pool_submit, [this](auto&, auto& req) { submit(req); });
+    coordinator_.handle(K::pool_take, [this](auto& peer, auto& req) { take(peer, req); });
+    coordinator_.handle(K::pool_results, [this](auto&, auto& req) { results(req); });
+    coordinator_.handle(K::pool_worker_exit, [this](auto&, auto& req) { worker_exit(req); });
+    coordinator_.handle(K::pool_close, [this](auto&, auto& req) { close(req); });
+    coordinator_.handle(K::pool_terminate, [this](auto& peer, auto& req) { terminate(peer, req); });
+    coordinator_.handle(K::pool_cancel, [this](auto& peer, auto& req) { cancel(peer, req); });
+    coordinator_.handle(K::pool_task_state, [this](auto& peer, auto& req) { task_state(peer, req); });
+    coordinator_.handle(K::pool_stats, [this](auto& peer, auto& req) { stats(peer, req); });
+    coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+  }
+
+ private:
+  PoolState& find(const wire::Envelope& req) {
+    auto it = pools_.find(req.header.object);
+    if (it == pools_.end()) throw ProtocolError("mpx: no pool with id " + std::to_string(req.header.object));
+    return *it->second;
+  }
+
+  void ok(Coordinator::Peer& peer, const wire::Header& h, std::string body) {
+    auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
+    coordinator_.reply(peer, r);
+  }
+
+  void create(Coordinator::Peer& peer, wire::Envelope& req) {
+    auto [max_retries, processes] = req.body_as<std::tuple<std::uint32_t, std::uint32_t>>();
+    if (processes == 0) throw ProtocolError("mpx: pool_create with 0 processes");
+    auto pool = std::make_unique<PoolState>();
+    pool->owner.routing.copy(peer.routing);
+    pool->owner.actor = req.header.sender;
+    pool->max_retries = max_retries;
+    pool->processes = processes;
+    const std::uint64_t id = coordinator_.allocate_object_id();
+    pool->id = id;
+    pools_.emplace(id, std::move(pool));
+    ok(peer, req.header, encode(std::make_tuple(id)));
+  }
+
+  void submit(wire::Envelope& req) {
+    PoolState& pool = find(req);
+    if (req.body.size() != 2) throw ProtocolError("mpx: pool_submit carries [arguments][payload] frames");
+    // The function is the bin of an encoded FunctionId: stored as it is, decoded (and checked) by the worker.
+    auto [function, tasks] =
+        req.body_as<std::tuple<std::string, std::vector<std::tuple<std::uint64_t, std::uint64_t>>>>();
+    const std::string_view payload = view(req.body[1]);
+    std::uint64_t total = 0;
+    for (const auto& t : tasks) {
+      total += std::get<1>(t);
+      if (total > payload.size()) break;
+    }
+    if (total != payload.size()) throw ProtocolError("mpx: pool_submit task sizes do not add up to the payload");
+    if (pool.terminated) return;  // the owner fails them itself
+    if (!pool.last_function || *pool.last_function != function) {
+      pool.last_function = std::make_shared<const std::string>(std::move(function));
+    }
+    const auto& encoded = pool.last_function;
+    std::size_t offset = 0;
+    for (const auto& [id, size] : tasks) {
+      pool.queue.push_back(Task{id, encoded, std::string(payload.substr(offset, size)), 0, 0});
+      offset += size;
+    }
+    serve(pool);
+  }
+
+  // A worker's finished tasks leave the tables; their results frame goes on to the owner as it is.
+  void complete(PoolState& pool, std::uint64_t worker, const std::vector<std::uint64_t>& done,
+                const zmq::message_t& results) {
+    auto mine = pool.held.find(worker);
+    for (auto id : done) {
+      if (mine != pool.held.end() && mine->second.erase(id)) continue;
+      forget_task(pool, id);  // a late duplicate: the task was requeued meanwhile
+    }
+    if (results.size() > 0) deliver(pool, std::string(view(results)));
+  }
+
+  void forget_task(PoolState& pool, std::uint64_t id) {
+    for (auto it = pool.queue.begin(); it != pool.queue.end(); ++it) {
+      if (it->id == id) {
+        pool.queue.erase(it);
+        return;
+      }
+    }
+    for (auto& [pid, tasks] : pool.held) {
+      if (tasks.erase(id)) return;
+    }
+  }
+
+  void deliver(PoolState& pool, std::string results) {
+    wire::Envelope push;
+    push.header.kind = wire::Kind::pool_delivery;
+    push.header.object = pool.id;
+    push.body.emplace_back(std::string_view("\xc0", 1));  // nil
+    push.body.emplace_back(results.data(), results.size());
+    coordinator_.reply(pool.owner, push);
+  }
+
+  void take(Coordinator::Peer& peer, wire::Envelope& req) {
+    PoolState& pool = find(req);
+    if (req.body.size() != 2) throw ProtocolError("mpx: pool_take carries [arguments][results] frames");
+    auto [max_tasks, done] = req.body_as<std::tuple<std::uint64_t, std::vector<std::uint64_t>>>();
+    const std::uint64_t worker = req.header.sender;
+    complete(pool, worker, done, req.body[1]);
+    if (pool.dead.count(worker) || pool.terminated || (pool.closed && pool.queue.empty())) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::closed, "mpx: the pool is closed");
+      return;
+    }
+    pool.held[worker];  // known from now on: it counts in the fair share
+    Taker taker;
+    static_cast<Waiter&>(taker) = make_waiter(peer, req);
+    taker.max_tasks = std::clamp<std::uint64_t>(max_tasks, 1, max_batch);
+    if (!pool.queue.empty()) {
+      hand_out(pool, taker);
+      return;
+    }
+    // A take has no deadline: an idle worker waits for work until the pool closes or the worker dies.
+    pool.takers.push_back(std::move(taker));
+  }
+
+  void results(wire::Envelope& req) {
+    PoolState& pool = find(req);
+    if (req.body.size() != 2) throw ProtocolError("mpx: pool_results carries [arguments][results] frames");
+    auto [done] = req.body_as<std::tuple<std::vector<std::uint64_t>>>();
+    complete(pool, req.header.sender, done, req.body[1]);
+  }
+
+  // Answers a taker with a batch from the head of the queue: its fair share of what is queued (at most half of it
+  // divided among all the pool's workers, so the others always find work), or one isolated task that was held by a
+  // worker that died.
+  void hand_out(PoolState& pool, Taker& taker) {
+    const std::uint64_t workers = pool.processes;
+    const std::uint64_t share = std::max<std::uint64_t>(1, (pool.queue.size() + 2 * workers - 1) / (2 * workers));
+    const std::uint64_t count = std::min(taker.max_tasks, share);
+    auto& held = pool.held[taker.actor()];
+    msgpack::sbuffer head(64 + 24 * count);  // msgpack's default 8 KiB buffer would cost a large malloc per batch
+    msgpack::packer<msgpack::sbuffer> pk(head);
+    std::string payload;
+    std::vector<std::shared_ptr<const std::string>> functions;
+    std::vector<std::tuple<std::uint64_t, std::uint32_t, std::uint64_t>> tasks;
+    for (std::uint64_t i = 0; i < count && !pool.queue.empty(); ++i) {
+      Task& t = pool.queue.front();
+      if (t.retries > 0 && i > 0) break;  // a retried task runs alone
+      std::uint32_t slot = 0;
+      while (slot < functions.size() && *functions[slot] != *t.function) ++slot;
+      if (slot == functions.size()) functions.push_back(t.function);
+      tasks.emplace_back(t.id, slot, t.payload.size());
+      payload += t.payload;
+      const bool alone = t.retries > 0;
+      const auto id = t.id;
+      held.emplace(id, std::move(t));
+      pool.queue.pop_front();
+      if (alone) break;
+    }
+    pk.pack_array(2);
+    pk.pack_array(static_cast<std::uint32_t>(functions.size()));
+    for (const auto& f : functions) {
+      pk.pack_bin(static_cast<std::uint32_t>(f->size()));
+      pk.pack_bin_body(f->data(), static_cast<std::uint32_t>(f->size()));
+    }
+    pk.pack(tasks);
+    answer(coordinator_, taker, wire::Kind::ok, std::string(head.data(), head.size()), std::move(payload), true);
+  }
+
+  void serve(PoolState& pool) {
+    while (!pool.queue.empty() && !pool.takers.empty()) {
+      Taker t = std::move(pool.takers.front());
+      pool.takers.pop_front();
+      hand_out(pool, t);
+    }
+    if (pool.closed && pool.queue.empty()) dismiss_takers(pool);
+  }
+
+  void dismiss_takers(PoolState& pool) {
+    for (auto& t : pool.takers) answer_error(coordinator_, t, wire::ErrorCode::closed, "mpx: the pool is closed");
+    pool.takers.clear();
+  }
+
+  void worker_exit(wire::Envelope& req) {
+    PoolState& pool = find(req);
+    auto [pid, exitcode] = req.body_as<std::tuple<std::int64_t, std::int64_t>>();
+    if (pid <= 0) throw ProtocolError("mpx: pool_worker_exit with pid " + std::to_string(pid));
+    const auto worker = static_cast<std::uint64_t>(pid);
+    pool.dead.insert(worker);
+    forget_actor(coordinator_, pool.takers, worker);
+    auto it = pool.held.find(worker);
+    if (it == pool.held.end()) return;
+    // Back to the head in their original order; a worker that exited cleanly (maxtasksperchild) is not charged.
+    std::vector<Task> back;
+    for (auto& [id, task] : it->second) back.push_back(std::move(task));
+    pool.held.erase(it);
+    std::sort(back.begin(), back.end(), [](const Task& a, const Task& b) { return a.id < b.id; });
+    msgpack::sbuffer lost(256);
+    msgpack::packer<msgpack::sbuffer> pk(lost);
+    std::vector<Task*> failed;
+    for (auto& t : back) {
+      if (exitcode != 0) {
+        ++t.retries;
+        t.last_pid = pid;
+      }
+      if (t.retries > pool.max_retries) failed.push_back(&t);
+    }
+    for (auto t = back.rbegin(); t != back.rend(); ++t) {
+      if (t->retries > pool.max_retries) continue;
+      ++pool.requeued;
+      pool.queue.push_front(std::move(*t));
+    }
+    if (!failed.empty()) {
+      pool.lost += failed.size();
+      pk.pack_array(static_cast<std::uint32_t>(failed.size()));
+      for (const Task* t : failed) {
+        pk.pack_array(4);
+        pk.pack(t->id);
+        pk.pack(static_cast<std::uint8_t>(Status::lost));
+        pk.pack(t->last_pid);
+        pk.pack(std::make_tuple(exitcode, t->retries));
+      }
+      deliver(pool, std::string(lost.data(), lost.size()));
+    }
+    serve(pool);
+  }
+
+  void close(wire::Envelope& req) {
+    PoolState& pool = find(req);
+    (void)req.body_as<Object>();
+    pool.closed = true;
+    serve(pool);
+  }
+
+  void terminate(Coordinator::Peer& peer, wire::Envelope& req) {
+    PoolState& pool = find(req);
+    (void)req.body_as<Object>();
+    pool.closed = pool.terminated = true;
+    pool.queue.clear();
+    dismiss_takers(pool);
+    ok(peer, req.header, encode(Object{}));
+  }
+
+  void cancel(Coordinator::Peer& peer, wire::Envelope& req) {
+    PoolState& pool = find(req);
+    auto [id] = req.body_as<std::tuple<std::uint64_t>>();
+    bool cancelled = false;
+    for (auto it = pool.queue.begin(); it != pool.queue.end(); ++it) {
+      if (it->id == id) {
+        pool.queue.erase(it);
+        cancelled = true;
+        break;
+      }
+    }
+    if (pool.closed && pool.queue.empty()) dismiss_takers(pool);
+    ok(peer, req.header, encode(std::make_tuple(cancelled)));
+  }
+
+  void task_state(Coordinator::Peer& peer, wire::Envelope& req) {
+    PoolState& pool = find(req);
+    auto [id] = req.body_as<std::tuple<std::uint64_t>>();
+    std::uint8_t state = 2;
+    for (const auto& t : pool.queue) {
+      if (t.id == id) state = 0;
+    }
+    for (const auto& [pid, tasks] : pool.held) {
+      if (tasks.count(id)) state = 1;
+    }
+    ok(peer, req.header, encode(std::make_tuple(state)));
+  }
+
+  void stats(Coordinator::Peer& peer, wire::Envelope& req) {
+    PoolState& pool = find(req);
+    (void)req.body_as<Object>();
+    std::uint64_t held = 0;
+    for (const auto& [pid, tasks] : pool.held) held += tasks.size();
+    ok(peer, req.header,
+       encode(std::make_tuple(static_cast<std::uint64_t>(pool.queue.size()), held,
+                              static_cast<std::uint64_t>(pool.held.size()), pool.requeued, pool.lost)));
+  }
+
+  void died(std::uint64_t actor) {
+    for (auto it = pools_.begin(); it != pools_.end();) {
+      PoolState& pool = *it->second;
+      if (pool.owner.actor == actor) {
+        // Nobody is left to receive results: the pool ends, and its waiting workers are told to exit.
+        dismiss_takers(pool);
+        it = pools_.erase(it);
+        continue;
+      }
+      // A dead worker's parked take could never be answered. What it held waits for the owner's report, which
+      // carries the exit code (under forkserver only the launcher learns it).
+      forget_actor(coordinator_, pool.takers, actor);
+      ++it;
+    }
+  }
+
+  Coordinator& coordinator_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<PoolState>> pools_;
+};
+
+}  // namespace
+
+void install_pool(Coordinator& coordinator) {
+  // Lives as long as the coordinator's handlers, which is the rest of the process.
+  auto* service = new PoolService(coordinator);
+  service->install();
+}
+
+}  // namespace mpx::services

@@ -1,0 +1,369 @@
+// Pool with real worker processes: every call, chunksize edges, ordering, callbacks, errors, maxtasksperchild,
+// initializer, killed workers (retry and WorkerLost), Ctrl-C, terminate and the destructor.
+#include <catch2/catch.hpp>
+
+#include <mpx/mpx.hpp>
+
+#include "runtime/channel.hpp"
+#include "wire/envelope.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <numeric>
+#include <random>
+#include <ranges>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int square(int x) { return x * x; }
+int add(int a, int b) { return a + b; }
+int worker_pid(int) { return static_cast<int>(::getpid()); }
+void nothing() {}
+
+int fail_on_seven(int x) {
+  if (x == 7) throw std::invalid_argument("seven is not allowed");
+  return x;
+}
+
+double nap(double seconds) {
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  return seconds;
+}
+
+int die(int) {
+  ::raise(SIGKILL);
+  return 0;
+}
+
+int initialized_value = 0;
+void set_initialized(int v, mpx::Queue<int> started) {
+  initialized_value = v;
+  started.put(static_cast<int>(::getpid()));
+}
+int read_initialized(int) { return initialized_value; }
+
+bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+// The whole SIGINT scenario runs in a child process, so the test runner itself is never interrupted: the child
+// starts a pool, tells the parent the map is running (the first task started), and expects Interrupted.
+void started_then_nap(mpx::Event started, double seconds) {
+  started.set();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+}
+
+// Ends normally (exit code 0) only if the map raised Interrupted.
+void map_until_interrupted(mpx::Event started, mpx::Queue<int> worker_pids) {
+  mpx::Pool pool(2);
+  for (auto pid : pool.pids()) worker_pids.put(static_cast<int>(pid));
+  std::vector<std::tuple<mpx::Event, double>> args(20, {started, 30.0});
+  try {
+    pool.starmap(started_then_nap, args);
+  } catch (const mpx::Interrupted&) {
+    return;
+  }
+  throw std::runtime_error("the map was not interrupted");
+}
+
+}  // namespace
+
+TEST_CASE("apply, apply_async and map give Python's results", "[pool]") {
+  mpx::Pool pool(2);
+  CHECK(pool.processes() == 2);
+  CHECK(pool.pids().size() == 2);
+  CHECK(pool.apply(square, 7) == 49);
+  CHECK(pool.apply(add, 2, 3) == 5);
+  auto r = pool.apply_async(square, 10);
+  CHECK(r.get(5s) == 100);
+  CHECK(r.ready());
+  CHECK(r.successful());
+  pool.apply(nothing);
+
+  std::vector<int> xs(100);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto ys = pool.map(square, xs);
+  REQUIRE(ys.size() == 100);
+  for (int i = 0; i < 100; ++i) CHECK(ys[static_cast<std::size_t>(i)] == i * i);
+
+  auto async = pool.map_async(square, std::views::iota(0, 10));
+  CHECK(async.get(5s) == std::vector<int>{0, 1, 4, 9, 16, 25, 36, 49, 64, 81});
+
+  std::vector<std::tuple<int, int>> pairs{{1, 2}, {3, 4}, {5, 6}};
+  CHECK(pool.starmap(add, pairs) == std::vector<int>{3, 7, 11});
+  CHECK(pool.starmap_async(add, pairs).get(5s) == std::vector<int>{3, 7, 11});
+
+  CHECK(pool.map([](int x) { return x + 1; }, std::vector<int>{1, 2}) == std::vector<int>{2, 3});
+}
+
+TEST_CASE("chunksize edges: 1, larger than n, n = 0, 0 is refused", "[pool]") {
+  mpx::Pool pool(2);
+  std::vector<int> xs(37);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::vector<int> expect;
+  for (int x : xs) expect.push_back(x * x);
+  CHECK(pool.map(square, xs, 1) == expect);
+  CHECK(pool.map(square, xs, 1000) == expect);
+  CHECK(pool.map(square, xs, 5) == expect);
+  CHECK(pool.map(square, std::vector<int>{}).empty());
+  CHECK(pool.map(square, std::vector<int>{}, 3).empty());
+  CHECK(pool.map_async(square, std::vector<int>{}).get(1s).empty());
+  CHECK_THROWS_AS(pool.map(square, xs, 0), mpx::ValueError);
+}
+
+TEST_CASE("imap is ordered, imap_unordered complete, both lazy over an unbounded range", "[pool]") {
+  mpx::Pool pool(3);
+  std::vector<int> got;
+  for (int y : pool.imap(square, std::views::iota(0, 50), 3)) got.push_back(y);
+  std::vector<int> expect;
+  for (int i = 0; i < 50; ++i) expect.push_back(i * i);
+  CHECK(got == expect);
+
+  got.clear();
+  for (int y : pool.imap_unordered(square, std::views::iota(0, 50))) got.push_back(y);
+  std::sort(got.begin(), got.end());
+  CHECK(got == expect);
+
+  // An unbounded generator: only as much input is read as the window needs.
+  auto it = pool.imap(square, std::views::iota(0));
+  for (int i = 0; i < 1000; ++i) REQUIRE(it.next(5s) == i * i);
+
+  // Unordered really is completion order: a slow first item comes last.
+  std::vector<double> naps{0.3, 0.0, 0.0};
+  std::vector<double> order;
+  for (double d : pool.imap_unordered(nap, naps)) order.push_back(d);
+  CHECK(order.back() == 0.3);
+
+  auto slow = pool.imap(nap, std::vector<double>{2.0});
+  CHECK_THROWS_AS(slow.next(0.05s), mpx::TimeoutError);
+}
+
+TEST_CASE("callbacks and error callbacks run on the result thread, a progress callback counts", "[pool]") {
+  mpx::Pool pool(2);
+  std::atomic<int> sum{0};
+  std::atomic<int> errors{0};
+  std::string message;
+  std::vector<mpx::AsyncResult<int>> results;
+  const auto caller = std::this_thread::get_id();
+  std::atomic<bool> on_other_thread{true};
+  for (int i = 0; i < 10; ++i) {
+    results.push_back(pool.apply_async(fail_on_seven, std::tuple{i},
+                                       [&](int v) {
+                                         sum += v;
+                                         if (std::this_thread::get_id() == caller) on_other_thread = false;
+                                       },
+                                       [&](const std::exception& e) {
+                                         message = e.what();
+                                         ++errors;
+                                       }));
+  }
+  for (auto& r : results) r.wait(5s);
+  CHECK(sum == 45 - 7);
+  CHECK(errors == 1);
+  CHECK(message.find("seven is not allowed") != std::string::npos);
+  CHECK(on_other_thread);
+
+  std::vector<std::size_t> seen;
+  std::size_t total = 0;
+  auto ys = pool.map(square, std::views::iota(0, 40), 10, [&](std::size_t done, std::size_t all) {
+    seen.push_back(done);
+    total = all;
+  });
+  CHECK(ys.size() == 40);
+  CHECK(total == 40);
+  CHECK(seen.size() == 4);
+  CHECK(seen.back() == 40);
+
+  std::vector<int> mapped;
+  auto m = pool.map_async(square, std::vector<int>{1, 2, 3}, std::nullopt, [&](const std::vector<int>& v) { mapped = v; });
+  m.wait(5s);
+  CHECK(mapped == std::vector<int>{1, 4, 9});
+}
+
+TEST_CASE("a task's exception is a RemoteError at get, naming type, message, pid and task index", "[pool]") {
+  mpx::Pool pool(2);
+  auto r = pool.apply_async(fail_on_seven, 7);
+  CHECK_THROWS_AS(r.get(5s), mpx::RemoteError);
+  CHECK(r.ready());
+  CHECK_FALSE(r.successful());
+  try {
+    pool.map(fail_on_seven, std::views::iota(0, 20), 3);
+    FAIL("map should have raised");
+  } catch (const mpx::RemoteError& e) {
+    CHECK(e.type() == "std::invalid_argument");
+    CHECK(e.message() == "seven is not allowed");
+    CHECK(e.task_index() == 7u);
+    const auto pids = pool.pids();
+    CHECK(std::find(pids.begin(), pids.end(), e.pid()) != pids.end());
+  }
+  // The pool is still usable, and other tasks were unaffected.
+  CHECK(pool.apply(square, 3) == 9);
+  auto not_ready = pool.apply_async(nap, 5.0);
+  CHECK_THROWS_AS(not_ready.successful(), mpx::ValueError);
+  CHECK_THROWS_AS(not_ready.get(0.05s), mpx::TimeoutError);
+  CHECK_FALSE(not_ready.wait(0.01s));
+}
+
+TEST_CASE("close, join, terminate, and a closed pool refuses work", "[pool]") {
+  mpx::Pool pool(2);
+  auto r = pool.apply_async(square, 4);
+  CHECK_THROWS_AS(pool.join(), mpx::ValueError);  // still running
+  pool.close();
+  CHECK_THROWS_WITH(pool.apply(square, 1), Catch::Contains("Pool not running"));
+  CHECK_THROWS_AS(pool.map(square, std::vector<int>{1}), mpx::ValueError);
+  pool.join();
+  CHECK(r.get(1s) == 16);  // queued work finished before the workers left
+  CHECK(pool.pids().empty());
+
+  mpx::Pool other(2);
+  auto pending = other.apply_async(nap, 30.0);
+  const auto pids = other.pids();
+  other.terminate();
+  CHECK_THROWS_AS(pending.get(5s), mpx::CancelledError);
+  other.join();
+  for (auto pid : pids) CHECK_FALSE(alive(pid));
+}
+
+TEST_CASE("the destructor of a running pool terminates it and leaves no worker", "[pool]") {
+  std::vector<pid_t> pids;
+  {
+    mpx::Pool pool(3);
+    pids = pool.pids();
+    (void)pool.apply_async(nap, 30.0);
+    (void)pool.apply_async(nap, 30.0);
+  }
+  REQUIRE(pids.size() == 3);
+  for (auto pid : pids) CHECK_FALSE(alive(pid));
+}
+
+TEST_CASE("maxtasksperchild replaces workers; the initializer runs once in each", "[pool]") {
+  mpx::Queue<int> started;
+  {
+    mpx::Pool pool(2, set_initialized, std::tuple{17, started}, 2);
+    std::set<int> pids;
+    for (int pid : pool.map(worker_pid, std::views::iota(0, 20), 1)) pids.insert(pid);
+    CHECK(pids.size() >= 10);  // two tasks per worker
+    CHECK(pool.map(read_initialized, std::views::iota(0, 6), 1) == std::vector<int>(6, 17));
+    pool.close();
+    pool.join();
+  }
+  std::set<int> initialized;
+  while (!started.empty()) initialized.insert(started.get());
+  CHECK(initialized.size() >= 12);  // 20 + 6 tasks at 2 per worker: at least 13 workers, each initialized once
+}
+
+TEST_CASE("a worker killed during a 10,000-task map, 20 times: every run correct, no hang", "[pool][fault]") {
+  mpx::Pool pool(4);
+  std::vector<int> xs(10000);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::vector<int> expect;
+  for (int x : xs) expect.push_back(x * x);
+  std::mt19937 random(12345);
+  for (int run = 0; run < 20; ++run) {
+    auto result = pool.map_async(square, xs, 50);
+    auto pids = pool.pids();
+    REQUIRE_FALSE(pids.empty());
+    ::kill(pids[random() % pids.size()], SIGKILL);
+    REQUIRE(result.get(60s) == expect);
+  }
+  CHECK(pool.apply(square, 5) == 25);
+  // Some kills hit a worker holding tasks, and those tasks were run again rather than lost.
+  const auto stats = mpx::detail::pool_stats(*pool.core());
+  CHECK(stats.requeued > 0);
+  CHECK(stats.lost == 0);
+}
+
+TEST_CASE("a task that kills its worker every time ends in WorkerLost after max_retries", "[pool][fault]") {
+  mpx::PoolOptions options;
+  options.processes = 2;
+  options.max_retries = 2;
+  mpx::Pool pool(options);
+  auto killer = pool.apply_async(die, 1);
+  std::vector<mpx::AsyncResult<int>> others;
+  for (int i = 0; i < 20; ++i) others.push_back(pool.apply_async(square, i));
+  try {
+    killer.get(60s);
+    FAIL("the killer task should have failed");
+  } catch (const mpx::WorkerLost& e) {
+    CHECK(e.signal() == SIGKILL);
+    CHECK(e.attempts() == 3);
+    CHECK(e.task_index() == 0u);
+    CHECK(std::string(e.what()).find("signal 9") != std::string::npos);
+  }
+  for (int i = 0; i < 20; ++i) CHECK(others[static_cast<std::size_t>(i)].get(30s) == i * i);
+
+  mpx::PoolOptions no_retries;
+  no_retries.processes = 1;
+  no_retries.max_retries = 0;
+  mpx::Pool strict(no_retries);
+  try {
+    strict.map(die, std::vector<int>{1, 2});
+    FAIL("the map should have failed");
+  } catch (const mpx::WorkerLost& e) {
+    CHECK(e.attempts() == 1);
+  }
+  CHECK(strict.apply(square, 6) == 36);  // the pool stays usable
+}
+
+TEST_CASE("SIGINT during map: Interrupted in the caller, no worker left behind", "[pool][fault]") {
+  mpx::Event started;
+  mpx::Queue<int> worker_pids;
+  mpx::Process child(map_until_interrupted, started, worker_pids);
+  child.start();
+  REQUIRE(started.wait(30s));
+  child.interrupt();
+  REQUIRE(child.join(30s));
+  CHECK(child.exitcode() == 0);
+  int n = 0;
+  while (!worker_pids.empty()) {
+    CHECK_FALSE(alive(worker_pids.get()));
+    ++n;
+  }
+  CHECK(n == 2);
+}
+
+TEST_CASE("malformed pool messages get an error reply and change nothing", "[pool][fault]") {
+  using namespace mpx;
+  Pool pool(1);
+  auto& channel = runtime::Channel::current();
+  const auto ask = [&](wire::Envelope e) {
+    auto reply = channel.request(std::move(e), std::chrono::milliseconds(5000));
+    return reply.header.kind;
+  };
+  const std::uint64_t pool_id = detail::pool_id(*pool.core());
+  REQUIRE(ask(wire::make(wire::Kind::pool_stats, pool_id, 0, Object{})) == wire::Kind::ok);
+  // A take without its results frame, a submit whose sizes do not add up, wrong arities, an unknown pool.
+  CHECK(ask(wire::make(wire::Kind::pool_take, pool_id, 0, std::make_tuple(std::uint64_t{1}))) == wire::Kind::error);
+  auto submit = wire::make(wire::Kind::pool_submit, pool_id, 0,
+                           std::make_tuple(std::string("x"), std::vector<std::tuple<std::uint64_t, std::uint64_t>>{
+                                                                 {99, 1000}}));
+  submit.body.emplace_back(std::string("short"));
+  CHECK(ask(std::move(submit)) == wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_cancel, pool_id, 0, std::make_tuple(1, 2))) == wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_create, 0, 0, std::make_tuple(std::uint32_t{3}, std::uint32_t{0}))) ==
+        wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_stats, 987654321, 0, Object{})) == wire::Kind::error);
+  const auto stats = detail::pool_stats(*pool.core());
+  CHECK(stats.queued == 0);
+  CHECK(stats.held == 0);
+  CHECK(pool.apply(square, 9) == 81);  // still serving
+}
+
+TEST_CASE("workers start with each start method", "[pool]") {
+  for (auto method : {mpx::StartMethod::fork, mpx::StartMethod::spawn, mpx::StartMethod::forkserver}) {
+    mpx::PoolOptions options;
+    options.processes = 2;
+    options.method = method;
+    mpx::Pool pool(options);
+    CHECK(pool.map(square, std::views::iota(0, 5)) == std::vector<int>{0, 1, 4, 9, 16});
+    CHECK(pool.apply(add, 20, 22) == 42);
+  }
+}
