@@ -99,4 +99,28 @@ class RemoteError : public Error {
   std::string host_;
 };
 
+// A Manager's dict or nested map has no such key (Python: KeyError); the message names the key.
+class KeyError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A Manager's list index is out of range (Python: IndexError).
+class IndexError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A Manager Namespace has no such attribute (Python: AttributeError).
+class AttributeError : public Error {
+ public:
+  using Error::Error;
+};
+
+// An operation was applied to a value of the wrong type, e.g. append to a number (Python: TypeError).
+class TypeError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace mpx

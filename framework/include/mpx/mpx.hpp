@@ -4,6 +4,7 @@
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
+#include <mpx/manager.hpp>
 #include <mpx/object.hpp>
 #include <mpx/pipe.hpp>
 #include <mpx/process.hpp>
