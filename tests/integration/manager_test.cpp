@@ -127,6 +127,26 @@ std::uint16_t error_code(const mpx::wire::Envelope& reply) {
 
 constexpr auto malformed = static_cast<std::uint16_t>(mpx::wire::ErrorCode::malformed);
 
+// One request on a manager's direct stream: [header length][header][body] in Python's framing.
+mpx::wire::Envelope direct(mpx::Connection& c, mpx::wire::Kind kind, std::uint64_t object, const std::string& body) {
+  mpx::wire::Header h;
+  h.kind = kind;
+  h.object = object;
+  const zmq::message_t header = mpx::wire::encode_header(h);
+  std::string frame(1, static_cast<char>(header.size()));
+  frame.append(static_cast<const char*>(header.data()), header.size());
+  frame += body;
+  c.send_bytes(frame);
+  REQUIRE(c.poll(10s));
+  const std::string reply = c.recv_bytes();
+  REQUIRE(!reply.empty());
+  const auto size = static_cast<std::size_t>(static_cast<unsigned char>(reply[0]));
+  mpx::wire::Envelope e;
+  e.header = mpx::wire::decode_header(reply.data() + 1, size);
+  e.body.emplace_back(reply.data() + 1 + size, reply.size() - 1 - size);
+  return e;
+}
+
 }  // namespace
 
 TEST_CASE("dict proxy: every operation, KeyError naming the key", "[manager][dict]") {
@@ -398,6 +418,7 @@ TEST_CASE("remote manager: connect by address with the right authkey; the wrong 
 
   mpx::BaseManager wrong(endpoint, std::string("guess"));
   CHECK_THROWS_AS(wrong.connect(), mpx::AuthenticationError);
+  CHECK_THROWS_AS(wrong.dict(), mpx::ProcessError);  // never connected
 
   // A peer that never answers the challenge is told so, and nothing is created.
   {
@@ -410,6 +431,9 @@ TEST_CASE("remote manager: connect by address with the right authkey; the wrong 
   mpx::BaseManager client(endpoint, std::string("s3cret"));
   client.connect();
   auto d = client.dict();
+  // The direct stream asks for the same key.
+  REQUIRE(d.ref().direct.rfind("tcp://127.0.0.1:", 0) == 0);
+  CHECK_THROWS_AS(mpx::Client(d.ref().direct, std::string("guess")), mpx::AuthenticationError);
   d.set("from", "client");
   CHECK(d.get("from") == mpx::Object("client"));
   // The proxy carries its manager's address and key, so a spawned child reaches it too.
@@ -495,6 +519,24 @@ TEST_CASE("malformed requests get error replies and never crash the manager", "[
   }
   auto stats = channel.request(mpx::wire::make(K::stats, 0, 0, mpx::Object{}), std::chrono::milliseconds(10000));
   CHECK(std::get<1>(stats.body_as<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t>>()) >= 10);
+
+  // The direct stream that proxies use: a frame without a readable header closes that stream only; a bad body is
+  // answered and counted.
+  REQUIRE_FALSE(d.ref().direct.empty());
+  {
+    mpx::Connection junk = mpx::Client(d.ref().direct);
+    junk.send_bytes(std::string("\x05junk"));
+    REQUIRE(junk.poll(10s));
+    CHECK_THROWS_AS(junk.recv_bytes(), mpx::EOFError);
+  }
+  mpx::Connection stream = mpx::Client(d.ref().direct);
+  CHECK(error_code(direct(stream, K::manager_get, id, "\xc1")) == malformed);
+  CHECK(error_code(direct(stream, K::manager_apply, id, mpx::encode(std::make_tuple(1, 2)))) == malformed);
+  CHECK(error_code(direct(stream, K::manager_challenge, 0, mpx::encode(mpx::Object{}))) ==
+        static_cast<std::uint16_t>(mpx::wire::ErrorCode::unsupported));
+  auto good = direct(stream, K::manager_get, id, mpx::encode(std::make_tuple(mpx::Object::Array{"k"})));
+  CHECK(good.header.kind == K::ok);
+  CHECK(std::get<0>(good.body_as<std::tuple<mpx::Object>>()).as_int() == 1);
   // Nothing changed, and the manager still answers.
   CHECK(d.copy().repr() == "{'k': 1}");
   CHECK(::kill(manager.pid(), 0) == 0);

@@ -37,13 +37,15 @@
 
 namespace mpx {
 
-// Where a managed object lives: its id on the manager, the manager's endpoint, and the authkey that manager wants
-// (empty: none). Like Python's proxies (when a process is spawned), the authkey travels with the proxy.
+// Where a managed object lives: its id on the manager, the manager's ZeroMQ endpoint, the address of its direct stream
+// (what proxies use: one blocking socket round trip per operation; empty: use the endpoint), and the authkey that
+// manager wants (empty: none). Like Python's proxies (when a process is spawned), the authkey travels with the proxy.
 struct ManagerRef {
   std::uint64_t id = 0;
   std::string endpoint;
+  std::string direct;
   std::string authkey;
-  MSGPACK_DEFINE(id, endpoint, authkey);
+  MSGPACK_DEFINE(id, endpoint, direct, authkey);
 };
 
 // Operations that run on the manager, on the value found at a path (update_in) or on the proxy's object itself.

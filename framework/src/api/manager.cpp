@@ -5,13 +5,19 @@
 #include <mpx/manager.hpp>
 
 #include <atomic>
+#include <thread>
 #include <csignal>
+#include <cstring>
 #include <mutex>
 #include <typeinfo>
 #include <unordered_map>
 
+#include <cerrno>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <mpx/pipe.hpp>
 #include <mpx/process.hpp>
 
 #include "api/call.hpp"
@@ -19,6 +25,7 @@
 #include "runtime/runtime.hpp"
 #include "services/manager.hpp"
 #include "wire/auth.hpp"
+#include "wire/limits.hpp"
 
 namespace mpx {
 
@@ -159,12 +166,248 @@ runtime::Channel& channel_for(const ManagerRef& ref) {
   return *raw;
 }
 
+
+// ---- the direct stream: one blocking socket round trip per operation ----
+//
+// ZeroMQ hands every message to an I/O thread on each side, which costs several context switches per round trip; a
+// manager's requests are strictly one at a time per thread, so proxies talk to the manager over a plain stream socket
+// instead (Listener/Client: Python's framing and HMAC handshake). Each message is one frame: a byte with the header's
+// length, the envelope header, then the msgpack body.
+
+// Python's framing (a 4-byte big-endian length, then the frame), written with one send.
+void write_frame(int fd, const wire::Header& header, std::string_view body) {
+  const zmq::message_t h = wire::encode_header(header);
+  const std::size_t size = 1 + h.size() + body.size();
+  if (size > 0x7fffffff) throw ValueError("mpx: a manager request of " + std::to_string(size) + " bytes is too large");
+  std::string out;
+  out.reserve(4 + size);
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(size >> shift));
+  out.push_back(static_cast<char>(h.size()));
+  out.append(static_cast<const char*>(h.data()), h.size());
+  out.append(body);
+  for (std::size_t sent = 0; sent < out.size();) {
+    const ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw EOFError(std::string("mpx: the manager stream is closed: ") + std::strerror(errno));
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+}
+
+// Reads whole frames, usually one recv each (requests and replies alternate, so a read rarely holds more than one
+// frame; what does is kept for the next call). Bounded by the wire limit.
+class FrameReader {
+ public:
+  // The next frame; throws EOFError at the end of the stream, TimeoutError when SO_RCVTIMEO passes, ProtocolError
+  // for a frame over the limit.
+  std::string next(int fd) {
+    for (;;) {
+      if (buffer_.size() >= 4) {
+        const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data());
+        const std::uint64_t size = (std::uint64_t{p[0]} << 24) | (std::uint64_t{p[1]} << 16) | (std::uint64_t{p[2]} << 8) | p[3];
+        if (size > static_cast<std::uint64_t>(wire::limits().max_message_bytes)) {
+          throw ProtocolError("mpx: a manager stream frame of " + std::to_string(size) + " bytes is over the limit");
+        }
+        if (buffer_.size() >= 4 + size) {
+          std::string frame = buffer_.substr(4, size);
+          buffer_.erase(0, 4 + size);
+          return frame;
+        }
+      }
+      char chunk[65536];
+      const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) throw TimeoutError("mpx: no reply from the manager within 60 s");
+        throw EOFError(std::string("mpx: the manager stream failed: ") + std::strerror(errno));
+      }
+      if (n == 0) throw EOFError("mpx: the manager stream is closed");
+      buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+
+ private:
+  std::string buffer_;
+};
+
+// Parses a direct frame into an envelope with one body frame; throws ProtocolError if it is not one.
+wire::Envelope parse_direct_frame(const std::string& frame) {
+  if (frame.empty() || static_cast<unsigned char>(frame[0]) + 1u > frame.size()) {
+    throw ProtocolError("mpx: a manager stream frame of " + std::to_string(frame.size()) + " bytes has no header");
+  }
+  const std::size_t header_size = static_cast<unsigned char>(frame[0]);
+  wire::Envelope e;
+  e.header = wire::decode_header(frame.data() + 1, header_size);
+  e.body.emplace_back(frame.data() + 1 + header_size, frame.size() - 1 - header_size);
+  return e;
+}
+
+// This thread's direct connections, by (address, authkey); abandoned in a forked child, whose copies of the sockets
+// would interleave with the parent's.
+struct DirectStream {
+  Connection connection;  // owns the socket (and did the handshake)
+  FrameReader reader;
+};
+
+struct DirectConnections {
+  pid_t owner = 0;
+  std::unordered_map<std::string, DirectStream*> by_key;
+  ~DirectConnections() {
+    if (owner != runtime::self_pid()) return;
+    for (auto& [key, c] : by_key) delete c;
+  }
+};
+thread_local DirectConnections direct_connections;
+
+wire::Envelope direct_request(const ManagerRef& ref, wire::Kind kind, std::string_view body) {
+  auto& table = direct_connections;
+  if (table.owner != runtime::self_pid()) {
+    table.by_key = {};
+    table.owner = runtime::self_pid();
+  }
+  const std::string key = ref.direct + '\0' + ref.authkey;
+  auto it = table.by_key.find(key);
+  if (it == table.by_key.end()) {
+    auto stream = std::make_unique<DirectStream>(DirectStream{
+        Client(ref.direct, ref.authkey.empty() ? std::nullopt : std::optional<std::string>(ref.authkey)), {}});
+    // The manager answers at once; a reply that takes longer means it is stuck: TimeoutError, never a hang.
+    const timeval limit{std::chrono::duration_cast<std::chrono::seconds>(reply_timeout).count(), 0};
+    ::setsockopt(stream->connection.fileno(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    it = table.by_key.emplace(key, stream.release()).first;
+  }
+  DirectStream& stream = *it->second;
+  const int fd = stream.connection.fileno();
+  wire::Header header;
+  header.kind = kind;
+  header.object = ref.id;
+  header.sender = static_cast<std::uint64_t>(runtime::self_pid());
+  try {
+    write_frame(fd, header, body);
+    return parse_direct_frame(stream.reader.next(fd));
+  } catch (...) {
+    // The stream is out of step or gone: the next request reconnects.
+    delete it->second;
+    table.by_key.erase(it);
+    throw;
+  }
+}
+
+// The server side: a listener thread, and a thread per connection (as Python's manager has), each running requests
+// through ManagerServer::execute, which serializes them on the objects' mutex.
+class DirectServer {
+ public:
+  DirectServer(services::ManagerServer& server, const std::string& address, std::optional<std::string> authkey)
+      : server_(server), listener_(address, authkey), authkey_(std::move(authkey)) {
+    server_.set_direct_address(listener_.address());
+  }
+  ~DirectServer() { stop(); }
+
+  const std::string& address() const noexcept { return listener_.address(); }
+
+  void start() {
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+
+  void stop() {
+    if (!acceptor_.joinable()) return;
+    stopping_ = true;
+    // accept() does not wake when its socket is closed by another thread: a last connection of our own wakes it.
+    try {
+      (void)Client(listener_.address(), authkey_);
+    } catch (const std::exception&) {
+    }
+    acceptor_.join();
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mutex_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);  // wakes each connection thread's read with EOF
+      threads = std::move(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  void accept_loop() {
+    while (!stopping_) {
+      std::optional<Connection> c;
+      try {
+        c = listener_.accept();  // with an authkey, the handshake: a wrong key throws here
+      } catch (const std::exception&) {
+        continue;
+      }
+      if (stopping_) break;
+      std::lock_guard lock(mutex_);
+      fds_.push_back(c->fileno());
+      threads_.emplace_back([this, conn = std::move(*c)]() mutable { serve(std::move(conn)); });
+    }
+  }
+
+  void serve(Connection c) {
+    FrameReader reader;
+    const int fd = c.fileno();
+    for (;;) {
+      std::string frame;
+      try {
+        frame = reader.next(fd);
+      } catch (const std::exception&) {
+        break;  // EOF, or a frame over the limit: the stream cannot be trusted any more
+      }
+      std::optional<wire::Envelope> reply;
+      wire::Envelope request;
+      try {
+        request = parse_direct_frame(frame);
+      } catch (const ProtocolError&) {
+        break;  // no header to answer to: close the stream, as for any unframed input
+      }
+      reply = server_.execute(request);
+      if (!reply) continue;  // posted
+      reply->header.sender = static_cast<std::uint64_t>(::getpid());
+      try {
+        write_frame(fd, reply->header,
+                    std::string_view(static_cast<const char*>(reply->body.front().data()), reply->body.front().size()));
+      } catch (const std::exception&) {
+        break;
+      }
+    }
+    std::lock_guard lock(mutex_);
+    fds_.erase(std::remove(fds_.begin(), fds_.end(), fd), fds_.end());
+    c.close();
+  }
+
+  services::ManagerServer& server_;
+  Listener listener_;
+  std::optional<std::string> authkey_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;
+  std::vector<int> fds_;
+  std::vector<std::thread> threads_;
+  std::thread acceptor_;
+};
+
+// The direct listener's address next to a manager endpoint: "<path>.direct" for ipc, a free port on the same host for
+// tcp.
+std::string direct_address_for(const std::string& endpoint) {
+  if (endpoint.starts_with("ipc://")) return endpoint + ".direct";
+  if (endpoint.starts_with("tcp://")) {
+    const auto colon = endpoint.rfind(':');
+    return endpoint.substr(0, colon) + ":0";
+  }
+  throw ValueError("mpx: a manager address must be tcp://host:port or ipc:///path, not '" + endpoint + "'");
+}
+
 }  // namespace
 
 namespace detail {
 
 std::string manager_request(const ManagerRef& ref, std::uint16_t kind, std::string body) {
-  auto reply = request(channel_for(ref), envelope(static_cast<wire::Kind>(kind), ref.id, std::move(body)), reply_timeout);
+  wire::Envelope reply;
+  if (!ref.direct.empty()) {
+    reply = direct_request(ref, static_cast<wire::Kind>(kind), body);
+    if (reply.header.kind == wire::Kind::error) raise_manager_error(reply);
+  } else {
+    reply = request(channel_for(ref), envelope(static_cast<wire::Kind>(kind), ref.id, std::move(body)), reply_timeout);
+  }
   if (reply.body.empty()) throw ProtocolError("mpx: a manager reply without a body");
   return std::string(static_cast<const char*>(reply.body.front().data()), reply.body.front().size());
 }
@@ -253,14 +496,18 @@ void run_manager_process(ManagerSpec spec, Queue<Object> ready) {
   // As in Python, Ctrl-C in the terminal stops the program, not its manager first: the owner shuts it down.
   ::signal(SIGINT, SIG_IGN);
   std::unique_ptr<services::ManagerServer> server;
+  std::unique_ptr<DirectServer> direct;
   try {
     server = std::make_unique<services::ManagerServer>(runtime::context(), spec.address, config_from(spec));
+    direct = std::make_unique<DirectServer>(*server, direct_address_for(server->endpoint()), spec.authkey);
   } catch (const std::exception& e) {
     ready.put(Object::list({false, "mpx: the manager cannot serve at '" + spec.address + "': " + e.what()}));
     return;
   }
-  ready.put(Object::list({true, server->endpoint()}));
+  direct->start();
+  ready.put(Object::list({true, server->endpoint(), direct->address()}));
   server->serve_forever();
+  direct->stop();
 }
 
 ManagerSpec spec_now(std::string address, std::optional<std::string> authkey) {
@@ -278,21 +525,27 @@ struct BaseManager::State {
   std::optional<std::string> authkey;
   std::optional<Process> process;
   pid_t owner = 0;  // the process that started or connected this manager object
+  std::string direct;  // the manager's direct stream, which proxies use
   bool connected = false;
   bool shut_down = false;
 
-  ManagerRef ref(std::uint64_t id = 0) const { return ManagerRef{id, address, authkey.value_or(std::string())}; }
+  ManagerRef ref(std::uint64_t id = 0) const { return ManagerRef{id, address, direct, authkey.value_or(std::string())}; }
 };
 
 struct ManagerServerHandle::Impl {
   std::unique_ptr<services::ManagerServer> server;
+  std::unique_ptr<DirectServer> direct;
 };
 
 ManagerServerHandle::ManagerServerHandle(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ManagerServerHandle::ManagerServerHandle(ManagerServerHandle&&) noexcept = default;
 ManagerServerHandle::~ManagerServerHandle() = default;
 const std::string& ManagerServerHandle::address() const { return impl_->server->endpoint(); }
-void ManagerServerHandle::serve_forever() { impl_->server->serve_forever(); }
+void ManagerServerHandle::serve_forever() {
+  impl_->direct->start();
+  impl_->server->serve_forever();
+  impl_->direct->stop();
+}
 
 BaseManager::BaseManager(std::string address, std::optional<std::string> authkey) : state_(std::make_unique<State>()) {
   if (authkey && authkey->empty()) throw ValueError("mpx: BaseManager: an empty authkey (pass std::nullopt for none)");
@@ -345,6 +598,7 @@ void BaseManager::start() {
     throw ValueError(answer[1].as_string());
   }
   state_->address = answer[1].as_string();
+  state_->direct = answer[2].as_string();
   state_->process = std::move(process);
   state_->owner = ::getpid();
 }
@@ -354,7 +608,9 @@ ManagerServerHandle BaseManager::get_server() {
   ManagerSpec spec = spec_now(state_->address.empty() ? default_address() : state_->address, state_->authkey);
   auto impl = std::make_unique<ManagerServerHandle::Impl>();
   impl->server = std::make_unique<services::ManagerServer>(runtime::context(), spec.address, config_from(spec));
+  impl->direct = std::make_unique<DirectServer>(*impl->server, direct_address_for(impl->server->endpoint()), spec.authkey);
   state_->address = impl->server->endpoint();
+  state_->direct = impl->direct->address();
   return ManagerServerHandle(std::move(impl));
 }
 
@@ -365,9 +621,13 @@ void BaseManager::connect() {
   if (state_->address.empty()) throw ValueError("mpx: BaseManager.connect: no address to connect to");
   const ManagerRef ref = state_->ref();
   auto& channel = channel_for(ref);  // authenticates when there is a key
-  if (ref.authkey.empty()) {
-    (void)channel.request(wire::make(wire::Kind::ping, 0, 0, Object{}), connect_timeout);
+  auto info = request(channel, envelope(wire::Kind::manager_info, 0, encode(Object{})), connect_timeout);
+  std::string direct = std::get<0>(info.body_as<std::tuple<std::string>>());
+  // A tcp listener reports the host it bound; reach it through the host this process reached the manager by.
+  if (direct.starts_with("tcp://") && state_->address.starts_with("tcp://")) {
+    direct = state_->address.substr(0, state_->address.rfind(':')) + direct.substr(direct.rfind(':'));
   }
+  state_->direct = std::move(direct);
   state_->connected = true;
   state_->owner = ::getpid();
 }

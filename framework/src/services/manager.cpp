@@ -19,6 +19,7 @@ namespace {
 
 using wire::ErrorCode;
 using Peer = runtime::Coordinator::Peer;
+using Reply = std::optional<wire::Envelope>;
 
 // An answer the user is meant to see (KeyError and the like): an error reply, not a malformed message.
 struct Fault {
@@ -402,6 +403,7 @@ struct ManagerServer::Objects {
   // Peers (routing ids) that answered the challenge, and the challenge each one is answering.
   std::unordered_set<std::string> authenticated;
   std::unordered_map<std::string, std::string> challenges;
+  std::string direct;  // the stream address clients should use for requests (manager_info)
 
   static std::string peer_key(const Peer& peer) {
     return std::string(static_cast<const char*>(peer.routing.data()), peer.routing.size());
@@ -421,9 +423,8 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
     : objects_(std::make_unique<Objects>()), coordinator_(context, std::move(endpoint)) {
   objects_->config = std::move(config);
   // The handlers capture `this`: the coordinator (and with it every handler) stops before the objects go.
-  auto ok = [this](const Peer& peer, const wire::Header& h, const auto& body) {
-    auto r = wire::make_reply(h, wire::Kind::ok, encode(body));
-    coordinator_.reply(peer, r);
+  auto ok = [](const wire::Header& h, const auto& body) -> std::optional<wire::Envelope> {
+    return wire::make_reply(h, wire::Kind::ok, encode(body));
   };
   auto nil_body = [](const wire::Envelope& request) {
     if (!request.body_as<Object>().is_none()) {
@@ -431,46 +432,43 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
     }
   };
 
-  // Every manager kind goes through here: the authentication gate, then the handler; a Fault becomes its error reply.
-  // ProtocolError and SerializationError pass through to the coordinator, which counts them as malformed.
-  auto serve = [this](wire::Kind kind, std::function<void(Peer&, wire::Envelope&)> body) {
+  // Every manager kind goes through here: the authentication gate, then the handler under the state's mutex (direct
+  // streams run handlers on their own threads); a Fault becomes its error reply. ProtocolError and SerializationError
+  // pass through to the coordinator, which counts them as malformed.
+  auto serve = [this](wire::Kind kind, Body body) {
+    bodies_[static_cast<std::uint16_t>(kind)] = body;
     coordinator_.handle(kind, [this, kind, body = std::move(body)](Peer& peer, wire::Envelope& request) {
       Objects& o = *objects_;
-      runtime::Coordinator& c = coordinator_;
+      const std::string key = Objects::peer_key(peer);
       const bool open = kind == wire::Kind::manager_challenge || kind == wire::Kind::manager_answer;
-      if (o.config.authkey && !open && !o.authenticated.count(Objects::peer_key(peer))) {
-        c.reply_error(peer, request.header, ErrorCode::unauthenticated,
-                      "mpx: AuthenticationError: this connection has not answered the manager's challenge");
-        return;
+      std::optional<wire::Envelope> reply;
+      {
+        std::lock_guard lock(state_mutex_);
+        if (o.config.authkey && !open && !o.authenticated.count(key)) {
+          reply = wire::make_error(request.header, ErrorCode::unauthenticated,
+                                   "mpx: AuthenticationError: this connection has not answered the manager's challenge");
+        } else {
+          reply = run(body, key, request, false);
+        }
       }
-      try {
-        body(peer, request);
-      } catch (const Fault& f) {
-        c.reply_error(peer, request.header, f.code, f.message);
-      } catch (const ProtocolError&) {
-        throw;
-      } catch (const SerializationError&) {
-        throw;
-      } catch (const std::exception& e) {
-        c.reply_error(peer, request.header, ErrorCode::internal, std::string("mpx: manager: ") + e.what());
-      }
+      if (reply) coordinator_.reply(peer, *reply);
     });
   };
 
-  serve(wire::Kind::manager_challenge, [this, ok, nil_body](Peer& peer, wire::Envelope& request) {
+  serve(wire::Kind::manager_challenge, [this, ok, nil_body](const std::string& peer, wire::Envelope& request) -> Reply {
     nil_body(request);
     Objects& o = *objects_;
     std::string challenge = wire::auth::new_challenge();
-    o.challenges[Objects::peer_key(peer)] = challenge;
-    ok(peer, request.header, std::make_tuple(Object(Object::Bytes{std::move(challenge)})));
+    o.challenges[peer] = challenge;
+    return ok(request.header, std::make_tuple(Object(Object::Bytes{std::move(challenge)})));
   });
 
-  serve(wire::Kind::manager_answer, [this, ok](Peer& peer, wire::Envelope& request) {
+  serve(wire::Kind::manager_answer, [this, ok](const std::string& peer, wire::Envelope& request) -> Reply {
     Objects& o = *objects_;
     auto [response_o, counter_o] = request.body_as<std::tuple<Object, Object>>();
     const auto& response = response_o.as_bytes();
     const auto& counter = counter_o.as_bytes();
-    const std::string key = Objects::peer_key(peer);
+    const std::string& key = peer;
     auto it = o.challenges.find(key);
     if (it == o.challenges.end()) fault(ErrorCode::unauthenticated, "mpx: AuthenticationError: no challenge was asked for");
     const std::string challenge = std::move(it->second);
@@ -488,10 +486,10 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
       fault(ErrorCode::unauthenticated, e.what());
     }
     o.authenticated.insert(key);
-    ok(peer, request.header, std::make_tuple(Object(Object::Bytes{std::move(proof)})));
+    return ok(request.header, std::make_tuple(Object(Object::Bytes{std::move(proof)})));
   });
 
-  serve(wire::Kind::manager_create, [this, ok](Peer& peer, wire::Envelope& request) {
+  serve(wire::Kind::manager_create, [this, ok](const std::string&, wire::Envelope& request) -> Reply {
     Objects& o = *objects_;
     auto [type, init] = request.body_as<std::tuple<std::string, Object>>();
     auto m = std::make_unique<Managed>();
@@ -525,8 +523,7 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
       std::string raised;
       void* instance = t->second.construct(init.as_bytes().data, raised);
       if (!instance) {
-        ok(peer, request.header, std::make_tuple(std::uint64_t{0}, decode<Object>(raised)));
-        return;
+        return ok(request.header, std::make_tuple(std::uint64_t{0}, decode<Object>(raised)));
       }
       m->shape = Shape::instance;
       m->instance = instance;
@@ -535,18 +532,18 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
     }
     const std::uint64_t id = coordinator_.allocate_object_id();
     o.table.emplace(id, std::move(m));
-    ok(peer, request.header, std::make_tuple(id, error));
+    return ok(request.header, std::make_tuple(id, error));
   });
 
-  serve(wire::Kind::manager_get, [this, ok](Peer& peer, wire::Envelope& request) {
+  serve(wire::Kind::manager_get, [this, ok](const std::string&, wire::Envelope& request) -> Reply {
     Objects& o = *objects_;
     auto [path] = request.body_as<std::tuple<Object::Array>>();
     Managed& m = o.find(request.header);
     if (m.shape == Shape::instance) wrong_type("get", Object(m.type_name));
-    ok(peer, request.header, std::make_tuple(locate(m.value, path, m.shape == Shape::namespace_)));
+    return ok(request.header, std::make_tuple(locate(m.value, path, m.shape == Shape::namespace_)));
   });
 
-  serve(wire::Kind::manager_apply, [this, ok](Peer& peer, wire::Envelope& request) {
+  serve(wire::Kind::manager_apply, [this, ok](const std::string&, wire::Envelope& request) -> Reply {
     Objects& o = *objects_;
     auto [path, op, args] = request.body_as<std::tuple<Object::Array, std::string, Object::Array>>();
     Managed& m = o.find(request.header);
@@ -560,10 +557,10 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
         !find_key(target.as_map(), args[0]) && !(op == "get" && args.size() == 2)) {
       fault(ErrorCode::attribute, "mpx: AttributeError: 'Namespace' object has no attribute " + args[0].repr());
     }
-    ok(peer, request.header, std::make_tuple(apply_op(target, op, args)));
+    return ok(request.header, std::make_tuple(apply_op(target, op, args)));
   });
 
-  serve(wire::Kind::manager_call, [this](Peer& peer, wire::Envelope& request) {
+  serve(wire::Kind::manager_call, [this](const std::string&, wire::Envelope& request) -> Reply {
     Objects& o = *objects_;
     auto [method, args] = request.body_as<std::tuple<std::string, Object>>();
     if (args.type() != Object::Type::bytes) throw ProtocolError("mpx: manager_call needs its arguments as bin");
@@ -578,22 +575,64 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
     // The result travels as bin, so the caller decodes it straight into its return type.
     std::string body = returned ? encode(std::make_tuple(false, Object(Object::Bytes{std::move(result)})))
                                 : encode(std::make_tuple(true, decode<Object>(result)));
-    auto r = wire::make_reply(request.header, wire::Kind::ok, std::move(body));
-    coordinator_.reply(peer, r);
+    return wire::make_reply(request.header, wire::Kind::ok, std::move(body));
   });
 
-  serve(wire::Kind::manager_release, [this, ok, nil_body](Peer& peer, wire::Envelope& request) {
+  serve(wire::Kind::manager_release, [this, ok, nil_body](const std::string&, wire::Envelope& request) -> Reply {
     nil_body(request);
     Objects& o = *objects_;
     (void)o.find(request.header);
     o.table.erase(request.header.object);
-    ok(peer, request.header, Object{});
+    return ok(request.header, Object{});
   });
 
-  serve(wire::Kind::manager_shutdown, [this, nil_body](Peer&, wire::Envelope& request) {
+  serve(wire::Kind::manager_info, [this, ok, nil_body](const std::string&, wire::Envelope& request) -> Reply {
+    nil_body(request);
+    return ok(request.header, std::make_tuple(objects_->direct));
+  });
+
+  serve(wire::Kind::manager_shutdown, [this, nil_body](const std::string&, wire::Envelope& request) -> Reply {
     nil_body(request);
     stop();
+    return std::nullopt;
   });
+}
+
+std::optional<wire::Envelope> ManagerServer::run(const Body& body, const std::string& peer, wire::Envelope& request,
+                                                 bool count_malformed) {
+  try {
+    return body(peer, request);
+  } catch (const Fault& f) {
+    return wire::make_error(request.header, f.code, f.message);
+  } catch (const ProtocolError& e) {
+    if (!count_malformed) throw;
+    malformed_direct_.fetch_add(1, std::memory_order_relaxed);
+    return wire::make_error(request.header, ErrorCode::malformed, e.what());
+  } catch (const SerializationError& e) {
+    if (!count_malformed) throw;
+    malformed_direct_.fetch_add(1, std::memory_order_relaxed);
+    return wire::make_error(request.header, ErrorCode::malformed, e.what());
+  } catch (const std::exception& e) {
+    return wire::make_error(request.header, ErrorCode::internal, std::string("mpx: manager: ") + e.what());
+  }
+}
+
+std::optional<wire::Envelope> ManagerServer::execute(wire::Envelope& request) {
+  auto it = bodies_.find(static_cast<std::uint16_t>(request.header.kind));
+  if (it == bodies_.end() || request.header.kind == wire::Kind::manager_challenge ||
+      request.header.kind == wire::Kind::manager_answer) {
+    malformed_direct_.fetch_add(1, std::memory_order_relaxed);
+    return wire::make_error(request.header, ErrorCode::unsupported,
+                            "mpx: a manager stream does not serve '" + std::string(wire::kind_name(request.header.kind)) +
+                                "' requests");
+  }
+  std::lock_guard lock(state_mutex_);
+  return run(it->second, std::string(), request, true);
+}
+
+void ManagerServer::set_direct_address(std::string address) {
+  std::lock_guard lock(state_mutex_);
+  objects_->direct = std::move(address);
 }
 
 ManagerServer::~ManagerServer() {

@@ -3,7 +3,9 @@
 // counting, replies) on a second Coordinator object that serves only these kinds.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -42,13 +44,26 @@ class ManagerServer {
   ManagerServer& operator=(const ManagerServer&) = delete;
 
   const std::string& endpoint() const noexcept { return coordinator_.endpoint(); }
+  // Runs one request from a direct stream, whose handshake (if any) its listener already did: returns the reply, or
+  // nullopt for a posted kind. Any thread. A malformed request is answered and counted (malformed_direct()).
+  std::optional<wire::Envelope> execute(wire::Envelope& request);
+  std::uint64_t malformed_direct() const noexcept { return malformed_direct_.load(); }
+  // What manager_info tells clients: the address of the direct stream listener.
+  void set_direct_address(std::string address);
   void serve_forever();
   // Any thread: makes serve_forever return.
   void stop();
 
  private:
+  using Body = std::function<std::optional<wire::Envelope>(const std::string& peer, wire::Envelope& request)>;
+  std::optional<wire::Envelope> run(const Body& body, const std::string& peer, wire::Envelope& request,
+                                    bool count_malformed);
+
   struct Objects;
   std::unique_ptr<Objects> objects_;
+  std::unordered_map<std::uint16_t, Body> bodies_;
+  std::mutex state_mutex_;  // the objects: the coordinator thread and the direct streams' threads share them
+  std::atomic<std::uint64_t> malformed_direct_{0};
   runtime::Coordinator coordinator_;
   std::mutex mutex_;
   std::condition_variable stopped_cv_;

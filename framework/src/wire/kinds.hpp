@@ -76,6 +76,7 @@ enum class Kind : std::uint16_t {
   manager_call = 135,       // [method, args bin] -> ok [raised, result bin or [type, message]]
   manager_release = 136,    // nil -> ok nil: the object is destroyed
   manager_shutdown = 137,   // nil (posted): the manager stops serving
+  manager_info = 138,       // nil -> ok [direct stream address or ""]
 };
 
 struct KindInfo {
@@ -142,6 +143,7 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::manager_call, "manager_call"},
     {Kind::manager_release, "manager_release"},
     {Kind::manager_shutdown, "manager_shutdown"},
+    {Kind::manager_info, "manager_info"},
 };
 
 bool is_known(std::uint16_t kind) noexcept;
