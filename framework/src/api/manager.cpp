@@ -318,13 +318,13 @@ class DirectServer {
     } catch (const std::exception&) {
     }
     acceptor_.join();
-    std::vector<std::thread> threads;
+    std::vector<Worker> threads;
     {
       std::lock_guard lock(mutex_);
       for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);  // wakes each connection thread's read with EOF
       threads = std::move(threads_);
     }
-    for (auto& t : threads) t.join();
+    for (auto& w : threads) w.thread.join();
   }
 
  private:
@@ -338,8 +338,14 @@ class DirectServer {
       }
       if (stopping_) break;
       std::lock_guard lock(mutex_);
+      reap_finished();
       fds_.push_back(c->fileno());
-      threads_.emplace_back([this, conn = std::move(*c)]() mutable { serve(std::move(conn)); });
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      threads_.push_back(Worker{std::thread([this, done, conn = std::move(*c)]() mutable {
+                                  serve(std::move(conn));
+                                  done->store(true);
+                                }),
+                                done});
     }
   }
 
@@ -380,8 +386,25 @@ class DirectServer {
   std::optional<std::string> authkey_;
   std::atomic<bool> stopping_{false};
   std::mutex mutex_;
+  // A connection's thread, and whether it has finished (then it is joined at the next accept, so a long-lived manager
+  // does not keep the stacks of every client it ever had).
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  void reap_finished() {
+    for (auto it = threads_.begin(); it != threads_.end();) {
+      if (it->done->load()) {
+        it->thread.join();
+        it = threads_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
   std::vector<int> fds_;
-  std::vector<std::thread> threads_;
+  std::vector<Worker> threads_;
   std::thread acceptor_;
 };
 
