@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -26,8 +28,11 @@
 #include <vector>
 
 #include <malloc.h>
+#include <new>
+#include <pthread.h>
 #include <spawn.h>
 #include <zmq.hpp>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +53,17 @@ using Clock = std::chrono::steady_clock;
 // The mean is the headline; the median (--median) resists a machine that is busy with something else.
 bool use_median = false;
 
+double mean_or_median(std::vector<double> samples) {
+  if (use_median) {
+    std::sort(samples.begin(), samples.end());
+    const std::size_t mid = samples.size() / 2;
+    return samples.size() % 2 ? samples[mid] : (samples[mid - 1] + samples[mid]) / 2;
+  }
+  double sum = 0;
+  for (double x : samples) sum += x;
+  return sum / static_cast<double>(samples.size());
+}
+
 // One untimed call to warm up (first forkserver connection, coordinator start, page faults), then `n` timed calls.
 template <class F>
 double measure_ms(int n, F&& once) {
@@ -59,14 +75,7 @@ double measure_ms(int n, F&& once) {
     once();
     times.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
-  if (use_median) {
-    std::sort(times.begin(), times.end());
-    const std::size_t mid = times.size() / 2;
-    return times.size() % 2 ? times[mid] : (times[mid - 1] + times[mid]) / 2;
-  }
-  double sum = 0;
-  for (double t : times) sum += t;
-  return sum / n;
+  return mean_or_median(std::move(times));
 }
 
 struct Workload {
@@ -425,30 +434,37 @@ Workload lock_uncontended() {
   return w;
 }
 
-// The other side of the Event ping-pong: waits for e1, clears it, sets e2; `count` times.
-void event_echo(mpx::Event e1, mpx::Event e2, int count) {
+// Event wake-up latency: from the moment one process calls set() to the moment wait() returns in another. Both read
+// CLOCK_MONOTONIC (steady_clock; Python's time.monotonic_ns), which is one clock for every process on a host, so the
+// waiter reports when it woke and the setter subtracts when it set.
+std::int64_t monotonic_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+void event_waiter(mpx::Event go, mpx::Queue<std::int64_t> woke, int count) {
   for (int i = 0; i < count; ++i) {
-    e1.wait();
-    e1.clear();
-    e2.set();
+    go.wait();
+    const std::int64_t t = monotonic_ns();
+    go.clear();  // before reporting, so that the next set() finds it clear
+    woke.put(t);
   }
 }
 
-double mpx_event_ping_pong_us(int n) {
-  mpx::Event e1;
-  mpx::Event e2;
+double mpx_event_wakeup_us(int n) {
+  mpx::Event go;
+  mpx::Queue<std::int64_t> woke;
   constexpr int warmup = 200;
-  mpx::Process p(event_echo, e1, e2, warmup + 1 + n);  // measure_ms adds one untimed call
+  mpx::Process p(event_waiter, go, woke, warmup + n);
   p.start();
-  const auto once = [&] {
-    e1.set();
-    e2.wait();
-    e2.clear();
-  };
-  for (int k = 0; k < warmup; ++k) once();
-  const double us = measure_ms(n, once) * 1000.0;
+  std::vector<double> samples;
+  for (int k = 0; k < warmup + n; ++k) {
+    const std::int64_t t0 = monotonic_ns();
+    go.set();
+    const std::int64_t t1 = woke.get();
+    if (k >= warmup) samples.push_back(static_cast<double>(t1 - t0) / 1000.0);
+  }
   p.join();
-  return us;
+  return mean_or_median(std::move(samples));
 }
 
 Workload event_wakeup() {
@@ -459,27 +475,27 @@ Workload event_wakeup() {
   w.raw_target = 1.0 / 1.5;
   w.iterations = 10000;
   w.python_iterations = 10000;
-  w.mpx = mpx_event_ping_pong_us;
+  w.mpx = mpx_event_wakeup_us;
   w.python =
-      "e1 = multiprocessing.Event()\n"
-      "e2 = multiprocessing.Event()\n"
-      "p = multiprocessing.Process(target=_event_echo, args=(e1, e2, 200 + 1 + n))\n"
+      "go = multiprocessing.Event()\n"
+      "woke = multiprocessing.Queue()\n"
+      "p = multiprocessing.Process(target=_event_waiter, args=(go, woke, 200 + n))\n"
       "p.start()\n"
-      "def once():\n"
-      "    e1.set()\n"
-      "    e2.wait()\n"
-      "    e2.clear()\n"
-      "for _ in range(200):\n"
-      "    once()\n"
-      "us = _measure_ms(n, once) * 1000.0\n"
+      "samples = []\n"
+      "for k in range(200 + n):\n"
+      "    t0 = time.monotonic_ns()\n"
+      "    go.set()\n"
+      "    t1 = woke.get()\n"
+      "    if k >= 200:\n"
+      "        samples.append((t1 - t0) / 1000.0)\n"
       "p.join()\n"
-      "return us\n";
+      "return _summary(samples)\n";
   w.raw = zmq_round_trip_us;
   w.raw_label = round_trip_label;
   w.note =
-      "event/wakeup: mpx and python are us per full ping-pong between two processes (A: e1.set, e2.wait, e2.clear; "
-      "B: e1.wait, e1.clear, e2.set), i.e. two wake-ups, compared with one raw round trip (two messages); one "
-      "wake-up is about half of it";
+      "event/wakeup: us from set() in one process to wait() returning in another (both read CLOCK_MONOTONIC), "
+      "compared with one raw round trip: a wake-up is two messages, set -> coordinator -> waiter, as a round trip is "
+      "two";
   return w;
 }
 
@@ -643,6 +659,163 @@ Workload manager_dict() {
   w.raw = [](int n) { return 2 * zmq_round_trip_us(n); };
   w.raw_label = "two ZeroMQ ROUTER <-> DEALER round trips over ipc between two processes (us)";
   w.note = "manager/dict: d['k'] = i then d['k'] on a manager dict, from the parent to its manager process";
+// ---- tracing ----
+
+// queue/1to1 with the trace bus on, writing every message to a file sink. Its raw column is queue/1to1 with tracing
+// off, measured by this same binary in this run, so "of raw" is what turning tracing on costs (target: at least half).
+double mpx_queue_throughput_traced(int n) {
+  if (!mpx::trace::compiled_in()) return NAN;  // a -Dtracing=false build: nothing to measure
+  const auto path =
+      std::filesystem::temp_directory_path() / ("mpx-bench-trace-" + std::to_string(::getpid()) + ".mpxt");
+  mpx::trace::enable("file:" + path.string());
+  const double rate = mpx_queue_throughput(n);
+  const auto status = mpx::trace::status();
+  mpx::trace::disable();
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  std::filesystem::remove(path, ec);
+  // A sink that fell behind drops records, which would flatter the figure: say how many.
+  std::cerr << " (trace: " << status.recorded << " records, " << status.dropped << " dropped, " << bytes / 1024
+            << " KiB)";
+  return rate;
+}
+
+Workload trace_file() {
+  Workload w;
+  w.name = "trace/file";
+  w.unit = "items/s";
+  w.target = 0;
+  w.raw_target = 0.5;
+  w.higher_is_better = true;
+  w.iterations = 200000;
+  w.python_iterations = 0;
+  w.mpx = mpx_queue_throughput_traced;
+  w.raw = mpx_queue_throughput;
+  w.raw_label = "not a raw floor: mpx queue/1to1 with tracing off, measured in this run (target: half of it)";
+  w.note = "trace/file: queue/1to1 with MPX_TRACE-style tracing on to a file sink. Tracing compiled in but off vs a "
+           "-Dtracing=false build (target >= 97%) needs two builds: tools/trace-overhead.sh compares them";
+// ---- shared memory: Value.fetch_add and the locked increment, 2 processes ----
+
+// Both children wait at the barrier with the parent, so the clock starts when all three are there.
+void shared_fetch_add(mpx::Barrier start, mpx::Value<long> v, int n) {
+  start.wait();
+  for (int i = 0; i < n; ++i) v.fetch_add(1);
+}
+
+void shared_locked_add(mpx::Barrier start, mpx::Value<long> v, int n) {
+  start.wait();
+  for (int i = 0; i < n; ++i) {
+    std::scoped_lock guard(v.get_lock());  // Python's `with v.get_lock(): v.value += 1`
+    v.set(v.value() + 1);
+  }
+}
+
+// Increments per second, all processes together: n per process, 2 processes.
+template <void (*Child)(mpx::Barrier, mpx::Value<long>, int)>
+double mpx_shared_ops(int n) {
+  mpx::Value<long> v(0);
+  mpx::Barrier start(3);
+  mpx::Process a(Child, start, v, n), b(Child, start, v, n);
+  a.start();
+  b.start();
+  start.wait();
+  const auto t0 = Clock::now();
+  a.join();
+  b.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (v.value() != 2L * n) throw std::runtime_error("shared: increments were lost");
+  return 2.0 * n / seconds;
+}
+
+// The floors: two forked processes on an anonymous MAP_SHARED page, started by a spinning flag.
+struct RawShared {
+  std::atomic<long> counter{0};
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  pthread_mutex_t mutex;
+};
+
+template <class Body>
+double raw_shared_ops(int n, Body body) {
+  void* page = ::mmap(nullptr, sizeof(RawShared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) throw std::runtime_error("mmap failed");
+  auto* shared = new (page) RawShared;
+  pthread_mutexattr_t attr;
+  ::pthread_mutexattr_init(&attr);
+  ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  ::pthread_mutex_init(&shared->mutex, &attr);
+  pid_t pids[2];
+  for (auto& pid : pids) {
+    pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+      shared->ready.fetch_add(1);
+      while (!shared->go.load()) {
+      }
+      for (int i = 0; i < n; ++i) body(*shared);
+      _exit(0);
+    }
+  }
+  while (shared->ready.load() < 2) {
+  }
+  const auto t0 = Clock::now();
+  shared->go.store(true);
+  for (pid_t pid : pids) ::waitpid(pid, nullptr, 0);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  ::munmap(page, sizeof(RawShared));
+  return 2.0 * n / seconds;
+}
+
+const char* python_locked_increment =
+    "v = multiprocessing.Value('q', 0)\n"
+    "start = multiprocessing.Barrier(3)\n"
+    "ps = [multiprocessing.Process(target=_shared_locked_add, args=(start, v, n)) for _ in range(2)]\n"
+    "for p in ps:\n"
+    "    p.start()\n"
+    "start.wait()\n"
+    "t0 = time.perf_counter()\n"
+    "for p in ps:\n"
+    "    p.join()\n"
+    "return 2 * n / (time.perf_counter() - t0)\n";
+
+Workload shared_fetch_add_workload() {
+  Workload w;
+  w.name = "shared/fetch_add";
+  w.unit = "ops/s";
+  w.target = 100.0;
+  w.raw_target = 0.5;
+  w.higher_is_better = true;
+  w.iterations = 5000000;
+  w.python_iterations = 200000;
+  w.mpx = mpx_shared_ops<shared_fetch_add>;
+  w.python = python_locked_increment;  // Python has no atomic increment: its right way is the lock
+  w.raw = [](int n) { return raw_shared_ops(n, [](RawShared& s) { s.counter.fetch_add(1); }); };
+  w.raw_label = "std::atomic<long>::fetch_add on a MAP_SHARED page, 2 forked processes";
+  w.note = "shared/fetch_add: 2 processes incrementing one Value<long> (n each); Python: `with v.get_lock(): "
+           "v.value += 1`, its only correct increment";
+  return w;
+}
+
+Workload shared_locked_workload() {
+  Workload w;
+  w.name = "shared/locked";
+  w.unit = "ops/s";
+  w.target = 20.0;
+  w.higher_is_better = true;
+  w.iterations = 1000000;
+  w.python_iterations = 200000;
+  w.mpx = mpx_shared_ops<shared_locked_add>;
+  w.python = python_locked_increment;
+  w.raw = [](int n) {
+    return raw_shared_ops(n, [](RawShared& s) {
+      ::pthread_mutex_lock(&s.mutex);
+      s.counter.store(s.counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      ::pthread_mutex_unlock(&s.mutex);
+    });
+  };
+  w.raw_label = "a plain (not robust, not recursive) process-shared pthread mutex, 2 forked processes";
+  w.note = "shared/locked: 2 processes doing `scoped_lock(v.get_lock()); v.set(v.value() + 1)` (n each) on a "
+           "Value<long>, against Python's `with v.get_lock(): v.value += 1`";
   return w;
 }
 
@@ -658,6 +831,9 @@ std::vector<Workload> workloads() {
       lock_uncontended(),
       event_wakeup(),
       manager_dict(),
+      trace_file(),
+      shared_fetch_add_workload(),
+      shared_locked_workload(),
       queue_memory(),  // last: it leaves this process's heap grown
   };
 }
@@ -719,11 +895,15 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "    for i in range(n):\n"
       "        conn.send(i)\n"
       "\n"
-      "def _event_echo(e1, e2, count):\n"
+      "def _event_waiter(go, woke, count):\n"
       "    for _ in range(count):\n"
-      "        e1.wait()\n"
-      "        e1.clear()\n"
-      "        e2.set()\n"
+      "        go.wait()\n"
+      "        t = time.monotonic_ns()\n"
+      "        go.clear()\n"
+      "        woke.put(t)\n"
+      "\n"
+      "def _summary(samples):\n"
+      "    return statistics." + std::string(use_median ? "median" : "fmean") + "(samples)\n"
       "\n"
       "def _measure_ms(n, once):\n"
       "    once()\n"
@@ -732,7 +912,13 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "        t0 = time.perf_counter()\n"
       "        once()\n"
       "        times.append((time.perf_counter() - t0) * 1000.0)\n"
-      "    return statistics." + std::string(use_median ? "median" : "fmean") + "(times)\n";
+      "    return _summary(times)\n"
+      "\n"
+      "def _shared_locked_add(start, v, n):\n"
+      "    start.wait()\n"
+      "    for _ in range(n):\n"
+      "        with v.get_lock():\n"
+      "            v.value += 1\n";
   for (std::size_t i = 0; i < list.size(); ++i)
     script += "\ndef _w" + std::to_string(i) + "(n):\n" + indent(list[i]->python);
   script += "\nif __name__ == '__main__':\n    _results = {}\n";

@@ -65,6 +65,15 @@ void check_order(mpx::Connection conn, int count) {
   conn.send(in_order);
 }
 
+// Receives `count` numbers that should run from `first`, and answers how many did.
+void check_order_from(mpx::Connection conn, int first, int count) {
+  int in_order = 0;
+  for (int i = 0; i < count; ++i) {
+    if (conn.recv<int>() == first + i) ++in_order;
+  }
+  conn.send(in_order);
+}
+
 void send_after(mpx::Connection conn, int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   conn.send(std::string("late"));
@@ -517,4 +526,27 @@ TEST_CASE("Listener without a key, a big message, and recv_bytes maxlength on a 
   client.close();
   CHECK(server.poll(30s));
   CHECK_THROWS_AS(server.recv_bytes(), mpx::EOFError);
+}
+
+TEST_CASE("messages a reader took in a batch but has not read go on with the end, in order", "[pipe]") {
+  constexpr int count = 200;  // more than one batch
+  auto [a, b] = mpx::Pipe();
+  for (int i = 0; i < count; ++i) b.send(i);
+  CHECK(a.recv<int>() == 0);  // takes a batch; the rest of it waits in this process
+  CHECK(a.poll());
+
+  // Handing the end to another process gives the unread part back first: the child reads 1..199, nothing lost.
+  mpx::Process reader(helper(), check_order_from, a, 1, count - 1);
+  reader.start();
+  CHECK(b.recv<int>() == count - 1);
+  reader.join();
+  CHECK(reader.exitcode() == 0);
+
+  // A readiness mirror (fileno) sees what a batch took: the descriptor is readable while unread messages remain.
+  auto [c, d] = mpx::Pipe();
+  for (int i = 0; i < 10; ++i) d.send(i);
+  CHECK(c.recv<int>() == 0);
+  CHECK(readable_fd(c.fileno(), 10'000));
+  for (int i = 1; i < 10; ++i) CHECK(c.recv<int>() == i);
+  CHECK_FALSE(c.poll());
 }

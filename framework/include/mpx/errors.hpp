@@ -105,12 +105,6 @@ class KeyError : public Error {
   using Error::Error;
 };
 
-// A Manager's list index is out of range (Python: IndexError).
-class IndexError : public Error {
- public:
-  using Error::Error;
-};
-
 // A Manager Namespace has no such attribute (Python: AttributeError).
 class AttributeError : public Error {
  public:
@@ -119,6 +113,28 @@ class AttributeError : public Error {
 
 // An operation was applied to a value of the wrong type, e.g. append to a number (Python: TypeError).
 class TypeError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace mpx
+
+namespace mpx {
+
+// A shared memory segment name is taken (Python: FileExistsError from SharedMemory(name, create=True)).
+class FileExistsError : public Error {
+ public:
+  using Error::Error;
+};
+
+// No shared memory segment has that name (Python: FileNotFoundError from SharedMemory(name)).
+class FileNotFoundError : public Error {
+ public:
+  using Error::Error;
+};
+
+// An index outside an Array, or outside a Manager's list (Python: IndexError).
+class IndexError : public Error {
  public:
   using Error::Error;
 };

@@ -9,4 +9,6 @@
 #include <mpx/pipe.hpp>
 #include <mpx/process.hpp>
 #include <mpx/queue.hpp>
+#include <mpx/shared.hpp>
 #include <mpx/sync.hpp>
+#include <mpx/trace.hpp>

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -41,6 +42,9 @@ struct ConnectionState {
   bool gone = false;         // the coordinator no longer has the pipe: every operation is EOF
   bool handed_over = false;  // encoded for another process since this process last used it
   std::shared_ptr<Readiness> readiness;
+  // Messages a batched recv took from the coordinator and this process has not read yet. Only filled while no
+  // readiness mirror exists (the mirror would not see them); given back before the end leaves this process.
+  std::deque<std::string> unread;
 
   // Direct socket
   int fd = -1;

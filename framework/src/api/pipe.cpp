@@ -27,6 +27,7 @@ void ConnectionState::refresh_after_fork() {
   owner = ::getpid();
   handed_over = false;
   readiness.reset();  // the parent's mirror: dropping this copy only closes the child's copy of its eventfd
+  unread.clear();     // the parent took these messages; it reads them
 }
 
 }  // namespace detail
@@ -66,18 +67,49 @@ zmq::message_t frame_of(std::string message) {
       owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
 }
 
-// One pipe_recv; the reply's state is merged into this process's readiness mirror.
+// How many messages one pipe_recv may take while nothing mirrors the end's readiness: each is a frame of the reply,
+// after the state frame. (A pipe_unread gives back at most one fewer, also under the limit.)
+constexpr std::uint32_t recv_batch = wire::max_body_frames - 1;
+
+std::string text_of(const zmq::message_t& frame) {
+  return std::string(static_cast<const char*>(frame.data()), frame.size());
+}
+
+// The next message: one taken earlier in a batch, or a pipe_recv. Without a readiness mirror (fileno() was never
+// called here) the reply may carry a batch, which turns a stream of messages into one round trip per batch. The
+// reply's state is merged into this process's readiness mirror.
 std::string pipe_recv(ConnectionState& s) {
+  if (!s.unread.empty()) {
+    std::string message = std::move(s.unread.front());
+    s.unread.pop_front();
+    return message;
+  }
   if (s.gone) raise_gone(s);
   s.handed_over = false;
-  auto reply = detail::call(wire::make(wire::Kind::pipe_recv, s.end, 0, std::make_tuple(std::int64_t{-1})), -1);
-  if (reply.body.size() != 2) throw ProtocolError("mpx: a pipe_recv reply without its message");
+  const std::uint32_t max_items = s.readiness ? 1 : recv_batch;
+  auto reply =
+      detail::call(wire::make(wire::Kind::pipe_recv, s.end, 0, std::make_tuple(std::int64_t{-1}, max_items)), -1);
+  if (reply.body.size() < 2 || reply.body.size() > 1 + max_items) {
+    throw ProtocolError("mpx: a pipe_recv reply with " + std::to_string(reply.body.size() - 1) + " messages");
+  }
   auto [ready, version] = reply.body_as<std::tuple<bool, std::uint64_t>>();
   detail::merge_readiness(s.end, ready, version);
-  return std::string(static_cast<const char*>(reply.body[1].data()), reply.body[1].size());
+  for (std::size_t i = 2; i < reply.body.size(); ++i) s.unread.push_back(text_of(reply.body[i]));
+  return text_of(reply.body[1]);
+}
+
+// Gives the messages taken but not read back to the coordinator, so that whoever reads the end next (another process,
+// or this one through a readiness mirror) sees them first.
+void give_back_unread(ConnectionState& s) {
+  if (s.unread.empty() || s.gone) return;
+  auto e = wire::make(wire::Kind::pipe_unread, s.end, 0, Object{});
+  for (auto& message : s.unread) e.body.emplace_back(message.data(), message.size());
+  s.unread.clear();
+  (void)detail::call(std::move(e), 0);
 }
 
 bool pipe_poll(ConnectionState& s, std::int64_t wait) {
+  if (!s.unread.empty()) return true;
   if (s.gone) return true;
   s.handed_over = false;
   try {
@@ -127,6 +159,7 @@ ObjectRef Connection::hand_over() const {
         "mpx: a direct connection (from Listener::accept or Client) is a socket of this process and cannot be passed "
         "to another process; under the fork start method, capture it in a closure instead");
   }
+  give_back_unread(s);
   s.handed_over = true;
   return ref_;
 }
@@ -191,6 +224,7 @@ void Connection::close() {
   if (s.closed) return;
   s.closed = true;
   s.readiness.reset();
+  s.unread.clear();  // closing discards what was not read, as closing an OS pipe does
   if (s.kind == ConnectionState::Kind::socket) {
     if (s.fd >= 0) ::close(s.fd);
     s.fd = -1;
@@ -209,7 +243,10 @@ int Connection::fileno() {
   auto& s = use(state_);
   check_open(s);
   if (s.kind == ConnectionState::Kind::socket) return s.fd;
-  if (!s.readiness) s.readiness = s.gone ? detail::always_ready() : detail::watch_end(s.end);
+  if (!s.readiness) {
+    give_back_unread(s);  // the mirror reflects the coordinator's inbox, so nothing may wait here unseen
+    s.readiness = s.gone ? detail::always_ready() : detail::watch_end(s.end);
+  }
   return s.readiness->fd;
 }
 

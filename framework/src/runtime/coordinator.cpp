@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "trace/bus.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::runtime {
@@ -64,6 +65,7 @@ CoordinatorStats Coordinator::stats() const noexcept {
 }
 
 void Coordinator::reply(const Peer& peer, wire::Envelope& reply) {
+  MPX_TRACE_RECORD(trace::Direction::out, reply, trace::coordinator_actor, peer.actor);
   // A ROUTER drops a message to a peer that is gone or full: a dead waiter can never block the coordinator.
   wire::send(router_, reply, 0, &peer.routing, true);
 }
@@ -125,6 +127,10 @@ void Coordinator::run() {
         }
         if (!request) break;
         peer.actor = request->header.sender;
+        // A hello is recorded once its actor is known (handle_runtime), so the trace names it from its first message.
+        if (request->header.kind != wire::Kind::hello) {
+          MPX_TRACE_RECORD(trace::Direction::in, *request, peer.actor, trace::coordinator_actor);
+        }
         dispatch(peer, *request);
       }
     }
@@ -169,6 +175,8 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
       (void)name;
       if (pid <= 0) throw ProtocolError("mpx: hello with pid " + std::to_string(pid));
       watch(static_cast<pid_t>(pid));
+      MPX_TRACE_ACTOR(static_cast<std::uint64_t>(pid), pid, name);
+      MPX_TRACE_RECORD(trace::Direction::in, request, peer.actor, trace::coordinator_actor);
       return;  // no reply: hello is posted, not requested
     }
     case wire::Kind::ping: {

@@ -18,6 +18,7 @@
 #include "runtime/channel.hpp"
 #include "runtime/coordinator.hpp"
 #include "runtime/launcher.hpp"
+#include "trace/bus.hpp"
 
 namespace mpx::runtime {
 
@@ -216,6 +217,8 @@ void shutdown_root() {
     std::lock_guard lock(coordinator_mutex);
     if (the_coordinator) the_coordinator->stop();
   }
+  // After the coordinator's last message: a program that exits with tracing on still gets a complete trace.
+  trace::stop();
   if (st.zygote_pid > 0) {
     ::kill(st.zygote_pid, SIGKILL);
     ::waitpid(st.zygote_pid, nullptr, 0);

@@ -12,6 +12,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "shm/segment.hpp"
+
 namespace mpx::runtime {
 
 namespace fs = std::filesystem;
@@ -52,6 +54,8 @@ int remove_dead_sessions(const std::string& parent) {
     struct stat st {};
     if (::lstat(entry.path().c_str(), &st) != 0 || st.st_uid != ::geteuid()) continue;
     if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    // Its shared memory segments go with it: the ones named after it, and the user-named ones its manifest lists.
+    shm::remove_session_segments(name.substr(4), entry.path().string());
     std::error_code rm;
     fs::remove_all(entry.path(), rm);
     if (!rm) ++removed;
@@ -62,6 +66,7 @@ int remove_dead_sessions(const std::string& parent) {
 Session create_session() {
   const std::string parent = session_parent_directory();
   remove_dead_sessions(parent);
+  shm::remove_dead_segments();  // also those of dead sessions whose directory was elsewhere ($TMPDIR differed)
   Session s;
   s.id = std::to_string(::getpid()) + "-" + random_hex();
   s.directory = parent + "/mpx-" + s.id;
@@ -75,6 +80,7 @@ Session create_session() {
 
 void remove_session(const Session& session) {
   if (session.directory.empty()) return;
+  shm::remove_session_segments(session.id, session.directory);
   std::error_code ec;
   fs::remove_all(session.directory, ec);
 }

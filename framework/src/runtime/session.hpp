@@ -17,11 +17,12 @@ struct Session {
 // Creates the session directory under $TMPDIR (or /tmp when $TMPDIR is unset or too long for a socket path) and
 // first removes directories left by sessions whose root process is dead.
 Session create_session();
-// Removes the session directory and everything in it.
+// Removes the session directory and everything in it, and unlinks the session's shared memory segments.
 void remove_session(const Session& session);
 // The directory that holds session directories ($TMPDIR if usable, else /tmp).
 std::string session_parent_directory();
-// Removes mpx-<pid>-* directories whose pid no longer exists; returns how many were removed.
+// Removes mpx-<pid>-* directories whose pid no longer exists, with their shared memory segments; returns how many
+// directories were removed.
 int remove_dead_sessions(const std::string& parent);
 
 }  // namespace mpx::runtime

@@ -4,6 +4,7 @@
 // An end is ready when a message waits in its inbox or the other end has no holder (recv would raise EOFError at
 // once). Every change of readiness bumps the end's version and is pushed to its subscribers; replies to recv and
 // poll carry the same (ready, version) pair, so a process can merge both sources without losing an update.
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <csignal>
@@ -18,6 +19,9 @@
 namespace mpx::services {
 
 namespace {
+
+// A batch of received messages stops growing past this many bytes (it always holds at least one message).
+constexpr std::size_t recv_batch_bytes = 1 << 20;
 
 struct Subscriber {
   std::uint64_t actor = 0;
@@ -56,6 +60,7 @@ class PipeService {
     coordinator_.handle(K::pipe_poll, [this](auto& peer, auto& req) { poll(peer, req); });
     coordinator_.handle(K::pipe_close, [this](auto& peer, auto& req) { close(peer, req); });
     coordinator_.handle(K::pipe_watch, [this](auto& peer, auto& req) { watch(peer, req); });
+    coordinator_.handle(K::pipe_unread, [this](auto& peer, auto& req) { unread(peer, req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
   }
 
@@ -201,7 +206,9 @@ class PipeService {
   }
 
   void recv(Coordinator::Peer& peer, wire::Envelope& req) {
-    auto [wait] = req.body_as<std::tuple<std::int64_t>>();
+    auto [wait, max_items] = req.body_as<std::tuple<std::int64_t, std::uint32_t>>();
+    if (max_items == 0) throw ProtocolError("mpx: a pipe_recv asks for at least one message");
+    max_items = std::min<std::uint32_t>(max_items, wire::max_body_frames - 1);  // each message is a reply frame
     auto at = locate(req.header.object);
     if (!at) return reply_gone(peer, req.header);
     End& e = at->self();
@@ -211,11 +218,17 @@ class PipeService {
     }
     set_holder(*at, req.header.sender);
     if (!e.inbox.empty()) {
-      std::string message = std::move(e.inbox.front());
-      e.inbox.pop_front();
+      // A batch, oldest first: the end has one reader, so what it takes early is still read in order, by it alone.
+      std::vector<std::string> batch;
+      std::size_t bytes = 0;
+      while (!e.inbox.empty() && batch.size() < max_items && (batch.empty() || bytes < recv_batch_bytes)) {
+        bytes += e.inbox.front().size();
+        batch.push_back(std::move(e.inbox.front()));
+        e.inbox.pop_front();
+      }
       refresh(*at);
       auto r = wire::make_reply(req.header, wire::Kind::ok, state_body(e));
-      r.body.emplace_back(message.data(), message.size());
+      for (auto& message : batch) r.body.emplace_back(message.data(), message.size());
       coordinator_.reply(peer, r);
       return;
     }
@@ -233,6 +246,21 @@ class PipeService {
          [this](Waiter& w) {
            answer_error(coordinator_, w, wire::ErrorCode::timeout, "mpx: no message arrived before the timeout");
          });
+  }
+
+  // A reader gives back messages it took in a batch but did not read (it hands its end to another process, or starts
+  // mirroring readiness): they go back to the front of the inbox, in order.
+  void unread(Coordinator::Peer& peer, wire::Envelope& req) {
+    if (req.body.size() < 2) throw ProtocolError("mpx: a pipe_unread carries [nil] and at least one message frame");
+    auto at = locate(req.header.object);
+    if (!at) return reply_gone(peer, req.header);
+    End& e = at->self();
+    if (!e.readable) throw ProtocolError("mpx: pipe end " + std::to_string(req.header.object) + " is write-only");
+    for (std::size_t i = req.body.size() - 1; i >= 1; --i) {
+      e.inbox.emplace_front(static_cast<const char*>(req.body[i].data()), req.body[i].size());
+    }
+    refresh(*at);
+    ok(peer, req.header, encode(Object{}));
   }
 
   // Allowed on write-only ends too (ready once the reader is gone): wait() uses it; Connection::poll() refuses them.

@@ -15,6 +15,7 @@
 
 #include "services/services.hpp"
 #include "services/waiters.hpp"
+#include "trace/bus.hpp"
 
 namespace mpx::services {
 
@@ -59,17 +60,27 @@ class QueueService {
   void install() {
     using K = wire::Kind;
     coordinator_.handle(K::queue_create, [this](auto& peer, auto& req) { create(peer, req); });
-    coordinator_.handle(K::queue_put, [this](auto& peer, auto& req) { put(peer, req, false); });
-    coordinator_.handle(K::queue_put_posted, [this](auto& peer, auto& req) { put(peer, req, true); });
-    coordinator_.handle(K::queue_get, [this](auto& peer, auto& req) { get(peer, req); });
+    coordinator_.handle(K::queue_put, [this](auto& peer, auto& req) { put(peer, req, false); trace_depth(req); });
+    coordinator_.handle(K::queue_put_posted, [this](auto& peer, auto& req) { put(peer, req, true); trace_depth(req); });
+    coordinator_.handle(K::queue_get, [this](auto& peer, auto& req) { get(peer, req); trace_depth(req); });
     coordinator_.handle(K::queue_size, [this](auto& peer, auto& req) { size(peer, req); });
-    coordinator_.handle(K::queue_release, [this](auto& peer, auto& req) { release(peer, req); });
+    coordinator_.handle(K::queue_release, [this](auto& peer, auto& req) { release(peer, req); trace_depth(req); });
     coordinator_.handle(K::queue_task_done, [this](auto& peer, auto& req) { task_done(peer, req); });
     coordinator_.handle(K::queue_join, [this](auto& peer, auto& req) { join(peer, req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
   }
 
  private:
+  // The queue's depth after a change, sampled into the trace for `mpx-trace stats` (queue depth over time).
+  void trace_depth([[maybe_unused]] const wire::Envelope& req) {
+#if MPX_TRACING
+    if (!trace::on()) return;
+    if (auto it = queues_.find(req.header.object); it != queues_.end()) {
+      trace::gauge(req.header.object, "depth", static_cast<std::int64_t>(it->second->size()));
+    }
+#endif
+  }
+
   QueueState& find(const wire::Envelope& req) {
     auto it = queues_.find(req.header.object);
     if (it == queues_.end()) throw ProtocolError("mpx: no queue with id " + std::to_string(req.header.object));

@@ -12,5 +12,10 @@ void install_all(runtime::Coordinator& coordinator);
 void install_queues(runtime::Coordinator& coordinator);
 void install_sync(runtime::Coordinator& coordinator);
 void install_pipes(runtime::Coordinator& coordinator);
+void install_trace(runtime::Coordinator& coordinator);
+
+// Kinds whose body is nil: anything else is malformed (throws ProtocolError).
+void expect_nil(const wire::Envelope& request);
+void install_shm(runtime::Coordinator& coordinator);
 
 }  // namespace mpx::services

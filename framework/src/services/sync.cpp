@@ -100,13 +100,6 @@ auto& find_in(Map& map, const wire::Envelope& req, std::string_view type) {
   return *it->second;
 }
 
-// Kinds whose body is nil: anything else is malformed.
-void expect_nil(const wire::Envelope& req) {
-  if (req.body.size() != 1 || !req.body_as<Object>().is_none()) {
-    throw ProtocolError("mpx: '" + std::string(wire::kind_name(req.header.kind)) + "' takes a nil body");
-  }
-}
-
 void expect_one_frame(const wire::Envelope& req) {
   if (req.body.size() != 1) {
     throw ProtocolError("mpx: '" + std::string(wire::kind_name(req.header.kind)) + "' takes one body frame");

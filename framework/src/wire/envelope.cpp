@@ -7,7 +7,6 @@ namespace mpx::wire {
 namespace {
 constexpr std::size_t header_fields = 7;
 constexpr std::size_t max_header_bytes = 64;
-constexpr std::size_t max_body_frames = 64;
 
 // A lookup table built from known_kinds, so that checking a kind costs one load.
 struct KindTable {

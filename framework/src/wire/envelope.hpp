@@ -19,6 +19,8 @@
 namespace mpx::wire {
 
 inline constexpr std::uint8_t protocol_version = 1;
+// A message with more body frames than this is malformed; batches must fit under it.
+inline constexpr std::size_t max_body_frames = 64;
 
 enum class Flag : std::uint32_t {
   none = 0,

@@ -61,7 +61,7 @@ enum class Kind : std::uint16_t {
   pipe_create = 70,  // [duplex] -> ok [end0 id, end1 id]   (the sender holds both ends)
   pipe_attach = 71,  // nil -> ok [readable, writable] | error eof   (the sender becomes the holder)
   pipe_send = 72,    // [nil] + message frame (posted; no reply, errors are counted)
-  pipe_recv = 73,    // [timeout_ms] -> ok [ready, version] + message frame | error eof | error timeout | error value
+  pipe_recv = 73,    // [timeout_ms, max_items] -> ok [ready, version] + 1..max_items message frames | error eof | timeout | value
   pipe_poll = 74,    // [timeout_ms] -> ok [ready, version] | error eof (the pipe is gone)
   pipe_close = 75,   // nil (posted): the holder releases the end
   pipe_watch = 76,   // nil -> ok [ready, version], then pipe_ready pushes to the same socket | error eof
@@ -77,6 +77,24 @@ enum class Kind : std::uint16_t {
   manager_release = 136,    // nil -> ok nil: the object is destroyed
   manager_shutdown = 137,   // nil (posted): the manager stops serving
   manager_info = 138,       // nil -> ok [direct stream address or ""]
+  pipe_unread = 78,  // [nil] + message frames -> ok nil: a reader gives back messages it took but did not read
+
+  // tracing (services/trace.cpp); switches the coordinator's trace bus at run time
+  trace_enable = 180,   // [spec] (MPX_TRACE syntax) -> ok [pub endpoint or ""] | error value | error internal
+  trace_disable = 181,  // nil -> ok [recorded, dropped, pub_dropped]
+  trace_status = 182,   // nil -> ok [on, spec, pub endpoint, recorded, dropped, pub_dropped]
+
+  // shared memory (services/shm.cpp); the object is a segment's id
+  shm_create = 120,      // [name or nil, size, cells, lock, track] -> ok [id, name, size, token, host] | error file_exists
+  shm_attach = 121,      // [name] -> ok [id, size] | error file_not_found   (remote mode: the coordinator maps it)
+  shm_read = 122,        // [offset, length] -> ok nil + one frame of bytes
+  shm_write = 123,       // [offset] + one frame of bytes -> ok nil
+  shm_atomic = 124,      // [op, offset, width, a, b] -> ok [old, succeeded]   (op 1: fetch_add, 2: compare_exchange)
+  shm_lock = 125,        // [timeout_ms] -> ok [acquired, previous_owner_died]
+  shm_unlock = 126,      // nil -> ok nil | error not_owner
+  shm_unlink = 127,      // [name] -> ok [existed]: forget the record, unlink the segment if it is still there
+  shm_agent_done = 128,  // [ticket] (posted by the coordinator's own lock agents; no reply)
+  shm_list = 129,        // nil -> ok [[name...]]: the segments this session will unlink when it ends
 };
 
 struct KindInfo {
@@ -144,6 +162,20 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::manager_release, "manager_release"},
     {Kind::manager_shutdown, "manager_shutdown"},
     {Kind::manager_info, "manager_info"},
+    {Kind::pipe_unread, "pipe_unread"},
+    {Kind::trace_enable, "trace_enable"},
+    {Kind::trace_disable, "trace_disable"},
+    {Kind::trace_status, "trace_status"},
+    {Kind::shm_create, "shm_create"},
+    {Kind::shm_attach, "shm_attach"},
+    {Kind::shm_read, "shm_read"},
+    {Kind::shm_write, "shm_write"},
+    {Kind::shm_atomic, "shm_atomic"},
+    {Kind::shm_lock, "shm_lock"},
+    {Kind::shm_unlock, "shm_unlock"},
+    {Kind::shm_unlink, "shm_unlink"},
+    {Kind::shm_agent_done, "shm_agent_done"},
+    {Kind::shm_list, "shm_list"},
 };
 
 bool is_known(std::uint16_t kind) noexcept;
@@ -162,6 +194,8 @@ enum class ErrorCode : std::uint16_t {
   not_owner = 10,      // releasing what this process does not hold
   broken = 11,         // mpx::BrokenBarrierError
   eof = 12,            // mpx::EOFError
+  file_exists = 120,     // shared memory: mpx::FileExistsError
+  file_not_found = 121,  // shared memory: mpx::FileNotFoundError
   // manager (130-139)
   key = 130,            // mpx::KeyError
   index = 131,          // mpx::IndexError

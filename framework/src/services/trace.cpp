@@ -1,0 +1,65 @@
+// Trace control: switches the coordinator's trace bus from another process (mpx-trace on/off/status, or
+// mpx::trace::enable in a worker), and applies MPX_TRACE when the coordinator starts.
+#include <cstdio>
+#include <cstdlib>
+
+#include <mpx/errors.hpp>
+#include <mpx/trace.hpp>
+
+#include "services/services.hpp"
+#include "trace/bus.hpp"
+
+namespace mpx::services {
+
+namespace {
+
+using runtime::Coordinator;
+
+void ok(Coordinator& coordinator, Coordinator::Peer& peer, const wire::Header& h, std::string body) {
+  auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
+  coordinator.reply(peer, r);
+}
+
+}  // namespace
+
+void install_trace(Coordinator& coordinator) {
+  using K = wire::Kind;
+  coordinator.handle(K::trace_enable, [&coordinator](Coordinator::Peer& peer, wire::Envelope& req) {
+    auto [spec] = req.body_as<std::tuple<std::string>>();
+    if (req.body.size() != 1) throw ProtocolError("mpx: 'trace_enable' takes one body frame");
+    try {
+      if (!trace::compiled_in()) throw ValueError("mpx: tracing is compiled out of this build (-Dtracing=false)");
+      trace::start(trace::Options::parse(spec));
+    } catch (const Error& e) {
+      // A bad spec or a sink that cannot open: the caller's mistake, and the bus is left off.
+      coordinator.reply_error(peer, req.header, wire::ErrorCode::value, e.what());
+      return;
+    }
+    ok(coordinator, peer, req.header, encode(std::make_tuple(trace::current_status().pub_endpoint)));
+  });
+  coordinator.handle(K::trace_disable, [&coordinator](Coordinator::Peer& peer, wire::Envelope& req) {
+    expect_nil(req);
+    trace::stop();
+    const auto s = trace::current_status();
+    ok(coordinator, peer, req.header, encode(std::make_tuple(s.recorded, s.dropped, s.pub_dropped)));
+  });
+  coordinator.handle(K::trace_status, [&coordinator](Coordinator::Peer& peer, wire::Envelope& req) {
+    expect_nil(req);
+    const auto s = trace::current_status();
+    ok(coordinator, peer, req.header,
+       encode(std::make_tuple(s.on, s.spec, s.pub_endpoint, s.recorded, s.dropped, s.pub_dropped)));
+  });
+
+  // MPX_TRACE applies to the coordinator's process only: workers inherit the variable but own no traced socket.
+  // A bad value is reported and ignored: throwing here would leave the session without a coordinator.
+  if (const char* spec = std::getenv("MPX_TRACE"); spec != nullptr && *spec != '\0') {
+    try {
+      if (!trace::compiled_in()) throw ValueError("mpx: this build has tracing compiled out (-Dtracing=false)");
+      trace::start(trace::Options::parse(spec));
+    } catch (const Error& e) {
+      std::fprintf(stderr, "mpx: ignoring MPX_TRACE=%s: %s\n", spec, e.what());
+    }
+  }
+}
+
+}  // namespace mpx::services

@@ -1,0 +1,408 @@
+#include "trace/bus.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <time.h>
+#include <unistd.h>
+#include <msgpack.hpp>
+#include <zmq.hpp>
+
+#include <mpx/errors.hpp>
+
+namespace mpx::trace {
+
+namespace detail {
+std::atomic<bool> active{false};
+}
+
+namespace {
+
+// Body frames larger than this are not copied on the traced thread; the record shows their size instead.
+constexpr std::size_t max_copied_frame = 64 * 1024;
+// How often the sink thread looks at PUB subscriptions and writes a drop count that changed.
+constexpr auto sink_tick = std::chrono::milliseconds(50);
+constexpr auto drops_interval = std::chrono::seconds(1);
+
+// What the traced thread queues: raw fields only; naming and encoding happen on the sink thread.
+struct Pending {
+  enum class Type : std::uint8_t { message, gauge } type = Type::message;
+  std::uint64_t ts_ns = 0;
+  Direction direction = Direction::in;
+  std::uint64_t from = 0, to = 0;
+  std::uint16_t kind = 0;
+  std::uint64_t object = 0;
+  std::uint64_t correlation = 0;
+  std::uint64_t size = 0;
+  bool has_body = false;
+  std::vector<std::string> frames;  // copied body frames (bodies on only)
+  std::string_view gauge_name;      // a literal
+  std::int64_t value = 0;
+};
+
+std::uint64_t now_ns() noexcept { return wire::monotonic_ns(); }
+
+std::int64_t wall_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::string_view service_of(std::uint16_t kind) noexcept {
+  if (kind >= 20 && kind < 40) return "queue";
+  if (kind >= 40 && kind < 45) return "lock";
+  if (kind >= 45 && kind < 50) return "semaphore";
+  if (kind >= 50 && kind < 55) return "event";
+  if (kind >= 55 && kind < 60) return "condition";
+  if (kind >= 60 && kind < 70) return "barrier";
+  if (kind >= 70 && kind < 90) return "pipe";
+  if (kind >= 90 && kind < 120) return "pool";
+  if (kind >= 120 && kind < 130) return "shm";
+  if (kind >= 130 && kind < 160) return "manager";
+  if (kind >= 160 && kind < 180) return "topology";
+  if (kind >= 180 && kind < 200) return "trace";
+  return {};
+}
+
+class Bus {
+ public:
+  void start(const Options& options) {
+    stop();
+    std::FILE* file = nullptr;
+    if (!options.file.empty()) {
+      file = std::fopen(options.file.c_str(), "wb");
+      if (!file) throw Error("mpx: cannot open trace file " + options.file + ": " + std::strerror(errno));
+    }
+    auto context = std::make_unique<zmq::context_t>(1);
+    std::optional<zmq::socket_t> pub;
+    std::string pub_endpoint;
+    if (!options.pub.empty()) {
+      try {
+        pub.emplace(*context, zmq::socket_type::xpub);
+        pub->set(zmq::sockopt::sndhwm, options.hwm);
+        pub->set(zmq::sockopt::xpub_verbose, 1);  // every subscriber's arrival, so each gets the actor table
+        // A plain PUB drops silently at the high-water mark; with nodrop a full subscriber makes a dontwait send fail
+        // instead, so the record is dropped here, where it is counted.
+        pub->set(zmq::sockopt::xpub_nodrop, 1);
+        pub->set(zmq::sockopt::linger, 200);      // a closing drop count still reaches live subscribers
+        pub->bind(options.pub);
+        pub_endpoint = pub->get(zmq::sockopt::last_endpoint);
+      } catch (const zmq::error_t& e) {
+        if (file) std::fclose(file);
+        throw Error("mpx: cannot bind trace endpoint " + options.pub + ": " + e.what());
+      }
+    }
+    std::lock_guard lock(mutex_);
+    options_ = options;
+    body_limit_.store(options.body, std::memory_order_relaxed);
+    spec_ = options.to_string();
+    pub_endpoint_ = pub_endpoint;
+    file_ = file;
+    context_ = std::move(context);
+    pub_ = std::move(pub);
+    queue_.clear();
+    recorded_ = 0;
+    dropped_.store(0);
+    pub_dropped_.store(0);
+    stopping_ = false;
+    running_ = true;
+    // The coordinator is an actor of its own in every trace.
+    actors_[coordinator_actor] = format::Actor{coordinator_actor, ::getpid(), "coordinator"};
+    header_actors_.clear();
+    for (const auto& [id, a] : actors_) header_actors_.push_back(a);
+    new_actors_.clear();
+    thread_ = std::thread([this] { sink(); });
+    detail::active.store(true, std::memory_order_relaxed);
+  }
+
+  void stop() {
+    detail::active.store(false, std::memory_order_relaxed);
+    {
+      std::lock_guard lock(mutex_);
+      if (!running_) return;
+      running_ = false;
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // The traced thread's whole cost when on: one lock, one push (or a drop), rarely a wake-up.
+  void push(Pending&& p) noexcept {
+    try {
+      std::unique_lock lock(mutex_);
+      if (!running_) return;
+      if (queue_.size() >= options_.queue) {
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      const bool was_empty = queue_.empty();
+      queue_.push_back(std::move(p));
+      ++recorded_;
+      lock.unlock();
+      // The sink drains the whole queue per wake-up, so only the first record of a batch needs to wake it.
+      if (was_empty) wake_.notify_one();
+    } catch (...) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);  // out of memory: a lost record, not a failed send
+    }
+  }
+
+  bool bodies() const noexcept { return body_limit_.load(std::memory_order_relaxed) > 0; }
+
+  void actor(std::uint64_t id, std::int64_t pid, std::string_view name) {
+    std::lock_guard lock(mutex_);
+    auto& a = actors_[id];
+    a = format::Actor{id, pid, std::string(name)};
+    if (running_) new_actors_.push_back(a);
+  }
+
+  void set_name(std::uint64_t id, std::string_view name) {
+    std::lock_guard lock(mutex_);
+    names_[id] = std::string(name);
+    ++names_version_;
+  }
+
+  Status status() {
+    std::lock_guard lock(mutex_);
+    Status s;
+    s.on = running_;
+    s.spec = running_ ? spec_ : std::string();
+    s.pub_endpoint = running_ ? pub_endpoint_ : std::string();
+    s.recorded = recorded_;
+    s.dropped = dropped_.load();
+    s.pub_dropped = pub_dropped_.load();
+    return s;
+  }
+
+ private:
+  void write(std::string_view payload, std::string& file_buffer) {
+    if (file_) format::append_framed(file_buffer, payload);
+    if (pub_) {
+      // Never wait for a subscriber: a full pipe loses this record for that subscriber, and it is counted.
+      if (!pub_->send(zmq::const_buffer(payload.data(), payload.size()), zmq::send_flags::dontwait)) {
+        pub_dropped_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+
+  std::string object_name(std::uint16_t kind, std::uint64_t id) {
+    if (id == 0) return {};
+    if (auto it = sink_names_.find(id); it != sink_names_.end()) return it->second;
+    auto name = default_object_name(kind, id);
+    // Replies carry `ok`, which names no service: remember the name a request gave the id (ids are session-unique).
+    if (!service_of(kind).empty()) sink_names_.emplace(id, name);
+    return name;
+  }
+
+  format::Message message_of(Pending& p) {
+    format::Message m;
+    m.ts_ns = p.ts_ns;
+    m.direction = p.direction;
+    m.from = p.from;
+    m.to = p.to;
+    m.kind = p.kind;
+    m.kind_name = std::string(wire::kind_name(static_cast<wire::Kind>(p.kind)));
+    m.object_id = p.object;
+    m.object = object_name(p.kind, p.object);
+    m.correlation = p.correlation;
+    m.size = p.size;
+    if (p.has_body) {
+      std::vector<std::string_view> views(p.frames.begin(), p.frames.end());
+      m.body = format::body_json(views, options_.body);
+    }
+    return m;
+  }
+
+  void sink() {
+    std::string file_buffer;
+    if (file_) {
+      format::FileHeader header;
+      header.wall_ns = wall_ns();
+      header.mono_ns = now_ns();
+      header.actors = header_actors_;
+      format::append_framed(file_buffer, format::encode(header));
+    }
+    std::deque<Pending> batch;
+    std::vector<format::Actor> actors;
+    std::uint64_t names_version = 0;
+    std::uint64_t last_drops = 0, last_pub_drops = 0;
+    auto last_drops_check = std::chrono::steady_clock::now();
+    auto last_flush = last_drops_check;
+    bool stopping = false;
+    while (!stopping) {
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait_for(lock, sink_tick, [this] { return !queue_.empty() || stopping_; });
+        batch.swap(queue_);
+        actors.swap(new_actors_);
+        stopping = stopping_;
+        if (names_version != names_version_) {
+          for (const auto& [id, name] : names_) sink_names_[id] = name;
+          names_version = names_version_;
+        }
+      }
+      for (const auto& a : actors) write(format::encode(a), file_buffer);
+      actors.clear();
+      if (pub_) answer_subscribers();
+      for (auto& p : batch) {
+        if (p.type == Pending::Type::gauge) {
+          write(format::encode(format::Gauge{p.ts_ns, object_name(0, p.object), std::string(p.gauge_name), p.value}),
+                file_buffer);
+        } else {
+          write(format::encode(message_of(p)), file_buffer);
+        }
+        if (file_buffer.size() >= (1u << 16)) flush(file_buffer, false);
+      }
+      batch.clear();
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_drops_check >= drops_interval || stopping) {
+        last_drops_check = now;
+        const auto d = dropped_.load(), pd = pub_dropped_.load();
+        // A periodic count only when it changed; the closing one always, so every trace ends with its total.
+        if (d != last_drops || pd != last_pub_drops || stopping) {
+          write(format::encode(format::Drops{now_ns(), d, pd}), file_buffer);
+          last_drops = d;
+          last_pub_drops = pd;
+        }
+      }
+      const bool tick_flush = now - last_flush >= drops_interval;
+      if (tick_flush) last_flush = now;
+      flush(file_buffer, tick_flush || stopping);
+    }
+    if (file_) std::fclose(file_);
+    file_ = nullptr;
+    pub_.reset();
+    context_.reset();
+  }
+
+  void flush(std::string& buffer, bool to_disk) {
+    if (!file_) return;
+    if (!buffer.empty()) {
+      if (std::fwrite(buffer.data(), 1, buffer.size(), file_) != buffer.size()) {
+        // A full disk: what did not fit is lost, and said so in the drop count.
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+      }
+      buffer.clear();
+    }
+    if (to_disk) std::fflush(file_);
+  }
+
+  // A new live subscriber gets the actor table, since it missed the actor records sent before it came.
+  void answer_subscribers() {
+    bool subscribed = false;
+    zmq::message_t m;
+    while (pub_->recv(m, zmq::recv_flags::dontwait)) {
+      if (m.size() > 0 && static_cast<const unsigned char*>(m.data())[0] == 1) subscribed = true;
+    }
+    if (!subscribed) return;
+    std::vector<format::Actor> all;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [id, a] : actors_) all.push_back(a);
+    }
+    for (const auto& a : all) {
+      if (!pub_->send(zmq::buffer(format::encode(a)), zmq::send_flags::dontwait)) {
+        pub_dropped_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  // Guarded by mutex_:
+  Options options_;
+  std::string spec_, pub_endpoint_;
+  std::deque<Pending> queue_;
+  std::uint64_t recorded_ = 0;
+  bool running_ = false;
+  bool stopping_ = false;
+  std::map<std::uint64_t, format::Actor> actors_;
+  std::vector<format::Actor> new_actors_;
+  std::unordered_map<std::uint64_t, std::string> names_;
+  std::uint64_t names_version_ = 0;
+  // Set by start(), then owned by the sink thread until it ends:
+  std::FILE* file_ = nullptr;
+  std::unique_ptr<zmq::context_t> context_;
+  std::optional<zmq::socket_t> pub_;
+  std::vector<format::Actor> header_actors_;
+  std::unordered_map<std::uint64_t, std::string> sink_names_;
+  std::thread thread_;
+
+  std::atomic<std::size_t> body_limit_{0};  // read by traced threads without the lock
+  std::atomic<std::uint64_t> dropped_{0};
+  std::atomic<std::uint64_t> pub_dropped_{0};
+};
+
+Bus& bus() {
+  static Bus* b = new Bus;  // never destroyed: a hook may run during static destruction
+  return *b;
+}
+
+}  // namespace
+
+std::string default_object_name(std::uint16_t kind, std::uint64_t object_id) {
+  if (object_id == 0) return {};
+  auto service = service_of(kind);
+  return std::string(service.empty() ? std::string_view("object") : service) + ":" + std::to_string(object_id);
+}
+
+void record(Direction direction, const wire::Envelope& envelope, std::uint64_t from, std::uint64_t to) noexcept {
+  auto& b = bus();
+  Pending p;
+  p.ts_ns = now_ns();
+  p.direction = direction;
+  p.from = from;
+  p.to = to;
+  p.kind = static_cast<std::uint16_t>(envelope.header.kind);
+  p.object = envelope.header.object;
+  p.correlation = envelope.header.correlation;
+  for (const auto& f : envelope.body) p.size += f.size();
+  if (b.bodies()) {
+    try {
+      p.has_body = true;
+      p.frames.reserve(envelope.body.size());
+      for (const auto& f : envelope.body) {
+        if (f.size() <= max_copied_frame) {
+          p.frames.emplace_back(static_cast<const char*>(f.data()), f.size());
+        } else {
+          // Too big to copy here: a msgpack string that says how big, which the sink shows as such.
+          msgpack::sbuffer note;
+          msgpack::pack(note, "<" + std::to_string(f.size()) + " bytes>");
+          p.frames.emplace_back(note.data(), note.size());
+        }
+      }
+    } catch (...) {
+      p.has_body = false;
+      p.frames.clear();
+    }
+  }
+  b.push(std::move(p));
+}
+
+void gauge(std::uint64_t object, std::string_view name, std::int64_t value) noexcept {
+  Pending p;
+  p.type = Pending::Type::gauge;
+  p.ts_ns = now_ns();
+  p.object = object;
+  p.gauge_name = name;
+  p.value = value;
+  bus().push(std::move(p));
+}
+
+void actor(std::uint64_t id, std::int64_t pid, std::string_view name) { bus().actor(id, pid, name); }
+
+void start(const Options& options) { bus().start(options); }
+void stop() { bus().stop(); }
+Status current_status() { return bus().status(); }
+void set_object_name(std::uint64_t object_id, std::string_view name) { bus().set_name(object_id, name); }
+
+}  // namespace mpx::trace
