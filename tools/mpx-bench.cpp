@@ -659,6 +659,9 @@ Workload manager_dict() {
   w.raw = [](int n) { return 2 * zmq_round_trip_us(n); };
   w.raw_label = "two ZeroMQ ROUTER <-> DEALER round trips over ipc between two processes (us)";
   w.note = "manager/dict: d['k'] = i then d['k'] on a manager dict, from the parent to its manager process";
+  return w;
+}
+
 // ---- tracing ----
 
 // queue/1to1 with the trace bus on, writing every message to a file sink. Its raw column is queue/1to1 with tracing
@@ -694,6 +697,9 @@ Workload trace_file() {
   w.raw_label = "not a raw floor: mpx queue/1to1 with tracing off, measured in this run (target: half of it)";
   w.note = "trace/file: queue/1to1 with MPX_TRACE-style tracing on to a file sink. Tracing compiled in but off vs a "
            "-Dtracing=false build (target >= 97%) needs two builds: tools/trace-overhead.sh compares them";
+  return w;
+}
+
 // ---- shared memory: Value.fetch_add and the locked increment, 2 processes ----
 
 // Both children wait at the barrier with the parent, so the clock starts when all three are there.
