@@ -621,6 +621,48 @@ Workload queue_memory() {
   return w;
 }
 
+// ---- manager ----
+
+double mpx_manager_dict_us(int n) {
+  mpx::Manager manager;
+  auto d = manager.dict();
+  std::int64_t i = 0;
+  const auto once = [&] {
+    d.set("k", i);
+    if (d.get("k").as_int() != i) throw std::runtime_error("manager dict: wrong value");
+    ++i;
+  };
+  for (int k = 0; k < round_trip_warmup; ++k) once();
+  return measure_ms(n, once) * 1000.0;
+}
+
+Workload manager_dict() {
+  Workload w;
+  w.name = "manager/dict";
+  w.unit = "us";
+  w.target = 3.0;
+  w.iterations = 20000;
+  w.python_iterations = 20000;
+  w.mpx = mpx_manager_dict_us;
+  w.python =
+      "m = multiprocessing.Manager()\n"
+      "d = m.dict()\n"
+      "for i in range(1000):\n"
+      "    d['k'] = i\n"
+      "    d['k']\n"
+      "t0 = time.perf_counter()\n"
+      "for i in range(n):\n"
+      "    d['k'] = i\n"
+      "    d['k']\n"
+      "us = (time.perf_counter() - t0) * 1e6 / n\n"
+      "m.shutdown()\n"
+      "return us\n";
+  w.raw = [](int n) { return 2 * zmq_round_trip_us(n); };
+  w.raw_label = "two ZeroMQ ROUTER <-> DEALER round trips over ipc between two processes (us)";
+  w.note = "manager/dict: d['k'] = i then d['k'] on a manager dict, from the parent to its manager process";
+  return w;
+}
+
 // ---- tracing ----
 
 // queue/1to1 with the trace bus on, writing every message to a file sink. Its raw column is queue/1to1 with tracing
@@ -1102,6 +1144,7 @@ std::vector<Workload> workloads() {
       pipe_throughput(),
       lock_uncontended(),
       event_wakeup(),
+      manager_dict(),
       trace_file(),
       shared_fetch_add_workload(),
       shared_locked_workload(),

@@ -152,6 +152,24 @@ class TopologyError : public Error {
   using Error::Error;
 };
 
+// A Manager's dict or nested map has no such key (Python: KeyError); the message names the key.
+class KeyError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A Manager Namespace has no such attribute (Python: AttributeError).
+class AttributeError : public Error {
+ public:
+  using Error::Error;
+};
+
+// An operation was applied to a value of the wrong type, e.g. append to a number (Python: TypeError).
+class TypeError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace mpx
 
 namespace mpx {
@@ -168,7 +186,7 @@ class FileNotFoundError : public Error {
   using Error::Error;
 };
 
-// An index outside an Array (Python: IndexError).
+// An index outside an Array, or outside a Manager's list (Python: IndexError).
 class IndexError : public Error {
  public:
   using Error::Error;

@@ -38,8 +38,16 @@ class Handle {
 template <class T>
 concept HandleType = std::is_base_of_v<Handle, T> && std::is_constructible_v<T, adopt_t, ObjectRef>;
 
+// What travels as an argument: anything with a reference, rebuilt from it with the adopt tag (the coordinator's
+// handles here, a manager's proxies in mpx/manager.hpp).
 template <class T>
-  requires HandleType<T>
+using ref_type = std::remove_cvref_t<decltype(std::declval<const T&>().ref())>;
+
+template <class T>
+concept Adoptable = requires(const T& t) { t.ref(); } && std::is_constructible_v<T, adopt_t, ref_type<T>>;
+
+template <class T>
+  requires Adoptable<T>
 struct is_serializable<T> : std::true_type {};
 
 // Python's (block, timeout) pair as the coordinator's wait in milliseconds: -1 forever, 0 not at all.
@@ -53,7 +61,7 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
 namespace adaptor {
 
 template <class T>
-struct pack<T, std::enable_if_t<std::is_base_of_v<mpx::Handle, T>>> {
+struct pack<T, std::enable_if_t<mpx::Adoptable<T>>> {
   template <class Stream>
   packer<Stream>& operator()(packer<Stream>& p, const T& handle) const {
     return p.pack(handle.ref());
@@ -61,14 +69,14 @@ struct pack<T, std::enable_if_t<std::is_base_of_v<mpx::Handle, T>>> {
 };
 
 template <class T>
-struct as<T, std::enable_if_t<std::is_base_of_v<mpx::Handle, T>>> {
-  T operator()(const msgpack::object& o) const { return T(mpx::adopt, o.as<mpx::ObjectRef>()); }
+struct as<T, std::enable_if_t<mpx::Adoptable<T>>> {
+  T operator()(const msgpack::object& o) const { return T(mpx::adopt, o.as<mpx::ref_type<T>>()); }
 };
 
 template <class T>
-struct convert<T, std::enable_if_t<std::is_base_of_v<mpx::Handle, T>>> {
+struct convert<T, std::enable_if_t<mpx::Adoptable<T>>> {
   const msgpack::object& operator()(const msgpack::object& o, T& v) const {
-    v = T(mpx::adopt, o.as<mpx::ObjectRef>());
+    v = T(mpx::adopt, o.as<mpx::ref_type<T>>());
     return o;
   }
 };

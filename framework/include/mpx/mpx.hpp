@@ -5,6 +5,7 @@
 #include <mpx/executor.hpp>
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
+#include <mpx/manager.hpp>
 #include <mpx/object.hpp>
 #include <mpx/pipe.hpp>
 #include <mpx/process.hpp>

@@ -14,13 +14,13 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <poll.h>
-#include <sodium.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "api/connection.hpp"
 #include "runtime/runtime.hpp"
+#include "wire/auth.hpp"
 #include "wire/limits.hpp"
 
 namespace mpx {
@@ -160,36 +160,14 @@ bool socket_poll(ConnectionState& s, int timeout_ms) {
 
 namespace {
 
-// ---- authentication (Python 3.12's multiprocessing.connection, HMAC-SHA256 only) ----
-
-constexpr std::string_view challenge_tag = "#CHALLENGE#";
-constexpr std::string_view welcome = "#WELCOME#";
-constexpr std::string_view failure = "#FAILURE#";
-constexpr std::string_view digest_prefix = "{sha256}";
-constexpr std::size_t challenge_bytes = 40;
-constexpr std::size_t min_challenge_bytes = 20;
-constexpr std::size_t max_handshake_message = 256;
-
-void ensure_sodium() {
-  static const bool ready = sodium_init() >= 0;
-  if (!ready) throw Error("mpx: libsodium could not be initialized");
-}
-
-std::string hmac_sha256(std::string_view key, std::string_view message) {
-  crypto_auth_hmacsha256_state state;
-  crypto_auth_hmacsha256_init(&state, reinterpret_cast<const unsigned char*>(key.data()), key.size());
-  crypto_auth_hmacsha256_update(&state, reinterpret_cast<const unsigned char*>(message.data()), message.size());
-  unsigned char mac[crypto_auth_hmacsha256_BYTES];
-  crypto_auth_hmacsha256_final(&state, mac);
-  return std::string(reinterpret_cast<const char*>(mac), sizeof mac);
-}
+// ---- authentication (Python 3.12's multiprocessing.connection, HMAC-SHA256 only; wire/auth.hpp) ----
 
 std::string recv_handshake(ConnectionState& s) {
   try {
-    return detail::socket_recv(s, max_handshake_message);
+    return detail::socket_recv(s, wire::auth::max_message_bytes);
   } catch (const ValueError&) {
     throw AuthenticationError("mpx: authentication: a handshake message longer than " +
-                              std::to_string(max_handshake_message) + " bytes");
+                              std::to_string(wire::auth::max_message_bytes) + " bytes");
   }
 }
 
@@ -197,40 +175,28 @@ void send_handshake(ConnectionState& s, std::string_view message) { detail::sock
 
 // Python's deliver_challenge: we ask, the peer proves it knows the key.
 void deliver_challenge(ConnectionState& s, const std::string& authkey) {
-  ensure_sodium();
-  std::string message(digest_prefix);
-  std::string random(challenge_bytes, '\0');
-  randombytes_buf(random.data(), random.size());
-  message += random;
-  send_handshake(s, std::string(challenge_tag) + message);
+  const std::string message = wire::auth::new_challenge();
+  send_handshake(s, std::string(wire::auth::challenge_tag) + message);
   const std::string response = recv_handshake(s);
-  const std::string expected = hmac_sha256(authkey, message);
-  const bool good = response.size() == digest_prefix.size() + expected.size() && response.starts_with(digest_prefix) &&
-                    sodium_memcmp(response.data() + digest_prefix.size(), expected.data(), expected.size()) == 0;
-  if (!good) {
+  if (!wire::auth::verify(authkey, message, response)) {
     try {
-      send_handshake(s, failure);
+      send_handshake(s, wire::auth::failure);
     } catch (const std::exception&) {
     }
     throw AuthenticationError("mpx: Listener.accept: digest received was wrong (the client's authkey differs)");
   }
-  send_handshake(s, welcome);
+  send_handshake(s, wire::auth::welcome);
 }
 
 // Python's answer_challenge: the peer asks, we prove we know the key.
 void answer_challenge(ConnectionState& s, const std::string& authkey) {
   std::string message = recv_handshake(s);
-  if (!message.starts_with(challenge_tag)) {
+  if (!message.starts_with(wire::auth::challenge_tag)) {
     throw AuthenticationError("mpx: authentication: protocol error, expected a challenge");
   }
-  message.erase(0, challenge_tag.size());
-  if (message.size() < min_challenge_bytes) throw AuthenticationError("mpx: authentication: challenge too short");
-  if (!message.starts_with(digest_prefix)) {
-    throw AuthenticationError("mpx: authentication: the peer asked for a digest other than sha256 (only sha256 is "
-                              "supported)");
-  }
-  send_handshake(s, std::string(digest_prefix) + hmac_sha256(authkey, message));
-  if (recv_handshake(s) != welcome) {
+  message.erase(0, wire::auth::challenge_tag.size());
+  send_handshake(s, wire::auth::respond(authkey, message));
+  if (recv_handshake(s) != wire::auth::welcome) {
     throw AuthenticationError("mpx: Client: digest was rejected (the listener's authkey differs)");
   }
 }

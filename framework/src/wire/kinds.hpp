@@ -67,6 +67,17 @@ enum class Kind : std::uint16_t {
   pipe_close = 75,   // nil (posted): the holder releases the end
   pipe_watch = 76,   // nil -> ok [ready, version], then pipe_ready pushes to the same socket | error eof
   pipe_ready = 77,   // coordinator -> watcher (pushed): [ready, version] of the end in the object field
+
+  // manager (services/manager.cpp), served by a manager process's own ROUTER; the object is a managed object's id
+  manager_challenge = 130,  // nil -> ok [challenge]   (authentication, when the manager has an authkey)
+  manager_answer = 131,     // [response, challenge] -> ok [response] | error auth
+  manager_create = 132,     // [type name, init] -> ok [id]
+  manager_get = 133,        // [path] -> ok [value]
+  manager_apply = 134,      // [path, op, args] -> ok [result]
+  manager_call = 135,       // [method, args bin] -> ok [raised, result bin or [type, message]]
+  manager_release = 136,    // nil -> ok nil: the object is destroyed
+  manager_shutdown = 137,   // nil (posted): the manager stops serving
+  manager_info = 138,       // nil -> ok [direct stream address or ""]
   pipe_unread = 78,  // [nil] + message frames -> ok nil: a reader gives back messages it took but did not read
 
   // tracing (services/trace.cpp); switches the coordinator's trace bus at run time
@@ -156,6 +167,15 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::pipe_close, "pipe_close"},
     {Kind::pipe_watch, "pipe_watch"},
     {Kind::pipe_ready, "pipe_ready"},
+    {Kind::manager_challenge, "manager_challenge"},
+    {Kind::manager_answer, "manager_answer"},
+    {Kind::manager_create, "manager_create"},
+    {Kind::manager_get, "manager_get"},
+    {Kind::manager_apply, "manager_apply"},
+    {Kind::manager_call, "manager_call"},
+    {Kind::manager_release, "manager_release"},
+    {Kind::manager_shutdown, "manager_shutdown"},
+    {Kind::manager_info, "manager_info"},
     {Kind::pipe_unread, "pipe_unread"},
     {Kind::trace_enable, "trace_enable"},
     {Kind::trace_disable, "trace_disable"},
@@ -201,6 +221,12 @@ enum class ErrorCode : std::uint16_t {
   eof = 12,            // mpx::EOFError
   file_exists = 120,     // shared memory: mpx::FileExistsError
   file_not_found = 121,  // shared memory: mpx::FileNotFoundError
+  // manager (130-139)
+  key = 130,            // mpx::KeyError
+  index = 131,          // mpx::IndexError
+  attribute = 132,      // mpx::AttributeError
+  type = 133,           // mpx::TypeError
+  unauthenticated = 134,  // mpx::AuthenticationError: the peer has not (or not rightly) answered the challenge
 };
 
 }  // namespace mpx::wire

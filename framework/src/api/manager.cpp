@@ -1,0 +1,705 @@
+// The client side of managers: proxies send one request per operation to the manager's ROUTER through a DEALER
+// per thread and endpoint (runtime::Channel), authenticated once per connection when the manager has an authkey.
+// BaseManager starts the manager process (an ordinary mpx child, so it dies with its parent through PDEATHSIG) or
+// serves in this process.
+#include <mpx/manager.hpp>
+
+#include <atomic>
+#include <thread>
+#include <csignal>
+#include <cstring>
+#include <mutex>
+#include <typeinfo>
+#include <unordered_map>
+
+#include <cerrno>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <mpx/pipe.hpp>
+#include <mpx/process.hpp>
+
+#include "api/call.hpp"
+#include "runtime/channel.hpp"
+#include "runtime/runtime.hpp"
+#include "services/manager.hpp"
+#include "wire/auth.hpp"
+#include "wire/limits.hpp"
+
+namespace mpx {
+
+namespace {
+
+// An operation is answered at once (the manager never parks a request), so a missing reply means the manager is
+// gone or unreachable: the caller gets TimeoutError instead of a hang.
+constexpr auto reply_timeout = std::chrono::seconds(60);
+constexpr auto connect_timeout = std::chrono::seconds(10);
+constexpr auto start_timeout = std::chrono::seconds(60);
+constexpr auto stop_timeout = std::chrono::seconds(5);
+
+struct TypeSpec {
+  std::string name;
+  FunctionId construct, destroy;
+  std::vector<std::pair<std::string, FunctionId>> methods;
+  MSGPACK_DEFINE(name, construct, destroy, methods);
+};
+
+// What a started manager process needs: where to serve, the key, and the registered types as function identities.
+struct ManagerSpec {
+  std::string address;
+  std::optional<std::string> authkey;
+  std::vector<TypeSpec> types;
+  MSGPACK_DEFINE(address, authkey, types);
+};
+
+struct TypeRegistry {
+  std::mutex mutex;
+  std::vector<TypeSpec> types;  // in registration order; a name registered again replaces the first
+};
+TypeRegistry& registry() {
+  static TypeRegistry r;
+  return r;
+}
+
+// A registered function, resolved, back to its real type (through void(*)(), the generic function pointer type).
+template <class F>
+F resolve_as(const FunctionId& id) {
+  return reinterpret_cast<F>(reinterpret_cast<void (*)()>(resolve(id).second));
+}
+
+services::ManagerConfig config_from(const ManagerSpec& spec) {
+  services::ManagerConfig config;
+  config.authkey = spec.authkey;
+  for (const auto& t : spec.types) {
+    services::ManagedType type;
+    type.construct = resolve_as<services::ManagedType::Construct>(t.construct);
+    type.destroy = resolve_as<services::ManagedType::Destroy>(t.destroy);
+    for (const auto& [name, id] : t.methods) {
+      type.methods[name] = resolve_as<services::ManagedType::Method>(id);
+    }
+    config.types[t.name] = std::move(type);
+  }
+  return config;
+}
+
+std::atomic<int> manager_counter{0};
+
+std::string default_address() {
+  runtime::require_initialized();
+  return "ipc://" + runtime::state().session.directory + "/manager-" + std::to_string(::getpid()) + "-" +
+         std::to_string(++manager_counter);
+}
+
+[[noreturn]] void raise_manager_error(const wire::Envelope& reply) {
+  auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
+  switch (static_cast<wire::ErrorCode>(code)) {
+    case wire::ErrorCode::key: throw KeyError(message);
+    case wire::ErrorCode::index: throw IndexError(message);
+    case wire::ErrorCode::attribute: throw AttributeError(message);
+    case wire::ErrorCode::type: throw TypeError(message);
+    case wire::ErrorCode::unauthenticated: throw AuthenticationError(message);
+    default: detail::raise_error(reply);
+  }
+}
+
+wire::Envelope envelope(wire::Kind kind, std::uint64_t object, std::string body) {
+  wire::Envelope e;
+  e.header.kind = kind;
+  e.header.object = object;
+  e.body.emplace_back(body.data(), body.size());
+  return e;
+}
+
+wire::Envelope request(runtime::Channel& channel, wire::Envelope e, std::chrono::milliseconds timeout) {
+  auto reply = channel.request(std::move(e), timeout);
+  if (reply.header.kind == wire::Kind::error) raise_manager_error(reply);
+  return reply;
+}
+
+// Python's handshake, both ways: we answer the manager's challenge, then it answers ours.
+void authenticate(runtime::Channel& channel, const ManagerRef& ref) {
+  auto first = request(channel, envelope(wire::Kind::manager_challenge, 0, encode(Object{})), connect_timeout);
+  auto [challenge] = first.body_as<std::tuple<Object>>();
+  const std::string mine = wire::auth::new_challenge();
+  const std::string response = wire::auth::respond(ref.authkey, challenge.as_bytes().data);
+  wire::Envelope second;
+  try {
+    second = request(channel,
+                     envelope(wire::Kind::manager_answer, 0,
+                              encode(std::make_tuple(Object(Object::Bytes{response}), Object(Object::Bytes{mine})))),
+                     connect_timeout);
+  } catch (const AuthenticationError&) {
+    throw AuthenticationError("mpx: the manager at " + ref.endpoint + " rejected the digest (the authkey differs)");
+  }
+  auto [proof] = second.body_as<std::tuple<Object>>();
+  if (!wire::auth::verify(ref.authkey, mine, proof.as_bytes().data)) {
+    throw AuthenticationError("mpx: the manager at " + ref.endpoint + " answered with a wrong digest (the authkey differs)");
+  }
+}
+
+// This thread's connections to managers, by (endpoint, authkey). A forked child abandons its parent's sockets, as
+// runtime::Channel does, because the parent's ZeroMQ context is not its own.
+struct ManagerChannels {
+  pid_t owner = 0;
+  std::unordered_map<std::string, runtime::Channel*> by_key;
+  ~ManagerChannels() {
+    if (owner != runtime::self_pid()) return;
+    for (auto& [key, channel] : by_key) delete channel;
+  }
+};
+thread_local ManagerChannels manager_channels;
+
+runtime::Channel& channel_for(const ManagerRef& ref) {
+  auto& table = manager_channels;
+  if (table.owner != runtime::self_pid()) {
+    table.by_key = {};  // the parent's channels are abandoned, never closed, in a forked child
+    table.owner = runtime::self_pid();
+  }
+  const std::string key = ref.endpoint + '\0' + ref.authkey;
+  if (auto it = table.by_key.find(key); it != table.by_key.end()) return *it->second;
+  runtime::require_initialized();
+  auto channel = std::make_unique<runtime::Channel>(runtime::context(), ref.endpoint);
+  if (!ref.authkey.empty()) authenticate(*channel, ref);
+  auto* raw = channel.release();
+  table.by_key.emplace(key, raw);
+  return *raw;
+}
+
+
+// ---- the direct stream: one blocking socket round trip per operation ----
+//
+// ZeroMQ hands every message to an I/O thread on each side, which costs several context switches per round trip; a
+// manager's requests are strictly one at a time per thread, so proxies talk to the manager over a plain stream socket
+// instead (Listener/Client: Python's framing and HMAC handshake). Each message is one frame: a byte with the header's
+// length, the envelope header, then the msgpack body.
+
+// Python's framing (a 4-byte big-endian length, then the frame), written with one send.
+void write_frame(int fd, const wire::Header& header, std::string_view body) {
+  const zmq::message_t h = wire::encode_header(header);
+  const std::size_t size = 1 + h.size() + body.size();
+  if (size > 0x7fffffff) throw ValueError("mpx: a manager request of " + std::to_string(size) + " bytes is too large");
+  std::string out;
+  out.reserve(4 + size);
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(size >> shift));
+  out.push_back(static_cast<char>(h.size()));
+  out.append(static_cast<const char*>(h.data()), h.size());
+  out.append(body);
+  for (std::size_t sent = 0; sent < out.size();) {
+    const ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw EOFError(std::string("mpx: the manager stream is closed: ") + std::strerror(errno));
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+}
+
+// Reads whole frames, usually one recv each (requests and replies alternate, so a read rarely holds more than one
+// frame; what does is kept for the next call). Bounded by the wire limit.
+class FrameReader {
+ public:
+  // The next frame; throws EOFError at the end of the stream, TimeoutError when SO_RCVTIMEO passes, ProtocolError
+  // for a frame over the limit.
+  std::string next(int fd) {
+    for (;;) {
+      if (buffer_.size() >= 4) {
+        const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data());
+        const std::uint64_t size = (std::uint64_t{p[0]} << 24) | (std::uint64_t{p[1]} << 16) | (std::uint64_t{p[2]} << 8) | p[3];
+        if (size > static_cast<std::uint64_t>(wire::limits().max_message_bytes)) {
+          throw ProtocolError("mpx: a manager stream frame of " + std::to_string(size) + " bytes is over the limit");
+        }
+        if (buffer_.size() >= 4 + size) {
+          std::string frame = buffer_.substr(4, size);
+          buffer_.erase(0, 4 + size);
+          return frame;
+        }
+      }
+      char chunk[65536];
+      const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) throw TimeoutError("mpx: no reply from the manager within 60 s");
+        throw EOFError(std::string("mpx: the manager stream failed: ") + std::strerror(errno));
+      }
+      if (n == 0) throw EOFError("mpx: the manager stream is closed");
+      buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+
+ private:
+  std::string buffer_;
+};
+
+// Parses a direct frame into an envelope with one body frame; throws ProtocolError if it is not one.
+wire::Envelope parse_direct_frame(const std::string& frame) {
+  if (frame.empty() || static_cast<unsigned char>(frame[0]) + 1u > frame.size()) {
+    throw ProtocolError("mpx: a manager stream frame of " + std::to_string(frame.size()) + " bytes has no header");
+  }
+  const std::size_t header_size = static_cast<unsigned char>(frame[0]);
+  wire::Envelope e;
+  e.header = wire::decode_header(frame.data() + 1, header_size);
+  e.body.emplace_back(frame.data() + 1 + header_size, frame.size() - 1 - header_size);
+  return e;
+}
+
+// This thread's direct connections, by (address, authkey); abandoned in a forked child, whose copies of the sockets
+// would interleave with the parent's.
+struct DirectStream {
+  Connection connection;  // owns the socket (and did the handshake)
+  FrameReader reader;
+};
+
+struct DirectConnections {
+  pid_t owner = 0;
+  std::unordered_map<std::string, DirectStream*> by_key;
+  ~DirectConnections() {
+    if (owner != runtime::self_pid()) return;
+    for (auto& [key, c] : by_key) delete c;
+  }
+};
+thread_local DirectConnections direct_connections;
+
+wire::Envelope direct_request(const ManagerRef& ref, wire::Kind kind, std::string_view body) {
+  auto& table = direct_connections;
+  if (table.owner != runtime::self_pid()) {
+    table.by_key = {};
+    table.owner = runtime::self_pid();
+  }
+  const std::string key = ref.direct + '\0' + ref.authkey;
+  auto it = table.by_key.find(key);
+  if (it == table.by_key.end()) {
+    auto stream = std::make_unique<DirectStream>(DirectStream{
+        Client(ref.direct, ref.authkey.empty() ? std::nullopt : std::optional<std::string>(ref.authkey)), {}});
+    // The manager answers at once; a reply that takes longer means it is stuck: TimeoutError, never a hang.
+    const timeval limit{std::chrono::duration_cast<std::chrono::seconds>(reply_timeout).count(), 0};
+    ::setsockopt(stream->connection.fileno(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    it = table.by_key.emplace(key, stream.release()).first;
+  }
+  DirectStream& stream = *it->second;
+  const int fd = stream.connection.fileno();
+  wire::Header header;
+  header.kind = kind;
+  header.object = ref.id;
+  header.sender = static_cast<std::uint64_t>(runtime::self_pid());
+  try {
+    write_frame(fd, header, body);
+    return parse_direct_frame(stream.reader.next(fd));
+  } catch (...) {
+    // The stream is out of step or gone: the next request reconnects.
+    delete it->second;
+    table.by_key.erase(it);
+    throw;
+  }
+}
+
+// The server side: a listener thread, and a thread per connection (as Python's manager has), each running requests
+// through ManagerServer::execute, which serializes them on the objects' mutex.
+class DirectServer {
+ public:
+  DirectServer(services::ManagerServer& server, const std::string& address, std::optional<std::string> authkey)
+      : server_(server), listener_(address, authkey), authkey_(std::move(authkey)) {
+    server_.set_direct_address(listener_.address());
+  }
+  ~DirectServer() { stop(); }
+
+  const std::string& address() const noexcept { return listener_.address(); }
+
+  void start() {
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+
+  void stop() {
+    if (!acceptor_.joinable()) return;
+    stopping_ = true;
+    // accept() does not wake when its socket is closed by another thread: a last connection of our own wakes it.
+    try {
+      (void)Client(listener_.address(), authkey_);
+    } catch (const std::exception&) {
+    }
+    acceptor_.join();
+    std::vector<Worker> threads;
+    {
+      std::lock_guard lock(mutex_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);  // wakes each connection thread's read with EOF
+      threads = std::move(threads_);
+    }
+    for (auto& w : threads) w.thread.join();
+  }
+
+ private:
+  void accept_loop() {
+    while (!stopping_) {
+      std::optional<Connection> c;
+      try {
+        c = listener_.accept();  // with an authkey, the handshake: a wrong key throws here
+      } catch (const std::exception&) {
+        continue;
+      }
+      if (stopping_) break;
+      std::lock_guard lock(mutex_);
+      reap_finished();
+      fds_.push_back(c->fileno());
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      threads_.push_back(Worker{std::thread([this, done, conn = std::move(*c)]() mutable {
+                                  serve(std::move(conn));
+                                  done->store(true);
+                                }),
+                                done});
+    }
+  }
+
+  void serve(Connection c) {
+    FrameReader reader;
+    const int fd = c.fileno();
+    for (;;) {
+      std::string frame;
+      try {
+        frame = reader.next(fd);
+      } catch (const std::exception&) {
+        break;  // EOF, or a frame over the limit: the stream cannot be trusted any more
+      }
+      std::optional<wire::Envelope> reply;
+      wire::Envelope request;
+      try {
+        request = parse_direct_frame(frame);
+      } catch (const ProtocolError&) {
+        break;  // no header to answer to: close the stream, as for any unframed input
+      }
+      reply = server_.execute(request);
+      if (!reply) continue;  // posted
+      reply->header.sender = static_cast<std::uint64_t>(::getpid());
+      try {
+        write_frame(fd, reply->header,
+                    std::string_view(static_cast<const char*>(reply->body.front().data()), reply->body.front().size()));
+      } catch (const std::exception&) {
+        break;
+      }
+    }
+    std::lock_guard lock(mutex_);
+    fds_.erase(std::remove(fds_.begin(), fds_.end(), fd), fds_.end());
+    c.close();
+  }
+
+  services::ManagerServer& server_;
+  Listener listener_;
+  std::optional<std::string> authkey_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;
+  // A connection's thread, and whether it has finished (then it is joined at the next accept, so a long-lived manager
+  // does not keep the stacks of every client it ever had).
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  void reap_finished() {
+    for (auto it = threads_.begin(); it != threads_.end();) {
+      if (it->done->load()) {
+        it->thread.join();
+        it = threads_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  std::vector<int> fds_;
+  std::vector<Worker> threads_;
+  std::thread acceptor_;
+};
+
+// The direct listener's address next to a manager endpoint: "<path>.direct" for ipc, a free port on the same host for
+// tcp.
+std::string direct_address_for(const std::string& endpoint) {
+  if (endpoint.starts_with("ipc://")) return endpoint + ".direct";
+  if (endpoint.starts_with("tcp://")) {
+    const auto colon = endpoint.rfind(':');
+    return endpoint.substr(0, colon) + ":0";
+  }
+  throw ValueError("mpx: a manager address must be tcp://host:port or ipc:///path, not '" + endpoint + "'");
+}
+
+}  // namespace
+
+namespace detail {
+
+std::string manager_request(const ManagerRef& ref, std::uint16_t kind, std::string body) {
+  wire::Envelope reply;
+  if (!ref.direct.empty()) {
+    reply = direct_request(ref, static_cast<wire::Kind>(kind), body);
+    if (reply.header.kind == wire::Kind::error) raise_manager_error(reply);
+  } else {
+    reply = request(channel_for(ref), envelope(static_cast<wire::Kind>(kind), ref.id, std::move(body)), reply_timeout);
+  }
+  if (reply.body.empty()) throw ProtocolError("mpx: a manager reply without a body");
+  return std::string(static_cast<const char*>(reply.body.front().data()), reply.body.front().size());
+}
+
+Object manager_get(const ManagerRef& ref, const Object::Array& path) {
+  auto body = manager_request(ref, static_cast<std::uint16_t>(wire::Kind::manager_get), encode(std::make_tuple(path)));
+  return std::get<0>(decode<std::tuple<Object>>(body));
+}
+
+Object manager_apply(const ManagerRef& ref, const Object::Array& path, std::string_view op, const Object::Array& args) {
+  auto body = manager_request(ref, static_cast<std::uint16_t>(wire::Kind::manager_apply),
+                              encode(std::make_tuple(path, std::string(op), args)));
+  return std::get<0>(decode<std::tuple<Object>>(body));
+}
+
+std::string manager_call(const ManagerRef& ref, std::string_view method, std::string args) {
+  auto body = manager_request(ref, static_cast<std::uint16_t>(wire::Kind::manager_call),
+                              encode(std::make_tuple(std::string(method), Object(Object::Bytes{std::move(args)}))));
+  auto [raised, payload] = decode<std::tuple<bool, Object>>(body);
+  if (raised) {
+    throw RemoteError(payload[0].as_string(), payload[1].as_string(), static_cast<pid_t>(payload[2].as_int()));
+  }
+  return payload.as_bytes().data;
+}
+
+std::string describe_exception(const std::exception& e) {
+  return encode(Object::list({demangle(typeid(e).name()), e.what(), static_cast<std::int64_t>(::getpid())}));
+}
+
+std::string describe_unknown_exception() {
+  return encode(Object::list({"unknown", "an exception not derived from std::exception", static_cast<std::int64_t>(::getpid())}));
+}
+
+FunctionId identify_managed(void (*function)()) { return identify(nullptr, reinterpret_cast<Trampoline>(function)); }
+
+void register_managed_type(std::string name, FunctionId construct, FunctionId destroy) {
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  for (auto& t : r.types) {
+    if (t.name == name) {
+      t = TypeSpec{std::move(name), std::move(construct), std::move(destroy), {}};
+      return;
+    }
+  }
+  r.types.push_back(TypeSpec{std::move(name), std::move(construct), std::move(destroy), {}});
+}
+
+void register_managed_method(const std::string& type, std::string method, FunctionId invoke) {
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  for (auto& t : r.types) {
+    if (t.name != type) continue;
+    for (auto& [name, id] : t.methods) {
+      if (name == method) {
+        id = std::move(invoke);
+        return;
+      }
+    }
+    t.methods.emplace_back(std::move(method), std::move(invoke));
+    return;
+  }
+  throw ValueError("mpx: register_type: no type named '" + type + "'");
+}
+
+}  // namespace detail
+
+void Proxy::release() const {
+  (void)detail::manager_request(ref_, static_cast<std::uint16_t>(wire::Kind::manager_release), encode(Object{}));
+}
+
+std::string NamespaceProxy::repr() const {
+  // Python's Namespace.__repr__ sorts the name=value parts.
+  std::vector<std::string> parts;
+  const Object all = copy();
+  for (const auto& [name, value] : all.as_map()) parts.push_back(name.as_string() + "=" + value.repr());
+  std::sort(parts.begin(), parts.end());
+  std::string out = "Namespace(";
+  for (std::size_t i = 0; i < parts.size(); ++i) out += (i ? ", " : "") + parts[i];
+  return out + ")";
+}
+
+namespace {
+
+// The body of a started manager process.
+void run_manager_process(ManagerSpec spec, Queue<Object> ready) {
+  // As in Python, Ctrl-C in the terminal stops the program, not its manager first: the owner shuts it down.
+  ::signal(SIGINT, SIG_IGN);
+  std::unique_ptr<services::ManagerServer> server;
+  std::unique_ptr<DirectServer> direct;
+  try {
+    server = std::make_unique<services::ManagerServer>(runtime::context(), spec.address, config_from(spec));
+    direct = std::make_unique<DirectServer>(*server, direct_address_for(server->endpoint()), spec.authkey);
+  } catch (const std::exception& e) {
+    ready.put(Object::list({false, "mpx: the manager cannot serve at '" + spec.address + "': " + e.what()}));
+    return;
+  }
+  direct->start();
+  ready.put(Object::list({true, server->endpoint(), direct->address()}));
+  server->serve_forever();
+  direct->stop();
+}
+
+ManagerSpec spec_now(std::string address, std::optional<std::string> authkey) {
+  ManagerSpec spec{std::move(address), std::move(authkey), {}};
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  spec.types = r.types;
+  return spec;
+}
+
+}  // namespace
+
+struct BaseManager::State {
+  std::string address;
+  std::optional<std::string> authkey;
+  std::optional<Process> process;
+  pid_t owner = 0;  // the process that started or connected this manager object
+  std::string direct;  // the manager's direct stream, which proxies use
+  bool connected = false;
+  bool shut_down = false;
+
+  ManagerRef ref(std::uint64_t id = 0) const { return ManagerRef{id, address, direct, authkey.value_or(std::string())}; }
+};
+
+struct ManagerServerHandle::Impl {
+  std::unique_ptr<services::ManagerServer> server;
+  std::unique_ptr<DirectServer> direct;
+};
+
+ManagerServerHandle::ManagerServerHandle(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ManagerServerHandle::ManagerServerHandle(ManagerServerHandle&&) noexcept = default;
+ManagerServerHandle::~ManagerServerHandle() = default;
+const std::string& ManagerServerHandle::address() const { return impl_->server->endpoint(); }
+void ManagerServerHandle::serve_forever() {
+  impl_->direct->start();
+  impl_->server->serve_forever();
+  impl_->direct->stop();
+}
+
+BaseManager::BaseManager(std::string address, std::optional<std::string> authkey) : state_(std::make_unique<State>()) {
+  if (authkey && authkey->empty()) throw ValueError("mpx: BaseManager: an empty authkey (pass std::nullopt for none)");
+  state_->address = std::move(address);
+  state_->authkey = std::move(authkey);
+}
+
+BaseManager::~BaseManager() {
+  if (state_->process && state_->owner == ::getpid() && !state_->shut_down) {
+    try {
+      shutdown();
+    } catch (const std::exception&) {
+      // A destructor must not throw; the manager process still dies with this one (PDEATHSIG).
+    }
+  }
+}
+
+void BaseManager::start() {
+  runtime::require_initialized();
+  if (state_->process || state_->connected) throw ProcessError("mpx: BaseManager.start: the manager is already started");
+  ManagerSpec spec = spec_now(state_->address.empty() ? default_address() : state_->address, state_->authkey);
+  mpx::Queue<Object> ready;
+  ProcessOptions options;
+  options.name = "SyncManager-" + std::to_string(++manager_counter);
+  options.daemon = true;  // terminated with this process if it is never shut down, as Python's finalizer does
+  Process process(options, run_manager_process, spec, ready);
+  process.start();
+  const auto deadline = std::chrono::steady_clock::now() + start_timeout;
+  Object answer;
+  for (;;) {
+    try {
+      answer = ready.get(true, std::chrono::seconds(1));
+      break;
+    } catch (const Empty&) {
+      // The manager may have died before it could answer; look, then wait again.
+      if (!process.is_alive()) {
+        process.join();
+        throw ProcessError("mpx: the manager process exited with code " + std::to_string(process.exitcode().value_or(0)) +
+                           " before serving");
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        process.kill();
+        process.join();
+        throw TimeoutError("mpx: the manager process did not start serving within 60 s");
+      }
+    }
+  }
+  if (!answer[0].as_bool()) {
+    process.join();
+    throw ValueError(answer[1].as_string());
+  }
+  state_->address = answer[1].as_string();
+  state_->direct = answer[2].as_string();
+  state_->process = std::move(process);
+  state_->owner = ::getpid();
+}
+
+ManagerServerHandle BaseManager::get_server() {
+  runtime::require_initialized();
+  ManagerSpec spec = spec_now(state_->address.empty() ? default_address() : state_->address, state_->authkey);
+  auto impl = std::make_unique<ManagerServerHandle::Impl>();
+  impl->server = std::make_unique<services::ManagerServer>(runtime::context(), spec.address, config_from(spec));
+  impl->direct = std::make_unique<DirectServer>(*impl->server, direct_address_for(impl->server->endpoint()), spec.authkey);
+  state_->address = impl->server->endpoint();
+  state_->direct = impl->direct->address();
+  return ManagerServerHandle(std::move(impl));
+}
+
+void BaseManager::serve_forever() { get_server().serve_forever(); }
+
+void BaseManager::connect() {
+  runtime::require_initialized();
+  if (state_->address.empty()) throw ValueError("mpx: BaseManager.connect: no address to connect to");
+  const ManagerRef ref = state_->ref();
+  auto& channel = channel_for(ref);  // authenticates when there is a key
+  auto info = request(channel, envelope(wire::Kind::manager_info, 0, encode(Object{})), connect_timeout);
+  std::string direct = std::get<0>(info.body_as<std::tuple<std::string>>());
+  // A tcp listener reports the host it bound; reach it through the host this process reached the manager by.
+  if (direct.starts_with("tcp://") && state_->address.starts_with("tcp://")) {
+    direct = state_->address.substr(0, state_->address.rfind(':')) + direct.substr(direct.rfind(':'));
+  }
+  state_->direct = std::move(direct);
+  state_->connected = true;
+  state_->owner = ::getpid();
+}
+
+void BaseManager::shutdown() {
+  if (state_->shut_down || (!state_->process && !state_->connected)) return;
+  state_->shut_down = true;
+  try {
+    channel_for(state_->ref()).post(envelope(wire::Kind::manager_shutdown, 0, encode(Object{})));
+  } catch (const std::exception&) {
+    // Unreachable manager: a started one is stopped below all the same.
+  }
+  if (state_->process && state_->owner == ::getpid()) {
+    if (!state_->process->join(stop_timeout)) {
+      state_->process->kill();
+      state_->process->join();
+    }
+  }
+}
+
+const std::string& BaseManager::address() const { return state_->address; }
+const std::optional<std::string>& BaseManager::authkey() const { return state_->authkey; }
+pid_t BaseManager::pid() const { return state_->process ? state_->process->pid() : 0; }
+
+ManagerRef BaseManager::create_object(std::string_view type, const Object& init) {
+  if (!state_->process && !state_->connected) {
+    throw ProcessError("mpx: the manager is neither started nor connected (call start() or connect() first)");
+  }
+  if (state_->shut_down) throw ProcessError("mpx: the manager has been shut down");
+  auto body = detail::manager_request(state_->ref(), static_cast<std::uint16_t>(wire::Kind::manager_create),
+                                      encode(std::make_tuple(std::string(type), init)));
+  auto [id, raised] = decode<std::tuple<std::uint64_t, Object>>(body);
+  if (!raised.is_none()) {
+    throw RemoteError(raised[0].as_string(), raised[1].as_string(), static_cast<pid_t>(raised[2].as_int()));
+  }
+  return state_->ref(id);
+}
+
+ManagerRef BaseManager::create_instance(std::string_view type, std::string args) {
+  if (type == "dict" || type == "list" || type == "namespace" || type == "value") {
+    throw ValueError("mpx: BaseManager.create: '" + std::string(type) + "' is a built-in type; use " + std::string(type) + "()");
+  }
+  return create_object(type, Object(Object::Bytes{std::move(args)}));
+}
+
+DictProxy BaseManager::dict(const Object& init) { return DictProxy(adopt, create_object("dict", init)); }
+ListProxy BaseManager::list(const Object& init) { return ListProxy(adopt, create_object("list", init)); }
+NamespaceProxy BaseManager::Namespace() { return NamespaceProxy(adopt, create_object("namespace", Object(Object::Map{}))); }
+
+Manager::Manager() { start(); }
+
+}  // namespace mpx
