@@ -190,7 +190,7 @@ std::string pack_call(R (*)(P...), A&&... args) {
 
 // One call's arguments, encoded as the function's parameter tuple (a serialization error is raised here).
 template <class F, class... A>
-std::string encode_args(F&& function, A&&... args) {
+std::string encode_task_args(F&& function, A&&... args) {
   static_assert(PlainFunctionLike<std::remove_cvref_t<F>>,
                 "mpx::Pool: a task must be a plain function or a captureless lambda (its identity is its address)");
   return pack_call(+function, std::forward<A>(args)...);
@@ -198,7 +198,7 @@ std::string encode_args(F&& function, A&&... args) {
 
 template <class F, class Tuple>
 std::string encode_tuple(F&& function, Tuple&& args) {
-  return std::apply([&](auto&&... a) { return encode_args(function, std::forward<decltype(a)>(a)...); },
+  return std::apply([&](auto&&... a) { return encode_task_args(function, std::forward<decltype(a)>(a)...); },
                     std::forward<Tuple>(args));
 }
 
@@ -390,7 +390,7 @@ class Pool {
   template <class F, class... A>
     requires std::is_invocable_v<decltype(+std::declval<F>()), A...>
   AsyncResult<detail::call_result_t<F, A...>> apply_async(F&& f, A&&... args) {
-    return apply_with<detail::call_result_t<F, A...>>(f, detail::encode_args(f, std::forward<A>(args)...), {});
+    return apply_with<detail::call_result_t<F, A...>>(f, detail::encode_task_args(f, std::forward<A>(args)...), {});
   }
 
   // apply_async(f, std::tuple{args...}, callback, error_callback): callback(result) and error_callback(const
@@ -422,7 +422,7 @@ class Pool {
                                                                       Progress progress = {}) {
     std::vector<std::string> encoded;
     if constexpr (std::ranges::sized_range<Range>) encoded.reserve(std::ranges::size(items));
-    for (auto&& x : items) encoded.push_back(detail::encode_args(f, x));
+    for (auto&& x : items) encoded.push_back(detail::encode_task_args(f, x));
     using T = std::vector<detail::map_result_t<F, Range>>;
     return map_with<T>(f, std::move(encoded), chunksize,
                        detail::make_done<T>(std::move(callback), std::move(error_callback)), std::move(progress));
@@ -512,7 +512,7 @@ class Pool {
     auto produce = [input, position, chunksize, f = +f]() -> std::optional<std::vector<std::string>> {
       std::vector<std::string> chunk;
       while (chunk.size() < chunksize && *position != std::ranges::end(*input)) {
-        chunk.push_back(detail::encode_args(f, **position));
+        chunk.push_back(detail::encode_task_args(f, **position));
         ++*position;
       }
       if (chunk.empty()) return std::nullopt;

@@ -56,4 +56,6 @@ wire::Envelope call(wire::Envelope request, std::int64_t wait_ms) {
 
 void post(wire::Envelope message) { runtime::Channel::current().post(std::move(message)); }
 
+bool posts_are_ordered() { return runtime::Channel::sole_in_process(); }
+
 }  // namespace mpx::detail

@@ -15,6 +15,10 @@ namespace mpx::detail {
 wire::Envelope call(wire::Envelope request, std::int64_t wait_ms);
 // Sends without waiting for a reply.
 void post(wire::Envelope message);
+// Whether a post from this thread is ordered before whatever this process sends next, from any thread (true while
+// it has one channel). A post that another thread could overtake must be a call instead: a Lock released on one
+// thread and then seen as still locked from another would break the lock's contract.
+bool posts_are_ordered();
 // Raises the exception matching an error reply.
 [[noreturn]] void raise_error(const wire::Envelope& reply);
 // The endpoint of this session's coordinator (what new handles record).

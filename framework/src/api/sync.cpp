@@ -1,5 +1,6 @@
 // The client side of the sync primitives: each call is one request to the sync service (services/sync.cpp), except
-// a Lock's release (and an unbounded Semaphore's), which is posted when it cannot fail.
+// a Lock's release (and an unbounded Semaphore's), which is posted when it cannot fail and no other thread of the
+// process could overtake it.
 #include <mpx/sync.hpp>
 
 #include <exception>
@@ -96,8 +97,13 @@ bool LockCore::acquire(bool block, const Timeout& timeout) {
 
 void LockCore::release() {
   if (held().take_one(ref_.id)) {
-    // Uncontended locking costs one round trip (the acquire), not two.
-    post_nil(wire::Kind::lock_release_posted, ref_.id);
+    // Uncontended locking costs one round trip (the acquire), not two, in a process with one mpx thread; with more,
+    // another thread's next request could reach the coordinator before a posted release.
+    if (posts_are_ordered()) {
+      post_nil(wire::Kind::lock_release_posted, ref_.id);
+    } else {
+      (void)request(wire::Kind::lock_release, ref_.id);
+    }
     return;
   }
   // Not held, as far as this process knows: the coordinator says why (ValueError).
@@ -128,8 +134,8 @@ bool SemaphoreCore::acquire(bool block, const Timeout& timeout) {
 }
 
 void SemaphoreCore::release() {
-  // Releasing an unbounded semaphore cannot fail, so it needs no reply.
-  if (!bounded_) {
+  // Releasing an unbounded semaphore cannot fail, so it needs no reply (unless another thread could overtake it).
+  if (!bounded_ && posts_are_ordered()) {
     post_nil(wire::Kind::sem_release_posted, ref_.id);
     return;
   }

@@ -1,6 +1,7 @@
 #include "runtime/channel.hpp"
 
 #include <memory>
+#include <mutex>
 #include <unistd.h>
 
 #include "runtime/coordinator.hpp"
@@ -10,15 +11,46 @@
 namespace mpx::runtime {
 
 namespace {
+// How many threads of process `pid` have a channel. A forked child inherits the parent's figures, so they count only
+// while `pid` is the calling process.
+struct ChannelCount {
+  std::mutex mutex;
+  pid_t pid = 0;
+  int live = 0;
+
+  void add() {
+    std::lock_guard guard(mutex);
+    if (pid != self_pid()) {
+      pid = self_pid();
+      live = 0;
+    }
+    ++live;
+  }
+  void remove() {
+    std::lock_guard guard(mutex);
+    if (pid == self_pid()) --live;
+  }
+  bool at_most_one() {
+    std::lock_guard guard(mutex);
+    return pid != self_pid() || live <= 1;
+  }
+};
+ChannelCount channel_count;
+
 struct ThreadChannel {
   pid_t owner = 0;
   Channel* channel = nullptr;  // owned; abandoned (never closed) in a forked child, whose context is not its own
   ~ThreadChannel() {
-    if (owner == self_pid()) delete channel;
+    if (owner == self_pid() && channel != nullptr) {
+      delete channel;
+      channel_count.remove();
+    }
   }
 };
 thread_local ThreadChannel this_thread;
 }  // namespace
+
+bool Channel::sole_in_process() { return channel_count.at_most_one(); }
 
 Channel::Channel(zmq::context_t& context, const std::string& endpoint)
     : socket_(context, zmq::socket_type::dealer), actor_id_(static_cast<std::uint64_t>(::getpid())), endpoint_(endpoint) {
@@ -43,6 +75,7 @@ Channel& Channel::current() {
     const Coordinator* local = coordinator_if_running();
     this_thread.channel =
         new Channel(context(), local ? local->local_endpoint() : state().session.coordinator_endpoint);
+    channel_count.add();
   }
   return *this_thread.channel;
 }

@@ -26,6 +26,10 @@ class Channel {
   void flush(std::chrono::milliseconds timeout);
   // flush() on this thread's channel, if it has one.
   static void flush_current(std::chrono::milliseconds timeout);
+  // True while this process has at most one channel. Only then is a posted message ordered before everything else
+  // the process sends: each channel is its own connection, and the coordinator may read another thread's request
+  // before this thread's post even when the post was sent first.
+  static bool sole_in_process();
 
   std::uint64_t actor_id() const noexcept { return actor_id_; }
   zmq::socket_t& socket() noexcept { return socket_; }
