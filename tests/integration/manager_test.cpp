@@ -18,35 +18,13 @@
 #include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
 #include "wire/envelope.hpp"
+#include "children.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
 
-// Every process a test starts, killed and joined when the test ends, on failure paths too.
-struct Children {
-  std::deque<mpx::Process> procs;
-
-  template <class... A>
-  mpx::Process& start(A&&... args) {
-    procs.emplace_back(std::forward<A>(args)...);
-    procs.back().start();
-    return procs.back();
-  }
-  void join_all(int code = 0) {
-    for (auto& p : procs) {
-      REQUIRE(p.join(60s));
-      CHECK(p.exitcode() == code);
-    }
-  }
-  ~Children() {
-    for (auto& p : procs) {
-      if (p.pid() == 0) continue;
-      if (p.is_alive()) p.kill();
-      p.join();
-    }
-  }
-};
+using mpx_test::Children;
 
 mpx::ProcessOptions with(mpx::StartMethod method) { return mpx::ProcessOptions{"", std::nullopt, method}; }
 

@@ -23,6 +23,7 @@
 
 #include "runtime/channel.hpp"
 #include "wire/envelope.hpp"
+#include "children.hpp"
 
 extern char** environ;
 
@@ -30,29 +31,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Children {
-  std::deque<mpx::Process> procs;
-
-  template <class... A>
-  mpx::Process& start(A&&... args) {
-    procs.emplace_back(std::forward<A>(args)...);
-    procs.back().start();
-    return procs.back();
-  }
-  void join_all(int code = 0) {
-    for (auto& p : procs) {
-      REQUIRE(p.join(60s));
-      CHECK(p.exitcode() == code);
-    }
-  }
-  ~Children() {
-    for (auto& p : procs) {
-      if (p.pid() == 0) continue;
-      if (p.is_alive()) p.kill();
-      p.join();
-    }
-  }
-};
+using mpx_test::Children;
 
 mpx::ProcessOptions with(mpx::StartMethod method) { return mpx::ProcessOptions{"", true, method}; }
 

@@ -22,6 +22,7 @@
 
 #include "runtime/channel.hpp"
 #include "wire/envelope.hpp"
+#include "children.hpp"
 
 using namespace std::chrono_literals;
 
@@ -29,32 +30,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Every process a test starts, killed and joined when the test ends, on failure paths too: a child left blocked would
-// otherwise be joined at exit.
-struct Children {
-  std::deque<mpx::Process> procs;  // a deque: start() returns references that later starts keep valid
-
-  template <class... A>
-  mpx::Process& start(A&&... args) {
-    procs.emplace_back(std::forward<A>(args)...);
-    procs.back().start();
-    return procs.back();
-  }
-  // Joins every child and checks that each exited with `code`.
-  void join_all(int code = 0) {
-    for (auto& p : procs) {
-      REQUIRE(p.join(60s));
-      CHECK(p.exitcode() == code);
-    }
-  }
-  ~Children() {
-    for (auto& p : procs) {
-      if (p.pid() == 0) continue;
-      if (p.is_alive()) p.kill();
-      p.join();
-    }
-  }
-};
+using mpx_test::Children;
 
 mpx::ProcessOptions helper(mpx::StartMethod method = mpx::get_start_method()) {
   return mpx::ProcessOptions{"", true, method};

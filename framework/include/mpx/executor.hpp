@@ -142,24 +142,7 @@ class AsCompleted {
     return futures_[i];
   }
 
-  class iterator {
-   public:
-    using value_type = Future<T>;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(AsCompleted* owner) : owner_(owner) { ++*this; }
-    const Future<T>& operator*() const { return *current_; }
-    iterator& operator++() {
-      current_ = owner_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    bool operator==(std::default_sentinel_t) const { return !current_.has_value(); }
-
-   private:
-    AsCompleted* owner_ = nullptr;
-    std::optional<Future<T>> current_;
-  };
+  using iterator = detail::PullIterator<AsCompleted, Future<T>>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 

@@ -14,8 +14,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <ranges>
@@ -301,6 +303,32 @@ class AsyncResult {
   std::shared_ptr<detail::ResultCore> core_;
 };
 
+namespace detail {
+
+// An input iterator over anything with `std::optional<T> next()`: each step pulls one value; nullopt ends it. What
+// makes imap's iterator and as_completed ranges usable in a range-for.
+template <class Owner, class T>
+class PullIterator {
+ public:
+  using value_type = T;
+  using difference_type = std::ptrdiff_t;
+  PullIterator() = default;
+  explicit PullIterator(Owner* owner) : owner_(owner) { ++*this; }
+  const T& operator*() const { return *current_; }
+  PullIterator& operator++() {
+    current_ = owner_->next();
+    return *this;
+  }
+  void operator++(int) { ++*this; }
+  bool operator==(std::default_sentinel_t) const { return !current_.has_value(); }
+
+ private:
+  Owner* owner_ = nullptr;
+  std::optional<T> current_;
+};
+
+}  // namespace detail
+
 // The lazy iterator of imap and imap_unordered: pulls input as results are consumed, with at most a bounded number
 // of items in flight, so an unbounded generator works. Also a range: for (auto y : pool.imap(f, xs)).
 template <class R>
@@ -330,24 +358,7 @@ class IMapIterator {
     return std::move(s.buffer[s.position++]);
   }
 
-  class iterator {
-   public:
-    using value_type = R;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(IMapIterator* owner) : owner_(owner) { ++*this; }
-    const R& operator*() const { return *current_; }
-    iterator& operator++() {
-      current_ = owner_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    bool operator==(std::default_sentinel_t) const { return !current_.has_value(); }
-
-   private:
-    IMapIterator* owner_ = nullptr;
-    std::optional<R> current_;
-  };
+  using iterator = detail::PullIterator<IMapIterator, R>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() { return {}; }
 

@@ -1,5 +1,6 @@
 #include "runtime/channel.hpp"
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <unistd.h>
@@ -12,28 +13,26 @@ namespace mpx::runtime {
 
 namespace {
 // How many threads of process `pid` have a channel. A forked child inherits the parent's figures, so they count only
-// while `pid` is the calling process.
+// while `pid` is the calling process. Changes are rare (a thread's first and last mpx call) and take the mutex; the
+// read, on every Lock release, does not.
 struct ChannelCount {
   std::mutex mutex;
-  pid_t pid = 0;
-  int live = 0;
+  std::atomic<pid_t> pid{0};
+  std::atomic<int> live{0};
 
   void add() {
     std::lock_guard guard(mutex);
-    if (pid != self_pid()) {
-      pid = self_pid();
-      live = 0;
+    if (pid.load() != self_pid()) {
+      live.store(0);
+      pid.store(self_pid());
     }
-    ++live;
+    live.fetch_add(1);
   }
   void remove() {
     std::lock_guard guard(mutex);
-    if (pid == self_pid()) --live;
+    if (pid.load() == self_pid()) live.fetch_sub(1);
   }
-  bool at_most_one() {
-    std::lock_guard guard(mutex);
-    return pid != self_pid() || live <= 1;
-  }
+  bool at_most_one() const { return pid.load() != self_pid() || live.load() <= 1; }
 };
 ChannelCount channel_count;
 
