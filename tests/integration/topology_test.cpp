@@ -553,11 +553,12 @@ std::vector<tf::Message> traced_relay_run(const Scratch& scratch, const std::str
   return messages;
 }
 
-// The kinds an actor sent to the coordinator about one object, in order.
+// The gets and puts an actor sent to the coordinator about one object, in order (a put may first ask the size).
 std::vector<std::string> sent(const std::vector<tf::Message>& messages, pid_t from, const std::string& object) {
   std::vector<std::string> kinds;
   for (const auto& m : messages) {
-    if (m.direction == tf::Direction::in && m.from == static_cast<std::uint64_t>(from) && m.object == object) {
+    if (m.direction == tf::Direction::in && m.from == static_cast<std::uint64_t>(from) && m.object == object &&
+        (m.kind_name.starts_with("queue_get") || m.kind_name.starts_with("queue_put"))) {
       kinds.push_back(m.kind_name);
     }
   }
