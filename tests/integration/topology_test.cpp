@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -22,6 +23,7 @@
 #include <mpx/mpx.hpp>
 
 #include "runtime/session.hpp"
+#include "trace/format.hpp"
 
 extern char** environ;
 
@@ -173,6 +175,13 @@ TEST_CASE("every config error names the file, line, column, key and what was exp
   CHECK_THAT(error_of("[[actors]\n"), Contains("t.toml:1:"));
   CHECK_THAT(error_of("[[actors]\n"), Contains("invalid TOML"));
   CHECK_THROWS_AS(mpx::Topology::load("/nonexistent/topology.toml"), mpx::TopologyError);
+  CHECK(error_of("[coordinator.trace]\nenabled = true\n" + ok_actor) ==
+        "t.toml:1:1: coordinator.trace: enabled = true needs a file to record to");
+  CHECK(error_of("[coordinator.trace]\nfile = \"a,b.mpxt\"\n" + ok_actor) ==
+        "t.toml:2:8: coordinator.trace.file: expected a path without commas, got \"a,b.mpxt\"");
+  CHECK(error_of("[coordinator.trace]\nfile = \"t.mpxt\"\nkinds = [\"queue_put\", \"queue_putt\"]\n" + ok_actor) ==
+        "t.toml:3:9: coordinator.trace.kinds: \"queue_putt\" is not a message kind (names as in PROTOCOL.md: "
+        "queue_put, ok, ...)");
 }
 
 TEST_CASE("a bad file starts nothing: mpx-run --check and a run both exit 2", "[topology]") {
@@ -508,4 +517,82 @@ TEST_CASE("actor context: a wrong name or type is an error naming what the actor
   CHECK(ctx.queue<int>("jobs").id() == 7);
   CHECK_FALSE(mpx::is_actor());
   CHECK_THROWS_AS(mpx::this_actor(), mpx::ProcessError);
+}
+
+namespace {
+
+namespace tf = mpx::trace::format;
+
+// Two relays pass a message q0 -> q1 -> q2 under [coordinator.trace]; returns the trace's message records.
+std::vector<tf::Message> traced_relay_run(const Scratch& scratch, const std::string& trace_table,
+                                          std::map<std::string, pid_t>& pids) {
+  std::string text = "[coordinator.trace]\n" + trace_table;
+  for (int i = 0; i <= 2; ++i) text += "[objects.q" + std::to_string(i) + "]\ntype = \"queue\"\n";
+  text += "[[actors]]\nname = \"relay\"\ntask = \"relay\"\nreplicas = 2\nrestart = \"transient\"\n"
+          "objects = [\"q0\", \"q1\", \"q2\"]\n";
+  auto t = mpx::Topology::parse(text);
+  t.start();
+  CHECK(mpx::trace::enabled());
+  for (const auto& a : t.status().actors) pids[a.name] = a.pid;
+  t.objects().queue<std::vector<int>>("q0").put({});
+  // Taken here before the run ends, so the relays' puts were in the trace before it closes.
+  CHECK(t.objects().queue<std::vector<int>>("q2").get(true, 20s) == std::vector<int>{0, 1});
+  CHECK(t.wait() == mpx::TopologyExit::ok);
+  CHECK_FALSE(mpx::trace::enabled());  // the end of the run ended the trace
+
+  tf::FileReader reader((scratch.dir / "run.mpxt").string());
+  std::vector<tf::Message> messages;
+  std::map<std::uint64_t, std::string> names;
+  for (const auto& a : reader.header().actors) names[a.id] = a.name;
+  while (auto r = reader.next()) {
+    if (auto* m = std::get_if<tf::Message>(&*r)) messages.push_back(*m);
+    if (auto* a = std::get_if<tf::Actor>(&*r)) names[a->id] = a->name;
+  }
+  CHECK(reader.problem().empty());  // complete: the sinks were drained and closed
+  for (const auto& [name, pid] : pids) CHECK(names[static_cast<std::uint64_t>(pid)] == name);
+  return messages;
+}
+
+// The gets and puts an actor sent to the coordinator about one object, in order (a put may first ask the size).
+std::vector<std::string> sent(const std::vector<tf::Message>& messages, pid_t from, const std::string& object) {
+  std::vector<std::string> kinds;
+  for (const auto& m : messages) {
+    if (m.direction == tf::Direction::in && m.from == static_cast<std::uint64_t>(from) && m.object == object &&
+        (m.kind_name.starts_with("queue_get") || m.kind_name.starts_with("queue_put"))) {
+      kinds.push_back(m.kind_name);
+    }
+  }
+  return kinds;
+}
+
+}  // namespace
+
+TEST_CASE("[coordinator.trace] records the run to a file, objects named as in the topology", "[topology]") {
+  Scratch scratch;
+  std::map<std::string, pid_t> pids;
+  const auto messages = traced_relay_run(scratch, "enabled = true\nfile = \"" + (scratch.dir / "run.mpxt").string() + "\"\n", pids);
+  REQUIRE(pids.size() == 2);
+  // Each relay took from its queue and put into the next, and the trace names the queues as the file does.
+  CHECK(sent(messages, pids["relay[0]"], "queue:q0") == std::vector<std::string>{"queue_get"});
+  CHECK(sent(messages, pids["relay[0]"], "queue:q1") == std::vector<std::string>{"queue_put_posted"});
+  CHECK(sent(messages, pids["relay[1]"], "queue:q1") == std::vector<std::string>{"queue_get"});
+  CHECK(sent(messages, pids["relay[1]"], "queue:q2") == std::vector<std::string>{"queue_put_posted"});
+  // The queues were created after tracing started: their creation is in the file too.
+  std::size_t created = 0;
+  for (const auto& m : messages) created += m.kind_name == "queue_create";
+  CHECK(created == 3);
+}
+
+TEST_CASE("[coordinator.trace] kinds keeps only those kinds", "[topology]") {
+  Scratch scratch;
+  std::map<std::string, pid_t> pids;
+  const auto messages = traced_relay_run(
+      scratch, "enabled = true\nfile = \"" + (scratch.dir / "run.mpxt").string() + "\"\nkinds = [\"queue_put_posted\"]\n",
+      pids);
+  REQUIRE(pids.size() == 2);
+  // Our put into q0 and each relay's put: nothing else.
+  REQUIRE(messages.size() == 3);
+  for (const auto& m : messages) CHECK(m.kind_name == "queue_put_posted");
+  CHECK(sent(messages, pids["relay[0]"], "queue:q1") == std::vector<std::string>{"queue_put_posted"});
+  CHECK(sent(messages, pids["relay[1]"], "queue:q2") == std::vector<std::string>{"queue_put_posted"});
 }

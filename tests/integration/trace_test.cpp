@@ -168,7 +168,10 @@ void ponger(mpx::Connection conn) {
 
 std::uint64_t self() { return static_cast<std::uint64_t>(::getpid()); }
 
-// The known program: a Pipe ping-pong with a child process, then a Queue put/get in this process.
+int square(int x) { return x * x; }
+
+// The known program: a Pipe ping-pong with a child process, a Queue put/get in this process, then a Pool apply on one
+// worker, closed and joined so the worker's last messages are in the trace too.
 pid_t known_program() {
   auto [here, there] = mpx::Pipe();
   mpx::Process p(mpx::ProcessOptions{"ponger", true, std::nullopt}, ponger, there);
@@ -182,6 +185,10 @@ pid_t known_program() {
   q.put("second");
   REQUIRE(q.get() == "first");
   REQUIRE(q.get() == "second");
+  mpx::Pool pool(1);
+  REQUIRE(pool.apply(square, 7) == 49);
+  pool.close();
+  pool.join();
   return p.pid();
 }
 
@@ -252,6 +259,59 @@ TEST_CASE("a traced program's messages come out in the order it sent them, with 
   INFO(tool(dir, {"show", dir / "run.mpxt"}).out);  // the whole trace, if anything below fails
   CHECK(t.gauges.back().object == queue_name);
   CHECK(t.gauges.back().value == 0);
+
+  // The pool apply. Its worker is the process that asked for tasks: a PoolWorker, neither us nor the ponger.
+  std::uint64_t worker = 0;
+  std::set<std::uint64_t> take_ids;  // the correlations of the worker's pool_take requests
+  for (const auto& m : t.messages) {
+    if (m.direction != tf::Direction::in || m.kind_name != "pool_take") continue;
+    if (worker == 0) worker = m.from;
+    CHECK(m.from == worker);  // one worker: every take is its
+    take_ids.insert(m.correlation);
+  }
+  REQUIRE(worker != 0);
+  CHECK(worker != self());
+  CHECK(worker != static_cast<std::uint64_t>(child));
+  REQUIRE(actors.count(worker));
+  CHECK(actors[worker].name.rfind("PoolWorker-", 0) == 0);
+  CHECK(in_order(mine, {"queue_get", "pool_create", "pool_submit", "pool_close"}));
+  CHECK(in_order(sent_by(t, worker), {"hello", "pool_take", "pool_take"}));
+  CHECK(count_kind(t, "pool_submit") == 1);
+  CHECK(count_kind(t, "pool_delivery") == 1);
+
+  // The task's path, in causal order: owner -> coordinator (pool_submit), coordinator -> worker (the task, as the
+  // reply to one of its takes), worker -> coordinator (the next take brings the result back), coordinator -> owner
+  // (pool_delivery, carrying the worker's result record), all naming the same pool.
+  auto find = [&t](std::size_t from, auto&& wanted) {
+    for (std::size_t i = from; i < t.messages.size(); ++i) {
+      if (wanted(t.messages[i])) return i;
+    }
+    return t.messages.size();
+  };
+  const auto submit = find(0, [](const tf::Message& m) {
+    return m.direction == tf::Direction::in && m.from == self() && m.kind_name == "pool_submit";
+  });
+  REQUIRE(submit < t.messages.size());
+  const std::string pool_name = t.messages[submit].object;
+  CHECK(pool_name.rfind("pool:", 0) == 0);
+  const auto task = find(submit, [&](const tf::Message& m) {
+    return m.direction == tf::Direction::out && m.to == worker && m.kind_name == "ok" && take_ids.count(m.correlation);
+  });
+  REQUIRE(task < t.messages.size());
+  CHECK(t.messages[task].object == pool_name);
+  const auto result = find(task, [&](const tf::Message& m) {
+    return m.direction == tf::Direction::in && m.from == worker && m.kind_name == "pool_take";
+  });
+  REQUIRE(result < t.messages.size());
+  CHECK(t.messages[result].object == pool_name);
+  const auto delivery = find(result, [](const tf::Message& m) {
+    return m.direction == tf::Direction::out && m.to == self() && m.kind_name == "pool_delivery";
+  });
+  REQUIRE(delivery < t.messages.size());
+  CHECK(t.messages[delivery].object == pool_name);
+  REQUIRE(t.messages[delivery].body);
+  CHECK(t.messages[delivery].body->find("," + std::to_string(worker) + ",") != std::string::npos);
+
   // The closing drop count: nothing was lost.
   REQUIRE_FALSE(t.drops.empty());
   CHECK(t.drops.back().queue == 0);
@@ -540,6 +600,11 @@ TEST_CASE("trace options: the MPX_TRACE syntax and its errors") {
   CHECK(o.queue == 100);
   CHECK(o.hwm == 7);
   CHECK(mpx::trace::Options::parse(o.to_string()).to_string() == o.to_string());
+  CHECK(o.kinds.empty());
+  const auto filtered = mpx::trace::Options::parse("file:x,kind:queue_put,kind:ok");
+  CHECK(filtered.kinds == std::vector<std::string>{"queue_put", "ok"});
+  CHECK(mpx::trace::Options::parse(filtered.to_string()).kinds == filtered.kinds);
+  CHECK_THROWS_WITH(mpx::trace::Options::parse("file:x,kind:queue_putt"), Catch::Contains("kind:queue_putt"));
   CHECK_THROWS_AS(mpx::trace::Options::parse(""), mpx::ValueError);
   CHECK_THROWS_AS(mpx::trace::Options::parse("body:10"), mpx::ValueError);
   CHECK_THROWS_AS(mpx::trace::Options::parse("file:x,body:ten"), mpx::ValueError);

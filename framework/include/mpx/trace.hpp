@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace mpx::trace {
 
@@ -23,9 +24,12 @@ struct Options {
   std::size_t body = 0;          // characters of decoded body kept per record; 0: no bodies
   std::size_t queue = 65536;     // records buffered between the traced thread and the sink thread
   int hwm = 10000;               // the PUB socket's send high-water mark (records per subscriber)
+  // Only messages of these kinds ("queue_put", "ok", ...) are recorded; empty: all. A reply's kind is `ok` or
+  // `error`, so list those to keep the replies. Actor and gauge records are always kept.
+  std::vector<std::string> kinds;
 
-  // The MPX_TRACE syntax: comma-separated `file:PATH`, `pub:ENDPOINT`, `body:N`, `queue:N`, `hwm:N`; at least one of
-  // file and pub. Throws mpx::ValueError naming the bad item.
+  // The MPX_TRACE syntax: comma-separated `file:PATH`, `pub:ENDPOINT`, `body:N`, `queue:N`, `hwm:N`, and `kind:NAME`
+  // once per kind to keep; at least one of file and pub. Throws mpx::ValueError naming the bad item.
   static Options parse(std::string_view spec);
   // The same syntax back.
   std::string to_string() const;

@@ -16,6 +16,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <mpx/trace.hpp>
+
 #include "api/actor.hpp"
 #include "runtime/runtime.hpp"
 #include "topology/config.hpp"
@@ -33,6 +35,7 @@ struct TopologyState {
   std::string endpoint;
   int stop_fd = -1;  // set by run() and run_main: the signal handlers' pipe
   std::optional<ActorContext> objects;  // every object, for the process that runs the topology
+  bool tracing = false;  // [coordinator.trace] enabled it at start(); the end of the run completes the file
 };
 
 namespace {
@@ -43,6 +46,38 @@ Payload actor_payload() {
   const auto& st = runtime::state();
   if (!st.joined) throw ProcessError("mpx::this_actor: this process was not started by a topology");
   return decode<Payload>(st.actor_payload);
+}
+
+// [coordinator.trace]: recording starts before the first object is created, so the file holds the whole run.
+void start_trace(TopologyState& s) {
+  if (!s.config.trace.enabled) return;
+  if (!trace::compiled_in()) {
+    throw TopologyError("mpx: " + s.config.source + ": coordinator.trace is enabled, but tracing is compiled out of "
+                        "this build (meson -Dtracing=false)");
+  }
+  trace::Options options;
+  options.file = s.config.trace.file;
+  options.kinds = s.config.trace.kinds;
+  try {
+    trace::enable(options);
+  } catch (const Error& e) {
+    throw TopologyError("mpx: " + s.config.source + ": coordinator.trace: " + e.what());
+  }
+  s.tracing = true;
+}
+
+// Gives an object its topology name in the trace ("queue:jobs" instead of "queue:7").
+void name_in_trace(const TopologyState& s, const std::string& type, const std::string& name,
+                   const std::vector<std::uint64_t>& ids) {
+  if (!s.tracing) return;
+  for (auto id : ids) trace::name_object(id, type + ":" + name);
+}
+
+// Once the run has ended (or failed to start): the sinks drain, and the file is complete.
+void end_trace(TopologyState& s) {
+  if (!s.tracing) return;
+  s.tracing = false;
+  trace::disable();
 }
 
 }  // namespace
@@ -116,6 +151,13 @@ Topology::Topology(Topology&&) noexcept = default;
 Topology& Topology::operator=(Topology&&) noexcept = default;
 Topology::~Topology() {
   if (state_ && state_->supervisor) (void)state_->supervisor->stop(-1);
+  if (state_) {
+    try {
+      detail::end_trace(*state_);
+    } catch (...) {
+      // A destructor cannot report it: the coordinator is gone already, and its bus with it.
+    }
+  }
 }
 
 Topology Topology::load(const std::string& path) {
@@ -137,13 +179,10 @@ Topology Topology::parse(std::string_view text, std::string source) {
 
 std::string Topology::plan() const { return topology::describe(state_->config); }
 
-void Topology::start() {
-  runtime::require_initialized();
-  auto& s = *state_;
-  if (s.supervisor) throw TopologyError("mpx: this topology was already started");
-  if (!s.config.endpoint.empty()) runtime::set_coordinator_endpoint(s.config.endpoint);
-  runtime::ensure_coordinator();
-  s.endpoint = runtime::state().session.coordinator_endpoint;
+namespace detail {
+
+// The shared objects, then the actors in order.
+void start_objects_and_actors(TopologyState& s) {
   // Every shared object exists before any actor starts.
   std::map<std::string, ActorContext::Entry> entries;
   for (const auto& o : s.config.objects) {
@@ -175,6 +214,7 @@ void Topology::start() {
     } else {
       throw TopologyError("mpx: object '" + o.name + "' has type '" + o.type + "', which this build cannot create");
     }
+    detail::name_in_trace(s, o.type, o.name, e.ids);
     entries.emplace(o.name, std::move(e));
   }
   std::vector<ActorContext::Entry> all;
@@ -185,19 +225,44 @@ void Topology::start() {
   s.supervisor->start();
 }
 
+}  // namespace detail
+
+void Topology::start() {
+  runtime::require_initialized();
+  auto& s = *state_;
+  if (s.supervisor) throw TopologyError("mpx: this topology was already started");
+  if (!s.config.endpoint.empty()) runtime::set_coordinator_endpoint(s.config.endpoint);
+  runtime::ensure_coordinator();
+  s.endpoint = runtime::state().session.coordinator_endpoint;
+  detail::start_trace(s);
+  try {
+    detail::start_objects_and_actors(s);
+  } catch (...) {
+    detail::end_trace(s);
+    throw;
+  }
+}
+
+
 TopologyExit Topology::wait() {
   if (!state_->supervisor) throw TopologyError("mpx: the topology was not started");
-  return *state_->supervisor->wait(-1);
+  const auto exit = *state_->supervisor->wait(-1);
+  detail::end_trace(*state_);
+  return exit;
 }
 
 std::optional<TopologyExit> Topology::wait_for(std::chrono::duration<double> timeout) {
   if (!state_->supervisor) throw TopologyError("mpx: the topology was not started");
-  return state_->supervisor->wait(std::max(0.0, timeout.count()));
+  auto exit = state_->supervisor->wait(std::max(0.0, timeout.count()));
+  if (exit) detail::end_trace(*state_);
+  return exit;
 }
 
 TopologyExit Topology::stop(std::optional<std::chrono::duration<double>> timeout) {
   if (!state_->supervisor) return TopologyExit::ok;
-  return state_->supervisor->stop(timeout ? std::max(0.0, timeout->count()) : -1.0);
+  const auto exit = state_->supervisor->stop(timeout ? std::max(0.0, timeout->count()) : -1.0);
+  detail::end_trace(*state_);
+  return exit;
 }
 
 namespace {

@@ -17,6 +17,8 @@
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
 
+#include "trace/bus.hpp"
+
 namespace mpx::topology {
 
 namespace {
@@ -290,8 +292,25 @@ Config parse_config(std::string_view text, const std::string& source, const std:
       const auto& tt = *r.typed<toml::table>(*v, "coordinator.trace", "a table");
       r.keys(tt, "coordinator.trace", {"enabled", "file", "kinds"});
       if (auto e = r.find(tt, "enabled")) c.trace.enabled = r.boolean(*e, "coordinator.trace.enabled");
-      if (auto e = r.find(tt, "file")) c.trace.file = r.string(*e, "coordinator.trace.file");
-      if (auto e = r.find(tt, "kinds")) c.trace.kinds = r.strings(*e, "coordinator.trace.kinds");
+      if (auto e = r.find(tt, "file")) {
+        c.trace.file = r.string(*e, "coordinator.trace.file");
+        // The trace spec separates its items with commas (mpx/trace.hpp), so a path cannot hold one.
+        if (c.trace.file.empty() || c.trace.file.find(',') != std::string::npos) {
+          r.fail(e->source(), "coordinator.trace.file", "expected a path without commas, got \"" + c.trace.file + "\"");
+        }
+      }
+      if (auto e = r.find(tt, "kinds")) {
+        c.trace.kinds = r.strings(*e, "coordinator.trace.kinds");
+        for (const auto& k : c.trace.kinds) {
+          if (!trace::kind_number(k)) {
+            r.fail(e->source(), "coordinator.trace.kinds",
+                   "\"" + k + "\" is not a message kind (names as in PROTOCOL.md: queue_put, ok, ...)");
+          }
+        }
+      }
+      if (c.trace.enabled && c.trace.file.empty()) {
+        r.fail(tt.source(), "coordinator.trace", "enabled = true needs a file to record to");
+      }
     }
   }
 

@@ -103,6 +103,13 @@ class Bus {
     }
     std::lock_guard lock(mutex_);
     options_ = options;
+    keep_.clear();
+    if (!options.kinds.empty()) {
+      keep_.assign(std::size_t{1} << 16, false);
+      for (const auto& name : options.kinds) {
+        if (auto kind = kind_number(name)) keep_[*kind] = true;  // parse() rejected unknown names
+      }
+    }
     body_limit_.store(options.body, std::memory_order_relaxed);
     spec_ = options.to_string();
     pub_endpoint_ = pub_endpoint;
@@ -141,6 +148,8 @@ class Bus {
     try {
       std::unique_lock lock(mutex_);
       if (!running_) return;
+      // The kind filter, under the lock that start() sets it with; a filtered message is not a drop.
+      if (p.type == Pending::Type::message && !keep_.empty() && !keep_[p.kind]) return;
       if (queue_.size() >= options_.queue) {
         dropped_.fetch_add(1, std::memory_order_relaxed);
         return;
@@ -329,6 +338,7 @@ class Bus {
   std::vector<format::Actor> new_actors_;
   std::unordered_map<std::uint64_t, std::string> names_;
   std::uint64_t names_version_ = 0;
+  std::vector<bool> keep_;  // by kind number, when Options::kinds filters; empty: every kind
   // Set by start(), then owned by the sink thread until it ends:
   std::FILE* file_ = nullptr;
   std::unique_ptr<zmq::context_t> context_;

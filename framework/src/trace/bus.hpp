@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -43,6 +44,9 @@ void start(const Options& options);
 void stop();
 Status current_status();
 void set_object_name(std::uint64_t object_id, std::string_view name);
+
+// A message kind's number from its name ("queue_put"), as the wire knows it; nullopt for an unknown name.
+std::optional<std::uint16_t> kind_number(std::string_view name) noexcept;
 
 // The object's default name: the service that owns the kind, then the id ("queue:7"); empty for the runtime.
 std::string default_object_name(std::uint16_t kind, std::uint64_t object_id);

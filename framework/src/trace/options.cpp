@@ -4,6 +4,9 @@
 #include <mpx/errors.hpp>
 #include <mpx/trace.hpp>
 
+#include "trace/bus.hpp"
+#include "wire/kinds.hpp"
+
 namespace mpx::trace {
 
 namespace {
@@ -23,6 +26,13 @@ std::size_t number(std::string_view key, std::string_view value, std::size_t low
 
 }  // namespace
 
+std::optional<std::uint16_t> kind_number(std::string_view name) noexcept {
+  for (const auto& k : wire::known_kinds) {
+    if (k.name == name) return static_cast<std::uint16_t>(k.kind);
+  }
+  return std::nullopt;
+}
+
 Options Options::parse(std::string_view spec) {
   Options o;
   std::size_t start = 0;
@@ -34,7 +44,7 @@ Options Options::parse(std::string_view spec) {
     if (item.empty()) continue;
     const auto colon = item.find(':');
     if (colon == std::string_view::npos) {
-      throw ValueError("mpx: trace option '" + std::string(item) + "' is not key:value (keys: file, pub, body, queue, hwm)");
+      throw ValueError("mpx: trace option '" + std::string(item) + "' is not key:value (keys: file, pub, body, queue, hwm, kind)");
     }
     const auto key = item.substr(0, colon);
     const auto value = item.substr(colon + 1);
@@ -50,8 +60,13 @@ Options Options::parse(std::string_view spec) {
       o.queue = number(key, value, 1, max_queue);
     } else if (key == "hwm") {
       o.hwm = static_cast<int>(number(key, value, 1, 1u << 24));
+    } else if (key == "kind") {
+      if (!kind_number(value)) {
+        throw ValueError("mpx: trace option kind:" + std::string(value) + " names no message kind (see PROTOCOL.md)");
+      }
+      o.kinds.emplace_back(value);
     } else {
-      throw ValueError("mpx: unknown trace option '" + std::string(key) + "' (keys: file, pub, body, queue, hwm)");
+      throw ValueError("mpx: unknown trace option '" + std::string(key) + "' (keys: file, pub, body, queue, hwm, kind)");
     }
   }
   if (o.file.empty() && o.pub.empty()) {
@@ -73,6 +88,7 @@ std::string Options::to_string() const {
   add("body", std::to_string(body));
   add("queue", std::to_string(queue));
   add("hwm", std::to_string(hwm));
+  for (const auto& k : kinds) add("kind", k);
   return s;
 }
 
