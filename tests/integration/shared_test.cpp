@@ -98,6 +98,15 @@ void remote_worker(mpx::Value<long> v, mpx::Array<int> a, int times) {
   }
 }
 
+// A Pool task: every call adds to the shared counters and marks its own byte of the block, so the owner sees each
+// call's effect in memory it mapped itself. Returns whether this worker's Value handle is remote.
+bool pool_mark(mpx::Value<long> v, mpx::Array<int> a, mpx::SharedMemory block, int i) {
+  v.fetch_add(1);
+  a[static_cast<std::size_t>(i) % a.size()].fetch_add(i);
+  block.buf()[static_cast<std::size_t>(i)] = static_cast<std::byte>(i + 1);
+  return v.is_remote();
+}
+
 void remote_by_environment(mpx::Value<long> v, mpx::SharedMemory block) {
   require(v.is_remote(), "MPX_SHM_REMOTE=1 makes the Value remote");
   require(block.is_remote(), "MPX_SHM_REMOTE=1 makes the SharedMemory remote");
@@ -316,6 +325,35 @@ TEST_CASE("handles pass as Process arguments under fork, spawn and forkserver", 
       CHECK(a.to_vector() == std::vector<int>{0, -1, -2, -3, -4});
       CHECK(block.buf()[0] == std::byte{1});
       CHECK(block.buf()[15] == std::byte{16});
+    }
+  }
+}
+
+TEST_CASE("handles pass as Pool task arguments under fork, spawn and forkserver, mapped or remote", "[shared]") {
+  constexpr int tasks = 12;
+  for (auto method : {mpx::StartMethod::fork, mpx::StartMethod::spawn, mpx::StartMethod::forkserver}) {
+    for (bool remote : {false, true}) {
+      DYNAMIC_SECTION("start method " << mpx::to_string(method) << (remote ? ", remote handles" : ", mapped handles")) {
+        mpx::Value<long> v(0);
+        mpx::Array<int> a(3);
+        mpx::SharedMemory block(std::nullopt, true, tasks);
+        mpx::PoolOptions options;
+        options.processes = 2;
+        options.method = method;
+        mpx::Pool pool(options);
+        std::vector<mpx::AsyncResult<bool>> results;
+        for (int i = 0; i < tasks; ++i) {
+          results.push_back(remote ? pool.apply_async(pool_mark, v.as_remote(), a.as_remote(), block, i)
+                                   : pool.apply_async(pool_mark, v, a, block, i));
+        }
+        for (auto& r : results) CHECK(r.get(30s) == remote);
+        pool.close();
+        pool.join();
+        CHECK(v.value() == tasks);
+        // i goes to slot i % 3: slot 0 gets 0+3+6+9, slot 1 gets 1+4+7+10, slot 2 gets 2+5+8+11.
+        CHECK(a.to_vector() == std::vector<int>{18, 22, 26});
+        for (int i = 0; i < tasks; ++i) CHECK(block.buf()[static_cast<std::size_t>(i)] == static_cast<std::byte>(i + 1));
+      }
     }
   }
 }

@@ -139,12 +139,14 @@ void chunk_trampoline(ErasedFunction function, std::string_view args, std::strin
       throw SerializationError("mpx: a call's arguments do not match the function's " +
                                std::to_string(sizeof...(P)) + " parameters");
     }
-    std::tuple<std::decay_t<P>...> params;
-    try {
-      call.convert(params);
-    } catch (const std::exception& e) {
-      throw SerializationError(std::string("mpx: cannot decode a call's arguments: ") + e.what());
-    }
+    // as<> rather than convert(): handles such as mpx::Value have no default constructor.
+    auto params = [&call] {
+      try {
+        return call.as<std::tuple<std::decay_t<P>...>>();
+      } catch (const std::exception& e) {
+        throw SerializationError(std::string("mpx: cannot decode a call's arguments: ") + e.what());
+      }
+    }();
     if constexpr (std::is_void_v<R>) {
       std::apply(typed, std::move(params));
       pk.pack_nil();
