@@ -317,6 +317,10 @@ void receive(const std::string& endpoint, const LiveLimits& limits, F&& each) {
   const auto start = Clock::now();
   std::uint64_t counted = 0, malformed = 0;
   zmq::pollitem_t item{sub.handle(), 0, ZMQ_POLLIN, 0};
+  // The bus answers a new subscription with its actor table (actor records, then a drops record), but the
+  // subscription may take effect for published records a moment before the bus sees it: records until the table
+  // are skipped, as if this subscriber had come a moment later, so every record shown can be named.
+  bool have_actor = false, have_table = false;
   while (!interrupted.load()) {
     if (limits.count && counted >= limits.count) break;
     if (limits.duration > 0 && Clock::now() - start >= std::chrono::duration<double>(limits.duration)) break;
@@ -331,7 +335,13 @@ void receive(const std::string& endpoint, const LiveLimits& limits, F&& each) {
     while (sub.recv(m, zmq::recv_flags::dontwait)) {
       const std::string_view bytes(static_cast<const char*>(m.data()), m.size());
       try {
-        if (each(bytes, tf::decode_record(bytes))) ++counted;
+        const tf::Record record = tf::decode_record(bytes);
+        if (!have_table) {
+          have_actor = have_actor || std::holds_alternative<tf::Actor>(record);
+          have_table = have_actor && std::holds_alternative<tf::Drops>(record);
+          if (!std::holds_alternative<tf::Actor>(record)) continue;
+        }
+        if (each(bytes, record)) ++counted;
       } catch (const mpx::ProtocolError& e) {
         if (malformed++ == 0) std::cerr << "mpx-trace: skipping a malformed record: " << strip_mpx(e.what()) << '\n';
       }

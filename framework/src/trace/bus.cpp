@@ -318,8 +318,12 @@ class Bus {
       std::lock_guard lock(mutex_);
       for (const auto& [id, a] : actors_) all.push_back(a);
     }
-    for (const auto& a : all) {
-      if (!pub_->send(zmq::buffer(format::encode(a)), zmq::send_flags::dontwait)) {
+    // The table ends with the drop counts so far: a subscriber knows the table is complete when they come.
+    std::vector<std::string> table;
+    for (const auto& a : all) table.push_back(format::encode(a));
+    table.push_back(format::encode(format::Drops{now_ns(), dropped_.load(), pub_dropped_.load()}));
+    for (const auto& record : table) {
+      if (!pub_->send(zmq::buffer(record), zmq::send_flags::dontwait)) {
         pub_dropped_.fetch_add(1, std::memory_order_relaxed);
       }
     }
