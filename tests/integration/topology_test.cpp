@@ -467,6 +467,13 @@ TEST_CASE("the example topologies run through mpx-run", "[topology]") {
                              "printer: hello from greeter replica 2 of 3\n"));
     CHECK_THAT(out, Contains("topology_app: topology " + dir + "app_tasks.toml ended: ok (exit status 0)"));
   }
+  SECTION("a pool shared by task actors of an application, with the status table") {
+    CHECK(run_mpx_run({"--status-every", "0.2", dir + "pool_tasks.toml"}, s.dir / "out",
+                      std::string(EXAMPLES_BUILD_DIR) + "/topology_app") == 0);
+    const auto out = read_file(s.dir / "out");
+    CHECK_THAT(out, Contains("reporter: sum of squares 0..59999 from 3 mappers on one pool = 71998200010000 (correct)"));
+    CHECK_THAT(out, Contains("pool  squares            queued 0  running 0  workers "));
+  }
   SECTION("pipeline: 20000 items, sum checked by the sink") {
     CHECK(run_mpx_run({dir + "pipeline.toml"}, s.dir / "out") == 0);
     CHECK_THAT(read_file(s.dir / "out"), Contains("sink: 20000 items through 4 workers"));
