@@ -460,6 +460,32 @@ TEST_CASE("an attached handle's close, join and terminate detach it only; a term
   CHECK_THROWS_AS(mpx::Pool::attach(owner.ref()), mpx::ValueError);
 }
 
+TEST_CASE("the owner's terminate and close reach attached handles: nothing is left waiting", "[pool][attach]") {
+  const auto quickly = [](auto& result) {
+    const auto begin = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(result.get(20s), mpx::CancelledError);
+    CHECK(std::chrono::steady_clock::now() - begin < 15s);  // anti-hang bound: it fails at once
+  };
+  {
+    mpx::Pool owner(1);
+    auto h = mpx::Pool::attach(owner.ref());
+    auto running = h.apply_async(nap, 5.0);
+    auto queued = h.apply_async(square, 3);
+    owner.terminate();
+    quickly(running);
+    quickly(queued);
+  }
+  {
+    mpx::Pool owner(1);
+    auto h = mpx::Pool::attach(owner.ref());
+    CHECK(h.apply(square, 4) == 16);
+    owner.close();
+    auto late = h.apply_async(square, 5);  // after the close, on this thread: the scheduler cancels it
+    quickly(late);
+    owner.join();
+  }
+}
+
 TEST_CASE("the owner dying fails an attached handle's waiting call at once with BrokenProcessPool", "[pool][attach][fault]") {
   mpx::Queue<mpx::ObjectRef> refs;
   mpx::Event never, release;

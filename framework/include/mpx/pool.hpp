@@ -16,7 +16,8 @@
 // process gets an *attached* Pool that submits to the same workers and receives its own results. Python has no
 // shared pool; an attached handle's close() and terminate() (and its destructor) detach it only: its queued tasks
 // are dropped, and the pool goes on for its owner and the other handles. If the owner ends, the attached handle's
-// waiting calls fail at once with mpx::BrokenProcessPool.
+// waiting calls fail at once with mpx::BrokenProcessPool; if it terminates the pool, with mpx::CancelledError (and
+// tasks an attached handle submits after the owner's close() are cancelled).
 #pragma once
 
 #include <chrono>

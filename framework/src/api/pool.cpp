@@ -687,9 +687,10 @@ void PoolCore::worker_ended(zmq::socket_t& dealer, Process worker) {
                     true);
     return;
   }
-  // A closed pool replaces only a worker that died or used up its tasks while work remains; one that exited because
-  // the queue was drained is not replaced.
-  const bool replace = state == State::running || (!pending.empty() && (code != 0 || used_up));
+  // A closed pool replaces a worker that died or used up its tasks: work may remain, this owner's or an attached
+  // handle's (which only the scheduler knows); if none does, the replacement is told `closed` and exits at once. One
+  // that exited because the queue was drained is not replaced.
+  const bool replace = state == State::running || code != 0 || used_up;
   if (replace) {
     try {
       start_worker();
@@ -755,9 +756,11 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
           if (e->header.kind == wire::Kind::pool_delivery) {
             handle_delivery(*e);
           } else if (e->header.kind == wire::Kind::pool_ended) {
-            // The owner is gone, and its workers with it: nothing this handle waits for can come any more.
-            auto [message] = e->body_as<std::tuple<std::string>>();
-            stop_everything(std::make_exception_ptr(BrokenProcessPool(message)), false);
+            // The owner is gone or terminated the pool: nothing this handle waits for can come any more.
+            auto [reason, message] = e->body_as<std::tuple<std::uint8_t, std::string>>();
+            stop_everything(reason == 1 ? std::make_exception_ptr(CancelledError(message))
+                                        : std::make_exception_ptr(BrokenProcessPool(message)),
+                            false);
           }
         } catch (const ProtocolError& err) {
           std::cerr << "mpx: pool " << id << ": dropped a malformed delivery: " << err.what() << "\n";

@@ -156,6 +156,42 @@ class PoolService {
     ok(peer, req.header, encode(Object{}));
   }
 
+  // Why a pool ended for its attached submitters (pool_ended): they fail what they wait for accordingly.
+  enum class Ended : std::uint8_t { owner_died = 0, terminated = 1 };
+
+  void end_for_attached(PoolState& pool, Ended reason, const std::string& message) {
+    const std::string body = encode(std::make_tuple(static_cast<std::uint8_t>(reason), message));
+    for (std::size_t k = 1; k < pool.submitters.size(); ++k) {
+      Submitter& s = pool.submitters[k];
+      if (!s.live) continue;
+      wire::Envelope push;
+      push.header.kind = wire::Kind::pool_ended;
+      push.header.object = pool.id;
+      push.body.emplace_back(body.data(), body.size());
+      coordinator_.reply(s.peer, push);
+      s.live = false;  // nothing more goes to it
+    }
+  }
+
+  // Tasks that will never run, answered at once so that their caller does not wait: `cancelled` records.
+  void refuse(PoolState& pool, const std::vector<std::tuple<std::uint64_t, std::uint64_t>>& tasks) {
+    std::map<std::uint64_t, std::vector<std::uint64_t>> by_submitter;
+    for (const auto& t : tasks) by_submitter[submitter_of(std::get<0>(t))].push_back(std::get<0>(t));
+    for (const auto& [k, ids] : by_submitter) {
+      msgpack::sbuffer frame(16 + 16 * ids.size());
+      msgpack::packer<msgpack::sbuffer> pk(frame);
+      pk.pack_array(static_cast<std::uint32_t>(ids.size()));
+      for (auto id : ids) {
+        pk.pack_array(4);
+        pk.pack(id);
+        pk.pack(static_cast<std::uint8_t>(Status::cancelled));
+        pk.pack(0);
+        pk.pack_nil();
+      }
+      deliver(pool, k, std::string_view(frame.data(), frame.size()));
+    }
+  }
+
   void drop_submitter(PoolState& pool, std::uint64_t index) {
     Submitter& s = pool.submitters[index];
     if (!s.live) return;
@@ -186,8 +222,15 @@ class PoolService {
                             ", outside the sender's task ids");
       }
     }
-    if (pool.terminated) return;  // the owner fails them itself
-    if (tasks.empty() || !pool.submitters[submitter_of(std::get<0>(tasks.front()))].live) return;  // detached meanwhile: nobody waits
+    if (tasks.empty()) return;
+    if (pool.terminated) return;  // the owner fails them itself (attached submitters were sent pool_ended)
+    if (pool.closed && submitter_of(std::get<0>(tasks.front())) != 0) {
+      // An attached handle that has not yet heard of the owner's close(): its tasks are cancelled, not left waiting
+      // for workers that are leaving.
+      refuse(pool, tasks);
+      return;
+    }
+    if (!pool.submitters[submitter_of(std::get<0>(tasks.front()))].live) return;  // detached meanwhile: nobody waits
     if (!pool.last_function || *pool.last_function != function) {
       pool.last_function = std::make_shared<const std::string>(std::move(function));
     }
@@ -399,6 +442,8 @@ class PoolService {
     pool.closed = pool.terminated = true;
     pool.queue.clear();
     dismiss_takers(pool);
+    // The owner stops the workers: nothing an attached handle waits for can come any more.
+    end_for_attached(pool, Ended::terminated, "mpx: the pool was terminated by its owner");
     ok(peer, req.header, encode(Object{}));
   }
 
@@ -447,17 +492,8 @@ class PoolService {
         // Nobody is left to run the workers: the pool ends, its waiting workers are told to exit, and every attached
         // handle is told, so that its waiting callers fail at once instead of waiting for results that cannot come.
         dismiss_takers(pool);
-        for (std::size_t k = 1; k < pool.submitters.size(); ++k) {
-          const Submitter& s = pool.submitters[k];
-          if (!s.live || s.peer.actor == actor) continue;
-          const std::string why = encode(std::make_tuple(
-              "mpx: the pool's owner (pid " + std::to_string(actor) + ") ended, and the pool with it"));
-          wire::Envelope push;
-          push.header.kind = wire::Kind::pool_ended;
-          push.header.object = pool.id;
-          push.body.emplace_back(why.data(), why.size());
-          coordinator_.reply(s.peer, push);
-        }
+        end_for_attached(pool, Ended::owner_died,
+                         "mpx: the pool's owner (pid " + std::to_string(actor) + ") ended, and the pool with it");
         it = pools_.erase(it);
         continue;
       }

@@ -111,7 +111,7 @@ enum class Kind : std::uint16_t {
   pool_stats = 100,       // nil -> ok [queued, held, workers, requeued, lost]
   pool_attach = 101,      // nil -> ok [submitter, processes, max_retries, build_id]; the sending socket gets its deliveries
   pool_detach = 102,      // [submitter] -> ok nil: its queued tasks are dropped, its later results discarded
-  pool_ended = 103,       // coordinator -> attached result sockets (pushed): [message]: the owner died, the pool is gone
+  pool_ended = 103,       // coordinator -> attached result sockets (pushed): [reason, message]: 0 owner died, 1 terminated
 };
 
 struct KindInfo {
