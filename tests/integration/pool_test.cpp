@@ -460,6 +460,23 @@ TEST_CASE("an attached handle's close, join and terminate detach it only; a term
   CHECK_THROWS_AS(mpx::Pool::attach(owner.ref()), mpx::ValueError);
 }
 
+TEST_CASE("attached handles one after another, two at a time: each gets exactly its own results", "[pool][attach]") {
+  mpx::Pool owner(1);  // one worker sees every submitter, and forgets the idle ones as they pile up
+  std::vector<int> xs(100);
+  std::iota(xs.begin(), xs.end(), 0);
+  for (int round = 0; round < 8; ++round) {
+    auto a = mpx::Pool::attach(owner.ref());
+    auto b = mpx::Pool::attach(owner.ref());
+    auto from_a = a.map_async(square, xs, 3);
+    auto from_b = b.starmap_async(add, std::vector<std::tuple<int, int>>(50, {round, 1}), 7);
+    CHECK(from_b.get(20s) == std::vector<int>(50, round + 1));
+    const auto ys = from_a.get(20s);
+    REQUIRE(ys.size() == xs.size());
+    for (std::size_t i = 0; i < ys.size(); ++i) CHECK(ys[i] == square(xs[i]));
+  }
+  CHECK(owner.apply(square, 12) == 144);
+}
+
 TEST_CASE("the owner's terminate and close reach attached handles: nothing is left waiting", "[pool][attach]") {
   const auto quickly = [](auto& result) {
     const auto begin = std::chrono::steady_clock::now();

@@ -451,6 +451,11 @@ class Outbox {
       pk.pack(frame.ids);
       frames.push_back(frame.take());
     }
+    // A worker outlives many submitters (actors come and go): forget the idle ones, keeping a few warm buffers.
+    if (frames_.size() > 4) {
+      std::erase_if(frames_, [](const auto& f) { return f.second.ids.empty(); });
+      last_ = 0;
+    }
     wire::Envelope e;
     e.header.kind = kind;
     e.header.object = pool;
