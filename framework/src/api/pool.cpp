@@ -628,16 +628,18 @@ void PoolCore::handle_delivery(const wire::Envelope& e) {
       task = std::move(it->second);
       pending.erase(it);
       if (status == Status::ok || status == Status::error || status == Status::unserializable) ++tasks_done[pid];
-      ++completing;
+      if (attached) ++completing;
     }
-    // An attached handle's join() waits until its last task's outcome is in its result, not just claimed.
+    // An attached handle's join() waits until its last task's outcome is in its result, not just claimed. (The
+    // owner's join waits for its workers instead, so its fast path takes no second lock per result.)
     struct Completed {
-      PoolCore& pool;
+      PoolCore* pool;
       ~Completed() {
-        std::lock_guard lock(pool.mutex);
-        if (--pool.completing == 0 && pool.pending.empty()) pool.changed.notify_all();
+        if (!pool) return;
+        std::lock_guard lock(pool->mutex);
+        if (--pool->completing == 0 && pool->pending.empty()) pool->changed.notify_all();
       }
-    } completed{*this};
+    } completed{attached ? this : nullptr};
     switch (status) {
       case Status::ok:
         task.sink->deliver(task, as_string(expect(payload, msgpack::type::BIN, "values")));
