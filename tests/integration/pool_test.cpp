@@ -100,6 +100,16 @@ void owner_until_killed(mpx::Queue<mpx::ObjectRef> refs, mpx::Event never) {
 }
 
 // Holds its worker until the test lets it go.
+bool hold_until(mpx::Event release);
+
+// Attaches, queues many tasks that hold their workers until `release`, says so, and waits to be killed.
+void submit_then_wait(mpx::ObjectRef ref, mpx::Event release, mpx::Event submitted, mpx::Event never) {
+  auto pool = mpx::Pool::attach(ref);
+  auto held = pool.map_async(hold_until, std::vector<mpx::Event>(200, release), 1);
+  submitted.set();
+  (void)never.wait();
+}
+
 bool hold_until(mpx::Event release) { return release.wait(30s); }
 
 }  // namespace
@@ -475,6 +485,30 @@ TEST_CASE("attached handles one after another, two at a time: each gets exactly 
     for (std::size_t i = 0; i < ys.size(); ++i) CHECK(ys[i] == square(xs[i]));
   }
   CHECK(owner.apply(square, 12) == 144);
+}
+
+TEST_CASE("an attached submitter that dies: its queued tasks are dropped, the pool serves the others", "[pool][attach][fault]") {
+  mpx::Pool owner(2);
+  mpx::Event release, submitted, never;
+  mpx::Process user(submit_then_wait, owner.ref(), release, submitted, never);
+  user.start();
+  REQUIRE(submitted.wait(30s));
+  // Its 200 tasks are queued, or held by the two workers, which they block until `release`: nothing runs off the
+  // queue meanwhile, so only the submitter's death can empty it.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;  // anti-hang bound only
+  while (mpx::detail::pool_stats(*owner.core()).queued == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  REQUIRE(mpx::detail::pool_stats(*owner.core()).queued > 0);
+  user.kill();
+  REQUIRE(user.join(30s));
+  while (mpx::detail::pool_stats(*owner.core()).queued > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  CHECK(mpx::detail::pool_stats(*owner.core()).queued == 0);  // dropped with their submitter, not run
+  release.set();  // the workers finish the batches they held (their results are discarded) and serve the owner
+  CHECK(owner.apply(square, 3) == 9);
+  CHECK(owner.map(square, std::vector<int>{1, 2, 3}) == std::vector<int>{1, 4, 9});
 }
 
 TEST_CASE("the owner's terminate and close reach attached handles: nothing is left waiting", "[pool][attach]") {
