@@ -100,7 +100,7 @@ void owner_until_killed(mpx::Queue<mpx::ObjectRef> refs, mpx::Event never) {
 }
 
 // Holds its worker until the test lets it go.
-bool hold_until(mpx::Event release);
+bool hold_until(mpx::Event release) { return release.wait(30s); }
 
 // Attaches, queues many tasks that hold their workers until `release`, says so, and waits to be killed.
 void submit_then_wait(mpx::ObjectRef ref, mpx::Event release, mpx::Event submitted, mpx::Event never) {
@@ -109,8 +109,6 @@ void submit_then_wait(mpx::ObjectRef ref, mpx::Event release, mpx::Event submitt
   submitted.set();
   (void)never.wait();
 }
-
-bool hold_until(mpx::Event release) { return release.wait(30s); }
 
 }  // namespace
 
