@@ -12,8 +12,9 @@
 // worker up to max_retries times, then fail with mpx::WorkerLost. Ctrl-C while a thread waits on a pool stops the
 // workers and raises mpx::Interrupted in the waiting threads.
 //
-// A pool can be shared: its handle travels as an argument (or comes from a topology's objects), and the receiving
-// process gets an *attached* Pool that submits to the same workers and receives its own results. Python has no
+// A pool can be shared: its ref() travels as an argument or a queue item (or comes from a topology's objects), and
+// Pool::attach(ref) gives the receiving process an *attached* Pool that submits to the same workers and receives its
+// own results. Python has no
 // shared pool; an attached handle's close() and terminate() (and its destructor) detach it only: its queued tasks
 // are dropped, and the pool goes on for its owner and the other handles. If the owner ends, the attached handle's
 // waiting calls fail at once with mpx::BrokenProcessPool; if it terminates the pool, with mpx::CancelledError (and
@@ -496,7 +497,8 @@ class Pool {
   std::size_t processes() const;
   // The current workers' pids (none for an attached handle: the owner runs them).
   std::vector<pid_t> pids() const;
-  // What travels when the handle is passed as an argument: the receiver gets an attached Pool.
+  // What to send to another process of the session (as an mpx::ObjectRef argument or queue item), which attaches
+  // with Pool::attach(ref). (A Pool is move-only, so it does not travel itself.)
   ObjectRef ref() const { return detail::pool_ref(*core_); }
   bool attached() const { return detail::pool_attached(*core_); }
 

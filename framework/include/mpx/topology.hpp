@@ -153,7 +153,8 @@ class ActorContext {
   RLock rlock(std::string_view name) const { return RLock(adopt, ref(name, "rlock")); }
   Barrier barrier(std::string_view name) const { return Barrier(adopt, ref(name, "barrier")); }
   // An attached handle on a topology pool: its workers run the program that runs the topology, so tasks must be
-  // functions of that program (a task actor's are). close()/terminate() detach this handle only.
+  // functions of that program (a task actor's are). close()/terminate() detach this handle only. Each call attaches
+  // a new handle (a socket and a result thread): keep the one you use.
   Pool pool(std::string_view name) const { return Pool(adopt, ref(name, "pool")); }
   // One end (0 or 1) of a pipe; this process becomes the holder of that end.
   Connection connection(std::string_view name, int end) const;
