@@ -20,6 +20,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -1133,6 +1134,51 @@ Workload executor_submit() {
   return w;
 }
 
+// A topology pool used from an actor: one task actor maps square over n numbers (chunksize 1) on the topology's
+// Pool(2), through its attached handle, and reports the seconds the map took (the actor's and the pool's start
+// excluded). Registered by a static initializer, like bench_idle, for the copy of mpx-bench the topology starts.
+void bench_pool_mapper() {
+  const auto& me = mpx::this_actor();
+  auto pool = me.pool("p");
+  std::vector<int> xs(static_cast<std::size_t>(me.args()["n"].as_int()));
+  std::iota(xs.begin(), xs.end(), 0);
+  (void)pool.map(pool_square, std::vector<int>{1, 2, 3, 4}, 1);  // warm-up: every worker has connected
+  const auto t0 = Clock::now();
+  const auto ys = pool.map(pool_square, xs, 1);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (ys.size() != xs.size() || ys.back() != xs.back() * xs.back()) throw std::runtime_error("pool map: wrong result");
+  me.queue<double>("seconds").put(seconds);
+}
+const bool bench_pool_mapper_registered = (mpx::register_actor("bench_pool_mapper", bench_pool_mapper), true);
+
+double topology_pool_map(int n) {
+  auto t = mpx::Topology::parse("[objects.p]\ntype = \"pool\"\nprocesses = 2\n[objects.seconds]\ntype = \"queue\"\n"
+                                "[[actors]]\nname = \"mapper\"\ntask = \"bench_pool_mapper\"\nrestart = \"transient\"\n"
+                                "objects = [\"p\", \"seconds\"]\nargs = { n = " +
+                                    std::to_string(n) + " }\n",
+                                "bench");
+  t.start();
+  const double seconds = t.objects().queue<double>("seconds").get(true, std::chrono::seconds(120));
+  if (t.wait() != mpx::TopologyExit::ok) throw std::runtime_error("topology/poolmap: the actor failed");
+  return n / seconds;
+}
+
+Workload topology_pool_map_workload() {
+  Workload w;
+  w.name = "topology/poolmap";
+  w.unit = "tasks/s";
+  w.target = 0;
+  w.higher_is_better = true;
+  w.iterations = 200000;
+  w.python_iterations = 0;
+  w.mpx = topology_pool_map;
+  w.raw = [](int n) { return mpx_pool_map(n, 2, 1); };
+  w.raw_label = "not a raw floor: the same map on a Pool(2) owned by the calling process (pool/map1)";
+  w.note = "topology/poolmap: a task actor's map(square, range(n), chunksize=1) on the topology's pool of 2 "
+           "workers, through its attached handle (results routed to the actor)";
+  return w;
+}
+
 std::vector<Workload> workloads() {
   return {
       process_start_join(mpx::StartMethod::fork, 5.0, 200, 100),
@@ -1155,6 +1201,7 @@ std::vector<Workload> workloads() {
       topology_stop(100, 3),
       topology_stop(200, 3),
       topology_pipeline_workload(),
+      topology_pool_map_workload(),
       pool_map_chunk1(),
       pool_map_default(),
       pool_apply_async(),

@@ -74,6 +74,42 @@ void map_until_interrupted(mpx::Event started, mpx::Queue<int> worker_pids) {
   throw std::runtime_error("the map was not interrupted");
 }
 
+// An attached handle in another process: maps over the owner's workers at the same time as the owner, checks its
+// own results, then terminates its handle, which only detaches it.
+void attached_user(mpx::ObjectRef ref, mpx::Queue<long> out) {
+  auto pool = mpx::Pool::attach(ref);
+  if (!pool.attached() || !pool.pids().empty() || pool.processes() != 2) throw std::logic_error("not attached");
+  std::vector<int> xs(2000);
+  std::iota(xs.begin(), xs.end(), 0);
+  const auto ys = pool.map(square, xs, 3);
+  long sum = 0;
+  for (std::size_t i = 0; i < ys.size(); ++i) {
+    if (ys[i] != square(xs[i])) throw std::logic_error("wrong result at " + std::to_string(i));
+    sum += ys[i];
+  }
+  if (pool.apply_async(add, 40, 2).get(20s) != 42) throw std::logic_error("wrong apply_async");
+  out.put(sum);
+  pool.terminate();
+}
+
+// Owns a pool, hands its reference out, and waits to be killed.
+void owner_until_killed(mpx::Queue<mpx::ObjectRef> refs, mpx::Event never) {
+  mpx::Pool pool(1);
+  refs.put(pool.ref());
+  (void)never.wait();
+}
+
+// Holds its worker until the test lets it go.
+bool hold_until(mpx::Event release) { return release.wait(30s); }
+
+// Attaches, queues many tasks that hold their workers until `release`, says so, and waits to be killed.
+void submit_then_wait(mpx::ObjectRef ref, mpx::Event release, mpx::Event submitted, mpx::Event never) {
+  auto pool = mpx::Pool::attach(ref);
+  auto held = pool.map_async(hold_until, std::vector<mpx::Event>(200, release), 1);
+  submitted.set();
+  (void)never.wait();
+}
+
 }  // namespace
 
 TEST_CASE("apply, apply_async and map give Python's results", "[pool]") {
@@ -351,6 +387,23 @@ TEST_CASE("malformed pool messages get an error reply and change nothing", "[poo
   CHECK(ask(wire::make(wire::Kind::pool_create, 0, 0, std::make_tuple(std::uint32_t{3}, std::uint32_t{0}))) ==
         wire::Kind::error);
   CHECK(ask(wire::make(wire::Kind::pool_stats, 987654321, 0, Object{})) == wire::Kind::error);
+  // Multi-submitter: a report whose frames do not match its entries, an entry filing another submitter's task, a
+  // detach of the owner or of nobody, an attach to no pool, a submit in another submitter's task ids.
+  using Groups = std::vector<std::tuple<std::uint64_t, std::vector<std::uint64_t>>>;
+  CHECK(ask(wire::make(wire::Kind::pool_take, pool_id, 0, std::make_tuple(std::uint64_t{1}, Groups{{0, {5}}}))) ==
+        wire::Kind::error);
+  auto misfiled = wire::make(wire::Kind::pool_take, pool_id, 0,
+                             std::make_tuple(std::uint64_t{1}, Groups{{0, {(std::uint64_t{3} << 40) + 1}}}));
+  misfiled.body.emplace_back(std::string("\x90"));
+  CHECK(ask(std::move(misfiled)) == wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_detach, pool_id, 0, std::make_tuple(std::uint64_t{0}))) == wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_detach, pool_id, 0, std::make_tuple(std::uint64_t{77}))) == wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_attach, 987654321, 0, Object{})) == wire::Kind::error);
+  auto foreign = wire::make(wire::Kind::pool_submit, pool_id, 0,
+                            std::make_tuple(std::string("x"), std::vector<std::tuple<std::uint64_t, std::uint64_t>>{
+                                                                  {(std::uint64_t{1} << 40) + 1, 1}}));
+  foreign.body.emplace_back(std::string("\x90"));
+  CHECK(ask(std::move(foreign)) == wire::Kind::error);
   const auto stats = detail::pool_stats(*pool.core());
   CHECK(stats.queued == 0);
   CHECK(stats.held == 0);
@@ -366,4 +419,134 @@ TEST_CASE("workers start with each start method", "[pool]") {
     CHECK(pool.map(square, std::views::iota(0, 5)) == std::vector<int>{0, 1, 4, 9, 16});
     CHECK(pool.apply(add, 20, 22) == 42);
   }
+}
+
+TEST_CASE("an attached handle in another process shares the owner's workers and gets its own results", "[pool][attach]") {
+  mpx::Pool owner(2);
+  CHECK_FALSE(owner.attached());
+  mpx::Queue<long> out;
+  mpx::Process user(attached_user, owner.ref(), out);
+  user.start();
+  // The owner maps at the same time: neither side sees the other's results.
+  std::vector<std::tuple<int, int>> pairs;
+  for (int i = 0; i < 2000; ++i) pairs.emplace_back(i, 1000);
+  const auto sums = owner.starmap(add, pairs, 5);
+  for (int i = 0; i < 2000; ++i) CHECK(sums[static_cast<std::size_t>(i)] == i + 1000);
+  long expected = 0;
+  for (long i = 0; i < 2000; ++i) expected += i * i;
+  CHECK(out.get(true, 30s) == expected);
+  REQUIRE(user.join(30s));
+  CHECK(user.exitcode() == 0);
+  // Its terminate() detached it only: the owner's pool goes on.
+  CHECK(owner.apply(square, 9) == 81);
+  const auto stats = mpx::detail::pool_stats(*owner.core());
+  CHECK(stats.queued == 0);
+  CHECK(stats.held == 0);
+}
+
+TEST_CASE("an attached handle's close, join and terminate detach it only; a terminated pool refuses attaches",
+          "[pool][attach]") {
+  mpx::Pool owner(2);
+  {
+    auto h = mpx::Pool::attach(owner.ref());
+    auto r = h.apply_async(nap, 0.2);
+    h.close();
+    CHECK_THROWS_AS(h.apply(square, 1), mpx::ValueError);
+    h.join();  // waits for this handle's tasks
+    CHECK(r.ready());
+    CHECK(r.get() == 0.2);
+  }
+  {
+    auto h = mpx::Pool::attach(owner.ref());
+    auto slow = h.map_async(nap, std::vector<double>(20, 0.2), 1);
+    h.terminate();
+    CHECK_THROWS_AS(slow.get(10s), mpx::CancelledError);
+  }
+  CHECK(owner.apply(square, 5) == 25);  // the detached handle's queued naps were dropped, not run
+  CHECK(mpx::detail::pool_stats(*owner.core()).queued == 0);
+  owner.terminate();
+  CHECK_THROWS_AS(mpx::Pool::attach(owner.ref()), mpx::ValueError);
+}
+
+TEST_CASE("attached handles one after another, two at a time: each gets exactly its own results", "[pool][attach]") {
+  mpx::Pool owner(1);  // one worker sees every submitter, and forgets the idle ones as they pile up
+  std::vector<int> xs(100);
+  std::iota(xs.begin(), xs.end(), 0);
+  for (int round = 0; round < 8; ++round) {
+    auto a = mpx::Pool::attach(owner.ref());
+    auto b = mpx::Pool::attach(owner.ref());
+    auto from_a = a.map_async(square, xs, 3);
+    auto from_b = b.starmap_async(add, std::vector<std::tuple<int, int>>(50, {round, 1}), 7);
+    CHECK(from_b.get(20s) == std::vector<int>(50, round + 1));
+    const auto ys = from_a.get(20s);
+    REQUIRE(ys.size() == xs.size());
+    for (std::size_t i = 0; i < ys.size(); ++i) CHECK(ys[i] == square(xs[i]));
+  }
+  CHECK(owner.apply(square, 12) == 144);
+}
+
+TEST_CASE("an attached submitter that dies: its queued tasks are dropped, the pool serves the others", "[pool][attach][fault]") {
+  mpx::Pool owner(2);
+  mpx::Event release, submitted, never;
+  mpx::Process user(submit_then_wait, owner.ref(), release, submitted, never);
+  user.start();
+  REQUIRE(submitted.wait(30s));
+  // Its 200 tasks are queued, or held by the two workers, which they block until `release`: nothing runs off the
+  // queue meanwhile, so only the submitter's death can empty it.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;  // anti-hang bound only
+  while (mpx::detail::pool_stats(*owner.core()).queued == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  REQUIRE(mpx::detail::pool_stats(*owner.core()).queued > 0);
+  user.kill();
+  REQUIRE(user.join(30s));
+  while (mpx::detail::pool_stats(*owner.core()).queued > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  CHECK(mpx::detail::pool_stats(*owner.core()).queued == 0);  // dropped with their submitter, not run
+  release.set();  // the workers finish the batches they held (their results are discarded) and serve the owner
+  CHECK(owner.apply(square, 3) == 9);
+  CHECK(owner.map(square, std::vector<int>{1, 2, 3}) == std::vector<int>{1, 4, 9});
+}
+
+TEST_CASE("the owner's terminate and close reach attached handles: nothing is left waiting", "[pool][attach]") {
+  const auto quickly = [](auto& result) {
+    const auto begin = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(result.get(20s), mpx::CancelledError);
+    CHECK(std::chrono::steady_clock::now() - begin < 15s);  // anti-hang bound: it fails at once
+  };
+  {
+    mpx::Pool owner(1);
+    auto h = mpx::Pool::attach(owner.ref());
+    auto running = h.apply_async(nap, 5.0);
+    auto queued = h.apply_async(square, 3);
+    owner.terminate();
+    quickly(running);
+    quickly(queued);
+  }
+  {
+    mpx::Pool owner(1);
+    auto h = mpx::Pool::attach(owner.ref());
+    CHECK(h.apply(square, 4) == 16);
+    owner.close();
+    auto late = h.apply_async(square, 5);  // after the close, on this thread: the scheduler cancels it
+    quickly(late);
+    owner.join();
+  }
+}
+
+TEST_CASE("the owner dying fails an attached handle's waiting call at once with BrokenProcessPool", "[pool][attach][fault]") {
+  mpx::Queue<mpx::ObjectRef> refs;
+  mpx::Event never, release;
+  mpx::Process owner(owner_until_killed, refs, never);
+  owner.start();
+  auto pool = mpx::Pool::attach(refs.get(true, 30s));
+  auto held = pool.apply_async(hold_until, release);
+  owner.kill();
+  REQUIRE(owner.join(30s));
+  const auto begin = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(held.get(20s), mpx::BrokenProcessPool);
+  CHECK(std::chrono::steady_clock::now() - begin < 15s);  // anti-hang bound: it fails on the owner's death
+  CHECK_THROWS_AS(pool.apply_async(square, 2), mpx::BrokenProcessPool);
+  release.set();  // the orphaned worker finishes its task, finds no pool and exits
 }

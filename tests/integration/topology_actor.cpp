@@ -3,18 +3,25 @@
 //   stubborn               ignores SIGTERM: only SIGKILL ends it
 //   exit CODE              exits with CODE at once
 //   relay                  gets a list from queue "mid", appends "exec", puts it on queue "out", exits 0
+//   pool                   applies a function of this program on the topology pool "p", which runs another
+//                          program; puts [error message, 0, false] (or ["no error", ...]) on queue "results"
 // Every role first appends "LABEL PID" to the file named by $TOPOLOGY_TEST_LOG, before mpx::init: that is before
 // the actor is ready, so the file shows the order in which the supervisor started the actors.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <mpx/mpx.hpp>
+
+namespace {
+long negate(int x) { return -x; }
+}  // namespace
 
 int main(int argc, char** argv) {
   if (const char* log = std::getenv("TOPOLOGY_TEST_LOG")) {
@@ -49,6 +56,16 @@ int main(int argc, char** argv) {
     auto items = mid.get();
     items.push_back("exec");
     out.put(items);
+    return 0;
+  }
+  if (role == "pool") {
+    auto pool = mpx::this_actor().pool("p");
+    auto results = mpx::this_actor().queue<std::tuple<std::string, long, bool>>("results");
+    try {
+      results.put({"no error", pool.apply(negate, 3), false});
+    } catch (const mpx::ProtocolError& e) {
+      results.put({e.what(), 0, false});
+    }
     return 0;
   }
   std::fprintf(stderr, "topology_actor: unknown role '%s'\n", role.c_str());

@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <algorithm>
+#include <ranges>
+#include <tuple>
 #include <map>
 #include <sstream>
 #include <string>
@@ -52,9 +55,72 @@ void append_task() {
   mid.put(items);
 }
 
+// Pool tasks: functions of this program, which the topology pool's workers run.
+long cube(int x) { return static_cast<long>(x) * x * x; }
+long twice(int x) { return 2L * x; }
+long product(int a, int b) { return static_cast<long>(a) * b; }
+long slow_square(int x) {
+  std::this_thread::sleep_for(2ms);  // the workload: long enough for a worker to be killed mid-map
+  return static_cast<long>(x) * x;
+}
+
+// Two task actors that use the topology pool "p" at the same time, each through other calls, and report
+// [name, sum, all right] on "results".
+using PoolReport = std::tuple<std::string, long, bool>;
+
+// Maps `f` over 0 .. n-1 on the pool: [sum of the results, every one equal to expected(x)].
+std::pair<long, bool> checked_map(mpx::Pool& pool, long (*f)(int), long (*expected)(int), int n, std::size_t chunksize) {
+  std::vector<int> xs(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) xs[static_cast<std::size_t>(i)] = i;
+  const auto ys = pool.map(f, xs, chunksize);
+  bool right = ys.size() == xs.size();
+  long sum = 0;
+  for (std::size_t i = 0; right && i < ys.size(); ++i) {
+    right = ys[i] == expected(xs[i]);
+    sum += ys[i];
+  }
+  return {sum, right};
+}
+
+void cube_mapper() {
+  auto pool = mpx::this_actor().pool("p");
+  auto results = mpx::this_actor().queue<PoolReport>("results");
+  auto [sum, right] = checked_map(pool, cube, cube, 3000, 7);
+  std::size_t i = 0;
+  for (long y : pool.imap(cube, std::views::iota(0, 500), 3)) right = right && y == cube(static_cast<int>(i++));
+  right = right && i == 500 && pool.apply(cube, 11) == 1331;
+  results.put({"cube", sum, right});
+}
+
+void twice_mapper() {
+  auto pool = mpx::this_actor().pool("p");
+  auto results = mpx::this_actor().queue<PoolReport>("results");
+  long sum = 0;
+  std::vector<bool> seen(3000, false);
+  for (long y : pool.imap_unordered(twice, std::views::iota(0, 3000), 5)) {
+    sum += y;
+    seen[static_cast<std::size_t>(y / 2)] = true;
+  }
+  bool right = std::all_of(seen.begin(), seen.end(), [](bool b) { return b; });
+  const auto products = pool.starmap(product, std::vector<std::tuple<int, int>>{{2, 3}, {4, 5}, {6, 7}});
+  right = right && products == std::vector<long>{6, 20, 42};
+  right = right && pool.apply_async(twice, 21).get(20s) == 42;
+  results.put({"twice", sum, right});
+}
+
+void slow_mapper() {
+  auto pool = mpx::this_actor().pool("p");
+  auto results = mpx::this_actor().queue<PoolReport>("results");
+  auto [sum, right] = checked_map(pool, slow_square, [](int x) { return static_cast<long>(x) * x; }, 600, 1);
+  results.put({"slow", sum, right});
+}
+
 const bool registered = [] {
   mpx::register_actor("relay", relay_task);
   mpx::register_actor("append", append_task);
+  mpx::register_actor("cube_mapper", cube_mapper);
+  mpx::register_actor("twice_mapper", twice_mapper);
+  mpx::register_actor("slow_mapper", slow_mapper);
   return true;
 }();
 
@@ -157,7 +223,7 @@ TEST_CASE("every config error names the file, line, column, key and what was exp
   CHECK(error_of(ok_actor + "exec = [\"/bin/true\"]\n") == "t.toml:4:8: actors[0].exec: expected either task or exec, not both");
   CHECK_THAT(error_of("[[actors]]\nname = \"a\"\ntask = \"nope\"\n"),
              Contains("t.toml:3:8: actors[0].task: \"nope\" is not a function registered with mpx::register_actor in "
-                      "this program (registered: append, relay)"));
+                      "this program (registered: append, cube_mapper, relay, slow_mapper, twice_mapper)"));
   CHECK(error_of("[[actors]]\nname = \"a\"\nexec = [\"no-such-program-here\"]\n") ==
         "t.toml:3:8: actors[0].exec: expected a program, but 'no-such-program-here' was not found in PATH");
   CHECK(error_of(ok_actor + "[[actors]]\nname = \"a\"\ntask = \"relay\"\n") ==
@@ -171,6 +237,19 @@ TEST_CASE("every config error names the file, line, column, key and what was exp
         "t.toml:3:11: objects.jobs.maxsize: expected an integer >= 0, got -1");
   CHECK(error_of("[objects.jobs]\ntype = \"event\"\nmaxsize = 3\n" + ok_actor) ==
         "t.toml:3:1: objects.jobs.maxsize: unknown key (expected one of: type)");
+  // A pool's keys: each line below, as the pool's third line, gives that error.
+  const std::pair<std::string, std::string> pool_errors[] = {
+      {"processes = 0", "3:13: objects.p.processes: expected an integer >= 1, got 0"},
+      {"processes = \"two\"", "3:13: objects.p.processes: expected an integer >= 1, got a string"},
+      {"processes = 5000", "3:13: objects.p.processes: expected at most 1024 processes, got 5000"},
+      {"max_retries = -1", "3:15: objects.p.max_retries: expected an integer >= 0, got -1"},
+      {"maxtasksperchild = 1.5", "3:20: objects.p.maxtasksperchild: expected an integer >= 0 (0: no limit), got a float"},
+      {"workers = 2", "3:1: objects.p.workers: unknown key (expected one of: type, processes, max_retries, "
+                      "maxtasksperchild)"},
+  };
+  for (const auto& [line, expected] : pool_errors) {
+    CHECK(error_of("[objects.p]\ntype = \"pool\"\n" + line + "\n" + ok_actor) == "t.toml:" + expected);
+  }
   CHECK(error_of("[coordinator]\n") == "t.toml:1:1: actors: missing: expected at least one [[actors]] table");
   CHECK_THAT(error_of("[[actors]\n"), Contains("t.toml:1:"));
   CHECK_THAT(error_of("[[actors]\n"), Contains("invalid TOML"));
@@ -388,6 +467,13 @@ TEST_CASE("the example topologies run through mpx-run", "[topology]") {
                              "printer: hello from greeter replica 2 of 3\n"));
     CHECK_THAT(out, Contains("topology_app: topology " + dir + "app_tasks.toml ended: ok (exit status 0)"));
   }
+  SECTION("a pool shared by task actors of an application, with the status table") {
+    CHECK(run_mpx_run({"--status-every", "0.2", dir + "pool_tasks.toml"}, s.dir / "out",
+                      std::string(EXAMPLES_BUILD_DIR) + "/topology_app") == 0);
+    const auto out = read_file(s.dir / "out");
+    CHECK_THAT(out, Contains("reporter: sum of squares 0..59999 from 3 mappers on one pool = 71998200010000 (correct)"));
+    CHECK_THAT(out, Contains("pool  squares            queued 0  running 0  workers "));
+  }
   SECTION("pipeline: 20000 items, sum checked by the sink") {
     CHECK(run_mpx_run({dir + "pipeline.toml"}, s.dir / "out") == 0);
     CHECK_THAT(read_file(s.dir / "out"), Contains("sink: 20000 items through 4 workers"));
@@ -595,4 +681,87 @@ TEST_CASE("[coordinator.trace] kinds keeps only those kinds", "[topology]") {
   for (const auto& m : messages) CHECK(m.kind_name == "queue_put_posted");
   CHECK(sent(messages, pids["relay[0]"], "queue:q1") == std::vector<std::string>{"queue_put_posted"});
   CHECK(sent(messages, pids["relay[1]"], "queue:q2") == std::vector<std::string>{"queue_put_posted"});
+}
+
+// ---- pools ----
+
+namespace {
+
+std::string pool_topology(const std::string& actors, const std::string& pool_keys = "processes = 2\n") {
+  return "[objects.p]\ntype = \"pool\"\n" + pool_keys + "[objects.results]\ntype = \"queue\"\n" + actors;
+}
+
+std::string pool_actor(const std::string& name, const std::string& task) {
+  return "[[actors]]\nname = \"" + name + "\"\ntask = \"" + task +
+         "\"\nobjects = [\"p\", \"results\"]\nrestart = \"transient\"\n";
+}
+
+}  // namespace
+
+TEST_CASE("a topology pool: the plan shows it, two actors map over it at once, a stop ends its workers", "[topology][pool]") {
+  auto t = mpx::Topology::parse(pool_topology(pool_actor("a", "cube_mapper") + pool_actor("b", "twice_mapper")));
+  CHECK_THAT(t.plan(), Contains("    p: pool processes=2 max_retries=3 maxtasksperchild=0\n"));
+  t.start();
+  auto st = t.status();
+  REQUIRE(st.pools.size() == 1);
+  CHECK(st.pools[0].name == "p");
+  CHECK(st.pools[0].processes == 2);
+  const std::vector<pid_t> workers = st.pools[0].pids;
+  REQUIRE(workers.size() == 2);
+  std::map<std::string, std::pair<long, bool>> reports;
+  auto results = t.objects().queue<PoolReport>("results");
+  for (int i = 0; i < 2; ++i) {
+    auto [name, sum, right] = results.get(true, 30s);
+    reports[name] = {sum, right};
+  }
+  long cubes = 0;
+  for (int x = 0; x < 3000; ++x) cubes += cube(x);
+  CHECK(reports["cube"] == std::make_pair(cubes, true));
+  CHECK(reports["twice"] == std::make_pair(2L * (2999L * 3000L / 2), true));
+  CHECK(t.wait() == mpx::TopologyExit::ok);  // both actors are done; the end of the run ends the pool
+  for (pid_t w : workers) CHECK(gone(w));
+  CHECK(t.status().pools[0].pids.empty());
+}
+
+TEST_CASE("a topology pool worker SIGKILLed during an actor's map: the map completes with the right results",
+          "[topology][pool]") {
+  auto t = mpx::Topology::parse(pool_topology(pool_actor("slow", "slow_mapper")));
+  t.start();
+  wait_until([&] { return t.status().pools[0].running > 0; }, "the actor's map is running");
+  const std::vector<pid_t> before = t.status().pools[0].pids;
+  REQUIRE(before.size() == 2);
+  REQUIRE(::kill(before[0], SIGKILL) == 0);
+  auto [name, sum, right] = t.objects().queue<PoolReport>("results").get(true, 30s);
+  CHECK(name == "slow");
+  CHECK(right);
+  long expected = 0;
+  for (long i = 0; i < 600; ++i) expected += i * i;
+  CHECK(sum == expected);
+  const auto after = t.status().pools[0].pids;
+  CHECK(after.size() == 2);
+  CHECK(std::find(after.begin(), after.end(), before[0]) == after.end());  // replaced
+  CHECK(t.stop() == mpx::TopologyExit::ok);
+  for (pid_t w : after) CHECK(gone(w));
+  CHECK(gone(before[1]));
+}
+
+TEST_CASE("an exec actor's own function is refused by the topology pool, naming it; the pool goes on", "[topology][pool]") {
+  Scratch s;
+  auto t = mpx::Topology::parse(pool_topology(exec_actor("e", "pool", "objects = [\"p\", \"results\"]\nrestart = "
+                                                                        "\"transient\"") +
+                                              pool_actor("a", "cube_mapper")));
+  t.start();
+  auto results = t.objects().queue<PoolReport>("results");
+  std::map<std::string, std::pair<long, bool>> reports;
+  std::string refusal;
+  for (int i = 0; i < 2; ++i) {
+    auto [name, sum, right] = results.get(true, 30s);
+    if (name == "cube") reports[name] = {sum, right};
+    if (name != "cube") refusal = name;
+  }
+  CHECK_THAT(refusal, Contains("mpx: cannot run the function at offset 0x"));
+  CHECK_THAT(refusal, Contains("topology_test_actor in this Pool: it is defined in this program"));
+  CHECK_THAT(refusal, Contains("but the pool's workers run another program"));
+  CHECK(reports["cube"].second);
+  CHECK(t.wait() == mpx::TopologyExit::ok);
 }

@@ -37,6 +37,8 @@ FunctionId identify(ErasedFunction function, Trampoline trampoline);
 std::pair<ErasedFunction, Trampoline> resolve(const FunctionId& id);
 // The build-id of the module that holds `address` (the main executable for a function defined in it).
 std::string build_id_of(const void* address);
+// The build-id of this process's main executable: what a process started from this program runs.
+std::string main_build_id();
 
 // A function with its arguments already encoded: what a Process or a Pool task sends.
 struct BoundCall {

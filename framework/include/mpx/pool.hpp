@@ -11,6 +11,14 @@
 // What Python does not do: a worker killed mid-task does not hang the caller. Its tasks are retried on a fresh
 // worker up to max_retries times, then fail with mpx::WorkerLost. Ctrl-C while a thread waits on a pool stops the
 // workers and raises mpx::Interrupted in the waiting threads.
+//
+// A pool can be shared: its ref() travels as an argument or a queue item (or comes from a topology's objects), and
+// Pool::attach(ref) gives the receiving process an *attached* Pool that submits to the same workers and receives its
+// own results. Python has no
+// shared pool; an attached handle's close() and terminate() (and its destructor) detach it only: its queued tasks
+// are dropped, and the pool goes on for its owner and the other handles. If the owner ends, the attached handle's
+// waiting calls fail at once with mpx::BrokenProcessPool; if it terminates the pool, with mpx::CancelledError (and
+// tasks an attached handle submits after the owner's close() are cancelled).
 #pragma once
 
 #include <chrono>
@@ -84,6 +92,10 @@ struct Submission {
 };
 
 std::shared_ptr<PoolCore> pool_start(PoolOptions options);
+// Joins the pool `ref` names as one more submitter (pool_attach).
+std::shared_ptr<PoolCore> pool_attach(const ObjectRef& ref);
+ObjectRef pool_ref(const PoolCore& pool);
+bool pool_attached(const PoolCore& pool);
 std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission submission);
 // Cancels a task that no worker has taken yet; false if it runs or ran already.
 bool pool_cancel(PoolCore& pool, ResultCore& result);
@@ -386,7 +398,10 @@ class Pool {
       : Pool(make_options(processes, std::apply([&](auto&&... a) { return mpx::bind(initializer, a...); }, initargs),
                           maxtasksperchild)) {}
   explicit Pool(PoolOptions options);
-  // A pool still running is terminated, as Python's `with Pool() as p:` does on exit.
+  // An attached handle on the pool `ref` names (another process's, a topology's): same workers, own results.
+  Pool(adopt_t, const ObjectRef& ref) : core_(detail::pool_attach(ref)) {}
+  static Pool attach(const ObjectRef& ref) { return Pool(adopt, ref); }
+  // A pool still running is terminated, as Python's `with Pool() as p:` does on exit; an attached handle detaches.
   ~Pool();
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
@@ -472,16 +487,22 @@ class Pool {
     return imap_with<detail::map_result_t<F, Range>>(f, std::forward<Range>(items), chunksize, false);
   }
 
-  // No more tasks; the workers exit once the queued ones are done.
+  // No more tasks; the workers exit once the queued ones are done. Attached: this handle takes no more tasks.
   void close();
-  // Stops the workers now; unfinished tasks fail with CancelledError.
+  // Stops the workers now; unfinished tasks fail with CancelledError. Attached: detaches (its unfinished tasks fail
+  // with CancelledError, its queued ones are dropped); the pool goes on for the others.
   void terminate();
-  // Waits for the workers to exit; call close() or terminate() first (ValueError otherwise).
+  // Waits for the workers to exit; call close() or terminate() first (ValueError otherwise). Attached: waits until
+  // this handle's tasks are done.
   void join();
 
   std::size_t processes() const;
-  // The current workers' pids.
+  // The current workers' pids (none for an attached handle: the owner runs them).
   std::vector<pid_t> pids() const;
+  // What to send to another process of the session (as an mpx::ObjectRef argument or queue item), which attaches
+  // with Pool::attach(ref). (A Pool is move-only, so it does not travel itself.)
+  ObjectRef ref() const { return detail::pool_ref(*core_); }
+  bool attached() const { return detail::pool_attached(*core_); }
 
   const std::shared_ptr<detail::PoolCore>& core() const noexcept { return core_; }
 

@@ -25,6 +25,7 @@
 #include <mpx/handle.hpp>
 #include <mpx/object.hpp>
 #include <mpx/pipe.hpp>
+#include <mpx/pool.hpp>
 #include <mpx/queue.hpp>
 #include <mpx/sync.hpp>
 
@@ -56,10 +57,21 @@ struct QueueStatus {
   std::size_t maxsize = 0;  // 0: unbounded
 };
 
+// A topology pool, as its scheduler counts it (pool_stats).
+struct PoolStatus {
+  std::string name;
+  std::size_t processes = 0;
+  std::size_t queued = 0;   // tasks (chunks) waiting for a worker
+  std::size_t running = 0;  // tasks held by workers now
+  std::size_t workers = 0;  // workers the scheduler has seen
+  std::vector<pid_t> pids;  // the current workers
+};
+
 struct TopologyStatus {
   std::string state;  // "loaded", "starting", "running", "stopping", "stopped"
   std::vector<ActorStatus> actors;  // in start order
   std::vector<QueueStatus> queues;
+  std::vector<PoolStatus> pools;
 };
 
 namespace detail {
@@ -140,6 +152,10 @@ class ActorContext {
   // A lock declared with `recursive = true`.
   RLock rlock(std::string_view name) const { return RLock(adopt, ref(name, "rlock")); }
   Barrier barrier(std::string_view name) const { return Barrier(adopt, ref(name, "barrier")); }
+  // An attached handle on a topology pool: its workers run the program that runs the topology, so tasks must be
+  // functions of that program (a task actor's are). close()/terminate() detach this handle only. Each call attaches
+  // a new handle (a socket and a result thread): keep the one you use.
+  Pool pool(std::string_view name) const { return Pool(adopt, ref(name, "pool")); }
   // One end (0 or 1) of a pipe; this process becomes the holder of that end.
   Connection connection(std::string_view name, int end) const;
   // The names of the objects this actor was given.

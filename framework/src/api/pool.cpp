@@ -1,6 +1,7 @@
 // mpx::Pool: the owner's side (task ids, result states, the result thread that receives the scheduler's pushes,
-// watches the workers' sentinels and replaces dead workers) and the worker's loop. The scheduler itself is the
-// coordinator's pool service (services/pool.cpp); PROTOCOL.md ("Pool") documents the messages.
+// watches the workers' sentinels and replaces dead workers), the attached handle's side (the same without workers:
+// a submitter of another process's pool), and the worker's loop. The scheduler itself is the coordinator's pool
+// service (services/pool.cpp); PROTOCOL.md ("Pool") documents the messages.
 #include <mpx/pool.hpp>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <unordered_map>
 
 #include <cxxabi.h>
+#include <dlfcn.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -41,6 +43,11 @@ constexpr auto flush_interval = std::chrono::milliseconds(2);
 constexpr std::size_t tasks_per_message = 4096;
 // After SIGTERM, how long terminate() waits for a worker before SIGKILL.
 constexpr auto terminate_grace = std::chrono::seconds(2);
+// A task id's top bits name its submitter (0: the owner; PROTOCOL.md, "Pool"), so ids of different submitters never
+// collide, and a worker can sort its results by submitter without asking anyone.
+constexpr unsigned submitter_shift = 40;
+// Results frames per pool_take or pool_results: under the protocol's 64 body frames.
+constexpr std::size_t max_report_frames = 32;
 
 std::string_view view(const zmq::message_t& frame) { return {static_cast<const char*>(frame.data()), frame.size()}; }
 
@@ -283,6 +290,12 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   // Encoded FunctionIds: identify() walks the loaded modules, too slow for every submission.
   std::map<std::pair<ErasedFunction, Trampoline>, std::string> function_ids;
   std::vector<std::weak_ptr<StreamCore>> streams;
+  // An attached handle (Pool(adopt, ref)): a submitter of a pool whose owner is another process or handle. It has
+  // no workers; its close() and terminate() detach it and leave the pool running for the others.
+  bool attached = false;
+  std::uint64_t submitter = 0;
+  std::string workers_build_id;  // the build the pool's workers run: a function of another build cannot run there
+  std::size_t completing = 0;    // results taken out of `pending` and being handed to their sink right now
 
   int wake_fd = -1;       // the owner thread asks the result thread to look at the state
   int interrupt_fd = -1;  // written by the SIGINT handler
@@ -305,7 +318,38 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
     const auto key = std::make_pair(function, trampoline);
     auto it = function_ids.find(key);
     if (it != function_ids.end()) return it->second;
-    return function_ids.emplace(key, encode(identify(function, trampoline))).first->second;
+    FunctionId fid = identify(function, trampoline);
+    if (attached) check_runnable(fid, function);
+    return function_ids.emplace(key, encode(fid)).first->second;
+  }
+
+  // The workers run the owner's program. A function of this program, when this program is another build (an exec
+  // actor of a topology whose pool runs the supervising program), can never be resolved there: refuse it here, by
+  // name, rather than let every task of it fail in a worker. (A function in a shared library is left to the worker,
+  // which has it if it loads the same library.)
+  void check_runnable(const FunctionId& fid, ErasedFunction function) const {
+    if (workers_build_id.empty() || fid.build_id == workers_build_id || fid.build_id != main_build_id()) return;
+    throw ProtocolError("mpx: cannot run " + function_name(function) + " in this Pool: it is defined in this program (" +
+                        runtime::state().executable + ", build-id " + fid.build_id +
+                        "), but the pool's workers run another program (build-id " + workers_build_id +
+                        "). A topology pool runs the program that runs the topology: submit functions of that "
+                        "program (its task actors can), or of a shared library both programs load");
+  }
+
+  static std::string function_name(ErasedFunction function) {
+    Dl_info info{};
+    // Only an exact match names it: the nearest exported symbol of an executable is usually some other one.
+    if (::dladdr(reinterpret_cast<const void*>(function), &info) != 0 && info.dli_sname &&
+        info.dli_saddr == reinterpret_cast<void*>(function)) {
+      return "'" + demangle(info.dli_sname) + "'";
+    }
+    char offset[32] = "?";
+    if (info.dli_fbase) {
+      std::snprintf(offset, sizeof offset, "0x%zx",
+                    static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(function) -
+                                             reinterpret_cast<std::uintptr_t>(info.dli_fbase)));
+    }
+    return std::string("the function at offset ") + offset + " of " + (info.dli_fname ? info.dli_fname : "this program");
   }
 
   void start_worker();  // caller holds mutex
@@ -363,32 +407,76 @@ struct ResultsFrame {
   }
 };
 
+// A task's function as the worker resolved it; `error` says why one could not be (another build, garbage).
 struct Resolved {
-  ErasedFunction function;
-  Trampoline trampoline;
+  ErasedFunction function = nullptr;
+  Trampoline trampoline = nullptr;
+  std::string error;
 };
 
-// A worker's request with a small body: msgpack's default 8 KiB buffer would cost a large malloc per message.
-template <class T>
-wire::Envelope small_message(wire::Kind kind, std::uint64_t pool, const T& body, std::string frame) {
-  msgpack::sbuffer buffer(32 + 10 * sizeof(T));
-  msgpack::pack(buffer, body);
-  wire::Envelope e;
-  e.header.kind = kind;
-  e.header.object = pool;
-  e.body.emplace_back(buffer.data(), buffer.size());
-  e.body.emplace_back(frame.data(), frame.size());
-  return e;
-}
+// A worker's finished tasks, one results frame per submitter: the scheduler forwards each frame as it is.
+class Outbox {
+ public:
+  ResultsFrame& frame_for(std::uint64_t task_id) {
+    const std::uint64_t k = task_id >> submitter_shift;
+    if (last_ < frames_.size() && frames_[last_].first == k) return frames_[last_].second;
+    for (last_ = 0; last_ < frames_.size(); ++last_) {
+      if (frames_[last_].first == k) return frames_[last_].second;
+    }
+    frames_.emplace_back(k, ResultsFrame{});
+    return frames_.back().second;
+  }
+  bool empty() const {
+    return std::all_of(frames_.begin(), frames_.end(), [](const auto& f) { return f.second.ids.empty(); });
+  }
+  std::size_t filled() const {
+    return static_cast<std::size_t>(
+        std::count_if(frames_.begin(), frames_.end(), [](const auto& f) { return !f.second.ids.empty(); }));
+  }
+  // A pool_take (with `ask`) or pool_results: [ask?, [[submitter, [task ids]]...]] + those frames, at most
+  // max_report_frames of them (the rest stay for the next report).
+  wire::Envelope report(wire::Kind kind, std::uint64_t pool, std::optional<std::uint64_t> ask) {
+    const std::size_t n = std::min(filled(), max_report_frames);
+    msgpack::sbuffer buffer(64 + 10 * n);  // msgpack's default 8 KiB buffer would cost a large malloc per message
+    msgpack::packer<msgpack::sbuffer> pk(buffer);
+    pk.pack_array(ask ? 2 : 1);
+    if (ask) pk.pack(*ask);
+    pk.pack_array(static_cast<std::uint32_t>(n));
+    std::vector<std::string> frames;
+    frames.reserve(n);
+    for (auto& [k, frame] : frames_) {
+      if (frame.ids.empty() || frames.size() == n) continue;
+      pk.pack_array(2);
+      pk.pack(k);
+      pk.pack(frame.ids);
+      frames.push_back(frame.take());
+    }
+    // A worker outlives many submitters (actors come and go): forget the idle ones, keeping a few warm buffers.
+    if (frames_.size() > 4) {
+      std::erase_if(frames_, [](const auto& f) { return f.second.ids.empty(); });
+      last_ = 0;
+    }
+    wire::Envelope e;
+    e.header.kind = kind;
+    e.header.object = pool;
+    e.body.emplace_back(buffer.data(), buffer.size());
+    for (auto& f : frames) e.body.emplace_back(f.data(), f.size());
+    return e;
+  }
+
+ private:
+  std::vector<std::pair<std::uint64_t, ResultsFrame>> frames_;  // few: usually the owner's alone
+  std::size_t last_ = 0;
+};
 
 // Runs one task (a chunk of calls) through its chunk trampoline and records the outcome.
-void run_task(std::uint64_t id, const Resolved* call, std::string_view payload, std::int64_t pid, ResultsFrame& out) {
+void run_task(std::uint64_t id, const Resolved& call, std::string_view payload, std::int64_t pid, ResultsFrame& out) {
   std::string results;
   auto& offset = chunk_offset();
   offset = 0;
   try {
-    if (!call) throw ProtocolError("mpx: the task's function cannot be resolved in this worker");
-    call->trampoline(call->function, payload, results);
+    if (!call.trampoline) throw ProtocolError(call.error);
+    call.trampoline(call.function, payload, results);
   } catch (const SerializationError& e) {
     out.add_error(id, pid, Status::unserializable, "mpx::SerializationError", e.what(), offset);
     return;
@@ -414,15 +502,15 @@ void pool_worker_main(WorkerSpec spec) {
   auto& channel = runtime::Channel::current();
   const auto pid = static_cast<std::int64_t>(runtime::self_pid());
   std::unordered_map<std::string, Resolved> functions;  // by encoded FunctionId
-  ResultsFrame results;
+  Outbox results;
   std::uint64_t done = 0;
   for (;;) {
     std::uint64_t ask = prefetch;
     if (spec.maxtasks) ask = std::min(ask, spec.maxtasks - done);
-    const auto body = std::make_tuple(ask, results.ids);  // before take() empties the ids
-    std::string frame = results.ids.empty() ? std::string() : results.take();
-    wire::Envelope take = small_message(wire::Kind::pool_take, spec.pool, body, std::move(frame));
-    auto reply = channel.request(std::move(take), std::nullopt);
+    while (results.filled() > max_report_frames) {
+      channel.post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
+    }
+    auto reply = channel.request(results.report(wire::Kind::pool_take, spec.pool, ask), std::nullopt);
     if (reply.header.kind == wire::Kind::error) {
       auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
       if (static_cast<wire::ErrorCode>(code) == wire::ErrorCode::closed) return;
@@ -435,15 +523,15 @@ void pool_worker_main(WorkerSpec spec) {
     for (auto& key : fns) {
       auto it = functions.find(key);
       if (it == functions.end()) {
+        Resolved r;
         try {
-          auto [function, trampoline] = resolve(decode<FunctionId>(key));
-          it = functions.emplace(std::move(key), Resolved{function, trampoline}).first;
+          std::tie(r.function, r.trampoline) = resolve(decode<FunctionId>(key));
         } catch (const Error& e) {
-          // Another build, or garbage: its tasks fail with this error instead of killing the worker.
-          std::cerr << "mpx: pool worker " << pid << ": " << e.what() << "\n";
-          slots.push_back(nullptr);
-          continue;
+          // Another build, or garbage: its tasks fail with this error, which reaches their caller, instead of
+          // killing the worker.
+          r.error = e.what();
         }
+        it = functions.emplace(std::move(key), std::move(r)).first;
       }
       slots.push_back(&it->second);
     }
@@ -453,23 +541,19 @@ void pool_worker_main(WorkerSpec spec) {
     for (std::size_t i = 0; i < tasks.size(); ++i) {
       const auto& [id, slot, size] = tasks[i];
       if (slot >= slots.size() || size > payload.size() - offset) throw ProtocolError("mpx: malformed pool_take reply");
-      run_task(id, slots[slot], payload.substr(offset, size), pid, results);
+      run_task(id, *slots[slot], payload.substr(offset, size), pid, results.frame_for(id));
       offset += size;
       ++done;
       if (i + 1 < tasks.size()) {
         const auto now = std::chrono::steady_clock::now();
         if (now - last_flush >= flush_interval) {
-          const auto ids = std::make_tuple(results.ids);
-          channel.post(small_message(wire::Kind::pool_results, spec.pool, ids, results.take()));
+          while (!results.empty()) channel.post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
           last_flush = now;
         }
       }
     }
     if (spec.maxtasks && done >= spec.maxtasks) {
-      if (!results.ids.empty()) {
-        const auto ids = std::make_tuple(results.ids);
-        channel.post(small_message(wire::Kind::pool_results, spec.pool, ids, results.take()));
-      }
+      while (!results.empty()) channel.post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
       return;  // run_child flushes the channel, so the results arrive before the exit is seen
     }
   }
@@ -544,7 +628,18 @@ void PoolCore::handle_delivery(const wire::Envelope& e) {
       task = std::move(it->second);
       pending.erase(it);
       if (status == Status::ok || status == Status::error || status == Status::unserializable) ++tasks_done[pid];
+      if (attached) ++completing;
     }
+    // An attached handle's join() waits until its last task's outcome is in its result, not just claimed. (The
+    // owner's join waits for its workers instead, so its fast path takes no second lock per result.)
+    struct Completed {
+      PoolCore* pool;
+      ~Completed() {
+        if (!pool) return;
+        std::lock_guard lock(pool->mutex);
+        if (--pool->completing == 0 && pool->pending.empty()) pool->changed.notify_all();
+      }
+    } completed{attached ? this : nullptr};
     switch (status) {
       case Status::ok:
         task.sink->deliver(task, as_string(expect(payload, msgpack::type::BIN, "values")));
@@ -599,9 +694,10 @@ void PoolCore::worker_ended(zmq::socket_t& dealer, Process worker) {
                     true);
     return;
   }
-  // A closed pool replaces only a worker that died or used up its tasks while work remains; one that exited because
-  // the queue was drained is not replaced.
-  const bool replace = state == State::running || (!pending.empty() && (code != 0 || used_up));
+  // A closed pool replaces a worker that died or used up its tasks: work may remain, this owner's or an attached
+  // handle's (which only the scheduler knows); if none does, the replacement is told `closed` and exits at once. One
+  // that exited because the queue was drained is not replaced.
+  const bool replace = state == State::running || code != 0 || used_up;
   if (replace) {
     try {
       start_worker();
@@ -664,7 +760,15 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
         try {
           e = wire::recv(dealer, nullptr, true);
           if (!e) break;
-          if (e->header.kind == wire::Kind::pool_delivery) handle_delivery(*e);
+          if (e->header.kind == wire::Kind::pool_delivery) {
+            handle_delivery(*e);
+          } else if (e->header.kind == wire::Kind::pool_ended) {
+            // The owner is gone or terminated the pool: nothing this handle waits for can come any more.
+            auto [reason, message] = e->body_as<std::tuple<std::uint8_t, std::string>>();
+            stop_everything(reason == 1 ? std::make_exception_ptr(CancelledError(message))
+                                        : std::make_exception_ptr(BrokenProcessPool(message)),
+                            false);
+          }
         } catch (const ProtocolError& err) {
           std::cerr << "mpx: pool " << id << ": dropped a malformed delivery: " << err.what() << "\n";
         }
@@ -679,7 +783,9 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
       (void)!::read(interrupt_fd, &n, sizeof n);
       auto why = std::make_exception_ptr(
           Interrupted("mpx: interrupted (SIGINT): the pool's workers were stopped and its tasks cancelled"));
-      auto bye = wire::make(wire::Kind::pool_terminate, id, 0, Object{});
+      // An attached handle leaves the pool (the owner's workers serve others); the owner stops it.
+      auto bye = attached ? wire::make(wire::Kind::pool_detach, id, 0, std::make_tuple(submitter))
+                          : wire::make(wire::Kind::pool_terminate, id, 0, Object{});
       wire::send(dealer, bye, static_cast<std::uint64_t>(runtime::self_pid()));
       stop_everything(why, true);
     }
@@ -783,19 +889,22 @@ std::exception_ptr result_error(const ResultCore& core) {
 
 // ---- the pool's operations ----
 
-std::shared_ptr<PoolCore> pool_start(PoolOptions options) {
-  runtime::require_initialized();
-  if (options.processes && *options.processes < 1) throw ValueError("mpx: Number of processes must be at least 1");
+namespace {
+
+std::shared_ptr<PoolCore> new_core() {
   auto core = std::make_shared<PoolCore>();
-  core->processes = static_cast<std::size_t>(options.processes.value_or(cpu_count()));
-  core->options = std::move(options);
   core->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   core->interrupt_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (core->wake_fd < 0 || core->interrupt_fd < 0) {
     throw std::system_error(errno, std::generic_category(), "mpx: eventfd for a Pool");
   }
+  return core;
+}
+
+// The result socket: a DEALER of its own, subscribed by the request it sends (pool_create or pool_attach): the
+// scheduler pushes this submitter's deliveries to it. Returns the socket and the request's ok reply.
+std::pair<zmq::socket_t, wire::Envelope> open_result_socket(wire::Envelope request) {
   runtime::ensure_coordinator();
-  // The result socket subscribes by creating the pool: the scheduler pushes every delivery to it.
   const runtime::Coordinator* local = runtime::coordinator_if_running();
   const std::string endpoint = local ? local->local_endpoint() : runtime::state().session.coordinator_endpoint;
   zmq::socket_t dealer(runtime::context(), zmq::socket_type::dealer);
@@ -803,27 +912,76 @@ std::shared_ptr<PoolCore> pool_start(PoolOptions options) {
   dealer.set(zmq::sockopt::linger, 0);
   dealer.set(zmq::sockopt::rcvhwm, 0);  // deliveries are answers to our own submissions: never drop one
   dealer.connect(endpoint);
-  const auto self = static_cast<std::uint64_t>(runtime::self_pid());
-  auto create = wire::make(wire::Kind::pool_create, 0, 1, std::make_tuple(core->options.max_retries, static_cast<std::uint32_t>(core->processes)));
-  wire::send(dealer, create, self);
+  const auto kind = request.header.kind;
+  wire::send(dealer, request, static_cast<std::uint64_t>(runtime::self_pid()));
   zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
   if (zmq::poll(&item, 1, std::chrono::seconds(30)) == 0) {
-    throw TimeoutError("mpx: the coordinator did not answer pool_create");
+    throw TimeoutError("mpx: the coordinator did not answer " + std::string(wire::kind_name(kind)));
   }
   auto reply = wire::recv(dealer, nullptr, false);
-  if (!reply || reply->header.kind != wire::Kind::ok) throw ProtocolError("mpx: pool_create was refused");
-  core->id = std::get<0>(reply->body_as<std::tuple<std::uint64_t>>());
+  if (!reply) throw ProtocolError("mpx: no answer to " + std::string(wire::kind_name(kind)));
+  if (reply->header.kind == wire::Kind::error) raise_error(*reply);
+  if (reply->header.kind != wire::Kind::ok) throw ProtocolError("mpx: " + std::string(wire::kind_name(kind)) + " was refused");
+  return {std::move(dealer), std::move(*reply)};
+}
+
+// Ctrl-C, then the result thread; the socket moves to the thread here (thread creation is the memory barrier ZeroMQ
+// asks for).
+void start_result_thread(PoolCore& core, zmq::socket_t dealer) {
+  install_sigint_handler();
+  core.interrupt_slot = register_interrupt_fd(core.interrupt_fd);
+  PoolCore* raw = &core;
+  core.result_thread = std::thread([raw, dealer = std::move(dealer)]() mutable { raw->run(dealer); });
+}
+
+}  // namespace
+
+std::shared_ptr<PoolCore> pool_start(PoolOptions options) {
+  runtime::require_initialized();
+  if (options.processes && *options.processes < 1) throw ValueError("mpx: Number of processes must be at least 1");
+  auto core = new_core();
+  core->processes = static_cast<std::size_t>(options.processes.value_or(cpu_count()));
+  core->options = std::move(options);
+  // The workers run this program: attached handles compare their functions' build against it.
+  auto [dealer, reply] = open_result_socket(wire::make(
+      wire::Kind::pool_create, 0, 1,
+      std::make_tuple(core->options.max_retries, static_cast<std::uint32_t>(core->processes), main_build_id())));
+  core->id = std::get<0>(reply.body_as<std::tuple<std::uint64_t>>());
+  core->endpoint = coordinator_endpoint();
   {
     std::lock_guard lock(core->mutex);
     for (std::size_t i = 0; i < core->processes; ++i) core->start_worker();
   }
-  install_sigint_handler();
-  core->interrupt_slot = register_interrupt_fd(core->interrupt_fd);
-  // The socket moves to the thread here; thread creation is the memory barrier ZeroMQ asks for.
-  PoolCore* raw = core.get();
-  core->result_thread = std::thread([raw, dealer = std::move(dealer)]() mutable { raw->run(dealer); });
+  start_result_thread(*core, std::move(dealer));
   return core;
 }
+
+std::shared_ptr<PoolCore> pool_attach(const ObjectRef& ref) {
+  runtime::require_initialized();
+  runtime::ensure_coordinator();
+  if (ref.endpoint != coordinator_endpoint()) {
+    throw ValueError("mpx: this Pool belongs to the session at " + ref.endpoint + ", not this one (" +
+                     coordinator_endpoint() + ")");
+  }
+  auto core = new_core();
+  core->attached = true;
+  auto [dealer, reply] = open_result_socket(wire::make(wire::Kind::pool_attach, ref.id, 1, Object{}));
+  auto [submitter, processes, max_retries, build_id] =
+      reply.body_as<std::tuple<std::uint64_t, std::uint32_t, std::uint32_t, std::string>>();
+  core->id = ref.id;
+  core->endpoint = ref.endpoint;
+  core->submitter = submitter;
+  core->processes = std::max<std::size_t>(1, processes);
+  core->options.processes = static_cast<int>(core->processes);
+  core->options.max_retries = max_retries;
+  core->workers_build_id = std::move(build_id);
+  core->next_task_id = (submitter << submitter_shift) + 1;
+  start_result_thread(*core, std::move(dealer));
+  return core;
+}
+
+ObjectRef pool_ref(const PoolCore& pool) { return ObjectRef{pool.id, pool.endpoint}; }
+bool pool_attached(const PoolCore& pool) { return pool.attached; }
 
 void pool_require_running(const PoolCore& pool) {
   std::lock_guard lock(pool.mutex);
@@ -930,6 +1088,7 @@ void pool_close(PoolCore& pool) {
     std::lock_guard lock(pool.mutex);
     if (pool.state != PoolCore::State::running) return;
     pool.state = PoolCore::State::closed;
+    if (pool.attached) return;  // this handle takes no more tasks; the pool goes on for the others
   }
   post(wire::make(wire::Kind::pool_close, pool.id, 0, Object{}));
 }
@@ -940,7 +1099,10 @@ void pool_terminate(PoolCore& pool) {
     if (pool.stop) return;
   }
   try {
-    (void)call(wire::make(wire::Kind::pool_terminate, pool.id, 0, Object{}), 0);
+    // An attached handle detaches: its queued tasks are dropped, and the pool goes on for the others.
+    (void)call(pool.attached ? wire::make(wire::Kind::pool_detach, pool.id, 0, std::make_tuple(pool.submitter))
+                             : wire::make(wire::Kind::pool_terminate, pool.id, 0, Object{}),
+               0);
   } catch (const std::exception&) {
     // The coordinator is gone (the process is exiting): the workers die with their parent anyway.
   }
@@ -969,7 +1131,10 @@ void pool_join(PoolCore& pool) {
   }
   WaitingCaller waiting;
   std::unique_lock lock(pool.mutex);
-  pool.changed.wait(lock, [&] { return pool.workers.empty(); });
+  // An attached handle has no workers: its join waits for its own tasks.
+  pool.changed.wait(lock, [&] {
+    return pool.workers.empty() && (!pool.attached || (pool.pending.empty() && pool.completing == 0));
+  });
 }
 
 std::vector<pid_t> pool_pids(const PoolCore& pool) {

@@ -32,6 +32,7 @@ struct TopologyState {
   std::unique_ptr<topology::Supervisor> supervisor;
   std::vector<std::pair<std::string, Queue<Object>>> queues;  // for status(): their depth
   std::vector<std::pair<Connection, Connection>> pipes;     // kept: a pipe with no holder at all would be dropped
+  std::vector<std::pair<std::string, Pool>> pools;            // owned here: the workers are this process's children
   std::string endpoint;
   int stop_fd = -1;  // set by run() and run_main: the signal handlers' pipe
   std::optional<ActorContext> objects;  // every object, for the process that runs the topology
@@ -73,11 +74,28 @@ void name_in_trace(const TopologyState& s, const std::string& type, const std::s
   for (auto id : ids) trace::name_object(id, type + ":" + name);
 }
 
+// Once the actors have stopped: the pools' workers go too (terminate: every actor that could wait on them is gone).
+void end_pools(TopologyState& s) {
+  for (auto& [name, pool] : s.pools) {
+    try {
+      pool.terminate();
+    } catch (const std::exception& e) {
+      std::cerr << "mpx: stopping pool '" << name << "': " << e.what() << "\n";
+    }
+  }
+}
+
 // Once the run has ended (or failed to start): the sinks drain, and the file is complete.
 void end_trace(TopologyState& s) {
   if (!s.tracing) return;
   s.tracing = false;
   trace::disable();
+}
+
+// The end of a run, in order: the actors have stopped; then the pools, then the trace (which records the pools' end).
+void end_run(TopologyState& s) {
+  end_pools(s);
+  end_trace(s);
 }
 
 }  // namespace
@@ -153,7 +171,7 @@ Topology::~Topology() {
   if (state_ && state_->supervisor) (void)state_->supervisor->stop(-1);
   if (state_) {
     try {
-      detail::end_trace(*state_);
+      detail::end_run(*state_);
     } catch (...) {
       // A destructor cannot report it: the coordinator is gone already, and its bus with it.
     }
@@ -211,6 +229,15 @@ void start_objects_and_actors(TopologyState& s) {
       auto ends = Pipe(o.duplex);
       e.ids = {ends.first.id(), ends.second.id()};
       s.pipes.push_back(std::move(ends));
+    } else if (o.type == "pool") {
+      // Owned by this process, the supervising one: it starts the workers and replaces dead ones.
+      PoolOptions options;
+      if (o.processes > 0) options.processes = static_cast<int>(o.processes);
+      options.max_retries = static_cast<unsigned>(o.max_retries);
+      options.maxtasksperchild = static_cast<std::size_t>(o.maxtasksperchild);
+      Pool pool(std::move(options));
+      e.ids = {pool.ref().id};
+      s.pools.emplace_back(o.name, std::move(pool));
     } else {
       throw TopologyError("mpx: object '" + o.name + "' has type '" + o.type + "', which this build cannot create");
     }
@@ -238,7 +265,7 @@ void Topology::start() {
   try {
     detail::start_objects_and_actors(s);
   } catch (...) {
-    detail::end_trace(s);
+    detail::end_run(s);
     throw;
   }
 }
@@ -247,21 +274,21 @@ void Topology::start() {
 TopologyExit Topology::wait() {
   if (!state_->supervisor) throw TopologyError("mpx: the topology was not started");
   const auto exit = *state_->supervisor->wait(-1);
-  detail::end_trace(*state_);
+  detail::end_run(*state_);
   return exit;
 }
 
 std::optional<TopologyExit> Topology::wait_for(std::chrono::duration<double> timeout) {
   if (!state_->supervisor) throw TopologyError("mpx: the topology was not started");
   auto exit = state_->supervisor->wait(std::max(0.0, timeout.count()));
-  if (exit) detail::end_trace(*state_);
+  if (exit) detail::end_run(*state_);
   return exit;
 }
 
 TopologyExit Topology::stop(std::optional<std::chrono::duration<double>> timeout) {
   if (!state_->supervisor) return TopologyExit::ok;
   const auto exit = state_->supervisor->stop(timeout ? std::max(0.0, timeout->count()) : -1.0);
-  detail::end_trace(*state_);
+  detail::end_run(*state_);
   return exit;
 }
 
@@ -331,6 +358,21 @@ TopologyStatus Topology::status() const {
     }
     out.queues.push_back(std::move(qs));
   }
+  for (const auto& [name, pool] : s.pools) {
+    PoolStatus ps;
+    ps.name = name;
+    ps.processes = pool.processes();
+    ps.pids = pool.pids();
+    try {
+      const auto stats = detail::pool_stats(*pool.core());
+      ps.queued = stats.queued;
+      ps.running = stats.held;
+      ps.workers = stats.workers;
+    } catch (const Error&) {
+      // The pool has ended (the topology stopped): its counters are gone with it.
+    }
+    out.pools.push_back(std::move(ps));
+  }
   return out;
 }
 
@@ -362,6 +404,11 @@ std::string status_table(const TopologyStatus& st) {
   for (const auto& q : st.queues) {
     std::snprintf(line, sizeof line, "queue %-18s depth %zu%s\n", q.name.c_str(), q.depth,
                   q.maxsize ? (" / " + std::to_string(q.maxsize)).c_str() : "");
+    out << line;
+  }
+  for (const auto& p : st.pools) {
+    std::snprintf(line, sizeof line, "pool  %-18s queued %zu  running %zu  workers %zu/%zu\n", p.name.c_str(), p.queued,
+                  p.running, p.pids.size(), p.processes);
     out << line;
   }
   return out.str();

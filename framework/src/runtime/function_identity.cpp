@@ -124,19 +124,26 @@ FunctionId identify(ErasedFunction function, Trampoline trampoline) {
   return id;
 }
 
-std::pair<ErasedFunction, Trampoline> resolve(const FunctionId& id) {
-  const Module module = module_with_build_id(id.build_id);
-  if (module.build_id.empty()) {
-    std::string main_id;
+std::string main_build_id() {
+  static const std::string main_id = [] {
+    std::string id;
     dl_iterate_phdr(
         [](dl_phdr_info* info, std::size_t, void* data) -> int {
           *static_cast<std::string*>(data) = build_id_of_module(info);
           return 1;  // the first object is the main executable
         },
-        &main_id);
+        &id);
+    return id;
+  }();
+  return main_id;
+}
+
+std::pair<ErasedFunction, Trampoline> resolve(const FunctionId& id) {
+  const Module module = module_with_build_id(id.build_id);
+  if (module.build_id.empty()) {
     throw ProtocolError("mpx: refusing a call from a different build: the caller's module has build-id " +
-                        id.build_id + ", which is not loaded here (this executable's build-id is " + main_id +
-                        "); parent and worker must run the same build");
+                        id.build_id + ", which is not loaded here (this executable's build-id is " +
+                        main_build_id() + "); parent and worker must run the same build");
   }
   auto trampoline = reinterpret_cast<Trampoline>(module.base + id.trampoline_offset);
   auto function = id.function_offset ? reinterpret_cast<ErasedFunction>(module.base + id.function_offset) : nullptr;

@@ -1,6 +1,10 @@
-// The pool scheduler: per-pool task tables inside the coordinator. Owners submit tasks (posted, no round trip);
-// workers take batches of them (a take blocks, parked, while nothing is queued) and bring back the previous batch's
-// results on the same request; the results travel on, untouched, to the owner's subscribed socket as one push.
+// The pool scheduler: per-pool task tables inside the coordinator. Submitters post tasks (no round trip); workers
+// take batches of them (a take blocks, parked, while nothing is queued) and bring back the previous batch's results
+// on the same request; the results travel on, untouched, to the submitting socket as one push.
+//
+// Submitters: the owner (index 0, the socket that created the pool) and any number of attached handles (pool_attach,
+// one index each). A task id carries its submitter's index in its top bits, so the tables need no second key, and a
+// worker keeps one results frame per submitter: the scheduler forwards each frame as it is, never re-encoding one.
 //
 // Crash safety: the owner watches its workers' sentinels and reports each exit (pool_worker_exit, with the exit code,
 // which only the launcher knows under forkserver). What the dead worker held goes back to the head of the queue with
@@ -11,6 +15,7 @@
 // completed) but never completes a task twice here.
 #include <algorithm>
 #include <deque>
+#include <map>
 #include <memory>
 #include <unordered_map>
 #include <unordered_set>
@@ -28,6 +33,11 @@ namespace {
 enum class Status : std::uint8_t { ok = 0, error = 1, lost = 2, cancelled = 3, unserializable = 4 };
 
 constexpr std::uint64_t max_batch = 256;
+// A task id's top bits name its submitter: id = submitter << submitter_shift | n (PROTOCOL.md, "Pool").
+constexpr unsigned submitter_shift = 40;
+constexpr std::uint64_t max_submitters = 1u << 20;  // attaches per pool: bounds the table a client can grow
+
+std::uint64_t submitter_of(std::uint64_t task_id) { return task_id >> submitter_shift; }
 
 struct Task {
   std::uint64_t id = 0;
@@ -41,9 +51,17 @@ struct Taker : Waiter {
   std::uint64_t max_tasks = 1;
 };
 
+// A result socket: the owner's (index 0) or an attached handle's. A gone one stays as a tombstone, so that its late
+// results are recognised and dropped, and its index is never given to anyone else.
+struct Submitter {
+  Coordinator::Peer peer;
+  bool live = true;
+};
+
 struct PoolState {
   std::uint64_t id = 0;
-  Coordinator::Peer owner;  // the owner's result socket: every pool_delivery goes there
+  std::vector<Submitter> submitters;  // [0]: the owner
+  std::string build_id;               // of the program the owner's workers run: attached handles check against it
   std::uint32_t max_retries = 3;
   std::uint32_t processes = 1;  // the owner's worker count: the fair share divides the queue among them all
   std::deque<Task> queue;
@@ -78,6 +96,8 @@ class PoolService {
     coordinator_.handle(K::pool_cancel, [this](auto& peer, auto& req) { cancel(peer, req); });
     coordinator_.handle(K::pool_task_state, [this](auto& peer, auto& req) { task_state(peer, req); });
     coordinator_.handle(K::pool_stats, [this](auto& peer, auto& req) { stats(peer, req); });
+    coordinator_.handle(K::pool_attach, [this](auto& peer, auto& req) { attach(peer, req); });
+    coordinator_.handle(K::pool_detach, [this](auto& peer, auto& req) { detach(peer, req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
   }
 
@@ -94,17 +114,91 @@ class PoolService {
   }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
-    auto [max_retries, processes] = req.body_as<std::tuple<std::uint32_t, std::uint32_t>>();
+    auto [max_retries, processes, build_id] = req.body_as<std::tuple<std::uint32_t, std::uint32_t, std::string>>();
     if (processes == 0) throw ProtocolError("mpx: pool_create with 0 processes");
     auto pool = std::make_unique<PoolState>();
-    pool->owner.routing.copy(peer.routing);
-    pool->owner.actor = req.header.sender;
+    Submitter& owner = pool->submitters.emplace_back();
+    owner.peer.routing.copy(peer.routing);
+    owner.peer.actor = req.header.sender;
+    pool->build_id = std::move(build_id);
     pool->max_retries = max_retries;
     pool->processes = processes;
     const std::uint64_t id = coordinator_.allocate_object_id();
     pool->id = id;
     pools_.emplace(id, std::move(pool));
     ok(peer, req.header, encode(std::make_tuple(id)));
+  }
+
+  // Another process (or socket) becomes a submitter: its tasks' results come back to the socket that sent this.
+  void attach(Coordinator::Peer& peer, wire::Envelope& req) {
+    PoolState& pool = find(req);
+    (void)req.body_as<Object>();
+    if (pool.terminated || pool.closed) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::closed, "mpx: the pool is closed");
+      return;
+    }
+    if (pool.submitters.size() >= max_submitters) throw ProtocolError("mpx: too many pool_attach for one pool");
+    const std::uint64_t index = pool.submitters.size();
+    Submitter& s = pool.submitters.emplace_back();
+    s.peer.routing.copy(peer.routing);
+    s.peer.actor = req.header.sender;
+    ok(peer, req.header, encode(std::make_tuple(index, pool.processes, pool.max_retries, pool.build_id)));
+  }
+
+  // An attached handle leaves: its queued tasks are dropped, and results of its running ones will be discarded.
+  void detach(Coordinator::Peer& peer, wire::Envelope& req) {
+    PoolState& pool = find(req);
+    auto [index] = req.body_as<std::tuple<std::uint64_t>>();
+    if (index == 0 || index >= pool.submitters.size() || pool.submitters[index].peer.actor != req.header.sender) {
+      throw ProtocolError("mpx: pool_detach of submitter " + std::to_string(index) + ", which is not the sender's");
+    }
+    drop_submitter(pool, index);
+    ok(peer, req.header, encode(Object{}));
+  }
+
+  // Why a pool ended for its attached submitters (pool_ended): they fail what they wait for accordingly.
+  enum class Ended : std::uint8_t { owner_died = 0, terminated = 1 };
+
+  void end_for_attached(PoolState& pool, Ended reason, const std::string& message) {
+    const std::string body = encode(std::make_tuple(static_cast<std::uint8_t>(reason), message));
+    for (std::size_t k = 1; k < pool.submitters.size(); ++k) {
+      Submitter& s = pool.submitters[k];
+      if (!s.live) continue;
+      wire::Envelope push;
+      push.header.kind = wire::Kind::pool_ended;
+      push.header.object = pool.id;
+      push.body.emplace_back(body.data(), body.size());
+      coordinator_.reply(s.peer, push);
+      s.live = false;  // nothing more goes to it
+    }
+  }
+
+  // Tasks that will never run, answered at once so that their caller does not wait: `cancelled` records.
+  void refuse(PoolState& pool, const std::vector<std::tuple<std::uint64_t, std::uint64_t>>& tasks) {
+    std::map<std::uint64_t, std::vector<std::uint64_t>> by_submitter;
+    for (const auto& t : tasks) by_submitter[submitter_of(std::get<0>(t))].push_back(std::get<0>(t));
+    for (const auto& [k, ids] : by_submitter) {
+      msgpack::sbuffer frame(16 + 16 * ids.size());
+      msgpack::packer<msgpack::sbuffer> pk(frame);
+      pk.pack_array(static_cast<std::uint32_t>(ids.size()));
+      for (auto id : ids) {
+        pk.pack_array(4);
+        pk.pack(id);
+        pk.pack(static_cast<std::uint8_t>(Status::cancelled));
+        pk.pack(0);
+        pk.pack_nil();
+      }
+      deliver(pool, k, std::string_view(frame.data(), frame.size()));
+    }
+  }
+
+  void drop_submitter(PoolState& pool, std::uint64_t index) {
+    Submitter& s = pool.submitters[index];
+    if (!s.live) return;
+    s.live = false;
+    s.peer.routing = zmq::message_t();
+    std::erase_if(pool.queue, [index](const Task& t) { return submitter_of(t.id) == index; });
+    if (pool.closed && pool.queue.empty()) dismiss_takers(pool);
   }
 
   void submit(wire::Envelope& req) {
@@ -120,7 +214,23 @@ class PoolService {
       if (total > payload.size()) break;
     }
     if (total != payload.size()) throw ProtocolError("mpx: pool_submit task sizes do not add up to the payload");
-    if (pool.terminated) return;  // the owner fails them itself
+    // Each task id must be in the id range of a submitter that is the sender itself: no one submits as another.
+    for (const auto& t : tasks) {
+      const auto k = submitter_of(std::get<0>(t));
+      if (k >= pool.submitters.size() || pool.submitters[k].peer.actor != req.header.sender) {
+        throw ProtocolError("mpx: pool_submit of task " + std::to_string(std::get<0>(t)) +
+                            ", outside the sender's task ids");
+      }
+    }
+    if (tasks.empty()) return;
+    if (pool.terminated) return;  // the owner fails them itself (attached submitters were sent pool_ended)
+    if (pool.closed && submitter_of(std::get<0>(tasks.front())) != 0) {
+      // An attached handle that has not yet heard of the owner's close(): its tasks are cancelled, not left waiting
+      // for workers that are leaving.
+      refuse(pool, tasks);
+      return;
+    }
+    if (!pool.submitters[submitter_of(std::get<0>(tasks.front()))].live) return;  // detached meanwhile: nobody waits
     if (!pool.last_function || *pool.last_function != function) {
       pool.last_function = std::make_shared<const std::string>(std::move(function));
     }
@@ -133,15 +243,36 @@ class PoolService {
     serve(pool);
   }
 
-  // A worker's finished tasks leave the tables; their results frame goes on to the owner as it is.
-  void complete(PoolState& pool, std::uint64_t worker, const std::vector<std::uint64_t>& done,
-                const zmq::message_t& results) {
-    auto mine = pool.held.find(worker);
-    for (auto id : done) {
-      if (mine != pool.held.end() && mine->second.erase(id)) continue;
-      forget_task(pool, id);  // a late duplicate: the task was requeued meanwhile
+  // A worker's report: [[submitter, [task ids]]...], one results frame per entry, in order (body frames 1..n).
+  using Groups = std::vector<std::tuple<std::uint64_t, std::vector<std::uint64_t>>>;
+
+  // Checks a report before anything changes: every frame has its entry, every id belongs to its entry's submitter.
+  void check_groups(const PoolState& pool, const Groups& groups, const wire::Envelope& req, std::size_t first_frame) {
+    if (req.body.size() != first_frame + groups.size()) {
+      throw ProtocolError("mpx: a pool report needs one results frame per submitter entry");
     }
-    if (results.size() > 0) deliver(pool, std::string(view(results)));
+    for (const auto& [k, ids] : groups) {
+      if (k >= pool.submitters.size()) throw ProtocolError("mpx: a pool report names unknown submitter " + std::to_string(k));
+      for (auto id : ids) {
+        if (submitter_of(id) != k) throw ProtocolError("mpx: a pool report files task " + std::to_string(id) +
+                                                       " under submitter " + std::to_string(k));
+      }
+    }
+  }
+
+  // A worker's finished tasks leave the tables; each results frame goes on to its submitter as it is.
+  void complete(PoolState& pool, std::uint64_t worker, const Groups& groups, const wire::Envelope& req,
+                std::size_t first_frame) {
+    auto mine = pool.held.find(worker);
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      const auto& [k, ids] = groups[g];
+      for (auto id : ids) {
+        if (mine != pool.held.end() && mine->second.erase(id)) continue;
+        forget_task(pool, id);  // a late duplicate: the task was requeued meanwhile
+      }
+      const auto& frame = req.body[first_frame + g];
+      if (frame.size() > 0) deliver(pool, k, view(frame));
+    }
   }
 
   void forget_task(PoolState& pool, std::uint64_t id) {
@@ -156,21 +287,24 @@ class PoolService {
     }
   }
 
-  void deliver(PoolState& pool, std::string results) {
+  // A detached or dead submitter's results are dropped: nobody waits for them.
+  void deliver(PoolState& pool, std::uint64_t submitter, std::string_view results) {
+    const Submitter& s = pool.submitters[submitter];
+    if (!s.live) return;
     wire::Envelope push;
     push.header.kind = wire::Kind::pool_delivery;
     push.header.object = pool.id;
     push.body.emplace_back(std::string_view("\xc0", 1));  // nil
     push.body.emplace_back(results.data(), results.size());
-    coordinator_.reply(pool.owner, push);
+    coordinator_.reply(s.peer, push);
   }
 
   void take(Coordinator::Peer& peer, wire::Envelope& req) {
     PoolState& pool = find(req);
-    if (req.body.size() != 2) throw ProtocolError("mpx: pool_take carries [arguments][results] frames");
-    auto [max_tasks, done] = req.body_as<std::tuple<std::uint64_t, std::vector<std::uint64_t>>>();
+    auto [max_tasks, groups] = req.body_as<std::tuple<std::uint64_t, Groups>>();
+    check_groups(pool, groups, req, 1);
     const std::uint64_t worker = req.header.sender;
-    complete(pool, worker, done, req.body[1]);
+    complete(pool, worker, groups, req, 1);
     if (pool.dead.count(worker) || pool.terminated || (pool.closed && pool.queue.empty())) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::closed, "mpx: the pool is closed");
       return;
@@ -189,9 +323,9 @@ class PoolService {
 
   void results(wire::Envelope& req) {
     PoolState& pool = find(req);
-    if (req.body.size() != 2) throw ProtocolError("mpx: pool_results carries [arguments][results] frames");
-    auto [done] = req.body_as<std::tuple<std::vector<std::uint64_t>>>();
-    complete(pool, req.header.sender, done, req.body[1]);
+    auto [groups] = req.body_as<std::tuple<Groups>>();
+    check_groups(pool, groups, req, 1);
+    complete(pool, req.header.sender, groups, req, 1);
   }
 
   // Answers a taker with a batch from the head of the queue: its fair share of what is queued (at most half of it
@@ -259,8 +393,6 @@ class PoolService {
     for (auto& [id, task] : it->second) back.push_back(std::move(task));
     pool.held.erase(it);
     std::sort(back.begin(), back.end(), [](const Task& a, const Task& b) { return a.id < b.id; });
-    msgpack::sbuffer lost(256);
-    msgpack::packer<msgpack::sbuffer> pk(lost);
     std::vector<Task*> failed;
     for (auto& t : back) {
       if (exitcode != 0) {
@@ -271,20 +403,28 @@ class PoolService {
     }
     for (auto t = back.rbegin(); t != back.rend(); ++t) {
       if (t->retries > pool.max_retries) continue;
+      if (!pool.submitters[submitter_of(t->id)].live) continue;  // nobody waits for it any more
       ++pool.requeued;
       pool.queue.push_front(std::move(*t));
     }
     if (!failed.empty()) {
       pool.lost += failed.size();
-      pk.pack_array(static_cast<std::uint32_t>(failed.size()));
-      for (const Task* t : failed) {
-        pk.pack_array(4);
-        pk.pack(t->id);
-        pk.pack(static_cast<std::uint8_t>(Status::lost));
-        pk.pack(t->last_pid);
-        pk.pack(std::make_tuple(exitcode, t->retries));
+      // One lost-records frame per submitter, each to its own socket.
+      std::map<std::uint64_t, std::vector<const Task*>> by_submitter;
+      for (const Task* t : failed) by_submitter[submitter_of(t->id)].push_back(t);
+      for (const auto& [k, tasks] : by_submitter) {
+        msgpack::sbuffer lost(256);
+        msgpack::packer<msgpack::sbuffer> pk(lost);
+        pk.pack_array(static_cast<std::uint32_t>(tasks.size()));
+        for (const Task* t : tasks) {
+          pk.pack_array(4);
+          pk.pack(t->id);
+          pk.pack(static_cast<std::uint8_t>(Status::lost));
+          pk.pack(t->last_pid);
+          pk.pack(std::make_tuple(exitcode, t->retries));
+        }
+        deliver(pool, k, std::string_view(lost.data(), lost.size()));
       }
-      deliver(pool, std::string(lost.data(), lost.size()));
     }
     serve(pool);
   }
@@ -302,6 +442,8 @@ class PoolService {
     pool.closed = pool.terminated = true;
     pool.queue.clear();
     dismiss_takers(pool);
+    // The owner stops the workers: nothing an attached handle waits for can come any more.
+    end_for_attached(pool, Ended::terminated, "mpx: the pool was terminated by its owner");
     ok(peer, req.header, encode(Object{}));
   }
 
@@ -346,11 +488,18 @@ class PoolService {
   void died(std::uint64_t actor) {
     for (auto it = pools_.begin(); it != pools_.end();) {
       PoolState& pool = *it->second;
-      if (pool.owner.actor == actor) {
-        // Nobody is left to receive results: the pool ends, and its waiting workers are told to exit.
+      if (pool.submitters[0].peer.actor == actor) {
+        // Nobody is left to run the workers: the pool ends, its waiting workers are told to exit, and every attached
+        // handle is told, so that its waiting callers fail at once instead of waiting for results that cannot come.
         dismiss_takers(pool);
+        end_for_attached(pool, Ended::owner_died,
+                         "mpx: the pool's owner (pid " + std::to_string(actor) + ") ended, and the pool with it");
         it = pools_.erase(it);
         continue;
+      }
+      // An attached submitter that died: its queued tasks go, its running ones' results will be dropped.
+      for (std::size_t k = 1; k < pool.submitters.size(); ++k) {
+        if (pool.submitters[k].live && pool.submitters[k].peer.actor == actor) drop_submitter(pool, k);
       }
       // A dead worker's parked take could never be answered. What it held waits for the owner's report, which
       // carries the exit code (under forkserver only the launcher learns it).

@@ -16,6 +16,7 @@
 
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
+#include <mpx/process.hpp>
 
 #include "trace/bus.hpp"
 
@@ -26,6 +27,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::int64_t max_replicas = 10000;
+constexpr std::int64_t max_pool_processes = 1024;
 
 std::string type_name(toml::node_type t) {
   switch (t) {
@@ -161,7 +163,7 @@ const std::map<std::string, std::vector<std::string>>& object_keys() {
       {"lock", {"type", "recursive"}},
       {"barrier", {"type", "parties", "timeout"}},
       {"pipe", {"type", "duplex"}},
-      {"pool", {"type", "processes"}},
+      {"pool", {"type", "processes", "max_retries", "maxtasksperchild"}},
   };
   return keys;
 }
@@ -356,15 +358,21 @@ Config parse_config(std::string_view text, const std::string& source, const std:
       if (auto v = r.find(o, "recursive")) spec.recursive = r.boolean(*v, path + ".recursive");
       if (auto v = r.find(o, "timeout")) spec.timeout_s = r.seconds(*v, path + ".timeout");
       if (auto v = r.find(o, "duplex")) spec.duplex = r.boolean(*v, path + ".duplex");
-      if (auto v = r.find(o, "processes")) spec.processes = r.integer(*v, path + ".processes", 1, "an integer >= 1");
+      if (auto v = r.find(o, "processes")) {
+        spec.processes = r.integer(*v, path + ".processes", 1, "an integer >= 1");
+        if (spec.processes > max_pool_processes) {
+          r.fail(v->source(), path + ".processes", "expected at most " + std::to_string(max_pool_processes) +
+                                                       " processes, got " + std::to_string(spec.processes));
+        }
+      }
+      if (auto v = r.find(o, "max_retries")) spec.max_retries = r.integer(*v, path + ".max_retries", 0, "an integer >= 0");
+      if (auto v = r.find(o, "maxtasksperchild")) {
+        spec.maxtasksperchild = r.integer(*v, path + ".maxtasksperchild", 0, "an integer >= 0 (0: no limit)");
+      }
       if (spec.type == "barrier") {
         auto v = r.find(o, "parties");
         if (!v) r.fail(value.source(), path + ".parties", "missing: a barrier needs parties (an integer >= 1)");
         spec.parties = r.integer(*v, path + ".parties", 1, "an integer >= 1");
-      }
-      if (spec.type == "pool") {
-        // mpx::Pool is not in this build yet: the entry is recognised, so the message can say exactly that.
-        r.fail(type->source(), path + ".type", "type \"pool\" is not available in this build of mpx (no mpx::Pool yet)");
       }
       c.objects.push_back(std::move(spec));
     }
@@ -479,6 +487,10 @@ std::string describe(const Config& c) {
     if (o.type == "lock" && o.recursive) out << " recursive";
     if (o.type == "barrier") out << " parties=" << o.parties;
     if (o.type == "pipe") out << (o.duplex ? " duplex" : " simplex");
+    if (o.type == "pool") {
+      out << " processes=" << (o.processes > 0 ? std::to_string(o.processes) : "cpu_count (" + std::to_string(cpu_count()) + ")")
+          << " max_retries=" << o.max_retries << " maxtasksperchild=" << o.maxtasksperchild;
+    }
     out << "\n";
   }
   out << "  actors, in start order:\n";

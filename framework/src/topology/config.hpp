@@ -28,6 +28,8 @@ struct ObjectSpec {
   double timeout_s = -1;      // barrier's default wait; < 0: none
   bool duplex = true;         // pipe
   std::int64_t processes = 0; // pool (0: cpu_count)
+  std::int64_t max_retries = 3;       // pool
+  std::int64_t maxtasksperchild = 0;  // pool (0: workers live as long as the pool)
 };
 
 struct ActorSpec {

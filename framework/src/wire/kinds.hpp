@@ -98,17 +98,20 @@ enum class Kind : std::uint16_t {
   shm_list = 129,        // nil -> ok [[name...]]: the segments this session will unlink when it ends
 
   // pool and executor (services/pool.cpp); the object is the pool's id. Results frames: see PROTOCOL.md "Pool".
-  pool_create = 90,       // [max_retries] -> ok [id]; the sending socket receives the pool's pool_results pushes
+  pool_create = 90,       // [max_retries, processes, build_id] -> ok [id]; the sending socket receives the owner's deliveries
   pool_submit = 91,       // [function, [[task_id, size]...]] + payload frame (posted)
-  pool_take = 92,         // [max_tasks, [done task ids]] + results frame -> ok [functions, tasks] + payload | error closed
-  pool_results = 93,      // worker -> coordinator (posted): [[done task ids]] + results frame
-  pool_delivery = 94,     // coordinator -> owner (pushed): [nil] + results frame
+  pool_take = 92,         // [max_tasks, [[submitter, [task ids]]...]] + results frames -> ok [functions, tasks] + payload | error closed
+  pool_results = 93,      // worker -> coordinator (posted): [[[submitter, [task ids]]...]] + one results frame each
+  pool_delivery = 94,     // coordinator -> a submitter's result socket (pushed): [nil] + results frame
   pool_worker_exit = 95,  // owner -> coordinator (posted): [pid, exitcode]: requeue or fail what the worker held
   pool_close = 96,        // nil (posted): workers exit once the queue is drained
   pool_terminate = 97,    // nil -> ok nil: drop queued tasks; waiting workers are told to exit
   pool_cancel = 98,       // [task_id] -> ok [cancelled]: true if it was still queued (removed)
   pool_task_state = 99,   // [task_id] -> ok [state]: 0 queued, 1 running (held by a worker), 2 neither
   pool_stats = 100,       // nil -> ok [queued, held, workers, requeued, lost]
+  pool_attach = 101,      // nil -> ok [submitter, processes, max_retries, build_id]; the sending socket gets its deliveries
+  pool_detach = 102,      // [submitter] -> ok nil: its queued tasks are dropped, its later results discarded
+  pool_ended = 103,       // coordinator -> attached result sockets (pushed): [reason, message]: 0 owner died, 1 terminated
 };
 
 struct KindInfo {
@@ -201,6 +204,9 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::pool_cancel, "pool_cancel"},
     {Kind::pool_task_state, "pool_task_state"},
     {Kind::pool_stats, "pool_stats"},
+    {Kind::pool_attach, "pool_attach"},
+    {Kind::pool_detach, "pool_detach"},
+    {Kind::pool_ended, "pool_ended"},
 };
 
 bool is_known(std::uint16_t kind) noexcept;
