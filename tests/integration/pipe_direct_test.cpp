@@ -288,3 +288,29 @@ TEST_CASE("messages over the direct frame limit and a slow reader fall back to t
   CHECK(read_all_in_order(here, n) == n);
   CHECK_THROWS_AS(here.recv(), mpx::EOFError);
 }
+
+TEST_CASE("switching tracing on in a running session brings direct pipes back through the coordinator",
+          "[pipe][direct][trace]") {
+  auto [here, there] = mpx::Pipe();
+  mpx::Process p(helper(), echo, there);
+  p.start();
+  const auto round_trips = [&here](int count) {
+    const auto before = coordinator_messages();
+    for (int i = 0; i < count; ++i) {
+      here.send(i);
+      REQUIRE(here.recv<int>() == i);
+    }
+    return coordinator_messages() - before;
+  };
+  (void)round_trips(50);
+  CHECK(round_trips(200) < 50);  // direct
+  const auto file = std::filesystem::path(mpx::runtime::state().session.directory) / "switch.mpxt";
+  mpx::trace::enable("file:" + file.string());
+  (void)round_trips(20);  // each writer sees the revocation before its next message, then relays
+  CHECK(round_trips(100) >= 200);  // a pipe_send and a pipe_recv each way: all of them traced
+  mpx::trace::disable();
+  std::filesystem::remove(file);
+  here.send(-1);
+  p.join();
+  CHECK(p.exitcode() == 0);
+}

@@ -159,16 +159,24 @@ void finish_epoch(ConnectionState& s, bool tell) {
 bool fill(ConnectionState& s, std::int64_t timeout_ms, bool& timed_out) {
   auto& r = *s.in;
   timed_out = false;
-  if (!wait_fd(r.conn_fd, POLLIN, timeout_ms)) {
-    timed_out = true;
-    return true;
-  }
   const std::size_t old = r.buffer.size();
   r.buffer.resize(old + read_chunk);
   ssize_t n;
-  do {
+  // Read first and wait only when nothing is there: a stream that keeps up costs one system call per read.
+  for (bool waited = false;;) {
     n = ::recv(r.conn_fd, r.buffer.data() + old, read_chunk, MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
+    if (n >= 0 || errno == EINTR) {
+      if (n >= 0) break;
+      continue;
+    }
+    if (errno != EAGAIN || waited) break;
+    if (!wait_fd(r.conn_fd, POLLIN, timeout_ms)) {
+      r.buffer.resize(old);
+      timed_out = true;
+      return true;
+    }
+    waited = true;
+  }
   r.buffer.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
   if (n > 0) {
     // A length over the limit means the stream is not ours to trust: end it like a dead writer's.
