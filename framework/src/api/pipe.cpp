@@ -12,20 +12,21 @@
 #include "api/call.hpp"
 #include "api/connection.hpp"
 #include "api/pipe_direct.hpp"
+#include "runtime/runtime.hpp"
 
 namespace mpx {
 
 namespace detail {
 
-ConnectionState::ConnectionState() : owner(::getpid()) {}
+ConnectionState::ConnectionState() : owner(runtime::self_pid()) {}
 
 ConnectionState::~ConnectionState() {
   if (kind == Kind::socket && fd >= 0) ::close(fd);
 }
 
 void ConnectionState::refresh_after_fork() {
-  if (owner == ::getpid()) return;
-  owner = ::getpid();
+  if (owner == runtime::self_pid()) return;
+  owner = runtime::self_pid();
   handed_over = false;
   readiness.reset();  // the parent's mirror: dropping this copy only closes the child's copy of its eventfd
   unread.clear();     // the parent took these messages; it reads them

@@ -197,10 +197,10 @@ void remove_files(const std::string& path) {
 
 }  // namespace
 
-DirectReader::DirectReader() : owner(::getpid()) {}
+DirectReader::DirectReader() : owner(runtime::self_pid()) {}
 
 DirectReader::~DirectReader() {
-  if (owner != ::getpid()) return;  // a forked child's copy: the parent's descriptors and files
+  if (owner != runtime::self_pid()) return;  // a forked child's copy: the parent's descriptors and files
   close_fd(conn_fd);
   close_fd(listen_fd);
   if (!path.empty()) remove_files(path);
@@ -209,18 +209,18 @@ DirectReader::~DirectReader() {
 void DirectReader::forget() {
   conn_fd = listen_fd = -1;
   path.clear();
-  owner = ::getpid();
+  owner = runtime::self_pid();
 }
 
-DirectWriter::DirectWriter() : owner(::getpid()) {}
+DirectWriter::DirectWriter() : owner(runtime::self_pid()) {}
 
 DirectWriter::~DirectWriter() {
-  if (owner == ::getpid()) close_fd(fd);
+  if (owner == runtime::self_pid()) close_fd(fd);
 }
 
 void DirectWriter::forget() {
   fd = -1;
-  owner = ::getpid();
+  owner = runtime::self_pid();
 }
 
 // ---- reader ----
@@ -231,7 +231,7 @@ bool direct_listen(ConnectionState& s) {
   s.in = std::make_unique<DirectReader>();
   auto& r = *s.in;
   const std::string path =
-      services::direct::socket_path(runtime::state().session.directory, s.end, static_cast<std::uint64_t>(::getpid()));
+      services::direct::socket_path(runtime::state().session.directory, s.end, static_cast<std::uint64_t>(runtime::self_pid()));
   sockaddr_un address{};
   if (path.size() >= sizeof address.sun_path) return false;
   address.sun_family = AF_UNIX;
