@@ -52,6 +52,8 @@ struct ConnectionState {
   // other end's reader.
   std::unique_ptr<DirectReader> in;
   std::unique_ptr<DirectWriter> out;
+  std::uint32_t listen_skip = 0;     // receives to let pass before asking to listen again, after a refusal
+  std::uint32_t listen_backoff = 0;
 
   // Direct socket
   int fd = -1;

@@ -228,6 +228,10 @@ void DirectWriter::forget() {
 bool direct_listen(ConnectionState& s) {
   if (s.in) return s.in->listen_fd >= 0;
   if (!s.readable || s.readiness || s.gone || !local_session()) return false;
+  if (s.listen_skip > 0) {
+    --s.listen_skip;  // refused lately (tracing was on, say): ask again later, less and less often
+    return false;
+  }
   s.in = std::make_unique<DirectReader>();
   auto& r = *s.in;
   const std::string path =
@@ -258,6 +262,9 @@ bool direct_listen(ConnectionState& s) {
     close_fd(r.listen_fd);
     r.control.unmap();
     remove_files(path);
+    s.in.reset();
+    s.listen_backoff = std::min<std::uint32_t>(std::max<std::uint32_t>(1, s.listen_backoff * 2), max_ask_every);
+    s.listen_skip = s.listen_backoff;
   }
   return accepted;
 }

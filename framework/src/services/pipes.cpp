@@ -456,7 +456,8 @@ class PipeService {
     set_holder(*at, req.header.sender);
     const auto reader = req.header.sender;
     bool accepted = false;
-    if (e.holder == reader && (e.direct.listener == reader || e.direct.phase == Direct::Phase::none)) {
+    if (!tracing() && e.holder == reader &&
+        (e.direct.listener == reader || e.direct.phase == Direct::Phase::none)) {
       if (e.direct.listener != 0 && e.direct.listener != reader) {
         orphans_[e.direct.listener].push_back(e.direct.path);  // its files go when it does, unless it removes them
       }
