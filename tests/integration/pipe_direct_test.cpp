@@ -14,6 +14,7 @@
 
 #include <poll.h>
 
+#include "runtime/channel.hpp"
 #include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
 
@@ -83,11 +84,13 @@ void take_and_read(mpx::Queue<mpx::Connection> q, int from, int count, mpx::Conn
   receive_range(conn, from, count, report);
 }
 
-// Writes `first` messages, then hands its end on through another pipe.
-void write_then_pass(mpx::Connection conn, int first, mpx::Connection courier) {
+// Writes `first` messages, then hands its end on through another pipe, and stays until told: a holder that dies
+// before the next one has adopted the end releases it, and the reader would rightly see EOF (as on the relay path).
+void write_then_pass(mpx::Connection conn, int first, mpx::Connection courier, mpx::Connection done) {
   send_range(conn, 0, first);
   courier.send(conn);
   courier.close();
+  (void)done.recv();
 }
 
 void take_and_write(mpx::Connection courier, int from, int count) {
@@ -218,16 +221,18 @@ TEST_CASE("a writing end handed on through another pipe mid-stream keeps the ord
   constexpr int n = 6000, first = 3000;
   auto [here, there] = mpx::Pipe(false);
   auto [courier_in, courier_out] = mpx::Pipe(false);
+  auto [done_in, done_out] = mpx::Pipe(false);
   (void)here.poll(0ms);
-  mpx::Process a(helper(), write_then_pass, there, first, courier_out);
+  mpx::Process a(helper(), write_then_pass, there, first, courier_out, done_in);
   mpx::Process b(helper(), take_and_write, courier_in, first, n - first);
   a.start();
   b.start();
   there.close();
   CHECK(read_all_in_order(here, n) == n);
-  CHECK_THROWS_AS(here.recv(), mpx::EOFError);
-  a.join();
   b.join();
+  CHECK_THROWS_AS(here.recv(), mpx::EOFError);
+  done_out.send(0);
+  a.join();
 }
 
 TEST_CASE("a direct reader that starts mirroring readiness (fileno, wait) misses nothing", "[pipe][direct]") {
@@ -313,4 +318,35 @@ TEST_CASE("switching tracing on in a running session brings direct pipes back th
   here.send(-1);
   p.join();
   CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("malformed direct-path requests get an error reply, are counted and change nothing", "[pipe][direct]") {
+  auto [here, there] = mpx::Pipe(false);
+  auto& channel = mpx::runtime::Channel::current();
+  const auto malformed = [] { return mpx::runtime::coordinator_if_running()->stats().malformed; };
+  const auto before = malformed();
+  const auto refused = [&channel](mpx::wire::Envelope e) {
+    auto reply = channel.request(std::move(e), 10s);
+    return reply.header.kind == mpx::wire::Kind::error;
+  };
+  // A body where nil is expected, a listen on the write-only end, a connect on the read-only end.
+  CHECK(refused(mpx::wire::make(mpx::wire::Kind::pipe_listen, here.hand_over().id, 0, std::make_tuple(1))));
+  CHECK(refused(mpx::wire::make(mpx::wire::Kind::pipe_listen, there.hand_over().id, 0, mpx::Object{})));
+  CHECK(refused(mpx::wire::make(mpx::wire::Kind::pipe_connect, here.hand_over().id, 0, mpx::Object{})));
+  // A given-back frame that ends inside a length, and one that ends inside a message.
+  auto torn = mpx::wire::make(mpx::wire::Kind::pipe_direct_end, here.hand_over().id, 0, std::make_tuple(1, true));
+  torn.body.emplace_back("\x05\x00", 2);
+  CHECK(refused(std::move(torn)));
+  auto short_message = mpx::wire::make(mpx::wire::Kind::pipe_direct_end, here.hand_over().id, 0, std::make_tuple(1, true));
+  short_message.body.emplace_back("\x05\x00\x00\x00ab", 6);
+  CHECK(refused(std::move(short_message)));
+  // The wrong shape for pipe_direct_end's body.
+  CHECK(refused(mpx::wire::make(mpx::wire::Kind::pipe_direct_end, here.hand_over().id, 0, std::string("x"))));
+  CHECK(malformed() - before >= 6);
+  // Nothing changed: the pipe still carries messages, and nothing was inserted into its inbox.
+  auto reader = mpx::Connection(mpx::adopt, here.hand_over());
+  auto writer = mpx::Connection(mpx::adopt, there.hand_over());
+  writer.send(std::string("still here"));
+  CHECK(reader.recv<std::string>() == "still here");
+  CHECK_FALSE(reader.poll(0ms));
 }
