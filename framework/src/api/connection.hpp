@@ -29,6 +29,9 @@ void merge_readiness(std::uint64_t end, bool ready, std::uint64_t version);
 // A mirror that is always ready: fileno() of an end whose pipe is gone.
 std::shared_ptr<Readiness> always_ready();
 
+struct DirectReader;
+struct DirectWriter;
+
 struct ConnectionState {
   enum class Kind { pipe, socket };
   Kind kind = Kind::pipe;
@@ -45,6 +48,12 @@ struct ConnectionState {
   // Messages a batched recv took from the coordinator and this process has not read yet. Only filled while no
   // readiness mirror exists (the mirror would not see them); given back before the end leaves this process.
   std::deque<std::string> unread;
+  // The direct path (api/pipe_direct.hpp): this process listening as the end's reader, and writing straight to the
+  // other end's reader.
+  std::unique_ptr<DirectReader> in;
+  std::unique_ptr<DirectWriter> out;
+  std::uint32_t listen_skip = 0;     // receives to let pass before asking to listen again, after a refusal
+  std::uint32_t listen_backoff = 0;
 
   // Direct socket
   int fd = -1;
@@ -56,6 +65,9 @@ struct ConnectionState {
   // In a forked child: forget what belongs to the parent (its readiness mirror, its hand-over).
   void refresh_after_fork();
 };
+
+// Gives the messages taken in a batch and not read back to the coordinator (pipe_unread), front first.
+void give_back_unread(ConnectionState& s);
 
 // The direct-socket side of Connection (api/listener.cpp).
 void socket_send(ConnectionState& s, const char* data, std::size_t size);

@@ -11,23 +11,40 @@
 
 #include "api/call.hpp"
 #include "api/connection.hpp"
+#include "api/pipe_direct.hpp"
+#include "runtime/runtime.hpp"
 
 namespace mpx {
 
 namespace detail {
 
-ConnectionState::ConnectionState() : owner(::getpid()) {}
+ConnectionState::ConnectionState() : owner(runtime::self_pid()) {}
 
 ConnectionState::~ConnectionState() {
   if (kind == Kind::socket && fd >= 0) ::close(fd);
 }
 
 void ConnectionState::refresh_after_fork() {
-  if (owner == ::getpid()) return;
-  owner = ::getpid();
+  if (owner == runtime::self_pid()) return;
+  owner = runtime::self_pid();
   handed_over = false;
   readiness.reset();  // the parent's mirror: dropping this copy only closes the child's copy of its eventfd
   unread.clear();     // the parent took these messages; it reads them
+  // The parent's direct path: its descriptors were closed in this child at fork, its files are the parent's.
+  if (in) in->forget();
+  in.reset();
+  if (out) out->forget();
+  out.reset();
+}
+
+// Gives the messages taken but not read back to the coordinator, so that whoever reads the end next (another process,
+// or this one through a readiness mirror) sees them first.
+void give_back_unread(ConnectionState& s) {
+  if (s.unread.empty() || s.gone) return;
+  auto e = wire::make(wire::Kind::pipe_unread, s.end, 0, Object{});
+  for (auto& message : s.unread) e.body.emplace_back(message.data(), message.size());
+  s.unread.clear();
+  (void)call(std::move(e), 0);
 }
 
 }  // namespace detail
@@ -78,17 +95,32 @@ std::string text_of(const zmq::message_t& frame) {
 // The next message: one taken earlier in a batch, or a pipe_recv. Without a readiness mirror (fileno() was never
 // called here) the reply may carry a batch, which turns a stream of messages into one round trip per batch. The
 // reply's state is merged into this process's readiness mirror.
+std::string pop_unread(ConnectionState& s) {
+  std::string message = std::move(s.unread.front());
+  s.unread.pop_front();
+  return message;
+}
+
+// Whether this end reads its direct connection now.
+bool reading_direct(const ConnectionState& s) { return s.in && s.in->reading; }
+
 std::string pipe_recv(ConnectionState& s) {
-  if (!s.unread.empty()) {
-    std::string message = std::move(s.unread.front());
-    s.unread.pop_front();
-    return message;
-  }
+  if (!s.unread.empty()) return pop_unread(s);
   if (s.gone) raise_gone(s);
   s.handed_over = false;
   const std::uint32_t max_items = s.readiness ? 1 : recv_batch;
-  auto reply =
-      detail::call(wire::make(wire::Kind::pipe_recv, s.end, 0, std::make_tuple(std::int64_t{-1}, max_items)), -1);
+  wire::Envelope reply;
+  for (;;) {
+    if (reading_direct(s)) {
+      if (detail::direct_read(s, -1) == detail::DirectRead::message) return pop_unread(s);
+      continue;  // that epoch is over: back to the coordinator, which knows what comes next
+    }
+    detail::direct_listen(s);
+    reply =
+        detail::call(wire::make(wire::Kind::pipe_recv, s.end, 0, std::make_tuple(std::int64_t{-1}, max_items)), -1);
+    if (reply.header.kind != wire::Kind::pipe_direct) break;
+    detail::direct_enter(s, std::get<0>(reply.body_as<std::tuple<std::uint64_t>>()));
+  }
   if (reply.body.size() < 2 || reply.body.size() > 1 + max_items) {
     throw ProtocolError("mpx: a pipe_recv reply with " + std::to_string(reply.body.size() - 1) + " messages");
   }
@@ -98,25 +130,36 @@ std::string pipe_recv(ConnectionState& s) {
   return text_of(reply.body[1]);
 }
 
-// Gives the messages taken but not read back to the coordinator, so that whoever reads the end next (another process,
-// or this one through a readiness mirror) sees them first.
-void give_back_unread(ConnectionState& s) {
-  if (s.unread.empty() || s.gone) return;
-  auto e = wire::make(wire::Kind::pipe_unread, s.end, 0, Object{});
-  for (auto& message : s.unread) e.body.emplace_back(message.data(), message.size());
-  s.unread.clear();
-  (void)detail::call(std::move(e), 0);
-}
-
 bool pipe_poll(ConnectionState& s, std::int64_t wait) {
   if (!s.unread.empty()) return true;
   if (s.gone) return true;
   s.handed_over = false;
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<std::int64_t>(wait, 0));
+  const auto left = [&] {
+    if (wait < 0) return std::int64_t{-1};
+    return std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+  };
   try {
-    auto reply = detail::call(wire::make(wire::Kind::pipe_poll, s.end, 0, std::make_tuple(wait)), wait);
-    auto [ready, version] = reply.body_as<std::tuple<bool, std::uint64_t>>();
-    detail::merge_readiness(s.end, ready, version);
-    return ready;
+    for (;;) {
+      if (reading_direct(s)) {
+        const auto got = detail::direct_read(s, left());
+        if (got == detail::DirectRead::message) return true;
+        if (got == detail::DirectRead::timeout) return false;
+        continue;
+      }
+      detail::direct_listen(s);
+      const auto ms = left();
+      auto reply = detail::call(wire::make(wire::Kind::pipe_poll, s.end, 0, std::make_tuple(ms)), ms);
+      if (reply.header.kind == wire::Kind::pipe_direct) {
+        detail::direct_enter(s, std::get<0>(reply.body_as<std::tuple<std::uint64_t>>()));
+        continue;
+      }
+      auto [ready, version] = reply.body_as<std::tuple<bool, std::uint64_t>>();
+      detail::merge_readiness(s.end, ready, version);
+      return ready;
+    }
   } catch (const EOFError&) {
     s.gone = true;
     return true;  // recv would raise EOFError at once
@@ -159,7 +202,11 @@ ObjectRef Connection::hand_over() const {
         "mpx: a direct connection (from Listener::accept or Client) is a socket of this process and cannot be passed "
         "to another process; under the fork start method, capture it in a closure instead");
   }
-  give_back_unread(s);
+  // The direct paths end here: what is in flight to this process goes back to the coordinator, and this process's
+  // writes stop, so the next holder's messages come after them.
+  detail::direct_stop_writing(s);
+  detail::direct_unlisten(s, true);
+  detail::give_back_unread(s);
   s.handed_over = true;
   return ref_;
 }
@@ -170,9 +217,11 @@ void Connection::send_message(std::string message) {
   if (s.kind == ConnectionState::Kind::socket) return detail::socket_send(s, message.data(), message.size());
   if (s.gone) raise_gone(s);
   s.handed_over = false;
+  if (detail::direct_send(s, message)) return;
   auto e = wire::make(wire::Kind::pipe_send, s.end, 0, Object{});
   e.body.push_back(frame_of(std::move(message)));
   detail::post(std::move(e));
+  detail::direct_note_relayed(s);
 }
 
 void Connection::send_bytes(std::string_view buf, std::size_t offset, std::size_t size) {
@@ -224,6 +273,10 @@ void Connection::close() {
   if (s.closed) return;
   s.closed = true;
   s.readiness.reset();
+  if (s.kind == ConnectionState::Kind::pipe) {
+    detail::direct_stop_writing(s);
+    if (!s.handed_over) detail::direct_unlisten(s, false);
+  }
   s.unread.clear();  // closing discards what was not read, as closing an OS pipe does
   if (s.kind == ConnectionState::Kind::socket) {
     if (s.fd >= 0) ::close(s.fd);
@@ -244,7 +297,9 @@ int Connection::fileno() {
   check_open(s);
   if (s.kind == ConnectionState::Kind::socket) return s.fd;
   if (!s.readiness) {
-    give_back_unread(s);  // the mirror reflects the coordinator's inbox, so nothing may wait here unseen
+    // The mirror reflects the coordinator's inbox, so nothing may wait here unseen: this end leaves the direct path.
+    detail::direct_unlisten(s, true);
+    detail::give_back_unread(s);
     s.readiness = s.gone ? detail::always_ready() : detail::watch_end(s.end);
   }
   return s.readiness->fd;

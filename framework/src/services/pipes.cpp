@@ -13,8 +13,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/runtime.hpp"
+#include "services/pipe_direct.hpp"
 #include "services/services.hpp"
 #include "services/waiters.hpp"
+#if MPX_TRACING
+#include "trace/bus.hpp"
+#endif
 
 namespace mpx::services {
 
@@ -28,12 +33,28 @@ struct Subscriber {
   zmq::message_t routing;
 };
 
+// The direct path into a reading end (PROTOCOL.md, "Pipes: the direct path"). An epoch is one writer's connection to
+// the listening reader: granted (the writer is connecting), then active (the reader is told to read it once the inbox
+// is empty), then over when the reader reports it read the connection to its end.
+struct Direct {
+  enum class Phase { none, granted, active };
+  std::uint64_t listener = 0;  // pid of the reader process listening; 0: none
+  std::string path;
+  direct::Control control;
+  std::uint64_t epoch = 0;  // the latest epoch granted
+  Phase phase = Phase::none;
+  std::uint64_t writer = 0;
+  std::uint64_t boundary = 0;  // inbox sequence number where the epoch's messages belong, if given back
+};
+
 struct End {
   std::uint64_t id = 0;
   bool readable = true;
   bool writable = true;
   std::uint64_t holder = 0;        // pid of the process holding this end; 0: released
   std::deque<std::string> inbox;   // sent by the other end, not yet received
+  std::uint64_t head = 0;          // sequence number of inbox.front(): each message sent gets the next one
+  Direct direct;                   // the direct path into this end, when it is readable
   std::deque<Waiter> receivers;    // blocked recv
   std::deque<Waiter> pollers;      // blocked poll
   bool ready = false;
@@ -51,6 +72,16 @@ class PipeService {
  public:
   explicit PipeService(Coordinator& c) : coordinator_(c) {}
 
+  // Tracing sees only what crosses the coordinator, so a traced session keeps every pipe on the relay path: no new
+  // epoch is granted, and the running ones are revoked (each writer sees it before its next message).
+  void tracing_started() {
+    for (auto& [id, pipe] : pipes_) {
+      for (auto& e : pipe->ends) {
+        if (e.id == id) revoke(e);
+      }
+    }
+  }
+
   void install() {
     using K = wire::Kind;
     coordinator_.handle(K::pipe_create, [this](auto& peer, auto& req) { create(peer, req); });
@@ -61,6 +92,10 @@ class PipeService {
     coordinator_.handle(K::pipe_close, [this](auto& peer, auto& req) { close(peer, req); });
     coordinator_.handle(K::pipe_watch, [this](auto& peer, auto& req) { watch(peer, req); });
     coordinator_.handle(K::pipe_unread, [this](auto& peer, auto& req) { unread(peer, req); });
+    coordinator_.handle(K::pipe_listen, [this](auto& peer, auto& req) { listen(peer, req); });
+    coordinator_.handle(K::pipe_connect, [this](auto& peer, auto& req) { connect(peer, req); });
+    coordinator_.handle(K::pipe_connected, [this](auto& peer, auto& req) { connected(peer, req); });
+    coordinator_.handle(K::pipe_direct_end, [this](auto& peer, auto& req) { direct_end(peer, req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
   }
 
@@ -141,6 +176,9 @@ class PipeService {
   void set_holder(const Located& at, std::uint64_t actor) {
     End& e = at.self();
     if (e.holder == actor) return;
+    // Another process takes the end: a direct epoch into it, or out of it, must not go on behind its back.
+    if (e.direct.listener != 0 && e.direct.listener != actor) revoke(e);
+    if (at.other().direct.writer != actor) revoke(at.other());
     e.holder = (actor != 0 && coordinator_.watch(static_cast<pid_t>(actor))) ? actor : 0;
     refresh(Located{at.pipe, 1 - at.side});
   }
@@ -225,6 +263,7 @@ class PipeService {
         bytes += e.inbox.front().size();
         batch.push_back(std::move(e.inbox.front()));
         e.inbox.pop_front();
+        ++e.head;
       }
       refresh(*at);
       auto r = wire::make_reply(req.header, wire::Kind::ok, state_body(e));
@@ -232,6 +271,7 @@ class PipeService {
       coordinator_.reply(peer, r);
       return;
     }
+    if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
     check_other_holder(*at);
     if (at->other().holder == 0) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
@@ -258,6 +298,7 @@ class PipeService {
     if (!e.readable) throw ProtocolError("mpx: pipe end " + std::to_string(req.header.object) + " is write-only");
     for (std::size_t i = req.body.size() - 1; i >= 1; --i) {
       e.inbox.emplace_front(static_cast<const char*>(req.body[i].data()), req.body[i].size());
+      --e.head;
     }
     refresh(*at);
     ok(peer, req.header, encode(Object{}));
@@ -270,6 +311,7 @@ class PipeService {
     if (!at) return reply_gone(peer, req.header);
     set_holder(*at, req.header.sender);
     End& e = at->self();
+    if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
     if (!e.ready) check_other_holder(*at);
     if (e.ready || wait == 0) {
       ok(peer, req.header, state_body(e));
@@ -313,6 +355,11 @@ class PipeService {
     if (pipe->creator_alive && !(a.inbox.empty() && b.inbox.empty())) return;
     std::shared_ptr<PipeState> keep = pipes_.at(a.id);
     for (auto& e : pipe->ends) {
+      if (e.direct.listener != 0) {
+        // A listener that no longer holds the end: its files go when it does, unless it removes them first.
+        if (e.direct.control.mapped()) e.direct.control.revoke(e.direct.epoch, true);
+        orphans_[e.direct.listener].push_back(e.direct.path);
+      }
       for (auto& w : e.receivers) answer_error(coordinator_, w, wire::ErrorCode::eof, eof_message(e));
       e.receivers.clear();
       e.ready = true;
@@ -335,6 +382,7 @@ class PipeService {
       }
       for (int side = 0; side < 2; ++side) {
         End& e = pipe->ends[static_cast<std::size_t>(side)];
+        direct_died(e, actor);
         forget_actor(coordinator_, e.receivers, actor);
         forget_actor(coordinator_, e.pollers, actor);
         std::erase_if(e.subscribers, [actor](const Subscriber& s) { return s.actor == actor; });
@@ -347,19 +395,200 @@ class PipeService {
       if (changed) touched.push_back(pipe.get());
     }
     for (PipeState* p : touched) maybe_erase(p);
+    if (auto it = orphans_.find(actor); it != orphans_.end()) {
+      for (const auto& path : it->second) unlink_listener_files(path);
+      orphans_.erase(it);
+    }
+  }
+
+  // ---- the direct path ----
+
+  static void unlink_listener_files(const std::string& path) {
+    ::unlink(path.c_str());
+    ::unlink(direct::control_path(path).c_str());
+  }
+
+  static bool tracing() {
+#if MPX_TRACING
+    return trace::on();
+#else
+    return false;
+#endif
+  }
+
+  // Stops the epoch into `e`, if one is granted or running: its writer sees it before its next message.
+  static void revoke(End& e) {
+    if (e.direct.phase != Direct::Phase::none && e.direct.control.mapped()) e.direct.control.revoke(e.direct.epoch, false);
+  }
+
+  // Whether `reader` must read its direct connection before anything else the coordinator could tell it.
+  static bool reading_direct(const End& e, std::uint64_t reader) {
+    return e.direct.phase == Direct::Phase::active && e.direct.listener == reader && e.inbox.empty();
+  }
+
+  void tell_direct(const Coordinator::Peer& peer, const wire::Header& h, const End& e) {
+    auto r = wire::make_reply(h, wire::Kind::pipe_direct, encode(std::make_tuple(e.direct.epoch)));
+    coordinator_.reply(peer, r);
+  }
+
+  // An epoch became active: the listener's blocked receivers and pollers are told to read the connection.
+  void wake_direct(End& e) {
+    if (!e.inbox.empty()) return;
+    for (auto* list : {&e.receivers, &e.pollers}) {
+      for (auto it = list->begin(); it != list->end();) {
+        if (it->actor() != e.direct.listener) {
+          ++it;
+          continue;
+        }
+        disarm(coordinator_, *it);
+        tell_direct(it->peer, it->request, e);
+        it = list->erase(it);
+      }
+    }
+  }
+
+  void listen(Coordinator::Peer& peer, wire::Envelope& req) {
+    expect_nil(req);
+    auto at = locate(req.header.object);
+    if (!at) return reply_gone(peer, req.header);
+    End& e = at->self();
+    if (!e.readable) throw ProtocolError("mpx: pipe end " + std::to_string(e.id) + " is write-only");
+    set_holder(*at, req.header.sender);
+    const auto reader = req.header.sender;
+    bool accepted = false;
+    if (!tracing() && e.holder == reader &&
+        (e.direct.listener == reader || e.direct.phase == Direct::Phase::none)) {
+      if (e.direct.listener != 0 && e.direct.listener != reader) {
+        orphans_[e.direct.listener].push_back(e.direct.path);  // its files go when it does, unless it removes them
+      }
+      const auto path = direct::socket_path(runtime::state().session.directory, e.id, reader);
+      if (e.direct.listener != reader || !e.direct.control.mapped()) {
+        e.direct.listener = 0;
+        e.direct.phase = Direct::Phase::none;
+        if (e.direct.control.open(direct::control_path(path), false)) {
+          e.direct.listener = reader;
+          e.direct.path = path;
+        }
+      }
+      accepted = e.direct.listener == reader;
+    }
+    ok(peer, req.header, encode(std::make_tuple(accepted)));
+  }
+
+  void connect(Coordinator::Peer& peer, wire::Envelope& req) {
+    expect_nil(req);
+    auto at = locate(req.header.object);
+    if (!at) return reply_gone(peer, req.header);
+    if (!at->self().writable) throw ProtocolError("mpx: pipe end " + std::to_string(req.header.object) + " is read-only");
+    set_holder(*at, req.header.sender);
+    End& r = at->other();
+    Direct& d = r.direct;
+    const bool grant = !tracing() && r.readable && d.listener != 0 && d.listener == r.holder &&
+                       d.listener != req.header.sender && d.phase == Direct::Phase::none && d.control.mapped() &&
+                       !d.control.load().closed() && d.epoch < direct::Word::epoch_mask;
+    if (!grant) return ok(peer, req.header, encode(Object{}));
+    ++d.epoch;
+    d.phase = Direct::Phase::granted;
+    d.writer = req.header.sender;
+    d.boundary = r.head + r.inbox.size();
+    ok(peer, req.header, encode(std::make_tuple(d.path, d.epoch)));
+  }
+
+  void connected(Coordinator::Peer&, wire::Envelope& req) {
+    auto [epoch, up] = req.body_as<std::tuple<std::uint64_t, bool>>();
+    auto at = locate(req.header.object);
+    if (!at) return;
+    End& r = at->other();
+    Direct& d = r.direct;
+    if (d.phase != Direct::Phase::granted || d.epoch != epoch || d.writer != req.header.sender) return;
+    if (!up) {
+      d.phase = Direct::Phase::none;
+      return;
+    }
+    d.phase = Direct::Phase::active;
+    wake_direct(r);
+  }
+
+  // The reader read an epoch's connection to its end, or stops listening (giving back what it drained: the messages
+  // go where the epoch began, after what was sent through the coordinator before it and before what came after).
+  void direct_end(Coordinator::Peer& peer, wire::Envelope& req) {
+    if (req.body.empty()) throw ProtocolError("mpx: a pipe_direct_end carries [epoch, listening] and message frames");
+    auto [epoch, listening] = req.body_as<std::tuple<std::uint64_t, bool>>();
+    auto at = locate(req.header.object);
+    if (!at) return reply_gone(peer, req.header);
+    End& e = at->self();
+    if (!e.readable) throw ProtocolError("mpx: pipe end " + std::to_string(e.id) + " is write-only");
+    Direct& d = e.direct;
+    const bool mine = d.listener == req.header.sender;
+    if (req.body.size() > 2) throw ProtocolError("mpx: a pipe_direct_end carries [epoch, listening] and at most one frame");
+    std::vector<std::string> drained;
+    if (req.body.size() == 2) {
+      // Each message as a little-endian u32 length, then its bytes: one frame however many were drained.
+      const auto* p = static_cast<const unsigned char*>(req.body[1].data());
+      std::size_t left = req.body[1].size();
+      while (left > 0) {
+        if (left < 4) throw ProtocolError("mpx: a pipe_direct_end frame ends inside a length");
+        const std::size_t size = std::size_t{p[0]} | std::size_t{p[1]} << 8 | std::size_t{p[2]} << 16 |
+                                 std::size_t{p[3]} << 24;
+        if (size > left - 4) throw ProtocolError("mpx: a pipe_direct_end frame ends inside a message");
+        drained.emplace_back(reinterpret_cast<const char*>(p + 4), size);
+        p += 4 + size;
+        left -= 4 + size;
+      }
+    }
+    if (!drained.empty()) {
+      // The epoch's place: where the inbox stood when it was granted (the front, once that has been read).
+      std::size_t at_index = 0;
+      if (epoch == d.epoch && d.boundary > e.head) at_index = std::min<std::size_t>(d.boundary - e.head, e.inbox.size());
+      e.inbox.insert(e.inbox.begin() + static_cast<std::ptrdiff_t>(at_index), std::make_move_iterator(drained.begin()),
+                     std::make_move_iterator(drained.end()));
+    }
+    if (mine && (epoch == d.epoch || !listening)) d.phase = Direct::Phase::none;
+    if (mine && !listening) {
+      d.control.revoke(d.epoch, true);
+      d.control.unmap();
+      d.listener = 0;
+    }
+    refresh(*at);
+    ok(peer, req.header, encode(Object{}));
+  }
+
+  // A listener that died leaves its files (the coordinator removes them); a writer that died before its epoch became
+  // active never sent anything the reader will be told to read.
+  void direct_died(End& e, std::uint64_t actor) {
+    Direct& d = e.direct;
+    if (d.listener == actor) {
+      if (d.control.mapped()) d.control.revoke(d.epoch, true);
+      d.control.unmap();
+      unlink_listener_files(d.path);
+      d.listener = 0;
+      d.phase = Direct::Phase::none;
+    } else if (d.writer == actor && d.phase == Direct::Phase::granted) {
+      d.phase = Direct::Phase::none;
+    }
   }
 
   Coordinator& coordinator_;
+  std::unordered_map<std::uint64_t, std::vector<std::string>> orphans_;  // listener files of replaced listeners, by pid
   // Both end ids map to their pipe.
   std::unordered_map<std::uint64_t, std::shared_ptr<PipeState>> pipes_;
 };
 
 }  // namespace
 
+namespace {
+PipeService* pipe_service = nullptr;  // coordinator thread only
+}
+
 void install_pipes(Coordinator& coordinator) {
   // Lives as long as the coordinator's handlers, which is the rest of the process.
   auto* service = new PipeService(coordinator);
   service->install();
+  pipe_service = service;
+}
+
+void pipes_tracing_started() {
+  if (pipe_service != nullptr) pipe_service->tracing_started();
 }
 
 }  // namespace mpx::services

@@ -18,5 +18,7 @@ void install_trace(runtime::Coordinator& coordinator);
 void expect_nil(const wire::Envelope& request);
 void install_shm(runtime::Coordinator& coordinator);
 void install_pool(runtime::Coordinator& coordinator);
+// Tracing was switched on: pipes leave the direct path (coordinator thread).
+void pipes_tracing_started();
 
 }  // namespace mpx::services

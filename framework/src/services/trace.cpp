@@ -30,6 +30,7 @@ void install_trace(Coordinator& coordinator) {
     try {
       if (!trace::compiled_in()) throw ValueError("mpx: tracing is compiled out of this build (-Dtracing=false)");
       trace::start(trace::Options::parse(spec));
+      pipes_tracing_started();
     } catch (const Error& e) {
       // A bad spec or a sink that cannot open: the caller's mistake, and the bus is left off.
       coordinator.reply_error(peer, req.header, wire::ErrorCode::value, e.what());

@@ -79,6 +79,11 @@ enum class Kind : std::uint16_t {
   manager_shutdown = 137,   // nil (posted): the manager stops serving
   manager_info = 138,       // nil -> ok [direct stream address or ""]
   pipe_unread = 78,  // [nil] + message frames -> ok nil: a reader gives back messages it took but did not read
+  pipe_listen = 79,      // nil -> ok [accepted]: the reader listens at <session dir>/pipe-<end>-<pid> (peer to peer)
+  pipe_connect = 80,     // nil -> ok [path, epoch] | ok nil: a writer asks to send straight to the reader
+  pipe_connected = 81,   // [epoch, connected] (posted): the writer is connected (or gave up)
+  pipe_direct = 82,      // reply to pipe_recv/pipe_poll: [epoch]: read the direct connection of that epoch
+  pipe_direct_end = 83,  // [epoch, listening] + drained message frames -> ok nil: the reader finished an epoch
 
   // tracing (services/trace.cpp); switches the coordinator's trace bus at run time
   trace_enable = 180,   // [spec] (MPX_TRACE syntax) -> ok [pub endpoint or ""] | error value | error internal
@@ -180,6 +185,11 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::manager_shutdown, "manager_shutdown"},
     {Kind::manager_info, "manager_info"},
     {Kind::pipe_unread, "pipe_unread"},
+    {Kind::pipe_listen, "pipe_listen"},
+    {Kind::pipe_connect, "pipe_connect"},
+    {Kind::pipe_connected, "pipe_connected"},
+    {Kind::pipe_direct, "pipe_direct"},
+    {Kind::pipe_direct_end, "pipe_direct_end"},
     {Kind::trace_enable, "trace_enable"},
     {Kind::trace_disable, "trace_disable"},
     {Kind::trace_status, "trace_status"},
