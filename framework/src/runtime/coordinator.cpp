@@ -1,6 +1,7 @@
 #include "runtime/coordinator.hpp"
 
 #include <cerrno>
+#include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -83,6 +84,13 @@ bool Coordinator::watch(pid_t pid) {
   watched_.emplace(pid, fd);
   actors_.store(watched_.size());
   return true;
+}
+
+bool Coordinator::has_exited(pid_t pid) const {
+  auto it = watched_.find(pid);
+  if (it == watched_.end()) return false;
+  pollfd exited{it->second, POLLIN, 0};
+  return ::poll(&exited, 1, 0) == 1;
 }
 
 void Coordinator::reap(pid_t pid) {

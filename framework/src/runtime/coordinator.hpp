@@ -61,6 +61,9 @@ class Coordinator {
   std::uint64_t allocate_object_id() noexcept { return next_object_id_++; }
   // Watches a process: death hooks run when it exits. Returns false if it is already gone.
   bool watch(pid_t pid);
+  // True if a watched process has exited but its death hooks have not run yet (they run after the messages of the
+  // loop's current turn). A service about to hand something to a waiter asks, so nothing goes to the dead.
+  bool has_exited(pid_t pid) const;
 
  private:
   void run();

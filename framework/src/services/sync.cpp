@@ -225,10 +225,21 @@ class SyncService {
   void hand_over(LockState& lock) {
     lock.owner = 0;
     lock.count = 0;
-    if (lock.waiters.empty()) return;
-    LockWaiter w = std::move(lock.waiters.front());
-    lock.waiters.pop_front();
-    grant(lock, w);
+    while (!lock.waiters.empty()) {
+      LockWaiter w = std::move(lock.waiters.front());
+      lock.waiters.pop_front();
+      if (exited(w)) continue;
+      grant(lock, w);
+      return;
+    }
+  }
+
+  // A waiter whose process has exited, though its death is not handled yet: dropped, so that what is being handed
+  // out goes to a live process instead of coming back at once as owner-died.
+  bool exited(Waiter& w) {
+    if (!coordinator_.has_exited(static_cast<pid_t>(w.actor()))) return false;
+    disarm(coordinator_, w);
+    return true;
   }
 
   void grant(LockState& lock, LockWaiter& w) {
@@ -328,6 +339,7 @@ class SyncService {
     while (sem.value > 0 && !sem.waiters.empty()) {
       Waiter w = std::move(sem.waiters.front());
       sem.waiters.pop_front();
+      if (exited(w)) continue;
       --sem.value;
       ++sem.held[w.actor()];
       answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(true, take_died(sem.owner_died))));
