@@ -72,6 +72,8 @@ void give_back_unread(ConnectionState& s);
 // The direct-socket side of Connection (api/listener.cpp).
 void socket_send(ConnectionState& s, const char* data, std::size_t size);
 std::string socket_recv(ConnectionState& s, std::size_t maxlength);
-bool socket_poll(ConnectionState& s, int timeout_ms);
+// Waits for `events` on fd up to timeout_ms (-1: no limit), retrying on EINTR; false at the deadline. A failing
+// poll throws std::system_error naming `what`.
+bool wait_fd(int fd, short events, std::int64_t timeout_ms, const char* what);
 
 }  // namespace mpx::detail

@@ -4,7 +4,9 @@
 // can talk to mpx's with send_bytes/recv_bytes (send/recv carry msgpack, not pickle).
 #include <mpx/pipe.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -139,20 +141,20 @@ std::string socket_recv(ConnectionState& s, std::size_t maxlength) {
   return message;
 }
 
-bool socket_poll(ConnectionState& s, int timeout_ms) {
+bool wait_fd(int fd, short events, std::int64_t timeout_ms, const char* what) {
   using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms < 0 ? 0 : timeout_ms);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<std::int64_t>(timeout_ms, 0));
   for (;;) {
-    int left = timeout_ms;
-    if (timeout_ms > 0) {
-      left = static_cast<int>(std::max<long>(
-          0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
+    int left = -1;
+    if (timeout_ms >= 0) {
+      left = static_cast<int>(std::clamp<std::int64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count(), 0, INT32_MAX));
     }
-    pollfd p{s.fd, POLLIN, 0};
+    pollfd p{fd, events, 0};
     const int n = ::poll(&p, 1, left);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) raise_os("mpx: Connection.poll");
-    return n > 0;  // data, or EOF (recv then raises EOFError)
+    if (n < 0) raise_os(what);
+    return n > 0;  // for a socket: data, or EOF (recv then raises EOFError)
   }
 }
 

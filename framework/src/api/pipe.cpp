@@ -263,7 +263,7 @@ bool Connection::poll(const Timeout& timeout) {
   check_readable(s);
   const auto wait = wait_ms(true, timeout);
   if (s.kind == ConnectionState::Kind::socket) {
-    return detail::socket_poll(s, wait > INT32_MAX ? INT32_MAX : static_cast<int>(wait));
+    return detail::wait_fd(s.fd, POLLIN, std::min<std::int64_t>(wait, INT32_MAX), "mpx: Connection.poll");
   }
   return pipe_poll(s, wait);
 }

@@ -85,23 +85,7 @@ std::uint64_t load_le(const char* p, int bytes) {
   return v;
 }
 
-// Waits for `events` on fd up to timeout_ms (-1: no limit); false at the deadline.
-bool wait_fd(int fd, short events, std::int64_t timeout_ms) {
-  using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<std::int64_t>(timeout_ms, 0));
-  for (;;) {
-    int left = -1;
-    if (timeout_ms >= 0) {
-      left = static_cast<int>(std::clamp<std::int64_t>(
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count(), 0, INT32_MAX));
-    }
-    pollfd p{fd, events, 0};
-    const int n = ::poll(&p, 1, left);
-    if (n > 0) return true;
-    if (n == 0) return false;
-    if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "mpx: pipe: poll");
-  }
-}
+constexpr const char* poll_failed = "mpx: pipe: poll";
 
 bool read_exact(int fd, char* out, std::size_t size) {
   std::size_t got = 0;
@@ -112,7 +96,7 @@ bool read_exact(int fd, char* out, std::size_t size) {
     } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
       return false;
     } else if (errno == EAGAIN) {
-      (void)wait_fd(fd, POLLIN, -1);
+      (void)wait_fd(fd, POLLIN, -1, poll_failed);
     }
   }
   return true;
@@ -170,7 +154,7 @@ bool fill(ConnectionState& s, std::int64_t timeout_ms, bool& timed_out) {
       continue;
     }
     if (errno != EAGAIN || waited) break;
-    if (!wait_fd(r.conn_fd, POLLIN, timeout_ms)) {
+    if (!wait_fd(r.conn_fd, POLLIN, timeout_ms, poll_failed)) {
       r.buffer.resize(old);
       timed_out = true;
       return true;
@@ -276,7 +260,7 @@ void direct_enter(ConnectionState& s, std::uint64_t epoch) {
   // The writer connected and wrote the epoch before it told the coordinator, so its connection is queued already;
   // connections of earlier epochs whose writers gave up are closed on the way.
   for (;;) {
-    (void)wait_fd(r.listen_fd, POLLIN, -1);
+    (void)wait_fd(r.listen_fd, POLLIN, -1, poll_failed);
     int fd = ::accept4(r.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED) continue;

@@ -309,6 +309,13 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
     if (interrupt_fd >= 0) ::close(interrupt_fd);
   }
 
+  // How this handle stops the pool: an attached handle detaches (its queued tasks are dropped, and the owner's
+  // workers go on serving the others); the owner terminates it.
+  wire::Envelope leave_message() const {
+    return attached ? wire::make(wire::Kind::pool_detach, id, 0, std::make_tuple(submitter))
+                    : wire::make(wire::Kind::pool_terminate, id, 0, Object{});
+  }
+
   void wake() {
     const std::uint64_t one = 1;
     (void)!::write(wake_fd, &one, sizeof one);
@@ -783,9 +790,7 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
       (void)!::read(interrupt_fd, &n, sizeof n);
       auto why = std::make_exception_ptr(
           Interrupted("mpx: interrupted (SIGINT): the pool's workers were stopped and its tasks cancelled"));
-      // An attached handle leaves the pool (the owner's workers serve others); the owner stops it.
-      auto bye = attached ? wire::make(wire::Kind::pool_detach, id, 0, std::make_tuple(submitter))
-                          : wire::make(wire::Kind::pool_terminate, id, 0, Object{});
+      auto bye = leave_message();
       wire::send(dealer, bye, static_cast<std::uint64_t>(runtime::self_pid()));
       stop_everything(why, true);
     }
@@ -1099,10 +1104,7 @@ void pool_terminate(PoolCore& pool) {
     if (pool.stop) return;
   }
   try {
-    // An attached handle detaches: its queued tasks are dropped, and the pool goes on for the others.
-    (void)call(pool.attached ? wire::make(wire::Kind::pool_detach, pool.id, 0, std::make_tuple(pool.submitter))
-                             : wire::make(wire::Kind::pool_terminate, pool.id, 0, Object{}),
-               0);
+    (void)call(pool.leave_message(), 0);
   } catch (const std::exception&) {
     // The coordinator is gone (the process is exiting): the workers die with their parent anyway.
   }
