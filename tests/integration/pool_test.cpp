@@ -26,6 +26,14 @@ using namespace std::chrono_literals;
 namespace {
 
 int square(int x) { return x * x; }
+
+// A result whose size varies with the argument, and an error deep inside a large chunk.
+std::string label(std::string word, int times) {
+  if (times == 66000) throw std::invalid_argument("66000 is not allowed");
+  std::string out;
+  for (int i = 0; i < times % 5; ++i) out += word;
+  return out + ":" + std::to_string(times);
+}
 int add(int a, int b) { return a + b; }
 int worker_pid(int) { return static_cast<int>(::getpid()); }
 void nothing() {}
@@ -153,6 +161,32 @@ TEST_CASE("chunksize edges: 1, larger than n, n = 0, 0 is refused", "[pool]") {
   CHECK(pool.map(square, std::vector<int>{}, 3).empty());
   CHECK(pool.map_async(square, std::vector<int>{}).get(1s).empty());
   CHECK_THROWS_AS(pool.map(square, xs, 0), mpx::ValueError);
+}
+
+TEST_CASE("large chunks of mixed-size arguments and results map as a loop would; an error deep in one names its index",
+          "[pool]") {
+  mpx::Pool pool(2);
+  std::vector<std::tuple<std::string, int>> calls;
+  std::vector<std::string> expect;
+  for (int i = 0; i < 70000; ++i) {
+    if (i == 66000) continue;
+    calls.emplace_back(std::string(static_cast<std::size_t>(i % 23), 'a' + static_cast<char>(i % 26)), i);
+    expect.push_back(label(std::get<0>(calls.back()), i));
+  }
+  // One chunk of 69,999 calls (a msgpack array 32 header), then the default chunksize, then chunks around 65,536.
+  CHECK(pool.starmap(label, calls, calls.size()) == expect);
+  CHECK(pool.starmap(label, calls) == expect);
+  CHECK(pool.starmap(label, calls, 65536) == expect);
+  std::vector<int> xs(70000);
+  std::iota(xs.begin(), xs.end(), 0);
+  try {
+    pool.map([](int x) { return label("w", x); }, xs, xs.size());
+    FAIL("map should have raised");
+  } catch (const mpx::RemoteError& e) {
+    CHECK(e.type() == "std::invalid_argument");
+    CHECK(e.task_index() == 66000u);
+  }
+  CHECK(pool.apply(square, 4) == 16);  // the pool carries on
 }
 
 TEST_CASE("imap is ordered, imap_unordered complete, both lazy over an unbounded range", "[pool]") {

@@ -151,6 +151,27 @@ struct is_tuple<std::tuple<T...>> : std::true_type {};
 // Throws mpx::ProtocolError on malformed or oversized input.
 msgpack::object_handle unpack_bounded(const char* data, std::size_t size);
 
+// The element count of an encoded msgpack array; ProtocolError if it is not one or its length exceeds the limits.
+std::uint32_t array_length(std::string_view bytes);
+
+// Decodes the elements of an encoded msgpack array one at a time, each into one reused zone, and passes each to
+// `each` with its index (the element is valid during the call only). A large array (a map's chunk of calls, its
+// results) so needs no object tree of its own size: it stays in cache and touches no fresh pages. Bounded like
+// every decode; mpx::ProtocolError for anything malformed, trailing bytes included. An exception thrown by `each`
+// stops the decode and reaches the caller unchanged.
+using ElementFn = void (*)(void* context, std::uint32_t index, const msgpack::object& element);
+void each_element(std::string_view bytes, ElementFn each, void* context);
+
+template <class F>
+void for_each_element(std::string_view bytes, F&& each) {
+  using Fn = std::remove_reference_t<F>;
+  each_element(
+      bytes, [](void* context, std::uint32_t index, const msgpack::object& element) {
+        (*static_cast<Fn*>(context))(index, element);
+      },
+      const_cast<void*>(static_cast<const void*>(&each)));
+}
+
 }  // namespace detail
 
 // True for what mpx can send: scalars, strings, containers, optionals, tuples, mpx::Object,
@@ -188,6 +209,24 @@ T decode(std::string_view bytes) {
   }
   try {
     return handle.get().as<T>();
+  } catch (const std::exception& e) {
+    throw SerializationError(std::string("mpx: cannot decode value: ") + e.what());
+  }
+}
+
+// Appends the elements of an encoded msgpack array to `out`, decoding one element at a time (detail::each_element):
+// the same result as appending decode<std::vector<T>>(bytes), without building the whole array first. Malformed
+// input or a type mismatch throws SerializationError.
+template <Serializable T>
+void decode_append(std::string_view bytes, std::vector<T>& out) {
+  try {
+    detail::for_each_element(bytes, [&out](std::uint32_t, const msgpack::object& element) {
+      out.push_back(element.as<T>());
+    });
+  } catch (const ProtocolError& e) {
+    throw SerializationError(e.what());
+  } catch (const SerializationError&) {
+    throw;
   } catch (const std::exception& e) {
     throw SerializationError(std::string("mpx: cannot decode value: ") + e.what());
   }

@@ -24,12 +24,17 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <algorithm>
 #include <iterator>
 #include <memory>
+#include <new>
 #include <optional>
 #include <ranges>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -81,10 +86,96 @@ void result_add_done_callback(ResultCore& core, std::function<void()> callback);
 
 using DoneCallback = std::function<void(ResultCore&)>;
 
+// A growable byte buffer for msgpack's packer. write() is inline, so the packer's fixed-size writes (a tag and a
+// few bytes) become plain stores instead of a library call each; growth is realloc, which moves large buffers
+// without copying them.
+class PackBuffer {
+ public:
+  PackBuffer() = default;
+  PackBuffer(const PackBuffer&) = delete;
+  PackBuffer& operator=(const PackBuffer&) = delete;
+  PackBuffer(PackBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        capacity_(std::exchange(other.capacity_, 0)) {}
+  PackBuffer& operator=(PackBuffer&& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    std::swap(capacity_, other.capacity_);
+    return *this;
+  }
+  ~PackBuffer() { std::free(data_); }
+
+  void write(const char* data, std::size_t size) {
+    if (capacity_ - size_ < size) grow(size);
+    std::memcpy(data_ + size_, data, size);
+    size_ += size;
+  }
+  void reserve(std::size_t capacity) {
+    if (capacity > capacity_) grow(capacity - size_);
+  }
+  void resize_down(std::size_t size) noexcept { size_ = std::min(size, size_); }
+  std::size_t size() const noexcept { return size_; }
+  std::string_view view() const noexcept { return {data_, size_}; }
+
+ private:
+  void grow(std::size_t more) {
+    const std::size_t wanted = std::max(size_ + more, capacity_ * 2 + 64);
+    void* grown = std::realloc(data_, wanted);
+    if (!grown) throw std::bad_alloc();
+    data_ = static_cast<char*>(grown);
+    capacity_ = wanted;
+  }
+  char* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
+// The encoded argument tuples of a submission's calls, back to back in one buffer: a map of a million items costs
+// a few buffer growths, not a million allocations. A chunk's payload is an array header and a slice of it.
+class EncodedCalls {
+ public:
+  // Encodes one call's arguments as the function's parameter tuple; a serialization error is raised here, at the
+  // caller, and leaves the calls added before it as they were.
+  template <class R, class... P, class... A>
+  void add(R (*)(P...), A&&... args) {
+    static_assert(sizeof...(P) == sizeof...(A), "mpx::Pool: wrong number of arguments for the task function");
+    static_assert((std::is_constructible_v<std::decay_t<P>, A&&> && ...),
+                  "mpx::Pool: an argument cannot be converted to the task function's parameter type");
+    const std::size_t before = bytes_.size();
+    try {
+      msgpack::packer<PackBuffer>(bytes_).pack(std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
+    } catch (const std::exception& e) {
+      bytes_.resize_down(before);
+      throw SerializationError(std::string("mpx: cannot encode a task's arguments: ") + e.what());
+    }
+    ends_.push_back(bytes_.size());
+    // The first call tells what the rest will likely take: reserve for all of them at once.
+    if (ends_.size() == 1 && expected_ > 1) bytes_.reserve(bytes_.size() * expected_ + bytes_.size() / 4 + 64);
+  }
+  void reserve(std::size_t calls) {
+    ends_.reserve(calls);
+    expected_ = calls;
+  }
+  std::size_t size() const noexcept { return ends_.size(); }
+  bool empty() const noexcept { return ends_.empty(); }
+  // The encoded calls first .. first + count - 1, back to back.
+  std::string_view slice(std::size_t first, std::size_t count) const noexcept {
+    if (count == 0) return {};
+    const std::size_t begin = first == 0 ? 0 : ends_[first - 1];
+    return bytes_.view().substr(begin, ends_[first + count - 1] - begin);
+  }
+
+ private:
+  PackBuffer bytes_;
+  std::vector<std::size_t> ends_;  // where each call's encoding ends in bytes_
+  std::size_t expected_ = 0;
+};
+
 struct Submission {
   ErasedFunction function = nullptr;
   Trampoline trampoline = nullptr;
-  std::vector<std::string> items;  // each the encoded argument tuple of one call
+  EncodedCalls items;
   std::size_t chunksize = 1;
   bool single = false;             // apply: one value, not a list
   DoneCallback on_done;            // on the result thread
@@ -124,7 +215,7 @@ struct WaitingCaller {
 
 // ---- streams (imap, imap_unordered) ----
 std::shared_ptr<StreamCore> stream_open(PoolCore& pool, ErasedFunction function, Trampoline trampoline, bool ordered);
-void stream_feed(StreamCore& stream, std::vector<std::string> items);
+void stream_feed(StreamCore& stream, const EncodedCalls& items);
 std::size_t stream_outstanding(const StreamCore& stream);  // fed but not yet returned by next
 // The next chunk's results (a msgpack array); rethrows a task's error; TimeoutError when the timeout passes.
 std::string stream_next(StreamCore& stream, const Timeout& timeout);
@@ -137,16 +228,15 @@ std::uint64_t& chunk_offset() noexcept;
 template <class R, class... P>
 void chunk_trampoline(ErasedFunction function, std::string_view args, std::string& result) {
   auto typed = reinterpret_cast<R (*)(P...)>(function);
-  auto handle = unpack_bounded(args.data(), args.size());
-  const msgpack::object& calls = handle.get();
-  if (calls.type != msgpack::type::ARRAY) throw SerializationError("mpx: a task's payload is not an array");
-  msgpack::sbuffer out(64 + 16 * calls.via.array.size);
-  msgpack::packer<msgpack::sbuffer> pk(out);
-  pk.pack_array(calls.via.array.size);
+  const std::uint32_t count = array_length(args);
+  PackBuffer out;
+  out.reserve(16 + 8 * std::size_t{count});
+  msgpack::packer<PackBuffer> pk(out);
+  pk.pack_array(count);
   auto& offset = chunk_offset();
-  for (std::uint32_t i = 0; i < calls.via.array.size; ++i) {
+  // One call decoded at a time: a chunk of any size stays in cache.
+  for_each_element(args, [&](std::uint32_t i, const msgpack::object& call) {
     offset = i;
-    const msgpack::object& call = calls.via.array.ptr[i];
     if (call.type != msgpack::type::ARRAY || call.via.array.size != sizeof...(P)) {
       throw SerializationError("mpx: a call's arguments do not match the function's " +
                                std::to_string(sizeof...(P)) + " parameters");
@@ -170,8 +260,8 @@ void chunk_trampoline(ErasedFunction function, std::string_view args, std::strin
         throw SerializationError(std::string("mpx: cannot encode the result: ") + e.what());
       }
     }
-  }
-  result.assign(out.data(), out.size());
+  });
+  result.assign(out.view());
 }
 
 template <class R, class... P>
@@ -190,32 +280,18 @@ std::pair<ErasedFunction, Trampoline> erase(F&& function) {
   return {reinterpret_cast<ErasedFunction>(typed), chunk_trampoline_for(static_cast<decltype(typed)>(nullptr))};
 }
 
-template <class R, class... P, class... A>
-std::string pack_call(R (*)(P...), A&&... args) {
-  static_assert(sizeof...(P) == sizeof...(A), "mpx::Pool: wrong number of arguments for the task function");
-  static_assert((std::is_constructible_v<std::decay_t<P>, A&&> && ...),
-                "mpx::Pool: an argument cannot be converted to the task function's parameter type");
-  msgpack::sbuffer buffer(64);
-  try {
-    msgpack::pack(buffer, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
-  } catch (const std::exception& e) {
-    throw SerializationError(std::string("mpx: cannot encode a task's arguments: ") + e.what());
-  }
-  return std::string(buffer.data(), buffer.size());
-}
-
-// One call's arguments, encoded as the function's parameter tuple (a serialization error is raised here).
+// Adds one call's arguments to `calls` (a serialization error is raised here).
 template <class F, class... A>
-std::string encode_task_args(F&& function, A&&... args) {
+void encode_task_args(EncodedCalls& calls, F&& function, A&&... args) {
   static_assert(PlainFunctionLike<std::remove_cvref_t<F>>,
                 "mpx::Pool: a task must be a plain function or a captureless lambda (its identity is its address)");
-  return pack_call(+function, std::forward<A>(args)...);
+  calls.add(+function, std::forward<A>(args)...);
 }
 
 template <class F, class Tuple>
-std::string encode_tuple(F&& function, Tuple&& args) {
-  return std::apply([&](auto&&... a) { return encode_task_args(function, std::forward<decltype(a)>(a)...); },
-                    std::forward<Tuple>(args));
+void encode_tuple(EncodedCalls& calls, F&& function, Tuple&& args) {
+  std::apply([&](auto&&... a) { encode_task_args(calls, function, std::forward<decltype(a)>(a)...); },
+             std::forward<Tuple>(args));
 }
 
 template <class T>
@@ -235,14 +311,8 @@ T decode_result(const ResultCore& core) {
   } else {
     if constexpr (is_vector<T>::value) {
       T out;
-      for (const auto& chunk : chunks) {
-        auto part = decode<T>(chunk);
-        if (out.empty()) {
-          out = std::move(part);
-        } else {
-          out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
-        }
-      }
+      out.reserve(result_size(core));
+      for (const auto& chunk : chunks) decode_append(chunk, out);
       if (out.size() != result_size(core)) throw SerializationError("mpx: a map returned the wrong number of results");
       return out;
     } else {
@@ -348,7 +418,7 @@ class PullIterator {
 template <class R>
 class IMapIterator {
  public:
-  using Producer = std::function<std::optional<std::vector<std::string>>()>;  // the next chunk, or end of input
+  using Producer = std::function<std::optional<detail::EncodedCalls>()>;  // the next chunk, or end of input
 
   IMapIterator(std::shared_ptr<detail::StreamCore> stream, Producer produce, std::size_t window)
       : state_(std::make_shared<State>(State{std::move(stream), std::move(produce), window, false, {}, 0})) {}
@@ -363,10 +433,11 @@ class IMapIterator {
         s.exhausted = true;
         break;
       }
-      detail::stream_feed(*s.stream, std::move(*chunk));
+      detail::stream_feed(*s.stream, *chunk);
     }
     if (s.exhausted && detail::stream_outstanding(*s.stream) == 0) return std::nullopt;
-    s.buffer = mpx::decode<std::vector<R>>(detail::stream_next(*s.stream, timeout));
+    s.buffer.clear();
+    mpx::decode_append(detail::stream_next(*s.stream, timeout), s.buffer);
     s.position = 0;
     if (s.buffer.empty()) throw SerializationError("mpx: an imap chunk returned no results");
     return std::move(s.buffer[s.position++]);
@@ -418,7 +489,9 @@ class Pool {
   template <class F, class... A>
     requires std::is_invocable_v<decltype(+std::declval<F>()), A...>
   AsyncResult<detail::call_result_t<F, A...>> apply_async(F&& f, A&&... args) {
-    return apply_with<detail::call_result_t<F, A...>>(f, detail::encode_task_args(f, std::forward<A>(args)...), {});
+    detail::EncodedCalls call;
+    detail::encode_task_args(call, f, std::forward<A>(args)...);
+    return apply_with<detail::call_result_t<F, A...>>(f, std::move(call), {});
   }
 
   // apply_async(f, std::tuple{args...}, callback, error_callback): callback(result) and error_callback(const
@@ -427,8 +500,9 @@ class Pool {
   AsyncResult<detail::call_result_t<F, A...>> apply_async(F&& f, std::tuple<A...> args, Callback callback,
                                                           ErrorCallback error_callback = nullptr) {
     using R = detail::call_result_t<F, A...>;
-    return apply_with<R>(f, detail::encode_tuple(f, std::move(args)),
-                         detail::make_done<R>(std::move(callback), std::move(error_callback)));
+    detail::EncodedCalls call;
+    detail::encode_tuple(call, f, std::move(args));
+    return apply_with<R>(f, std::move(call), detail::make_done<R>(std::move(callback), std::move(error_callback)));
   }
 
   // ---- map ----
@@ -448,9 +522,9 @@ class Pool {
                                                                       Callback callback = nullptr,
                                                                       ErrorCallback error_callback = nullptr,
                                                                       Progress progress = {}) {
-    std::vector<std::string> encoded;
+    detail::EncodedCalls encoded;
     if constexpr (std::ranges::sized_range<Range>) encoded.reserve(std::ranges::size(items));
-    for (auto&& x : items) encoded.push_back(detail::encode_task_args(f, x));
+    for (auto&& x : items) detail::encode_task_args(encoded, f, x);
     using T = std::vector<detail::map_result_t<F, Range>>;
     return map_with<T>(f, std::move(encoded), chunksize,
                        detail::make_done<T>(std::move(callback), std::move(error_callback)), std::move(progress));
@@ -468,8 +542,8 @@ class Pool {
   AsyncResult<std::vector<detail::starmap_result_t<F, Range>>> starmap_async(
       F&& f, Range&& items, std::optional<std::size_t> chunksize = {}, Callback callback = nullptr,
       ErrorCallback error_callback = nullptr) {
-    std::vector<std::string> encoded;
-    for (auto&& x : items) encoded.push_back(detail::encode_tuple(f, x));
+    detail::EncodedCalls encoded;
+    for (auto&& x : items) detail::encode_tuple(encoded, f, x);
     using T = std::vector<detail::starmap_result_t<F, Range>>;
     return map_with<T>(f, std::move(encoded), chunksize,
                        detail::make_done<T>(std::move(callback), std::move(error_callback)), {});
@@ -508,19 +582,19 @@ class Pool {
 
  private:
   template <class R, class F>
-  AsyncResult<R> apply_with(F& f, std::string args, detail::DoneCallback on_done) {
+  AsyncResult<R> apply_with(F& f, detail::EncodedCalls call, detail::DoneCallback on_done) {
     auto [function, trampoline] = detail::erase(f);
     detail::Submission s;
     s.function = function;
     s.trampoline = trampoline;
-    s.items.push_back(std::move(args));
+    s.items = std::move(call);
     s.single = true;
     s.on_done = std::move(on_done);
     return AsyncResult<R>(detail::pool_submit(*core_, std::move(s)));
   }
 
   template <class T, class F>
-  AsyncResult<T> map_with(F& f, std::vector<std::string> items, std::optional<std::size_t> chunksize,
+  AsyncResult<T> map_with(F& f, detail::EncodedCalls items, std::optional<std::size_t> chunksize,
                           detail::DoneCallback on_done, Progress progress) {
     if (chunksize && *chunksize == 0) throw ValueError("mpx: chunksize must be at least 1");
     auto [function, trampoline] = detail::erase(f);
@@ -543,10 +617,10 @@ class Pool {
     // The range lives in the iterator; a view is copied, a container moved or referred to.
     auto input = std::make_shared<std::remove_cvref_t<Range>>(std::forward<Range>(items));
     auto position = std::make_shared<std::ranges::iterator_t<std::remove_cvref_t<Range>>>(std::ranges::begin(*input));
-    auto produce = [input, position, chunksize, f = +f]() -> std::optional<std::vector<std::string>> {
-      std::vector<std::string> chunk;
+    auto produce = [input, position, chunksize, f = +f]() -> std::optional<detail::EncodedCalls> {
+      detail::EncodedCalls chunk;
       while (chunk.size() < chunksize && *position != std::ranges::end(*input)) {
-        chunk.push_back(detail::encode_task_args(f, **position));
+        detail::encode_task_args(chunk, f, **position);
         ++*position;
       }
       if (chunk.empty()) return std::nullopt;

@@ -800,17 +800,14 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
   }
 }
 
-// A chunk's payload: a msgpack array header, then its calls' argument arrays as they were encoded.
-std::string chunk_payload(const std::vector<std::string>& items, std::size_t first, std::size_t count) {
-  msgpack::sbuffer head(8);
-  msgpack::packer<msgpack::sbuffer>(head).pack_array(static_cast<std::uint32_t>(count));
-  std::size_t size = head.size();
-  for (std::size_t k = first; k < first + count; ++k) size += items[k].size();
-  std::string out;
-  out.reserve(size);
-  out.append(head.data(), head.size());
-  for (std::size_t k = first; k < first + count; ++k) out += items[k];
-  return out;
+// Appends a chunk's payload to `out`: a msgpack array header, then its calls' argument arrays as they were encoded.
+void append_chunk(std::string& out, const EncodedCalls& calls, std::size_t first, std::size_t count) {
+  struct Writer {
+    std::string& out;
+    void write(const char* data, std::size_t size) { out.append(data, size); }
+  } writer{out};
+  msgpack::packer<Writer>(writer).pack_array(static_cast<std::uint32_t>(count));
+  out += calls.slice(first, count);
 }
 
 // pool_submit: [function (bin), [[task_id, size]...]] + the payloads. The function travels as the bin of its encoded
@@ -1038,10 +1035,12 @@ std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
     std::vector<std::tuple<std::uint64_t, std::uint64_t>> sizes;
     sizes.reserve(c1 - c0);
     std::string payload;
+    payload.reserve(s.items.slice(c0 * chunksize, std::min(c1 * chunksize, s.items.size()) - c0 * chunksize).size() +
+                    5 * (c1 - c0));
     for (std::size_t c = c0; c < c1; ++c) {
       const std::size_t first = c * chunksize;
       const std::size_t before = payload.size();
-      payload += chunk_payload(s.items, first, std::min(chunksize, s.items.size() - first));
+      append_chunk(payload, s.items, first, std::min(chunksize, s.items.size() - first));
       sizes.emplace_back(first_id + c, payload.size() - before);
     }
     post(submit_message(pool.id, *function, sizes, std::move(payload)));
@@ -1169,7 +1168,7 @@ std::shared_ptr<StreamCore> stream_open(PoolCore& pool, ErasedFunction function,
   return stream;
 }
 
-void stream_feed(StreamCore& stream, std::vector<std::string> items) {
+void stream_feed(StreamCore& stream, const EncodedCalls& items) {
   auto pool = stream.pool.lock();
   if (!pool) throw ValueError("mpx: Pool not running");
   const auto count = static_cast<std::uint32_t>(items.size());
@@ -1192,7 +1191,8 @@ void stream_feed(StreamCore& stream, std::vector<std::string> items) {
     }
     pool->pending.emplace(id, Pending{stream.shared_from_this(), 0, count, first});
   }
-  std::string payload = chunk_payload(items, 0, items.size());
+  std::string payload;
+  append_chunk(payload, items, 0, items.size());
   std::vector<std::tuple<std::uint64_t, std::uint64_t>> sizes{{id, payload.size()}};
   post(submit_message(pool->id, function, sizes, std::move(payload)));
 }
