@@ -3,7 +3,9 @@
 
 #include <mpx/object.hpp>
 
+#include <algorithm>
 #include <exception>
+#include <memory>
 #include <string>
 
 namespace mpx::wire {
@@ -53,11 +55,18 @@ void check_consumed(std::size_t offset, std::size_t size) {
 
 }  // namespace
 
+// msgpack's default zone starts with an 8 KiB chunk: for the small messages that are most of mpx's traffic, that is a
+// large-bin malloc (which also consolidates the fast bins) per decode. A first chunk sized to the data comes from
+// the thread cache instead; the zone still grows for whatever does not fit.
+std::size_t zone_chunk_for(std::size_t size) { return std::clamp<std::size_t>(2 * size + 64, 128, 8192); }
+
 msgpack::object_handle unpack_bounded(const char* data, std::size_t size) {
   std::size_t offset = 0;
-  auto handle = guarded(size, [&] { return msgpack::unpack(data, size, offset, nullptr, nullptr, bounded()); });
+  auto zone = std::make_unique<msgpack::zone>(zone_chunk_for(size));
+  const msgpack::object object =
+      guarded(size, [&] { return msgpack::unpack(*zone, data, size, offset, nullptr, nullptr, bounded()); });
   check_consumed(offset, size);
-  return handle;
+  return msgpack::object_handle(object, std::move(zone));
 }
 
 std::uint32_t array_length(std::string_view bytes) {
@@ -90,8 +99,8 @@ class ElementVisitor : public msgpack::v2::detail::create_object_visitor {
   using Base = msgpack::v2::detail::create_object_visitor;
 
  public:
-  ElementVisitor(ElementFn each, void* context)
-      : Base(nullptr, nullptr, bounded()), each_(each), context_(context) {
+  ElementVisitor(std::size_t size, ElementFn each, void* context)
+      : Base(nullptr, nullptr, bounded()), zone_(zone_chunk_for(size)), each_(each), context_(context) {
     set_zone(zone_);
   }
 
@@ -137,7 +146,7 @@ class ElementVisitor : public msgpack::v2::detail::create_object_visitor {
 
 void each_element(std::string_view bytes, ElementFn each, void* context) {
   (void)array_length(bytes);  // a scalar at the top, or an oversized header, is refused here
-  ElementVisitor visitor(each, context);
+  ElementVisitor visitor(bytes.size(), each, context);
   std::size_t offset = 0;
   guarded(bytes.size(), [&] { return msgpack::v2::parse(bytes.data(), bytes.size(), offset, visitor); });
   if (auto failure = visitor.failure()) std::rethrow_exception(failure);
