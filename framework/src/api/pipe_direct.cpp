@@ -110,19 +110,19 @@ void post_end(std::uint64_t end, std::uint64_t epoch, bool listening) {
 std::size_t frame(ConnectionState& s) {
   auto& r = *s.in;
   std::size_t n = 0;
-  while (r.buffer.size() - r.start >= 4) {
+  while (r.end - r.start >= 4) {
     const auto size = static_cast<std::size_t>(load_le(r.buffer.data() + r.start, 4));
-    if (r.buffer.size() - r.start - 4 < size) break;
+    if (r.end - r.start - 4 < size) break;
     s.unread.emplace_back(r.buffer.data() + r.start + 4, size);
     r.start += 4 + size;
     ++r.received;
     ++n;
   }
-  if (r.start == r.buffer.size()) {
-    r.buffer.clear();
-    r.start = 0;
-  } else if (r.start > r.buffer.size() / 2) {
-    r.buffer.erase(0, r.start);
+  if (r.start == r.end) {
+    r.clear();
+  } else if (r.start > r.end / 2) {
+    std::memmove(r.buffer.data(), r.buffer.data() + r.start, r.end - r.start);
+    r.end -= r.start;
     r.start = 0;
   }
   return n;
@@ -134,8 +134,7 @@ void finish_epoch(ConnectionState& s, bool tell) {
   close_fd(r.conn_fd);
   r.reading = false;
   r.finished = std::max(r.finished, r.epoch);
-  r.buffer.clear();  // a torn frame can only come from a writer killed while writing it: it was never sent
-  r.start = 0;
+  r.clear();  // a torn frame can only come from a writer killed while writing it: it was never sent
   if (tell) post_end(s.end, r.epoch, true);
 }
 
@@ -143,28 +142,26 @@ void finish_epoch(ConnectionState& s, bool tell) {
 bool fill(ConnectionState& s, std::int64_t timeout_ms, bool& timed_out) {
   auto& r = *s.in;
   timed_out = false;
-  const std::size_t old = r.buffer.size();
-  r.buffer.resize(old + read_chunk);
+  if (r.buffer.size() < r.end + read_chunk) r.buffer.resize(r.end + read_chunk);
   ssize_t n;
   // Read first and wait only when nothing is there: a stream that keeps up costs one system call per read.
   for (bool waited = false;;) {
-    n = ::recv(r.conn_fd, r.buffer.data() + old, read_chunk, MSG_DONTWAIT);
+    n = ::recv(r.conn_fd, r.buffer.data() + r.end, read_chunk, MSG_DONTWAIT);
     if (n >= 0 || errno == EINTR) {
       if (n >= 0) break;
       continue;
     }
     if (errno != EAGAIN || waited) break;
     if (!wait_fd(r.conn_fd, POLLIN, timeout_ms, poll_failed)) {
-      r.buffer.resize(old);
       timed_out = true;
       return true;
     }
     waited = true;
   }
-  r.buffer.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+  r.end += static_cast<std::size_t>(std::max<ssize_t>(n, 0));
   if (n > 0) {
     // A length over the limit means the stream is not ours to trust: end it like a dead writer's.
-    if (r.buffer.size() - r.start >= 4 &&
+    if (r.end - r.start >= 4 &&
         load_le(r.buffer.data() + r.start, 4) > static_cast<std::uint64_t>(wire::limits().max_message_bytes)) {
       return false;
     }
@@ -277,8 +274,7 @@ void direct_enter(ConnectionState& s, std::uint64_t epoch) {
   r.reading = true;
   r.epoch = epoch;
   r.received = 0;
-  r.buffer.clear();
-  r.start = 0;
+  r.clear();
 }
 
 DirectRead direct_read(ConnectionState& s, std::int64_t timeout_ms) {

@@ -30,8 +30,12 @@ struct DirectReader {
   std::uint64_t epoch = 0;
   std::uint64_t finished = 0;  // the latest epoch read to its end
   std::uint64_t received = 0;  // messages framed from `epoch`'s connection
-  std::string buffer;          // bytes read and not framed yet, from `start`
+  // Bytes read and not framed yet are buffer[start, end). The buffer only grows: resizing a std::string zero-fills
+  // it, which for a 64 KiB read per message would cost more than the read.
+  std::string buffer;
   std::size_t start = 0;
+  std::size_t end = 0;
+  void clear() noexcept { start = end = 0; }
 
   DirectReader();
   ~DirectReader();
