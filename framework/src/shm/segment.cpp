@@ -276,7 +276,10 @@ const std::string& host_key() {
       ::gethostname(host, sizeof host - 1);
       boot = host;
     }
-    return boot + ":" + namespace_inode("/proc/self/ns/ipc") + ":" + namespace_inode("/proc/self/ns/mnt");
+    // The pid namespace too: a lock's word names its holder's pid, which must mean the same process to every
+    // process that maps the segment and to the coordinator that recovers it.
+    return boot + ":" + namespace_inode("/proc/self/ns/ipc") + ":" + namespace_inode("/proc/self/ns/mnt") + ":" +
+           namespace_inode("/proc/self/ns/pid");
   }();
   return key;
 }

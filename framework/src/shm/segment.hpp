@@ -103,8 +103,8 @@ inline const Self& self() noexcept;
 // The names of a session's segments: "mpx-<session id>-<creator pid>-<n>", so that a later session can tell a dead
 // session's segments by its root pid.
 std::string session_prefix(const std::string& session_id);
-// What identifies "the same /dev/shm" across processes: boot id, IPC and mount namespaces. A handle whose host key
-// differs from the receiver's falls back to the coordinator protocol.
+// What identifies "the same /dev/shm, the same pids" across processes: boot id, IPC, mount and pid namespaces. A handle
+// whose host key differs from the receiver's falls back to the coordinator protocol.
 const std::string& host_key();
 // A random 64-bit value (tokens, untracked names).
 std::uint64_t random_u64();
