@@ -13,11 +13,14 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -81,6 +84,42 @@ void hold_lock_then_release(mpx::Value<long> v, mpx::Event held, mpx::Event go) 
   std::scoped_lock guard(v.get_lock());
   held.set();
   go.wait();
+}
+
+// Blocks in acquire with no timeout: only the holder's release or recovery can end the wait.
+void wait_for_lock(mpx::Value<long> v, mpx::Event waiting, mpx::Value<int> outcome) {
+  auto& lock = v.get_lock();
+  waiting.set();
+  lock.acquire();
+  outcome.set(lock.previous_owner_died() ? 1 : 2);
+  v.set(v.value() + 1);
+  lock.release();
+}
+
+void lock_loop(mpx::Value<long> v) {
+  for (;;) {
+    std::scoped_lock guard(v.get_lock());
+    v.set(v.value() + 1);
+  }
+}
+
+// Dies holding the lock right after taking it, at a different iteration each time.
+void lock_then_die(mpx::Value<long> v, int iterations) {
+  auto& lock = v.get_lock();
+  for (int i = 0; i < iterations; ++i) {
+    lock.lock();
+    v.set(v.value() + 1);
+    lock.unlock();
+  }
+  lock.lock();
+  ::kill(::getpid(), SIGKILL);
+}
+
+// One thread of this process takes the lock and ends without releasing it; the process lives on.
+void thread_exits_holding(mpx::Value<long> v, mpx::Event done) {
+  std::thread([&v] { v.get_lock().lock(); }).join();
+  done.set();
+  for (;;) ::pause();
 }
 
 void negate(mpx::Value<double> n, mpx::Array<int> a, mpx::SharedMemory block) {
@@ -170,6 +209,27 @@ std::vector<std::string> read_names(int fd) {
     if (line != "ready") names.push_back(line);
   }
   return names;
+}
+
+// Polls `done` until it holds or `timeout` passes (the poll interval decides nothing but how soon it is seen).
+template <class Pred>
+bool eventually(Pred done, std::chrono::seconds timeout = 30s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+// Whether the main thread of `pid` is inside a futex system call now: the first field of /proc/.../syscall is the
+// system call's number ("running" when it runs). Where that file cannot be read (no ptrace access), it cannot tell,
+// and says yes: the test then checks the same outcome, only less sharply.
+bool in_futex_wait(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/syscall");
+  std::string first;
+  if (!(in >> first)) return true;
+  return first == std::to_string(SYS_futex);
 }
 
 int wait_exit(pid_t pid) {
@@ -310,6 +370,130 @@ TEST_CASE("acquire honours block and timeout; a released lock is taken again", "
   CHECK_FALSE(lock.previous_owner_died());
   lock.release();
   kids.join_all();
+}
+
+TEST_CASE("the lock is recursive for its thread and excludes the other threads of the same process", "[shared]") {
+  mpx::Value<long> v(0);
+  auto& lock = v.get_lock();
+  REQUIRE(lock.acquire());
+  REQUIRE(lock.acquire(false));  // the same thread again: at once, like Python's RLock
+  CHECK_FALSE(lock.previous_owner_died());
+  bool took = true, timed_out_took = true, release_refused = false;
+  std::thread([copy = v, &took, &timed_out_took, &release_refused]() mutable {
+    auto& other = copy.get_lock();
+    took = other.try_lock();
+    timed_out_took = other.acquire(true, 100ms);
+    try {
+      other.release();
+    } catch (const mpx::ValueError&) {
+      release_refused = true;
+    }
+  }).join();
+  CHECK_FALSE(took);
+  CHECK_FALSE(timed_out_took);
+  CHECK(release_refused);
+  lock.release();
+  lock.release();
+  CHECK_THROWS_AS(lock.release(), mpx::ValueError);  // a third release: no level is left
+  std::thread([copy = v, &took]() mutable {
+    took = copy.get_lock().try_lock();
+    copy.get_lock().release();
+  }).join();
+  CHECK(took);
+}
+
+TEST_CASE("a holder SIGKILLed while another process waits with no timeout: the waiter wakes and is told",
+          "[shared]") {
+  mpx::Value<long> v(0);
+  mpx::Value<int> outcome(0);
+  mpx::Event held, waiting;
+  Children kids;
+  auto& holder = kids.start(hold_lock_and_hang, v, held);
+  REQUIRE(held.wait(30s));
+  auto& waiter = kids.start(wait_for_lock, v, waiting, outcome);
+  REQUIRE(waiting.wait(30s));
+  // Asleep on the lock's futex, not merely on its way to it.
+  REQUIRE(eventually([&] { return in_futex_wait(waiter.pid()); }));
+  holder.kill();
+  REQUIRE(holder.join(30s));
+  REQUIRE(waiter.join(30s));
+  CHECK(waiter.exitcode() == 0);
+  CHECK(outcome.value() == 1);  // it learned that the previous owner died
+  CHECK(v.value() == 43);
+  auto& lock = v.get_lock();
+  REQUIRE(lock.acquire(false));
+  CHECK_FALSE(lock.previous_owner_died());
+  lock.release();
+}
+
+TEST_CASE("holders killed mid-loop, or right after acquiring, never leave the lock stuck", "[shared]") {
+  mpx::Value<long> v(0);
+  auto& lock = v.get_lock();
+  SECTION("two processes in a tight lock loop; one is SIGKILLed, then the other") {
+    for (int round = 0; round < 5; ++round) {
+      Children kids;
+      auto& first = kids.start(lock_loop, v);
+      auto& second = kids.start(lock_loop, v);
+      const long before = v.value();
+      REQUIRE(eventually([&] { return v.value() >= before + 10000; }));
+      first.kill();
+      REQUIRE(first.join(30s));
+      const long after = v.value();
+      REQUIRE(eventually([&] { return v.value() >= after + 10000; }));  // the survivor is not stuck behind it
+      second.kill();
+      REQUIRE(second.join(30s));
+      REQUIRE(lock.acquire(true, 30s));
+      lock.release();
+    }
+  }
+  SECTION("a process SIGKILLs itself right after acquiring") {
+    for (int iterations : {0, 1, 1000}) {
+      Children kids;
+      auto& p = kids.start(lock_then_die, v, iterations);
+      REQUIRE(p.join(30s));
+      CHECK(p.exitcode() == -SIGKILL);
+      REQUIRE(lock.acquire(true, 30s));
+      CHECK(lock.previous_owner_died());
+      lock.release();
+    }
+  }
+}
+
+TEST_CASE("a thread that exits holding the lock keeps it held until its process dies (as in Python)", "[shared]") {
+  mpx::Value<long> v(0);
+  mpx::Event done;
+  Children kids;
+  auto& p = kids.start(thread_exits_holding, v, done);
+  REQUIRE(done.wait(30s));
+  auto& lock = v.get_lock();
+  CHECK_FALSE(lock.try_lock());
+  CHECK_FALSE(lock.acquire(true, 100ms));
+  p.kill();
+  REQUIRE(p.join(30s));
+  REQUIRE(lock.acquire(true, 30s));
+  CHECK(lock.previous_owner_died());
+  lock.release();
+}
+
+TEST_CASE("a remote holder's death recovers its own hold and nothing else of the coordinator's process", "[shared]") {
+  mpx::Value<long> mine(0), theirs(0);
+  auto& my_lock = mine.get_lock();
+  REQUIRE(my_lock.acquire());  // held by this thread, in the coordinator's process, like the agents' holds
+  mpx::Event held;
+  Children kids;
+  auto& holder = kids.start(hold_lock_and_hang, theirs.as_remote(), held);
+  REQUIRE(held.wait(30s));
+  holder.kill();
+  REQUIRE(holder.join(30s));
+  auto& their_lock = theirs.get_lock();
+  REQUIRE(their_lock.acquire(true, 30s));
+  CHECK(their_lock.previous_owner_died());
+  their_lock.release();
+  bool took = true;
+  std::thread([copy = mine, &took]() mutable { took = copy.get_lock().try_lock(); }).join();
+  CHECK_FALSE(took);  // still this thread's
+  my_lock.release();
+  CHECK_THROWS_AS(my_lock.release(), mpx::ValueError);
 }
 
 TEST_CASE("handles pass as Process arguments under fork, spawn and forkserver", "[shared]") {

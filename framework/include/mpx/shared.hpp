@@ -15,9 +15,12 @@
 //   { std::scoped_lock guard(v.get_lock()); v.set(v.value() + 1); }   // any T: Python's `with v.get_lock():`
 //   v.with_lock([](int& x) { x += 1; });                 // the same, shorter
 //
-// The lock is a process-shared robust mutex inside the segment, recursive like Python's RLock (per thread). If a
-// process dies holding it, Python's next locker deadlocks; mpx's gets the lock, get_lock().previous_owner_died() is
-// true, and the lock is consistent again. The data may be half-updated by the dead holder: that is what the flag says.
+// The lock is a futex word inside the segment, recursive like Python's RLock (per thread), taken and released with no
+// message at all. It belongs to a process, as mpx::Lock does: if a process dies holding it, Python's next locker
+// deadlocks; mpx's coordinator sees the death and recovers it, so the next locker gets the lock,
+// get_lock().previous_owner_died() is true, and the lock is consistent again. The data may be half-updated by the dead
+// holder: that is what the flag says. A *thread* that exits holding it while its process lives on is not recovered:
+// the lock stays held, as in Python.
 //
 // Segments are created by the coordinator and named after the session ("mpx-<root pid>-<random>-..."). They are
 // unlinked when the session ends, and if the root process is SIGKILLed, the next session's start-up removes them. A
@@ -76,6 +79,8 @@ class Segment {
   std::shared_ptr<Segment> remote_copy() const;
 
   std::byte* local() const noexcept { return local_; }
+  // The lock in the segment's header, when mapped and locked (else nullptr).
+  void* mapped_lock() const noexcept { return lock_; }
   const SegmentRef& ref() const noexcept { return ref_; }
   std::size_t size() const noexcept { return ref_.size; }
 
@@ -91,14 +96,14 @@ class Segment {
   void unlock();
   void unlink_name();
 
-  Segment(SegmentRef ref, std::shared_ptr<void> mapping, std::byte* local, void* mutex)
-      : ref_(std::move(ref)), mapping_(std::move(mapping)), local_(local), mutex_(mutex) {}
+  Segment(SegmentRef ref, std::shared_ptr<void> mapping, std::byte* local, void* lock)
+      : ref_(std::move(ref)), mapping_(std::move(mapping)), local_(local), lock_(lock) {}
 
  private:
   SegmentRef ref_;
   std::shared_ptr<void> mapping_;  // keeps the mapping alive
   std::byte* local_ = nullptr;
-  void* mutex_ = nullptr;  // pthread_mutex_t in the header, when mapped and locked
+  void* lock_ = nullptr;  // the lock in the segment's header (shm::Lock), when mapped and locked
 };
 
 // Checks a decoded handle's element type against the one it is decoded as.

@@ -1,7 +1,8 @@
 // The compiled side of mpx/shared.hpp: creating segments through the shm service (services/shm.cpp), mapping them by
-// name when a handle arrives, the robust lock, and the remote mode, where every access is a coordinator request.
+// name when a handle arrives, the lock, and the remote mode, where every access is a coordinator request.
 #include <mpx/shared.hpp>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -50,6 +51,49 @@ std::shared_ptr<Segment> remote_segment(SegmentRef ref) {
   return std::make_shared<Segment>(std::move(ref), nullptr, nullptr, nullptr);
 }
 
+// A mapped lock is recovered by the coordinator when it sees its holder's process die, and it sees that only for a
+// process it watches, which starts when the process's hello is handled. So before this process first takes a lock,
+// its hello must have been handled: a ping's reply comes after the hello on the same connection.
+std::atomic<std::uint32_t> visible_pid{0};
+
+[[gnu::noinline]] void make_death_visible_now() {
+  (void)request(wire::make(wire::Kind::ping, 0, 0, Object{}), 0);
+  visible_pid.store(shm::self().pid, std::memory_order_release);
+}
+
+void make_death_visible() {
+  if (visible_pid.load(std::memory_order_acquire) != shm::self().pid) make_death_visible_now();
+}
+
+int result_of(shm::Locked locked) {
+  switch (locked) {
+    case shm::Locked::yes: return 1;
+    case shm::Locked::yes_owner_died: return 2;
+    case shm::Locked::no: return 0;
+  }
+  return 0;
+}
+
+// The lock in a mapped segment: no messages at all (except make_death_visible's once per process).
+int lock_mapped(void* lock, bool block, const Timeout& timeout) {
+  make_death_visible();
+  if (block && !timeout) return result_of(shm::lock(static_cast<shm::Lock*>(lock), std::nullopt, false));
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  bool try_only = !block;
+  if (block && timeout) {
+    if (timeout->count() <= 0) {
+      try_only = true;
+    } else {
+      deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout);
+    }
+  }
+  return result_of(shm::lock(static_cast<shm::Lock*>(lock), deadline, try_only));
+}
+
+inline void unlock_mapped(void* lock) {
+  if (!shm::unlock(static_cast<shm::Lock*>(lock))) throw ValueError("mpx: cannot release un-acquired lock");
+}
+
 SegmentRef ref_from_create(const wire::Envelope& reply, bool lock, std::string type) {
   auto [id, name, size, token, host] =
       reply.body_as<std::tuple<std::uint64_t, std::string, std::uint64_t, std::uint64_t, std::string>>();
@@ -93,8 +137,8 @@ std::shared_ptr<Segment> Segment::adopt(SegmentRef ref) {
         }
       } else if (auto* h = shm::header_of(*opened.mapping, ref.token); h && h->data_size == ref.size) {
         auto* data = opened.mapping->base() + shm::data_offset;
-        void* mutex = h->has_lock ? &h->mutex : nullptr;
-        return std::make_shared<Segment>(std::move(ref), std::move(opened.mapping), data, mutex);
+        void* lock = h->has_lock ? &h->lock : nullptr;
+        return std::make_shared<Segment>(std::move(ref), std::move(opened.mapping), data, lock);
       }
     } catch (const FileNotFoundError&) {
       // Not in this /dev/shm after all (another mount namespace, say): the coordinator still has it.
@@ -154,21 +198,8 @@ std::uint64_t Segment::remote_compare_exchange(std::size_t offset, std::size_t w
 int Segment::lock(bool block, const Timeout& timeout) {
   if (!ref_.lock) throw ValueError("mpx: this object was created with lock=false; it has no lock");
   if (local_) {
-    std::optional<std::chrono::steady_clock::time_point> deadline;
-    bool try_only = !block;
-    if (block && timeout) {
-      if (timeout->count() <= 0) {
-        try_only = true;
-      } else {
-        deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout);
-      }
-    }
-    switch (shm::lock(static_cast<pthread_mutex_t*>(mutex_), deadline, try_only)) {
-      case shm::Locked::yes: return 1;
-      case shm::Locked::yes_owner_died: return 2;
-      case shm::Locked::no: return 0;
-    }
-    return 0;
+    if (!lock_) throw ValueError("mpx: this segment's header has no lock");
+    return lock_mapped(lock_, block, timeout);
   }
   const auto wait = wait_ms(block, timeout);
   auto reply = request(wire::make(wire::Kind::shm_lock, ref_.id, 0, std::make_tuple(wait)), wait);
@@ -178,7 +209,7 @@ int Segment::lock(bool block, const Timeout& timeout) {
 
 void Segment::unlock() {
   if (local_) {
-    if (!shm::unlock(static_cast<pthread_mutex_t*>(mutex_))) throw ValueError("mpx: cannot release un-acquired lock");
+    unlock_mapped(lock_);
     return;
   }
   (void)request(wire::make(wire::Kind::shm_unlock, ref_.id, 0, Object{}));
@@ -197,13 +228,19 @@ void check_element_type(const SegmentRef& ref, const char* expected) {
 
 bool SharedLock::acquire(bool block, const Timeout& timeout) {
   if (!segment_) throw ValueError("mpx: this object has no lock");
-  const int got = segment_->lock(block, timeout);
+  // A mapped lock is taken right here: this is the hot path of every locked increment.
+  void* mapped = segment_->mapped_lock();
+  const int got = mapped ? detail::lock_mapped(mapped, block, timeout) : segment_->lock(block, timeout);
   previous_owner_died_ = got == 2;
   return got > 0;
 }
 
 void SharedLock::release() {
   if (!segment_) throw ValueError("mpx: this object has no lock");
+  if (void* mapped = segment_->mapped_lock()) {
+    detail::unlock_mapped(mapped);
+    return;
+  }
   segment_->unlock();
 }
 

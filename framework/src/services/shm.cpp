@@ -2,12 +2,15 @@
 // it, and unlink it when the session ends), and it serves the remote mode: a handle that cannot map its segment (on
 // another host, or forced for tests) reads, writes, updates atomically and locks through these requests, on the
 // coordinator's own mapping of the same memory. Local handles and remote ones therefore see one another's writes and
-// exclude one another through the same robust mutex.
+// exclude one another through the same lock (shm::Lock).
 //
-// A pthread mutex belongs to a thread, and the coordinator's thread must never block, so a remote lock is held by an
-// agent: a thread of this process that takes the mutex for one remote thread, and releases it when told. If the remote
-// process dies holding it, the agent exits without releasing it, and the kernel marks the robust mutex "owner died"
-// for the next locker, exactly as if the remote process had held it itself.
+// That lock names its holder's process, and this service recovers it: when the coordinator sees a process die, every
+// lock whose word names that pid is marked "owner died" and its waiters are woken, so the next locker gets it and is
+// told. The lock belongs to a thread, and the coordinator's thread must never block, so a remote lock is held by an
+// agent: a thread of this process that takes the lock for one remote thread, and releases it when told. If the remote
+// process dies holding it, its agent gives it up as "owner died" (shm::abandon), exactly as if the remote process had
+// held it itself. Recovery by pid cannot do that: the word names this process, whose own threads and other agents
+// hold locks too.
 #include <condition_variable>
 #include <cstring>
 #include <map>
@@ -65,7 +68,7 @@ struct Record {
   std::shared_ptr<shm::Mapping> mapping;
   std::size_t offset = 0;  // where the data starts: shm::data_offset for Value/Array, 0 for SharedMemory
   std::size_t size = 0;    // data bytes
-  pthread_mutex_t* mutex = nullptr;
+  shm::Lock* lock = nullptr;  // in the header of a Value/Array made with a lock
   ino_t inode = 0;
   bool tracked = false;     // unlinked when the session ends
   bool user_named = false;  // listed in the session's manifest (names with the session prefix need no list)
@@ -84,15 +87,15 @@ struct Refusal {
 
 std::string nil() { return encode(Object{}); }
 
-// The agent's thread: takes the mutex, reports, then holds it until told to release it or to abandon it.
-void run_agent(std::shared_ptr<Agent> agent, std::shared_ptr<shm::Mapping> keep, pthread_mutex_t* mutex,
+// The agent's thread: takes the lock, reports, then holds it until told to release it or to abandon it.
+void run_agent(std::shared_ptr<Agent> agent, std::shared_ptr<shm::Mapping> keep, shm::Lock* held,
                std::int64_t wait_ms, std::uint64_t ticket) {
   using R = Agent::Result;
   R result = R::not_acquired;
   try {
     std::optional<std::chrono::steady_clock::time_point> deadline;
     if (wait_ms > 0) deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-    switch (shm::lock(mutex, deadline, wait_ms == 0)) {
+    switch (shm::lock(held, deadline, wait_ms == 0)) {
       case shm::Locked::yes: result = R::acquired; break;
       case shm::Locked::yes_owner_died: result = R::acquired_owner_died; break;
       case shm::Locked::no: result = R::not_acquired; break;
@@ -113,8 +116,11 @@ void run_agent(std::shared_ptr<Agent> agent, std::shared_ptr<shm::Mapping> keep,
   if (result == R::not_acquired) return;
   std::unique_lock lock(agent->mutex);
   agent->changed.wait(lock, [&] { return agent->command != Agent::Command::none; });
-  if (agent->command == Agent::Command::release) shm::unlock(mutex);
-  // Command::abandon: return holding it; the kernel marks the robust mutex owner-died when this thread exits.
+  if (agent->command == Agent::Command::release) {
+    shm::unlock(held);
+  } else {
+    shm::abandon(held);  // its remote holder died: the next locker is told
+  }
   (void)keep;
 }
 
@@ -239,7 +245,7 @@ class ShmService {
       token = shm::random_u64() | 1;  // never 0, which means "no header"
       shm::init_header(*opened.mapping, token, size, with_lock);
       r.offset = shm::data_offset;
-      if (with_lock) r.mutex = &reinterpret_cast<shm::Header*>(opened.mapping->base())->mutex;
+      if (with_lock) r.lock = &reinterpret_cast<shm::Header*>(opened.mapping->base())->lock;
     }
     if (track && user_named) shm::manifest_add(runtime::state().session.directory, name, opened.inode);
     const auto id = add(std::move(r));
@@ -342,12 +348,12 @@ class ShmService {
     expect_frames(req, 1);
     auto& r = find(req);
     auto [wait_ms] = req.body_as<std::tuple<std::int64_t>>();
-    if (r.mutex == nullptr) throw Refusal{wire::ErrorCode::value, "mpx: segment '" + r.name + "' has no lock (lock=false)"};
+    if (r.lock == nullptr) throw Refusal{wire::ErrorCode::value, "mpx: segment '" + r.name + "' has no lock (lock=false)"};
     Owner owner{req.header.sender, peer.routing.to_string()};
     if (auto it = r.agents.find(owner); it != r.agents.end()) {
       auto& agent = *it->second;
       if (agent.count == 0) throw Refusal{wire::ErrorCode::value, "mpx: this thread is already waiting for the lock"};
-      ++agent.count;  // the lock is recursive, like Python's RLock, and like the local mutex
+      ++agent.count;  // the lock is recursive, like Python's RLock, and like a local one
       ok(peer, req.header, encode(std::make_tuple(true, false)));
       return;
     }
@@ -359,7 +365,7 @@ class ShmService {
     const auto ticket = ++serial_;
     tickets_.emplace(ticket, agent);
     r.agents.emplace(owner, agent);
-    std::thread(run_agent, agent, r.mapping, r.mutex, wait_ms, ticket).detach();
+    std::thread(run_agent, agent, r.mapping, r.lock, wait_ms, ticket).detach();
   }
 
   void agent_done(Peer&, wire::Envelope& req) {
@@ -431,6 +437,8 @@ class ShmService {
 
   void died(std::uint64_t pid) {
     for (auto& [id, r] : records_) {
+      // A lock this process held in its own mapping (its word names the pid, even if it died right after taking it).
+      if (r.lock) shm::recover(r.lock, static_cast<pid_t>(pid));
       for (auto it = r.agents.begin(); it != r.agents.end();) {
         if (it->first.pid != pid) {
           ++it;
@@ -440,7 +448,7 @@ class ShmService {
         if (agent.count > 0) {
           agent.tell(Agent::Command::abandon);  // the next locker learns the owner died
         } else {
-          agent.requester_gone = true;  // still waiting: released as soon as it gets the mutex
+          agent.requester_gone = true;  // still waiting: released as soon as it gets the lock
           if (agent.waiter) disarm(coordinator_, *agent.waiter);
           agent.waiter.reset();
         }

@@ -1,6 +1,8 @@
 #include "shm/segment.hpp"
 
+#include <atomic>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -14,8 +16,11 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <mpx/errors.hpp>
@@ -134,16 +139,7 @@ void init_header(const Mapping& mapping, std::uint64_t token, std::uint64_t data
   h->token = token;
   h->data_size = data_size;
   h->has_lock = lock ? 1 : 0;
-  if (lock) {
-    pthread_mutexattr_t attr;
-    ::pthread_mutexattr_init(&attr);
-    ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    ::pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
-    const int rc = ::pthread_mutex_init(&h->mutex, &attr);
-    ::pthread_mutexattr_destroy(&attr);
-    if (rc != 0) throw_errno(rc, "cannot initialize a process-shared robust mutex");
-  }
+  h->lock = Lock{};  // free
   // Last: a reader that sees the magic sees an initialized header.
   __atomic_store_n(&h->magic, header_magic, __ATOMIC_RELEASE);
 }
@@ -156,36 +152,118 @@ Header* header_of(const Mapping& mapping, std::uint64_t token) noexcept {
   return h;
 }
 
-Locked lock(pthread_mutex_t* mutex, std::optional<std::chrono::steady_clock::time_point> deadline, bool try_only) {
-  int rc = 0;
-  if (try_only) {
-    rc = ::pthread_mutex_trylock(mutex);
-  } else if (!deadline) {
-    rc = ::pthread_mutex_lock(mutex);
-  } else {
-    // pthread_mutex_clocklock takes an absolute CLOCK_MONOTONIC time, which is what steady_clock is on Linux.
-    const auto since_epoch = deadline->time_since_epoch();
-    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-    timespec ts{};
-    ts.tv_sec = static_cast<time_t>(secs.count());
-    ts.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
-    rc = ::pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, &ts);
-  }
-  switch (rc) {
-    case 0: return Locked::yes;
-    case EOWNERDEAD:
-      // We hold it now; the data it guards may be half-updated, which the caller is told about.
-      ::pthread_mutex_consistent(mutex);
-      return Locked::yes_owner_died;
-    case EBUSY:
-    case ETIMEDOUT: return Locked::no;
-    case ENOTRECOVERABLE:
-      throw Error("mpx: the shared lock is not recoverable (a previous owner died and it was never made consistent)");
-    default: throw_errno(rc, "cannot lock a shared lock");
+// ---- the lock ----------------------------------------------------------------------------------------------------
+
+namespace lock_internals {
+
+constinit thread_local Self self_cache;
+
+const Self& find_self() noexcept {
+  self_cache.pid = static_cast<std::uint32_t>(::getpid());
+  self_cache.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
+  return self_cache;
+}
+
+}  // namespace lock_internals
+
+namespace {
+
+using lock_internals::field;
+
+// A forked child's only thread is the one that called fork, with its parent's figures.
+void forget_self() noexcept { lock_internals::self_cache = Self{}; }
+const bool self_forgotten_at_fork = [] {
+  ::pthread_atfork(nullptr, nullptr, &forget_self);
+  return true;
+}();
+
+// Shared futexes (no FUTEX_PRIVATE_FLAG): the waiters are in other processes, with the segment mapped anywhere.
+void futex_wake(std::uint32_t* word, int how_many) noexcept {
+  ::syscall(SYS_futex, word, FUTEX_WAKE, how_many, nullptr, nullptr, 0);
+}
+
+// Sleeps while *word == expected, until woken or past `until` (absolute CLOCK_MONOTONIC; nullptr: no limit). Every
+// return (woken, the word changed, a signal, the deadline) sends the caller back to look at the word.
+void futex_wait(std::uint32_t* word, std::uint32_t expected, const timespec* until) noexcept {
+  ::syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, until, nullptr, FUTEX_BITSET_MATCH_ANY);
+}
+
+timespec monotonic(std::chrono::steady_clock::time_point t) {
+  // steady_clock is CLOCK_MONOTONIC on Linux, the clock FUTEX_WAIT_BITSET uses.
+  const auto since_epoch = t.time_since_epoch();
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(secs.count());
+  ts.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
+  return ts;
+}
+
+// Clears the owner's fields, then turns a word naming `owner` into "owner died" and wakes everyone: the first to get
+// there takes it and is told. The caller knows nobody else writes the owner's fields while the word names `owner`.
+bool mark_owner_died(Lock* lock, std::uint32_t owner) noexcept {
+  field(lock->owner_tid).store(0, std::memory_order_relaxed);
+  field(lock->count).store(0, std::memory_order_relaxed);
+  auto word = field(lock->word);
+  std::uint32_t cur = word.load(std::memory_order_relaxed);
+  do {
+    if ((cur & ~lock_waiters) != owner) return false;
+  } while (!word.compare_exchange_weak(cur, lock_owner_died | (cur & lock_waiters), std::memory_order_release,
+                                       std::memory_order_relaxed));
+  futex_wake(&lock->word, INT_MAX);
+  return true;
+}
+
+}  // namespace
+
+namespace lock_internals {
+
+void wake_one(Lock* lock) noexcept { futex_wake(&lock->word, 1); }
+
+Locked lock_contended(Lock* lock, const Self& me, std::uint32_t seen,
+                      std::optional<std::chrono::steady_clock::time_point> deadline, bool try_only) noexcept {
+  auto word = field(lock->word);
+  std::uint32_t cur = seen;
+  timespec until{};
+  if (deadline) until = monotonic(*deadline);
+  // Once this thread has slept, others may be asleep too, and the wake that got it here was one of theirs to pass
+  // on: it takes the lock with `waiters` set, so that its release wakes the next one.
+  bool slept = false;
+  for (;;) {
+    const std::uint32_t owner = cur & ~lock_waiters;
+    if (owner == 0 || owner == lock_owner_died) {
+      const std::uint32_t desired = me.pid | (slept ? lock_waiters : cur & lock_waiters);
+      if (word.compare_exchange_weak(cur, desired, std::memory_order_acquire, std::memory_order_relaxed)) {
+        field(lock->owner_tid).store(me.tid, std::memory_order_relaxed);
+        return owner == 0 ? Locked::yes : Locked::yes_owner_died;
+      }
+      continue;
+    }
+    if (try_only) return Locked::no;
+    if (deadline && std::chrono::steady_clock::now() >= *deadline) return Locked::no;
+    if ((cur & lock_waiters) == 0) {
+      if (!word.compare_exchange_weak(cur, cur | lock_waiters, std::memory_order_relaxed)) continue;
+      cur |= lock_waiters;
+    }
+    futex_wait(&lock->word, cur, deadline ? &until : nullptr);
+    slept = true;
+    cur = word.load(std::memory_order_relaxed);
   }
 }
 
-bool unlock(pthread_mutex_t* mutex) noexcept { return ::pthread_mutex_unlock(mutex) == 0; }
+}  // namespace lock_internals
+
+bool recover(Lock* lock, pid_t pid) noexcept {
+  if (pid <= 0) return false;
+  const auto dead = static_cast<std::uint32_t>(pid);
+  // While the word names a dead process, nobody writes the owner's fields: clearing them cannot race.
+  if ((field(lock->word).load(std::memory_order_acquire) & ~lock_waiters) != dead) return false;
+  return mark_owner_died(lock, dead);
+}
+
+bool abandon(Lock* lock) noexcept {
+  const Self& me = self();
+  return lock_internals::held_by(lock, me) && mark_owner_died(lock, me.pid);
+}
 
 std::string session_prefix(const std::string& session_id) { return "mpx-" + session_id + "-"; }
 
@@ -198,7 +276,10 @@ const std::string& host_key() {
       ::gethostname(host, sizeof host - 1);
       boot = host;
     }
-    return boot + ":" + namespace_inode("/proc/self/ns/ipc") + ":" + namespace_inode("/proc/self/ns/mnt");
+    // The pid namespace too: a lock's word names its holder's pid, which must mean the same process to every
+    // process that maps the segment and to the coordinator that recovers it.
+    return boot + ":" + namespace_inode("/proc/self/ns/ipc") + ":" + namespace_inode("/proc/self/ns/mnt") + ":" +
+           namespace_inode("/proc/self/ns/pid");
   }();
   return key;
 }

@@ -1,8 +1,9 @@
 // POSIX shared memory segments: names, create/open/map/unlink, the header of a Value/Array segment with its
-// process-shared robust mutex, and the clean-up of segments a session leaves behind. This is OS plumbing below the
-// runtime: it knows nothing of sockets or messages.
+// process-shared lock, and the clean-up of segments a session leaves behind. This is OS plumbing below the runtime: it
+// knows nothing of sockets or messages.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -10,10 +11,21 @@
 #include <optional>
 #include <string>
 
-#include <pthread.h>
 #include <sys/types.h>
 
 namespace mpx::shm {
+
+// The lock of a Value/Array: a futex word that names the owning *process*, so that whoever watches processes die (the
+// coordinator) can recover it, plus the owning thread and its recursion count, written only by the owner.
+// word: 0 free | pid | owner_died, each possibly with `waiters` (someone may sleep in FUTEX_WAIT on it).
+struct Lock {
+  std::uint32_t word;
+  std::uint32_t owner_tid;  // the holding thread; 0 whenever the lock is free
+  std::uint32_t count;      // recursion levels beyond the first
+  std::uint32_t reserved;
+};
+inline constexpr std::uint32_t lock_waiters = 1u << 31;
+inline constexpr std::uint32_t lock_owner_died = 1u << 30;  // free; its last holder died holding it (pids are < 2^22)
 
 // A Value or Array segment starts with this header; its data follows at data_offset. A raw SharedMemory segment has
 // no header (its bytes are all the user's, as in Python, so Python can attach to it too).
@@ -23,9 +35,9 @@ struct Header {
   std::uint64_t data_size;  // bytes after data_offset
   std::uint32_t has_lock;
   std::uint32_t reserved;
-  pthread_mutex_t mutex;    // process-shared, robust, recursive (Python's Value lock is an RLock)
+  Lock lock;                // recursive, per thread (Python's Value lock is an RLock)
 };
-inline constexpr std::uint64_t header_magic = 0x31306d687378706dULL;  // "mpxshm01", little-endian
+inline constexpr std::uint64_t header_magic = 0x32306d687378706dULL;  // "mpxshm02", little-endian
 inline constexpr std::size_t data_offset = 128;  // cache-line aligned, and aligned for any T
 static_assert(sizeof(Header) <= data_offset);
 
@@ -61,24 +73,38 @@ bool unlink_if_inode(const std::string& name, ino_t inode);
 // Throws ValueError naming what is wrong with a user-chosen name.
 void check_name(const std::string& name);
 
-// Writes a header and initializes the robust mutex (when `lock`). The segment is not yet visible to anyone else.
+// Writes a header (its lock free, when `lock`). The segment is not yet visible to anyone else.
 void init_header(const Mapping& mapping, std::uint64_t token, std::uint64_t data_size, bool lock);
 // The header of a mapped Value/Array segment, or nullptr if the mapping does not carry this token.
 Header* header_of(const Mapping& mapping, std::uint64_t token) noexcept;
 
-// The robust mutex. A holder that died leaves it "owner died": the next locker gets it, is told, and it is made
-// consistent again (pthread_mutex_consistent), so nobody deadlocks.
+// The lock. A holder that dies leaves its pid in the word until recover() is called with that pid (the coordinator
+// does it when it sees the process die); the next locker then gets it and is told (yes_owner_died), and the lock is
+// consistent again. A thread that exits holding it while its process lives on is not recovered (as in Python).
 enum class Locked { yes, yes_owner_died, no };
-// Waits until `deadline` (steady clock; nullopt: forever). wait_ms 0 means try once.
-Locked lock(pthread_mutex_t* mutex, std::optional<std::chrono::steady_clock::time_point> deadline, bool try_only);
+// Waits until `deadline` (steady clock; nullopt: forever), or tries once. Recursive for the thread that holds it.
+inline Locked lock(Lock* lock, std::optional<std::chrono::steady_clock::time_point> deadline, bool try_only) noexcept;
 // False if the calling thread does not hold it.
-bool unlock(pthread_mutex_t* mutex) noexcept;
+inline bool unlock(Lock* lock) noexcept;
+// Process `pid` is dead: if the word names it, the lock becomes "owner died" and every waiter is woken. True if it did.
+bool recover(Lock* lock, pid_t pid) noexcept;
+// The calling thread holds it and gives it up as if it had died (every recursion level): the next locker is told the
+// owner died. For a thread that holds it on behalf of a process that died. False if this thread does not hold it.
+bool abandon(Lock* lock) noexcept;
+
+// Who the calling thread is: getpid() and gettid() are system calls, so each thread asks once (and a forked child's
+// thread asks again).
+struct Self {
+  std::uint32_t pid = 0;
+  std::uint32_t tid = 0;
+};
+inline const Self& self() noexcept;
 
 // The names of a session's segments: "mpx-<session id>-<creator pid>-<n>", so that a later session can tell a dead
 // session's segments by its root pid.
 std::string session_prefix(const std::string& session_id);
-// What identifies "the same /dev/shm" across processes: boot id, IPC and mount namespaces. A handle whose host key
-// differs from the receiver's falls back to the coordinator protocol.
+// What identifies "the same /dev/shm, the same pids" across processes: boot id, IPC, mount and pid namespaces. A handle
+// whose host key differs from the receiver's falls back to the coordinator protocol.
 const std::string& host_key();
 // A random 64-bit value (tokens, untracked names).
 std::uint64_t random_u64();
@@ -90,5 +116,55 @@ void manifest_remove(const std::string& session_directory, const std::string& na
 int remove_session_segments(const std::string& session_id, const std::string& session_directory);
 // Unlinks /dev/shm segments named mpx-<pid>-... whose root pid no longer exists (a SIGKILLed session's leftovers).
 int remove_dead_segments();
+
+// ---- the lock's fast paths, inline: a locked increment is two calls of these, millions of times a second ----------
+
+namespace lock_internals {
+// initial-exec: read straight off the thread pointer, never through __tls_get_addr.
+extern constinit thread_local Self self_cache __attribute__((tls_model("initial-exec")));
+const Self& find_self() noexcept;
+// The wait, when the fast path's compare-exchange saw `seen` instead of a free lock.
+Locked lock_contended(Lock* lock, const Self& me, std::uint32_t seen,
+                      std::optional<std::chrono::steady_clock::time_point> deadline, bool try_only) noexcept;
+void wake_one(Lock* lock) noexcept;
+inline std::atomic_ref<std::uint32_t> field(std::uint32_t& f) noexcept { return std::atomic_ref<std::uint32_t>(f); }
+// owner_tid is this thread's only if this thread wrote it: it clears it before it lets the word go.
+inline bool held_by(Lock* lock, const Self& me) noexcept {
+  return (field(lock->word).load(std::memory_order_relaxed) & ~lock_waiters) == me.pid &&
+         field(lock->owner_tid).load(std::memory_order_relaxed) == me.tid;
+}
+}  // namespace lock_internals
+
+inline const Self& self() noexcept {
+  const Self& me = lock_internals::self_cache;
+  return me.tid != 0 ? me : lock_internals::find_self();
+}
+
+inline Locked lock(Lock* lock, std::optional<std::chrono::steady_clock::time_point> deadline, bool try_only) noexcept {
+  using lock_internals::field;
+  const Self& me = self();
+  std::uint32_t cur = 0;
+  if (field(lock->word).compare_exchange_strong(cur, me.pid, std::memory_order_acquire, std::memory_order_relaxed)) {
+    field(lock->owner_tid).store(me.tid, std::memory_order_relaxed);  // count is 0 whenever the lock is free
+    return Locked::yes;
+  }
+  if ((cur & ~lock_waiters) == me.pid && field(lock->owner_tid).load(std::memory_order_relaxed) == me.tid) {
+    field(lock->count).store(field(lock->count).load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return Locked::yes;
+  }
+  return lock_internals::lock_contended(lock, me, cur, deadline, try_only);
+}
+
+inline bool unlock(Lock* lock) noexcept {
+  using lock_internals::field;
+  if (!lock_internals::held_by(lock, self())) return false;
+  if (const std::uint32_t levels = field(lock->count).load(std::memory_order_relaxed); levels > 0) {
+    field(lock->count).store(levels - 1, std::memory_order_relaxed);
+    return true;
+  }
+  field(lock->owner_tid).store(0, std::memory_order_relaxed);
+  if (field(lock->word).exchange(0, std::memory_order_release) & lock_waiters) lock_internals::wake_one(lock);
+  return true;
+}
 
 }  // namespace mpx::shm
