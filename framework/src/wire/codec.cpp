@@ -47,6 +47,11 @@ auto guarded(std::size_t size, Decode&& decode) {
   }
 }
 
+// msgpack's default zone starts with an 8 KiB chunk: for the small messages that are most of mpx's traffic, that is a
+// large-bin malloc (which also consolidates the fast bins) per decode. A first chunk sized to the data comes from
+// the thread cache instead; the zone still grows for whatever does not fit.
+std::size_t zone_chunk_for(std::size_t size) { return std::clamp<std::size_t>(2 * size + 64, 128, 8192); }
+
 void check_consumed(std::size_t offset, std::size_t size) {
   if (offset != size) {
     throw ProtocolError("mpx: " + std::to_string(size - offset) + " trailing bytes after a msgpack value");
@@ -54,11 +59,6 @@ void check_consumed(std::size_t offset, std::size_t size) {
 }
 
 }  // namespace
-
-// msgpack's default zone starts with an 8 KiB chunk: for the small messages that are most of mpx's traffic, that is a
-// large-bin malloc (which also consolidates the fast bins) per decode. A first chunk sized to the data comes from
-// the thread cache instead; the zone still grows for whatever does not fit.
-std::size_t zone_chunk_for(std::size_t size) { return std::clamp<std::size_t>(2 * size + 64, 128, 8192); }
 
 msgpack::object_handle unpack_bounded(const char* data, std::size_t size) {
   std::size_t offset = 0;
