@@ -165,6 +165,7 @@ void ensure_coordinator() {
   // A tcp endpoint with port `*` is known only once bound: children must be told the real one.
   st.session.coordinator_endpoint = the_coordinator->endpoint();
   if (service_installer) service_installer(*the_coordinator);
+  (void)the_coordinator->open_side_door(side_door_path());  // without one, everyone uses the ROUTER
   the_coordinator->start();
 }
 
@@ -182,6 +183,12 @@ void set_coordinator_endpoint(std::string endpoint) {
   }
   (void)wire::transport_of(endpoint);  // throws std::invalid_argument for an unknown transport
   st.session.coordinator_endpoint = std::move(endpoint);
+}
+
+std::string side_door_path() {
+  const auto& session = state().session;
+  if (session.directory.empty() || !session.coordinator_endpoint.starts_with("ipc://")) return {};
+  return session.directory + "/coordinator-side";
 }
 
 Coordinator* coordinator_if_running() {

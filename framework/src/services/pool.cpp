@@ -109,6 +109,9 @@ class PoolService {
     coordinator_.handle(K::pool_submit, [this](auto&, auto& req) { submit(req); });
     coordinator_.handle(K::pool_take, [this](auto& peer, auto& req) { take(peer, req); });
     coordinator_.handle(K::pool_results, [this](auto&, auto& req) { results(req); });
+    // A worker's own traffic: the handlers know it by its actor and answer through reply(), so the side door will do.
+    coordinator_.allow_side(K::pool_take);
+    coordinator_.allow_side(K::pool_results);
     coordinator_.handle(K::pool_worker_exit, [this](auto&, auto& req) { worker_exit(req); });
     coordinator_.handle(K::pool_close, [this](auto&, auto& req) { close(req); });
     coordinator_.handle(K::pool_terminate, [this](auto& peer, auto& req) { terminate(peer, req); });
