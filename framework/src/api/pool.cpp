@@ -559,6 +559,16 @@ void pool_worker_main(WorkerSpec spec) {
     trampoline(function, spec.initargs, ignored);
   }
   auto& channel = runtime::Channel::current();
+  // Takes and results go through the coordinator's side door when it has one (the coordinator is on this host):
+  // both legs of a task's round trip then skip ZeroMQ's I/O threads. The channel stays for everything else.
+  runtime::SideChannel side(channel);
+  const auto post = [&](wire::Envelope e) {
+    if (side.connected()) {
+      side.post(std::move(e));
+    } else {
+      channel.post(std::move(e));
+    }
+  };
   const auto pid = static_cast<std::int64_t>(runtime::self_pid());
   std::unordered_map<std::string, Resolved> functions;  // by encoded FunctionId
   Outbox results;
@@ -566,10 +576,9 @@ void pool_worker_main(WorkerSpec spec) {
   for (;;) {
     std::uint64_t ask = prefetch;
     if (spec.maxtasks) ask = std::min(ask, spec.maxtasks - done);
-    while (results.filled() > max_report_frames) {
-      channel.post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
-    }
-    auto reply = channel.request(results.report(wire::Kind::pool_take, spec.pool, ask), std::nullopt);
+    while (results.filled() > max_report_frames) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
+    auto take = results.report(wire::Kind::pool_take, spec.pool, ask);
+    auto reply = side.connected() ? side.request(std::move(take)) : channel.request(std::move(take), std::nullopt);
     if (reply.header.kind == wire::Kind::error) {
       auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
       if (static_cast<wire::ErrorCode>(code) == wire::ErrorCode::closed) return;
@@ -606,14 +615,16 @@ void pool_worker_main(WorkerSpec spec) {
       if (i + 1 < tasks.size()) {
         const auto now = std::chrono::steady_clock::now();
         if (now - last_flush >= flush_interval) {
-          while (!results.empty()) channel.post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
+          while (!results.empty()) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
           last_flush = now;
         }
       }
     }
     if (spec.maxtasks && done >= spec.maxtasks) {
-      while (!results.empty()) channel.post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
-      return;  // run_child flushes the channel, so the results arrive before the exit is seen
+      while (!results.empty()) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
+      // run_child flushes the channel, so the results arrive before the exit is seen; side-door posts are in the
+      // kernel already, and the coordinator reads its side door before anything that reports the exit.
+      return;
     }
   }
 }
