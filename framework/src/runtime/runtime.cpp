@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 #include <iostream>
 #include <atomic>
 #include <mutex>
@@ -188,6 +189,9 @@ void set_coordinator_endpoint(std::string endpoint) {
 std::string side_door_path() {
   const auto& session = state().session;
   if (session.directory.empty() || !session.coordinator_endpoint.starts_with("ipc://")) return {};
+  // MPX_SIDE_DOOR=0 (inherited by the session's processes) keeps everyone on the ROUTER: for diagnosis, and so that the
+  // tests cover that path too.
+  if (const char* v = std::getenv("MPX_SIDE_DOOR"); v != nullptr && std::string_view(v) == "0") return {};
   return session.directory + "/coordinator-side";
 }
 
