@@ -1,9 +1,16 @@
-// 100,000 random and mutated messages at the coordinator's socket: it keeps serving and counts every one.
+// 100,000 random and mutated messages at the coordinator's socket: it keeps serving and counts every one. The side
+// door (a unix stream socket for local processes) refuses what it must, and a broken stream costs only its connection.
 #include <catch2/catch.hpp>
 
 #include <mpx/mpx.hpp>
 
+#include <cstring>
+#include <optional>
 #include <random>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
@@ -112,4 +119,88 @@ TEST_CASE("hostile bytes are rejected and counted; the coordinator keeps serving
   (void)received;
   (void)actors;
   CHECK(malformed - malformed_before == total);
+}
+
+namespace {
+
+int connect_side_door() {
+  const std::string path = runtime::side_door_path();
+  REQUIRE_FALSE(path.empty());
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+  return fd;
+}
+
+void write_all(int fd, const std::string& bytes) {
+  REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+}
+
+// Reads until one whole packet is in, or the stream ends (nullopt).
+std::optional<wire::Envelope> read_packet(int fd) {
+  std::string in;
+  for (;;) {
+    std::size_t start = 0;
+    if (auto e = wire::take_packet(in, start, 1 << 20)) return e;
+    char chunk[4096];
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) return std::nullopt;
+    in.append(chunk, static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the side door: only its kinds, only in one's own name, and a broken stream closes", "[fuzz]") {
+  auto [r0, malformed_before, a0] = coordinator_stats();
+  (void)r0;
+  (void)a0;
+  const auto self = static_cast<std::uint64_t>(::getpid());
+
+  const int fd = connect_side_door();
+  // A kind that does not come through the side door: an error reply, on the side door, to its correlation.
+  auto ping = wire::make(wire::Kind::ping, 0, 77, Object{});
+  std::string packet;
+  wire::append_packet(packet, ping, self);
+  write_all(fd, packet);
+  auto refused = read_packet(fd);
+  REQUIRE(refused);
+  CHECK(refused->header.kind == wire::Kind::error);
+  CHECK(refused->header.correlation == 77);
+
+  // In another process's name: dropped, no answer. A pool_take on a pool that does not exist, sent in our own name
+  // after it, is answered (with an error): so the one before it was read and dropped, not left waiting.
+  auto forged = wire::make(wire::Kind::pool_take, 999999, 78, std::make_tuple(1, std::vector<int>{}));
+  packet.clear();
+  wire::append_packet(packet, forged, self + 1);
+  auto honest = wire::make(wire::Kind::pool_take, 999999, 79, std::make_tuple(1, std::vector<int>{}));
+  wire::append_packet(packet, honest, self);
+  write_all(fd, packet);
+  auto answer = read_packet(fd);
+  REQUIRE(answer);
+  CHECK(answer->header.correlation == 79);
+  CHECK(answer->header.kind == wire::Kind::error);
+
+  // Bytes that are no packet: the coordinator closes this connection.
+  write_all(fd, std::string("\x05\0\0\0garbage", 11));
+  CHECK_FALSE(read_packet(fd));
+  ::close(fd);
+
+  // It goes on serving, on the ROUTER and through a new side-door connection.
+  auto [r1, malformed, a1] = coordinator_stats();
+  (void)r1;
+  (void)a1;
+  CHECK(malformed - malformed_before == 4);  // the refused kind, the forgery, the unknown pool, the garbage
+  const int again = connect_side_door();
+  auto take = wire::make(wire::Kind::pool_take, 999999, 80, std::make_tuple(1, std::vector<int>{}));
+  packet.clear();
+  wire::append_packet(packet, take, self);
+  write_all(again, packet);
+  auto reply = read_packet(again);
+  REQUIRE(reply);
+  CHECK(reply->header.correlation == 80);
+  ::close(again);
 }

@@ -11,6 +11,8 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <future>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <ranges>
@@ -118,6 +120,40 @@ void submit_then_wait(mpx::ObjectRef ref, mpx::Event release, mpx::Event submitt
   (void)never.wait();
 }
 
+
+// Dies (SIGKILL) the first time it runs, then returns 42: a task whose first worker is lost.
+int die_first_time(mpx::Event died) {
+  if (!died.is_set()) {
+    died.set();
+    ::raise(SIGKILL);
+  }
+  return 42;
+}
+
+// Says it started, then holds its worker until the test lets it go.
+bool signal_then_hold(mpx::Event started, mpx::Event release) {
+  started.set();
+  return release.wait(30s);
+}
+
+// In a child process (whose results come through the scheduler, not the coordinator thread): serial apply_async on an
+// attached handle, with and without callbacks, each result checked at once; the sum goes back.
+void attached_serial(mpx::ObjectRef ref, mpx::Queue<long> out) {
+  auto pool = mpx::Pool::attach(ref);
+  long sum = 0;
+  int called = 0;
+  for (int i = 0; i < 200; ++i) {
+    if (i % 2 == 0) {
+      if (pool.apply_async(square, i).get(20s) != i * i) throw std::logic_error("wrong result at " + std::to_string(i));
+    } else {
+      auto r = pool.apply_async(square, std::tuple{i}, [&called](int) { ++called; });
+      if (r.get(20s) != i * i) throw std::logic_error("wrong result at " + std::to_string(i));
+    }
+    sum += i * i;
+  }
+  if (called != 100) throw std::logic_error("callbacks ran " + std::to_string(called) + " times, not 100");
+  out.put(sum);
+}
 }  // namespace
 
 TEST_CASE("apply, apply_async and map give Python's results", "[pool]") {
@@ -583,4 +619,105 @@ TEST_CASE("the owner dying fails an attached handle's waiting call at once with 
   CHECK(std::chrono::steady_clock::now() - begin < 15s);  // anti-hang bound: it fails on the owner's death
   CHECK_THROWS_AS(pool.apply_async(square, 2), mpx::BrokenProcessPool);
   release.set();  // the orphaned worker finishes its task, finds no pool and exits
+}
+
+// A pool owned by the coordinator's own process (the embedded default) takes results without callbacks on the
+// coordinator thread, and leaves those with callbacks to the result thread: both kinds, mixed, one at a time.
+TEST_CASE("serial apply_async with and without callbacks: right results, callbacks on the result thread in order",
+          "[pool][serial]") {
+  mpx::Pool pool(1);  // one worker: completion order is submission order
+  for (int i = 0; i < 500; ++i) REQUIRE(pool.apply_async(square, i).get(10s) == i * i);
+  const auto caller = std::this_thread::get_id();
+  std::mutex mutex;
+  std::vector<int> order;
+  std::set<std::thread::id> threads;
+  auto record = [&](int v) {
+    std::lock_guard lock(mutex);
+    threads.insert(std::this_thread::get_id());
+    order.push_back(v);
+  };
+  std::vector<mpx::AsyncResult<int>> results;
+  for (int i = 0; i < 300; ++i) {
+    if (i % 3 == 0) {
+      results.push_back(pool.apply_async(square, i));
+    } else {
+      results.push_back(pool.apply_async(square, std::tuple{i}, record));
+      if (i % 3 == 2) {
+        // Serial with a callback: it ran before get() returns.
+        REQUIRE(results.back().get(10s) == i * i);
+        std::lock_guard lock(mutex);
+        REQUIRE(!order.empty());
+        CHECK(order.back() == i * i);
+      }
+    }
+  }
+  for (int i = 0; i < 300; ++i) CHECK(results[static_cast<std::size_t>(i)].get(10s) == i * i);
+  std::lock_guard lock(mutex);
+  CHECK(threads.size() == 1);  // the pool's one result thread
+  CHECK(threads.count(caller) == 0);
+  REQUIRE(order.size() == 200);
+  CHECK(std::is_sorted(order.begin(), order.end()));  // completion order, which one worker makes submission order
+
+  // An error without an error callback, and one with.
+  CHECK_THROWS_AS(pool.apply_async(fail_on_seven, 7).get(10s), mpx::RemoteError);
+  std::string message;
+  auto failed = pool.apply_async(fail_on_seven, std::tuple{7}, nullptr,
+                                 [&](const std::exception& e) { message = e.what(); });
+  CHECK_THROWS_AS(failed.get(10s), mpx::RemoteError);
+  CHECK(message.find("seven is not allowed") != std::string::npos);
+}
+
+TEST_CASE("a done callback added to a pending result runs on the result thread, to a done one at once", "[pool][serial]") {
+  mpx::ProcessPoolExecutor executor(1);
+  mpx::Event release;
+  auto held = executor.submit(hold_until, release);
+  const auto caller = std::this_thread::get_id();
+  std::promise<bool> ran;  // true: on the caller's thread
+  auto ran_on_caller = ran.get_future();
+  held.add_done_callback([&](const auto&) { ran.set_value(std::this_thread::get_id() == caller); });
+  release.set();
+  CHECK(held.result(10s));
+  REQUIRE(ran_on_caller.wait_for(10s) == std::future_status::ready);
+  CHECK_FALSE(ran_on_caller.get());
+  auto quick = executor.submit(square, 3);
+  CHECK(quick.result(10s) == 9);
+  bool here = false;
+  quick.add_done_callback([&](const auto&) { here = std::this_thread::get_id() == caller; });
+  CHECK(here);
+}
+
+TEST_CASE("a lone task whose worker is killed is retried and its result still delivered", "[pool][serial][fault]") {
+  mpx::Pool pool(1);
+  mpx::Event died;
+  CHECK(pool.apply_async(die_first_time, died).get(30s) == 42);
+  CHECK(died.is_set());
+
+  // Killed from outside while it holds the task.
+  mpx::Event started, release;
+  auto held = pool.apply_async(signal_then_hold, started, release);
+  REQUIRE(started.wait(20s));
+  const auto pids = pool.pids();
+  REQUIRE(pids.size() == 1);
+  started.clear();  // the first attempt set it already and now only waits
+  ::kill(pids[0], SIGKILL);
+  REQUIRE(started.wait(20s));  // its retry started on the replacement
+  release.set();
+  CHECK(held.get(30s));
+  CHECK(pool.apply(square, 4) == 16);
+  const auto stats = mpx::detail::pool_stats(*pool.core());
+  CHECK(stats.requeued >= 2);
+  CHECK(stats.lost == 0);
+}
+
+TEST_CASE("serial apply_async from an attached handle in a child process", "[pool][attach][serial]") {
+  mpx::Pool owner(2);
+  mpx::Queue<long> out;
+  mpx::Process user(attached_serial, owner.ref(), out);
+  user.start();
+  for (int i = 0; i < 200; ++i) REQUIRE(owner.apply_async(add, i, 1).get(20s) == i + 1);  // meanwhile, the owner's
+  long expected = 0;
+  for (long i = 0; i < 200; ++i) expected += i * i;
+  CHECK(out.get(true, 60s) == expected);
+  REQUIRE(user.join(30s));
+  CHECK(user.exitcode() == 0);
 }

@@ -133,6 +133,56 @@ TEST_CASE("a malformed multipart message is drained, so the next one is read int
   CHECK(ok->header.kind == wire::Kind::ping);
 }
 
+TEST_CASE("side-door packets: whole ones come out intact, partial ones wait, malformed ones throw", "[wire]") {
+  auto e = wire::make(wire::Kind::pool_take, 7, 42, std::make_tuple(256, 3));
+  e.body.emplace_back(std::string_view("raw\0bytes", 9));
+  std::string stream;
+  wire::append_packet(stream, e, 1234);
+  const std::size_t one = stream.size();
+  auto second = wire::make(wire::Kind::ping, 0, 43, Object{});
+  wire::append_packet(stream, second, 1234);
+
+  std::size_t start = 0;
+  CHECK_FALSE(wire::take_packet(std::string_view(stream).substr(0, one - 1), start, 1 << 20));  // not whole yet
+  CHECK(start == 0);
+  auto a = wire::take_packet(stream, start, 1 << 20);
+  REQUIRE(a);
+  CHECK(start == one);
+  CHECK(a->header.kind == wire::Kind::pool_take);
+  CHECK(a->header.sender == 1234);
+  CHECK(a->header.object == 7);
+  CHECK(a->header.correlation == 42);
+  REQUIRE(a->body.size() == 2);
+  CHECK((a->body_as<std::tuple<int, int>>()) == std::make_tuple(256, 3));
+  CHECK(std::string(static_cast<const char*>(a->body[1].data()), a->body[1].size()) == std::string("raw\0bytes", 9));
+  auto b = wire::take_packet(stream, start, 1 << 20);
+  REQUIRE(b);
+  CHECK(b->header.kind == wire::Kind::ping);
+  CHECK(start == stream.size());
+  CHECK_FALSE(wire::take_packet(stream, start, 1 << 20));
+
+  auto rejects = [](std::string bytes, std::size_t max = 1 << 20) {
+    std::size_t at = 0;
+    CHECK_THROWS_AS(wire::take_packet(bytes, at, max), ProtocolError);
+  };
+  std::string packet = stream.substr(0, one);
+  rejects(packet, one - 5);                                   // over the limit
+  rejects(std::string("\x04\0\0\0\x01\0\0\0", 8));         // a size too small for its frame count
+  std::string no_frames = packet;
+  no_frames[4] = no_frames[5] = no_frames[6] = no_frames[7] = 0;
+  rejects(no_frames);                                          // no frames at all
+  std::string many = packet;
+  many[4] = static_cast<char>(0xff);
+  rejects(many);                                               // more frames than the protocol allows
+  std::string trailing = packet;
+  trailing[0] = static_cast<char>(trailing[0] + 1);
+  trailing.push_back('x');
+  rejects(trailing);                                           // bytes after its frames
+  std::string bad_header = packet;
+  bad_header[12] = '\x01';
+  rejects(bad_header);                                         // the header is not a header
+}
+
 TEST_CASE("transports are chosen by the endpoint string", "[wire]") {
   CHECK(wire::transport_of("ipc:///tmp/x") == wire::Transport::ipc);
   CHECK(wire::transport_of("tcp://127.0.0.1:5555") == wire::Transport::tcp);

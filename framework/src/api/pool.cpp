@@ -2,6 +2,12 @@
 // watches the workers' sentinels and replaces dead workers), the attached handle's side (the same without workers:
 // a submitter of another process's pool), and the worker's loop. The scheduler itself is the coordinator's pool
 // service (services/pool.cpp); PROTOCOL.md ("Pool") documents the messages.
+//
+// Local delivery: when the owner runs in the coordinator's own process (the embedded default), the coordinator thread
+// hands it small results frames itself (services::set_pool_local_delivery) instead of pushing them to the result
+// socket. A result with no callback completes right there, one notify to its waiting caller, which saves the hop
+// through the result thread on a lone task's round trip; one with a callback (callback, error_callback, progress,
+// a done callback) is queued for the result thread, so that every callback still runs there, in arrival order.
 #include <mpx/pool.hpp>
 
 #include <algorithm>
@@ -25,6 +31,7 @@
 #include "runtime/channel.hpp"
 #include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
+#include "services/services.hpp"
 #include "wire/envelope.hpp"
 #include "wire/transport.hpp"
 
@@ -139,9 +146,13 @@ struct Pending;
 
 struct Sink {
   virtual ~Sink() = default;
-  // Runs on the result thread, or on the thread that terminates the pool.
+  // Runs on the result thread, or on the thread that terminates the pool (and, for a Sink whose complete_here says so,
+  // on the coordinator thread: a stream's deliver runs no user code).
   virtual void deliver(const Pending& task, std::string results) = 0;  // the chunk's msgpack array of results
   virtual void fail(const Pending& task, std::exception_ptr error) = 0;
+  // On the coordinator thread (local delivery): completes the task there if that runs no user code, and says so;
+  // false leaves it to the result thread. `values` is used when `error` is null.
+  virtual bool complete_here(const Pending& task, std::string& values, std::exception_ptr& error) = 0;
 };
 
 struct Pending {
@@ -229,6 +240,25 @@ struct ResultCore : Sink {
     error = std::move(e);
     finish(lock);
   }
+
+  // Decided and done under one lock: a done callback added meanwhile either is seen here (the result thread runs
+  // it) or finds the result done (and runs at once on its own thread).
+  bool complete_here(const Pending& task, std::string& results, std::exception_ptr& e) override {
+    std::unique_lock lock(mutex);
+    if (finishing) return true;
+    if (on_done || progress || !done_callbacks.empty()) return false;
+    if (e) {
+      error = std::move(e);
+    } else {
+      values[task.chunk] = std::move(results);
+      items_done += task.count;
+      if (--remaining != 0) return true;
+    }
+    finishing = done = true;
+    lock.unlock();
+    changed.notify_all();
+    return true;
+  }
 };
 
 struct StreamCore : Sink, std::enable_shared_from_this<StreamCore> {
@@ -259,6 +289,14 @@ struct StreamCore : Sink, std::enable_shared_from_this<StreamCore> {
     std::lock_guard lock(mutex);
     arrived[ordered ? task.task_index : arrival++] = Chunk{{}, std::move(error), task.count};
     changed.notify_all();
+  }
+  bool complete_here(const Pending& task, std::string& values, std::exception_ptr& error) override {
+    if (error) {
+      fail(task, std::move(error));
+    } else {
+      deliver(task, std::move(values));
+    }
+    return true;  // no callbacks: a stream's consumer pulls
   }
   void fail_all(std::exception_ptr error) {
     std::lock_guard lock(mutex);
@@ -296,6 +334,16 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   std::uint64_t submitter = 0;
   std::string workers_build_id;  // the build the pool's workers run: a function of another build cannot run there
   std::size_t completing = 0;    // results taken out of `pending` and being handed to their sink right now
+
+  // Results the coordinator thread took for this pool (local delivery) that have callbacks to run on the result
+  // thread, in arrival order.
+  struct Deferred {
+    Pending task;
+    std::string values;
+    std::exception_ptr error;
+  };
+  std::mutex deferred_mutex;
+  std::deque<Deferred> deferred;
 
   int wake_fd = -1;       // the owner thread asks the result thread to look at the state
   int interrupt_fd = -1;  // written by the SIGINT handler
@@ -363,6 +411,10 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   void run(zmq::socket_t& dealer);
   bool run_once(zmq::socket_t& dealer);
   void handle_delivery(const wire::Envelope& e);
+  // A results frame. `here`: on the coordinator thread (local delivery), which completes what has no callbacks and
+  // leaves the rest to the result thread (`deferred`).
+  void handle_results(std::string_view frame, bool here);
+  void run_deferred();
   void worker_ended(zmq::socket_t& dealer, Process worker);
   void stop_everything(std::exception_ptr why, bool kill_workers);
 };
@@ -507,6 +559,16 @@ void pool_worker_main(WorkerSpec spec) {
     trampoline(function, spec.initargs, ignored);
   }
   auto& channel = runtime::Channel::current();
+  // Takes and results go through the coordinator's side door when it has one (the coordinator is on this host):
+  // both legs of a task's round trip then skip ZeroMQ's I/O threads. The channel stays for everything else.
+  runtime::SideChannel side(channel);
+  const auto post = [&](wire::Envelope e) {
+    if (side.connected()) {
+      side.post(std::move(e));
+    } else {
+      channel.post(std::move(e));
+    }
+  };
   const auto pid = static_cast<std::int64_t>(runtime::self_pid());
   std::unordered_map<std::string, Resolved> functions;  // by encoded FunctionId
   Outbox results;
@@ -514,10 +576,9 @@ void pool_worker_main(WorkerSpec spec) {
   for (;;) {
     std::uint64_t ask = prefetch;
     if (spec.maxtasks) ask = std::min(ask, spec.maxtasks - done);
-    while (results.filled() > max_report_frames) {
-      channel.post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
-    }
-    auto reply = channel.request(results.report(wire::Kind::pool_take, spec.pool, ask), std::nullopt);
+    while (results.filled() > max_report_frames) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
+    auto take = results.report(wire::Kind::pool_take, spec.pool, ask);
+    auto reply = side.connected() ? side.request(std::move(take)) : channel.request(std::move(take), std::nullopt);
     if (reply.header.kind == wire::Kind::error) {
       auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
       if (static_cast<wire::ErrorCode>(code) == wire::ErrorCode::closed) return;
@@ -554,14 +615,16 @@ void pool_worker_main(WorkerSpec spec) {
       if (i + 1 < tasks.size()) {
         const auto now = std::chrono::steady_clock::now();
         if (now - last_flush >= flush_interval) {
-          while (!results.empty()) channel.post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
+          while (!results.empty()) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
           last_flush = now;
         }
       }
     }
     if (spec.maxtasks && done >= spec.maxtasks) {
-      while (!results.empty()) channel.post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
-      return;  // run_child flushes the channel, so the results arrive before the exit is seen
+      while (!results.empty()) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
+      // run_child flushes the channel, so the results arrive before the exit is seen; side-door posts are in the
+      // kernel already, and the coordinator reads its side door before anything that reports the exit.
+      return;
     }
   }
 }
@@ -587,6 +650,7 @@ void PoolCore::start_worker() {
 }
 
 void PoolCore::stop_everything(std::exception_ptr why, bool kill_workers) {
+  run_deferred();  // results that arrived before the end are results, not failures
   std::vector<Pending> failed;
   std::vector<std::shared_ptr<StreamCore>> live_streams;
   std::vector<Process> to_stop;
@@ -617,7 +681,12 @@ void PoolCore::stop_everything(std::exception_ptr why, bool kill_workers) {
 
 void PoolCore::handle_delivery(const wire::Envelope& e) {
   if (e.body.size() != 2) throw ProtocolError("mpx: pool_delivery without its results frame");
-  const auto frame = view(e.body[1]);
+  handle_results(view(e.body[1]), false);
+}
+
+// A results frame: pushed by the scheduler (pool_delivery), or handed over by the coordinator thread itself.
+void PoolCore::handle_results(std::string_view frame, bool here) {
+  bool wake_needed = false;
   auto handle = unpack_bounded(frame.data(), frame.size());
   const auto& records = expect(handle.get(), msgpack::type::ARRAY, "records");
   for (std::uint32_t i = 0; i < records.via.array.size; ++i) {
@@ -647,9 +716,11 @@ void PoolCore::handle_delivery(const wire::Envelope& e) {
         if (--pool->completing == 0 && pool->pending.empty()) pool->changed.notify_all();
       }
     } completed{attached ? this : nullptr};
+    std::string values;
+    std::exception_ptr error;
     switch (status) {
       case Status::ok:
-        task.sink->deliver(task, as_string(expect(payload, msgpack::type::BIN, "values")));
+        values = as_string(expect(payload, msgpack::type::BIN, "values"));
         break;
       case Status::error:
       case Status::unserializable: {
@@ -658,12 +729,11 @@ void PoolCore::handle_delivery(const wire::Envelope& e) {
         const auto type = as_string(p.via.array.ptr[0]);
         const auto message = as_string(p.via.array.ptr[1]);
         const auto index = task.task_index + as_u64(p.via.array.ptr[2]);  // the failing call's index
-        std::exception_ptr error =
+        error =
             status == Status::error
                 ? std::make_exception_ptr(RemoteError(type, message, pid, index))
                 : std::make_exception_ptr(SerializationError("mpx: task " + std::to_string(index) + " in worker " +
                                                              std::to_string(pid) + ": " + message));
-        task.sink->fail(task, error);
         break;
       }
       case Status::lost: {
@@ -671,12 +741,43 @@ void PoolCore::handle_delivery(const wire::Envelope& e) {
         if (p.via.array.size != 2) throw ProtocolError("mpx: malformed pool results: lost arity");
         const auto exitcode = static_cast<int>(as_i64(p.via.array.ptr[0]));
         const auto attempts = static_cast<unsigned>(as_u64(p.via.array.ptr[1]));
-        task.sink->fail(task, std::make_exception_ptr(WorkerLost(task.task_index, pid, exitcode, attempts)));
+        error = std::make_exception_ptr(WorkerLost(task.task_index, pid, exitcode, attempts));
         break;
       }
       default:
-        task.sink->fail(task, std::make_exception_ptr(CancelledError("mpx: task " + std::to_string(task.task_index) +
-                                                                     " was cancelled")));
+        error = std::make_exception_ptr(CancelledError("mpx: task " + std::to_string(task.task_index) +
+                                                       " was cancelled"));
+    }
+    if (!here) {
+      if (error) {
+        task.sink->fail(task, std::move(error));
+      } else {
+        task.sink->deliver(task, std::move(values));
+      }
+    } else if (!task.sink->complete_here(task, values, error)) {
+      // It has callbacks: they run on the result thread, in the order the results came.
+      std::lock_guard lock(deferred_mutex);
+      deferred.push_back(Deferred{std::move(task), std::move(values), std::move(error)});
+      wake_needed = true;
+    }
+  }
+  if (wake_needed) wake();
+}
+
+void PoolCore::run_deferred() {
+  for (;;) {
+    std::deque<Deferred> batch;
+    {
+      std::lock_guard lock(deferred_mutex);
+      if (deferred.empty()) return;
+      batch.swap(deferred);
+    }
+    for (auto& d : batch) {
+      if (d.error) {
+        d.task.sink->fail(d.task, std::move(d.error));
+      } else {
+        d.task.sink->deliver(d.task, std::move(d.values));
+      }
     }
   }
 }
@@ -734,8 +835,12 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
   std::vector<Process> watched;
   for (;;) {
     {
-      std::lock_guard lock(mutex);
-      if (stop) return true;
+      std::unique_lock lock(mutex);
+      if (stop) {
+        lock.unlock();
+        run_deferred();
+        return true;
+      }
       watched = workers;
     }
     items.clear();
@@ -761,6 +866,7 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
       if (e.num() == EINTR || e.num() == EBADF) continue;
       return true;  // the context is gone: the process is exiting
     }
+    run_deferred();  // what the coordinator thread left here came before anything on the socket now
     if (items[0].revents & ZMQ_POLLIN) {
       for (;;) {
         std::optional<wire::Envelope> e;
@@ -893,6 +999,49 @@ std::exception_ptr result_error(const ResultCore& core) {
 
 namespace {
 
+// This process's owned pools by id, for the coordinator thread's local delivery (services::set_pool_local_delivery).
+// The hook holds the mutex while it uses a pool, so a Pool that unregisters (its destructor, first thing) is never
+// touched, nor freed, by the coordinator thread afterwards.
+std::mutex local_pools_mutex;
+std::unordered_map<std::uint64_t, std::weak_ptr<PoolCore>>& local_pools() {
+  static auto* pools = new std::unordered_map<std::uint64_t, std::weak_ptr<PoolCore>>();  // outlives exit-time threads
+  return *pools;
+}
+
+// Only a frame of a few records is taken here: that is the latency case (a lone task, a few concurrent ones). A big
+// frame is a batch, whose parsing would take the coordinator thread from its other work for longer than the hop to
+// the result thread (which parses it meanwhile) costs.
+constexpr std::size_t local_delivery_max_records = 4;
+
+bool deliver_locally(std::uint64_t pool, std::string_view results) {
+  // A msgpack fixarray header (0x90 | n) names a frame of n <= 15 records in its first byte.
+  const auto head = results.empty() ? 0u : static_cast<unsigned>(static_cast<unsigned char>(results[0]));
+  if ((head & 0xf0u) != 0x90u || (head & 0x0fu) > local_delivery_max_records) return false;
+  std::lock_guard lock(local_pools_mutex);
+  auto it = local_pools().find(pool);
+  if (it == local_pools().end()) return false;
+  auto core = it->second.lock();
+  if (!core) return false;
+  try {
+    core->handle_results(results, true);
+  } catch (const std::exception& e) {
+    std::cerr << "mpx: pool " << pool << ": dropped a malformed delivery: " << e.what() << "\n";
+  }
+  return true;
+}
+
+void register_local_pool(const std::shared_ptr<PoolCore>& core) {
+  static std::once_flag hooked;
+  std::call_once(hooked, [] { services::set_pool_local_delivery(&deliver_locally); });
+  std::lock_guard lock(local_pools_mutex);
+  local_pools()[core->id] = core;
+}
+
+void unregister_local_pool(std::uint64_t id) {
+  std::lock_guard lock(local_pools_mutex);
+  local_pools().erase(id);
+}
+
 std::shared_ptr<PoolCore> new_core() {
   auto core = std::make_shared<PoolCore>();
   core->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -950,6 +1099,8 @@ std::shared_ptr<PoolCore> pool_start(PoolOptions options) {
       std::make_tuple(core->options.max_retries, static_cast<std::uint32_t>(core->processes), main_build_id())));
   core->id = std::get<0>(reply.body_as<std::tuple<std::uint64_t>>());
   core->endpoint = coordinator_endpoint();
+  // Before any result can come: the coordinator may hand this pool's results straight to it.
+  if (runtime::coordinator_if_running()) register_local_pool(core);
   {
     std::lock_guard lock(core->mutex);
     for (std::size_t i = 0; i < core->processes; ++i) core->start_worker();
@@ -1147,6 +1298,8 @@ std::vector<pid_t> pool_pids(const PoolCore& pool) {
 
 std::uint64_t pool_id(const PoolCore& pool) { return pool.id; }
 
+void pool_forget_local(const PoolCore& pool) { unregister_local_pool(pool.id); }
+
 PoolStats pool_stats(PoolCore& pool) {
   auto reply = call(wire::make(wire::Kind::pool_stats, pool.id, 0, Object{}), 0);
   auto [queued, held, workers, requeued, lost] = reply.body_as<
@@ -1229,6 +1382,9 @@ std::string stream_next(StreamCore& stream, const Timeout& timeout) {
   return std::move(chunk.values);
 }
 
+// Pool's destructor: the coordinator thread no longer hands this pool results (it may be freed next).
+void pool_forget_local(const PoolCore& pool);
+
 }  // namespace mpx::detail
 
 namespace mpx {
@@ -1247,6 +1403,7 @@ Pool::Pool(PoolOptions options) : core_(detail::pool_start(std::move(options))) 
 
 Pool::~Pool() {
   if (!core_) return;
+  if (!core_->attached) detail::pool_forget_local(*core_);
   try {
     detail::pool_terminate(*core_);
   } catch (const std::exception& e) {

@@ -2,11 +2,15 @@
 
 #include <atomic>
 #include <memory>
+#include <cstring>
 #include <mutex>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
+#include "wire/limits.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::runtime {
@@ -121,6 +125,68 @@ wire::Envelope Channel::request(wire::Envelope request, std::optional<std::chron
     if (reply->header.correlation != correlation) continue;  // a late reply to an earlier, timed-out request
     unconfirmed_posts_ = false;
     return std::move(*reply);
+  }
+}
+
+SideChannel::SideChannel(Channel& channel) : actor_id_(static_cast<std::uint64_t>(self_pid())) {
+  const std::string path = side_door_path();
+  sockaddr_un address{};
+  if (path.empty() || path.size() >= sizeof address.sun_path) return;
+  auto pong = channel.request(wire::make(wire::Kind::ping, 0, 0, Object{}), std::chrono::seconds(30));
+  expect_ok(pong);
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ >= 0 && ::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+SideChannel::~SideChannel() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void SideChannel::write_all(wire::Envelope& message) {
+  std::string packet;
+  wire::append_packet(packet, message, actor_id_);
+  std::size_t sent = 0;
+  while (sent < packet.size()) {
+    const ssize_t n = ::send(fd_, packet.data() + sent, packet.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      throw ProtocolError("mpx: the coordinator's side door closed");
+    }
+  }
+}
+
+void SideChannel::post(wire::Envelope message) { write_all(message); }
+
+wire::Envelope SideChannel::request(wire::Envelope request) {
+  const std::uint64_t correlation = next_correlation_++;
+  request.header.correlation = correlation;
+  write_all(request);
+  const auto max_bytes = static_cast<std::size_t>(wire::limits().max_message_bytes);
+  for (;;) {
+    std::size_t start = 0;
+    while (auto reply = wire::take_packet(in_, start, max_bytes)) {
+      if (reply->header.correlation != correlation) continue;  // an error reply to a post: dropped, as a channel does
+      in_.erase(0, start);
+      return std::move(*reply);
+    }
+    in_.erase(0, start);
+    char chunk[64 * 1024];
+    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n > 0) {
+      in_.append(chunk, static_cast<std::size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      throw ProtocolError("mpx: the coordinator's side door closed");
+    }
   }
 }
 

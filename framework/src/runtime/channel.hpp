@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <optional>
+#include <string>
 
 #include <zmq.hpp>
 
@@ -42,6 +43,33 @@ class Channel {
   std::uint64_t next_correlation_ = 1;
   std::string endpoint_;
   bool unconfirmed_posts_ = false;
+};
+
+// A connection to the coordinator's side door (PROTOCOL.md, "The side door"): a unix stream socket, so a message
+// goes from this thread into the kernel and out to the coordinator thread without ZeroMQ's I/O thread on either
+// end. Only the kinds the coordinator allows there (a pool worker's take and results); a thread that uses one sends
+// those kinds on it alone, so they stay in order. Blocking, one request at a time.
+class SideChannel {
+ public:
+  // Connects if this session's coordinator has a side door (connected() says whether it did), after a ping round trip
+  // on `channel`: the coordinator has then handled this process's hello, which the side door's traffic must follow
+  // (the hello is how it watches the process for its death and names it in a trace).
+  explicit SideChannel(Channel& channel);
+  ~SideChannel();
+  SideChannel(const SideChannel&) = delete;
+  SideChannel& operator=(const SideChannel&) = delete;
+  bool connected() const noexcept { return fd_ >= 0; }
+  // Sends and waits for the reply with the same correlation id (as Channel::request without a timeout). Throws
+  // ProtocolError if the coordinator goes away.
+  wire::Envelope request(wire::Envelope request);
+  void post(wire::Envelope message);
+
+ private:
+  void write_all(wire::Envelope& message);
+  int fd_ = -1;
+  std::uint64_t actor_id_ = 0;
+  std::uint64_t next_correlation_ = 1;
+  std::string in_;
 };
 
 // Throws ProtocolError (or the matching mpx error) if `reply` is an error reply; returns it otherwise.

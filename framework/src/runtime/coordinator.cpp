@@ -1,17 +1,24 @@
 #include "runtime/coordinator.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "trace/bus.hpp"
+#include "wire/limits.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::runtime {
 
 namespace {
 constexpr std::size_t batch = 256;  // messages handled per wake-up before timers and deaths get a turn
+constexpr std::size_t side_read_chunk = 64 * 1024;
+constexpr int side_backlog = 128;
 // An unqueried error report is kept this long, then forgotten, so the table stays bounded.
 constexpr auto error_report_lifetime = std::chrono::seconds(300);
 
@@ -42,6 +49,187 @@ void Coordinator::handle(wire::Kind kind, Handler handler) {
 
 void Coordinator::on_death(DeathHook hook) { death_hooks_.push_back(std::move(hook)); }
 
+void Coordinator::allow_side(wire::Kind kind) { side_kinds_.insert(static_cast<std::uint16_t>(kind)); }
+
+bool Coordinator::open_side_door(const std::string& path) {
+  sockaddr_un address{};
+  if (running_ || side_listen_ >= 0 || path.empty() || path.size() >= sizeof address.sun_path) return false;
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  ::unlink(path.c_str());
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 || ::listen(fd, side_backlog) != 0) {
+    ::close(fd);
+    return false;
+  }
+  side_epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = 0;  // the door itself; connections are numbered from 1
+  if (side_epoll_ < 0 || ::epoll_ctl(side_epoll_, EPOLL_CTL_ADD, fd, &event) != 0) {
+    if (side_epoll_ >= 0) ::close(side_epoll_);
+    side_epoll_ = -1;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return false;
+  }
+  side_listen_ = fd;
+  side_path_ = path;
+  return true;
+}
+
+void Coordinator::close_side_door() {
+  while (!sides_.empty()) side_drop(sides_.begin());
+  if (side_listen_ >= 0) {
+    ::close(side_listen_);
+    ::unlink(side_path_.c_str());
+  }
+  if (side_epoll_ >= 0) ::close(side_epoll_);
+  side_listen_ = side_epoll_ = -1;
+}
+
+// Out of the epoll set explicitly: a forked child may hold a copy of the descriptor, which would keep it there.
+void Coordinator::side_drop(std::map<std::uint64_t, SideConnection>::iterator it) {
+  ::epoll_ctl(side_epoll_, EPOLL_CTL_DEL, it->second.fd, nullptr);
+  ::close(it->second.fd);
+  sides_.erase(it);
+}
+
+void Coordinator::side_watch_out(SideConnection& c, std::uint64_t serial) {
+  const bool want = !c.out.empty();
+  if (want == c.watching_out) return;
+  epoll_event event{};
+  event.events = want ? (EPOLLIN | EPOLLOUT) : EPOLLIN;
+  event.data.u64 = serial;
+  if (::epoll_ctl(side_epoll_, EPOLL_CTL_MOD, c.fd, &event) == 0) c.watching_out = want;
+}
+
+void Coordinator::side_events() {
+  epoll_event events[64];
+  const int n = ::epoll_wait(side_epoll_, events, 64, 0);
+  for (int i = 0; i < n; ++i) {
+    const std::uint64_t serial = events[i].data.u64;
+    if (serial == 0) {
+      side_accept();
+      continue;
+    }
+    auto it = sides_.find(serial);
+    if (it == sides_.end()) continue;
+    bool open = true;
+    if (events[i].events & EPOLLOUT) open = side_flush(it->second);
+    if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) open = side_read(serial, it->second) && open;
+    if (!open) {
+      side_drop(it);
+    } else {
+      side_watch_out(it->second, serial);
+    }
+  }
+}
+
+void Coordinator::side_accept() {
+  for (;;) {
+    const int fd = ::accept4(side_listen_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return;
+    }
+    ucred peer{};
+    socklen_t size = sizeof peer;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || peer.pid <= 0) {
+      ::close(fd);
+      continue;
+    }
+    const std::uint64_t serial = next_side_++;
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.u64 = serial;
+    if (::epoll_ctl(side_epoll_, EPOLL_CTL_ADD, fd, &event) != 0) {
+      ::close(fd);
+      continue;
+    }
+    sides_.emplace(serial, SideConnection{fd, peer.pid, {}, {}, false});
+  }
+}
+
+// Reads what the connection has and handles every whole packet, like messages from the ROUTER. A malformed packet
+// breaks the stream's framing: it is counted and the connection closed (the process learns it at its next read).
+bool Coordinator::side_read(std::uint64_t serial, SideConnection& c) {
+  bool open = true;
+  side_scratch_.resize(side_read_chunk);
+  for (std::size_t round = 0; round < batch; ++round) {
+    const ssize_t n = ::recv(c.fd, side_scratch_.data(), side_scratch_.size(), MSG_DONTWAIT);
+    if (n > 0) {
+      c.in.append(side_scratch_.data(), static_cast<std::size_t>(n));
+      if (static_cast<std::size_t>(n) < side_scratch_.size()) break;  // drained: no second recv to learn EAGAIN
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    open = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    break;
+  }
+  std::size_t start = 0;
+  const auto max_bytes = static_cast<std::size_t>(wire::limits().max_message_bytes);
+  for (;;) {
+    std::optional<wire::Envelope> request;
+    try {
+      request = wire::take_packet(c.in, start, max_bytes);
+    } catch (const ProtocolError&) {
+      malformed_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (!request) break;
+    if (request->header.sender != static_cast<std::uint64_t>(c.pid)) {
+      malformed_.fetch_add(1, std::memory_order_relaxed);  // no one speaks for another process
+      continue;
+    }
+    Peer peer;
+    const std::string routing = "side:" + std::to_string(serial);  // never a ROUTER peer's: a stray reply is dropped
+    peer.routing.rebuild(routing.data(), routing.size());
+    peer.actor = request->header.sender;
+    peer.side = serial;
+    MPX_TRACE_RECORD(trace::Direction::in, *request, peer.actor, trace::coordinator_actor);
+    if (!side_kinds_.count(static_cast<std::uint16_t>(request->header.kind))) {
+      malformed_.fetch_add(1, std::memory_order_relaxed);
+      reply_error(peer, request->header, wire::ErrorCode::unsupported,
+                  "mpx: '" + std::string(wire::kind_name(request->header.kind)) + "' does not come through the side door");
+      continue;
+    }
+    dispatch(peer, *request);
+  }
+  c.in.erase(0, start);
+  return open;
+}
+
+bool Coordinator::side_flush(SideConnection& c) {
+  std::size_t sent = 0;
+  while (sent < c.out.size()) {
+    const ssize_t n = ::send(c.fd, c.out.data() + sent, c.out.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;  // the rest when the socket takes it (POLLOUT)
+    c.out.clear();
+    return false;
+  }
+  c.out.erase(0, sent);
+  return true;
+}
+
+// A reply through the side door is written at once if the socket takes it, else kept in order until it does: the
+// coordinator never blocks on a peer, and a peer that is gone loses its replies, as a ROUTER peer does.
+void Coordinator::side_send(std::uint64_t serial, wire::Envelope& envelope) {
+  auto it = sides_.find(serial);
+  if (it == sides_.end()) return;
+  auto& c = it->second;
+  const bool idle = c.out.empty();
+  wire::append_packet(c.out, envelope, 0);
+  if (idle) (void)side_flush(c);  // a broken one is closed when its reading end reports it
+  side_watch_out(c, serial);
+}
+
 void Coordinator::start() {
   if (running_) return;
   running_ = true;
@@ -57,6 +245,7 @@ void Coordinator::stop() {
     poke.send(zmq::str_buffer("stop"), zmq::send_flags::none);
   }
   if (thread_.joinable()) thread_.join();
+  close_side_door();
   for (auto& [pid, fd] : watched_) ::close(fd);
   watched_.clear();
 }
@@ -67,6 +256,10 @@ CoordinatorStats Coordinator::stats() const noexcept {
 
 void Coordinator::reply(const Peer& peer, wire::Envelope& reply) {
   MPX_TRACE_RECORD(trace::Direction::out, reply, trace::coordinator_actor, peer.actor);
+  if (peer.side != 0) {
+    side_send(peer.side, reply);
+    return;
+  }
   // A ROUTER drops a message to a peer that is gone or full: a dead waiter can never block the coordinator.
   wire::send(router_, reply, 0, &peer.routing, true);
 }
@@ -110,6 +303,9 @@ void Coordinator::run() {
     item_pids.clear();
     items.push_back({router_.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({control_.handle(), 0, ZMQ_POLLIN, 0});
+    const std::size_t side_item = items.size();
+    if (side_epoll_ >= 0) items.push_back({nullptr, side_epoll_, ZMQ_POLLIN, 0});
+    const std::size_t first_pid = items.size();
     for (const auto& [pid, fd] : watched_) {
       items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
       item_pids.push_back(pid);
@@ -123,6 +319,9 @@ void Coordinator::run() {
       throw;
     }
     if (items[1].revents & ZMQ_POLLIN) return;
+    // Side-door messages first: a process's last messages there were in the kernel before it exited, so before anything
+    // the ROUTER has about its exit (a pool owner's pool_worker_exit); and, as the ROUTER's, before deaths.
+    if (side_epoll_ >= 0 && (items[side_item].revents & ZMQ_POLLIN)) side_events();
     if (items[0].revents & ZMQ_POLLIN) {
       for (std::size_t i = 0; i < batch; ++i) {
         Peer peer;
@@ -143,7 +342,7 @@ void Coordinator::run() {
       }
     }
     for (std::size_t i = 0; i < item_pids.size(); ++i) {
-      if (items[i + 2].revents & ZMQ_POLLIN) reap(item_pids[i]);
+      if (items[i + first_pid].revents & ZMQ_POLLIN) reap(item_pids[i]);
     }
     timers_.advance(TimerWheel::Clock::now());
   }

@@ -10,6 +10,8 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #include <sys/types.h>
 #include <zmq.hpp>
@@ -31,6 +33,7 @@ class Coordinator {
   struct Peer {
     zmq::message_t routing;
     std::uint64_t actor = 0;
+    std::uint64_t side = 0;  // nonzero: the side-door connection it came through; replies go back on it
   };
   // A service's handler for one kind. It may reply now, or keep the peer and reply later (a blocked waiter).
   // Throwing ProtocolError or SerializationError counts the message as malformed and sends an error reply.
@@ -44,6 +47,12 @@ class Coordinator {
 
   // Registration happens before start().
   void handle(wire::Kind kind, Handler handler);
+  // Lets `kind` also come through the side door (only kinds whose handlers know a peer by its actor and reply through
+  // reply(), never by its routing id).
+  void allow_side(wire::Kind kind);
+  // The side door: a unix stream socket at `path` for processes of this host, which skips ZeroMQ's I/O threads on
+  // both ends (PROTOCOL.md, "The side door"). Before start(); false if it cannot be opened (then there is none).
+  bool open_side_door(const std::string& path);
   void on_death(DeathHook hook);
 
   void start();
@@ -70,6 +79,21 @@ class Coordinator {
   void dispatch(Peer& peer, wire::Envelope& request);
   void handle_runtime(Peer& peer, wire::Envelope& request);
   void reap(pid_t pid);
+  struct SideConnection {
+    int fd = -1;
+    pid_t pid = 0;       // SO_PEERCRED: every message on it must name this sender
+    std::string in;      // bytes read and not framed yet
+    std::string out;     // bytes to write once the socket takes them
+    bool watching_out = false;  // registered for EPOLLOUT while `out` waits
+  };
+  void side_accept();
+  bool side_read(std::uint64_t serial, SideConnection& c);  // false: closed or broken
+  bool side_flush(SideConnection& c);                       // false: broken
+  void side_send(std::uint64_t serial, wire::Envelope& envelope);
+  void side_watch_out(SideConnection& c, std::uint64_t serial);
+  void side_drop(std::map<std::uint64_t, SideConnection>::iterator it);
+  void side_events();
+  void close_side_door();
 
   struct ErrorReport {
     std::string type, message, host;
@@ -91,6 +115,13 @@ class Coordinator {
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> malformed_{0};
   std::atomic<std::uint64_t> actors_{0};
+  int side_listen_ = -1;
+  int side_epoll_ = -1;  // the door and its connections: one item in the poll, however many workers connect
+  std::string side_path_;
+  std::map<std::uint64_t, SideConnection> sides_;
+  std::uint64_t next_side_ = 1;
+  std::unordered_set<std::uint16_t> side_kinds_;
+  std::vector<char> side_scratch_;  // what a recv reads into
   bool running_ = false;
   std::uint64_t next_object_id_ = 1;
 };

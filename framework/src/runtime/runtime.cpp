@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 #include <iostream>
 #include <atomic>
 #include <mutex>
@@ -165,6 +166,7 @@ void ensure_coordinator() {
   // A tcp endpoint with port `*` is known only once bound: children must be told the real one.
   st.session.coordinator_endpoint = the_coordinator->endpoint();
   if (service_installer) service_installer(*the_coordinator);
+  (void)the_coordinator->open_side_door(side_door_path());  // without one, everyone uses the ROUTER
   the_coordinator->start();
 }
 
@@ -182,6 +184,15 @@ void set_coordinator_endpoint(std::string endpoint) {
   }
   (void)wire::transport_of(endpoint);  // throws std::invalid_argument for an unknown transport
   st.session.coordinator_endpoint = std::move(endpoint);
+}
+
+std::string side_door_path() {
+  const auto& session = state().session;
+  if (session.directory.empty() || !session.coordinator_endpoint.starts_with("ipc://")) return {};
+  // MPX_SIDE_DOOR=0 (inherited by the session's processes) keeps everyone on the ROUTER: for diagnosis, and so that the
+  // tests cover that path too.
+  if (const char* v = std::getenv("MPX_SIDE_DOOR"); v != nullptr && std::string_view(v) == "0") return {};
+  return session.directory + "/coordinator-side";
 }
 
 Coordinator* coordinator_if_running() {

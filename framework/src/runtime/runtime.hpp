@@ -58,6 +58,9 @@ zmq::context_t& context();
 // The coordinator of this session. Only the root process runs it; it starts on first use.
 void ensure_coordinator();
 Coordinator* coordinator_if_running();
+// Where this session's coordinator keeps its side door (PROTOCOL.md, "The side door"): in the session directory,
+// when the coordinator is on this host (an ipc endpoint) and MPX_SIDE_DOOR is not "0"; empty otherwise.
+std::string side_door_path();
 
 // The services layer's installer: registers every service's handlers on a new coordinator before it starts.
 void set_service_installer(void (*installer)(Coordinator&));

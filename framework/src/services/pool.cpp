@@ -1,6 +1,7 @@
 // The pool scheduler: per-pool task tables inside the coordinator. Submitters post tasks (no round trip); workers
 // take batches of them (a take blocks, parked, while nothing is queued) and bring back the previous batch's results
-// on the same request; the results travel on, untouched, to the submitting socket as one push.
+// on the same request; the results travel on, untouched, to the submitting socket as one push (or, to an owner in the
+// coordinator's own process, through the API layer's local delivery hook, which spares a lone result two thread hops).
 //
 // Submitters: the owner (index 0, the socket that created the pool) and any number of attached handles (pool_attach,
 // one index each). A task id carries its submitter's index in its top bits, so the tables need no second key, and a
@@ -14,16 +15,20 @@
 // worker already reported dead, or a duplicate after a requeue, is forwarded (the owner ignores what it already
 // completed) but never completes a task twice here.
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <map>
 #include <memory>
 #include <unordered_map>
 #include <unordered_set>
 
+#include <unistd.h>
+
 #include <mpx/function.hpp>
 
 #include "services/services.hpp"
 #include "services/waiters.hpp"
+#include "trace/bus.hpp"
 
 namespace mpx::services {
 
@@ -38,6 +43,19 @@ constexpr unsigned submitter_shift = 40;
 constexpr std::uint64_t max_submitters = 1u << 20;  // attaches per pool: bounds the table a client can grow
 
 std::uint64_t submitter_of(std::uint64_t task_id) { return task_id >> submitter_shift; }
+
+// The API layer's hook for owners in this process (set_pool_local_delivery).
+std::atomic<PoolLocalDelivery> local_delivery{nullptr};
+
+// The hook is not used while tracing: the trace sees only what crosses the ROUTER, so a traced pool's results keep
+// going through it.
+bool local_delivery_allowed() {
+#if MPX_TRACING
+  return !trace::on();
+#else
+  return true;
+#endif
+}
 
 struct Task {
   std::uint64_t id = 0;
@@ -61,6 +79,7 @@ struct Submitter {
 struct PoolState {
   std::uint64_t id = 0;
   std::vector<Submitter> submitters;  // [0]: the owner
+  bool owner_local = false;           // the owner is a thread of the coordinator's own process
   std::string build_id;               // of the program the owner's workers run: attached handles check against it
   std::uint32_t max_retries = 3;
   std::uint32_t processes = 1;  // the owner's worker count: the fair share divides the queue among them all
@@ -90,6 +109,9 @@ class PoolService {
     coordinator_.handle(K::pool_submit, [this](auto&, auto& req) { submit(req); });
     coordinator_.handle(K::pool_take, [this](auto& peer, auto& req) { take(peer, req); });
     coordinator_.handle(K::pool_results, [this](auto&, auto& req) { results(req); });
+    // A worker's own traffic: the handlers know it by its actor and answer through reply(), so the side door will do.
+    coordinator_.allow_side(K::pool_take);
+    coordinator_.allow_side(K::pool_results);
     coordinator_.handle(K::pool_worker_exit, [this](auto&, auto& req) { worker_exit(req); });
     coordinator_.handle(K::pool_close, [this](auto&, auto& req) { close(req); });
     coordinator_.handle(K::pool_terminate, [this](auto& peer, auto& req) { terminate(peer, req); });
@@ -120,6 +142,7 @@ class PoolService {
     Submitter& owner = pool->submitters.emplace_back();
     owner.peer.routing.copy(peer.routing);
     owner.peer.actor = req.header.sender;
+    pool->owner_local = req.header.sender == static_cast<std::uint64_t>(::getpid());
     pool->build_id = std::move(build_id);
     pool->max_retries = max_retries;
     pool->processes = processes;
@@ -291,6 +314,10 @@ class PoolService {
   void deliver(PoolState& pool, std::uint64_t submitter, std::string_view results) {
     const Submitter& s = pool.submitters[submitter];
     if (!s.live) return;
+    if (submitter == 0 && pool.owner_local && local_delivery_allowed()) {
+      auto hook = local_delivery.load(std::memory_order_acquire);
+      if (hook && hook(pool.id, results)) return;
+    }
     wire::Envelope push;
     push.header.kind = wire::Kind::pool_delivery;
     push.header.object = pool.id;
@@ -513,6 +540,8 @@ class PoolService {
 };
 
 }  // namespace
+
+void set_pool_local_delivery(PoolLocalDelivery hook) { local_delivery.store(hook, std::memory_order_release); }
 
 void install_pool(Coordinator& coordinator) {
   // Lives as long as the coordinator's handlers, which is the rest of the process.

@@ -33,6 +33,7 @@ inline Waiter make_waiter(Coordinator::Peer& peer, const wire::Envelope& request
   Waiter w;
   w.peer.routing = std::move(peer.routing);
   w.peer.actor = peer.actor;
+  w.peer.side = peer.side;
   w.request = request.header;
   w.payload = std::move(payload);
   static std::uint64_t next_serial = 1;  // coordinator thread only

@@ -172,6 +172,65 @@ bool send(zmq::socket_ref socket, Envelope& envelope, std::uint64_t sender, cons
 }
 
 namespace {
+void put_u32(std::string& out, std::uint32_t v) {
+  const char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
+                     static_cast<char>(v >> 24)};
+  out.append(b, 4);
+}
+std::uint32_t get_u32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<std::uint32_t>(u[0]) | static_cast<std::uint32_t>(u[1]) << 8 |
+         static_cast<std::uint32_t>(u[2]) << 16 | static_cast<std::uint32_t>(u[3]) << 24;
+}
+}  // namespace
+
+void append_packet(std::string& out, Envelope& envelope, std::uint64_t sender) {
+  envelope.header.sender = sender;
+  envelope.header.timestamp_ns = monotonic_ns();
+  const auto header = encode_header(envelope.header);
+  std::size_t size = 4 + 4 + header.size();
+  for (const auto& f : envelope.body) size += 4 + f.size();
+  if (size > 0xffffffffu) throw ProtocolError("mpx: a message too big for the side door");
+  out.reserve(out.size() + 4 + size);
+  put_u32(out, static_cast<std::uint32_t>(size));
+  put_u32(out, static_cast<std::uint32_t>(1 + envelope.body.size()));
+  put_u32(out, static_cast<std::uint32_t>(header.size()));
+  out.append(static_cast<const char*>(header.data()), header.size());
+  for (const auto& f : envelope.body) {
+    put_u32(out, static_cast<std::uint32_t>(f.size()));
+    out.append(static_cast<const char*>(f.data()), f.size());
+  }
+}
+
+std::optional<Envelope> take_packet(std::string_view buffer, std::size_t& start, std::size_t max_bytes) {
+  if (buffer.size() - start < 4) return std::nullopt;
+  const std::size_t size = get_u32(buffer.data() + start);
+  if (size < 8 || size > max_bytes) throw ProtocolError("mpx: a side-door packet of " + std::to_string(size) + " bytes");
+  if (buffer.size() - start - 4 < size) return std::nullopt;
+  const char* p = buffer.data() + start + 4;
+  const char* end = p + size;
+  const std::uint32_t frames = get_u32(p);
+  p += 4;
+  if (frames == 0 || frames > max_body_frames + 1) throw ProtocolError("mpx: a side-door packet's frame count");
+  Envelope e;
+  for (std::uint32_t k = 0; k < frames; ++k) {
+    if (end - p < 4) throw ProtocolError("mpx: a truncated side-door packet");
+    const std::uint32_t length = get_u32(p);
+    p += 4;
+    if (static_cast<std::size_t>(end - p) < length) throw ProtocolError("mpx: a truncated side-door packet");
+    if (k == 0) {
+      e.header = decode_header(p, length);
+    } else {
+      e.body.emplace_back(p, length);
+    }
+    p += length;
+  }
+  if (p != end) throw ProtocolError("mpx: a side-door packet with bytes after its frames");
+  start += 4 + size;
+  return e;
+}
+
+namespace {
 void drain(zmq::socket_ref socket) {
   while (socket.get(zmq::sockopt::rcvmore)) {
     zmq::message_t rest;

@@ -73,6 +73,14 @@ Envelope make(Kind kind, std::uint64_t object, std::uint64_t correlation, const 
 Envelope make_reply(const Header& request, Kind kind, std::string body);
 Envelope make_error(const Header& request, ErrorCode code, std::string_view message);
 
+// The side door's framing (PROTOCOL.md, "The side door"): one message is a packet [u32 size][u32 frames] then, per
+// frame (the header first), [u32 length][bytes]; little-endian, `size` counting everything after itself.
+// Appends `envelope` as a packet to `out`, stamping sender and timestamp as send() does.
+void append_packet(std::string& out, Envelope& envelope, std::uint64_t sender);
+// Takes the packet at `start` of `buffer` if it is whole (advancing `start`); nullopt if more bytes are needed.
+// Throws ProtocolError for a malformed packet or one over `max_bytes`: the stream cannot be trusted after it.
+std::optional<Envelope> take_packet(std::string_view buffer, std::size_t& start, std::size_t max_bytes);
+
 // Sends [routing...][header][body...]; stamps the sender and the timestamp. Returns false if it would block
 // (only when `dontwait`); a real fault throws zmq::error_t.
 bool send(zmq::socket_ref socket, Envelope& envelope, std::uint64_t sender, const zmq::message_t* routing = nullptr,
