@@ -929,6 +929,7 @@ wire::Envelope submit_message(std::uint64_t pool, const std::string& function,
   wire::Envelope e;
   e.header.kind = wire::Kind::pool_submit;
   e.header.object = pool;
+  e.body.reserve(2);
   e.body.emplace_back(body.data(), body.size());
   e.body.emplace_back(payload.data(), payload.size());
   return e;
