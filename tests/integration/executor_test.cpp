@@ -151,6 +151,13 @@ TEST_CASE("shutdown: no new futures, cancel_futures cancels the queued ones", "[
   CHECK_THROWS_WITH(executor.submit(square, 1), Catch::Contains("after shutdown"));
 }
 
+TEST_CASE("an initializer that raises breaks the executor, as in Python", "[executor][fault]") {
+  mpx::ProcessPoolExecutor executor(2, [] { throw std::invalid_argument("bad configuration"); });
+  auto f = executor.submit(square, 3);
+  CHECK_THROWS_AS(f.result(60s), mpx::BrokenProcessPool);
+  CHECK_THROWS_AS(executor.submit(square, 4), mpx::BrokenProcessPool);
+}
+
 TEST_CASE("a dead worker: retried then WorkerLost by default, BrokenProcessPool as an option", "[executor][fault]") {
   {
     mpx::ExecutorOptions options;

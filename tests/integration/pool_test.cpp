@@ -62,6 +62,8 @@ void set_initialized(int v, mpx::Queue<int> started) {
 }
 int read_initialized(int) { return initialized_value; }
 
+void failing_initializer() { throw std::runtime_error("no database here"); }
+
 bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
 
 // The whole SIGINT scenario runs in a child process, so the test runner itself is never interrupted: the child
@@ -364,6 +366,23 @@ TEST_CASE("maxtasksperchild replaces workers; the initializer runs once in each"
   std::set<int> initialized;
   while (!started.empty()) initialized.insert(started.get());
   CHECK(initialized.size() >= 12);  // 20 + 6 tasks at 2 per worker: at least 13 workers, each initialized once
+}
+
+TEST_CASE("an initializer that raises breaks the pool: BrokenProcessPool, not workers restarted for ever", "[pool][fault]") {
+  std::vector<pid_t> pids;
+  {
+    mpx::Pool pool(2, failing_initializer);
+    pids = pool.pids();
+    // Python's Pool restarts the workers in a loop and this map never returns; a generous bound proves no hang.
+    CHECK_THROWS_AS(pool.map_async(square, std::views::iota(0, 100)).get(60s), mpx::BrokenProcessPool);
+    try {
+      pool.apply(square, 3);
+      FAIL("a broken pool should refuse work");
+    } catch (const mpx::BrokenProcessPool& e) {
+      CHECK_THAT(e.what(), Catch::Contains("initializer"));
+    }
+  }
+  for (auto pid : pids) CHECK_FALSE(alive(pid));
 }
 
 TEST_CASE("a worker killed during a 10,000-task map, 20 times: every run correct, no hang", "[pool][fault]") {

@@ -10,7 +10,8 @@
 //
 // What Python does not do: a worker killed mid-task does not hang the caller. Its tasks are retried on a fresh
 // worker up to max_retries times, then fail with mpx::WorkerLost. Ctrl-C while a thread waits on a pool stops the
-// workers and raises mpx::Interrupted in the waiting threads.
+// workers and raises mpx::Interrupted in the waiting threads. An initializer that raises breaks the pool
+// (mpx::BrokenProcessPool) instead of having its workers restarted for ever.
 //
 // A pool can be shared: its ref() travels as an argument or a queue item (or comes from a topology's objects), and
 // Pool::attach(ref) gives the receiving process an *attached* Pool that submits to the same workers and receives its

@@ -421,6 +421,9 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
 
 namespace {
 
+// A worker's exit status when its initializer raised (any other failure exits with 1 or a signal).
+constexpr int initializer_failed_exit = 3;
+
 struct WorkerSpec {
   std::uint64_t pool = 0;
   std::optional<FunctionId> initializer;
@@ -554,9 +557,15 @@ void pool_worker_main(WorkerSpec spec) {
   // Ctrl-C in a terminal reaches the whole process group: the owner handles it, and stops the workers itself.
   ::signal(SIGINT, SIG_IGN);
   if (spec.initializer) {
-    auto [function, trampoline] = resolve(*spec.initializer);
-    std::string ignored;
-    trampoline(function, spec.initargs, ignored);
+    try {
+      auto [function, trampoline] = resolve(*spec.initializer);
+      std::string ignored;
+      trampoline(function, spec.initargs, ignored);
+    } catch (const std::exception& e) {
+      throw runtime::ChildFailure{initializer_failed_exit, current_exception_type(), e.what()};
+    } catch (...) {
+      throw runtime::ChildFailure{initializer_failed_exit, current_exception_type(), "(not a std::exception)"};
+    }
   }
   auto& channel = runtime::Channel::current();
   // Takes and results go through the coordinator's side door when it has one (the coordinator is on this host):
@@ -791,9 +800,20 @@ void PoolCore::worker_ended(zmq::socket_t& dealer, Process worker) {
   std::unique_lock lock(mutex);
   std::erase_if(workers, [pid](const Process& p) { return p.pid() == pid; });
   const bool used_up = options.maxtasksperchild && tasks_done[pid] >= options.maxtasksperchild;
+  const bool never_worked = tasks_done[pid] == 0;
   tasks_done.erase(pid);
   changed.notify_all();
   if (state == State::terminated) return;
+  // An initializer that raises would raise in every replacement too: Python's Pool restarts workers for ever (and its
+  // map hangs); here the pool breaks at once, as Python's ProcessPoolExecutor does.
+  if (options.initializer && code == initializer_failed_exit && never_worked) {
+    lock.unlock();
+    stop_everything(std::make_exception_ptr(BrokenProcessPool(
+                        "mpx: the pool's initializer raised in worker " + std::to_string(pid) +
+                        " (its error is on that worker's stderr); the pool cannot run tasks")),
+                    true);
+    return;
+  }
   if (options.broken_on_worker_death && code != 0 && !used_up) {
     lock.unlock();
     stop_everything(std::make_exception_ptr(BrokenProcessPool(

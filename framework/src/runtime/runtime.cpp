@@ -229,6 +229,9 @@ void run_child(const std::function<void()>& body) {
   int code = 0;
   try {
     body();
+  } catch (const ChildFailure& failure) {
+    report_exception(failure.type, failure.message);
+    code = failure.code;
   } catch (const std::exception& e) {
     report_exception(exception_type_name(), e.what());
     code = 1;

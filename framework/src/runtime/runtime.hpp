@@ -76,6 +76,13 @@ void finalize_children();
 // Runs `body` as the whole life of a child process: reports an escaping exception to the coordinator and to stderr,
 // finalizes the child's own children, flushes stdio and exits (0, or 1 after an exception). Never returns.
 [[noreturn]] void run_child(const std::function<void()>& body);
+// Thrown out of run_child's body: reported as an escaping exception of `type` with `message`, and the process exits
+// with `code` instead of 1, so that whoever waits for it can tell this failure from any other.
+struct ChildFailure {
+  int code;
+  std::string type;
+  std::string message;
+};
 
 // Called at the top of every new child process (fork, forkserver, or spawn) before any user code runs.
 void become_child(const Identity& identity, const Session& session);
