@@ -23,6 +23,7 @@
 #include "api/connection.hpp"
 #include "runtime/runtime.hpp"
 #include "wire/limits.hpp"
+#include "wire/little_endian.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::detail {
@@ -75,15 +76,8 @@ bool local_session() {
   return endpoint.starts_with("ipc://") && !runtime::state().session.directory.empty();
 }
 
-void store_le(char* p, std::uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-
-std::uint64_t load_le(const char* p, int bytes) {
-  std::uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
-  return v;
-}
+using wire::load_le;
+using wire::store_le;
 
 constexpr const char* poll_failed = "mpx: pipe: poll";
 

@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include "wire/little_endian.hpp"
+
 namespace mpx::wire {
 
 namespace {
@@ -173,15 +175,11 @@ bool send(zmq::socket_ref socket, Envelope& envelope, std::uint64_t sender, cons
 
 namespace {
 void put_u32(std::string& out, std::uint32_t v) {
-  const char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
-                     static_cast<char>(v >> 24)};
+  char b[4];
+  store_le(b, v, 4);
   out.append(b, 4);
 }
-std::uint32_t get_u32(const char* p) {
-  const auto* u = reinterpret_cast<const unsigned char*>(p);
-  return static_cast<std::uint32_t>(u[0]) | static_cast<std::uint32_t>(u[1]) << 8 |
-         static_cast<std::uint32_t>(u[2]) << 16 | static_cast<std::uint32_t>(u[3]) << 24;
-}
+std::uint32_t get_u32(const char* p) { return static_cast<std::uint32_t>(load_le(p, 4)); }
 }  // namespace
 
 void append_packet(std::string& out, Envelope& envelope, std::uint64_t sender) {
