@@ -570,7 +570,7 @@ void pool_worker_main(WorkerSpec spec) {
   auto& channel = runtime::Channel::current();
   // Takes and results go through the coordinator's side door when it has one (the coordinator is on this host):
   // both legs of a task's round trip then skip ZeroMQ's I/O threads. The channel stays for everything else.
-  runtime::SideChannel side(channel);
+  runtime::SideChannel side;
   const auto post = [&](wire::Envelope e) {
     if (side.connected()) {
       side.post(std::move(e));

@@ -128,12 +128,23 @@ wire::Envelope Channel::request(wire::Envelope request, std::optional<std::chron
   }
 }
 
-SideChannel::SideChannel(Channel& channel) : actor_id_(static_cast<std::uint64_t>(self_pid())) {
+namespace {
+std::atomic<pid_t> known_pid{0};  // the process (not a forked copy of it) whose hello the coordinator has handled
+}  // namespace
+
+void ensure_known() {
+  const pid_t me = self_pid();
+  if (known_pid.load(std::memory_order_acquire) == me) return;
+  auto pong = Channel::current().request(wire::make(wire::Kind::ping, 0, 0, Object{}), std::chrono::seconds(30));
+  expect_ok(pong);
+  known_pid.store(me, std::memory_order_release);
+}
+
+SideChannel::SideChannel() : actor_id_(static_cast<std::uint64_t>(self_pid())) {
   const std::string path = side_door_path();
   sockaddr_un address{};
   if (path.empty() || path.size() >= sizeof address.sun_path) return;
-  auto pong = channel.request(wire::make(wire::Kind::ping, 0, 0, Object{}), std::chrono::seconds(30));
-  expect_ok(pong);
+  ensure_known();
   address.sun_family = AF_UNIX;
   std::memcpy(address.sun_path, path.data(), path.size());
   fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -51,10 +51,10 @@ class Channel {
 // those kinds on it alone, so they stay in order. Blocking, one request at a time.
 class SideChannel {
  public:
-  // Connects if this session's coordinator has a side door (connected() says whether it did), after a ping round trip
-  // on `channel`: the coordinator has then handled this process's hello, which the side door's traffic must follow
-  // (the hello is how it watches the process for its death and names it in a trace).
-  explicit SideChannel(Channel& channel);
+  // Connects if this session's coordinator has a side door (connected() says whether it did), after ensure_known():
+  // the side door's traffic must follow this process's hello (how the coordinator watches it for its death and names
+  // it in a trace).
+  SideChannel();
   ~SideChannel();
   SideChannel(const SideChannel&) = delete;
   SideChannel& operator=(const SideChannel&) = delete;
@@ -71,6 +71,12 @@ class SideChannel {
   std::uint64_t next_correlation_ = 1;
   std::string in_;
 };
+
+// Returns once the coordinator has handled this process's hello: from then on it watches the process for its death
+// (and so recovers what the process holds) and knows it by name. A ping's reply on this thread's channel comes after
+// the hello, so this is one round trip the first time in each process, and nothing after. Throws if the coordinator
+// does not answer within 30 s.
+void ensure_known();
 
 // Throws ProtocolError (or the matching mpx error) if `reply` is an error reply; returns it otherwise.
 wire::Envelope& expect_ok(wire::Envelope& reply);
