@@ -153,6 +153,14 @@ struct Sink {
   // On the coordinator thread (local delivery): completes the task there if that runs no user code, and says so;
   // false leaves it to the result thread. `values` is used when `error` is null.
   virtual bool complete_here(const Pending& task, std::string& values, std::exception_ptr& error) = 0;
+  // A task's outcome, whichever it is: its error if it has one, else its values.
+  void settle(const Pending& task, std::string values, std::exception_ptr error) {
+    if (error) {
+      fail(task, std::move(error));
+    } else {
+      deliver(task, std::move(values));
+    }
+  }
 };
 
 struct Pending {
@@ -291,11 +299,7 @@ struct StreamCore : Sink, std::enable_shared_from_this<StreamCore> {
     changed.notify_all();
   }
   bool complete_here(const Pending& task, std::string& values, std::exception_ptr& error) override {
-    if (error) {
-      fail(task, std::move(error));
-    } else {
-      deliver(task, std::move(values));
-    }
+    settle(task, std::move(values), std::move(error));
     return true;  // no callbacks: a stream's consumer pulls
   }
   void fail_all(std::exception_ptr error) {
@@ -758,11 +762,7 @@ void PoolCore::handle_results(std::string_view frame, bool here) {
                                                        " was cancelled"));
     }
     if (!here) {
-      if (error) {
-        task.sink->fail(task, std::move(error));
-      } else {
-        task.sink->deliver(task, std::move(values));
-      }
+      task.sink->settle(task, std::move(values), std::move(error));
     } else if (!task.sink->complete_here(task, values, error)) {
       // It has callbacks: they run on the result thread, in the order the results came.
       std::lock_guard lock(deferred_mutex);
@@ -781,13 +781,7 @@ void PoolCore::run_deferred() {
       if (deferred.empty()) return;
       batch.swap(deferred);
     }
-    for (auto& d : batch) {
-      if (d.error) {
-        d.task.sink->fail(d.task, std::move(d.error));
-      } else {
-        d.task.sink->deliver(d.task, std::move(d.values));
-      }
-    }
+    for (auto& d : batch) d.task.sink->settle(d.task, std::move(d.values), std::move(d.error));
   }
 }
 
