@@ -156,6 +156,15 @@ void attached_serial(mpx::ObjectRef ref, mpx::Queue<long> out) {
   if (called != 100) throw std::logic_error("callbacks ran " + std::to_string(called) + " times, not 100");
   out.put(sum);
 }
+// Puts its index on the queue: with one worker, the queue's order is the order the tasks ran in.
+void record_index(int index, mpx::Queue<int> ran) { ran.put(index); }
+
+// A process that is not the pool's owner asks to pull the owner's outbox; the reply's kind goes back.
+void foreign_pull(std::uint64_t pool_id, mpx::Queue<int> kind) {
+  auto reply = mpx::runtime::Channel::current().request(
+      mpx::wire::make(mpx::wire::Kind::pool_pull, pool_id, 0, mpx::Object{}), std::chrono::milliseconds(10000));
+  kind.put(static_cast<int>(reply.header.kind));
+}
 }  // namespace
 
 TEST_CASE("apply, apply_async and map give Python's results", "[pool]") {
@@ -493,6 +502,14 @@ TEST_CASE("malformed pool messages get an error reply and change nothing", "[poo
                                                                   {(std::uint64_t{1} << 40) + 1, 1}}));
   foreign.body.emplace_back(std::string("\x90"));
   CHECK(ask(std::move(foreign)) == wire::Kind::error);
+  // pool_pull: a body that is not nil, an unknown pool, and a process that is not the owner.
+  CHECK(ask(wire::make(wire::Kind::pool_pull, pool_id, 0, std::make_tuple(1))) == wire::Kind::error);
+  CHECK(ask(wire::make(wire::Kind::pool_pull, 987654321, 0, Object{})) == wire::Kind::error);
+  mpx::Queue<int> kind;
+  mpx::Process puller(foreign_pull, pool_id, kind);
+  puller.start();
+  CHECK(kind.get(true, 20s) == static_cast<int>(wire::Kind::error));
+  puller.join();
   const auto stats = detail::pool_stats(*pool.core());
   CHECK(stats.queued == 0);
   CHECK(stats.held == 0);
@@ -684,6 +701,43 @@ TEST_CASE("serial apply_async with and without callbacks: right results, callbac
                                  [&](const std::exception& e) { message = e.what(); });
   CHECK_THROWS_AS(failed.get(10s), mpx::RemoteError);
   CHECK(message.find("seven is not allowed") != std::string::npos);
+}
+
+TEST_CASE("tasks submitted one by one reach idle workers at once while the others are busy", "[pool][serial]") {
+  // The owner's submissions wait in its outbox until the scheduler pulls them: a worker left idle must not wait for a
+  // busy one to finish before it gets the next task.
+  mpx::Pool pool(3);
+  mpx::Event release;
+  std::vector<mpx::Event> started(2);
+  std::vector<mpx::AsyncResult<bool>> holding;
+  for (auto& s : started) {
+    holding.push_back(pool.apply_async(signal_then_hold, s, release));
+    REQUIRE(s.wait(20s));  // it reached a worker while the earlier ones hold theirs
+  }
+  CHECK(pool.apply_async(square, 12).get(20s) == 144);  // the third worker, while two hold theirs
+  const auto stats = mpx::detail::pool_stats(*pool.core());
+  CHECK(stats.held == 2);
+  release.set();
+  for (auto& h : holding) CHECK(h.get(20s));
+}
+
+TEST_CASE("one worker runs apply_async, map_async and imap tasks in the order they were submitted", "[pool][serial]") {
+  mpx::Pool pool(1);
+  mpx::Queue<int> ran;
+  std::vector<mpx::AsyncResult<void>> singles;
+  int next = 0;
+  for (int i = 0; i < 100; ++i) singles.push_back(pool.apply_async(record_index, next++, ran));
+  std::vector<std::tuple<int, mpx::Queue<int>>> args;
+  for (int i = 0; i < 50; ++i) args.emplace_back(next++, ran);
+  auto mapped = pool.starmap_async(record_index, args, 1);
+  for (int i = 0; i < 100; ++i) singles.push_back(pool.apply_async(record_index, next++, ran));
+  for (auto& r : singles) r.get(20s);
+  mapped.get(20s);
+  std::vector<int> order;
+  for (int i = 0; i < next; ++i) order.push_back(ran.get(true, 20s));
+  std::vector<int> expected(static_cast<std::size_t>(next));
+  std::iota(expected.begin(), expected.end(), 0);
+  CHECK(order == expected);
 }
 
 TEST_CASE("a done callback added to a pending result runs on the result thread, to a done one at once", "[pool][serial]") {

@@ -349,6 +349,20 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   std::mutex deferred_mutex;
   std::deque<Deferred> deferred;
 
+  // The outbox of an owner in the coordinator's process (PROTOCOL.md, "Pool", the outbox): its submissions wait here,
+  // in order, for the coordinator thread to pull them (pull_local_submissions), so a burst of apply_async costs no
+  // message per task. Single tasks of one function gather in the open batch; anything else is a finished message.
+  // Guarded by `mutex`, except the two flags, which make "nobody looks at a non-empty outbox" impossible without
+  // the lock: the scheduler sets ring_wanted before it reads outbox_ready, the owner sets outbox_ready before it
+  // reads (and clears) ring_wanted, so at least one of them sees the other's write.
+  bool local_outbox = false;  // the owner, with the coordinator in this process: fixed at start
+  std::vector<wire::Envelope> outbox;
+  const std::string* batch_function = nullptr;
+  std::vector<std::tuple<std::uint64_t, std::uint64_t>> batch_sizes;
+  std::string batch_payload;
+  std::atomic<bool> outbox_ready{false};
+  std::atomic<bool> ring_wanted{true};
+
   int wake_fd = -1;       // the owner thread asks the result thread to look at the state
   int interrupt_fd = -1;  // written by the SIGINT handler
   int interrupt_slot = -1;
@@ -412,6 +426,14 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   }
 
   void start_worker();  // caller holds mutex
+  // The outbox, all under `mutex`. Each returns whether the caller must ring (post pool_pull) once it has unlocked.
+  bool outbox_add_single(const std::string& function, std::uint64_t task_id, const EncodedCalls& items);
+  bool outbox_add(std::vector<wire::Envelope> messages);
+  void seal_batch();
+  bool published();
+  void ring() const;
+  // Posts them, or (a local owner) adds them to the outbox: either way after everything submitted before.
+  void send_submissions(std::vector<wire::Envelope> messages);
   void run(zmq::socket_t& dealer);
   bool run_once(zmq::socket_t& dealer);
   void handle_delivery(const wire::Envelope& e);
@@ -675,6 +697,11 @@ void PoolCore::stop_everything(std::exception_ptr why, bool kill_workers) {
     }
     for (auto& [tid, p] : pending) failed.push_back(std::move(p));
     pending.clear();
+    outbox.clear();  // those tasks fail with the rest
+    batch_sizes.clear();
+    batch_payload.clear();
+    batch_function = nullptr;
+    outbox_ready.store(false);
     for (auto& w : streams) {
       if (auto s = w.lock()) live_streams.push_back(std::move(s));
     }
@@ -949,6 +976,62 @@ wire::Envelope submit_message(std::uint64_t pool, const std::string& function,
   return e;
 }
 
+// ---- the outbox of an owner in the coordinator's process ----
+
+// The open batch is sealed into a message at this size, so that no one pull hands the scheduler a huge message.
+constexpr std::size_t batch_max_bytes = std::size_t{1} << 20;
+
+void PoolCore::seal_batch() {
+  if (batch_sizes.empty()) return;
+  outbox.push_back(submit_message(id, *batch_function, batch_sizes, std::move(batch_payload)));
+  outbox.back().header.sender = static_cast<std::uint64_t>(runtime::self_pid());
+  batch_sizes.clear();
+  batch_payload.clear();
+  batch_function = nullptr;
+}
+
+bool PoolCore::outbox_add_single(const std::string& function, std::uint64_t task_id, const EncodedCalls& items) {
+  if (batch_function != &function || batch_sizes.size() >= tasks_per_message || batch_payload.size() >= batch_max_bytes) {
+    seal_batch();
+  }
+  batch_function = &function;
+  const std::size_t before = batch_payload.size();
+  append_chunk(batch_payload, items, 0, items.size());
+  batch_sizes.emplace_back(task_id, batch_payload.size() - before);
+  return published();
+}
+
+bool PoolCore::outbox_add(std::vector<wire::Envelope> messages) {
+  seal_batch();
+  for (auto& m : messages) {
+    m.header.sender = static_cast<std::uint64_t>(runtime::self_pid());
+    outbox.push_back(std::move(m));
+  }
+  return published();
+}
+
+// Seen by the scheduler's next look; and if it asked for a ring (a worker waits), the caller rings.
+bool PoolCore::published() {
+  outbox_ready.store(true);  // sequentially consistent, with the exchange: see the members
+  return ring_wanted.exchange(false);
+}
+
+void PoolCore::ring() const { post(wire::make(wire::Kind::pool_pull, id, 0, Object{})); }
+
+void PoolCore::send_submissions(std::vector<wire::Envelope> messages) {
+  if (!local_outbox) {
+    for (auto& m : messages) post(std::move(m));
+    return;
+  }
+  bool must_ring = false;
+  {
+    std::lock_guard lock(mutex);
+    if (state == State::terminated) return;  // its tasks were failed with the rest
+    must_ring = outbox_add(std::move(messages));
+  }
+  if (must_ring) ring();
+}
+
 // ---- results ----
 
 bool result_wait(ResultCore& core, const Timeout& timeout) {
@@ -1028,6 +1111,22 @@ std::unordered_map<std::uint64_t, std::weak_ptr<PoolCore>>& local_pools() {
 // the result thread (which parses it meanwhile) costs.
 constexpr std::size_t local_delivery_max_records = 4;
 
+// The scheduler's look at an owner's outbox (services::PoolLocalSubmissions), on the coordinator thread.
+void pull_local_submissions(std::uint64_t pool, bool ring, std::vector<wire::Envelope>& out) {
+  std::lock_guard lock(local_pools_mutex);
+  auto it = local_pools().find(pool);
+  if (it == local_pools().end()) return;
+  auto core = it->second.lock();
+  if (!core) return;
+  if (ring) core->ring_wanted.store(true);  // before the read of outbox_ready: see PoolCore's members
+  if (!core->outbox_ready.load()) return;
+  std::lock_guard core_lock(core->mutex);
+  core->seal_batch();
+  out = std::move(core->outbox);
+  core->outbox.clear();
+  core->outbox_ready.store(false);
+}
+
 bool deliver_locally(std::uint64_t pool, std::string_view results) {
   // A msgpack fixarray header (0x90 | n) names a frame of n <= 15 records in its first byte.
   const auto head = results.empty() ? 0u : static_cast<unsigned>(static_cast<unsigned char>(results[0]));
@@ -1047,7 +1146,11 @@ bool deliver_locally(std::uint64_t pool, std::string_view results) {
 
 void register_local_pool(const std::shared_ptr<PoolCore>& core) {
   static std::once_flag hooked;
-  std::call_once(hooked, [] { services::set_pool_local_delivery(&deliver_locally); });
+  std::call_once(hooked, [] {
+    services::set_pool_local_delivery(&deliver_locally);
+    services::set_pool_local_submissions(&pull_local_submissions);
+  });
+  core->local_outbox = true;  // before any submission: fixed from here on
   std::lock_guard lock(local_pools_mutex);
   local_pools()[core->id] = core;
 }
@@ -1172,6 +1275,7 @@ std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
   const std::string* function = nullptr;
   std::uint64_t first_id = 0;
   std::uint64_t submission = 0;
+  bool ring = false;
   {
     std::lock_guard lock(pool.mutex);
     if (pool.state != PoolCore::State::running) {
@@ -1189,13 +1293,18 @@ std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
       pool.pending.emplace(first_id + c, Pending{result, c, count, s.single ? submission : first});
       result->task_ids.push_back(first_id + c);
     }
+    // One chunk (apply_async, submit) joins the outbox's open batch: no message of its own.
+    if (pool.local_outbox && chunks == 1) ring = pool.outbox_add_single(*function, first_id, s.items);
   }
+  if (ring) pool.ring();
+  if (chunks == 1 && pool.local_outbox) return result;
   if (chunks == 0) {
     std::unique_lock lock(result->mutex);
     result->finish(lock);
     return result;
   }
   // A message carries up to tasks_per_message chunks.
+  std::vector<wire::Envelope> messages;
   for (std::size_t c0 = 0; c0 < chunks; c0 += tasks_per_message) {
     const std::size_t c1 = std::min(chunks, c0 + tasks_per_message);
     std::vector<std::tuple<std::uint64_t, std::uint64_t>> sizes;
@@ -1209,8 +1318,9 @@ std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
       append_chunk(payload, s.items, first, std::min(chunksize, s.items.size() - first));
       sizes.emplace_back(first_id + c, payload.size() - before);
     }
-    post(submit_message(pool.id, *function, sizes, std::move(payload)));
+    messages.push_back(submit_message(pool.id, *function, sizes, std::move(payload)));
   }
+  pool.send_submissions(std::move(messages));
   return result;
 }
 
@@ -1340,7 +1450,7 @@ void stream_feed(StreamCore& stream, const EncodedCalls& items) {
   auto pool = stream.pool.lock();
   if (!pool) throw ValueError("mpx: Pool not running");
   const auto count = static_cast<std::uint32_t>(items.size());
-  std::string function;
+  const std::string* function = nullptr;
   std::uint64_t id = 0;
   std::uint64_t first = 0;
   {
@@ -1349,7 +1459,7 @@ void stream_feed(StreamCore& stream, const EncodedCalls& items) {
       if (pool->broken) std::rethrow_exception(pool->broken);
       throw ValueError("mpx: Pool not running");
     }
-    function = pool->function_id(stream.function, stream.trampoline);
+    function = &pool->function_id(stream.function, stream.trampoline);  // entries are never erased
     id = pool->next_task_id++;
     {
       std::lock_guard slock(stream.mutex);
@@ -1362,7 +1472,9 @@ void stream_feed(StreamCore& stream, const EncodedCalls& items) {
   std::string payload;
   append_chunk(payload, items, 0, items.size());
   std::vector<std::tuple<std::uint64_t, std::uint64_t>> sizes{{id, payload.size()}};
-  post(submit_message(pool->id, function, sizes, std::move(payload)));
+  std::vector<wire::Envelope> messages;
+  messages.push_back(submit_message(pool->id, *function, sizes, std::move(payload)));
+  pool->send_submissions(std::move(messages));
 }
 
 std::size_t stream_outstanding(const StreamCore& stream) {

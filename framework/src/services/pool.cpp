@@ -44,8 +44,9 @@ constexpr std::uint64_t max_submitters = 1u << 20;  // attaches per pool: bounds
 
 std::uint64_t submitter_of(std::uint64_t task_id) { return task_id >> submitter_shift; }
 
-// The API layer's hook for owners in this process (set_pool_local_delivery).
+// The API layer's hooks for owners in this process (set_pool_local_delivery, set_pool_local_submissions).
 std::atomic<PoolLocalDelivery> local_delivery{nullptr};
+std::atomic<PoolLocalSubmissions> local_submissions{nullptr};
 
 // The hook is not used while tracing: the trace sees only what crosses the ROUTER, so a traced pool's results keep
 // going through it.
@@ -120,6 +121,7 @@ class PoolService {
     coordinator_.handle(K::pool_stats, [this](auto& peer, auto& req) { stats(peer, req); });
     coordinator_.handle(K::pool_attach, [this](auto& peer, auto& req) { attach(peer, req); });
     coordinator_.handle(K::pool_detach, [this](auto& peer, auto& req) { detach(peer, req); });
+    coordinator_.handle(K::pool_pull, [this](auto&, auto& req) { pull(req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
   }
 
@@ -226,6 +228,40 @@ class PoolService {
 
   void submit(wire::Envelope& req) {
     PoolState& pool = find(req);
+    pull_outbox(pool, false);  // what the owner appended before it posted this comes first
+    enqueue(pool, req);
+    serve(pool);
+  }
+
+  // The owner in this process rang: its outbox has submissions, and a worker waits (or did when it asked).
+  void pull(wire::Envelope& req) {
+    PoolState& pool = find(req);
+    expect_nil(req);
+    if (req.header.sender != pool.submitters[0].peer.actor || !pool.owner_local) {
+      throw ProtocolError("mpx: pool_pull from a process that is not the pool's owner in the coordinator's process");
+    }
+    pull_outbox(pool, false);
+    serve(pool);
+  }
+
+  // Moves the local owner's outbox to the queue (PROTOCOL.md, "Pool", the outbox). Each pulled message is exactly
+  // what the owner would have posted, so it is traced as if it had crossed the ROUTER. `ring`: see
+  // PoolLocalSubmissions. True if anything was pulled.
+  bool pull_outbox(PoolState& pool, bool ring) {
+    if (!pool.owner_local) return false;
+    auto hook = local_submissions.load(std::memory_order_acquire);
+    if (!hook) return false;
+    pulled_.clear();
+    hook(pool.id, ring, pulled_);
+    for (auto& e : pulled_) {
+      MPX_TRACE_RECORD(trace::Direction::in, e, e.header.sender, trace::coordinator_actor);
+      enqueue(pool, e);
+    }
+    return !pulled_.empty();
+  }
+
+  // A pool_submit's tasks join the tail of the queue.
+  void enqueue(PoolState& pool, wire::Envelope& req) {
     if (req.body.size() != 2) throw ProtocolError("mpx: pool_submit carries [arguments][payload] frames");
     // The function is the bin of an encoded FunctionId: stored as it is, decoded (and checked) by the worker.
     auto [function, tasks] =
@@ -263,7 +299,6 @@ class PoolService {
       pool.queue.push_back(Task{id, encoded, std::string(payload.substr(offset, size)), 0, 0});
       offset += size;
     }
-    serve(pool);
   }
 
   // A worker's report: [[submitter, [task ids]]...], one results frame per entry, in order (body frames 1..n).
@@ -337,6 +372,8 @@ class PoolService {
       return;
     }
     pool.held[worker];  // known from now on: it counts in the fair share
+    // With nothing queued, this worker waits: the owner's next submission rings.
+    pull_outbox(pool, pool.queue.empty());
     Taker taker;
     static_cast<Waiter&>(taker) = make_waiter(peer, req);
     taker.max_tasks = std::clamp<std::uint64_t>(max_tasks, 1, max_batch);
@@ -353,6 +390,7 @@ class PoolService {
     auto [groups] = req.body_as<std::tuple<Groups>>();
     check_groups(pool, groups, req, 1);
     complete(pool, req.header.sender, groups, req, 1);
+    if (pull_outbox(pool, false)) serve(pool);
   }
 
   // Answers a taker with a batch from the head of the queue: its fair share of what is queued (at most half of it
@@ -393,7 +431,10 @@ class PoolService {
   }
 
   void serve(PoolState& pool) {
-    while (!pool.queue.empty() && !pool.takers.empty()) {
+    while (!pool.takers.empty()) {
+      // A worker left waiting with nothing queued: the owner's outbox next (which asks for a ring if it is empty).
+      if (pool.queue.empty()) pull_outbox(pool, true);
+      if (pool.queue.empty()) break;
       Taker t = std::move(pool.takers.front());
       pool.takers.pop_front();
       hand_out(pool, t);
@@ -459,6 +500,7 @@ class PoolService {
   void close(wire::Envelope& req) {
     PoolState& pool = find(req);
     (void)req.body_as<Object>();
+    pull_outbox(pool, false);  // submitted before the close: they run
     pool.closed = true;
     serve(pool);
   }
@@ -477,6 +519,7 @@ class PoolService {
   void cancel(Coordinator::Peer& peer, wire::Envelope& req) {
     PoolState& pool = find(req);
     auto [id] = req.body_as<std::tuple<std::uint64_t>>();
+    pull_outbox(pool, false);  // the task may still be in the owner's outbox
     bool cancelled = false;
     for (auto it = pool.queue.begin(); it != pool.queue.end(); ++it) {
       if (it->id == id) {
@@ -492,6 +535,7 @@ class PoolService {
   void task_state(Coordinator::Peer& peer, wire::Envelope& req) {
     PoolState& pool = find(req);
     auto [id] = req.body_as<std::tuple<std::uint64_t>>();
+    pull_outbox(pool, false);
     std::uint8_t state = 2;
     for (const auto& t : pool.queue) {
       if (t.id == id) state = 0;
@@ -505,6 +549,7 @@ class PoolService {
   void stats(Coordinator::Peer& peer, wire::Envelope& req) {
     PoolState& pool = find(req);
     (void)req.body_as<Object>();
+    pull_outbox(pool, false);
     std::uint64_t held = 0;
     for (const auto& [pid, tasks] : pool.held) held += tasks.size();
     ok(peer, req.header,
@@ -537,11 +582,15 @@ class PoolService {
 
   Coordinator& coordinator_;
   std::unordered_map<std::uint64_t, std::unique_ptr<PoolState>> pools_;
+  std::vector<wire::Envelope> pulled_;  // reused by pull_outbox
 };
 
 }  // namespace
 
 void set_pool_local_delivery(PoolLocalDelivery hook) { local_delivery.store(hook, std::memory_order_release); }
+void set_pool_local_submissions(PoolLocalSubmissions hook) {
+  local_submissions.store(hook, std::memory_order_release);
+}
 
 void install_pool(Coordinator& coordinator) {
   // Lives as long as the coordinator's handlers, which is the rest of the process.

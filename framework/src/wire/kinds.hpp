@@ -117,6 +117,7 @@ enum class Kind : std::uint16_t {
   pool_attach = 101,      // nil -> ok [submitter, processes, max_retries, build_id]; the sending socket gets its deliveries
   pool_detach = 102,      // [submitter] -> ok nil: its queued tasks are dropped, its later results discarded
   pool_ended = 103,       // coordinator -> attached result sockets (pushed): [reason, message]: 0 owner died, 1 terminated
+  pool_pull = 104,        // nil (posted), from an owner in the coordinator's process: pull its outbox of submissions
 };
 
 struct KindInfo {
@@ -217,6 +218,7 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::pool_attach, "pool_attach"},
     {Kind::pool_detach, "pool_detach"},
     {Kind::pool_ended, "pool_ended"},
+    {Kind::pool_pull, "pool_pull"},
 };
 
 bool is_known(std::uint16_t kind) noexcept;
