@@ -185,7 +185,9 @@ struct ResultCore : Sink {
   std::exception_ptr error;
   DoneCallback on_done;
   Progress progress;
-  std::vector<std::uint64_t> task_ids;  // for cancel and task state (Executor)
+  // Its tasks' ids, consecutive: [first_task, first_task + tasks). For cancel and task state (Executor).
+  std::uint64_t first_task = 0;
+  std::size_t tasks = 0;
   std::weak_ptr<PoolCore> pool;
 
   // As Python's: the callback runs before the result becomes ready, so wait() and get() return after it ran.
@@ -352,10 +354,12 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   // The outbox of an owner in the coordinator's process (PROTOCOL.md, "Pool", the outbox): its submissions wait here,
   // in order, for the coordinator thread to pull them (pull_local_submissions), so a burst of apply_async costs no
   // message per task. Single tasks of one function gather in the open batch; anything else is a finished message.
-  // Guarded by `mutex`, except the two flags, which make "nobody looks at a non-empty outbox" impossible without
-  // the lock: the scheduler sets ring_wanted before it reads outbox_ready, the owner sets outbox_ready before it
-  // reads (and clears) ring_wanted, so at least one of them sees the other's write.
+  // Guarded by its own mutex, which the coordinator thread's pull takes only when outbox_ready says there is
+  // something, and the owner only to append. The two flags make "nobody looks at a non-empty outbox" impossible
+  // without a lock: the scheduler sets ring_wanted before it reads outbox_ready, the owner sets outbox_ready before
+  // it reads (and clears) ring_wanted, so at least one of them sees the other's write.
   bool local_outbox = false;  // the owner, with the coordinator in this process: fixed at start
+  std::mutex outbox_mutex;
   std::vector<wire::Envelope> outbox;
   const std::string* batch_function = nullptr;
   std::vector<std::tuple<std::uint64_t, std::uint64_t>> batch_sizes;
@@ -426,7 +430,7 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   }
 
   void start_worker();  // caller holds mutex
-  // The outbox, all under `mutex`. Each returns whether the caller must ring (post pool_pull) once it has unlocked.
+  // The outbox, all under `outbox_mutex`. Each returns whether the caller must ring (post pool_pull) once it has unlocked.
   bool outbox_add_single(const std::string& function, std::uint64_t task_id, const EncodedCalls& items);
   bool outbox_add(std::vector<wire::Envelope> messages);
   void seal_batch();
@@ -697,17 +701,20 @@ void PoolCore::stop_everything(std::exception_ptr why, bool kill_workers) {
     }
     for (auto& [tid, p] : pending) failed.push_back(std::move(p));
     pending.clear();
-    outbox.clear();  // those tasks fail with the rest
-    batch_sizes.clear();
-    batch_payload.clear();
-    batch_function = nullptr;
-    outbox_ready.store(false);
     for (auto& w : streams) {
       if (auto s = w.lock()) live_streams.push_back(std::move(s));
     }
     streams.clear();
     if (kill_workers) to_stop = workers;
     changed.notify_all();
+  }
+  {
+    std::lock_guard lock(outbox_mutex);  // the tasks in it fail with the rest
+    outbox.clear();
+    batch_sizes.clear();
+    batch_payload.clear();
+    batch_function = nullptr;
+    outbox_ready.store(false);
   }
   for (auto& w : to_stop) {
     try {
@@ -729,23 +736,39 @@ void PoolCore::handle_results(std::string_view frame, bool here) {
   bool wake_needed = false;
   auto handle = unpack_bounded(frame.data(), frame.size());
   const auto& records = expect(handle.get(), msgpack::type::ARRAY, "records");
-  for (std::uint32_t i = 0; i < records.via.array.size; ++i) {
+  const std::uint32_t n = records.via.array.size;
+  // Every record's shape first, so that a malformed frame changes nothing.
+  for (std::uint32_t i = 0; i < n; ++i) {
     const auto& r = expect(records.via.array.ptr[i], msgpack::type::ARRAY, "record");
     if (r.via.array.size != 4) throw ProtocolError("mpx: malformed pool results: record arity");
-    const auto id = as_u64(r.via.array.ptr[0]);
-    const auto status = static_cast<Status>(as_u64(r.via.array.ptr[1]));
-    const auto pid = static_cast<pid_t>(as_i64(r.via.array.ptr[2]));
-    const auto& payload = r.via.array.ptr[3];
-    Pending task;
-    {
-      std::lock_guard lock(mutex);
-      auto it = pending.find(id);
+    (void)as_u64(r.via.array.ptr[0]);
+    (void)as_u64(r.via.array.ptr[1]);
+    (void)as_i64(r.via.array.ptr[2]);
+  }
+  // Then the frame's tasks leave `pending` under one lock: the submitting thread takes the same lock for each task.
+  std::vector<Pending> tasks(n);
+  {
+    std::lock_guard lock(mutex);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const auto& r = records.via.array.ptr[i];
+      auto it = pending.find(r.via.array.ptr[0].via.u64);
       if (it == pending.end()) continue;  // a duplicate after a requeue, or a task already failed or cancelled
-      task = std::move(it->second);
+      tasks[i] = std::move(it->second);
       pending.erase(it);
-      if (status == Status::ok || status == Status::error || status == Status::unserializable) ++tasks_done[pid];
+      const auto status = static_cast<Status>(r.via.array.ptr[1].via.u64);
+      if (status == Status::ok || status == Status::error || status == Status::unserializable) {
+        ++tasks_done[static_cast<pid_t>(as_i64(r.via.array.ptr[2]))];
+      }
       if (attached) ++completing;
     }
+  }
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Pending& task = tasks[i];
+    if (!task.sink) continue;
+    const auto& r = records.via.array.ptr[i];
+    const auto status = static_cast<Status>(r.via.array.ptr[1].via.u64);
+    const auto pid = static_cast<pid_t>(as_i64(r.via.array.ptr[2]));
+    const auto& payload = r.via.array.ptr[3];
     // An attached handle's join() waits until its last task's outcome is in its result, not just claimed. (The
     // owner's join waits for its workers instead, so its fast path takes no second lock per result.)
     struct Completed {
@@ -758,35 +781,42 @@ void PoolCore::handle_results(std::string_view frame, bool here) {
     } completed{attached ? this : nullptr};
     std::string values;
     std::exception_ptr error;
-    switch (status) {
-      case Status::ok:
-        values = as_string(expect(payload, msgpack::type::BIN, "values"));
-        break;
-      case Status::error:
-      case Status::unserializable: {
-        const auto& p = expect(payload, msgpack::type::ARRAY, "error");
-        if (p.via.array.size != 3) throw ProtocolError("mpx: malformed pool results: error arity");
-        const auto type = as_string(p.via.array.ptr[0]);
-        const auto message = as_string(p.via.array.ptr[1]);
-        const auto index = task.task_index + as_u64(p.via.array.ptr[2]);  // the failing call's index
-        error =
-            status == Status::error
-                ? std::make_exception_ptr(RemoteError(type, message, pid, index))
-                : std::make_exception_ptr(SerializationError("mpx: task " + std::to_string(index) + " in worker " +
-                                                             std::to_string(pid) + ": " + message));
-        break;
+    // A malformed payload fails its own task with the ProtocolError (its caller must not wait for ever); the
+    // frame's other tasks, already out of `pending`, are still settled.
+    try {
+      switch (status) {
+        case Status::ok:
+          values = as_string(expect(payload, msgpack::type::BIN, "values"));
+          break;
+        case Status::error:
+        case Status::unserializable: {
+          const auto& p = expect(payload, msgpack::type::ARRAY, "error");
+          if (p.via.array.size != 3) throw ProtocolError("mpx: malformed pool results: error arity");
+          const auto type = as_string(p.via.array.ptr[0]);
+          const auto message = as_string(p.via.array.ptr[1]);
+          const auto index = task.task_index + as_u64(p.via.array.ptr[2]);  // the failing call's index
+          error =
+              status == Status::error
+                  ? std::make_exception_ptr(RemoteError(type, message, pid, index))
+                  : std::make_exception_ptr(SerializationError("mpx: task " + std::to_string(index) + " in worker " +
+                                                               std::to_string(pid) + ": " + message));
+          break;
+        }
+        case Status::lost: {
+          const auto& p = expect(payload, msgpack::type::ARRAY, "lost");
+          if (p.via.array.size != 2) throw ProtocolError("mpx: malformed pool results: lost arity");
+          const auto exitcode = static_cast<int>(as_i64(p.via.array.ptr[0]));
+          const auto attempts = static_cast<unsigned>(as_u64(p.via.array.ptr[1]));
+          error = std::make_exception_ptr(WorkerLost(task.task_index, pid, exitcode, attempts));
+          break;
+        }
+        default:
+          error = std::make_exception_ptr(CancelledError("mpx: task " + std::to_string(task.task_index) +
+                                                         " was cancelled"));
       }
-      case Status::lost: {
-        const auto& p = expect(payload, msgpack::type::ARRAY, "lost");
-        if (p.via.array.size != 2) throw ProtocolError("mpx: malformed pool results: lost arity");
-        const auto exitcode = static_cast<int>(as_i64(p.via.array.ptr[0]));
-        const auto attempts = static_cast<unsigned>(as_u64(p.via.array.ptr[1]));
-        error = std::make_exception_ptr(WorkerLost(task.task_index, pid, exitcode, attempts));
-        break;
-      }
-      default:
-        error = std::make_exception_ptr(CancelledError("mpx: task " + std::to_string(task.task_index) +
-                                                       " was cancelled"));
+    } catch (const ProtocolError&) {
+      values.clear();
+      error = std::current_exception();
     }
     if (!here) {
       task.sink->settle(task, std::move(values), std::move(error));
@@ -960,7 +990,8 @@ void append_chunk(std::string& out, const EncodedCalls& calls, std::size_t first
 // pool_submit: [function (bin), [[task_id, size]...]] + the payloads. The function travels as the bin of its encoded
 // FunctionId, which the scheduler stores as it is and the worker decodes.
 wire::Envelope submit_message(std::uint64_t pool, const std::string& function,
-                              const std::vector<std::tuple<std::uint64_t, std::uint64_t>>& sizes, std::string payload) {
+                              const std::vector<std::tuple<std::uint64_t, std::uint64_t>>& sizes,
+                              std::string_view payload) {
   msgpack::sbuffer body(64 + 12 * sizes.size());
   msgpack::packer<msgpack::sbuffer> pk(body);
   pk.pack_array(2);
@@ -983,7 +1014,7 @@ constexpr std::size_t batch_max_bytes = std::size_t{1} << 20;
 
 void PoolCore::seal_batch() {
   if (batch_sizes.empty()) return;
-  outbox.push_back(submit_message(id, *batch_function, batch_sizes, std::move(batch_payload)));
+  outbox.push_back(submit_message(id, *batch_function, batch_sizes, batch_payload));  // copied: keeps its capacity
   outbox.back().header.sender = static_cast<std::uint64_t>(runtime::self_pid());
   batch_sizes.clear();
   batch_payload.clear();
@@ -1027,6 +1058,9 @@ void PoolCore::send_submissions(std::vector<wire::Envelope> messages) {
   {
     std::lock_guard lock(mutex);
     if (state == State::terminated) return;  // its tasks were failed with the rest
+  }
+  {
+    std::lock_guard lock(outbox_mutex);
     must_ring = outbox_add(std::move(messages));
   }
   if (must_ring) ring();
@@ -1120,7 +1154,7 @@ void pull_local_submissions(std::uint64_t pool, bool ring, std::vector<wire::Env
   if (!core) return;
   if (ring) core->ring_wanted.store(true);  // before the read of outbox_ready: see PoolCore's members
   if (!core->outbox_ready.load()) return;
-  std::lock_guard core_lock(core->mutex);
+  std::lock_guard outbox_lock(core->outbox_mutex);
   core->seal_batch();
   out = std::move(core->outbox);
   core->outbox.clear();
@@ -1286,15 +1320,18 @@ std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
     first_id = pool.next_task_id;
     pool.next_task_id += chunks;
     submission = pool.next_submission++;
-    result->task_ids.reserve(chunks);
+    result->first_task = first_id;
+    result->tasks = chunks;
     for (std::size_t c = 0; c < chunks; ++c) {
       const std::size_t first = c * chunksize;
       const auto count = static_cast<std::uint32_t>(std::min(chunksize, s.items.size() - first));
       pool.pending.emplace(first_id + c, Pending{result, c, count, s.single ? submission : first});
-      result->task_ids.push_back(first_id + c);
     }
+  }
+  if (pool.local_outbox && chunks == 1) {
     // One chunk (apply_async, submit) joins the outbox's open batch: no message of its own.
-    if (pool.local_outbox && chunks == 1) ring = pool.outbox_add_single(*function, first_id, s.items);
+    std::lock_guard lock(pool.outbox_mutex);
+    ring = pool.outbox_add_single(*function, first_id, s.items);
   }
   if (ring) pool.ring();
   if (chunks == 1 && pool.local_outbox) return result;
@@ -1318,7 +1355,7 @@ std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
       append_chunk(payload, s.items, first, std::min(chunksize, s.items.size() - first));
       sizes.emplace_back(first_id + c, payload.size() - before);
     }
-    messages.push_back(submit_message(pool.id, *function, sizes, std::move(payload)));
+    messages.push_back(submit_message(pool.id, *function, sizes, payload));
   }
   pool.send_submissions(std::move(messages));
   return result;
@@ -1334,7 +1371,7 @@ std::size_t pool_default_chunksize(const PoolCore& pool, std::size_t items) {
 bool pool_cancel(PoolCore& pool, ResultCore& result) {
   if (result_ready(result)) return false;
   bool all = true;
-  for (auto id : result.task_ids) {
+  for (auto id = result.first_task; id < result.first_task + result.tasks; ++id) {
     auto reply = call(wire::make(wire::Kind::pool_cancel, pool.id, 0, std::make_tuple(id)), 0);
     all = all && std::get<0>(reply.body_as<std::tuple<bool>>());
   }
@@ -1342,7 +1379,7 @@ bool pool_cancel(PoolCore& pool, ResultCore& result) {
   Pending task;
   {
     std::lock_guard lock(pool.mutex);
-    for (auto id : result.task_ids) {
+    for (auto id = result.first_task; id < result.first_task + result.tasks; ++id) {
       auto it = pool.pending.find(id);
       if (it == pool.pending.end()) continue;
       task = std::move(it->second);
@@ -1358,8 +1395,8 @@ bool pool_cancel(PoolCore& pool, ResultCore& result) {
 }
 
 int pool_task_state(PoolCore& pool, ResultCore& result) {
-  if (result_ready(result) || result.task_ids.empty()) return 2;
-  auto reply = call(wire::make(wire::Kind::pool_task_state, pool.id, 0, std::make_tuple(result.task_ids.front())), 0);
+  if (result_ready(result) || result.tasks == 0) return 2;
+  auto reply = call(wire::make(wire::Kind::pool_task_state, pool.id, 0, std::make_tuple(result.first_task)), 0);
   return std::get<0>(reply.body_as<std::tuple<std::uint8_t>>());
 }
 
@@ -1473,7 +1510,7 @@ void stream_feed(StreamCore& stream, const EncodedCalls& items) {
   append_chunk(payload, items, 0, items.size());
   std::vector<std::tuple<std::uint64_t, std::uint64_t>> sizes{{id, payload.size()}};
   std::vector<wire::Envelope> messages;
-  messages.push_back(submit_message(pool->id, *function, sizes, std::move(payload)));
+  messages.push_back(submit_message(pool->id, *function, sizes, payload));
   pool->send_submissions(std::move(messages));
 }
 
