@@ -255,11 +255,18 @@ class PipeService {
       return;
     }
     set_holder(*at, req.header.sender);
+    if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
     if (!e.inbox.empty()) {
       // A batch, oldest first: the end has one reader, so what it takes early is still read in order, by it alone.
       std::vector<std::string> batch;
       std::size_t bytes = 0;
-      while (!e.inbox.empty() && batch.size() < max_items && (batch.empty() || bytes < recv_batch_bytes)) {
+      // A batch stops where an epoch into this reader began: what was relayed after it comes after its messages.
+      std::size_t take = e.inbox.size();
+      const Direct& d = e.direct;
+      if (d.phase != Direct::Phase::none && d.listener == req.header.sender && d.boundary > e.head) {
+        take = std::min<std::size_t>(take, d.boundary - e.head);
+      }
+      while (batch.size() < take && batch.size() < max_items && (batch.empty() || bytes < recv_batch_bytes)) {
         bytes += e.inbox.front().size();
         batch.push_back(std::move(e.inbox.front()));
         e.inbox.pop_front();
@@ -271,7 +278,6 @@ class PipeService {
       coordinator_.reply(peer, r);
       return;
     }
-    if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
     check_other_holder(*at);
     if (at->other().holder == 0) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
@@ -421,9 +427,13 @@ class PipeService {
     if (e.direct.phase != Direct::Phase::none && e.direct.control.mapped()) e.direct.control.revoke(e.direct.epoch, false);
   }
 
-  // Whether `reader` must read its direct connection before anything else the coordinator could tell it.
+  // Whether `reader` must read its direct connection before anything else the coordinator could tell it: once
+  // everything relayed before the epoch was granted has been read. What waits in the inbox then was relayed after
+  // the epoch's messages (the writer ended its epoch first: a message too large for it, a full connection), so it
+  // comes after them.
   static bool reading_direct(const End& e, std::uint64_t reader) {
-    return e.direct.phase == Direct::Phase::active && e.direct.listener == reader && e.inbox.empty();
+    return e.direct.phase == Direct::Phase::active && e.direct.listener == reader &&
+           (e.inbox.empty() || e.head >= e.direct.boundary);
   }
 
   void tell_direct(const Coordinator::Peer& peer, const wire::Header& h, const End& e) {
@@ -433,7 +443,7 @@ class PipeService {
 
   // An epoch became active: the listener's blocked receivers and pollers are told to read the connection.
   void wake_direct(End& e) {
-    if (!e.inbox.empty()) return;
+    if (!reading_direct(e, e.direct.listener)) return;
     for (auto* list : {&e.receivers, &e.pollers}) {
       for (auto it = list->begin(); it != list->end();) {
         if (it->actor() != e.direct.listener) {
