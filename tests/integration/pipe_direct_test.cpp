@@ -226,6 +226,7 @@ TEST_CASE("a SIGKILLed direct reader leaves no socket file; a new reader gets wh
   ::kill(reader.pid(), SIGKILL);
   reader.join();
   for (int i = 0; i < 200 && !direct_files().empty(); ++i) std::this_thread::sleep_for(5ms);  // anti-hang bound
+  for (const auto& name : direct_files()) UNSCOPED_INFO("left: " << name << " (the reader was " << reader.pid() << ")");
   CHECK(direct_files().empty());
   // Sends after the death are not lost: they wait for the next reader, as on the relay path, after whatever was
   // relayed before and not read (what was already in the dead reader's socket died with it, as in Python).

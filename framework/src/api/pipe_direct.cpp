@@ -93,8 +93,10 @@ constexpr std::uint32_t to_ring_frame = 0xFFFFFFFEu;
 bool too_long(std::uint64_t size) { return size > static_cast<std::uint64_t>(wire::limits().max_message_bytes); }
 
 // Reads a connection's first 8 bytes (its epoch) and the ring passed with them: `ring` is its descriptor, or -1.
-bool read_hello(int fd, char (&hello)[8], int& ring) {
+// `truncated`: the writer passed one and this process could not take it (out of descriptors).
+bool read_hello(int fd, char (&hello)[8], int& ring, bool& truncated) {
   ring = -1;
+  truncated = false;
   std::size_t got = 0;
   while (got < sizeof hello) {
     iovec iov{hello + got, sizeof hello - got};
@@ -107,6 +109,7 @@ bool read_hello(int fd, char (&hello)[8], int& ring) {
     const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
     if (n > 0) {
       got += static_cast<std::size_t>(n);
+      truncated = truncated || (m.msg_flags & MSG_CTRUNC) != 0;
       for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -365,9 +368,15 @@ void direct_enter(ConnectionState& s, std::uint64_t epoch) {
     track(fd);
     char hello[8];
     int ring = -1;
-    if (read_hello(fd, hello, ring) && load_le(hello, 8) == epoch) {
+    bool truncated = false;
+    if (read_hello(fd, hello, ring, truncated) && load_le(hello, 8) == epoch) {
       r.conn_fd = fd;
-      // The writer may have stored messages in the ring already: a ring that cannot be mapped here would lose them.
+      // The writer may have stored messages in the ring already: a ring that cannot be taken or mapped here would
+      // lose them, so it is an error, never a silent loss.
+      if (truncated) {
+        if (ring >= 0) ::close(ring);
+        throw std::system_error(EMFILE, std::generic_category(), "mpx: pipe: cannot receive the writer's ring");
+      }
       const bool mapped = ring < 0 || r.ring.attach(ring);
       if (ring >= 0) ::close(ring);
       if (!mapped) throw std::system_error(ENOMEM, std::generic_category(), "mpx: pipe: cannot map the writer's ring");
