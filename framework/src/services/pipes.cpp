@@ -564,7 +564,7 @@ class PipeService {
   }
 
   // A listener that died leaves its files (the coordinator removes them); a writer that died before its epoch became
-  // active never sent anything the reader will be told to read.
+  // active sent nothing straight to the reader, unless the word counts messages.
   void direct_died(End& e, std::uint64_t actor) {
     Direct& d = e.direct;
     if (d.listener == actor) {
@@ -574,7 +574,15 @@ class PipeService {
       d.listener = 0;
       d.phase = Direct::Phase::none;
     } else if (d.writer == actor && d.phase == Direct::Phase::granted) {
-      d.phase = Direct::Phase::none;
+      // Its pipe_connected may have died with it (a post still in its ZeroMQ queue) after it had sent messages
+      // straight to the reader: the count in the word says so, and then the reader reads them as from any dead writer.
+      const auto word = d.control.mapped() ? d.control.load() : direct::Word{};
+      if (word.epoch() == d.epoch && word.count() > 0) {
+        d.phase = Direct::Phase::active;
+        wake_direct(e);
+      } else {
+        d.phase = Direct::Phase::none;
+      }
     }
   }
 
