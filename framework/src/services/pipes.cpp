@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <csignal>
 #include <deque>
+#include <filesystem>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -404,6 +405,22 @@ class PipeService {
     if (auto it = orphans_.find(actor); it != orphans_.end()) {
       for (const auto& path : it->second) unlink_listener_files(path);
       orphans_.erase(it);
+    }
+    unlink_files_of(actor);
+  }
+
+  // A reader makes its files before it sends pipe_listen, and that request may die with it (still in its ZeroMQ
+  // queue, or handled only after its death and refused), so no record names them: find them by their pid.
+  static void unlink_files_of(std::uint64_t actor) {
+    const auto& directory = runtime::state().session.directory;
+    if (directory.empty()) return;
+    const std::string suffix = "-" + std::to_string(actor);
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(directory, ec)) {
+      std::string name = entry.path().filename().string();
+      if (!name.starts_with("pipe-")) continue;
+      if (name.ends_with(".ctl")) name.resize(name.size() - 4);
+      if (name.ends_with(suffix)) ::unlink(entry.path().c_str());
     }
   }
 
