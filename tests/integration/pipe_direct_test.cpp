@@ -151,6 +151,20 @@ void send_when_asked(mpx::Connection conn, mpx::Connection ask) {
   conn.close();
 }
 
+// Reads 2n ints from two writers (0..n-1 from one, n..2n-1 from the other) and answers how many were in each
+// writer's order; halfway through the first n/2 it forks a child (fork start method) that does nothing.
+void read_forking_midway(mpx::Connection conn, int n, mpx::Connection report) {
+  std::vector<int> got;
+  for (int i = 0; i < n / 2; ++i) got.push_back(conn.recv<int>());
+  mpx::Process idle(mpx::closure, [] {}, mpx::ProcessOptions{"", true, mpx::StartMethod::fork});
+  idle.start();
+  idle.join();
+  for (int i = n / 2; i < 2 * n; ++i) got.push_back(conn.recv<int>());
+  int mine = -1, theirs = n - 1, good = 0;
+  for (int x : got) good += x < n ? x == ++mine : x == ++theirs;
+  report.send(good);
+}
+
 }  // namespace
 
 TEST_CASE("a stream between two processes skips the coordinator, in order, then EOF after the last message",
@@ -503,33 +517,31 @@ TEST_CASE("fork children of a direct writer and of a direct reader leave their p
   constexpr int n = 3000;
   auto [here, there] = mpx::Pipe(false);
   auto [report_in, report_out] = mpx::Pipe(false);
+  auto [sent_in, sent_out] = mpx::Pipe(false);
+  auto [done_in, done_out] = mpx::Pipe(false);
   // The reader forks a child mid-stream that neither reads nor writes; the writer forks one that writes its own
-  // messages on the same end. Each writer's messages arrive in its order, none lost or doubled.
-  mpx::Process reader(mpx::closure,
-                      [here, report_out]() mutable {
-                        std::vector<int> got;
-                        for (int i = 0; i < n / 2; ++i) got.push_back(here.recv<int>());
-                        mpx::Process idle(mpx::closure, [] {}, mpx::ProcessOptions{"", true, mpx::StartMethod::fork});
-                        idle.start();
-                        idle.join();
-                        for (int i = n / 2; i < 2 * n; ++i) got.push_back(here.recv<int>());
-                        int mine = -1, theirs = n - 1, good = 0;
-                        for (int x : got) {
-                          if (x < n) good += x == ++mine;
-                          if (x >= n) good += x == ++theirs;
-                        }
-                        report_out.send(good);
-                      },
-                      mpx::ProcessOptions{"", false, mpx::StartMethod::fork});  // it has a child
+  // messages on the same end while the writer writes too. Each writer's messages arrive in its order, none lost or
+  // doubled. The forked writer stays until this process has written again, so the end is never left without a holder
+  // (a reader would rightly see EOF then).
+  mpx::Process reader(mpx::ProcessOptions{"", false, mpx::StartMethod::fork}, read_forking_midway, here, n,
+                      report_out);  // not daemonic: it has a child
   reader.start();
   here.close();
   send_range(there, 0, n / 2);
-  mpx::Process child(mpx::closure, [there]() mutable { send_range(there, n, n); },
+  mpx::Process child(mpx::closure,
+                     [there, sent_out, done_in]() mutable {
+                       send_range(there, n, n);
+                       sent_out.send(0);
+                       (void)done_in.recv();
+                     },
                      mpx::ProcessOptions{"", true, mpx::StartMethod::fork});
   child.start();
+  send_range(there, n / 2, n / 4);
+  (void)sent_in.recv();
+  send_range(there, n / 2 + n / 4, n - n / 2 - n / 4);
+  done_out.send(0);
   child.join();
   CHECK(child.exitcode() == 0);
-  send_range(there, n / 2, n / 2);
   CHECK(report_in.recv<int>() == 2 * n);
   reader.join();
   CHECK(reader.exitcode() == 0);
