@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <poll.h>
+#include <unistd.h>
 
 #include "runtime/channel.hpp"
 #include "runtime/coordinator.hpp"
@@ -104,6 +105,66 @@ int read_all_in_order(mpx::Connection& conn, int count) {
   return good;
 }
 
+// ---- the shared-memory ring (api/pipe_ring.hpp) ----
+
+// Message i of a mixed-size stream: sizes from empty to just under the direct frame limit (64 KiB), with every 97th
+// larger than the whole ring (256 KiB), so the ring wraps at every offset and big messages leave it; the bytes
+// depend on i, so a message out of place or torn is seen.
+std::string mixed_message(int i) {
+  std::size_t size = static_cast<std::size_t>((i * 7919) % 9000);
+  if (i % 13 == 0) size = 60000 + static_cast<std::size_t>(i % 5000);
+  if (i % 97 == 0) size = 300000 + static_cast<std::size_t>(i);
+  std::string m(size, '\0');
+  for (std::size_t k = 0; k < size; ++k) m[k] = static_cast<char>((static_cast<std::size_t>(i) * 31 + k) & 0xff);
+  return m;
+}
+
+void send_mixed_close(mpx::Connection conn, int count) {
+  for (int i = 0; i < count; ++i) conn.send_bytes(mixed_message(i));
+  conn.close();
+}
+
+// Sends `count` ints and is killed at once: no close, no exit handlers.
+void send_then_die(mpx::Connection conn, int count) {
+  send_range(conn, 0, count);
+  ::kill(::getpid(), SIGKILL);
+}
+
+// Sends `first` messages of 1 KiB (more than the ring holds), says so, waits until the reader has read them, then
+// sends `first` more and closes.
+void send_in_two_waves(mpx::Connection conn, int first, mpx::Connection said, mpx::Connection go) {
+  const std::string pad(1024, 'x');
+  for (int i = 0; i < first; ++i) conn.send(std::to_string(i) + pad);
+  said.send(0);
+  (void)go.recv();
+  for (int i = first; i < 2 * first; ++i) conn.send(std::to_string(i) + pad);
+  conn.close();
+}
+
+// Sends one int each time it is asked, until asked with -1.
+void send_when_asked(mpx::Connection conn, mpx::Connection ask) {
+  for (;;) {
+    const int x = ask.recv<int>();
+    if (x < 0) break;
+    conn.send(x);
+  }
+  conn.close();
+}
+
+// Reads 2n ints from two writers (0..n-1 from one, n..2n-1 from the other) and answers how many were in each
+// writer's order; halfway through the first n/2 it forks a child (fork start method) that does nothing.
+void read_forking_midway(mpx::Connection conn, int n, mpx::Connection report) {
+  std::vector<int> got;
+  for (int i = 0; i < n / 2; ++i) got.push_back(conn.recv<int>());
+  mpx::Process idle(mpx::closure, [] {}, mpx::ProcessOptions{"", true, mpx::StartMethod::fork});
+  idle.start();
+  idle.join();
+  for (int i = n / 2; i < 2 * n; ++i) got.push_back(conn.recv<int>());
+  int mine = -1, theirs = n - 1, good = 0;
+  for (int x : got) good += x < n ? x == ++mine : x == ++theirs;
+  report.send(good);
+}
+
 }  // namespace
 
 TEST_CASE("a stream between two processes skips the coordinator, in order, then EOF after the last message",
@@ -179,6 +240,7 @@ TEST_CASE("a SIGKILLed direct reader leaves no socket file; a new reader gets wh
   ::kill(reader.pid(), SIGKILL);
   reader.join();
   for (int i = 0; i < 200 && !direct_files().empty(); ++i) std::this_thread::sleep_for(5ms);  // anti-hang bound
+  for (const auto& name : direct_files()) UNSCOPED_INFO("left: " << name << " (the reader was " << reader.pid() << ")");
   CHECK(direct_files().empty());
   // Sends after the death are not lost: they wait for the next reader, as on the relay path, after whatever was
   // relayed before and not read (what was already in the dead reader's socket died with it, as in Python).
@@ -349,4 +411,138 @@ TEST_CASE("malformed direct-path requests get an error reply, are counted and ch
   writer.send(std::string("still here"));
   CHECK(reader.recv<std::string>() == "still here");
   CHECK_FALSE(reader.poll(0ms));
+}
+
+TEST_CASE("a direct writer SIGKILLed right after its last send loses none of its messages", "[pipe][direct][ring]") {
+  SECTION("the reader reads while the writer writes") {
+    constexpr int n = 50000;
+    auto [here, there] = mpx::Pipe(false);
+    (void)here.poll(0ms);  // this process listens before the writer starts
+    mpx::Process p(helper(), send_then_die, there, n);
+    p.start();
+    there.close();
+    CHECK(read_all_in_order(here, n) == n);
+    CHECK_THROWS_AS(here.recv(), mpx::EOFError);
+    p.join();
+    CHECK(p.exitcode() == -SIGKILL);
+  }
+  SECTION("the reader reads only after the writer is dead: every message waited in the ring") {
+    // Fewer than the ring holds: a writer that outruns its reader further relays through its ZeroMQ socket, which a
+    // SIGKILL may cut short, on the relay path as before.
+    constexpr int n = 20000;
+    auto [here, there] = mpx::Pipe(false);
+    (void)here.poll(0ms);
+    mpx::Process p(helper(), send_then_die, there, n);
+    p.start();
+    there.close();
+    p.join();
+    CHECK(p.exitcode() == -SIGKILL);
+    CHECK(read_all_in_order(here, n) == n);
+    CHECK_THROWS_AS(here.recv(), mpx::EOFError);
+  }
+}
+
+TEST_CASE("the ring wraps around with mixed message sizes, some larger than the ring, in order and intact",
+          "[pipe][direct][ring]") {
+  constexpr int n = 3000;  // about 30 MB: the ring wraps over a hundred times
+  auto [here, there] = mpx::Pipe(false);
+  (void)here.poll(0ms);
+  mpx::Process p(helper(), send_mixed_close, there, n);
+  p.start();
+  there.close();
+  int good = 0, first_bad = -1;
+  for (int i = 0; i < n; ++i) {
+    const bool same = here.recv_bytes() == mixed_message(i);
+    good += same;
+    if (!same && first_bad < 0) first_bad = i;
+  }
+  INFO("the first message out of place or torn: " << first_bad);
+  CHECK(good == n);
+  CHECK_THROWS_AS(here.recv(), mpx::EOFError);
+  p.join();
+  CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("a reader behind a full ring gets the overflow from the connection, then the ring again, in order",
+          "[pipe][direct][ring]") {
+  constexpr int first = 350;  // 350 KiB: more than the ring holds, less than even a default socket buffer
+  auto [here, there] = mpx::Pipe(false);
+  auto [said_in, said_out] = mpx::Pipe(false);
+  auto [go_in, go_out] = mpx::Pipe(false);
+  (void)here.poll(0ms);
+  mpx::Process p(helper(), send_in_two_waves, there, first, said_out, go_in);
+  p.start();
+  there.close();
+  const auto expected = [](int i) { return std::to_string(i) + std::string(1024, 'x'); };
+  (void)said_in.recv();
+  int good = 0;
+  for (int i = 0; i < first; ++i) good += here.recv<std::string>() == expected(i);
+  go_out.send(0);
+  for (int i = first; i < 2 * first; ++i) good += here.recv<std::string>() == expected(i);
+  CHECK(good == 2 * first);
+  CHECK_THROWS_AS(here.recv(), mpx::EOFError);
+  p.join();
+  CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("poll() and recv() on a ring reader wake up when the writer stores a message, and time out when none comes",
+          "[pipe][direct][ring]") {
+  auto [here, there] = mpx::Pipe(false);
+  auto [ask_in, ask_out] = mpx::Pipe(false);
+  (void)here.poll(0ms);
+  mpx::Process p(helper(), send_when_asked, there, ask_in);
+  p.start();
+  there.close();
+  for (int i = 0; i < 200; ++i) {
+    ask_out.send(i);
+    if (i % 2 == 0) REQUIRE(here.poll(10s));  // anti-hang bound: it is ready long before
+    REQUIRE(here.recv<int>() == i);
+    if (i % 50 == 0) CHECK_FALSE(here.poll(20ms));  // nothing was asked for: nothing comes
+  }
+  const auto before = coordinator_messages();
+  for (int i = 0; i < 100; ++i) {
+    ask_out.send(i);
+    REQUIRE(here.poll(10s));
+    REQUIRE(here.recv<int>() == i);
+  }
+  // Each round is a relayed ask (send and recv) and nothing for the pipe under test: its messages went direct.
+  CHECK(coordinator_messages() - before < 300);
+  ask_out.send(-1);
+  CHECK_THROWS_AS(here.recv(), mpx::EOFError);
+  p.join();
+}
+
+TEST_CASE("fork children of a direct writer and of a direct reader leave their parent's ring alone",
+          "[pipe][direct][ring]") {
+  constexpr int n = 3000;
+  auto [here, there] = mpx::Pipe(false);
+  auto [report_in, report_out] = mpx::Pipe(false);
+  auto [sent_in, sent_out] = mpx::Pipe(false);
+  auto [done_in, done_out] = mpx::Pipe(false);
+  // The reader forks a child mid-stream that neither reads nor writes; the writer forks one that writes its own
+  // messages on the same end while the writer writes too. Each writer's messages arrive in its order, none lost or
+  // doubled. The forked writer stays until this process has written again, so the end is never left without a holder
+  // (a reader would rightly see EOF then).
+  mpx::Process reader(mpx::ProcessOptions{"", false, mpx::StartMethod::fork}, read_forking_midway, here, n,
+                      report_out);  // not daemonic: it has a child
+  reader.start();
+  here.close();
+  send_range(there, 0, n / 2);
+  mpx::Process child(mpx::closure,
+                     [there, sent_out, done_in]() mutable {
+                       send_range(there, n, n);
+                       sent_out.send(0);
+                       (void)done_in.recv();
+                     },
+                     mpx::ProcessOptions{"", true, mpx::StartMethod::fork});
+  child.start();
+  send_range(there, n / 2, n / 4);
+  (void)sent_in.recv();
+  send_range(there, n / 2 + n / 4, n - n / 2 - n / 4);
+  done_out.send(0);
+  child.join();
+  CHECK(child.exitcode() == 0);
+  CHECK(report_in.recv<int>() == 2 * n);
+  reader.join();
+  CHECK(reader.exitcode() == 0);
 }

@@ -1,9 +1,12 @@
 // The direct path of Pipe ends: see api/pipe_direct.hpp and PROTOCOL.md ("Pipes: the direct path").
 //
-// On a connection: first the epoch (8 bytes, little-endian), then each message as a little-endian u32 length and its
-// bytes. A writer sends a frame of at most `direct_frame_bytes` with one non-blocking sendmsg, which a unix stream
-// socket takes whole or not at all; when the socket is full (the reader is behind) or a message is larger, the writer
-// ends its epoch and relays, so send() never blocks, as on the relay path.
+// On a connection: first the epoch (8 bytes, little-endian) with the epoch's ring attached (SCM_RIGHTS; none if the
+// writer could not make one), then frames: a little-endian u32 length and that many bytes. Messages go into the ring
+// (api/pipe_ring.hpp) with no system call; the connection carries a wake frame when the reader said it may block, and
+// the messages that found the ring full, which the ring's `to_socket` record points to, until a `to_ring` frame sends
+// the reader back to the ring. A message on the connection is one non-blocking sendmsg, which a unix stream socket
+// takes whole or not at all; when the socket is full too (the reader is far behind) or a message is over
+// `direct_frame_bytes`, the writer ends its epoch and relays, so send() never blocks, as on the relay path.
 #include "api/pipe_direct.hpp"
 
 #include <algorithm>
@@ -12,6 +15,7 @@
 #include <cstring>
 #include <mutex>
 #include <set>
+#include <system_error>
 
 #include <poll.h>
 #include <pthread.h>
@@ -81,31 +85,84 @@ using wire::store_le;
 
 constexpr const char* poll_failed = "mpx: pipe: poll";
 
-bool read_exact(int fd, char* out, std::size_t size) {
+// Frame lengths on a connection that are no message (both far over any message limit): a wake-up for a reader that
+// said it may block, and "the next messages are in the ring again".
+constexpr std::uint32_t wake_frame = 0xFFFFFFFFu;
+constexpr std::uint32_t to_ring_frame = 0xFFFFFFFEu;
+
+bool too_long(std::uint64_t size) { return size > static_cast<std::uint64_t>(wire::limits().max_message_bytes); }
+
+// Reads a connection's first 8 bytes (its epoch) and the ring passed with them: `ring` is its descriptor, or -1.
+// `truncated`: the writer passed one and this process could not take it (out of descriptors).
+bool read_hello(int fd, char (&hello)[8], int& ring, bool& truncated) {
+  ring = -1;
+  truncated = false;
   std::size_t got = 0;
-  while (got < size) {
-    const ssize_t n = ::read(fd, out + got, size - got);
+  while (got < sizeof hello) {
+    iovec iov{hello + got, sizeof hello - got};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
     if (n > 0) {
       got += static_cast<std::size_t>(n);
+      truncated = truncated || (m.msg_flags & MSG_CTRUNC) != 0;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+          int passed;
+          std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
+          if (ring < 0) {
+            ring = passed;
+          } else {
+            ::close(passed);
+          }
+        }
+      }
     } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-      return false;
+      break;
     } else if (errno == EAGAIN) {
       (void)wait_fd(fd, POLLIN, -1, poll_failed);
     }
   }
-  return true;
+  if (got == sizeof hello) return true;
+  if (ring >= 0) ::close(ring);
+  ring = -1;
+  return false;
 }
 
 void post_end(std::uint64_t end, std::uint64_t epoch, bool listening) {
   post(wire::make(wire::Kind::pipe_direct_end, end, 0, std::make_tuple(epoch, listening)));
 }
 
-// Frames complete messages from the buffer into s.unread; how many.
+// Frames complete messages from the connection's buffer into s.unread; how many. Wake frames are dropped wherever
+// they are; messages are taken only while the ring has sent the reader to the connection (they come after its
+// `to_socket` record), up to a `to_ring` frame.
 std::size_t frame(ConnectionState& s) {
   auto& r = *s.in;
   std::size_t n = 0;
   while (r.end - r.start >= 4) {
     const auto size = static_cast<std::size_t>(load_le(r.buffer.data() + r.start, 4));
+    if (size == wake_frame) {
+      r.start += 4;
+      continue;
+    }
+    if (!r.on_socket) break;
+    if (size == to_ring_frame) {
+      r.start += 4;
+      r.on_socket = false;
+      if (!r.ring.mapped()) r.broken = true;  // no writer of ours says this without a ring
+      break;
+    }
+    // A length over the limit means the stream is not ours to trust: end it like a dead writer's.
+    if (too_long(size)) {
+      r.broken = true;
+      break;
+    }
     if (r.end - r.start - 4 < size) break;
     s.unread.emplace_back(r.buffer.data() + r.start + 4, size);
     r.start += 4 + size;
@@ -122,47 +179,100 @@ std::size_t frame(ConnectionState& s) {
   return n;
 }
 
+// Takes the ring's records into s.unread, up to its end or a `to_socket` record; how many messages. The room goes
+// back to the writer once per batch.
+std::size_t from_ring(ConnectionState& s) {
+  auto& r = *s.in;
+  auto& ring = r.ring;
+  std::uint64_t left = ring.available();
+  if (left > ring.capacity()) {
+    r.broken = true;
+    return 0;
+  }
+  std::size_t n = 0;
+  // At most an eighth of the ring per batch: the room goes back to the writer that much sooner, so a writer that runs
+  // ahead finds the ring full (and goes on the connection, a system call per message) less often.
+  const std::uint64_t batch = ring.capacity() / 8, before = left;
+  while (left >= 4 && before - left < batch) {
+    const std::uint32_t size = ring.peek_length();
+    if (size == Ring::to_socket) {
+      ring.skip(4);
+      r.on_socket = true;
+      break;
+    }
+    if (size > left - 4 || too_long(size)) {
+      r.broken = true;  // the writer publishes whole records only
+      break;
+    }
+    ring.take(s.unread.emplace_back(size, '\0').data(), size);
+    left -= 4 + size;
+    ++r.received;
+    ++n;
+  }
+  if (!r.on_socket && left != 0 && left < 4) r.broken = true;  // the writer publishes whole records only
+  ring.publish();
+  return n;
+}
+
+// Takes every message that has arrived, in the writer's order, moving between the ring and the connection as it
+// says; how many.
+std::size_t take(ConnectionState& s) {
+  auto& r = *s.in;
+  std::size_t n = 0;
+  while (!r.broken) {
+    const bool on_socket = r.on_socket;
+    n += on_socket ? frame(s) : from_ring(s);
+    if (r.on_socket == on_socket) {
+      if (!on_socket) (void)frame(s);  // only drops wake frames, so the buffer does not grow with them
+      break;
+    }
+  }
+  return n;
+}
+
 // The connection ended (the writer closed it, handed its end on, gave up, or died): after every byte it wrote.
 void finish_epoch(ConnectionState& s, bool tell) {
   auto& r = *s.in;
   close_fd(r.conn_fd);
-  r.reading = false;
+  r.ring.unmap();
+  r.reading = r.on_socket = r.ended = r.broken = false;
   r.finished = std::max(r.finished, r.epoch);
   r.clear();  // a torn frame can only come from a writer killed while writing it: it was never sent
   if (tell) post_end(s.end, r.epoch, true);
 }
 
-// Reads once (waiting up to timeout_ms): false at the connection's end.
-bool fill(ConnectionState& s, std::int64_t timeout_ms, bool& timed_out) {
+// Waits up to timeout_ms (-1: no limit) for something from the writer, and reads what the connection has; false at
+// the deadline. Sets `ended` at the connection's end.
+bool fill(ConnectionState& s, std::int64_t timeout_ms) {
   auto& r = *s.in;
-  timed_out = false;
   if (r.buffer.size() < r.end + read_chunk) r.buffer.resize(r.end + read_chunk);
-  ssize_t n;
-  // Read first and wait only when nothing is there: a stream that keeps up costs one system call per read.
-  for (bool waited = false;;) {
-    n = ::recv(r.conn_fd, r.buffer.data() + r.end, read_chunk, MSG_DONTWAIT);
-    if (n >= 0 || errno == EINTR) {
-      if (n >= 0) break;
-      continue;
-    }
-    if (errno != EAGAIN || waited) break;
-    if (!wait_fd(r.conn_fd, POLLIN, timeout_ms, poll_failed)) {
-      timed_out = true;
-      return true;
-    }
+  bool waited = false;
+  if (!r.on_socket) {
+    // Reading the ring: the writer sends a wake frame only once the reader has said it may block, so say it, look at
+    // the ring once more, and only then wait.
+    if (r.ring.sleep_unless_available()) return true;
+    const bool ready = wait_fd(r.conn_fd, POLLIN, timeout_ms, poll_failed);
+    r.ring.awake();
+    if (!ready) return false;
     waited = true;
   }
-  r.end += static_cast<std::size_t>(std::max<ssize_t>(n, 0));
-  if (n > 0) {
-    // A length over the limit means the stream is not ours to trust: end it like a dead writer's.
-    if (r.end - r.start >= 4 &&
-        load_le(r.buffer.data() + r.start, 4) > static_cast<std::uint64_t>(wire::limits().max_message_bytes)) {
-      return false;
+  // On the connection, read first and wait only when nothing is there: a stream that keeps up costs one system call
+  // per read.
+  for (;;) {
+    const ssize_t n = ::recv(r.conn_fd, r.buffer.data() + r.end, read_chunk, MSG_DONTWAIT);
+    if (n > 0) {
+      r.end += static_cast<std::size_t>(n);
+      return true;
     }
-    return true;
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 || errno != EAGAIN) {
+      r.ended = true;
+      return true;
+    }
+    if (waited) return true;
+    if (!wait_fd(r.conn_fd, POLLIN, timeout_ms, poll_failed)) return false;
+    waited = true;
   }
-  if (n < 0 && errno == EAGAIN) return true;
-  return false;
 }
 
 void remove_files(const std::string& path) {
@@ -248,6 +358,7 @@ void direct_enter(ConnectionState& s, std::uint64_t epoch) {
   auto& r = *s.in;
   if (r.listen_fd < 0) throw ProtocolError("mpx: pipe end " + std::to_string(s.end) + ": told to read directly, but it does not listen");
   close_fd(r.conn_fd);
+  r.ring.unmap();
   // The writer connected and wrote the epoch before it told the coordinator, so its connection is queued already;
   // connections of earlier epochs whose writers gave up are closed on the way.
   for (;;) {
@@ -259,27 +370,42 @@ void direct_enter(ConnectionState& s, std::uint64_t epoch) {
     }
     track(fd);
     char hello[8];
-    if (read_exact(fd, hello, sizeof hello) && load_le(hello, 8) == epoch) {
+    int ring = -1;
+    bool truncated = false;
+    if (read_hello(fd, hello, ring, truncated) && load_le(hello, 8) == epoch) {
       r.conn_fd = fd;
+      // The writer may have stored messages in the ring already: a ring that cannot be taken or mapped here would
+      // lose them, so it is an error, never a silent loss.
+      if (truncated) {
+        if (ring >= 0) ::close(ring);
+        throw std::system_error(EMFILE, std::generic_category(), "mpx: pipe: cannot receive the writer's ring");
+      }
+      const bool mapped = ring < 0 || r.ring.attach(ring);
+      if (ring >= 0) ::close(ring);
+      if (!mapped) throw std::system_error(ENOMEM, std::generic_category(), "mpx: pipe: cannot map the writer's ring");
       break;
     }
+    if (ring >= 0) ::close(ring);
     close_fd(fd);
   }
   r.reading = true;
   r.epoch = epoch;
   r.received = 0;
+  r.on_socket = !r.ring.mapped();  // a writer without a ring sends everything on the connection
+  r.ended = r.broken = false;
   r.clear();
 }
 
 DirectRead direct_read(ConnectionState& s, std::int64_t timeout_ms) {
+  auto& r = *s.in;
   for (;;) {
-    if (frame(s) > 0) return DirectRead::message;
-    bool timed_out = false;
-    if (!fill(s, timeout_ms, timed_out)) {
+    if (take(s) > 0) return DirectRead::message;
+    // At the connection's end everything the writer stored in the ring is there too: it stored before it closed.
+    if (r.ended || r.broken) {
       finish_epoch(s, true);
       return DirectRead::ended;
     }
-    if (timed_out) return DirectRead::timeout;
+    if (!fill(s, timeout_ms)) return DirectRead::timeout;
   }
 }
 
@@ -301,13 +427,12 @@ void direct_unlisten(ConnectionState& s, bool drain) {
     }
     if (r.reading && r.epoch == word.epoch()) {
       epoch = r.epoch;
-      bool timed_out = false;
       while (r.received < word.count()) {
-        frame(s);
-        if (r.received >= word.count()) break;
-        if (!fill(s, -1, timed_out)) break;  // the writer died before sending all it counted
+        if (take(s) > 0) continue;
+        if (r.ended || r.broken) break;  // the writer died before sending all it counted
+        (void)fill(s, -1);
       }
-      frame(s);
+      (void)take(s);
     }
   }
   if (r.reading) finish_epoch(s, false);
@@ -343,6 +468,76 @@ void direct_unlisten(ConnectionState& s, bool drain) {
 
 namespace {
 
+// Writes the epoch on the new connection with a fresh ring attached; without a ring (none could be made) the epoch
+// still runs, every message on the connection.
+bool send_hello(DirectWriter& w, std::uint64_t epoch) {
+  char hello[8];
+  store_le(hello, epoch, 8);
+  iovec iov{hello, sizeof hello};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
+  const int ring = w.ring.create();
+  if (ring >= 0) {
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &ring, sizeof ring);
+  }
+  ssize_t n;
+  do {
+    n = ::sendmsg(w.fd, &m, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (ring >= 0) ::close(ring);  // the mapping stays, and the socket holds the reader's reference until it is read
+  w.on_socket = ring < 0;
+  return n == static_cast<ssize_t>(sizeof hello);
+}
+
+enum class Sent { whole, none, lost };
+
+// Sends one frame with one non-blocking sendmsg, which a unix stream socket takes whole or not at all: `none` when
+// the socket is full or broken. If only part went out, the rest must follow on this connection, so it does, blocking;
+// `lost` if the reader died meanwhile (what it would have read is lost with it).
+Sent send_frame(int fd, std::uint32_t length, const char* data, std::size_t size) {
+  char header[4];
+  store_le(header, length, 4);
+  iovec iov[2] = {{header, sizeof header}, {const_cast<char*>(data), size}};
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = size > 0 ? 2 : 1;
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  const std::size_t total = sizeof header + size;
+  if (n == static_cast<ssize_t>(total)) return Sent::whole;
+  if (n <= 0) return Sent::none;
+  std::size_t done = static_cast<std::size_t>(n);
+  while (done < total) {
+    const char* from = done < sizeof header ? header + done : data + (done - sizeof header);
+    const std::size_t part = done < sizeof header ? sizeof header - done : total - done;
+    const ssize_t k = ::send(fd, from, part, MSG_NOSIGNAL);
+    if (k > 0) {
+      done += static_cast<std::size_t>(k);
+    } else if (k < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return Sent::lost;
+    }
+  }
+  return Sent::whole;
+}
+
+// After publishing in the ring: a reader that said it may block in poll gets a wake frame. If the socket is full the
+// reader has unread bytes there and wakes anyway; if it is broken the reader is gone.
+void wake_reader(DirectWriter& w) {
+  if (w.ring.reader_sleeping()) (void)send_frame(w.fd, wake_frame, nullptr, 0);
+}
+
 bool start_epoch(ConnectionState& s) {
   auto& w = *s.out;
   wire::Envelope reply;
@@ -368,18 +563,17 @@ bool start_epoch(ConnectionState& s) {
       track(w.fd);
       const int sndbuf = 4 << 20;  // the kernel caps it; more room means fewer epochs ended by a slow reader
       (void)::setsockopt(w.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-      char hello[8];
-      store_le(hello, epoch, 8);
       int rc;
       do {
         rc = ::connect(w.fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
       } while (rc != 0 && errno == EINTR);
-      up = rc == 0 && ::send(w.fd, hello, sizeof hello, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof hello);
+      up = rc == 0 && send_hello(w, epoch);
     }
   }
   if (!up) {
     close_fd(w.fd);
     w.control.unmap();
+    w.ring.unmap();
   } else {
     w.epoch = epoch;
   }
@@ -393,6 +587,8 @@ void direct_stop_writing(ConnectionState& s) {
   if (!s.out) return;
   close_fd(s.out->fd);
   s.out->control.unmap();
+  s.out->ring.unmap();
+  s.out->on_socket = false;
 }
 
 void direct_note_relayed(ConnectionState& s) {
@@ -425,38 +621,39 @@ bool direct_send(ConnectionState& s, const std::string& message) {
     direct_stop_writing(s);  // revoked: the reader or the coordinator wants this epoch over
     return false;
   }
-  char header[4];
-  store_le(header, message.size(), 4);
-  iovec iov[2] = {{header, sizeof header}, {const_cast<char*>(message.data()), message.size()}};
-  msghdr m{};
-  m.msg_iov = iov;
-  m.msg_iovlen = 2;
-  ssize_t n;
-  do {
-    n = ::sendmsg(w.fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  const std::size_t total = sizeof header + message.size();
-  if (n == static_cast<ssize_t>(total)) return true;
-  if (n <= 0) {
-    // Full (the reader is behind) or gone: this epoch ends after what it carried, and the message is relayed. The
-    // reader's drain, if any, stops at the connection's end, so the count taken for this message does not matter.
-    direct_stop_writing(s);
-    return false;
+  if (w.on_socket && w.ring.mapped()) {
+    // The reader has made room: back to the ring, once the connection says so (after the messages put there). An
+    // eighth of the ring is room for many messages, and a switch costs one system call, as one message here does.
+    const std::size_t room = w.ring.room();
+    if (room >= w.ring.capacity() / 8 && room >= message.size() + 8 &&
+        send_frame(w.fd, to_ring_frame, nullptr, 0) == Sent::whole) {
+      w.on_socket = false;
+    }
   }
-  // Part of a frame went out: the rest must follow on this connection.
-  std::size_t done = static_cast<std::size_t>(n);
-  while (done < total) {
-    const char* from = done < sizeof header ? header + done : message.data() + (done - sizeof header);
-    const std::size_t size = done < sizeof header ? sizeof header - done : total - done;
-    const ssize_t k = ::send(w.fd, from, size, MSG_NOSIGNAL);
-    if (k > 0) {
-      done += static_cast<std::size_t>(k);
-    } else if (k < 0 && errno == EINTR) {
-      continue;
-    } else {
+  if (!w.on_socket) {
+    const auto size = static_cast<std::uint32_t>(message.size());
+    const bool stored = w.ring.put(size, message.data(), message.size(), 4);
+    if (!stored) {
+      // Full: the reader is behind. Point it at the connection (room for that record is always kept) and go on there.
+      const char none = 0;
+      (void)w.ring.put(Ring::to_socket, &none, 0, 0);
+      w.on_socket = true;
+    }
+    wake_reader(w);
+    if (stored) return true;
+  }
+  switch (send_frame(w.fd, static_cast<std::uint32_t>(message.size()), message.data(), message.size())) {
+    case Sent::whole:
+      return true;
+    case Sent::none:
+      // Full (the reader is far behind) or gone: this epoch ends after what it carried, and the message is relayed.
+      // The reader's drain, if any, stops at the connection's end, so the count taken for this message does not
+      // matter.
+      direct_stop_writing(s);
+      return false;
+    case Sent::lost:
       direct_stop_writing(s);  // the reader died: what it would have read is lost with it
       return true;
-    }
   }
   return true;
 }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <csignal>
 #include <deque>
+#include <filesystem>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -255,11 +256,18 @@ class PipeService {
       return;
     }
     set_holder(*at, req.header.sender);
+    if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
     if (!e.inbox.empty()) {
       // A batch, oldest first: the end has one reader, so what it takes early is still read in order, by it alone.
       std::vector<std::string> batch;
       std::size_t bytes = 0;
-      while (!e.inbox.empty() && batch.size() < max_items && (batch.empty() || bytes < recv_batch_bytes)) {
+      // A batch stops where an epoch into this reader began: what was relayed after it comes after its messages.
+      std::size_t take = e.inbox.size();
+      const Direct& d = e.direct;
+      if (d.phase != Direct::Phase::none && d.listener == req.header.sender && d.boundary > e.head) {
+        take = std::min<std::size_t>(take, d.boundary - e.head);
+      }
+      while (batch.size() < take && batch.size() < max_items && (batch.empty() || bytes < recv_batch_bytes)) {
         bytes += e.inbox.front().size();
         batch.push_back(std::move(e.inbox.front()));
         e.inbox.pop_front();
@@ -271,7 +279,6 @@ class PipeService {
       coordinator_.reply(peer, r);
       return;
     }
-    if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
     check_other_holder(*at);
     if (at->other().holder == 0) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
@@ -399,6 +406,22 @@ class PipeService {
       for (const auto& path : it->second) unlink_listener_files(path);
       orphans_.erase(it);
     }
+    unlink_files_of(actor);
+  }
+
+  // A reader makes its files before it sends pipe_listen, and that request may die with it (still in its ZeroMQ
+  // queue, or handled only after its death and refused), so no record names them: find them by their pid.
+  static void unlink_files_of(std::uint64_t actor) {
+    const auto& directory = runtime::state().session.directory;
+    if (directory.empty()) return;
+    const std::string suffix = "-" + std::to_string(actor);
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(directory, ec)) {
+      std::string name = entry.path().filename().string();
+      if (!name.starts_with("pipe-")) continue;
+      if (name.ends_with(".ctl")) name.resize(name.size() - 4);
+      if (name.ends_with(suffix)) ::unlink(entry.path().c_str());
+    }
   }
 
   // ---- the direct path ----
@@ -421,9 +444,13 @@ class PipeService {
     if (e.direct.phase != Direct::Phase::none && e.direct.control.mapped()) e.direct.control.revoke(e.direct.epoch, false);
   }
 
-  // Whether `reader` must read its direct connection before anything else the coordinator could tell it.
+  // Whether `reader` must read its direct connection before anything else the coordinator could tell it: once
+  // everything relayed before the epoch was granted has been read. What waits in the inbox then was relayed after
+  // the epoch's messages (the writer ended its epoch first: a message too large for it, a full connection), so it
+  // comes after them.
   static bool reading_direct(const End& e, std::uint64_t reader) {
-    return e.direct.phase == Direct::Phase::active && e.direct.listener == reader && e.inbox.empty();
+    return e.direct.phase == Direct::Phase::active && e.direct.listener == reader &&
+           (e.inbox.empty() || e.head >= e.direct.boundary);
   }
 
   void tell_direct(const Coordinator::Peer& peer, const wire::Header& h, const End& e) {
@@ -433,7 +460,7 @@ class PipeService {
 
   // An epoch became active: the listener's blocked receivers and pollers are told to read the connection.
   void wake_direct(End& e) {
-    if (!e.inbox.empty()) return;
+    if (!reading_direct(e, e.direct.listener)) return;
     for (auto* list : {&e.receivers, &e.pollers}) {
       for (auto it = list->begin(); it != list->end();) {
         if (it->actor() != e.direct.listener) {
@@ -554,7 +581,7 @@ class PipeService {
   }
 
   // A listener that died leaves its files (the coordinator removes them); a writer that died before its epoch became
-  // active never sent anything the reader will be told to read.
+  // active sent nothing straight to the reader, unless the word counts messages.
   void direct_died(End& e, std::uint64_t actor) {
     Direct& d = e.direct;
     if (d.listener == actor) {
@@ -564,7 +591,15 @@ class PipeService {
       d.listener = 0;
       d.phase = Direct::Phase::none;
     } else if (d.writer == actor && d.phase == Direct::Phase::granted) {
-      d.phase = Direct::Phase::none;
+      // Its pipe_connected may have died with it (a post still in its ZeroMQ queue) after it had sent messages
+      // straight to the reader: the count in the word says so, and then the reader reads them as from any dead writer.
+      const auto word = d.control.mapped() ? d.control.load() : direct::Word{};
+      if (word.epoch() == d.epoch && word.count() > 0) {
+        d.phase = Direct::Phase::active;
+        wake_direct(e);
+      } else {
+        d.phase = Direct::Phase::none;
+      }
     }
   }
 
