@@ -101,7 +101,7 @@ void Ring::copy_out(std::uint64_t offset, void* to, std::size_t n) const noexcep
   const std::uint64_t capacity = header_->capacity;
   const std::size_t first = static_cast<std::size_t>(std::min<std::uint64_t>(n, capacity - offset));
   std::memcpy(to, data_ + offset, first);
-  if (first < n) std::memcpy(static_cast<std::byte*>(to) + first, data_ + first, n - first);
+  if (first < n) std::memcpy(static_cast<std::byte*>(to) + first, data_, n - first);
 }
 
 // The ring's bytes [0, end) get pages now. A sparse tmpfs file raises SIGBUS when a page cannot be had as it is
