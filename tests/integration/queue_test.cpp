@@ -205,7 +205,9 @@ std::string ring_name(std::uint64_t id, pid_t root = ::getpid()) {
 }
 
 // An item that says who put it and when: "<index>:<padding>".
-std::string numbered(std::int64_t index, std::size_t padding) { return std::to_string(index) + ":" + std::string(padding, 'p'); }
+std::string numbered(std::int64_t index, std::size_t padding) {
+  return std::to_string(index) + ":" + std::string(padding, 'p');
+}
 std::int64_t index_of(const std::string& item) { return std::stoll(item.substr(0, item.find(':'))); }
 
 void put_forever(mpx::Queue<std::string> q, mpx::Value<std::int64_t> completed) {
@@ -240,7 +242,9 @@ void die_holding_the_ring_lock(std::string name) {
 }
 
 void produce_numbered(mpx::Queue<std::string> q, int producer, int count) {
-  for (int i = 0; i < count; ++i) q.put(std::to_string(producer * 1'000'000 + i) + ":" + std::string(static_cast<std::size_t>(i % 300), 'z'));
+  for (int i = 0; i < count; ++i) {
+    q.put(std::to_string(producer * 1'000'000 + i) + ":" + std::string(static_cast<std::size_t>(i % 300), 'z'));
+  }
 }
 
 void consume_numbered(mpx::Queue<std::string> in, mpx::Queue<std::vector<int>> out, int count) {
@@ -250,7 +254,9 @@ void consume_numbered(mpx::Queue<std::string> in, mpx::Queue<std::vector<int>> o
 }
 
 // Items whose size varies from 0 to ~1.5 KB, each filled with a byte that depends on its index.
-std::string mixed(int i) { return std::string(static_cast<std::size_t>((i * 397) % 1500), static_cast<char>('a' + i % 26)); }
+std::string mixed(int i) {
+  return std::string(static_cast<std::size_t>((i * 397) % 1500), static_cast<char>('a' + i % 26));
+}
 
 void put_mixed_sizes(mpx::Queue<std::string> q, int count) {
   for (int i = 0; i < count; ++i) q.put(mixed(i));
@@ -303,7 +309,8 @@ TEST_CASE("lane: a Queue and a SimpleQueue made on the coordinator's host have a
   CHECK(simple.empty());
 }
 
-TEST_CASE("lane: a producer SIGKILLed in a put loop loses nothing it completed and duplicates nothing", "[queue][lane]") {
+TEST_CASE("lane: a producer SIGKILLed in a put loop loses nothing it completed and duplicates nothing",
+          "[queue][lane]") {
   mpx::Queue<std::string> q;
   for (int round = 0; round < 3; ++round) {
     mpx::Value<std::int64_t> completed(0);
@@ -458,7 +465,9 @@ TEST_CASE("lane: 8 producers, 8 consumers: FIFO per producer, nothing lost, noth
   mpx::Queue<std::string> q;
   mpx::Queue<std::vector<int>> results;
   mpx_test::Children children;
-  for (int c = 0; c < consumers; ++c) children.start(consume_numbered, q, results, producers * per_producer / consumers);
+  for (int c = 0; c < consumers; ++c) {
+    children.start(consume_numbered, q, results, producers * per_producer / consumers);
+  }
   for (int p = 0; p < producers; ++p) children.start(produce_numbered, q, p, per_producer);
   std::set<int> seen;
   std::size_t total = 0;

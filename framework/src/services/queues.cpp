@@ -38,8 +38,8 @@ namespace {
 constexpr std::uint64_t max_batch = 256;
 
 // A ring holds any item the wire could carry (wire::limits().max_message_bytes), so nothing that a coordinator queue
-// took is refused on the lane; its pages are allocated only as far as the ring fills (sparse), so the size costs address
-// space, not memory. At least 256 MiB, at most what a 32-bit offset reaches.
+// took is refused on the lane; its pages are allocated only as far as the ring fills (sparse), so the size costs
+// address space, not memory. At least 256 MiB, at most what a 32-bit offset reaches.
 constexpr std::uint64_t min_ring_bytes = std::uint64_t{256} << 20;
 constexpr std::uint64_t max_ring_bytes = 0xffff0000u;
 // How long this thread waits for a ring's lock before it parks the request and retries on a timer.
@@ -267,7 +267,8 @@ class QueueService {
         return;
       }
       if (status == shm::Ring::Status::no_space) {
-        coordinator_.reply_error(peer, req.header, wire::ErrorCode::internal, "mpx: /dev/shm has no room for the queue");
+        coordinator_.reply_error(peer, req.header, wire::ErrorCode::internal,
+                                 "mpx: /dev/shm has no room for the queue");
         return;
       }
       busy = status == shm::Ring::Status::busy;
@@ -602,7 +603,8 @@ class QueueService {
       if (q->lane) {
         // It died holding the ring's lock: the next holder is told, and recounts the ring (shm::Ring::repair). Its
         // posted puts waiting here stay: they were put.
-        shm::recover(q->lane->ring->lock(), static_cast<pid_t>(actor));
+        shm::Ring& ring = *q->lane->ring;
+        if (shm::recover(ring.lock(), static_cast<pid_t>(actor))) ring.repair_now(ring_lock_deadline());
         forget_actor(coordinator_, q->lane->syncs, actor);
         serve_lane(*q, id);
         continue;

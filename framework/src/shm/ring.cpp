@@ -106,8 +106,8 @@ void Ring::copy_out(std::uint64_t offset, void* to, std::size_t n) const noexcep
 
 // The ring's bytes [0, end) get pages now. A sparse tmpfs file raises SIGBUS when a page cannot be had as it is
 // touched (/dev/shm full), which would kill the putter (or the coordinator, putting for a remote process); an
-// allocation fails with an error instead. The ring fills from offset 0 and wraps only after reaching its end, so what is
-// allocated is always a prefix.
+// allocation fails with an error instead. The ring fills from offset 0 and wraps only after reaching its end, so what
+// is allocated is always a prefix.
 bool Ring::reserve(std::uint64_t end) noexcept {
   auto* h = header_;
   if (end <= h->allocated) return true;
@@ -146,6 +146,10 @@ std::optional<std::uint64_t> Ring::acquire(Deadline deadline) noexcept {
   if (locked == Locked::no) return std::nullopt;
   if (locked == Locked::yes_owner_died) repair();
   return at(header_->position).load(std::memory_order_relaxed);
+}
+
+void Ring::repair_now(Deadline deadline) noexcept {
+  if (acquire(deadline)) shm::unlock(&header_->lock);
 }
 
 // Registered and sampled under the lock, so the change this waits for (made under the lock later, bumping `seq` and

@@ -81,8 +81,9 @@ class Ring {
   // The coordinator's: sets or clears a flag. `ring_poke` is changed under the lock by the caller (see queues.cpp).
   void set_flag(std::uint32_t flag, bool on) noexcept;
   Lock* lock() noexcept { return &header_->lock; }
-  // Wakes every sleeper on the ring (after the coordinator recovered its lock, or changed it for them).
-  void wake_all() noexcept;
+  // The coordinator's, after it recovered the lock from a dead holder: takes and gives back the lock (by `deadline`),
+  // which repairs the ring now rather than at the next put or get, so qsize() is exact again at once.
+  void repair_now(Deadline deadline) noexcept;
 
  private:
   Ring(std::shared_ptr<Mapping> mapping, RingHeader* header)
@@ -93,6 +94,7 @@ class Ring {
   // Gives the lock up and sleeps until `seq` moves (or the deadline), counted in `waiting` meanwhile.
   void release_and_sleep(std::uint32_t& seq, std::uint32_t& waiting, Deadline deadline) noexcept;
   void repair() noexcept;
+  void wake_all() noexcept;
   bool reserve(std::uint64_t end) noexcept;
   void copy_in(std::uint64_t offset, const void* from, std::size_t n) noexcept;
   void copy_out(std::uint64_t offset, void* to, std::size_t n) const noexcept;
