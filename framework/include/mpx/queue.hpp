@@ -1,5 +1,16 @@
-// mpx/queue.hpp — Queue, SimpleQueue and JoinableQueue (Python's multiprocessing queues). The items live in the
-// coordinator; a Queue object is a handle that can be passed to other processes.
+// mpx/queue.hpp — Queue, SimpleQueue and JoinableQueue (Python's multiprocessing queues). A Queue object is a handle
+// that can be passed to other processes.
+//
+// Where the items live: a Queue's or SimpleQueue's in a shared-memory ring that the coordinator creates (the lane), which
+// processes on the coordinator's host read and write themselves, under a lock the coordinator recovers if its holder
+// dies; processes elsewhere (and everyone while tracing is on) reach the same ring through the coordinator. A
+// JoinableQueue's items live in the coordinator. Differences from Python that come with the ring:
+//  - An unbounded queue can still fill: the ring holds at least 256 MiB of items (more if the wire's message limit is
+//    larger). Then put() waits for room as on a bounded queue, with its timeout, and put_nowait() raises mpx::Full.
+//  - The ring's size is address space in every process that uses the queue; the pages its deepest backlog touched stay
+//    allocated in /dev/shm until the session ends.
+//  - As in Python, an item being got by a process that is killed is lost with it; an item whose put was cut short by a
+//    kill is not in the queue; nothing is ever got twice. qsize() is exact.
 #pragma once
 
 #include <cstddef>

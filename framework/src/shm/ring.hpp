@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -37,6 +38,9 @@ struct RingHeader {
 inline constexpr std::uint64_t ring_magic = 0x31306e616c78706dULL;  // "mpxlan01", little-endian
 inline constexpr std::size_t ring_data_offset = 4096;
 static_assert(sizeof(RingHeader) <= ring_data_offset);
+// The layout PROTOCOL.md ("Queues", the lane) gives other clients.
+static_assert(offsetof(RingHeader, lock) == 32 && offsetof(RingHeader, position) == 48 &&
+              offsetof(RingHeader, items_seq) == 72 && offsetof(RingHeader, flags) == 88);
 // Tracing is on: handles leave the lane and go through the coordinator, which records every item (and does the ring
 // operation for them).
 inline constexpr std::uint32_t ring_traced = 1u << 0;
