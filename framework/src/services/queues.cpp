@@ -324,7 +324,7 @@ class QueueService {
     const auto parked = [&] { return !lane.pending.empty() || !q.putters.empty() || !q.getters.empty(); };
     // Before looking: whoever changes the ring after this look sees the flag and pokes.
     if (parked()) ring.set_flag(shm::ring_poke, true);
-    bool busy = false;
+    bool busy = false;  // the lock was not had in time: stop (this thread must not wait long), retry on the timer
     for (bool progress = true; progress && !busy;) {
       progress = false;
       while (!lane.pending.empty()) {
@@ -337,7 +337,7 @@ class QueueService {
         lane.pending.pop_front();
         progress = true;
       }
-      while (lane.pending.empty() && !q.putters.empty()) {
+      while (!busy && lane.pending.empty() && !q.putters.empty()) {
         const std::string& item = q.putters.front().payload;
         const S status = ring.put(item.data(), item.size(), ring_lock_deadline(), false).status;
         if (status == S::full || status == S::busy) {
@@ -353,7 +353,7 @@ class QueueService {
           answer_error(coordinator_, p, wire::ErrorCode::internal, "mpx: /dev/shm has no room for the queue");
         }
       }
-      while (!q.getters.empty()) {
+      while (!busy && !q.getters.empty()) {
         std::string item;
         const S status = ring.get(item, ring_lock_deadline(), false).status;
         if (status != S::done) {
