@@ -25,9 +25,12 @@ std::uint64_t pack(std::uint64_t head, std::uint64_t used) noexcept { return (he
 std::uint64_t head_of(std::uint64_t position) noexcept { return position >> 32; }
 std::uint64_t used_of(std::uint64_t position) noexcept { return position & 0xffffffffu; }
 
+constexpr std::uint32_t seq_step = 2;
+constexpr std::uint32_t seq_sleeper = 1;
+
 // How long a getter that found the ring empty watches it before it sleeps: a producer a little behind its consumer
 // then costs neither of them a futex call per item. Short, because the machine may have fewer cores than processes.
-constexpr int spin_rounds = 1000;
+constexpr int spin_rounds = 4000;
 
 void relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -84,8 +87,8 @@ void Ring::set_flag(std::uint32_t flag, bool on) noexcept {
 }
 
 void Ring::wake_all() noexcept {
-  at(header_->items_seq).fetch_add(1, std::memory_order_acq_rel);
-  at(header_->space_seq).fetch_add(1, std::memory_order_acq_rel);
+  at(header_->items_seq).fetch_add(seq_step, std::memory_order_acq_rel);
+  at(header_->space_seq).fetch_add(seq_step, std::memory_order_acq_rel);
   futex_wake(&header_->items_seq, INT_MAX);
   futex_wake(&header_->space_seq, INT_MAX);
 }
@@ -152,14 +155,25 @@ void Ring::repair_now(Deadline deadline) noexcept {
   if (acquire(deadline)) shm::unlock(&header_->lock);
 }
 
-// Registered and sampled under the lock, so the change this waits for (made under the lock later, bumping `seq` and
-// then looking at `waiting`) cannot be missed.
+// A sequence word counts changes in steps of 2; its bit 0 says a sleeper waits for the next change and nobody has
+// woken one since. The change clears it and wakes one sleeper, so a burst of puts costs one FUTEX_WAKE, not one each
+// while the woken getter is still on its way. The woken one sets it again if others still sleep, so the next change
+// wakes the next of them. Under the lock (the bit may also be set by a woken sleeper, without it).
+bool Ring::advance(std::uint32_t& seq) noexcept {
+  const std::uint32_t before = at(seq).fetch_add(seq_step, std::memory_order_acq_rel);
+  if ((before & seq_sleeper) == 0) return false;
+  at(seq).fetch_and(~seq_sleeper, std::memory_order_acq_rel);
+  return true;
+}
+
+// Registered, marked and sampled under the lock, so the change this waits for (made under the lock later) cannot be
+// missed.
 void Ring::release_and_sleep(std::uint32_t& seq, std::uint32_t& waiting, Deadline deadline) noexcept {
-  const std::uint32_t seen = at(seq).load(std::memory_order_acquire);
   at(waiting).fetch_add(1, std::memory_order_acq_rel);
+  const std::uint32_t seen = at(seq).fetch_or(seq_sleeper, std::memory_order_acq_rel) | seq_sleeper;
   shm::unlock(&header_->lock);
   futex_wait(&seq, seen, deadline);
-  at(waiting).fetch_sub(1, std::memory_order_acq_rel);
+  if (at(waiting).fetch_sub(1, std::memory_order_acq_rel) > 1) at(seq).fetch_or(seq_sleeper, std::memory_order_acq_rel);
 }
 
 Ring::Outcome Ring::put(const void* data, std::size_t n, Deadline deadline, bool wait) {
@@ -184,11 +198,11 @@ Ring::Outcome Ring::put(const void* data, std::size_t n, Deadline deadline, bool
       copy_in((tail + record_overhead) % capacity, data, n);
       at(h->position).store(pack(head, used + need), std::memory_order_release);  // the commit
       at(h->count).store(count + 1, std::memory_order_release);
-      at(h->items_seq).fetch_add(1, std::memory_order_acq_rel);
+      const bool wake_getter = advance(h->items_seq);
       const bool room_left = used + need < capacity && (h->maxsize == 0 || count + 1 < h->maxsize);
       outcome.poke = (at(h->flags).load(std::memory_order_acquire) & ring_poke) != 0;
       shm::unlock(&h->lock);
-      if (at(h->getters_waiting).load(std::memory_order_acquire) > 0) futex_wake(&h->items_seq, 1);
+      if (wake_getter) futex_wake(&h->items_seq, 1);
       // A putter woken for room it did not use (it timed out, or died) must not strand the others.
       if (room_left && at(h->putters_waiting).load(std::memory_order_acquire) > 0) futex_wake(&h->space_seq, 1);
       return outcome;
@@ -227,10 +241,10 @@ Ring::Outcome Ring::get(std::string& out, Deadline deadline, bool wait) {
       at(h->position).store(pack(next, left), std::memory_order_release);  // the commit
       const std::uint64_t count = at(h->count).load(std::memory_order_relaxed);
       at(h->count).store(left == 0 || count == 0 ? 0 : count - 1, std::memory_order_release);
-      at(h->space_seq).fetch_add(1, std::memory_order_acq_rel);
+      const bool wake_putter = advance(h->space_seq);
       outcome.poke = (at(h->flags).load(std::memory_order_acquire) & ring_poke) != 0;
       shm::unlock(&h->lock);
-      if (at(h->putters_waiting).load(std::memory_order_acquire) > 0) futex_wake(&h->space_seq, 1);
+      if (wake_putter) futex_wake(&h->space_seq, 1);
       // A getter woken for an item it did not take (it timed out, or died) must not strand the others.
       if (left > 0 && at(h->getters_waiting).load(std::memory_order_acquire) > 0) futex_wake(&h->items_seq, 1);
       return outcome;

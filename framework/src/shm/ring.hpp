@@ -28,8 +28,8 @@ struct RingHeader {
   std::uint64_t position;
   std::uint64_t count;      // records between head and tail: a cache of `position`, recounted after a holder died
   std::uint64_t allocated;  // bytes of the ring backed by pages (fallocate): touching them never raises SIGBUS
-  std::uint32_t items_seq;  // futex word: bumped by every put; getters sleep on it
-  std::uint32_t space_seq;  // futex word: bumped by every get; putters sleep on it
+  std::uint32_t items_seq;  // futex word: +2 at every put, bit 0 "a getter sleeps, unwoken"; getters sleep on it
+  std::uint32_t space_seq;  // futex word: +2 at every get, bit 0 "a putter sleeps, unwoken"; putters sleep on it
   std::uint32_t getters_waiting;
   std::uint32_t putters_waiting;
   std::uint32_t flags;  // ring_traced | ring_poke, written by the coordinator
@@ -95,6 +95,8 @@ class Ring {
   // Takes the lock by `deadline` (repairing the ring if its last holder died holding it) and returns `position`;
   // nullopt if the lock was not had.
   std::optional<std::uint64_t> acquire(Deadline deadline) noexcept;
+  // Bumps a sequence word (under the lock); true if a sleeper must be woken.
+  static bool advance(std::uint32_t& seq) noexcept;
   // Gives the lock up and sleeps until `seq` moves (or the deadline), counted in `waiting` meanwhile.
   void release_and_sleep(std::uint32_t& seq, std::uint32_t& waiting, Deadline deadline) noexcept;
   void repair() noexcept;
