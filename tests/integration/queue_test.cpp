@@ -575,3 +575,28 @@ TEST_CASE("lane: the ring segments are unlinked when the session ends", "[queue]
   CHECK_FALSE(std::filesystem::exists("/dev/shm/" + first));
   CHECK_FALSE(std::filesystem::exists("/dev/shm/" + second));
 }
+
+TEST_CASE("lane: while tracing is on items cross the coordinator, in order, and lent ones go back", "[queue][lane]") {
+  if (!mpx::trace::compiled_in()) return;
+  const std::string file = (std::filesystem::temp_directory_path() / ("mpx-queue-lane-" + std::to_string(::getpid()) +
+                                                                       ".mpxt")).string();
+  struct Off {
+    std::string file;
+    ~Off() {
+      mpx::trace::disable();
+      std::filesystem::remove(file);
+    }
+  } off{file};
+  mpx::Queue<int> q;
+  mpx::trace::enable("file:" + file);
+  for (int i = 0; i < 100; ++i) q.put(i);  // posted through the coordinator, which puts them on the ring
+  // A sole consumer is lent a batch while tracing; its thread ends with some unconsumed: they go back in front.
+  std::thread([q]() mutable { CHECK(q.get(true, 30s) == 0); }).join();
+  CHECK(q.qsize() == 99);  // lent items count
+  mpx::trace::disable();
+  // The thread's release travels on its own channel: the ring has every item again once it is handled.
+  for (int i = 100; i < 200; ++i) q.put(i);  // on the ring again, after the coordinator put the traced ones
+  REQUIRE(eventually([&] { return q.qsize() == 199; }));
+  for (int i = 1; i < 200; ++i) REQUIRE(q.get_nowait() == i);
+  CHECK_THROWS_AS(q.get_nowait(), mpx::Empty);
+}

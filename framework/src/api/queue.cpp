@@ -52,13 +52,25 @@ struct ThreadLent {
     }
     by_queue.clear();
   }
-  // A thread that ends returns what it holds.
-  ~ThreadLent() { release_all(); }
+  // A thread that ends returns what it holds (release_at_exit runs first, while its channel still works).
+  ~ThreadLent();
 };
 thread_local ThreadLent thread_lent;
+// Whether this thread's thread_lent holds anything (made and not yet destroyed): a thread that only ever gets from a
+// ring never fills it, and the exit hooks must not touch it once it is destroyed.
+thread_local bool thread_lent_made = false;
 
-// A child process ends with _exit, which runs no thread_local destructors: release on the exiting thread first.
-void release_at_child_exit() { thread_lent.release_all(); }
+ThreadLent::~ThreadLent() {
+  release_all();
+  thread_lent_made = false;
+}
+
+
+// A child process ends with _exit, which runs no thread_local destructors: release on the exiting thread first. A
+// thread that ends releases before its channel closes (a thread_local of this file may be destroyed after it).
+void release_at_exit() {
+  if (thread_lent_made) thread_lent.release_all();
+}
 
 // ---- the lane (PROTOCOL.md, "Queues", the lane) -------------------------------------------------------------------
 
@@ -159,6 +171,7 @@ std::pair<shm::Deadline, bool> ring_wait(bool block, const Timeout& timeout) {
 
 // The consumption report for `id`, reset once it is on its way.
 std::uint64_t take_consumed(std::uint64_t id) {
+  if (!thread_lent_made) return 0;
   auto& all = thread_lent.get();
   auto it = all.find(id);
   if (it == all.end()) return 0;
@@ -220,13 +233,20 @@ void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) 
 }
 
 std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
-  static const bool hooked = (runtime::add_child_exit_hook(&release_at_child_exit), true);
+  static const bool hooked =
+      (runtime::add_child_exit_hook(&release_at_exit), runtime::add_thread_exit_hook(&release_at_exit), true);
   (void)hooked;
-  auto& lent = thread_lent.get()[ref_.id];
-  if (!lent.items.empty()) {
-    std::string item = std::move(lent.items.front());
-    lent.items.pop_front();
-    ++lent.consumed;
+  Lent* lent = thread_lent_made ? &thread_lent.get()[ref_.id] : nullptr;
+  if (lent != nullptr && !lent->items.empty()) {
+    std::string item = std::move(lent->items.front());
+    lent->items.pop_front();
+    ++lent->consumed;
+    // Lent while tracing was on, the last of them returned now that this thread gets from the ring again: report
+    // them consumed at once, since no later request about the queue will (if this process died, the coordinator
+    // would give them back and they would be got twice).
+    if (lent->items.empty() && usable_lane(ref_.id) != nullptr) {
+      post(wire::make(wire::Kind::queue_release, ref_.id, 0, std::make_tuple(std::exchange(lent->consumed, 0))));
+    }
     return item;
   }
   if (shm::Ring* ring = usable_lane(ref_.id)) {
@@ -238,7 +258,7 @@ std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
     return item;
   }
   const auto wait = wait_ms(block, timeout);
-  const std::uint64_t consumed = std::exchange(lent.consumed, 0);
+  const std::uint64_t consumed = lent != nullptr ? std::exchange(lent->consumed, 0) : 0;
   auto reply = call(wire::make(wire::Kind::queue_get, ref_.id, 0, std::make_tuple(wait, batch_request, consumed)),
                     wait);
   if (reply.body.size() != 2) throw ProtocolError("mpx: a queue_get reply without its items frame");
@@ -257,7 +277,11 @@ std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
       first.assign(p, size);
       have_first = true;
     } else {
-      lent.items.emplace_back(p, size);
+      if (lent == nullptr) {
+        thread_lent_made = true;
+        lent = &thread_lent.get()[ref_.id];
+      }
+      lent->items.emplace_back(p, size);
     }
     p += size;
   }

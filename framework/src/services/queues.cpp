@@ -99,7 +99,7 @@ struct QueueState {
 
   // Lent items still count: for the user they have not been got yet.
   std::size_t size() const {
-    if (lane) return static_cast<std::size_t>(lane->ring->size()) + lane->pending.size();
+    if (lane) return static_cast<std::size_t>(lane->ring->size()) + lane->pending.size() + lent_total;
     return items.size() + lent_total;
   }
   bool has_room() const { return maxsize == 0 || size() < maxsize; }
@@ -233,12 +233,16 @@ class QueueService {
     ok(peer, req.header, encode(lane_of(q)));
   }
 
-  // One item as a queue_get reply's frame: [u32 length][bytes].
-  static void add_item(wire::Envelope& reply, const std::string& item) {
-    std::string packed;
+  // One item of a queue_get reply's frame: [u32 length][bytes].
+  static void append_item(std::string& packed, const std::string& item) {
     const auto size = static_cast<std::uint32_t>(item.size());
     packed.append(reinterpret_cast<const char*>(&size), sizeof size);
     packed.append(item);
+  }
+
+  static void add_item(wire::Envelope& reply, const std::string& item) {
+    std::string packed;
+    append_item(packed, item);
     reply.body.emplace_back(packed.data(), packed.size());
   }
 
@@ -291,16 +295,44 @@ class QueueService {
     serve_lane(q, id);
   }
 
-  void lane_get(QueueState& q, Coordinator::Peer& peer, wire::Envelope& req, std::int64_t wait) {
+  // How many items a get through the coordinator takes from a ring: one, except for the sole consumer of an
+  // unbounded queue while tracing is on (every process on the host then gets through here, so "sole" is known), which
+  // is lent a batch as on the coordinator path: tracing would otherwise cost it a round trip per item.
+  static std::size_t lane_batch(const QueueState& q, const Borrower& who, std::uint64_t max_items) {
+    if (q.maxsize != 0 || !q.lane->ring->has_flag(shm::ring_traced)) return 1;
+    if (q.consumers.size() != 1 || !q.consumers.contains(who)) return 1;
+    const std::uint64_t quarter = std::max<std::uint64_t>(1, q.lane->ring->size() / 4);
+    return static_cast<std::size_t>(std::min({std::max<std::uint64_t>(max_items, 1), max_batch, quarter}));
+  }
+
+  // Lent items that were not consumed go back in front of the ring's head. If that cannot be done now (no room there:
+  // the ring filled meanwhile, or its head is at the start of a ring that never reached its end; or the lock stayed
+  // busy), they go to its tail: nothing is lost, but they come after items put since.
+  void give_back_to_ring(QueueState& q, const std::deque<std::string>& items) {
+    shm::Ring& ring = *q.lane->ring;
+    if (ring.put_front(items, ring_lock_deadline()).status == shm::Ring::Status::done) return;
+    for (const auto& item : items) q.lane->pending.push_back(PendingPut{Borrower{}, item});
+  }
+
+  void lane_get(QueueState& q, Coordinator::Peer& peer, wire::Envelope& req, std::int64_t wait,
+                std::uint64_t max_items, const Borrower& who) {
     Lane& lane = *q.lane;
     const std::uint64_t id = req.header.object;
     bool busy = false;
     if (q.getters.empty()) {
-      std::string item;
-      const auto status = lane.ring->get(item, ring_lock_deadline(), false).status;
+      std::deque<std::string> items;
+      const auto status = lane.ring->take(items, lane_batch(q, who, max_items), ring_lock_deadline()).status;
       if (status == shm::Ring::Status::done) {
         auto reply = wire::make_reply(req.header, wire::Kind::ok, encode(Object{}));
-        add_item(reply, item);
+        std::string packed;
+        for (const auto& item : items) append_item(packed, item);
+        reply.body.emplace_back(packed.data(), packed.size());
+        items.pop_front();  // got now
+        if (!items.empty()) {
+          q.lent_total += items.size();
+          auto& lent = q.lent[who];
+          for (auto& item : items) lent.push_back(std::move(item));
+        }
         coordinator_.reply(peer, reply);
         serve_lane(q, id);  // room for what waits to be put
         return;
@@ -427,7 +459,11 @@ class QueueService {
 
   // Unconsumed lent items go back to the head of the queue, in order.
   void give_back(QueueState& q, std::map<Borrower, std::deque<std::string>>::iterator it) {
-    for (auto item = it->second.rbegin(); item != it->second.rend(); ++item) q.items.push_front(std::move(*item));
+    if (q.lane) {
+      give_back_to_ring(q, it->second);
+    } else {
+      for (auto item = it->second.rbegin(); item != it->second.rend(); ++item) q.items.push_front(std::move(*item));
+    }
     q.lent_total -= it->second.size();
     q.lent.erase(it);
   }
@@ -494,7 +530,8 @@ class QueueService {
     const Borrower who = borrower_of(peer, req.header.sender);
     settle(q, who, consumed);
     if (q.lane) {
-      lane_get(q, peer, req, wait);  // nothing is lent from a ring: every get takes one item
+      q.consumers.insert(who);
+      lane_get(q, peer, req, wait, max_items, who);
       return;
     }
     admit_putters(q);  // consumed items made room
@@ -536,7 +573,11 @@ class QueueService {
     settle(q, who, consumed);
     if (auto it = q.lent.find(who); it != q.lent.end()) give_back(q, it);
     q.consumers.erase(who);
-    serve_getters(q);
+    if (q.lane) {
+      serve_lane(q, req.header.object);
+    } else {
+      serve_getters(q);
+    }
   }
 
   void task_done(Coordinator::Peer& peer, wire::Envelope& req) {
@@ -585,6 +626,13 @@ class QueueService {
       forget_actor(coordinator_, q->putters, actor);
       forget_actor(coordinator_, q->joiners, actor);
       std::erase_if(q->consumers, [actor](const Borrower& b) { return b.actor == actor; });
+      if (q->lane) {
+        // It died holding the ring's lock: the next holder is told, and recounts the ring (shm::Ring::repair). First,
+        // so that what it was lent can go back. Its posted puts waiting here stay: they were put.
+        shm::Ring& ring = *q->lane->ring;
+        if (shm::recover(ring.lock(), static_cast<pid_t>(actor))) ring.repair_now(ring_lock_deadline());
+        forget_actor(coordinator_, q->lane->syncs, actor);
+      }
       // Lent but never returned by get(): as if never got, so back at the head (for every queue, as Python would
       // have left them in the pipe). Then a JoinableQueue's got-but-not-done items go back in front of them.
       for (auto it = q->lent.begin(); it != q->lent.end();) {
@@ -601,15 +649,10 @@ class QueueService {
         q->taken.erase(it);
       }
       if (q->lane) {
-        // It died holding the ring's lock: the next holder is told, and recounts the ring (shm::Ring::repair). Its
-        // posted puts waiting here stay: they were put.
-        shm::Ring& ring = *q->lane->ring;
-        if (shm::recover(ring.lock(), static_cast<pid_t>(actor))) ring.repair_now(ring_lock_deadline());
-        forget_actor(coordinator_, q->lane->syncs, actor);
         serve_lane(*q, id);
-        continue;
+      } else {
+        serve_getters(*q);
       }
-      serve_getters(*q);
     }
   }
 

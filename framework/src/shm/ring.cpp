@@ -4,6 +4,7 @@
 #include <atomic>
 #include <climits>
 #include <cstring>
+#include <deque>
 
 #include <fcntl.h>
 
@@ -216,37 +217,53 @@ Ring::Outcome Ring::put(const void* data, std::size_t n, Deadline deadline, bool
   }
 }
 
-Ring::Outcome Ring::get(std::string& out, Deadline deadline, bool wait) {
+// Copies the head record out and commits its removal. Under the lock, with a record there (`position` says so).
+std::uint64_t Ring::pop_locked(std::string& out, std::uint64_t position) {
   auto* h = header_;
   const std::uint64_t capacity = h->capacity;
+  const std::uint64_t head = head_of(position), used = used_of(position);
+  std::uint32_t length = 0;
+  copy_out(head, &length, sizeof length);
+  out.resize(length);
+  copy_out((head + record_overhead) % capacity, out.data(), length);
+  const std::uint64_t left = used - record_overhead - length;
+  // An emptied ring starts again at offset 0, so the pages it touches stay those of its deepest backlog.
+  const std::uint64_t next = left == 0 ? 0 : (head + record_overhead + length) % capacity;
+  at(h->position).store(pack(next, left), std::memory_order_release);  // the commit
+  const std::uint64_t count = at(h->count).load(std::memory_order_relaxed);
+  at(h->count).store(left == 0 || count == 0 ? 0 : count - 1, std::memory_order_release);
+  return pack(next, left);
+}
+
+// After records left the ring: wakes a putter waiting for room, and another getter if records remain (a getter woken
+// for an item it did not take, because it timed out or died, must not strand the others). Unlocks.
+void Ring::finish_get(std::uint64_t position, Outcome& outcome) noexcept {
+  auto* h = header_;
+  const bool wake_putter = advance(h->space_seq);
+  outcome.poke = (at(h->flags).load(std::memory_order_acquire) & ring_poke) != 0;
+  shm::unlock(&h->lock);
+  if (wake_putter) futex_wake(&h->space_seq, 1);
+  if (used_of(position) > 0 && at(h->getters_waiting).load(std::memory_order_acquire) > 0) {
+    futex_wake(&h->items_seq, 1);
+  }
+}
+
+Ring::Outcome Ring::get(std::string& out, Deadline deadline, bool wait) {
+  auto* h = header_;
   Outcome outcome;
   bool spun = false;
   for (;;) {
     const auto position = acquire(deadline);
     if (!position) return Outcome{Status::busy, false};
-    const std::uint64_t head = head_of(*position), used = used_of(*position);
-    if (used >= record_overhead) {
-      std::uint32_t length = 0;
-      copy_out(head, &length, sizeof length);
+    if (used_of(*position) >= record_overhead) {
+      std::uint64_t after = 0;
       try {
-        out.resize(length);
+        after = pop_locked(out, *position);
       } catch (...) {
         shm::unlock(&h->lock);
         throw;
       }
-      copy_out((head + record_overhead) % capacity, out.data(), length);
-      const std::uint64_t left = used - record_overhead - length;
-      // An emptied ring starts again at offset 0, so the pages it touches stay those of its deepest backlog.
-      const std::uint64_t next = left == 0 ? 0 : (head + record_overhead + length) % capacity;
-      at(h->position).store(pack(next, left), std::memory_order_release);  // the commit
-      const std::uint64_t count = at(h->count).load(std::memory_order_relaxed);
-      at(h->count).store(left == 0 || count == 0 ? 0 : count - 1, std::memory_order_release);
-      const bool wake_putter = advance(h->space_seq);
-      outcome.poke = (at(h->flags).load(std::memory_order_acquire) & ring_poke) != 0;
-      shm::unlock(&h->lock);
-      if (wake_putter) futex_wake(&h->space_seq, 1);
-      // A getter woken for an item it did not take (it timed out, or died) must not strand the others.
-      if (left > 0 && at(h->getters_waiting).load(std::memory_order_acquire) > 0) futex_wake(&h->items_seq, 1);
+      finish_get(after, outcome);
       return outcome;
     }
     if (!wait || passed(deadline)) {
@@ -262,6 +279,60 @@ Ring::Outcome Ring::get(std::string& out, Deadline deadline, bool wait) {
     }
     release_and_sleep(h->items_seq, h->getters_waiting, deadline);
   }
+}
+
+Ring::Outcome Ring::take(std::deque<std::string>& out, std::size_t most, Deadline deadline) {
+  auto* h = header_;
+  Outcome outcome;
+  auto position = acquire(deadline);
+  if (!position) return Outcome{Status::busy, false};
+  if (used_of(*position) < record_overhead) {
+    shm::unlock(&h->lock);
+    return Outcome{Status::empty, false};
+  }
+  try {
+    for (std::size_t i = 0; i < most && used_of(*position) >= record_overhead; ++i) {
+      out.emplace_back();
+      position = pop_locked(out.back(), *position);
+    }
+  } catch (...) {
+    shm::unlock(&h->lock);
+    throw;
+  }
+  finish_get(*position, outcome);
+  return outcome;
+}
+
+Ring::Outcome Ring::put_front(const std::deque<std::string>& items, Deadline deadline) {
+  auto* h = header_;
+  const std::uint64_t capacity = h->capacity;
+  std::uint64_t total = 0;
+  for (const auto& item : items) total += record_overhead + item.size();
+  const auto position = acquire(deadline);
+  if (!position) return Outcome{Status::busy, false};
+  const std::uint64_t head = head_of(*position), used = used_of(*position);
+  // In front of the head: below it, or (wrapping) at the ring's end, which has pages only once the ring has reached it.
+  const bool room = used + total <= capacity && (used == 0 || head >= total || h->allocated == capacity);
+  if (!room || (used == 0 && !reserve(total))) {
+    shm::unlock(&h->lock);
+    return Outcome{Status::full, false};
+  }
+  const std::uint64_t start = used == 0 ? 0 : (head + capacity - total) % capacity;
+  std::uint64_t offset = start;
+  for (const auto& item : items) {
+    const auto length = static_cast<std::uint32_t>(item.size());
+    copy_in(offset, &length, sizeof length);
+    copy_in((offset + record_overhead) % capacity, item.data(), item.size());
+    offset = (offset + record_overhead + item.size()) % capacity;
+  }
+  at(h->position).store(pack(start, used + total), std::memory_order_release);  // the commit
+  at(h->count).store(at(h->count).load(std::memory_order_relaxed) + items.size(), std::memory_order_release);
+  const bool wake_getter = advance(h->items_seq);
+  Outcome outcome;
+  outcome.poke = (at(h->flags).load(std::memory_order_acquire) & ring_poke) != 0;
+  shm::unlock(&h->lock);
+  if (wake_getter) futex_wake(&h->items_seq, 1);
+  return outcome;
 }
 
 }  // namespace mpx::shm

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -78,6 +79,14 @@ class Ring {
   // Copies the oldest record out into `out`; waits like put.
   Outcome get(std::string& out, Deadline deadline, bool wait);
 
+  // The coordinator's, for lending to a sole consumer while tracing is on: takes up to `most` records (at least one,
+  // or Status::empty) without waiting for any.
+  Outcome take(std::deque<std::string>& out, std::size_t most, Deadline deadline);
+  // The coordinator's: puts lent records that were not consumed back in front of the head, in order. Status::full
+  // when there is no room there (the ring filled up meanwhile, or its head is at its start and the end of the ring
+  // has no pages yet).
+  Outcome put_front(const std::deque<std::string>& items, Deadline deadline);
+
   bool fits(std::size_t n) const noexcept { return n + record_overhead <= header_->capacity; }
   std::uint64_t size() const noexcept;
   std::uint64_t maxsize() const noexcept { return header_->maxsize; }
@@ -101,6 +110,9 @@ class Ring {
   void release_and_sleep(std::uint32_t& seq, std::uint32_t& waiting, Deadline deadline) noexcept;
   void repair() noexcept;
   void wake_all() noexcept;
+  // Under the lock: copies the head record out and commits; returns the new position.
+  std::uint64_t pop_locked(std::string& out, std::uint64_t position);
+  void finish_get(std::uint64_t position, Outcome& outcome) noexcept;
   bool reserve(std::uint64_t end) noexcept;
   void copy_in(std::uint64_t offset, const void* from, std::size_t n) noexcept;
   void copy_out(std::uint64_t offset, void* to, std::size_t n) const noexcept;
