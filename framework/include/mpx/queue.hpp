@@ -28,6 +28,8 @@ class QueueCore : public Handle {
  public:
   void put_bytes(std::string item, bool block, const Timeout& timeout);
   std::string get_bytes(bool block, const Timeout& timeout);
+  // The same, in a buffer of the calling thread's that the next get on this thread reuses: what get() decodes from.
+  std::string_view get_view(bool block, const Timeout& timeout);
   std::size_t qsize() const;
   std::size_t maxsize() const;
   bool empty() const { return qsize() == 0; }
@@ -46,6 +48,7 @@ class QueueCore : public Handle {
   bool join_core(const Timeout& timeout);
 
  private:
+  void get_into(std::string& out, bool block, const Timeout& timeout);
   bool closed_ = false;
   mutable std::size_t maxsize_ = static_cast<std::size_t>(-1);  // cached: fixed at creation
 };
@@ -64,7 +67,7 @@ class Queue : public detail::QueueCore {
   void put(const T& item, bool block = true, const Timeout& timeout = std::nullopt) {
     put_bytes(encode(item), block, timeout);
   }
-  T get(bool block = true, const Timeout& timeout = std::nullopt) { return decode<T>(get_bytes(block, timeout)); }
+  T get(bool block = true, const Timeout& timeout = std::nullopt) { return decode<T>(get_view(block, timeout)); }
   void put_nowait(const T& item) { put(item, false); }
   T get_nowait() { return get(false); }
 
@@ -79,7 +82,7 @@ class SimpleQueue : public detail::QueueCore {
   SimpleQueue() : QueueCore(0, false) {}
   SimpleQueue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
   void put(const T& item) { put_bytes(encode(item), true, std::nullopt); }
-  T get() { return decode<T>(get_bytes(true, std::nullopt)); }
+  T get() { return decode<T>(get_view(true, std::nullopt)); }
 };
 
 // Python's multiprocessing.JoinableQueue. Unlike Python, an item taken by a process that dies before task_done() is

@@ -155,7 +155,7 @@ shm::Ring* usable_lane(std::uint64_t id) {
 // the ring) before putting on the ring, so this thread's items stay in order.
 void sync_posted(std::uint64_t id) {
   auto& mine = thread_lanes.get();
-  if (mine.posted.erase(id) == 0) return;
+  if (mine.posted.empty() || mine.posted.erase(id) == 0) return;
   (void)call(wire::make(wire::Kind::queue_lane, id, 0, Object{}), -1);
 }
 
@@ -233,12 +233,26 @@ void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) 
 }
 
 std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
+  std::string item;
+  get_into(item, block, timeout);
+  return item;
+}
+
+std::string_view QueueCore::get_view(bool block, const Timeout& timeout) {
+  // Reused: a get from the ring then copies the item into memory this thread already has, not into a new string.
+  static thread_local std::string buffer;
+  if (buffer.capacity() > (std::size_t{1} << 20)) std::string().swap(buffer);  // kept no longer than one more get
+  get_into(buffer, block, timeout);
+  return buffer;
+}
+
+void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout) {
   static const bool hooked =
       (runtime::add_child_exit_hook(&release_at_exit), runtime::add_thread_exit_hook(&release_at_exit), true);
   (void)hooked;
   Lent* lent = thread_lent_made ? &thread_lent.get()[ref_.id] : nullptr;
   if (lent != nullptr && !lent->items.empty()) {
-    std::string item = std::move(lent->items.front());
+    out = std::move(lent->items.front());
     lent->items.pop_front();
     ++lent->consumed;
     // Lent while tracing was on, the last of them returned now that this thread gets from the ring again: report
@@ -247,15 +261,14 @@ std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
     if (lent->items.empty() && usable_lane(ref_.id) != nullptr) {
       post(wire::make(wire::Kind::queue_release, ref_.id, 0, std::make_tuple(std::exchange(lent->consumed, 0))));
     }
-    return item;
+    return;
   }
   if (shm::Ring* ring = usable_lane(ref_.id)) {
     const auto [deadline, wait] = ring_wait(block, timeout);
-    std::string item;
-    const auto outcome = ring->get(item, deadline, wait);
+    const auto outcome = ring->get(out, deadline, wait);
     if (outcome.status != shm::Ring::Status::done) throw Empty("mpx: the queue is empty");
     if (outcome.poke) poke(ref_.id);
-    return item;
+    return;
   }
   const auto wait = wait_ms(block, timeout);
   const std::uint64_t consumed = lent != nullptr ? std::exchange(lent->consumed, 0) : 0;
@@ -265,7 +278,6 @@ std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
   // [u32 length][bytes]... : the first item is returned now (the coordinator counted it as got), the rest are kept.
   const auto* p = static_cast<const char*>(reply.body[1].data());
   const auto* end = p + reply.body[1].size();
-  std::string first;
   bool have_first = false;
   while (p < end) {
     std::uint32_t size = 0;
@@ -274,7 +286,7 @@ std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
     p += sizeof size;
     if (static_cast<std::size_t>(end - p) < size) throw ProtocolError("mpx: truncated queue_get reply");
     if (!have_first) {
-      first.assign(p, size);
+      out.assign(p, size);
       have_first = true;
     } else {
       if (lent == nullptr) {
@@ -286,7 +298,6 @@ std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
     p += size;
   }
   if (!have_first) throw ProtocolError("mpx: an empty queue_get reply");
-  return first;
 }
 
 std::size_t QueueCore::qsize() const {
