@@ -5,8 +5,17 @@
 #include <mpx/process.hpp>
 
 #include <chrono>
+#include <cstring>
 #include <deque>
+#include <filesystem>
+#include <string>
 #include <utility>
+#include <vector>
+
+#include <spawn.h>
+#include <unistd.h>
+
+extern char** environ;
 
 namespace mpx_test {
 
@@ -36,5 +45,28 @@ struct Children {
     }
   }
 };
+
+// Runs this test binary again as a root session of its own (its own coordinator), running only the hidden test case
+// `test_name`: with this environment minus its MPX_* variables, plus `env`; `close_fd` (if not -1) is closed in it.
+inline pid_t spawn_session(std::string test_name, const std::vector<std::string>& env, int close_fd) {
+  std::vector<std::string> vars;
+  for (char** e = environ; *e; ++e) {
+    if (std::strncmp(*e, "MPX_", 4) != 0) vars.emplace_back(*e);
+  }
+  vars.insert(vars.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& v : vars) envp.push_back(v.data());
+  envp.push_back(nullptr);
+  std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::vector<char*> argv{exe.data(), test_name.data(), nullptr};
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (close_fd != -1) posix_spawn_file_actions_addclose(&actions, close_fd);
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  REQUIRE(rc == 0);
+  return pid;
+}
 
 }  // namespace mpx_test

@@ -1,4 +1,6 @@
-// Queues with real processes: FIFO, Full/Empty, timeouts, exact qsize, JoinableQueue accounting and recovery.
+// Queues with real processes: FIFO, Full/Empty, timeouts, exact qsize, JoinableQueue accounting and recovery, and the
+// shared-memory lane of Queue and SimpleQueue: kills mid-put, mid-get and holding its lock, wrap-around, the remote
+// mode, handles under every start method, and its segment's clean-up.
 #include <catch2/catch.hpp>
 
 #include <mpx/mpx.hpp>
@@ -6,8 +8,18 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <set>
 #include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "children.hpp"
+#include "runtime/channel.hpp"
+#include "shm/ring.hpp"
 
 using namespace std::chrono_literals;
 
@@ -163,4 +175,428 @@ TEST_CASE("JoinableQueue: an item taken by a process that died is put back at th
   CHECK(q.join(30s));
   worker.kill();
   worker.join();
+}
+
+// ---- the lane --------------------------------------------------------------------------------------------------
+
+namespace {
+
+// Polls `done` until it holds or 60 s pass (the poll interval decides nothing but how soon it is seen).
+template <class Pred>
+bool eventually(Pred done) {
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+// The ring segment of queue `id` made in this root session: mpx-<session id>-<creator>-q<id>, the session id starting
+// with this process's pid. Empty if there is none.
+std::string ring_name(std::uint64_t id, pid_t root = ::getpid()) {
+  const std::string prefix = "mpx-" + std::to_string(root) + "-";
+  const std::string suffix = "-q" + std::to_string(id);
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(prefix) && name.ends_with(suffix)) return name;
+  }
+  return {};
+}
+
+// An item that says who put it and when: "<index>:<padding>".
+std::string numbered(std::int64_t index, std::size_t padding) {
+  return std::to_string(index) + ":" + std::string(padding, 'p');
+}
+std::int64_t index_of(const std::string& item) { return std::stoll(item.substr(0, item.find(':'))); }
+
+void put_forever(mpx::Queue<std::string> q, mpx::Value<std::int64_t> completed) {
+  for (std::int64_t i = 0;; ++i) {
+    q.put(numbered(i, 4000));
+    completed.store(i + 1);
+  }
+}
+
+void get_forever(mpx::Queue<std::string> q, mpx::Value<std::int64_t> completed) {
+  for (;;) {
+    (void)q.get();
+    completed.fetch_add(1);
+  }
+}
+
+// Takes the ring's lock as a put would, commits one item "x" without counting it, leaves junk past the tail, and dies
+// holding the lock: the next holder must recover the lock, recount, and keep the committed item.
+void die_holding_the_ring_lock(std::string name) {
+  mpx::runtime::ensure_known();  // the coordinator watches this process, so it sees it die
+  auto opened = mpx::shm::open(name);
+  auto* h = reinterpret_cast<mpx::shm::RingHeader*>(opened.mapping->base());
+  if (mpx::shm::lock(&h->lock, std::nullopt, false) != mpx::shm::Locked::yes) ::_exit(3);
+  std::byte* data = opened.mapping->base() + mpx::shm::ring_data_offset;
+  const std::uint64_t head = h->position >> 32, used = h->position & 0xffffffffu;
+  const std::uint64_t tail = (head + used) % h->capacity;
+  const std::string record("\x02\x00\x00\x00\xa1x", 6);  // u32 length 2, then msgpack "x"
+  for (std::size_t i = 0; i < record.size(); ++i) data[(tail + i) % h->capacity] = std::byte(record[i]);
+  for (std::size_t i = 0; i < 32; ++i) data[(tail + record.size() + i) % h->capacity] = std::byte{0x7f};
+  __atomic_store_n(&h->position, (head << 32) | (used + record.size()), __ATOMIC_RELEASE);
+  ::raise(SIGKILL);
+}
+
+void produce_numbered(mpx::Queue<std::string> q, int producer, int count) {
+  for (int i = 0; i < count; ++i) {
+    q.put(std::to_string(producer * 1'000'000 + i) + ":" + std::string(static_cast<std::size_t>(i % 300), 'z'));
+  }
+}
+
+void consume_numbered(mpx::Queue<std::string> in, mpx::Queue<std::vector<int>> out, int count) {
+  std::vector<int> got;
+  for (int i = 0; i < count; ++i) got.push_back(static_cast<int>(index_of(in.get())));
+  out.put(got);
+}
+
+// Items whose size varies from 0 to ~1.5 KB, each filled with a byte that depends on its index.
+std::string mixed(int i) {
+  return std::string(static_cast<std::size_t>((i * 397) % 1500), static_cast<char>('a' + i % 26));
+}
+
+void put_mixed_sizes(mpx::Queue<std::string> q, int count) {
+  for (int i = 0; i < count; ++i) q.put(mixed(i));
+}
+
+void echo(mpx::Queue<std::string> in, mpx::Queue<std::string> out) {
+  for (;;) {
+    auto item = in.get();
+    if (item == "stop") return;
+    out.put("echo " + item);
+  }
+}
+
+void fill(mpx::Queue<int> q, int count) {
+  for (int i = 0; i < count; ++i) q.put(i);
+}
+
+void put_later(mpx::Queue<int> q, int value) {
+  std::this_thread::sleep_for(100ms);
+  q.put(value);
+}
+
+// As a process on another host: every queue through the coordinator, which does the ring operations for it.
+void remote_worker(mpx::Queue<std::string> to_parent, mpx::Queue<int> from_parent, int count) {
+  if (std::getenv("MPX_SHM_REMOTE") == nullptr) ::_exit(4);
+  for (int i = 0; i < count; ++i) {
+    const int got = from_parent.get(true, 60s);
+    to_parent.put("remote:" + std::to_string(got));
+  }
+}
+
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(std::string n, const std::string& value) : name(std::move(n)) { ::setenv(name.c_str(), value.c_str(), 1); }
+  ~ScopedEnv() { ::unsetenv(name.c_str()); }
+};
+
+}  // namespace
+
+TEST_CASE("lane: a Queue and a SimpleQueue made on the coordinator's host have a ring segment", "[queue][lane]") {
+  mpx::Queue<int> q;
+  mpx::SimpleQueue<int> simple;
+  mpx::JoinableQueue<int> joinable;
+  CHECK_FALSE(ring_name(q.id()).empty());
+  CHECK_FALSE(ring_name(simple.id()).empty());
+  CHECK(ring_name(joinable.id()).empty());  // a JoinableQueue stays with the coordinator
+  simple.put(5);
+  CHECK_FALSE(simple.empty());
+  CHECK(simple.get() == 5);
+  CHECK(simple.empty());
+}
+
+TEST_CASE("lane: a producer SIGKILLed in a put loop loses nothing it completed and duplicates nothing",
+          "[queue][lane]") {
+  mpx::Queue<std::string> q;
+  for (int round = 0; round < 3; ++round) {
+    mpx::Value<std::int64_t> completed(0);
+    mpx::Process p(put_forever, q, completed);
+    p.start();
+    REQUIRE(eventually([&] { return completed.value() >= 50 + round * 200; }));
+    p.kill();
+    p.join();
+    CHECK(p.exitcode() == -SIGKILL);
+    const std::int64_t done = completed.value();
+    std::int64_t next = 0;
+    for (;;) {
+      std::string item;
+      try {
+        item = q.get_nowait();
+      } catch (const mpx::Empty&) {
+        break;
+      }
+      CHECK(index_of(item) == next);  // in order, none twice
+      CHECK(item.size() == numbered(next, 4000).size());
+      ++next;
+    }
+    // Every completed put is there; the one it was in may be too (it committed before the kill) or not.
+    CHECK((next == done || next == done + 1));
+    CHECK(q.qsize() == 0);
+  }
+  q.put("still works");
+  CHECK(q.qsize() == 1);
+  CHECK(q.get(true, 10s) == "still works");
+}
+
+TEST_CASE("lane: a consumer SIGKILLed in a get loop duplicates nothing and leaves the rest in order", "[queue][lane]") {
+  constexpr int total = 100'000;
+  mpx::Queue<std::string> q;
+  for (int i = 0; i < total; ++i) q.put(numbered(i, 200));
+  CHECK(q.qsize() == static_cast<std::size_t>(total));
+  mpx::Value<std::int64_t> completed(0);
+  mpx::Process p(get_forever, q, completed);
+  p.start();
+  REQUIRE(eventually([&] { return completed.value() >= 1000; }));
+  p.kill();
+  p.join();
+  CHECK(p.exitcode() == -SIGKILL);
+  const std::int64_t done = completed.value();
+  const std::size_t left = q.qsize();
+  // The item being got when it died may be gone with it (as in Python); nothing else is.
+  const std::int64_t first = total - static_cast<std::int64_t>(left);
+  CHECK((first == done || first == done + 1));
+  for (std::int64_t i = first; i < total; ++i) {
+    const auto item = q.get_nowait();
+    REQUIRE(index_of(item) == i);
+  }
+  CHECK_THROWS_AS(q.get_nowait(), mpx::Empty);
+  q.put("still works");
+  CHECK(q.get(true, 10s) == "still works");
+}
+
+TEST_CASE("lane: a process that dies holding the ring's lock is recovered; the ring is recounted", "[queue][lane]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::spawn);
+  mpx::Queue<std::string> q;
+  q.put("a");
+  q.put("b");
+  const std::string name = ring_name(q.id());
+  REQUIRE_FALSE(name.empty());
+  mpx::Process p(mpx::ProcessOptions{"", std::nullopt, method}, die_holding_the_ring_lock, name);
+  p.start();
+  p.join();
+  REQUIRE(p.exitcode() == -SIGKILL);
+  q.put("c", true, 30s);  // waits for the coordinator to recover the lock, then recounts
+  CHECK(q.qsize() == 4);
+  CHECK(q.get_nowait() == "a");
+  CHECK(q.get_nowait() == "b");
+  CHECK(q.get_nowait() == "x");  // committed before the death: it was put
+  CHECK(q.get_nowait() == "c");
+  CHECK_THROWS_AS(q.get_nowait(), mpx::Empty);
+  CHECK(q.qsize() == 0);
+}
+
+TEST_CASE("lane: get and put time out; a blocked get is woken by another process's put", "[queue][lane]") {
+  mpx::Queue<int> q(2);
+  auto begin = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(q.get(true, 0.1s), mpx::Empty);
+  CHECK(std::chrono::steady_clock::now() - begin >= 90ms);
+  q.put(1);
+  q.put(2);
+  begin = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(q.put(3, true, 0.1s), mpx::Full);
+  CHECK(std::chrono::steady_clock::now() - begin >= 90ms);
+  CHECK(q.get() == 1);
+  CHECK(q.get() == 2);
+  mpx::Process p(put_later, q, 42);
+  p.start();
+  CHECK(q.get(true, 30s) == 42);
+  p.join();
+  CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("lane: maxsize across processes: Full, Empty, full(), exact qsize", "[queue][lane]") {
+  mpx::Queue<int> q(3);
+  mpx::Process p(fill, q, 3);
+  p.start();
+  p.join();
+  CHECK(p.exitcode() == 0);
+  CHECK(q.qsize() == 3);
+  CHECK(q.full());
+  CHECK(q.maxsize() == 3);
+  CHECK_THROWS_AS(q.put_nowait(9), mpx::Full);
+  CHECK(q.get_nowait() == 0);
+  CHECK_FALSE(q.full());
+  q.put_nowait(3);
+  for (int i = 1; i <= 3; ++i) CHECK(q.get_nowait() == i);
+  CHECK(q.empty());
+  CHECK_THROWS_AS(q.get_nowait(), mpx::Empty);
+
+  // A blocked put in another process is let in when a get makes room.
+  mpx::Process more(fill, q, 5);
+  more.start();
+  for (int i = 0; i < 5; ++i) CHECK(q.get(true, 30s) == i);
+  more.join();
+  CHECK(more.exitcode() == 0);
+}
+
+TEST_CASE("lane: a small ring wraps around with mixed item sizes, and fills even when unbounded", "[queue][lane]") {
+  ScopedEnv small("MPX_QUEUE_RING_BYTES", "4096");
+  mpx::Queue<std::string> q;
+  constexpr int count = 3000;
+  mpx_test::Children children;  // killed if a REQUIRE ends the test early: it would wait for room forever
+  children.start(put_mixed_sizes, q, count);
+  for (int i = 0; i < count; ++i) REQUIRE(q.get(true, 30s) == mixed(i));
+  children.join_all();
+  CHECK(q.empty());
+
+  // Unbounded, but its ring holds at most 4096 bytes: a put then waits for room, as a bounded queue's does.
+  const std::string kilobyte(1000, 'k');
+  int put = 0;
+  for (;; ++put) {
+    try {
+      q.put_nowait(kilobyte);
+    } catch (const mpx::Full&) {
+      break;
+    }
+  }
+  CHECK(put == 4);
+  CHECK(q.qsize() == 4);
+  CHECK_THROWS_AS(q.put(kilobyte, true, 0.05s), mpx::Full);
+  CHECK_THROWS_AS(q.put(std::string(5000, 'h')), mpx::ValueError);  // could never fit
+  for (int i = 0; i < put; ++i) CHECK(q.get_nowait() == kilobyte);
+}
+
+TEST_CASE("lane: 8 producers, 8 consumers: FIFO per producer, nothing lost, nothing duplicated", "[queue][lane]") {
+  constexpr int producers = 8, per_producer = 5'000, consumers = 8;
+  mpx::Queue<std::string> q;
+  mpx::Queue<std::vector<int>> results;
+  mpx_test::Children children;
+  for (int c = 0; c < consumers; ++c) {
+    children.start(consume_numbered, q, results, producers * per_producer / consumers);
+  }
+  for (int p = 0; p < producers; ++p) children.start(produce_numbered, q, p, per_producer);
+  std::set<int> seen;
+  std::size_t total = 0;
+  for (int c = 0; c < consumers; ++c) {
+    const auto batch = results.get(true, 120s);
+    std::vector<int> last(producers, -1);
+    for (int v : batch) {
+      const int producer = v / 1'000'000, index = v % 1'000'000;
+      CHECK(index > last[static_cast<std::size_t>(producer)]);
+      last[static_cast<std::size_t>(producer)] = index;
+      seen.insert(v);
+    }
+    total += batch.size();
+  }
+  children.join_all();
+  CHECK(total == static_cast<std::size_t>(producers * per_producer));
+  CHECK(seen.size() == total);
+  CHECK(q.qsize() == 0);
+}
+
+TEST_CASE("lane: handles work in children under fork, forkserver and spawn", "[queue][lane]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  mpx::Queue<std::string> in;
+  mpx::Queue<std::string> out(1);
+  in.put("one");  // mapped here before the fork: the child maps it again
+  mpx::Process p(mpx::ProcessOptions{"", std::nullopt, method}, echo, in, out);
+  p.start();
+  CHECK(out.get(true, 30s) == "echo one");
+  in.put("two");
+  in.put("three");
+  CHECK(out.get(true, 30s) == "echo two");
+  CHECK(out.get(true, 30s) == "echo three");
+  in.put("stop");
+  p.join();
+  CHECK(p.exitcode() == 0);
+  CHECK(in.empty());
+}
+
+TEST_CASE("lane: a process without it (remote mode) shares the same items through the coordinator", "[queue][lane]") {
+  constexpr int count = 2000;
+  mpx::Queue<std::string> to_parent;
+  mpx::Queue<int> from_parent(2);  // small: the remote get waits in the coordinator, woken by a lane put's poke
+  from_parent.put(-1);
+  mpx::Process p(mpx::ProcessOptions{"", std::nullopt, mpx::StartMethod::spawn}, remote_worker, to_parent,
+                 from_parent, count);
+  {
+    ScopedEnv remote("MPX_SHM_REMOTE", "1");
+    p.start();
+  }
+  std::vector<std::string> local_items;
+  for (int i = 0; i < count - 1; ++i) {
+    from_parent.put(i, true, 60s);
+    to_parent.put("local:" + std::to_string(i));  // this producer's items, interleaved with the remote one's
+  }
+  int next_remote = -1, next_local = 0;
+  for (int i = 0; i < 2 * count - 1; ++i) {
+    const auto item = to_parent.get(true, 60s);
+    if (item.starts_with("remote:")) {
+      CHECK(std::stoi(item.substr(7)) == next_remote++);
+    } else {
+      CHECK(std::stoi(item.substr(6)) == next_local++);
+    }
+  }
+  CHECK(next_remote == count - 1);
+  CHECK(next_local == count - 1);
+  p.join();
+  CHECK(p.exitcode() == 0);
+  CHECK(to_parent.empty());
+  CHECK(from_parent.empty());
+}
+
+// The helper, run only by name as its own root session: makes a Queue and a SimpleQueue, reports their ring
+// segments' names and exits normally.
+TEST_CASE("queue session helper", "[.]") {
+  const char* fd_text = std::getenv("MPX_QUEUE_HELPER_FD");
+  if (fd_text == nullptr) return;
+  mpx::Queue<int> q(4);
+  mpx::SimpleQueue<int> simple;
+  q.put(1);
+  simple.put(2);
+  const std::string report = ring_name(q.id()) + "\n" + ring_name(simple.id()) + "\n";
+  REQUIRE(::write(std::atoi(fd_text), report.data(), report.size()) == static_cast<ssize_t>(report.size()));
+}
+
+TEST_CASE("lane: the ring segments are unlinked when the session ends", "[queue][lane]") {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid =
+      mpx_test::spawn_session("queue session helper", {"MPX_QUEUE_HELPER_FD=" + std::to_string(fds[1])}, fds[0]);
+  ::close(fds[1]);
+  std::string text;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) > 0;) text.append(buffer, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const auto newline = text.find('\n');
+  REQUIRE(newline != std::string::npos);
+  const std::string first = text.substr(0, newline);
+  const std::string second = text.substr(newline + 1, text.find('\n', newline + 1) - newline - 1);
+  CHECK(first.starts_with("mpx-" + std::to_string(pid) + "-"));
+  CHECK(second.starts_with("mpx-" + std::to_string(pid) + "-"));
+  CHECK_FALSE(std::filesystem::exists("/dev/shm/" + first));
+  CHECK_FALSE(std::filesystem::exists("/dev/shm/" + second));
+}
+
+TEST_CASE("lane: while tracing is on items cross the coordinator, in order, and lent ones go back", "[queue][lane]") {
+  if (!mpx::trace::compiled_in()) return;
+  const std::string file = (std::filesystem::temp_directory_path() / ("mpx-queue-lane-" + std::to_string(::getpid()) +
+                                                                       ".mpxt")).string();
+  struct Off {
+    std::string file;
+    ~Off() {
+      mpx::trace::disable();
+      std::filesystem::remove(file);
+    }
+  } off{file};
+  mpx::Queue<int> q;
+  mpx::trace::enable("file:" + file);
+  for (int i = 0; i < 100; ++i) q.put(i);  // posted through the coordinator, which puts them on the ring
+  // A sole consumer is lent a batch while tracing; its thread ends with some unconsumed: they go back in front.
+  std::thread([q]() mutable { CHECK(q.get(true, 30s) == 0); }).join();
+  CHECK(q.qsize() == 99);  // lent items count
+  mpx::trace::disable();
+  // The thread's release travels on its own channel: the ring has every item again once it is handled.
+  for (int i = 100; i < 200; ++i) q.put(i);  // on the ring again, after the coordinator put the traced ones
+  REQUIRE(eventually([&] { return q.qsize() == 199; }));
+  for (int i = 1; i < 200; ++i) REQUIRE(q.get_nowait() == i);
+  CHECK_THROWS_AS(q.get_nowait(), mpx::Empty);
 }

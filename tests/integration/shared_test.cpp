@@ -19,7 +19,6 @@
 #include <vector>
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,8 +26,6 @@
 #include "runtime/channel.hpp"
 #include "wire/envelope.hpp"
 #include "children.hpp"
-
-extern char** environ;
 
 using namespace std::chrono_literals;
 
@@ -169,26 +166,9 @@ void attach_and_exit(std::string name) {
 pid_t start_session_helper(const std::string& mode, int* read_fd) {
   int fds[2];
   REQUIRE(::pipe(fds) == 0);
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    if (std::strncmp(*e, "MPX_", 4) != 0) env.emplace_back(*e);
-  }
-  env.push_back("MPX_SHM_HELPER_MODE=" + mode);
-  env.push_back("MPX_SHM_HELPER_FD=" + std::to_string(fds[1]));
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
-  std::string test_name = "shm session helper";
-  std::vector<char*> argv{exe.data(), test_name.data(), nullptr};
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addclose(&actions, fds[0]);
-  pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
+  const pid_t pid = mpx_test::spawn_session(
+      "shm session helper", {"MPX_SHM_HELPER_MODE=" + mode, "MPX_SHM_HELPER_FD=" + std::to_string(fds[1])}, fds[0]);
   ::close(fds[1]);
-  REQUIRE(rc == 0);
   *read_fd = fds[0];
   return pid;
 }

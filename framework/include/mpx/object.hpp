@@ -172,6 +172,13 @@ void for_each_element(std::string_view bytes, F&& each) {
       const_cast<void*>(static_cast<const void*>(&each)));
 }
 
+// What encode() packs into: the string it returns. msgpack's sbuffer would start with an 8 KiB chunk (a large-bin
+// malloc for every small value) and then be copied into the string.
+struct StringWriter {
+  std::string& out;
+  void write(const char* data, std::size_t size) { out.append(data, size); }
+};
+
 }  // namespace detail
 
 // True for what mpx can send: scalars, strings, containers, optionals, tuples, mpx::Object,
@@ -182,13 +189,14 @@ concept Serializable = detail::serializable<std::remove_cvref_t<T>>::value;
 // Encode a value; a failure is a SerializationError at the call site.
 template <Serializable T>
 std::string encode(const T& value) {
-  msgpack::sbuffer buffer;
+  std::string out;
+  detail::StringWriter writer{out};
   try {
-    msgpack::pack(buffer, value);
+    msgpack::pack(writer, value);
   } catch (const std::exception& e) {
     throw SerializationError(std::string("mpx: cannot encode value: ") + e.what());
   }
-  return std::string(buffer.data(), buffer.size());
+  return out;
 }
 
 // Decode a value with bounded limits; malformed input or a type mismatch throws SerializationError.

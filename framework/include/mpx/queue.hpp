@@ -1,5 +1,16 @@
-// mpx/queue.hpp — Queue, SimpleQueue and JoinableQueue (Python's multiprocessing queues). The items live in the
-// coordinator; a Queue object is a handle that can be passed to other processes.
+// mpx/queue.hpp — Queue, SimpleQueue and JoinableQueue (Python's multiprocessing queues). A Queue object is a handle
+// that can be passed to other processes.
+//
+// Where the items live: a Queue's or SimpleQueue's in a shared-memory ring that the coordinator creates (the lane), which
+// processes on the coordinator's host read and write themselves, under a lock the coordinator recovers if its holder
+// dies; processes elsewhere (and everyone while tracing is on) reach the same ring through the coordinator. A
+// JoinableQueue's items live in the coordinator. Differences from Python that come with the ring:
+//  - An unbounded queue can still fill: the ring holds at least 256 MiB of items (more if the wire's message limit is
+//    larger). Then put() waits for room as on a bounded queue, with its timeout, and put_nowait() raises mpx::Full.
+//  - The ring's size is address space in every process that uses the queue; the pages its deepest backlog touched stay
+//    allocated in /dev/shm until the session ends.
+//  - As in Python, an item being got by a process that is killed is lost with it; an item whose put was cut short by a
+//    kill is not in the queue; nothing is ever got twice. qsize() is exact.
 #pragma once
 
 #include <cstddef>
@@ -17,6 +28,8 @@ class QueueCore : public Handle {
  public:
   void put_bytes(std::string item, bool block, const Timeout& timeout);
   std::string get_bytes(bool block, const Timeout& timeout);
+  // The same, in a buffer of the calling thread's that the next get on this thread reuses: what get() decodes from.
+  std::string_view get_view(bool block, const Timeout& timeout);
   std::size_t qsize() const;
   std::size_t maxsize() const;
   bool empty() const { return qsize() == 0; }
@@ -35,6 +48,7 @@ class QueueCore : public Handle {
   bool join_core(const Timeout& timeout);
 
  private:
+  void get_into(std::string& out, bool block, const Timeout& timeout);
   bool closed_ = false;
   mutable std::size_t maxsize_ = static_cast<std::size_t>(-1);  // cached: fixed at creation
 };
@@ -53,7 +67,7 @@ class Queue : public detail::QueueCore {
   void put(const T& item, bool block = true, const Timeout& timeout = std::nullopt) {
     put_bytes(encode(item), block, timeout);
   }
-  T get(bool block = true, const Timeout& timeout = std::nullopt) { return decode<T>(get_bytes(block, timeout)); }
+  T get(bool block = true, const Timeout& timeout = std::nullopt) { return decode<T>(get_view(block, timeout)); }
   void put_nowait(const T& item) { put(item, false); }
   T get_nowait() { return get(false); }
 
@@ -68,7 +82,7 @@ class SimpleQueue : public detail::QueueCore {
   SimpleQueue() : QueueCore(0, false) {}
   SimpleQueue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
   void put(const T& item) { put_bytes(encode(item), true, std::nullopt); }
-  T get() { return decode<T>(get_bytes(true, std::nullopt)); }
+  T get() { return decode<T>(get_view(true, std::nullopt)); }
 };
 
 // Python's multiprocessing.JoinableQueue. Unlike Python, an item taken by a process that dies before task_done() is

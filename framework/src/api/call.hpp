@@ -23,5 +23,8 @@ bool posts_are_ordered();
 [[noreturn]] void raise_error(const wire::Envelope& reply);
 // The endpoint of this session's coordinator (what new handles record).
 const std::string& coordinator_endpoint();
+// MPX_SHM_REMOTE=1: this process maps no shared memory of the session (Value/Array segments, queue rings) and goes
+// through the coordinator instead, as a process on another host does. For tests.
+bool shm_forced_remote();
 
 }  // namespace mpx::detail

@@ -2,12 +2,17 @@
 
 #include <cstring>
 #include <deque>
+#include <memory>
+#include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <unistd.h>
 
 #include "api/call.hpp"
+#include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
+#include "shm/ring.hpp"
 
 namespace mpx::detail {
 
@@ -47,16 +52,126 @@ struct ThreadLent {
     }
     by_queue.clear();
   }
-  // A thread that ends returns what it holds.
-  ~ThreadLent() { release_all(); }
+  // A thread that ends returns what it holds (release_at_exit runs first, while its channel still works).
+  ~ThreadLent();
 };
 thread_local ThreadLent thread_lent;
+// Whether this thread's thread_lent holds anything (made and not yet destroyed): a thread that only ever gets from a
+// ring never fills it, and the exit hooks must not touch it once it is destroyed.
+thread_local bool thread_lent_made = false;
 
-// A child process ends with _exit, which runs no thread_local destructors: release on the exiting thread first.
-void release_at_child_exit() { thread_lent.release_all(); }
+ThreadLent::~ThreadLent() {
+  release_all();
+  thread_lent_made = false;
+}
+
+
+// A child process ends with _exit, which runs no thread_local destructors: release on the exiting thread first. A
+// thread that ends releases before its channel closes (a thread_local of this file may be destroyed after it).
+void release_at_exit() {
+  if (thread_lent_made) thread_lent.release_all();
+}
+
+// ---- the lane (PROTOCOL.md, "Queues", the lane) -------------------------------------------------------------------
+
+// This process's mappings of queue rings, by queue id (nullptr: the queue has no lane here), asked for once per process
+// per queue. A forked child asks again: the parent's entries are dropped, never used.
+struct Lanes {
+  std::mutex mutex;
+  pid_t owner = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<shm::Ring>> by_queue;
+};
+Lanes& lanes() {
+  static auto* all = new Lanes;  // never destroyed: threads may still use a ring while the process exits
+  return *all;
+}
+
+// Each thread's view: the same entries without the mutex on every put and get, and the queues this thread posted puts
+// to through the coordinator (while tracing was on) since it last synced with it.
+struct ThreadLanes {
+  pid_t owner = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<shm::Ring>> by_queue;
+  std::unordered_set<std::uint64_t> posted;
+  ThreadLanes& get() {
+    if (owner != runtime::self_pid()) {
+      owner = runtime::self_pid();
+      by_queue.clear();
+      posted.clear();
+    }
+    return *this;
+  }
+};
+thread_local ThreadLanes thread_lanes;
+
+std::shared_ptr<shm::Ring> map_lane(const std::string& name, std::uint64_t token, const std::string& host) {
+  if (name.empty() || shm_forced_remote() || host != shm::host_key()) return nullptr;
+  // The coordinator recovers the ring's lock if this process dies holding it, and it can do that only for a process it
+  // watches: make sure it knows this one before the first lock.
+  runtime::ensure_known();
+  return shm::Ring::open(name, token);
+}
+
+void remember_lane(std::uint64_t id, std::shared_ptr<shm::Ring> ring) {
+  auto& all = lanes();
+  std::lock_guard guard(all.mutex);
+  if (all.owner != runtime::self_pid()) {
+    all.owner = runtime::self_pid();
+    all.by_queue.clear();
+  }
+  all.by_queue.emplace(id, std::move(ring));
+}
+
+// The ring of queue `id` mapped in this process, or nullptr.
+shm::Ring* lane_of(std::uint64_t id) {
+  auto& mine = thread_lanes.get();
+  if (auto it = mine.by_queue.find(id); it != mine.by_queue.end()) return it->second.get();
+  auto& all = lanes();
+  {
+    std::lock_guard guard(all.mutex);
+    if (all.owner == runtime::self_pid()) {
+      if (auto it = all.by_queue.find(id); it != all.by_queue.end()) {
+        return mine.by_queue.emplace(id, it->second).first->second.get();
+      }
+    }
+  }
+  std::shared_ptr<shm::Ring> ring;
+  if (!shm_forced_remote()) {
+    auto reply = call(wire::make(wire::Kind::queue_lane, id, 0, Object{}), 0);
+    auto [name, token, host] = reply.body_as<std::tuple<std::string, std::uint64_t, std::string>>();
+    ring = map_lane(name, token, host);
+  }
+  remember_lane(id, ring);
+  return mine.by_queue.emplace(id, std::move(ring)).first->second.get();
+}
+
+// The ring when this thread may use it now: not while tracing is on (the trace sees only what crosses the
+// coordinator, which then does the ring operation itself).
+shm::Ring* usable_lane(std::uint64_t id) {
+  shm::Ring* ring = lane_of(id);
+  return ring != nullptr && !ring->has_flag(shm::ring_traced) ? ring : nullptr;
+}
+
+// Puts this thread posted through the coordinator may still wait there: ask it (queue_lane answers once they are in
+// the ring) before putting on the ring, so this thread's items stay in order.
+void sync_posted(std::uint64_t id) {
+  auto& mine = thread_lanes.get();
+  if (mine.posted.empty() || mine.posted.erase(id) == 0) return;
+  (void)call(wire::make(wire::Kind::queue_lane, id, 0, Object{}), -1);
+}
+
+void poke(std::uint64_t id) { post(wire::make(wire::Kind::queue_lane_poke, id, 0, Object{})); }
+
+// Python's (block, timeout) as the ring's terms: the deadline (nullopt: none) and whether to wait at all.
+std::pair<shm::Deadline, bool> ring_wait(bool block, const Timeout& timeout) {
+  if (!block) return {std::nullopt, false};
+  if (!timeout) return {std::nullopt, true};
+  if (timeout->count() <= 0) return {std::nullopt, false};
+  return {std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout), true};
+}
 
 // The consumption report for `id`, reset once it is on its way.
 std::uint64_t take_consumed(std::uint64_t id) {
+  if (!thread_lent_made) return 0;
   auto& all = thread_lent.get();
   auto it = all.find(id);
   if (it == all.end()) return 0;
@@ -66,21 +181,49 @@ std::uint64_t take_consumed(std::uint64_t id) {
 }  // namespace
 
 QueueCore::QueueCore(std::size_t maxsize, bool joinable) : maxsize_(maxsize) {
+  if (joinable) {
+    auto reply = call(wire::make(wire::Kind::queue_create, 0, 0,
+                                 std::make_tuple(static_cast<std::uint64_t>(maxsize), joinable)),
+                      0);
+    auto [id] = reply.body_as<std::tuple<std::uint64_t>>();
+    ref_ = ObjectRef{id, coordinator_endpoint()};
+    return;
+  }
+  // Asks for a lane even when this process will not use it: other processes on the coordinator's host may.
   auto reply = call(wire::make(wire::Kind::queue_create, 0, 0,
-                               std::make_tuple(static_cast<std::uint64_t>(maxsize), joinable)),
+                               std::make_tuple(static_cast<std::uint64_t>(maxsize), joinable, true)),
                     0);
-  auto [id] = reply.body_as<std::tuple<std::uint64_t>>();
+  auto [id, name, token, host] = reply.body_as<std::tuple<std::uint64_t, std::string, std::uint64_t, std::string>>();
   ref_ = ObjectRef{id, coordinator_endpoint()};
+  remember_lane(id, map_lane(name, token, host));
 }
 
 void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) {
   if (closed_) throw ValueError("mpx: Queue " + std::to_string(ref_.id) + " is closed");
+  if (shm::Ring* ring = usable_lane(ref_.id)) {
+    sync_posted(ref_.id);
+    if (!ring->fits(item.size())) {
+      throw ValueError("mpx: an item of " + std::to_string(item.size()) + " bytes is larger than the queue can hold");
+    }
+    const auto [deadline, wait] = ring_wait(block, timeout);
+    const auto outcome = ring->put(item.data(), item.size(), deadline, wait);
+    switch (outcome.status) {
+      case shm::Ring::Status::done:
+        if (outcome.poke) poke(ref_.id);
+        return;
+      case shm::Ring::Status::no_space:
+        throw Error("mpx: /dev/shm has no room for queue " + std::to_string(ref_.id) + "'s items");
+      default:
+        throw Full("mpx: the queue is full");
+    }
+  }
   if (maxsize() == 0) {
     // Unbounded: nothing to wait for, so the item is handed over without a round trip. Order per producer holds,
     // because one channel delivers in order.
     wire::Envelope e = wire::make(wire::Kind::queue_put_posted, ref_.id, 0, Object{});
     e.body.emplace_back(item.data(), item.size());
     post(std::move(e));
+    if (lane_of(ref_.id) != nullptr) thread_lanes.get().posted.insert(ref_.id);
     return;
   }
   const auto wait = wait_ms(block, timeout);
@@ -90,24 +233,51 @@ void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) 
 }
 
 std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
-  static const bool hooked = (runtime::add_child_exit_hook(&release_at_child_exit), true);
+  std::string item;
+  get_into(item, block, timeout);
+  return item;
+}
+
+std::string_view QueueCore::get_view(bool block, const Timeout& timeout) {
+  // Reused: a get from the ring then copies the item into memory this thread already has, not into a new string.
+  static thread_local std::string buffer;
+  if (buffer.capacity() > (std::size_t{1} << 20)) std::string().swap(buffer);  // kept no longer than one more get
+  get_into(buffer, block, timeout);
+  return buffer;
+}
+
+void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout) {
+  static const bool hooked =
+      (runtime::add_child_exit_hook(&release_at_exit), runtime::add_thread_exit_hook(&release_at_exit), true);
   (void)hooked;
-  auto& lent = thread_lent.get()[ref_.id];
-  if (!lent.items.empty()) {
-    std::string item = std::move(lent.items.front());
-    lent.items.pop_front();
-    ++lent.consumed;
-    return item;
+  Lent* lent = thread_lent_made ? &thread_lent.get()[ref_.id] : nullptr;
+  if (lent != nullptr && !lent->items.empty()) {
+    out = std::move(lent->items.front());
+    lent->items.pop_front();
+    ++lent->consumed;
+    // Lent while tracing was on, the last of them returned now that this thread gets from the ring again: report
+    // them consumed at once, since no later request about the queue will (if this process died, the coordinator
+    // would give them back and they would be got twice).
+    if (lent->items.empty() && usable_lane(ref_.id) != nullptr) {
+      post(wire::make(wire::Kind::queue_release, ref_.id, 0, std::make_tuple(std::exchange(lent->consumed, 0))));
+    }
+    return;
+  }
+  if (shm::Ring* ring = usable_lane(ref_.id)) {
+    const auto [deadline, wait] = ring_wait(block, timeout);
+    const auto outcome = ring->get(out, deadline, wait);
+    if (outcome.status != shm::Ring::Status::done) throw Empty("mpx: the queue is empty");
+    if (outcome.poke) poke(ref_.id);
+    return;
   }
   const auto wait = wait_ms(block, timeout);
-  const std::uint64_t consumed = std::exchange(lent.consumed, 0);
+  const std::uint64_t consumed = lent != nullptr ? std::exchange(lent->consumed, 0) : 0;
   auto reply = call(wire::make(wire::Kind::queue_get, ref_.id, 0, std::make_tuple(wait, batch_request, consumed)),
                     wait);
   if (reply.body.size() != 2) throw ProtocolError("mpx: a queue_get reply without its items frame");
   // [u32 length][bytes]... : the first item is returned now (the coordinator counted it as got), the rest are kept.
   const auto* p = static_cast<const char*>(reply.body[1].data());
   const auto* end = p + reply.body[1].size();
-  std::string first;
   bool have_first = false;
   while (p < end) {
     std::uint32_t size = 0;
@@ -116,18 +286,26 @@ std::string QueueCore::get_bytes(bool block, const Timeout& timeout) {
     p += sizeof size;
     if (static_cast<std::size_t>(end - p) < size) throw ProtocolError("mpx: truncated queue_get reply");
     if (!have_first) {
-      first.assign(p, size);
+      out.assign(p, size);
       have_first = true;
     } else {
-      lent.items.emplace_back(p, size);
+      if (lent == nullptr) {
+        thread_lent_made = true;
+        lent = &thread_lent.get()[ref_.id];
+      }
+      lent->items.emplace_back(p, size);
     }
     p += size;
   }
   if (!have_first) throw ProtocolError("mpx: an empty queue_get reply");
-  return first;
 }
 
 std::size_t QueueCore::qsize() const {
+  // After puts posted through the coordinator, its answer (which comes after them) is the one that counts them.
+  if (shm::Ring* ring = usable_lane(ref_.id); ring != nullptr && !thread_lanes.get().posted.contains(ref_.id)) {
+    maxsize_ = ring->maxsize();
+    return ring->size();
+  }
   auto reply = call(wire::make(wire::Kind::queue_size, ref_.id, 0, std::make_tuple(take_consumed(ref_.id))), 0);
   auto [size, maxsize] = reply.body_as<std::tuple<std::uint64_t, std::uint64_t>>();
   maxsize_ = maxsize;

@@ -34,12 +34,6 @@ wire::Envelope request(wire::Envelope message, std::int64_t wait = 0) {
   return reply;
 }
 
-// MPX_SHM_REMOTE=1 makes every handle of this process use the coordinator protocol, as on another host.
-bool forced_remote() {
-  const char* v = std::getenv("MPX_SHM_REMOTE");
-  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
-}
-
 std::shared_ptr<Segment> remote_segment(SegmentRef ref) {
   if (ref.id == 0) {
     // A block attached by name was never recorded: the coordinator maps it now, so that it can serve us.
@@ -102,6 +96,11 @@ SegmentRef ref_from_create(const wire::Envelope& reply, bool lock, std::string t
 
 }  // namespace
 
+bool shm_forced_remote() {
+  const char* v = std::getenv("MPX_SHM_REMOTE");
+  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+}
+
 std::shared_ptr<Segment> Segment::create_cells(std::size_t bytes, bool lock, std::string type) {
   auto reply = request(wire::make(wire::Kind::shm_create, 0, 0,
                                   std::make_tuple(Object{}, static_cast<std::uint64_t>(bytes), true, lock, true)));
@@ -118,7 +117,7 @@ std::shared_ptr<Segment> Segment::create_raw(const std::optional<std::string>& n
 std::shared_ptr<Segment> Segment::attach_raw(const std::string& name) {
   shm::check_name(name);
   SegmentRef ref{0, coordinator_endpoint(), name, 0, shm::host_key(), 0, false, false, {}};
-  if (forced_remote()) return remote_segment(std::move(ref));
+  if (shm_forced_remote()) return remote_segment(std::move(ref));
   auto opened = shm::open(name);  // FileNotFoundError, as Python's SharedMemory(name)
   ref.size = opened.mapping->length();
   auto* base = opened.mapping->base();
@@ -126,7 +125,7 @@ std::shared_ptr<Segment> Segment::attach_raw(const std::string& name) {
 }
 
 std::shared_ptr<Segment> Segment::adopt(SegmentRef ref) {
-  if (!ref.remote && !forced_remote() && ref.host == shm::host_key()) {
+  if (!ref.remote && !shm_forced_remote() && ref.host == shm::host_key()) {
     try {
       auto opened = shm::open(ref.name);
       if (ref.token == 0) {

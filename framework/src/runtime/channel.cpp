@@ -1,9 +1,11 @@
 #include "runtime/channel.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <cstring>
 #include <mutex>
+#include <vector>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -40,11 +42,20 @@ struct ChannelCount {
 };
 ChannelCount channel_count;
 
+std::mutex thread_exit_hooks_mutex;
+std::vector<void (*)()> thread_exit_hooks;  // guarded by thread_exit_hooks_mutex
+
 struct ThreadChannel {
   pid_t owner = 0;
   Channel* channel = nullptr;  // owned; abandoned (never closed) in a forked child, whose context is not its own
   ~ThreadChannel() {
     if (owner == self_pid() && channel != nullptr) {
+      std::vector<void (*)()> hooks;
+      {
+        std::lock_guard lock(thread_exit_hooks_mutex);
+        hooks = thread_exit_hooks;
+      }
+      for (auto* hook : hooks) hook();
       delete channel;
       channel_count.remove();
     }
@@ -52,6 +63,13 @@ struct ThreadChannel {
 };
 thread_local ThreadChannel this_thread;
 }  // namespace
+
+void add_thread_exit_hook(void (*hook)()) {
+  std::lock_guard lock(thread_exit_hooks_mutex);
+  if (std::find(thread_exit_hooks.begin(), thread_exit_hooks.end(), hook) == thread_exit_hooks.end()) {
+    thread_exit_hooks.push_back(hook);
+  }
+}
 
 bool Channel::sole_in_process() { return channel_count.at_most_one(); }
 

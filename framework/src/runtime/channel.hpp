@@ -72,6 +72,11 @@ class SideChannel {
   std::string in_;
 };
 
+// Runs on a thread that ends, just before its channel closes, so what the hook sends still goes out (a consumer thread
+// giving back what it was lent). Thread-locals of other files may be destroyed before or after the channel, depending
+// on which was first used; a hook does not depend on that. Hooks are plain functions, registered once.
+void add_thread_exit_hook(void (*hook)());
+
 // Returns once the coordinator has handled this process's hello: from then on it watches the process for its death
 // (and so recovers what the process holds) and knows it by name. A ping's reply on this thread's channel comes after
 // the hello, so this is one round trip the first time in each process, and nothing after. Throws if the coordinator

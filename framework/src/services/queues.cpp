@@ -7,15 +7,29 @@
 // thread ends gives the unconsumed ones back at the head of the queue. Only a queue's sole consumer gets batches (at
 // most a quarter of what is queued): with several consumers every get takes one item, exactly as in Python, so a
 // batch given back can never reorder what another consumer sees.
+//
+// The lane (PROTOCOL.md, "Queues", the lane): a Queue or SimpleQueue made by a client that asks for one also gets a
+// shared-memory ring (shm/ring.hpp), and then its items live there and only there. Processes on this host put and get
+// on the ring themselves; this service creates it, recovers its lock when a process dies holding it, and does the ring
+// operation for whoever cannot or may not use it (a process on another host, a foreign client, any process while
+// tracing is on, so that the trace sees every item). Such requests that must wait are parked here as usual and retried
+// when a process that changed the ring pokes (queue_lane_poke): the ring's `ring_poke` flag asks for that while
+// anything is parked. This thread never waits on the ring's lock for more than a few milliseconds, and retries on a
+// timer when it could not have it (its holder is slow, or dead and about to be recovered by this very thread).
+#include <algorithm>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <memory>
 #include <set>
 #include <unordered_map>
 
+#include "runtime/runtime.hpp"
 #include "services/services.hpp"
 #include "services/waiters.hpp"
+#include "shm/ring.hpp"
 #include "trace/bus.hpp"
+#include "wire/limits.hpp"
 
 namespace mpx::services {
 
@@ -23,11 +37,49 @@ namespace {
 
 constexpr std::uint64_t max_batch = 256;
 
+// A ring holds any item the wire could carry (wire::limits().max_message_bytes), so nothing that a coordinator queue
+// took is refused on the lane; its pages are allocated only as far as the ring fills (sparse), so the size costs
+// address space, not memory. At least 256 MiB, at most what a 32-bit offset reaches.
+constexpr std::uint64_t min_ring_bytes = std::uint64_t{256} << 20;
+constexpr std::uint64_t max_ring_bytes = 0xffff0000u;
+// How long this thread waits for a ring's lock before it parks the request and retries on a timer.
+constexpr auto ring_lock_patience = std::chrono::milliseconds(5);
+constexpr auto ring_retry = std::chrono::milliseconds(1);
+
+std::uint64_t ring_capacity() {
+  // For tests: a small ring, to wrap it and fill it. Read at each creation, in the coordinator's process.
+  if (const char* bytes = std::getenv("MPX_QUEUE_RING_BYTES"); bytes != nullptr && *bytes != '\0') {
+    const auto wanted = std::strtoull(bytes, nullptr, 10);
+    if (wanted >= 64) return std::min<std::uint64_t>(wanted, max_ring_bytes);
+  }
+  const auto largest = static_cast<std::uint64_t>(wire::limits().max_message_bytes) + shm::record_overhead;
+  constexpr std::uint64_t page = 4096;
+  return std::clamp((largest + page - 1) / page * page, min_ring_bytes, max_ring_bytes);
+}
+
+shm::Deadline ring_lock_deadline() { return std::chrono::steady_clock::now() + ring_lock_patience; }
+
 // Who holds lent items: a process (for death) and the channel of one of its threads (for reports).
 struct Borrower {
   std::uint64_t actor = 0;
   std::string routing;
   bool operator<(const Borrower& o) const { return std::tie(actor, routing) < std::tie(o.actor, o.routing); }
+};
+
+// A posted put that could not enter the ring yet (full, or its lock busy), kept in arrival order.
+struct PendingPut {
+  Borrower who;
+  std::string item;
+};
+
+struct Lane {
+  std::unique_ptr<shm::Ring> ring;
+  std::string name;
+  std::uint64_t token = 0;
+  std::deque<PendingPut> pending;
+  // queue_lane requests (a client's sync before it puts on the ring again) waiting for their sender's pending puts.
+  std::deque<Waiter> syncs;
+  bool retry_armed = false;
 };
 
 struct QueueState {
@@ -43,9 +95,13 @@ struct QueueState {
   std::size_t lent_total = 0;
   // JoinableQueue: items got but not yet task_done, per process, oldest first. A dead taker's items go back.
   std::map<std::uint64_t, std::deque<std::string>> taken;
+  std::unique_ptr<Lane> lane;  // then the items are in its ring (and its pending puts), never in `items`
 
   // Lent items still count: for the user they have not been got yet.
-  std::size_t size() const { return items.size() + lent_total; }
+  std::size_t size() const {
+    if (lane) return static_cast<std::size_t>(lane->ring->size()) + lane->pending.size() + lent_total;
+    return items.size() + lent_total;
+  }
   bool has_room() const { return maxsize == 0 || size() < maxsize; }
 };
 
@@ -67,6 +123,13 @@ class QueueService {
     coordinator_.handle(K::queue_release, [this](auto& peer, auto& req) { release(peer, req); trace_depth(req); });
     coordinator_.handle(K::queue_task_done, [this](auto& peer, auto& req) { task_done(peer, req); });
     coordinator_.handle(K::queue_join, [this](auto& peer, auto& req) { join(peer, req); });
+    coordinator_.handle(K::queue_lane, [this](auto& peer, auto& req) { lane_info(peer, req); });
+    coordinator_.handle(K::queue_lane_poke, [this](auto&, auto& req) {
+      expect_nil(req);
+      QueueState& q = find(req);
+      if (q.lane) serve_lane(q, req.header.object);
+      trace_depth(req);
+    });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
   }
 
@@ -105,13 +168,257 @@ class QueueService {
   }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
-    auto [maxsize, joinable] = req.body_as<std::tuple<std::uint64_t, bool>>();
+    std::uint64_t maxsize = 0;
+    bool joinable = false;
+    bool lane_wanted = false;
+    try {
+      std::tie(maxsize, joinable, lane_wanted) = req.body_as<std::tuple<std::uint64_t, bool, bool>>();
+    } catch (const ProtocolError&) {
+      std::tie(maxsize, joinable) = req.body_as<std::tuple<std::uint64_t, bool>>();  // without a lane, as before
+    }
     auto q = std::make_unique<QueueState>();
     q->maxsize = maxsize;
     q->joinable = joinable;
     const std::uint64_t id = coordinator_.allocate_object_id();
+    // A JoinableQueue never gets one: putting back a dead taker's unfinished items needs this service's records.
+    if (lane_wanted && !joinable) q->lane = make_lane(id, req.header.sender, maxsize);
+    const QueueState& made = *q;
     queues_.emplace(id, std::move(q));
-    ok(peer, req.header, encode(std::make_tuple(id)));
+    if (!lane_wanted) {
+      ok(peer, req.header, encode(std::make_tuple(id)));
+      return;
+    }
+    auto [name, token, host] = lane_of(made);
+    ok(peer, req.header, encode(std::make_tuple(id, name, token, host)));
+  }
+
+  std::unique_ptr<Lane> make_lane(std::uint64_t id, std::uint64_t creator, std::uint64_t maxsize) {
+    const std::string& session = runtime::state().session.id;
+    if (session.empty()) return nullptr;  // its segments could not be told apart and removed at the end
+    auto lane = std::make_unique<Lane>();
+    // The session's prefix: unlinked with the session's other segments when it ends, or by the next session if it
+    // was killed.
+    lane->name = shm::session_prefix(session) + std::to_string(creator) + "-q" + std::to_string(id);
+    lane->token = shm::random_u64() | 1;
+    try {
+      lane->ring = shm::Ring::create(lane->name, lane->token, ring_capacity(), maxsize);
+    } catch (const std::exception&) {
+      return nullptr;  // no room or no /dev/shm: the queue works without a lane
+    }
+    if (trace::on()) lane->ring->set_flag(shm::ring_traced, true);
+    return lane;
+  }
+
+  // What a client needs to map the ring: its name (empty: no lane), token, and this host's key.
+  static std::tuple<std::string, std::uint64_t, std::string> lane_of(const QueueState& q) {
+    if (!q.lane) return {std::string(), 0, std::string()};
+    return {q.lane->name, q.lane->token, shm::host_key()};
+  }
+
+  static bool has_pending(const Lane& lane, const Borrower& who) {
+    return std::any_of(lane.pending.begin(), lane.pending.end(), [&](const PendingPut& p) {
+      return p.who.actor == who.actor && p.who.routing == who.routing;
+    });
+  }
+
+  // queue_lane: the lane's coordinates, once the sender's posted puts that wait here are in the ring (a client that
+  // posted puts here while tracing was on asks before it puts on the ring again, so its items stay in order).
+  void lane_info(Coordinator::Peer& peer, wire::Envelope& req) {
+    expect_nil(req);
+    QueueState& q = find(req);
+    if (q.lane && has_pending(*q.lane, borrower_of(peer, req.header.sender))) {
+      q.lane->syncs.push_back(make_waiter(peer, req));
+      return;
+    }
+    ok(peer, req.header, encode(lane_of(q)));
+  }
+
+  // One item of a queue_get reply's frame: [u32 length][bytes].
+  static void append_item(std::string& packed, const std::string& item) {
+    const auto size = static_cast<std::uint32_t>(item.size());
+    packed.append(reinterpret_cast<const char*>(&size), sizeof size);
+    packed.append(item);
+  }
+
+  static void add_item(wire::Envelope& reply, const std::string& item) {
+    std::string packed;
+    append_item(packed, item);
+    reply.body.emplace_back(packed.data(), packed.size());
+  }
+
+  // A put on a lane's ring for a process that does not use the lane itself.
+  void lane_put(QueueState& q, Coordinator::Peer& peer, wire::Envelope& req, std::string item, bool posted,
+                std::int64_t wait) {
+    Lane& lane = *q.lane;
+    const std::uint64_t id = req.header.object;
+    if (!lane.ring->fits(item.size())) {
+      if (posted) throw ProtocolError("mpx: an item larger than the queue's ring");
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::value, "mpx: the item is larger than the queue");
+      return;
+    }
+    if (posted) {
+      // Behind whatever waits already: one channel's items stay in order.
+      lane.pending.push_back(PendingPut{borrower_of(peer, req.header.sender), std::move(item)});
+      serve_lane(q, id);
+      return;
+    }
+    bool busy = false;
+    if (q.putters.empty() && lane.pending.empty()) {
+      const auto status = lane.ring->put(item.data(), item.size(), ring_lock_deadline(), false).status;
+      if (status == shm::Ring::Status::done) {
+        ok(peer, req.header, encode(Object{}));
+        serve_lane(q, id);
+        return;
+      }
+      if (status == shm::Ring::Status::no_space) {
+        coordinator_.reply_error(peer, req.header, wire::ErrorCode::internal,
+                                 "mpx: /dev/shm has no room for the queue");
+        return;
+      }
+      busy = status == shm::Ring::Status::busy;
+    }
+    if (wait == 0 && !busy) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::full, "mpx: the queue is full");
+      return;
+    }
+    park_on_lane(q, id, &QueueState::putters, make_waiter(peer, req, std::move(item)), wait, wire::ErrorCode::full,
+                 "mpx: the queue stayed full until the timeout");
+  }
+
+  // A lane request that must wait, parked as on the coordinator path. One with no wait gets here only when the ring's
+  // lock was busy, which is no answer yet: it waits for the retry.
+  void park_on_lane(QueueState& q, std::uint64_t id, std::deque<Waiter> QueueState::*list, Waiter waiter,
+                    std::int64_t wait, wire::ErrorCode code, const char* message) {
+    if (wait == 0) wait = 100;
+    park(coordinator_, q.*list, std::move(waiter), wait, [this, id, list] { return waiting(id, list); },
+         [this, code, message](Waiter& w) { answer_error(coordinator_, w, code, message); });
+    serve_lane(q, id);
+  }
+
+  // How many items a get through the coordinator takes from a ring: one, except for the sole consumer of an
+  // unbounded queue while tracing is on (every process on the host then gets through here, so "sole" is known), which
+  // is lent a batch as on the coordinator path: tracing would otherwise cost it a round trip per item.
+  static std::size_t lane_batch(const QueueState& q, const Borrower& who, std::uint64_t max_items) {
+    if (q.maxsize != 0 || !q.lane->ring->has_flag(shm::ring_traced)) return 1;
+    if (q.consumers.size() != 1 || !q.consumers.contains(who)) return 1;
+    const std::uint64_t quarter = std::max<std::uint64_t>(1, q.lane->ring->size() / 4);
+    return static_cast<std::size_t>(std::min({std::max<std::uint64_t>(max_items, 1), max_batch, quarter}));
+  }
+
+  // Lent items that were not consumed go back in front of the ring's head. If that cannot be done now (no room there:
+  // the ring filled meanwhile, or its head is at the start of a ring that never reached its end; or the lock stayed
+  // busy), they go to its tail: nothing is lost, but they come after items put since.
+  void give_back_to_ring(QueueState& q, const std::deque<std::string>& items) {
+    shm::Ring& ring = *q.lane->ring;
+    if (ring.put_front(items, ring_lock_deadline()).status == shm::Ring::Status::done) return;
+    for (const auto& item : items) q.lane->pending.push_back(PendingPut{Borrower{}, item});
+  }
+
+  void lane_get(QueueState& q, Coordinator::Peer& peer, wire::Envelope& req, std::int64_t wait,
+                std::uint64_t max_items, const Borrower& who) {
+    Lane& lane = *q.lane;
+    const std::uint64_t id = req.header.object;
+    bool busy = false;
+    if (q.getters.empty()) {
+      std::deque<std::string> items;
+      const auto status = lane.ring->take(items, lane_batch(q, who, max_items), ring_lock_deadline()).status;
+      if (status == shm::Ring::Status::done) {
+        auto reply = wire::make_reply(req.header, wire::Kind::ok, encode(Object{}));
+        std::string packed;
+        for (const auto& item : items) append_item(packed, item);
+        reply.body.emplace_back(packed.data(), packed.size());
+        items.pop_front();  // got now
+        if (!items.empty()) {
+          q.lent_total += items.size();
+          auto& lent = q.lent[who];
+          for (auto& item : items) lent.push_back(std::move(item));
+        }
+        coordinator_.reply(peer, reply);
+        serve_lane(q, id);  // room for what waits to be put
+        return;
+      }
+      busy = status == shm::Ring::Status::busy;
+    }
+    if (wait == 0 && !busy) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::empty, "mpx: the queue is empty");
+      return;
+    }
+    park_on_lane(q, id, &QueueState::getters, make_waiter(peer, req), wait, wire::ErrorCode::empty,
+                 "mpx: the queue stayed empty until the timeout");
+  }
+
+  // Moves what is parked here for a lane's ring into it and out of it, oldest first, as far as it goes. Run after
+  // every change this service makes, when a process pokes, and on a timer while the lock was busy.
+  void serve_lane(QueueState& q, std::uint64_t id) {
+    using S = shm::Ring::Status;
+    Lane& lane = *q.lane;
+    shm::Ring& ring = *lane.ring;
+    const auto parked = [&] { return !lane.pending.empty() || !q.putters.empty() || !q.getters.empty(); };
+    // Before looking: whoever changes the ring after this look sees the flag and pokes.
+    if (parked()) ring.set_flag(shm::ring_poke, true);
+    bool busy = false;  // the lock was not had in time: stop (this thread must not wait long), retry on the timer
+    for (bool progress = true; progress && !busy;) {
+      progress = false;
+      while (!lane.pending.empty()) {
+        const std::string& item = lane.pending.front().item;
+        const S status = ring.put(item.data(), item.size(), ring_lock_deadline(), false).status;
+        if (status != S::done) {
+          busy = status != S::full;  // busy, or no room in /dev/shm: try again later
+          break;
+        }
+        lane.pending.pop_front();
+        progress = true;
+      }
+      while (!busy && lane.pending.empty() && !q.putters.empty()) {
+        const std::string& item = q.putters.front().payload;
+        const S status = ring.put(item.data(), item.size(), ring_lock_deadline(), false).status;
+        if (status == S::full || status == S::busy) {
+          busy = busy || status == S::busy;
+          break;
+        }
+        Waiter p = std::move(q.putters.front());
+        q.putters.pop_front();
+        if (status == S::done) {
+          answer(coordinator_, p, wire::Kind::ok, encode(Object{}));
+          progress = true;
+        } else {
+          answer_error(coordinator_, p, wire::ErrorCode::internal, "mpx: /dev/shm has no room for the queue");
+        }
+      }
+      while (!busy && !q.getters.empty()) {
+        std::string item;
+        const S status = ring.get(item, ring_lock_deadline(), false).status;
+        if (status != S::done) {
+          busy = busy || status == S::busy;
+          break;
+        }
+        Waiter g = std::move(q.getters.front());
+        q.getters.pop_front();
+        disarm(coordinator_, g);
+        auto reply = wire::make_reply(g.request, wire::Kind::ok, encode(Object{}));
+        add_item(reply, item);
+        coordinator_.reply(g.peer, reply);
+        progress = true;
+      }
+    }
+    for (auto it = lane.syncs.begin(); it != lane.syncs.end();) {
+      if (has_pending(lane, borrower_of(it->peer, it->actor()))) {
+        ++it;
+        continue;
+      }
+      answer(coordinator_, *it, wire::Kind::ok, encode(lane_of(q)));
+      it = lane.syncs.erase(it);
+    }
+    if (!parked()) ring.set_flag(shm::ring_poke, false);
+    if (busy && !lane.retry_armed) {
+      lane.retry_armed = true;
+      coordinator_.timers().schedule(runtime::TimerWheel::Clock::now() + ring_retry, [this, id] {
+        auto it = queues_.find(id);
+        if (it == queues_.end() || !it->second->lane) return;
+        it->second->lane->retry_armed = false;
+        serve_lane(*it->second, id);
+      });
+    }
   }
 
   // The borrower says it has returned `consumed` more of its lent items from get(): they leave the queue for good.
@@ -152,7 +459,11 @@ class QueueService {
 
   // Unconsumed lent items go back to the head of the queue, in order.
   void give_back(QueueState& q, std::map<Borrower, std::deque<std::string>>::iterator it) {
-    for (auto item = it->second.rbegin(); item != it->second.rend(); ++item) q.items.push_front(std::move(*item));
+    if (q.lane) {
+      give_back_to_ring(q, it->second);
+    } else {
+      for (auto item = it->second.rbegin(); item != it->second.rend(); ++item) q.items.push_front(std::move(*item));
+    }
     q.lent_total -= it->second.size();
     q.lent.erase(it);
   }
@@ -182,6 +493,10 @@ class QueueService {
     std::int64_t wait = -1;
     if (!posted) std::tie(wait) = req.body_as<std::tuple<std::int64_t>>();
     if (posted && q.maxsize != 0) throw ProtocolError("mpx: a posted put needs an unbounded queue");
+    if (q.lane) {
+      lane_put(q, peer, req, std::move(item), posted, wait);
+      return;
+    }
     if (q.has_room() || !q.getters.empty()) {
       deliver(q, std::move(item));
       if (!posted) ok(peer, req.header, encode(Object{}));
@@ -214,6 +529,11 @@ class QueueService {
     auto [wait, max_items, consumed] = req.body_as<std::tuple<std::int64_t, std::uint64_t, std::uint64_t>>();
     const Borrower who = borrower_of(peer, req.header.sender);
     settle(q, who, consumed);
+    if (q.lane) {
+      q.consumers.insert(who);
+      lane_get(q, peer, req, wait, max_items, who);
+      return;
+    }
     admit_putters(q);  // consumed items made room
     q.consumers.insert(who);
     if (!q.items.empty()) {
@@ -253,7 +573,11 @@ class QueueService {
     settle(q, who, consumed);
     if (auto it = q.lent.find(who); it != q.lent.end()) give_back(q, it);
     q.consumers.erase(who);
-    serve_getters(q);
+    if (q.lane) {
+      serve_lane(q, req.header.object);
+    } else {
+      serve_getters(q);
+    }
   }
 
   void task_done(Coordinator::Peer& peer, wire::Envelope& req) {
@@ -302,6 +626,13 @@ class QueueService {
       forget_actor(coordinator_, q->putters, actor);
       forget_actor(coordinator_, q->joiners, actor);
       std::erase_if(q->consumers, [actor](const Borrower& b) { return b.actor == actor; });
+      if (q->lane) {
+        // It died holding the ring's lock: the next holder is told, and recounts the ring (shm::Ring::repair). First,
+        // so that what it was lent can go back. Its posted puts waiting here stay: they were put.
+        shm::Ring& ring = *q->lane->ring;
+        if (shm::recover(ring.lock(), static_cast<pid_t>(actor))) ring.repair_now(ring_lock_deadline());
+        forget_actor(coordinator_, q->lane->syncs, actor);
+      }
       // Lent but never returned by get(): as if never got, so back at the head (for every queue, as Python would
       // have left them in the pipe). Then a JoinableQueue's got-but-not-done items go back in front of them.
       for (auto it = q->lent.begin(); it != q->lent.end();) {
@@ -317,13 +648,27 @@ class QueueService {
         for (auto item = it->second.rbegin(); item != it->second.rend(); ++item) q->items.push_front(std::move(*item));
         q->taken.erase(it);
       }
-      serve_getters(*q);
+      if (q->lane) {
+        serve_lane(*q, id);
+      } else {
+        serve_getters(*q);
+      }
     }
   }
 
   Coordinator& coordinator_;
   std::unordered_map<std::uint64_t, std::unique_ptr<QueueState>> queues_;
+
+ public:
+  // Tracing records what crosses the coordinator: while it is on, handles leave their lanes.
+  void tracing_changed(bool on) {
+    for (auto& [id, q] : queues_) {
+      if (q->lane) q->lane->ring->set_flag(shm::ring_traced, on);
+    }
+  }
 };
+
+QueueService* the_service = nullptr;  // coordinator thread only
 
 }  // namespace
 
@@ -331,6 +676,11 @@ void install_queues(Coordinator& coordinator) {
   // Lives as long as the coordinator's handlers, which is the rest of the process.
   auto* service = new QueueService(coordinator);
   service->install();
+  the_service = service;
+}
+
+void queues_tracing_changed(bool on) {
+  if (the_service != nullptr) the_service->tracing_changed(on);
 }
 
 }  // namespace mpx::services

@@ -24,6 +24,8 @@ void install_shm(runtime::Coordinator& coordinator);
 void install_pool(runtime::Coordinator& coordinator);
 // Tracing was switched on: pipes leave the direct path (coordinator thread).
 void pipes_tracing_started();
+// Tracing was switched on or off: queue lanes are left or taken again (coordinator thread).
+void queues_tracing_changed(bool on);
 
 // A pool whose owner runs in the coordinator's own process (the embedded default) can take its results on the
 // coordinator thread, without the hop through the owner's result socket and result thread. The API layer registers

@@ -31,6 +31,7 @@ void install_trace(Coordinator& coordinator) {
       if (!trace::compiled_in()) throw ValueError("mpx: tracing is compiled out of this build (-Dtracing=false)");
       trace::start(trace::Options::parse(spec));
       pipes_tracing_started();
+      queues_tracing_changed(true);
     } catch (const Error& e) {
       // A bad spec or a sink that cannot open: the caller's mistake, and the bus is left off.
       coordinator.reply_error(peer, req.header, wire::ErrorCode::value, e.what());
@@ -41,6 +42,7 @@ void install_trace(Coordinator& coordinator) {
   coordinator.handle(K::trace_disable, [&coordinator](Coordinator::Peer& peer, wire::Envelope& req) {
     expect_nil(req);
     trace::stop();
+    queues_tracing_changed(false);
     const auto s = trace::current_status();
     ok(coordinator, peer, req.header, encode(std::make_tuple(s.recorded, s.dropped, s.pub_dropped)));
   });

@@ -41,7 +41,7 @@ std::string posix_name(const std::string& name) { return "/" + name; }
   throw std::system_error(error, std::generic_category(), "mpx: " + what);
 }
 
-Opened map_fd(int fd, const std::string& name) {
+Opened map_fd(int fd, const std::string& name, bool keep_fd) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int e = errno;
@@ -51,9 +51,9 @@ Opened map_fd(int fd, const std::string& name) {
   const auto length = static_cast<std::size_t>(st.st_size);
   void* base = length == 0 ? nullptr : ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int e = errno;
-  ::close(fd);  // the mapping keeps the segment; the descriptor is not needed
+  if (base == MAP_FAILED || !keep_fd) ::close(fd);  // the mapping keeps the segment; the descriptor is not needed
   if (base == MAP_FAILED) throw_errno(e, "cannot map shared memory segment '" + name + "'");
-  return Opened{std::make_shared<Mapping>(base, length), st.st_ino};
+  return Opened{std::make_shared<Mapping>(base, length, keep_fd ? fd : -1), st.st_ino};
 }
 
 std::string read_text(const std::string& path) {
@@ -87,6 +87,7 @@ bool owned_by_me(const fs::path& path) {
 
 Mapping::~Mapping() {
   if (base_ != nullptr) ::munmap(base_, length_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void check_name(const std::string& name) {
@@ -101,7 +102,7 @@ void check_name(const std::string& name) {
   if (name.find('\0') != std::string::npos) throw ValueError("mpx: shared memory name contains a NUL byte");
 }
 
-Opened create(const std::string& name, std::size_t length) {
+Opened create(const std::string& name, std::size_t length, bool keep_fd) {
   const int fd = ::shm_open(posix_name(name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
   if (fd < 0) {
     if (errno == EEXIST) throw FileExistsError("mpx: [Errno 17] File exists: '/" + name + "'");
@@ -113,16 +114,16 @@ Opened create(const std::string& name, std::size_t length) {
     ::shm_unlink(posix_name(name).c_str());
     throw_errno(e, "cannot size shared memory segment '" + name + "' to " + std::to_string(length) + " bytes");
   }
-  return map_fd(fd, name);
+  return map_fd(fd, name, keep_fd);
 }
 
-Opened open(const std::string& name) {
+Opened open(const std::string& name, bool keep_fd) {
   const int fd = ::shm_open(posix_name(name).c_str(), O_RDWR, 0);
   if (fd < 0) {
     if (errno == ENOENT) throw FileNotFoundError("mpx: [Errno 2] No such file or directory: '/" + name + "'");
     throw_errno(errno, "cannot open shared memory segment '" + name + "'");
   }
-  return map_fd(fd, name);
+  return map_fd(fd, name, keep_fd);
 }
 
 bool unlink(const std::string& name) { return ::shm_unlink(posix_name(name).c_str()) == 0; }
@@ -177,17 +178,6 @@ const bool self_forgotten_at_fork = [] {
   return true;
 }();
 
-// Shared futexes (no FUTEX_PRIVATE_FLAG): the waiters are in other processes, with the segment mapped anywhere.
-void futex_wake(std::uint32_t* word, int how_many) noexcept {
-  ::syscall(SYS_futex, word, FUTEX_WAKE, how_many, nullptr, nullptr, 0);
-}
-
-// Sleeps while *word == expected, until woken or past `until` (absolute CLOCK_MONOTONIC; nullptr: no limit). Every
-// return (woken, the word changed, a signal, the deadline) sends the caller back to look at the word.
-void futex_wait(std::uint32_t* word, std::uint32_t expected, const timespec* until) noexcept {
-  ::syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, until, nullptr, FUTEX_BITSET_MATCH_ANY);
-}
-
 timespec monotonic(std::chrono::steady_clock::time_point t) {
   // steady_clock is CLOCK_MONOTONIC on Linux, the clock FUTEX_WAIT_BITSET uses.
   const auto since_epoch = t.time_since_epoch();
@@ -197,6 +187,23 @@ timespec monotonic(std::chrono::steady_clock::time_point t) {
   ts.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
   return ts;
 }
+
+}  // namespace
+
+void futex_wake(std::uint32_t* word, int how_many) noexcept {
+  ::syscall(SYS_futex, word, FUTEX_WAKE, how_many, nullptr, nullptr, 0);
+}
+
+// FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a wait that is woken early and waits again does not
+// stretch the caller's timeout.
+void futex_wait(std::uint32_t* word, std::uint32_t expected,
+                std::optional<std::chrono::steady_clock::time_point> deadline) noexcept {
+  timespec until{};
+  if (deadline) until = monotonic(*deadline);
+  ::syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, deadline ? &until : nullptr, nullptr, FUTEX_BITSET_MATCH_ANY);
+}
+
+namespace {
 
 // Clears the owner's fields, then turns a word naming `owner` into "owner died" and wakes everyone: the first to get
 // there takes it and is told. The caller knows nobody else writes the owner's fields while the word names `owner`.
@@ -223,8 +230,6 @@ Locked lock_contended(Lock* lock, const Self& me, std::uint32_t seen,
                       std::optional<std::chrono::steady_clock::time_point> deadline, bool try_only) noexcept {
   auto word = field(lock->word);
   std::uint32_t cur = seen;
-  timespec until{};
-  if (deadline) until = monotonic(*deadline);
   // Once this thread has slept, others may be asleep too, and the wake that got it here was one of theirs to pass
   // on: it takes the lock with `waiters` set, so that its release wakes the next one.
   bool slept = false;
@@ -244,7 +249,7 @@ Locked lock_contended(Lock* lock, const Self& me, std::uint32_t seen,
       if (!word.compare_exchange_weak(cur, cur | lock_waiters, std::memory_order_relaxed)) continue;
       cur |= lock_waiters;
     }
-    futex_wait(&lock->word, cur, deadline ? &until : nullptr);
+    futex_wait(&lock->word, cur, deadline);
     slept = true;
     cur = word.load(std::memory_order_relaxed);
   }

@@ -41,19 +41,22 @@ inline constexpr std::uint64_t header_magic = 0x32306d687378706dULL;  // "mpxshm
 inline constexpr std::size_t data_offset = 128;  // cache-line aligned, and aligned for any T
 static_assert(sizeof(Header) <= data_offset);
 
-// One mapping of a segment in this process; unmapped when the last owner lets go.
+// One mapping of a segment in this process; unmapped when the last owner lets go. It may keep the segment's descriptor
+// open (a queue's ring allocates its pages with fallocate as it grows), closed with the mapping.
 class Mapping {
  public:
-  Mapping(void* base, std::size_t length) : base_(base), length_(length) {}
+  Mapping(void* base, std::size_t length, int fd = -1) : base_(base), length_(length), fd_(fd) {}
   ~Mapping();
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
   std::byte* base() const noexcept { return static_cast<std::byte*>(base_); }
   std::size_t length() const noexcept { return length_; }
+  int fd() const noexcept { return fd_; }
 
  private:
   void* base_;
   std::size_t length_;
+  int fd_;
 };
 
 struct Opened {
@@ -62,10 +65,10 @@ struct Opened {
 };
 
 // POSIX names carry a leading '/'; Python's SharedMemory.name does not. These take the name without it.
-// Creates a new segment of `length` bytes (zero-filled); throws FileExistsError if the name is taken.
-Opened create(const std::string& name, std::size_t length);
+// Creates a new segment of `length` bytes (zero-filled, sparse); throws FileExistsError if the name is taken.
+Opened create(const std::string& name, std::size_t length, bool keep_fd = false);
 // Maps an existing segment (its whole length); throws FileNotFoundError if there is none.
-Opened open(const std::string& name);
+Opened open(const std::string& name, bool keep_fd = false);
 // Removes the name; false if there was none.
 bool unlink(const std::string& name);
 // Unlinks `name` only if it is still the segment with this inode (not a later one that reused the name).
@@ -91,6 +94,13 @@ bool recover(Lock* lock, pid_t pid) noexcept;
 // The calling thread holds it and gives it up as if it had died (every recursion level): the next locker is told the
 // owner died. For a thread that holds it on behalf of a process that died. False if this thread does not hold it.
 bool abandon(Lock* lock) noexcept;
+
+// Shared futexes (no FUTEX_PRIVATE_FLAG: the waiters are in other processes, with the segment mapped anywhere).
+// futex_wait sleeps while *word == expected, until woken or past `deadline` (nullopt: no limit); every return (woken,
+// the word changed, a signal, the deadline) sends the caller back to look at its state.
+void futex_wait(std::uint32_t* word, std::uint32_t expected,
+                std::optional<std::chrono::steady_clock::time_point> deadline) noexcept;
+void futex_wake(std::uint32_t* word, int how_many) noexcept;
 
 // Who the calling thread is: getpid() and gettid() are system calls, so each thread asks once (and a forked child's
 // thread asks again).

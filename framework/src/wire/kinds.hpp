@@ -30,6 +30,8 @@ enum class Kind : std::uint16_t {
   queue_release = 25,    // [consumed] (posted): a consumer thread gives back its unconsumed lent items
   queue_task_done = 26,  // [consumed] -> ok nil | error value (called too many times)
   queue_join = 27,       // [timeout_ms] -> ok nil once every item is done | error timeout
+  queue_lane = 28,       // nil -> ok [ring name or "", token, host key], once the sender's posted puts are in the ring
+  queue_lane_poke = 29,  // nil (posted): a lane's ring changed while the coordinator has requests parked on it
 
   // synchronization (services/sync.cpp); timeout_ms: -1 forever, 0 no wait
   lock_create = 40,          // [recursive] -> ok [id]
@@ -143,6 +145,8 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::queue_release, "queue_release"},
     {Kind::queue_task_done, "queue_task_done"},
     {Kind::queue_join, "queue_join"},
+    {Kind::queue_lane, "queue_lane"},
+    {Kind::queue_lane_poke, "queue_lane_poke"},
     {Kind::lock_create, "lock_create"},
     {Kind::lock_acquire, "lock_acquire"},
     {Kind::lock_release, "lock_release"},
