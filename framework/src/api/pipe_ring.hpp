@@ -22,7 +22,7 @@
 
 namespace mpx::detail {
 
-class Ring {
+class PipeRing {
  public:
   // The data starts one page in; the header's counters each have their own cache line, so the writer's per-message
   // store of `head` and the reader's per-batch store of `tail` do not slow each other down.
@@ -32,10 +32,10 @@ class Ring {
   // A record length that is no length: "the next records are on the connection" (the ring was full).
   static constexpr std::uint32_t to_socket = 0xFFFFFFFFu;
 
-  Ring() = default;
-  Ring(const Ring&) = delete;
-  Ring& operator=(const Ring&) = delete;
-  ~Ring() { unmap(); }
+  PipeRing() = default;
+  PipeRing(const PipeRing&) = delete;
+  PipeRing& operator=(const PipeRing&) = delete;
+  ~PipeRing() { unmap(); }
 
   // The writer: makes and maps a ring; the memfd to pass to the reader (the caller closes it), or -1.
   int create(std::size_t capacity = default_capacity) {
