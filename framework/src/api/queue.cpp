@@ -65,7 +65,6 @@ ThreadLent::~ThreadLent() {
   thread_lent_made = false;
 }
 
-
 // A child process ends with _exit, which runs no thread_local destructors: release on the exiting thread first. A
 // thread that ends releases before its channel closes (a thread_local of this file may be destroyed after it).
 void release_at_exit() {

@@ -443,9 +443,7 @@ class QueueService {
     std::string packed;
     for (std::uint64_t i = 0; i < count && !q.items.empty(); ++i) {
       std::string& item = q.items.front();
-      const auto size = static_cast<std::uint32_t>(item.size());
-      packed.append(reinterpret_cast<const char*>(&size), sizeof size);
-      packed.append(item);
+      append_item(packed, item);
       if (i == 0) {
         if (q.joinable) q.taken[who.actor].push_back(std::move(item));
       } else {
