@@ -215,7 +215,7 @@ void abort_and_reset_f(mpx::Barrier barrier, mpx::Barrier barrier2, mpx::Value<i
 
 void timeout_f(mpx::Barrier barrier, mpx::Value<int> results) {
   const auto i = barrier.wait();
-  if (i == N / 2) std::this_thread::sleep_for(1s);  // one party is late, by design of the test
+  if (i == N / 2) std::this_thread::sleep_for(1500ms);  // one party is late, by design of the test
   try {
     barrier.wait(std::chrono::duration<double>(0.3));
   } catch (const mpx::BrokenBarrierError&) {
@@ -225,7 +225,7 @@ void timeout_f(mpx::Barrier barrier, mpx::Value<int> results) {
 
 void default_timeout_f(mpx::Barrier barrier, mpx::Value<int> results) {
   const auto i = barrier.wait(std::chrono::duration<double>(default_timeout));
-  if (i == N / 2) std::this_thread::sleep_for(1s);  // later than the barrier's default timeout
+  if (i == N / 2) std::this_thread::sleep_for(1500ms);  // later than the barrier's default timeout
   try {
     barrier.wait();
   } catch (const mpx::BrokenBarrierError&) {
