@@ -19,6 +19,9 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "mp_support.hpp"
@@ -245,6 +248,42 @@ void kill_parent_soon(int pid) {
 }
 
 void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// A raw TCP peer that speaks only Python's framing (a 4-byte big-endian length, then the bytes), to play a client or
+// a listener that gets the handshake wrong.
+void write_frame(int fd, const std::string& body) {
+  const std::uint32_t length = htonl(static_cast<std::uint32_t>(body.size()));
+  std::string frame(reinterpret_cast<const char*>(&length), sizeof length);
+  frame += body;
+  (void)::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
+}
+
+// Reads one frame; empty on EOF or error.
+std::string read_frame(int fd) {
+  auto read_exact = [fd](char* out, std::size_t n) {
+    for (std::size_t got = 0; got < n;) {
+      const ssize_t r = ::recv(fd, out + got, n - got, 0);
+      if (r <= 0) return false;
+      got += static_cast<std::size_t>(r);
+    }
+    return true;
+  };
+  std::uint32_t length = 0;
+  if (!read_exact(reinterpret_cast<char*>(&length), sizeof length)) return {};
+  std::string body(ntohl(length), '\0');
+  if (!read_exact(body.data(), body.size())) return {};
+  return body;
+}
+
+int tcp_port(const std::string& address) { return std::stoi(address.substr(address.rfind(':') + 1)); }
+
+sockaddr_in loopback(int port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return addr;
+}
 
 }  // namespace
 
@@ -692,6 +731,50 @@ TEST_CASE("TestInvalidHandle.test_invalid_handles", "[conformance][pipe]") {
 
 TEST_CASE("TestInvalidFamily.test_invalid_family", "[conformance][pipe][listener]") {
   CHECK_THROWS_AS(mpx::Listener("\\\\.\\test"), mpx::ValueError);
+}
+
+// ---- OtherTest ----
+
+TEST_CASE("OtherTest.test_deliver_challenge_auth_failure", "[conformance][pipe][listener]") {
+  // Python feeds deliver_challenge a fake connection that answers b'something bogus'; here a raw client does.
+  mpx::Listener l("tcp://127.0.0.1:0", std::string("abc"));
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  const auto addr = loopback(tcp_port(l.address()));
+  REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  std::thread bogus_client([fd] {
+    (void)read_frame(fd);  // the challenge
+    write_frame(fd, "something bogus");
+    (void)read_frame(fd);  // until the listener gives up
+  });
+  CHECK_THROWS_AS(l.accept(), mpx::AuthenticationError);
+  ::shutdown(fd, SHUT_RDWR);
+  bogus_client.join();
+  ::close(fd);
+}
+
+TEST_CASE("OtherTest.test_answer_challenge_auth_failure", "[conformance][pipe][listener]") {
+  // Python's fake connection sends a bare challenge tag, then b'something bogus'; here a raw listener does.
+  const int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(server >= 0);
+  auto addr = loopback(0);
+  REQUIRE(::bind(server, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(server, 1) == 0);
+  socklen_t length = sizeof addr;
+  REQUIRE(::getsockname(server, reinterpret_cast<sockaddr*>(&addr), &length) == 0);
+  std::thread bogus_listener([server] {
+    const int fd = ::accept(server, nullptr, nullptr);
+    if (fd < 0) return;
+    write_frame(fd, "#CHALLENGE#");
+    (void)read_frame(fd);
+    write_frame(fd, "something bogus");
+    (void)read_frame(fd);
+    ::close(fd);
+  });
+  const auto address = "tcp://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  CHECK_THROWS_AS(mpx::Client(address, std::string("abc")), mpx::AuthenticationError);
+  bogus_listener.join();
+  ::close(server);
 }
 
 // ---- TestTimeouts ----
