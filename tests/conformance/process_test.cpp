@@ -375,6 +375,29 @@ void write_file_at_exit(std::string path) {
   std::atexit([] { std::ofstream(where) << "deadbeef"; });
 }
 
+// TestForkAwareThreadLock.child: a chain of n generations; the last reports how many descriptors it has.
+void fd_count_at_generation(int n, mpx::Connection conn, int method) {
+  if (n > 1) {
+    mpx::Process p(with(method_of(method)), fd_count_at_generation, n - 1, conn, method);
+    p.start();
+    conn.close();
+    p.join();
+  } else {
+    conn.send(open_fd_count());
+  }
+  conn.close();
+}
+
+int fd_count_after_generations(int n, mpx::StartMethod method) {
+  auto [r, w] = mpx::Pipe(false);
+  mpx::Process p(with(method), fd_count_at_generation, n, w, static_cast<int>(method));
+  p.start();
+  w.close();
+  const int count = r.recv<int>();
+  REQUIRE(p.join(60s));
+  return count;
+}
+
 void increment_test(mpx::NamespaceProxy ns) { ns.set("test", ns.get("test").as_int() + 1); }
 
 }  // namespace
@@ -846,6 +869,21 @@ TEST_CASE("_TestAtExit.test_atexit", "[conformance][process][.known-8]") {
   std::getline(file, content);
   std::filesystem::remove(output_path);
   CHECK(content == "deadbeef");
+}
+
+// ---- TestForkAwareThreadLock ----
+
+// [.bug]: a spawn child cannot start a spawn grandchild (see test_parent_process).
+TEST_CASE("TestForkAwareThreadLock.test_lock", "[conformance][process][.bug]") {
+  // Python checks that its after-fork registry does not grow with each generation of processes (issue #17555). The
+  // state an mpx process carries into its children is its descriptors: five generations down, a process has no more
+  // than the first one. Not under fork, which inherits every descriptor by design (as test_child_fd_inflation says).
+  auto method = GENERATE(mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  const int first = fd_count_after_generations(1, method);
+  const int fifth = fd_count_after_generations(5, method);
+  INFO("start method " << mpx::to_string(method) << ": " << first << " descriptors in the first generation, " << fifth
+                       << " in the fifth");
+  CHECK(fifth <= first);
 }
 
 // ---- TestInitializers ----
