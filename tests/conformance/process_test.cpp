@@ -33,6 +33,20 @@ using conformance::with;
 
 namespace {
 
+// Sets the start method for one test and puts the previous one back, on failure paths too.
+class StartMethodScope {
+ public:
+  explicit StartMethodScope(mpx::StartMethod method) : previous_(mpx::get_start_method()) {
+    mpx::set_start_method(method, true);
+  }
+  ~StartMethodScope() { mpx::set_start_method(previous_, true); }
+  StartMethodScope(const StartMethodScope&) = delete;
+  StartMethodScope& operator=(const StartMethodScope&) = delete;
+
+ private:
+  mpx::StartMethod previous_;
+};
+
 bool in_active_children(const mpx::Process& p) {
   const auto children = mpx::active_children();
   return std::any_of(children.begin(), children.end(), [&](const mpx::Process& c) { return c.pid() == p.pid(); });
@@ -225,7 +239,7 @@ bool signal_pending(pid_t pid, int signum) {
 }
 
 void check_forkserver_death(int signum) {
-  mpx::set_start_method(mpx::StartMethod::forkserver, true);
+  const StartMethodScope scope(mpx::StartMethod::forkserver);
   // Python's _forkserver.ensure_running(): a process started through it proves it serves (and has named itself).
   mpx::Process first(do_nothing);
   first.start();
@@ -571,7 +585,8 @@ TEST_CASE("_TestProcess.test_recursion", "[conformance][process][.known-4][.bug]
   recurse(wconn, {}, static_cast<int>(method));
 
   std::vector<std::vector<int>> result;
-  while (rconn.poll()) result.push_back(rconn.recv<std::vector<int>>());
+  // Python sleeps DELTA (0.1 s) first, then polls without waiting; a poll that waits as long does the same.
+  while (rconn.poll(0.1s)) result.push_back(rconn.recv<std::vector<int>>());
 
   const std::vector<std::vector<int>> expected{{}, {0}, {0, 0}, {0, 1}, {1}, {1, 0}, {1, 1}};
   CHECK(result == expected);
@@ -667,16 +682,19 @@ TEST_CASE("_TestProcess.test_error_on_stdio_flush_1", "[conformance][process]") 
       mpx::Event event;
       mpx::Process proc(with(method), set_event, event);
       bool started = false, joined = false;
+      std::string error;
       try {
         proc.start();
         started = true;
         joined = proc.join(60s);
-      } catch (...) {
+      } catch (const std::exception& e) {
+        error = e.what();  // reported once the streams are back
       }
       ::dup2(saved, stream);
       ::close(saved);
       std::signal(SIGPIPE, old_sigpipe);
       INFO("stream " << stream << (how == Broken::closed_pipe ? ", a pipe nobody reads" : ", /dev/full"));
+      INFO("error: " << error);
       REQUIRE(started);
       REQUIRE(joined);
       CHECK(event.is_set());
@@ -706,7 +724,7 @@ TEST_CASE("_TestProcess.test_error_on_stdio_flush_2", "[conformance][process]") 
 // [.known-4]: the child closing its copy of parent_conn releases the parent's end, and the child then reads EOF.
 TEST_CASE("_TestSubclassingProcess.test_subclassing", "[conformance][process][.known-4]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
-  mpx::set_start_method(method, true);
+  const StartMethodScope scope(method);
   auto uppercaser = UpperCaser::with_pipe();
   uppercaser.set_daemon(true);
   uppercaser.start();
@@ -715,7 +733,6 @@ TEST_CASE("_TestSubclassingProcess.test_subclassing", "[conformance][process][.k
   uppercaser.stop();
   CHECK(uppercaser.join(60s));
   CHECK(uppercaser.exitcode() == 0);
-  mpx::set_start_method(mpx::StartMethod::forkserver, true);
 }
 
 TEST_CASE("_TestSubclassingProcess.test_stderr_flush", "[conformance][process]") {
@@ -763,7 +780,7 @@ TEST_CASE("TestStartMethod.test_context", "[conformance][process][.known-7]") {
 }
 
 TEST_CASE("TestStartMethod.test_set_get", "[conformance][process][.known-7]") {
-  const auto old_method = mpx::get_start_method();
+  const StartMethodScope restore(mpx::get_start_method());
   int count = 0;
   for (const std::string method : {"fork", "spawn", "forkserver"}) {
     mpx::set_start_method(method, true);
@@ -776,7 +793,6 @@ TEST_CASE("TestStartMethod.test_set_get", "[conformance][process][.known-7]") {
     check_context(p, r, method);
     ++count;
   }
-  mpx::set_start_method(old_method, true);
   CHECK(count >= 1);
 }
 
