@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "../children.hpp"
-#include "child_checks.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 
@@ -29,11 +29,11 @@ using Clock = std::chrono::steady_clock;
 using mpx::Object;
 using mpx_test::Children;
 
-using mpx_conformance::with;
+using conformance::with;
 
-using mpx_conformance::require;
+using conformance::require;
 
-using mpx_conformance::wait_until;
+using conformance::wait_until;
 
 bool gone_within(pid_t pid, std::chrono::seconds bound) {
   return wait_until([pid] { return ::kill(pid, 0) != 0 && errno == ESRCH; }, bound);

@@ -7,7 +7,7 @@
 #include <catch2/catch.hpp>
 #include <mpx/mpx.hpp>
 
-#include "pool_helpers.hpp"
+#include "support.hpp"
 
 #include <algorithm>
 #include <chrono>

@@ -24,7 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "mp_support.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 using conformance::Stopwatch;

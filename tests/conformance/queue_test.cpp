@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "mp_support.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 using conformance::Stopwatch;

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "../children.hpp"
-#include "child_checks.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 
@@ -28,7 +28,7 @@ namespace {
 
 using mpx_test::Children;
 
-using mpx_conformance::with;
+using conformance::with;
 
 // ---- _TestValue ----
 

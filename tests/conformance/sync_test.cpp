@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "../children.hpp"
-#include "child_checks.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 
@@ -27,11 +27,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using mpx_test::Children;
 
-using mpx_conformance::with;
+using conformance::with;
 
-using mpx_conformance::require;
+using conformance::require;
 
-using mpx_conformance::wait_until;
+using conformance::wait_until;
 
 double seconds_since(Clock::time_point begin) { return std::chrono::duration<double>(Clock::now() - begin).count(); }
 

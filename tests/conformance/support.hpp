@@ -1,16 +1,23 @@
-// What the process, queue and pipe conformance files share: waiting on observable state with a deadline, timing a
-// call, options for a start method, and whether a pid is gone.
+// What the conformance files share: waiting on observable state with a deadline (CPython's
+// assertReachesEventually / sleeping_retry), timing a call, options for a start method, a child's failing check,
+// whether a pid is gone, and running a hidden test case as a program of its own.
 #pragma once
+
+#include "../children.hpp"
 
 #include <mpx/mpx.hpp>
 
 #include <chrono>
 #include <fstream>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
 namespace conformance {
 
@@ -59,6 +66,26 @@ inline std::optional<char> process_state(pid_t pid) {
 inline bool pid_gone(pid_t pid) {
   const auto state = process_state(pid);
   return !state || *state == 'Z' || *state == 'X';
+}
+
+// A child's failed check: the exception ends it with exit code 1 (and prints `what` on its stderr).
+inline void require(bool ok, const std::string& what) {
+  if (!ok) throw std::runtime_error("child check failed: " + what);
+}
+
+// Runs the hidden test case `test_name` of this binary as a program of its own (a root session, with `env` added)
+// and waits for it to end: its wait status, or nullopt if it did not end within `timeout` (then it is killed).
+// CPython's assert_python_ok('-c', ...) for what happens when a program ends.
+inline std::optional<int> run_program(const std::string& test_name, const std::vector<std::string>& env,
+                                      Seconds timeout) {
+  const pid_t pid = mpx_test::spawn_session(test_name, env, -1);
+  int status = 0;
+  if (!wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout)) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return std::nullopt;
+  }
+  return status;
 }
 
 }  // namespace conformance
