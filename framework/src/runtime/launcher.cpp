@@ -339,7 +339,11 @@ namespace {
         continue;
       }
       const pid_t zygote = ::getpid();
+      // Blocked across the fork: a SIGINT sent to the child before it has its disposition back stays pending (an
+      // ignored signal that is blocked is kept) and is delivered once it has, instead of being lost.
+      ::sigprocmask(SIG_BLOCK, &sigint, nullptr);
       const pid_t pid = ::fork();
+      if (pid != 0) ::sigprocmask(SIG_UNBLOCK, &sigint, nullptr);
       if (pid == 0) {
         ::close(listener);
         ::close(sfd);

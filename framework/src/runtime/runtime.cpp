@@ -93,7 +93,9 @@ struct ExitHandler {
   void* argument;
 };
 std::mutex recorded_handlers_mutex;
-pid_t recording_pid = 0;                        // the child whose handlers are kept; guarded by the mutex
+// The child whose handlers are kept. Read without the mutex first, so that a process that keeps none (the root) never
+// takes it, and a child forked while another thread registers a handler cannot inherit it held.
+std::atomic<pid_t> recording_pid{0};
 std::vector<ExitHandler>* recorded_handlers;  // leaked, like state(): guarded by the mutex
 
 void start_recording_exit_handlers() {
@@ -449,10 +451,10 @@ extern "C" int __cxa_atexit(void (*function)(void*), void* argument, void* dso_h
   using Register = int (*)(void (*)(void*), void*, void*);
   static const auto next = reinterpret_cast<Register>(::dlsym(RTLD_NEXT, "__cxa_atexit"));
   if (next == nullptr) return -1;
-  if (argument == nullptr) {
-    using namespace mpx::runtime;
+  using namespace mpx::runtime;
+  if (argument == nullptr && recording_pid.load() == ::getpid()) {
     std::lock_guard lock(recorded_handlers_mutex);
-    if (recording_pid != 0 && recording_pid == ::getpid()) recorded_handlers->push_back({function, argument});
+    recorded_handlers->push_back({function, argument});
   }
   return next(function, argument, dso_handle);
 }
