@@ -11,10 +11,14 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <poll.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "children.hpp"
 
 #include "runtime/launcher.hpp"
 #include "runtime/runtime.hpp"
@@ -397,4 +401,56 @@ TEST_CASE("a child that returns runs the atexit handlers it registered, not the 
   CHECK(child.exitcode() == 0);
   CHECK(read_lines_of(path) == std::vector<std::string>{"child"});
   std::filesystem::remove(path);
+}
+
+namespace {
+
+void started_then_sleep(mpx::Event started) {
+  started.set();
+  std::this_thread::sleep_for(30s);
+}
+
+}  // namespace
+
+// The helper, run only by name as its own root session in its own process group: a Pool map that the test interrupts
+// with a SIGINT to the whole group (a terminal's Ctrl-C), then a forkserver start and a new Pool.
+TEST_CASE("process ctrl-c session helper", "[.]") {
+  const char* fd_text = std::getenv("MPX_CTRLC_HELPER_FD");
+  if (fd_text == nullptr) return;
+  const int fd = std::atoi(fd_text);
+  mpx::Event started;
+  std::thread report_started([&] {
+    if (started.wait(60s)) (void)!::write(fd, "m", 1);
+  });
+  {
+    mpx::Pool pool(2);
+    std::vector<std::tuple<mpx::Event>> args(4, {started});
+    CHECK_THROWS_AS(pool.starmap(started_then_sleep, args), mpx::Interrupted);
+  }
+  report_started.join();
+  check_forkserver_works();
+  ::close(fd);
+}
+
+TEST_CASE("after a Ctrl-C to the process group interrupts a Pool, Process::start and a Pool still work",
+          "[process][forkserver]") {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t session = mpx_test::spawn_session("process ctrl-c session helper",
+                                                {"MPX_CTRLC_HELPER_FD=" + std::to_string(fds[1])}, fds[0], true);
+  ::close(fds[1]);
+  pollfd readable{fds[0], POLLIN, 0};
+  const bool map_running = ::poll(&readable, 1, 60000) == 1;
+  char byte = 0;
+  const bool told = map_running && ::read(fds[0], &byte, 1) == 1 && byte == 'm';
+  ::close(fds[0]);
+  CHECK(told);
+  ::kill(-session, SIGINT);  // as a terminal does: the session's root, its forkserver and its workers
+  const bool ended = ends_within(session, 120s);
+  if (!ended) ::kill(-session, SIGKILL);
+  int status = 0;
+  ::waitpid(session, &status, 0);
+  REQUIRE(ended);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // the helper's checks passed
 }

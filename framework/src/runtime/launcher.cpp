@@ -235,28 +235,32 @@ bool owns_zygote() {
 }  // namespace
 
 Launched launch_forkserver(const LaunchSpec& spec) {
-  int fd = connect_forkserver(spec.forkserver_path);
-  // Nobody listens: the zygote died (a SIGKILL, the OOM killer). The root, which owns it, starts another and tries
-  // once more; a child cannot, since the zygote must outlive it.
-  if (fd < 0 && (errno == ECONNREFUSED || errno == ENOENT) && owns_zygote()) {
-    std::lock_guard lock(zygote_mutex);
-    fd = connect_forkserver(spec.forkserver_path);  // another thread may have replaced it meanwhile
-    if (fd < 0) {
-      replace_zygote(state().session);
-      fd = connect_forkserver(spec.forkserver_path);
+  for (int attempt = 0;; ++attempt) {
+    int fd = connect_forkserver(spec.forkserver_path);
+    // Nobody listens: the zygote died (a SIGKILL, the OOM killer). The root, which owns it, starts another; a child
+    // cannot, since the zygote must outlive it.
+    if (fd < 0 && (errno == ECONNREFUSED || errno == ENOENT) && owns_zygote()) {
+      std::lock_guard lock(zygote_mutex);
+      fd = connect_forkserver(spec.forkserver_path);  // another thread may have replaced it meanwhile
+      if (fd < 0) {
+        replace_zygote(state().session);
+        fd = connect_forkserver(spec.forkserver_path);
+      }
     }
-  }
-  if (fd < 0) fail("mpx: cannot reach the forkserver at " + spec.forkserver_path);
-  std::int32_t pid = 0;
-  if (!write_frame(fd, encode(spec)) || !read_all(fd, &pid, sizeof pid) || pid <= 0) {
+    if (fd < 0) fail("mpx: cannot reach the forkserver at " + spec.forkserver_path);
+    std::int32_t pid = 0;
+    if (write_frame(fd, encode(spec)) && read_all(fd, &pid, sizeof pid) && pid > 0) {
+      Launched l;
+      l.pid = pid;
+      l.pidfd = pidfd_open(pid);  // may fail if it already ended and was reaped; status_fd still tells how
+      l.status_fd = fd;
+      return l;
+    }
     ::close(fd);
-    throw ProcessError("mpx: the forkserver did not start the process");
+    // The zygote died while it served this request (a child it forked dies with it): once more, through its
+    // replacement.
+    if (attempt > 0 || !owns_zygote()) throw ProcessError("mpx: the forkserver did not start the process");
   }
-  Launched l;
-  l.pid = pid;
-  l.pidfd = pidfd_open(pid);  // may fail if it already ended and was reaped; status_fd still tells how
-  l.status_fd = fd;
-  return l;
 }
 
 std::optional<int> read_forkserver_status(int status_fd) {
