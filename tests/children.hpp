@@ -48,7 +48,10 @@ struct Children {
 
 // Runs this test binary again as a root session of its own (its own coordinator), running only the hidden test case
 // `test_name`: with this environment minus its MPX_* variables, plus `env`; `close_fd` (if not -1) is closed in it.
-inline pid_t spawn_session(std::string test_name, const std::vector<std::string>& env, int close_fd) {
+// With `own_process_group`, the session leads a process group of its own (its pid is the group's id), which a test can
+// signal as a terminal's Ctrl-C does without reaching the test runner.
+inline pid_t spawn_session(std::string test_name, const std::vector<std::string>& env, int close_fd,
+                           bool own_process_group = false) {
   std::vector<std::string> vars;
   for (char** e = environ; *e; ++e) {
     if (std::strncmp(*e, "MPX_", 4) != 0) vars.emplace_back(*e);
@@ -62,8 +65,15 @@ inline pid_t spawn_session(std::string test_name, const std::vector<std::string>
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   if (close_fd != -1) posix_spawn_file_actions_addclose(&actions, close_fd);
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  if (own_process_group) {
+    posix_spawnattr_setpgroup(&attributes, 0);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
+  }
   pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), envp.data());
+  const int rc = ::posix_spawn(&pid, exe.c_str(), &actions, &attributes, argv.data(), envp.data());
+  posix_spawnattr_destroy(&attributes);
   posix_spawn_file_actions_destroy(&actions);
   REQUIRE(rc == 0);
   return pid;

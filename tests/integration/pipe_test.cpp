@@ -550,3 +550,14 @@ TEST_CASE("messages a reader took in a batch but has not read go on with the end
   for (int i = 1; i < 10; ++i) CHECK(c.recv<int>() == i);
   CHECK_FALSE(c.poll());
 }
+
+TEST_CASE("zero and negative timeouts do not wait: poll and wait", "[pipe][timeout]") {
+  auto [a, b] = mpx::Pipe();
+  for (const auto seconds : {-1.0, -0.001, 0.0}) {
+    const auto timeout = std::chrono::duration<double>(seconds);
+    const auto begin = Clock::now();
+    CHECK_FALSE(b.poll(timeout));
+    CHECK(mpx::wait(std::vector<mpx::Connection>{b}, timeout).empty());
+    CHECK(Clock::now() - begin < 10s);
+  }
+}

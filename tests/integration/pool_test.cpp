@@ -794,3 +794,30 @@ TEST_CASE("serial apply_async from an attached handle in a child process", "[poo
   REQUIRE(user.join(30s));
   CHECK(user.exitcode() == 0);
 }
+
+TEST_CASE("zero and negative timeouts do not wait: AsyncResult get and wait, IMapIterator next, Future result",
+          "[pool][timeout]") {
+  mpx::Pool pool(1);
+  mpx::Event release;
+  mpx::Event started;
+  auto busy = pool.apply_async(signal_then_hold, started, release);
+  REQUIRE(started.wait(60s));
+  auto queued = pool.apply_async(square, 3);
+  auto stream = pool.imap(square, std::vector<int>{4});
+  mpx::ProcessPoolExecutor executor(1);
+  auto future = executor.submit(nap, 2.0);
+  for (const auto seconds : {-1.0, -0.001, 0.0}) {
+    const auto timeout = std::chrono::duration<double>(seconds);
+    const auto begin = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(queued.get(timeout), mpx::TimeoutError);
+    CHECK_FALSE(queued.wait(timeout));
+    CHECK_THROWS_AS(stream.next(timeout), mpx::TimeoutError);
+    CHECK_THROWS_AS(future.result(timeout), mpx::TimeoutError);
+    CHECK(std::chrono::steady_clock::now() - begin < 10s);
+  }
+  release.set();
+  CHECK(busy.get(60s));
+  CHECK(queued.get(60s) == 9);
+  CHECK(stream.next(60s) == 16);
+  CHECK(future.result(60s) == 2.0);
+}

@@ -6,11 +6,22 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include <poll.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "children.hpp"
+
+#include "runtime/launcher.hpp"
+#include "runtime/runtime.hpp"
 
 using namespace std::chrono_literals;
 
@@ -254,4 +265,192 @@ TEST_CASE("cpu_count and current_process in the main process", "[process]") {
   CHECK(mpx::current_process().name() == "MainProcess");
   CHECK(mpx::current_process().is_alive());
   CHECK_FALSE(mpx::parent_process().has_value());
+}
+
+// ---- negative timeouts, the forkserver's life, inherited start methods, exit handlers ----
+
+namespace {
+
+// Waits up to `limit` for process `pid` to end (its pidfd turns readable); true if it ended.
+bool ends_within(pid_t pid, std::chrono::milliseconds limit) {
+  const int fd = mpx::runtime::pidfd_open(pid);
+  if (fd < 0) return true;  // already gone
+  pollfd p{fd, POLLIN, 0};
+  const bool ended = ::poll(&p, 1, static_cast<int>(limit.count())) == 1;
+  ::close(fd);
+  return ended;
+}
+
+int twice(int x) { return 2 * x; }
+
+// What a freshly started process and a Pool can do, under forkserver.
+void check_forkserver_works() {
+  auto p = mpx::get_context("forkserver").Process(exit_with, 5);
+  REQUIRE_NOTHROW(p.start());
+  REQUIRE(p.join(60s));
+  CHECK(p.exitcode() == 5);
+  mpx::Pool pool(2);
+  CHECK(pool.map(twice, std::vector<int>{1, 2, 3}) == std::vector<int>{2, 4, 6});
+}
+
+void report_own_method_only(mpx::Queue<std::string> out) {
+  out.put(std::string(mpx::to_string(mpx::get_start_method())));
+}
+
+void report_methods(mpx::Queue<std::string> out) {
+  out.put(std::string(mpx::to_string(mpx::get_start_method())));
+  mpx::Process grandchild(report_own_method_only, out);
+  out.put(std::string(mpx::to_string(grandchild.start_method())));
+  grandchild.start();
+  grandchild.join();
+  if (grandchild.exitcode() != 0) std::exit(3);
+}
+
+std::string exit_marker_path(pid_t parent) {
+  return (std::filesystem::temp_directory_path() / ("mpx-process-test-atexit-" + std::to_string(parent))).string();
+}
+
+void append_to(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::app) << text << "\n";
+}
+
+pid_t inherited_handler_owner = 0;
+void inherited_handler() {
+  // Registered by the test process: it must never run in a child (its own exit writes nothing).
+  if (::getpid() != inherited_handler_owner) append_to(exit_marker_path(inherited_handler_owner), "inherited");
+}
+void child_handler() { append_to(exit_marker_path(mpx::parent_process()->pid()), "child"); }
+void register_exit_handler() { std::atexit(&child_handler); }
+
+std::vector<std::string> read_lines_of(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("zero and negative timeouts do not wait: join", "[process][timeout]") {
+  const mpx::Context ctx(pick_method());
+  auto p = ctx.Process(sleep_forever);
+  p.start();
+  for (const auto timeout : {-1.0, -0.001, 0.0}) {
+    const auto begin = std::chrono::steady_clock::now();
+    CHECK_FALSE(p.join(std::chrono::duration<double>(timeout)));
+    CHECK(std::chrono::steady_clock::now() - begin < 5s);  // before the fix a negative timeout waited forever
+  }
+  CHECK(p.is_alive());
+  p.kill();
+  CHECK(p.join(30s));
+  CHECK(p.exitcode() == -SIGKILL);
+}
+
+TEST_CASE("the forkserver ignores SIGINT: a terminal Ctrl-C leaves it serving", "[process][forkserver]") {
+  const pid_t forkserver = mpx::runtime::state().zygote_pid;
+  REQUIRE(forkserver > 0);
+  REQUIRE(::kill(forkserver, SIGINT) == 0);
+  CHECK_FALSE(ends_within(forkserver, 300ms));
+  check_forkserver_works();
+}
+
+TEST_CASE("a forkserver killed by SIGKILL is replaced by the next start", "[process][forkserver]") {
+  for (int round = 0; round < 2; ++round) {
+    const pid_t forkserver = mpx::runtime::state().zygote_pid;
+    REQUIRE(forkserver > 0);
+    REQUIRE(::kill(forkserver, SIGKILL) == 0);
+    REQUIRE(ends_within(forkserver, 30s));
+    check_forkserver_works();
+    CHECK(mpx::runtime::state().zygote_pid != forkserver);
+  }
+  // The new forkserver ignores SIGINT too.
+  const pid_t replacement = mpx::runtime::state().zygote_pid;
+  REQUIRE(::kill(replacement, SIGINT) == 0);
+  CHECK_FALSE(ends_within(replacement, 300ms));
+  check_forkserver_works();
+}
+
+TEST_CASE("a child's start method is the one that started it, and its children inherit it", "[process]") {
+  const auto method = pick_method();
+  INFO("start method " << mpx::to_string(method));
+  mpx::Queue<std::string> out;
+  auto child = mpx::Context(method).Process(report_methods, out);
+  child.start();
+  const std::string name(mpx::to_string(method));
+  CHECK(out.get(true, 60s) == name);  // the child's get_start_method()
+  CHECK(out.get(true, 60s) == name);  // the grandchild's start_method(), before it starts
+  CHECK(out.get(true, 60s) == name);  // the grandchild's own get_start_method()
+  REQUIRE(child.join(60s));
+  CHECK(child.exitcode() == 0);
+}
+
+TEST_CASE("a child that returns runs the atexit handlers it registered, not the ones inherited", "[process][atexit]") {
+  const auto method = pick_method();
+  INFO("start method " << mpx::to_string(method));
+  const std::string path = exit_marker_path(::getpid());
+  std::filesystem::remove(path);
+  static const bool registered = [] {
+    inherited_handler_owner = ::getpid();
+    std::atexit(&inherited_handler);
+    return true;
+  }();
+  (void)registered;
+  auto child = mpx::Context(method).Process(register_exit_handler);
+  child.start();
+  REQUIRE(child.join(60s));
+  CHECK(child.exitcode() == 0);
+  CHECK(read_lines_of(path) == std::vector<std::string>{"child"});
+  std::filesystem::remove(path);
+}
+
+namespace {
+
+void started_then_sleep(mpx::Event started) {
+  started.set();
+  std::this_thread::sleep_for(30s);
+}
+
+}  // namespace
+
+// The helper, run only by name as its own root session in its own process group: a Pool map that the test interrupts
+// with a SIGINT to the whole group (a terminal's Ctrl-C), then a forkserver start and a new Pool.
+TEST_CASE("process ctrl-c session helper", "[.]") {
+  const char* fd_text = std::getenv("MPX_CTRLC_HELPER_FD");
+  if (fd_text == nullptr) return;
+  const int fd = std::atoi(fd_text);
+  mpx::Event started;
+  std::thread report_started([&] {
+    if (started.wait(60s)) (void)!::write(fd, "m", 1);
+  });
+  {
+    mpx::Pool pool(2);
+    std::vector<std::tuple<mpx::Event>> args(4, {started});
+    CHECK_THROWS_AS(pool.starmap(started_then_sleep, args), mpx::Interrupted);
+  }
+  report_started.join();
+  check_forkserver_works();
+  ::close(fd);
+}
+
+TEST_CASE("after a Ctrl-C to the process group interrupts a Pool, Process::start and a Pool still work",
+          "[process][forkserver]") {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t session = mpx_test::spawn_session("process ctrl-c session helper",
+                                                {"MPX_CTRLC_HELPER_FD=" + std::to_string(fds[1])}, fds[0], true);
+  ::close(fds[1]);
+  pollfd readable{fds[0], POLLIN, 0};
+  const bool map_running = ::poll(&readable, 1, 60000) == 1;
+  char byte = 0;
+  const bool told = map_running && ::read(fds[0], &byte, 1) == 1 && byte == 'm';
+  ::close(fds[0]);
+  CHECK(told);
+  ::kill(-session, SIGINT);  // as a terminal does: the session's root, its forkserver and its workers
+  const bool ended = ends_within(session, 120s);
+  if (!ended) ::kill(-session, SIGKILL);
+  int status = 0;
+  ::waitpid(session, &status, 0);
+  REQUIRE(ended);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // the helper's checks passed
 }

@@ -600,3 +600,16 @@ TEST_CASE("lane: while tracing is on items cross the coordinator, in order, and 
   for (int i = 1; i < 200; ++i) REQUIRE(q.get_nowait() == i);
   CHECK_THROWS_AS(q.get_nowait(), mpx::Empty);
 }
+
+TEST_CASE("zero and negative timeouts do not wait: get and put", "[queue][timeout]") {
+  mpx::Queue<int> queue(1);
+  for (const auto seconds : {-1.0, -0.001, 0.0}) {
+    const auto timeout = std::chrono::duration<double>(seconds);
+    const auto begin = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(queue.get(true, timeout), mpx::Empty);
+    queue.put(1);
+    CHECK_THROWS_AS(queue.put(2, true, timeout), mpx::Full);
+    CHECK(queue.get(true, timeout) == 1);
+    CHECK(std::chrono::steady_clock::now() - begin < 10s);
+  }
+}

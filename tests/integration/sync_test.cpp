@@ -924,3 +924,24 @@ TEST_CASE("uncontended Lock acquire+release against a ping round trip", "[.][ben
               best_lock / best_ping);
   CHECK(best_lock <= 1.5 * best_ping);
 }
+
+TEST_CASE("zero and negative timeouts do not wait: Event, Lock, Semaphore, Condition", "[sync][timeout]") {
+  mpx::Event event;
+  mpx::Lock lock;
+  mpx::Semaphore semaphore(0);
+  mpx::Condition condition;
+  REQUIRE(lock.acquire());
+  for (const auto seconds : {-1.0, -0.001, 0.0}) {
+    const auto timeout = std::chrono::duration<double>(seconds);
+    const auto begin = Clock::now();
+    CHECK_FALSE(event.wait(timeout));
+    CHECK_FALSE(lock.acquire(true, timeout));
+    CHECK_FALSE(semaphore.acquire(true, timeout));
+    condition.acquire();
+    CHECK_FALSE(condition.wait(timeout));
+    CHECK_FALSE(condition.wait_for([] { return false; }, timeout));
+    condition.release();
+    CHECK(Clock::now() - begin < 10s);  // no wait at all; generous on a loaded machine
+  }
+  lock.release();
+}

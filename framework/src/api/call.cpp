@@ -2,6 +2,7 @@
 
 #include <mpx/handle.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 #include "runtime/channel.hpp"
@@ -12,8 +13,12 @@ namespace mpx {
 std::int64_t wait_ms(bool block, const Timeout& timeout) {
   if (!block) return 0;
   if (!timeout) return -1;
+  // Zero, negative (and NaN) do not wait, everywhere in the API, as in Python. A wait beyond 30 years is one of 30
+  // years, so that adding a grace period to it cannot overflow.
+  constexpr double longest_ms = 1e12;
   const double ms = std::ceil(timeout->count() * 1000.0);
-  return ms <= 0 ? 0 : static_cast<std::int64_t>(ms);
+  if (!(ms > 0)) return 0;
+  return static_cast<std::int64_t>(std::min(ms, longest_ms));
 }
 
 }  // namespace mpx

@@ -23,6 +23,7 @@
 #include "api/connection.hpp"
 #include "runtime/runtime.hpp"
 #include "wire/auth.hpp"
+#include "wire/interrupted.hpp"
 #include "wire/limits.hpp"
 
 namespace mpx {
@@ -142,20 +143,8 @@ std::string socket_recv(ConnectionState& s, std::size_t maxlength) {
 }
 
 bool wait_fd(int fd, short events, std::int64_t timeout_ms, const char* what) {
-  using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<std::int64_t>(timeout_ms, 0));
-  for (;;) {
-    int left = -1;
-    if (timeout_ms >= 0) {
-      left = static_cast<int>(std::clamp<std::int64_t>(
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count(), 0, INT32_MAX));
-    }
-    pollfd p{fd, events, 0};
-    const int n = ::poll(&p, 1, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) raise_os(what);
-    return n > 0;  // for a socket: data, or EOF (recv then raises EOFError)
-  }
+  pollfd p{fd, events, 0};
+  return wire::poll(&p, 1, timeout_ms, what) > 0;  // for a socket: data, or EOF (recv then raises EOFError)
 }
 
 }  // namespace detail

@@ -13,6 +13,7 @@
 #include "api/connection.hpp"
 #include "api/pipe_direct.hpp"
 #include "runtime/runtime.hpp"
+#include "wire/interrupted.hpp"
 
 namespace mpx {
 
@@ -373,11 +374,7 @@ std::vector<Waitable> wait(const std::vector<Waitable>& objects, const Timeout& 
         left = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
       }
     }
-    int n = ::poll(fds.data(), fds.size(), static_cast<int>(std::min<long>(left, INT32_MAX)));
-    if (n < 0) {
-      if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "mpx: wait: poll");
-      n = 0;
-    }
+    int n = wire::poll(fds.data(), fds.size(), left, "mpx: wait: poll");
     for (std::size_t k = 0; k < fds.size() && n > 0; ++k) {
       if (fds[k].revents == 0) continue;
       const std::size_t i = index[k];

@@ -16,6 +16,7 @@
 
 #include "runtime/runtime.hpp"
 #include "wire/envelope.hpp"
+#include "wire/interrupted.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::detail {
@@ -112,9 +113,8 @@ class Watcher {
     for (;;) {
       zmq::pollitem_t items[] = {{pull.handle(), 0, ZMQ_POLLIN, 0}, {dealer.handle(), 0, ZMQ_POLLIN, 0}};
       try {
-        zmq::poll(items, 2, std::chrono::milliseconds(-1));
-      } catch (const zmq::error_t& e) {
-        if (e.num() == EINTR) continue;
+        (void)wire::poll(items, 2, -1);
+      } catch (const zmq::error_t&) {
         return;  // the context is gone: the process is exiting
       }
       if (items[0].revents & ZMQ_POLLIN) {

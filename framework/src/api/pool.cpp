@@ -33,6 +33,7 @@
 #include "runtime/runtime.hpp"
 #include "services/services.hpp"
 #include "wire/envelope.hpp"
+#include "wire/interrupted.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::detail {
@@ -932,9 +933,9 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
       continue;
     }
     try {
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(-1));
+      (void)wire::poll(items.data(), items.size(), -1);
     } catch (const zmq::error_t& e) {
-      if (e.num() == EINTR || e.num() == EBADF) continue;
+      if (e.num() == EBADF) continue;
       return true;  // the context is gone: the process is exiting
     }
     run_deferred();  // what the coordinator thread left here came before anything on the socket now
@@ -1218,7 +1219,7 @@ std::pair<zmq::socket_t, wire::Envelope> open_result_socket(wire::Envelope reque
   const auto kind = request.header.kind;
   wire::send(dealer, request, static_cast<std::uint64_t>(runtime::self_pid()));
   zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
-  if (zmq::poll(&item, 1, std::chrono::seconds(30)) == 0) {
+  if (wire::poll(&item, 1, 30000) == 0) {
     throw TimeoutError("mpx: the coordinator did not answer " + std::string(wire::kind_name(kind)));
   }
   auto reply = wire::recv(dealer, nullptr, false);

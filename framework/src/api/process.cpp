@@ -1,6 +1,7 @@
 // mpx::Process and the process-level API. The launching itself is the runtime's; this file keeps Python's semantics:
 // names, daemon inheritance, exit codes, joining children at exit.
 #include <mpx/process.hpp>
+#include <mpx/handle.hpp>
 
 #include <atomic>
 #include <cerrno>
@@ -19,6 +20,7 @@
 #include "runtime/launcher.hpp"
 #include "runtime/runtime.hpp"
 #include "services/services.hpp"
+#include "wire/interrupted.hpp"
 #include "api/actor.hpp"
 
 namespace mpx {
@@ -154,20 +156,10 @@ bool wait_for_end(ProcessState& s, long timeout_ms) {
   if (s.exitcode) return true;
   const int fd = sentinel_of(s);
   if (fd < 0) return false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms < 0 ? 0 : timeout_ms);
-  for (;;) {
-    long left = -1;
-    if (timeout_ms >= 0) {
-      left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-      if (left < 0) left = 0;
-    }
-    pollfd p{fd, POLLIN, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(left));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    if (s.role == ProcessState::Role::child) reap(s);
-    return true;
-  }
+  pollfd p{fd, POLLIN, 0};
+  if (wire::poll(&p, 1, timeout_ms, "mpx: Process.join: poll") == 0) return false;
+  if (s.role == ProcessState::Role::child) reap(s);
+  return true;
 }
 
 void require_started(const ProcessState& s, const char* what) {
@@ -201,16 +193,18 @@ void init(int /*argc*/, char** argv) {
   if (st.initialized && st.self.pid == runtime::self_pid()) return;
   runtime::set_finalize_children(&finalize_children_at_exit);
   runtime::set_service_installer(&services::install_all);
-  if (auto spec = runtime::take_spawned_spec()) {
-    runtime::die_with_parent(static_cast<pid_t>(spec->parent_pid));
-    runtime::run_launch(*spec);
-  }
+  // First, so that a spawned or forkserver child can spawn children of its own.
   st.argv.clear();
   for (char** a = argv; a && *a; ++a) st.argv.emplace_back(*a);
   if (st.executable.empty()) {
     char path[4096];
     const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
     st.executable = n > 0 ? std::string(path, static_cast<std::size_t>(n)) : std::string("/proc/self/exe");
+  }
+  runtime::take_forkserver_role();
+  if (auto spec = runtime::take_spawned_spec()) {
+    runtime::die_with_parent(static_cast<pid_t>(spec->parent_pid));
+    runtime::run_launch(*spec);
   }
   // Started by a topology launcher: an actor of its session. A `task` actor runs its function here and exits.
   if (runtime::join_session_from_environment()) {
@@ -390,10 +384,9 @@ void Process::start() {
   add_child(state_);
 }
 
-void Process::join() { (void)join(std::chrono::duration<double>(-1)); }
-
-bool Process::join(std::chrono::duration<double> timeout) {
-  auto& s = *state_;
+namespace {
+// join() waits as long as it takes; join(timeout) waits at most `timeout`, and not at all when it is zero or negative.
+bool join_state(ProcessState& s, long timeout_ms) {
   std::lock_guard lock(s.mutex);
   check_open(s);
   if (s.role == ProcessState::Role::current) throw ProcessError("mpx: cannot join current process");
@@ -401,12 +394,18 @@ bool Process::join(std::chrono::duration<double> timeout) {
   if (s.role == ProcessState::Role::child && s.owner != runtime::self_pid()) {
     throw ProcessError("mpx: can only join a child process");
   }
-  const long ms = timeout.count() < 0 ? -1 : static_cast<long>(timeout.count() * 1000.0);
-  const bool ended = wait_for_end(s, ms);
+  const bool ended = wait_for_end(s, timeout_ms);
   if (ended && s.role == ProcessState::Role::child) {
     remove_child(&s);
   }
   return ended;
+}
+}  // namespace
+
+void Process::join() { (void)join_state(*state_, -1); }
+
+bool Process::join(std::chrono::duration<double> timeout) {
+  return join_state(*state_, wait_ms(true, timeout));  // the API's one rule: zero or negative does not wait
 }
 
 bool Process::is_alive() {

@@ -12,6 +12,7 @@
 
 #include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
+#include "wire/interrupted.hpp"
 #include "wire/limits.hpp"
 #include "wire/transport.hpp"
 
@@ -129,7 +130,7 @@ wire::Envelope Channel::request(wire::Envelope request, std::optional<std::chron
       if (left.count() < 0) left = std::chrono::milliseconds(0);
     }
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-    if (zmq::poll(&item, 1, left) == 0) {
+    if (wire::poll(&item, 1, left.count()) == 0) {
       throw TimeoutError("mpx: no reply to '" + std::string(wire::kind_name(kind)) + "' from the coordinator at " +
                          endpoint_ + " within " + std::to_string(timeout->count()) + " ms");
     }

@@ -2,11 +2,15 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -20,6 +24,8 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "wire/interrupted.hpp"
 
 extern char** environ;
 
@@ -104,6 +110,40 @@ void reset_signal_handlers() {
   }
 }
 
+
+constexpr const char* forkserver_variable = "MPX_FORKSERVER";  // "<listener fd>:<root pid>"
+
+// posix_spawn of the program (the executable, with this process's argv) handing it descriptor `fd` as
+// "<variable>=<fd><suffix>" in its environment, which is this one without the launchers' own variables.
+int spawn_program(pid_t& pid, int fd, const char* variable, const std::string& suffix,
+                  const posix_spawnattr_t* attributes) {
+  const auto& st = state();
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    const std::string_view entry(*e);
+    if (entry.starts_with(std::string(launch_fd_variable) + "=") ||
+        entry.starts_with(std::string(forkserver_variable) + "=")) {
+      continue;
+    }
+    env_strings.emplace_back(entry);
+  }
+  env_strings.push_back(std::string(variable) + "=" + std::to_string(fd) + suffix);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = st.argv.empty() ? std::vector<std::string>{st.executable} : st.argv;
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  // dup2 onto itself clears close-on-exec in the child only, so no other concurrent spawn inherits it.
+  posix_spawn_file_actions_adddup2(&actions, fd, fd);
+  const int rc = ::posix_spawn(&pid, st.executable.c_str(), &actions, attributes, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  return rc;
+}
+
 }  // namespace
 
 void die_with_parent(pid_t expected_parent) {
@@ -150,28 +190,9 @@ Launched launch_fork(const Identity& child, const std::function<void()>& body) {
 Launched launch_spawn(const LaunchSpec& spec) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) fail("mpx: socketpair failed");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  // dup2 onto itself clears close-on-exec in the child only, so no other concurrent spawn inherits it.
-  posix_spawn_file_actions_adddup2(&actions, sv[1], sv[1]);
-
   const auto& st = state();
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) {
-    if (std::strncmp(*e, "MPX_LAUNCH_FD=", 14) != 0) env_strings.emplace_back(*e);
-  }
-  env_strings.push_back(std::string(launch_fd_variable) + "=" + std::to_string(sv[1]));
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = st.argv.empty() ? std::vector<std::string>{st.executable} : st.argv;
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
   pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, st.executable.c_str(), &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
+  const int rc = spawn_program(pid, sv[1], launch_fd_variable, "", nullptr);
   ::close(sv[1]);
   if (rc != 0) {
     ::close(sv[0]);
@@ -188,26 +209,58 @@ Launched launch_spawn(const LaunchSpec& spec) {
   return l;
 }
 
-Launched launch_forkserver(const LaunchSpec& spec) {
+namespace {
+
+// A connection to the zygote listening at `path`, or -1 (errno says why).
+int connect_forkserver(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fail("mpx: socket failed");
-  const sockaddr_un addr = unix_address(spec.forkserver_path);
+  const sockaddr_un addr = unix_address(path);
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
     const int saved = errno;
     ::close(fd);
     errno = saved;
-    fail("mpx: cannot reach the forkserver at " + spec.forkserver_path);
+    return -1;
   }
-  std::int32_t pid = 0;
-  if (!write_frame(fd, encode(spec)) || !read_all(fd, &pid, sizeof pid) || pid <= 0) {
+  return fd;
+}
+
+std::mutex zygote_mutex;  // one replacement at a time
+
+bool owns_zygote() {
+  const auto& st = state();
+  return st.self.is_root && st.initialized && self_pid() == st.root_pid;
+}
+
+}  // namespace
+
+Launched launch_forkserver(const LaunchSpec& spec) {
+  for (int attempt = 0;; ++attempt) {
+    int fd = connect_forkserver(spec.forkserver_path);
+    // Nobody listens: the zygote died (a SIGKILL, the OOM killer). The root, which owns it, starts another; a child
+    // cannot, since the zygote must outlive it.
+    if (fd < 0 && (errno == ECONNREFUSED || errno == ENOENT) && owns_zygote()) {
+      std::lock_guard lock(zygote_mutex);
+      fd = connect_forkserver(spec.forkserver_path);  // another thread may have replaced it meanwhile
+      if (fd < 0) {
+        replace_zygote(state().session);
+        fd = connect_forkserver(spec.forkserver_path);
+      }
+    }
+    if (fd < 0) fail("mpx: cannot reach the forkserver at " + spec.forkserver_path);
+    std::int32_t pid = 0;
+    if (write_frame(fd, encode(spec)) && read_all(fd, &pid, sizeof pid) && pid > 0) {
+      Launched l;
+      l.pid = pid;
+      l.pidfd = pidfd_open(pid);  // may fail if it already ended and was reaped; status_fd still tells how
+      l.status_fd = fd;
+      return l;
+    }
     ::close(fd);
-    throw ProcessError("mpx: the forkserver did not start the process");
+    // The zygote died while it served this request (a child it forked dies with it): once more, through its
+    // replacement.
+    if (attempt > 0 || !owns_zygote()) throw ProcessError("mpx: the forkserver did not start the process");
   }
-  Launched l;
-  l.pid = pid;
-  l.pidfd = pidfd_open(pid);  // may fail if it already ended and was reaped; status_fd still tells how
-  l.status_fd = fd;
-  return l;
 }
 
 std::optional<int> read_forkserver_status(int status_fd) {
@@ -218,26 +271,45 @@ std::optional<int> read_forkserver_status(int status_fd) {
 
 namespace {
 
+// The zygote: single-threaded, it forks a child for each LaunchSpec it is sent. It ignores SIGINT, so the Ctrl-C a
+// terminal sends to the whole foreground process group leaves it serving (its children get the disposition back),
+// and it ends with the root, which it watches through a pidfd (not PR_SET_PDEATHSIG: that follows the thread that
+// started it, and a replacement zygote may be started by any thread of the root).
 [[noreturn]] void zygote_main(int listener, pid_t root) {
-  die_with_parent(root);
+  const int root_fd = pidfd_open(root);
+  if (root_fd < 0 || ::getppid() != root) ::_exit(1);  // the root is already gone
   char program_name[17] = {0};
   ::prctl(PR_GET_NAME, program_name);
   ::prctl(PR_SET_NAME, "mpx-forkserver");
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  struct sigaction original_sigint {};
+  ::sigaction(SIGINT, &ignore, &original_sigint);
+  // Whoever started the zygote blocked SIGINT until here, so none could kill it before it was ignored (ignoring it
+  // discards one pending). Its children start with it unblocked.
   sigset_t original;
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
   ::sigprocmask(SIG_BLOCK, &chld, &original);
+  sigdelset(&original, SIGINT);
+  sigset_t sigint;
+  sigemptyset(&sigint);
+  sigaddset(&sigint, SIGINT);
+  ::sigprocmask(SIG_UNBLOCK, &sigint, nullptr);
   const int sfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) ::_exit(1);
   std::map<pid_t, int> children;  // pid -> the launcher's connection, where its wait status goes
 
   for (;;) {
-    pollfd fds[2] = {{listener, POLLIN, 0}, {sfd, POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
+    pollfd fds[3] = {{listener, POLLIN, 0}, {sfd, POLLIN, 0}, {root_fd, POLLIN, 0}};
+    try {
+      (void)wire::poll(fds, 3, -1, "mpx-forkserver: poll");
+    } catch (const std::system_error&) {
       ::_exit(1);
     }
+    if (fds[2].revents & POLLIN) ::_exit(0);  // the root ended: so does the session
     if (fds[1].revents & POLLIN) {
       signalfd_siginfo info;
       while (::read(sfd, &info, sizeof info) > 0) {
@@ -271,14 +343,20 @@ namespace {
         continue;
       }
       const pid_t zygote = ::getpid();
+      // Blocked across the fork: a SIGINT sent to the child before it has its disposition back stays pending (an
+      // ignored signal that is blocked is kept) and is delivered once it has, instead of being lost.
+      ::sigprocmask(SIG_BLOCK, &sigint, nullptr);
       const pid_t pid = ::fork();
+      if (pid != 0) ::sigprocmask(SIG_UNBLOCK, &sigint, nullptr);
       if (pid == 0) {
         ::close(listener);
         ::close(sfd);
+        ::close(root_fd);
         ::close(conn);
         for (auto& [p, fd] : children) ::close(fd);
         ::prctl(PR_SET_NAME, program_name);  // a worker shows as the program, not as the zygote
         die_with_parent(zygote);
+        ::sigaction(SIGINT, &original_sigint, nullptr);
         ::sigprocmask(SIG_SETMASK, &original, nullptr);
         run_launch(*spec);
       }
@@ -295,22 +373,82 @@ namespace {
 
 }  // namespace
 
-pid_t start_zygote(const Session& session) {
+namespace {
+
+int listen_at(const std::string& path) {
   const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) fail("mpx: socket failed");
-  const sockaddr_un addr = unix_address(session.forkserver_path);
+  const sockaddr_un addr = unix_address(path);
   if (::bind(listener, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 128) != 0) {
     const int saved = errno;
     ::close(listener);
     errno = saved;
-    fail("mpx: cannot listen on " + session.forkserver_path);
+    fail("mpx: cannot listen on " + path);
   }
+  return listener;
+}
+
+}  // namespace
+
+pid_t start_zygote(const Session& session) {
+  const int listener = listen_at(session.forkserver_path);
   const pid_t root = ::getpid();
+  sigset_t sigint, previous;
+  sigemptyset(&sigint);
+  sigaddset(&sigint, SIGINT);
+  ::sigprocmask(SIG_BLOCK, &sigint, &previous);  // until the zygote ignores it
   const pid_t pid = ::fork();
-  if (pid < 0) fail("mpx: fork of the forkserver failed");
   if (pid == 0) zygote_main(listener, root);
+  ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+  if (pid < 0) fail("mpx: fork of the forkserver failed");
   ::close(listener);
   return pid;
+}
+
+void replace_zygote(const Session& session) {
+  auto& st = state();
+  if (st.zygote_pid > 0) {
+    // It no longer listens, so it is dying if not dead: make sure, and reap it rather than leave a zombie.
+    ::kill(st.zygote_pid, SIGKILL);
+    while (::waitpid(st.zygote_pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    st.zygote_pid = 0;
+  }
+  // The root has threads by now, and only async-signal-safe calls are allowed in a child forked from it: the new
+  // zygote is a fresh exec of the program, caught by mpx::init (take_forkserver_role) before any thread exists.
+  ::unlink(session.forkserver_path.c_str());
+  const int listener = listen_at(session.forkserver_path);
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t sigint;  // only SIGINT, until the zygote ignores it: not the mask of whichever thread asked
+  sigemptyset(&sigint);
+  sigaddset(&sigint, SIGINT);
+  posix_spawnattr_setsigmask(&attributes, &sigint);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+  pid_t pid = 0;
+  const int rc = spawn_program(pid, listener, forkserver_variable, ":" + std::to_string(self_pid()), &attributes);
+  posix_spawnattr_destroy(&attributes);
+  ::close(listener);
+  if (rc != 0) {
+    errno = rc;
+    fail("mpx: cannot start a new forkserver ('" + st.executable + "')");
+  }
+  st.zygote_pid = pid;
+}
+
+void take_forkserver_role() {
+  const char* value = std::getenv(forkserver_variable);
+  if (!value) return;
+  int listener = -1;
+  long root = 0;
+  const bool parsed = std::sscanf(value, "%d:%ld", &listener, &root) == 2;
+  ::unsetenv(forkserver_variable);
+  if (!parsed || listener < 0 || root <= 0) {
+    std::fprintf(stderr, "mpx: malformed %s\n", forkserver_variable);
+    ::_exit(1);
+  }
+  ::fcntl(listener, F_SETFD, FD_CLOEXEC);
+  zygote_main(listener, static_cast<pid_t>(root));
 }
 
 std::optional<LaunchSpec> take_spawned_spec() {

@@ -45,6 +45,12 @@ Launched launch_forkserver(const LaunchSpec& spec);
 
 // Forks the zygote; call from init, before any thread exists. Returns its pid.
 pid_t start_zygote(const Session& session);
+// In the root, once the zygote has died: starts a new one listening at the session's forkserver path, as a fresh exec
+// of the program (the root has threads by now, so it cannot fork one) and records its pid in state().zygote_pid.
+void replace_zygote(const Session& session);
+// In a program started by replace_zygote (MPX_FORKSERVER is set): serves as the zygote and never returns. Call from
+// init, before any thread exists; returns at once otherwise.
+void take_forkserver_role();
 
 // In a process started by spawn: the spec from the inherited descriptor named by MPX_LAUNCH_FD, if there is one.
 std::optional<LaunchSpec> take_spawned_spec();

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
+#include <system_error>
 #include <iostream>
 #include <atomic>
 #include <mutex>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include <cxxabi.h>
+#include <dlfcn.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -21,6 +23,7 @@
 #include "runtime/coordinator.hpp"
 #include "runtime/launcher.hpp"
 #include "trace/bus.hpp"
+#include "wire/interrupted.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::runtime {
@@ -72,19 +75,60 @@ void watch_logical_parent(pid_t parent) {
   if (fd < 0) ::_exit(1);  // already gone
   std::thread([fd] {
     pollfd p{fd, POLLIN, 0};
-    while (::poll(&p, 1, -1) < 0) {
+    try {
+      (void)wire::poll(&p, 1, -1, "mpx: watching the parent");
+    } catch (const std::system_error&) {
     }
     ::kill(::getpid(), SIGKILL);
   }).detach();
 }
 
-// What a child does after its body: join its own children, run the exit hooks (consumers settle what they hold),
-// and make sure its last posted messages reached the coordinator.
+// ---- the std::atexit handlers a child registers (CPython gh-83856) ----
+// A child ends with _exit: the handlers glibc holds include those it inherited through fork (its parent's, which must
+// not run twice) and the destructors of static objects (which may still be in use by mpx's own threads). So every
+// registration passes through here, and those made with std::atexit (their argument is null; a static object's
+// destructor has the object) by a child after it started are also kept, to be run at its end.
+struct ExitHandler {
+  void (*function)(void*);
+  void* argument;
+};
+std::mutex recorded_handlers_mutex;
+// The child whose handlers are kept. Read without the mutex first, so that a process that keeps none (the root) never
+// takes it, and a child forked while another thread registers a handler cannot inherit it held.
+std::atomic<pid_t> recording_pid{0};
+std::vector<ExitHandler>* recorded_handlers;  // leaked, like state(): guarded by the mutex
+
+void start_recording_exit_handlers() {
+  std::lock_guard lock(recorded_handlers_mutex);
+  if (recorded_handlers == nullptr) recorded_handlers = new std::vector<ExitHandler>;
+  recorded_handlers->clear();  // a forked child's copy of its parent's: not its own
+  recording_pid = ::getpid();
+}
+
+void run_recorded_exit_handlers() {
+  for (;;) {
+    ExitHandler handler{};
+    {
+      std::lock_guard lock(recorded_handlers_mutex);
+      if (recording_pid != ::getpid() || recorded_handlers == nullptr || recorded_handlers->empty()) return;
+      handler = recorded_handlers->back();  // last registered, first run, as exit() does
+      recorded_handlers->pop_back();
+    }
+    try {
+      handler.function(handler.argument);
+    } catch (...) {
+    }
+  }
+}
+
+// What a child does after its body: join its own children, run the atexit handlers it registered and the exit hooks
+// (consumers settle what they hold), and make sure its last posted messages reached the coordinator.
 void finish_child() {
   try {
     finalize_children();
   } catch (...) {
   }
+  run_recorded_exit_handlers();
   std::vector<void (*)()> hooks;
   {
     std::lock_guard lock(exit_hooks_mutex);
@@ -216,12 +260,17 @@ void finalize_children() {
 }
 
 void become_child(const Identity& identity, const Session& session) {
+  start_recording_exit_handlers();
   auto& st = state();
   st.self = identity;
   st.self.is_root = false;
   st.session = session;
   st.initialized = true;
   st.zygote_pid = 0;
+  // A child inherits the context that started it: its own children start the same way unless it chooses otherwise
+  // (it may still call set_start_method once).
+  if (identity.method) st.default_method = *identity.method;
+  st.method.reset();
   if (identity.parent_pid != ::getppid()) watch_logical_parent(identity.parent_pid);
 }
 
@@ -395,3 +444,17 @@ bool join_session_from_environment() {
 }
 
 }  // namespace mpx::runtime
+
+// Every __cxa_atexit registration in the program comes here first (this definition precedes the C library's), and goes
+// on to the C library's own; see recorded_handlers above.
+extern "C" int __cxa_atexit(void (*function)(void*), void* argument, void* dso_handle) {
+  using Register = int (*)(void (*)(void*), void*, void*);
+  static const auto next = reinterpret_cast<Register>(::dlsym(RTLD_NEXT, "__cxa_atexit"));
+  if (next == nullptr) return -1;
+  using namespace mpx::runtime;
+  if (argument == nullptr && recording_pid.load() == ::getpid()) {
+    std::lock_guard lock(recorded_handlers_mutex);
+    recorded_handlers->push_back({function, argument});
+  }
+  return next(function, argument, dso_handle);
+}

@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include "wire/interrupted.hpp"
 #include "wire/little_endian.hpp"
 
 namespace mpx::wire {
@@ -162,13 +163,14 @@ bool send(zmq::socket_ref socket, Envelope& envelope, std::uint64_t sender, cons
   if (routing) {
     zmq::message_t id;
     id.rebuild(routing->data(), routing->size());
-    if (!socket.send(id, more)) return false;
+    if (!send_frame(socket, id, more)) return false;
   }
   auto header = encode_header(envelope.header);
   // Once the first frame is queued, ZeroMQ guarantees the rest of the multipart message is accepted atomically.
-  if (!socket.send(header, envelope.body.empty() ? last : more)) return false;
+  if (!send_frame(socket, header, envelope.body.empty() ? last : more)) return false;
   for (std::size_t i = 0; i < envelope.body.size(); ++i) {
-    socket.send(envelope.body[i], i + 1 == envelope.body.size() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+    const bool final_frame = i + 1 == envelope.body.size();
+    (void)send_frame(socket, envelope.body[i], final_frame ? zmq::send_flags::none : zmq::send_flags::sndmore);
   }
   return true;
 }
@@ -232,7 +234,7 @@ namespace {
 void drain(zmq::socket_ref socket) {
   while (socket.get(zmq::sockopt::rcvmore)) {
     zmq::message_t rest;
-    (void)socket.recv(rest);
+    (void)recv_frame(socket, rest);
   }
 }
 }  // namespace
@@ -240,12 +242,12 @@ void drain(zmq::socket_ref socket) {
 std::optional<Envelope> recv(zmq::socket_ref socket, zmq::message_t* routing, bool dontwait) {
   const auto flags = dontwait ? zmq::recv_flags::dontwait : zmq::recv_flags::none;
   zmq::message_t first;
-  if (!socket.recv(first, flags)) return std::nullopt;
+  if (!recv_frame(socket, first, flags)) return std::nullopt;
   if (routing) {
     *routing = std::move(first);
     if (!routing->more()) throw ProtocolError("mpx: message has no header frame");
     first = zmq::message_t();
-    (void)socket.recv(first);
+    (void)recv_frame(socket, first);
   }
   Envelope e;
   try {
@@ -257,7 +259,7 @@ std::optional<Envelope> recv(zmq::socket_ref socket, zmq::message_t* routing, bo
   bool more = first.more();
   while (more) {
     zmq::message_t frame;
-    (void)socket.recv(frame);
+    (void)recv_frame(socket, frame);
     more = frame.more();
     e.body.push_back(std::move(frame));
     if (more && e.body.size() == max_body_frames) {
