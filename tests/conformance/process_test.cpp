@@ -533,7 +533,7 @@ TEST_CASE("_TestProcess.test_process_mainthread_native_id", "[conformance][proce
   CHECK(current_mainthread_native_id != child_mainthread_native_id);
 }
 
-TEST_CASE("_TestProcess.test_interrupt", "[conformance][process][.known-1]") {
+TEST_CASE("_TestProcess.test_interrupt", "[conformance][process]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   const int exitcode = kill_process([](mpx::Process& p) { p.interrupt(); }, set_event_then_sleep, method);
   // mpx differs: a C++ child has no KeyboardInterrupt to turn SIGINT into exit code 1; it starts with the default
@@ -541,20 +541,20 @@ TEST_CASE("_TestProcess.test_interrupt", "[conformance][process][.known-1]") {
   CHECK(exitcode == -SIGINT);
 }
 
-TEST_CASE("_TestProcess.test_interrupt_no_handler", "[conformance][process][.known-1]") {
+TEST_CASE("_TestProcess.test_interrupt_no_handler", "[conformance][process]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   const int exitcode =
       kill_process([](mpx::Process& p) { p.interrupt(); }, set_event_then_sleep_no_int_handler, method);
   CHECK(exitcode == -SIGINT);
 }
 
-TEST_CASE("_TestProcess.test_terminate", "[conformance][process][.known-1]") {
+TEST_CASE("_TestProcess.test_terminate", "[conformance][process]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   const int exitcode = kill_process([](mpx::Process& p) { p.terminate(); }, set_event_then_sleep, method);
   CHECK(exitcode == -SIGTERM);
 }
 
-TEST_CASE("_TestProcess.test_kill", "[conformance][process][.known-1]") {
+TEST_CASE("_TestProcess.test_kill", "[conformance][process]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   const int exitcode = kill_process([](mpx::Process& p) { p.kill(); }, set_event_then_sleep, method);
   CHECK(exitcode == -SIGKILL);
@@ -767,7 +767,7 @@ TEST_CASE("_TestSubclassingProcess.test_sys_exit", "[conformance][process]") {
 
 // ---- TestStartMethod ----
 
-TEST_CASE("TestStartMethod.test_context", "[conformance][process][.known-7]") {
+TEST_CASE("TestStartMethod.test_context", "[conformance][process]") {
   for (const std::string method : {"fork", "spawn", "forkserver"}) {
     const auto ctx = mpx::get_context(method);
     CHECK(mpx::to_string(ctx.get_start_method()) == method);
@@ -779,7 +779,7 @@ TEST_CASE("TestStartMethod.test_context", "[conformance][process][.known-7]") {
   }
 }
 
-TEST_CASE("TestStartMethod.test_set_get", "[conformance][process][.known-7]") {
+TEST_CASE("TestStartMethod.test_set_get", "[conformance][process]") {
   const StartMethodScope restore(mpx::get_start_method());
   int count = 0;
   for (const std::string method : {"fork", "spawn", "forkserver"}) {
@@ -874,7 +874,7 @@ TEST_CASE("TestStdinBadfiledescriptor.test_pool_in_process", "[conformance][proc
 
 // ---- _TestAtExit ----
 
-TEST_CASE("_TestAtExit.test_atexit", "[conformance][process][.known-8]") {
+TEST_CASE("_TestAtExit.test_atexit", "[conformance][process]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   const auto output_path = scratch_path("atexit");
   mpx::Process p(with(method), write_file_at_exit, output_path);
@@ -917,7 +917,7 @@ TEST_CASE("TestInitializers.test_pool_initializer", "[conformance][process]") {
 
 // ---- forkserver death: last, since they kill this binary's forkserver ----
 
-TEST_CASE("_TestProcess.test_forkserver_sigint", "[conformance][process][.known-2]") {
+TEST_CASE("_TestProcess.test_forkserver_sigint", "[conformance][process]") {
   check_forkserver_death(SIGINT);
 }
 
