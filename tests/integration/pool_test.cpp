@@ -347,6 +347,12 @@ TEST_CASE("close, join, terminate, and a closed pool refuses work", "[pool]") {
   CHECK_THROWS_AS(pending.get(5s), mpx::CancelledError);
   other.join();
   for (auto pid : pids) CHECK_FALSE(alive(pid));
+  // A terminated pool refuses work as a closed one does (Python: ValueError "Pool not running"); only the tasks it
+  // cancelled say CancelledError.
+  CHECK_THROWS_WITH(other.apply(square, 1), Catch::Contains("Pool not running"));
+  CHECK_THROWS_AS(other.apply_async(square, 1), mpx::ValueError);
+  CHECK_THROWS_AS(other.map(square, std::vector<int>{1}), mpx::ValueError);
+  CHECK_THROWS_AS(other.imap(square, std::vector<int>{1}).next(), mpx::ValueError);
 }
 
 TEST_CASE("the destructor of a running pool terminates it and leaves no worker", "[pool]") {
