@@ -253,6 +253,11 @@ TEST_CASE("namespace proxy: attributes by name, AttributeError, Python's repr", 
   CHECK_THROWS_AS(ns.del("z"), mpx::AttributeError);
   ns.del("y");
   CHECK(ns.repr() == "Namespace(x=10)");
+  // Python's Namespace.__repr__ leaves out the names that start with '_'; they are still there.
+  ns.set("_hidden", 1);
+  ns.set("__dunder", 2);
+  CHECK(ns.repr() == "Namespace(x=10)");
+  CHECK(ns.get("_hidden").as_int() == 1);
 }
 
 TEST_CASE("Value and Array proxies hold typed values on the manager", "[manager][value]") {

@@ -502,10 +502,12 @@ void Proxy::release() const {
 }
 
 std::string NamespaceProxy::repr() const {
-  // Python's Namespace.__repr__ sorts the name=value parts.
+  // Python's Namespace.__repr__ sorts the name=value parts and leaves out the names that start with '_'.
   std::vector<std::string> parts;
   const Object all = copy();
-  for (const auto& [name, value] : all.as_map()) parts.push_back(name.as_string() + "=" + value.repr());
+  for (const auto& [name, value] : all.as_map()) {
+    if (!name.as_string().starts_with('_')) parts.push_back(name.as_string() + "=" + value.repr());
+  }
   std::sort(parts.begin(), parts.end());
   std::string out = "Namespace(";
   for (std::size_t i = 0; i < parts.size(); ++i) out += (i ? ", " : "") + parts[i];
