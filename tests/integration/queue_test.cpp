@@ -51,6 +51,13 @@ void take_and_finish(mpx::JoinableQueue<std::string> q, mpx::Queue<std::string> 
   }
 }
 
+// Puts through handles rebuilt from ones the parent closed: close is the closing handle's business only.
+void put_on_each(mpx::Queue<int> q, mpx::SimpleQueue<int> sq, mpx::JoinableQueue<int> jq) {
+  q.put(1);
+  sq.put(2);
+  jq.put(3);
+}
+
 }  // namespace
 
 TEST_CASE("put and get in one process: FIFO, qsize, empty, full", "[queue]") {
@@ -72,6 +79,43 @@ TEST_CASE("put and get in one process: FIFO, qsize, empty, full", "[queue]") {
   CHECK(std::chrono::steady_clock::now() - begin >= 90ms);
   q.close();
   CHECK_THROWS_AS(q.put("e"), mpx::ValueError);
+}
+
+// Python's Queue.get and put on a closed queue raise ValueError at once (they never block); other handles, in this
+// process or in a child, are still open.
+TEST_CASE("get and put on a closed Queue, SimpleQueue or JoinableQueue raise ValueError in the closing process",
+          "[queue][close]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  mpx::Queue<int> q;
+  mpx::SimpleQueue<int> sq;
+  mpx::JoinableQueue<int> jq;
+  auto q_open = q;
+  auto sq_open = sq;
+  auto jq_open = jq;
+  q.close();
+  sq.close();
+  jq.close();
+  const auto begin = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(q.get(), Catch::Contains("Queue " + std::to_string(q.id()) + " is closed"));
+  CHECK_THROWS_AS(q.get(true, 30s), mpx::ValueError);
+  CHECK_THROWS_AS(q.get_nowait(), mpx::ValueError);
+  CHECK_THROWS_AS(q.put(1), mpx::ValueError);
+  CHECK_THROWS_AS(q.put_nowait(1), mpx::ValueError);
+  CHECK_THROWS_AS(sq.get(), mpx::ValueError);
+  CHECK_THROWS_AS(sq.put(1), mpx::ValueError);
+  CHECK_THROWS_AS(jq.get(), mpx::ValueError);
+  CHECK_THROWS_AS(jq.get(true, 30s), mpx::ValueError);
+  CHECK_THROWS_AS(jq.put(1), mpx::ValueError);
+  CHECK(std::chrono::steady_clock::now() - begin < 20s);  // raised, not waited out
+
+  mpx_test::Children children;
+  children.start(mpx::ProcessOptions{"", std::nullopt, method}, put_on_each, q, sq, jq);
+  CHECK(q_open.get(true, 30s) == 1);
+  CHECK(sq_open.get() == 2);
+  CHECK(jq_open.get(true, 30s) == 3);
+  jq_open.task_done();
+  children.join_all();
+  CHECK_THROWS_AS(q.get_nowait(), mpx::ValueError);  // the items went to the open handles; this one stays closed
 }
 
 TEST_CASE("a Queue of mpx::Object holds mixed values from a child", "[queue]") {

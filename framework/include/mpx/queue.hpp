@@ -34,7 +34,8 @@ class QueueCore : public Handle {
   std::size_t maxsize() const;
   bool empty() const { return qsize() == 0; }
   bool full() const;
-  // Python: this process will put no more; later puts from this handle raise ValueError. Other handles are unaffected.
+  // Python: this handle will put and get no more; later puts and gets through it raise ValueError at once. Other
+  // handles (copies made before, handles in other processes) are unaffected.
   void close() { closed_ = true; }
   // Python's feeder-thread controls. mpx has no feeder thread (put hands the item over before it returns), so there
   // is nothing to join or cancel.
@@ -49,6 +50,7 @@ class QueueCore : public Handle {
 
  private:
   void get_into(std::string& out, bool block, const Timeout& timeout);
+  void check_open() const;
   bool closed_ = false;
   mutable std::size_t maxsize_ = static_cast<std::size_t>(-1);  // cached: fixed at creation
 };

@@ -197,8 +197,13 @@ QueueCore::QueueCore(std::size_t maxsize, bool joinable) : maxsize_(maxsize) {
   remember_lane(id, map_lane(name, token, host));
 }
 
-void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) {
+void QueueCore::check_open() const {
+  // Python's Queue._check_closed: raised at once by get and put, never waited out.
   if (closed_) throw ValueError("mpx: Queue " + std::to_string(ref_.id) + " is closed");
+}
+
+void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) {
+  check_open();
   if (shm::Ring* ring = usable_lane(ref_.id)) {
     sync_posted(ref_.id);
     if (!ring->fits(item.size())) {
@@ -249,6 +254,7 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout) {
   static const bool hooked =
       (runtime::add_child_exit_hook(&release_at_exit), runtime::add_thread_exit_hook(&release_at_exit), true);
   (void)hooked;
+  check_open();
   Lent* lent = thread_lent_made ? &thread_lent.get()[ref_.id] : nullptr;
   if (lent != nullptr && !lent->items.empty()) {
     out = std::move(lent->items.front());
