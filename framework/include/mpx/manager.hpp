@@ -420,8 +420,10 @@ class BaseManager {
   mpx::Condition Condition(const mpx::Lock& lock) const { return mpx::Condition(lock); }
   mpx::Condition Condition(const mpx::RLock& lock) const { return mpx::Condition(lock); }
   mpx::Condition Condition() const { return mpx::Condition(mpx::RLock()); }  // Python's default lock is an RLock
-  mpx::Barrier Barrier(std::size_t parties, void (*action)() = nullptr, Timeout timeout = std::nullopt) const {
-    return mpx::Barrier(parties, action, timeout);
+  // Barrier(parties), Barrier(parties, action, timeout), Barrier(parties, action, args...): as mpx::Barrier's.
+  template <class... A>
+  mpx::Barrier Barrier(std::size_t parties, A&&... args) const {
+    return mpx::Barrier(parties, std::forward<A>(args)...);
   }
 
  private:
