@@ -58,6 +58,20 @@ void put_on_each(mpx::Queue<int> q, mpx::SimpleQueue<int> sq, mpx::JoinableQueue
   jq.put(3);
 }
 
+// Another process's view of the same queue with another item type: a string between two numbers.
+void put_number_text_number(mpx::Queue<int> numbers, mpx::Queue<std::string> texts) {
+  numbers.put(1);
+  texts.put("not a number");
+  numbers.put(2);
+}
+
+// Enough numbers that the sole consumer of a JoinableQueue is lent a batch, with a string in the middle of it.
+void put_numbers_around_text(mpx::JoinableQueue<int> numbers, mpx::JoinableQueue<std::string> texts) {
+  for (int i = 0; i < 20; ++i) numbers.put(i);
+  texts.put("in the middle");
+  for (int i = 20; i < 40; ++i) numbers.put(i);
+}
+
 }  // namespace
 
 TEST_CASE("put and get in one process: FIFO, qsize, empty, full", "[queue]") {
@@ -116,6 +130,62 @@ TEST_CASE("get and put on a closed Queue, SimpleQueue or JoinableQueue raise Val
   jq_open.task_done();
   children.join_all();
   CHECK_THROWS_AS(q.get_nowait(), mpx::ValueError);  // the items went to the open handles; this one stays closed
+}
+
+// A get whose item is not its T raises SerializationError naming the queue, the type it wanted and what the item
+// holds, and the item is not lost: it stays at the head, for a retry or a getter of the right type.
+TEST_CASE("an item of another type stays at the head of the queue; the error names the queue and both types",
+          "[queue][decode]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  INFO("start method " << mpx::to_string(method));
+  mpx_test::Children children;
+  SECTION("a Queue (its lane)") {
+    mpx::Queue<int> numbers;
+    mpx::Queue<std::string> texts(mpx::adopt, numbers.ref());
+    mpx::Queue<mpx::Object> anything(mpx::adopt, numbers.ref());
+    children.start(mpx::ProcessOptions{"", std::nullopt, method}, put_number_text_number, numbers, texts);
+    CHECK(numbers.get(true, 30s) == 1);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (numbers.qsize() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    try {
+      (void)numbers.get(true, 30s);
+      FAIL("an int was decoded from a string");
+    } catch (const mpx::SerializationError& e) {
+      const std::string what = e.what();
+      CHECK_THAT(what, Catch::Contains("Queue " + std::to_string(numbers.id())));
+      CHECK_THAT(what, Catch::Contains("not a int"));
+      CHECK_THAT(what, Catch::Contains("str 'not a number'"));
+    }
+    CHECK(numbers.qsize() == 2);
+    CHECK_THROWS_AS(numbers.get(true, 30s), mpx::SerializationError);  // a retry finds it still there
+    CHECK(anything.get(true, 30s).as_string() == "not a number");
+    CHECK(numbers.get(true, 30s) == 2);
+    children.join_all();
+  }
+  SECTION("a JoinableQueue (the coordinator, with a batch lent)") {
+    mpx::JoinableQueue<int> numbers;
+    mpx::JoinableQueue<std::string> texts(mpx::adopt, numbers.ref());
+    children.start(mpx::ProcessOptions{"", std::nullopt, method}, put_numbers_around_text, numbers, texts);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (numbers.qsize() < 41 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    REQUIRE(numbers.qsize() == 41);
+    for (int i = 0; i < 20; ++i) {
+      REQUIRE(numbers.get(true, 30s) == i);
+      numbers.task_done();
+    }
+    CHECK_THROWS_WITH(numbers.get(true, 30s), Catch::Contains("str 'in the middle'"));  // from the lent batch
+    CHECK_THROWS_WITH(numbers.get(true, 30s), Catch::Contains("str 'in the middle'"));  // from the coordinator
+    CHECK(numbers.qsize() == 21);
+    CHECK_FALSE(numbers.join(0.05s));
+    CHECK(texts.get(true, 30s) == "in the middle");
+    texts.task_done();
+    for (int i = 20; i < 40; ++i) {
+      REQUIRE(numbers.get(true, 30s) == i);
+      numbers.task_done();
+    }
+    CHECK(numbers.join(30s));
+    children.join_all();
+  }
 }
 
 TEST_CASE("a Queue of mpx::Object holds mixed values from a child", "[queue]") {
