@@ -128,6 +128,31 @@ TEST_CASE("as_completed yields in completion order and raises TimeoutError", "[e
   CHECK_THROWS_WITH(it.next(), Catch::Contains("1 (of 2) futures unfinished"));
 }
 
+// Python turns the futures into a set first: one future given several times is one future.
+TEST_CASE("as_completed and wait yield a future given several times once", "[executor]") {
+  mpx::ProcessPoolExecutor executor(2);
+  auto quick = executor.submit(square, 3);
+  auto slow = executor.submit(nap, 0.2);
+  std::vector<mpx::Future<int>> repeated{quick, quick, quick};
+  std::vector<int> got;
+  for (const auto& f : mpx::as_completed(repeated, 10s)) got.push_back(f.result());
+  CHECK(got == std::vector<int>{9});
+
+  auto all = mpx::wait(repeated, 10s);
+  CHECK(all.done.size() == 1);
+  CHECK(all.not_done.empty());
+
+  std::vector<mpx::Future<double>> mixed{slow, slow};
+  auto pending = mpx::wait(mixed, 0.0s);
+  CHECK(pending.done.size() + pending.not_done.size() == 1);
+  auto first = mpx::wait(mixed, 10s, mpx::FIRST_COMPLETED);
+  CHECK(first.done.size() == 1);
+  CHECK(first.not_done.empty());
+  std::size_t yielded = 0;
+  for (const auto& f : mpx::as_completed(mixed, 10s)) yielded += f.done() ? 1 : 0;
+  CHECK(yielded == 1);
+}
+
 TEST_CASE("shutdown: no new futures, cancel_futures cancels the queued ones", "[executor]") {
   mpx::ProcessPoolExecutor executor(1);
   auto running = executor.submit(nap, 0.3);

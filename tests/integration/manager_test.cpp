@@ -47,6 +47,9 @@ void append_nested(mpx::NamespaceProxy ns) {
   ns.append_in({"y"}, "x");
 }
 
+// Appends through the list proxy rebuilt from the dict's value: the same list the parent's proxy shows.
+void append_through_nested(mpx::DictProxy d, int value) { d.get_proxy<mpx::ListProxy>("l").append(value); }
+
 void count_up(mpx::DictProxy d, int n) {
   for (int i = 0; i < n; ++i) d.update_in({"stats", "hits"}, mpx::op::add(1));
 }
@@ -253,6 +256,11 @@ TEST_CASE("namespace proxy: attributes by name, AttributeError, Python's repr", 
   CHECK_THROWS_AS(ns.del("z"), mpx::AttributeError);
   ns.del("y");
   CHECK(ns.repr() == "Namespace(x=10)");
+  // Python's Namespace.__repr__ leaves out the names that start with '_'; they are still there.
+  ns.set("_hidden", 1);
+  ns.set("__dunder", 2);
+  CHECK(ns.repr() == "Namespace(x=10)");
+  CHECK(ns.get("_hidden").as_int() == 1);
 }
 
 TEST_CASE("Value and Array proxies hold typed values on the manager", "[manager][value]") {
@@ -313,6 +321,38 @@ TEST_CASE("nested path operations change nested containers in place", "[manager]
   CHECK_THROWS_AS(d.append_in({"a", 0}, 1), mpx::TypeError);  // "head" is a string
   CHECK_THROWS_AS(d.update_in({"a", 0}, mpx::op::add(1)), mpx::TypeError);
   CHECK(d.copy().repr() == "{'a': ['head']}");
+}
+
+// Python 3.6+: a proxy stored in a managed container is a live reference to the other managed object, not a copy.
+TEST_CASE("a proxy stored in a managed dict, list or namespace stays a live reference (nested proxies)",
+          "[manager][nested][proxy]") {
+  const auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  mpx::Manager manager;
+  auto d = manager.dict();
+  auto l = manager.list();
+  d.set("l", l);
+  auto again = d.get_proxy<mpx::ListProxy>("l");
+  CHECK(again.id() == l.id());
+  again.append(1);
+  CHECK(l.copy().repr() == "[1]");
+  CHECK(mpx::proxy_from<mpx::ListProxy>(d.get("l")).size() == 1);
+  Children children;
+  children.start(with(method), append_through_nested, d, 2);
+  children.join_all();
+  CHECK(l.copy().repr() == "[1, 2]");
+
+  auto outer = manager.list();
+  outer.append(d);
+  outer.get_proxy<mpx::DictProxy>(0).set("x", 5);
+  CHECK(d.get("x").as_int() == 5);
+  auto ns = manager.Namespace();
+  ns.set("items", l);
+  ns.get_proxy<mpx::ListProxy>("items").append(3);
+  CHECK(l.size() == 3);
+
+  // Not a reference, or one to another kind of object: a TypeError that says what the value holds.
+  CHECK_THROWS_WITH(d.get_proxy<mpx::DictProxy>("l"), Catch::Contains("a reference to a managed list"));
+  CHECK_THROWS_AS(d.get_proxy<mpx::ListProxy>("x"), mpx::TypeError);
 }
 
 TEST_CASE("add on a nested counter is atomic across processes", "[manager][nested]") {

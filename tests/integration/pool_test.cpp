@@ -263,6 +263,45 @@ TEST_CASE("imap is ordered, imap_unordered complete, both lazy over an unbounded
   CHECK_THROWS_AS(slow.next(0.05s), mpx::TimeoutError);
 }
 
+// Python's imap: the results of the items before the one the input raised at are yielded, then the input's error,
+// then the end; nothing is lost and the error is not raised again.
+TEST_CASE("imap and imap_unordered over an input that throws at item k yield items 0..k-1, the error, then the end",
+          "[pool][imap]") {
+  mpx::Pool pool(2);
+  const auto failing_input = [] {
+    return std::views::iota(0, 100) | std::views::transform([](int i) {
+             if (i == 5) throw std::out_of_range("the input broke at item 5");
+             return i;
+           });
+  };
+  for (const bool ordered : {true, false}) {
+    for (const std::size_t chunksize : {std::size_t{1}, std::size_t{3}}) {
+      CAPTURE(ordered, chunksize);
+      auto it = ordered ? pool.imap(square, failing_input(), chunksize)
+                        : pool.imap_unordered(square, failing_input(), chunksize);
+      std::vector<int> got;
+      for (int i = 0; i < 5; ++i) {
+        auto y = it.next(30s);
+        REQUIRE(y.has_value());
+        got.push_back(*y);
+      }
+      std::sort(got.begin(), got.end());
+      CHECK(got == std::vector<int>{0, 1, 4, 9, 16});
+      CHECK_THROWS_WITH(it.next(30s), Catch::Contains("the input broke at item 5"));
+      CHECK_FALSE(it.next(30s).has_value());
+      CHECK_FALSE(it.next(30s).has_value());
+    }
+  }
+  // The same through a range-for: the loop sees 0..4, then the error leaves it.
+  std::vector<int> seen;
+  CHECK_THROWS_AS(
+      [&] {
+        for (int y : pool.imap(square, failing_input())) seen.push_back(y);
+      }(),
+      std::out_of_range);
+  CHECK(seen == std::vector<int>{0, 1, 4, 9, 16});
+}
+
 TEST_CASE("callbacks and error callbacks run on the result thread, a progress callback counts", "[pool]") {
   mpx::Pool pool(2);
   std::atomic<int> sum{0};
@@ -347,6 +386,12 @@ TEST_CASE("close, join, terminate, and a closed pool refuses work", "[pool]") {
   CHECK_THROWS_AS(pending.get(5s), mpx::CancelledError);
   other.join();
   for (auto pid : pids) CHECK_FALSE(alive(pid));
+  // A terminated pool refuses work as a closed one does (Python: ValueError "Pool not running"); only the tasks it
+  // cancelled say CancelledError.
+  CHECK_THROWS_WITH(other.apply(square, 1), Catch::Contains("Pool not running"));
+  CHECK_THROWS_AS(other.apply_async(square, 1), mpx::ValueError);
+  CHECK_THROWS_AS(other.map(square, std::vector<int>{1}), mpx::ValueError);
+  CHECK_THROWS_AS(other.imap(square, std::vector<int>{1}).next(), mpx::ValueError);
 }
 
 TEST_CASE("the destructor of a running pool terminates it and leaves no worker", "[pool]") {

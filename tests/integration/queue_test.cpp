@@ -51,6 +51,27 @@ void take_and_finish(mpx::JoinableQueue<std::string> q, mpx::Queue<std::string> 
   }
 }
 
+// Puts through handles rebuilt from ones the parent closed: close is the closing handle's business only.
+void put_on_each(mpx::Queue<int> q, mpx::SimpleQueue<int> sq, mpx::JoinableQueue<int> jq) {
+  q.put(1);
+  sq.put(2);
+  jq.put(3);
+}
+
+// Another process's view of the same queue with another item type: a string between two numbers.
+void put_number_text_number(mpx::Queue<int> numbers, mpx::Queue<std::string> texts) {
+  numbers.put(1);
+  texts.put("not a number");
+  numbers.put(2);
+}
+
+// Enough numbers that the sole consumer of a JoinableQueue is lent a batch, with a string in the middle of it.
+void put_numbers_around_text(mpx::JoinableQueue<int> numbers, mpx::JoinableQueue<std::string> texts) {
+  for (int i = 0; i < 20; ++i) numbers.put(i);
+  texts.put("in the middle");
+  for (int i = 20; i < 40; ++i) numbers.put(i);
+}
+
 }  // namespace
 
 TEST_CASE("put and get in one process: FIFO, qsize, empty, full", "[queue]") {
@@ -72,6 +93,99 @@ TEST_CASE("put and get in one process: FIFO, qsize, empty, full", "[queue]") {
   CHECK(std::chrono::steady_clock::now() - begin >= 90ms);
   q.close();
   CHECK_THROWS_AS(q.put("e"), mpx::ValueError);
+}
+
+// Python's Queue.get and put on a closed queue raise ValueError at once (they never block); other handles, in this
+// process or in a child, are still open.
+TEST_CASE("get and put on a closed Queue, SimpleQueue or JoinableQueue raise ValueError in the closing process",
+          "[queue][close]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  mpx::Queue<int> q;
+  mpx::SimpleQueue<int> sq;
+  mpx::JoinableQueue<int> jq;
+  auto q_open = q;
+  auto sq_open = sq;
+  auto jq_open = jq;
+  q.close();
+  sq.close();
+  jq.close();
+  const auto begin = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(q.get(), Catch::Contains("Queue " + std::to_string(q.id()) + " is closed"));
+  CHECK_THROWS_AS(q.get(true, 30s), mpx::ValueError);
+  CHECK_THROWS_AS(q.get_nowait(), mpx::ValueError);
+  CHECK_THROWS_AS(q.put(1), mpx::ValueError);
+  CHECK_THROWS_AS(q.put_nowait(1), mpx::ValueError);
+  CHECK_THROWS_AS(sq.get(), mpx::ValueError);
+  CHECK_THROWS_AS(sq.put(1), mpx::ValueError);
+  CHECK_THROWS_AS(jq.get(), mpx::ValueError);
+  CHECK_THROWS_AS(jq.get(true, 30s), mpx::ValueError);
+  CHECK_THROWS_AS(jq.put(1), mpx::ValueError);
+  CHECK(std::chrono::steady_clock::now() - begin < 20s);  // raised, not waited out
+
+  mpx_test::Children children;
+  children.start(mpx::ProcessOptions{"", std::nullopt, method}, put_on_each, q, sq, jq);
+  CHECK(q_open.get(true, 30s) == 1);
+  CHECK(sq_open.get() == 2);
+  CHECK(jq_open.get(true, 30s) == 3);
+  jq_open.task_done();
+  children.join_all();
+  CHECK_THROWS_AS(q.get_nowait(), mpx::ValueError);  // the items went to the open handles; this one stays closed
+}
+
+// A get whose item is not its T raises SerializationError naming the queue, the type it wanted and what the item
+// holds, and the item is not lost: it stays at the head, for a retry or a getter of the right type.
+TEST_CASE("an item of another type stays at the head of the queue; the error names the queue and both types",
+          "[queue][decode]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  INFO("start method " << mpx::to_string(method));
+  mpx_test::Children children;
+  SECTION("a Queue (its lane)") {
+    mpx::Queue<int> numbers;
+    mpx::Queue<std::string> texts(mpx::adopt, numbers.ref());
+    mpx::Queue<mpx::Object> anything(mpx::adopt, numbers.ref());
+    children.start(mpx::ProcessOptions{"", std::nullopt, method}, put_number_text_number, numbers, texts);
+    CHECK(numbers.get(true, 30s) == 1);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (numbers.qsize() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    try {
+      (void)numbers.get(true, 30s);
+      FAIL("an int was decoded from a string");
+    } catch (const mpx::SerializationError& e) {
+      const std::string what = e.what();
+      CHECK_THAT(what, Catch::Contains("Queue " + std::to_string(numbers.id())));
+      CHECK_THAT(what, Catch::Contains("not a int"));
+      CHECK_THAT(what, Catch::Contains("str 'not a number'"));
+    }
+    CHECK(numbers.qsize() == 2);
+    CHECK_THROWS_AS(numbers.get(true, 30s), mpx::SerializationError);  // a retry finds it still there
+    CHECK(anything.get(true, 30s).as_string() == "not a number");
+    CHECK(numbers.get(true, 30s) == 2);
+    children.join_all();
+  }
+  SECTION("a JoinableQueue (the coordinator, with a batch lent)") {
+    mpx::JoinableQueue<int> numbers;
+    mpx::JoinableQueue<std::string> texts(mpx::adopt, numbers.ref());
+    children.start(mpx::ProcessOptions{"", std::nullopt, method}, put_numbers_around_text, numbers, texts);
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (numbers.qsize() < 41 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    REQUIRE(numbers.qsize() == 41);
+    for (int i = 0; i < 20; ++i) {
+      REQUIRE(numbers.get(true, 30s) == i);
+      numbers.task_done();
+    }
+    CHECK_THROWS_WITH(numbers.get(true, 30s), Catch::Contains("str 'in the middle'"));  // from the lent batch
+    CHECK_THROWS_WITH(numbers.get(true, 30s), Catch::Contains("str 'in the middle'"));  // from the coordinator
+    CHECK(numbers.qsize() == 21);
+    CHECK_FALSE(numbers.join(0.05s));
+    CHECK(texts.get(true, 30s) == "in the middle");
+    texts.task_done();
+    for (int i = 20; i < 40; ++i) {
+      REQUIRE(numbers.get(true, 30s) == i);
+      numbers.task_done();
+    }
+    CHECK(numbers.join(30s));
+    children.join_all();
+  }
 }
 
 TEST_CASE("a Queue of mpx::Object holds mixed values from a child", "[queue]") {

@@ -188,6 +188,13 @@ void slow_action() {
   std::this_thread::sleep_for(500ms);
 }
 
+// An action with arguments, as a Process target has: they travel to whichever process arrives last.
+void record_action(mpx::Queue<std::string> out, std::string tag, int n) {
+  out.put(tag + " " + std::to_string(n) + " by " + std::to_string(::getpid()));
+}
+
+void wait_once(mpx::Barrier barrier) { (void)barrier.wait(30s); }
+
 void barrier_party(mpx::Barrier barrier, mpx::Queue<std::vector<long>> out) {
   const auto index = barrier.wait(30s);
   append_line(parents_scratch("barrier"), "released " + std::to_string(::getpid()));
@@ -805,6 +812,40 @@ TEST_CASE("Barrier: parties arriving while the action runs join the next generat
   const auto lines = read_lines(log.path);
   CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.rfind("action", 0) == 0; }) == 2);
   CHECK_FALSE(barrier.broken());
+}
+
+TEST_CASE("Barrier: the action takes arguments as a Process target does, run by a child of every start method",
+          "[sync][barrier]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  INFO("start method " << mpx::to_string(method));
+  mpx::Queue<std::string> out;
+  mpx::Barrier barrier(2, record_action, out, std::string("tag"), 7);
+  // This process arrives first (on a thread), so the child arrives last and runs the action.
+  std::thread first([barrier]() mutable {
+    try {
+      (void)barrier.wait(30s);
+    } catch (const std::exception&) {
+    }
+  });
+  const auto deadline = Clock::now() + 30s;
+  while (barrier.n_waiting() != 1 && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  REQUIRE(barrier.n_waiting() == 1);
+  Children children;
+  auto& child = children.start(helper(method), wait_once, barrier);
+  first.join();
+  CHECK(out.get(true, 30s) == "tag 7 by " + std::to_string(child.pid()));
+  children.join_all();
+  CHECK_FALSE(barrier.broken());
+
+  // The bound form takes a default timeout too; the zero-argument action still works.
+  mpx::Barrier single(1, mpx::bind(record_action, out, std::string("bound"), 1), 10s);
+  CHECK(single.wait() == 0);
+  CHECK(out.get(true, 30s) == "bound 1 by " + std::to_string(::getpid()));
+  mpx::Barrier timed(2, mpx::bind(record_action, out, std::string("never"), 0), 0.1s);
+  CHECK_THROWS_AS(timed.wait(), mpx::BrokenBarrierError);
+  mpx::Barrier plain(1, [] {});
+  CHECK(plain.wait() == 0);
+  CHECK(out.empty());
 }
 
 // ---- every handle, every start method --------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <unordered_set>
 
 #include <mpx/pool.hpp>
 
@@ -97,6 +98,18 @@ struct Completions {
   }
 };
 
+// Python makes a set of the futures first: one given several times counts, and is yielded, once. First come first.
+template <class T>
+std::vector<Future<T>> distinct(std::vector<Future<T>> futures) {
+  std::unordered_set<const ResultCore*> seen;
+  std::vector<Future<T>> out;
+  out.reserve(futures.size());
+  for (auto& f : futures) {
+    if (seen.insert(f.core().get()).second) out.push_back(std::move(f));
+  }
+  return out;
+}
+
 template <class T>
 std::shared_ptr<Completions> watch(const std::vector<Future<T>>& futures) {
   auto c = std::make_shared<Completions>();
@@ -120,7 +133,7 @@ template <class T>
 class AsCompleted {
  public:
   AsCompleted(std::vector<Future<T>> futures, const Timeout& timeout)
-      : futures_(std::move(futures)), completions_(detail::watch(futures_)) {
+      : futures_(detail::distinct(std::move(futures))), completions_(detail::watch(futures_)) {
     if (timeout) deadline_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout);
   }
 
@@ -166,8 +179,9 @@ struct DoneAndNotDone {
 
 // Python's concurrent.futures.wait: returns when the condition holds or the timeout passes (no exception).
 template <class T>
-DoneAndNotDone<T> wait(const std::vector<Future<T>>& futures, const Timeout& timeout = std::nullopt,
+DoneAndNotDone<T> wait(const std::vector<Future<T>>& given, const Timeout& timeout = std::nullopt,
                        ReturnWhen return_when = ALL_COMPLETED) {
+  const auto futures = detail::distinct(given);
   auto completions = detail::watch(futures);
   auto& c = *completions;
   c.wait(timeout, [&] {

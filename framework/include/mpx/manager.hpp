@@ -16,6 +16,7 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -105,6 +106,12 @@ Object manager_apply(const ManagerRef& ref, const Object::Array& path, std::stri
 // Calls a registered method: returns its encoded result, or throws RemoteError.
 std::string manager_call(const ManagerRef& ref, std::string_view method, std::string args);
 
+// A reference to a managed object of proxy type `type_id`, as a value another managed object can hold:
+// {"__mpx_proxy__": type_id, "ref": [id, endpoint, direct, authkey]}.
+Object proxy_token(std::string_view type_id, const ManagerRef& ref);
+// The reference a token holds; mpx::TypeError naming what `value` holds if it is no token of `type_id`.
+ManagerRef proxy_token_ref(const Object& value, std::string_view type_id);
+
 }  // namespace detail
 
 // What every proxy has: the reference, reads and in-place updates at a path, and release.
@@ -137,10 +144,34 @@ class Proxy {
   ManagerRef ref_;
 };
 
+// Nested proxies, as in Python (3.6+): a proxy stored in a managed dict, list or namespace stays a live reference to
+// its object, not a copy. reference(proxy) is the value that stands for it (set(key, proxy) stores it for you);
+// proxy_from<P>(value) rebuilds the proxy from it (get_proxy<P>(key) does both). The referenced object lives until its
+// release(), as every managed object does.
+template <std::derived_from<Proxy> P>
+Object reference(const P& proxy) {
+  return detail::proxy_token(P::type_id, proxy.ref());
+}
+template <std::derived_from<Proxy> P>
+P proxy_from(const Object& value) {
+  return P(adopt, detail::proxy_token_ref(value, P::type_id));
+}
+
 // Python's DictProxy: keys and values are Objects (any msgpack value); a missing key raises mpx::KeyError naming it.
 class DictProxy : public Proxy {
  public:
+  static constexpr std::string_view type_id = "dict";
   DictProxy(adopt_t, ManagerRef ref) : Proxy(std::move(ref)) {}
+  // d[key] = proxy: stores a live reference to the proxy's object (nested proxies).
+  template <std::derived_from<Proxy> P>
+  void set(const Object& key, const P& proxy) const {
+    set(key, reference(proxy));
+  }
+  // The proxy stored at d[key]; mpx::TypeError if the value there is not a reference to a P's object.
+  template <std::derived_from<Proxy> P>
+  P get_proxy(const Object& key) const {
+    return proxy_from<P>(get(key));
+  }
 
   Object get(const Object& key) const { return get_in({key}); }  // d[key]
   Object get(const Object& key, const Object& fallback) const { return apply("get", {key, fallback}); }
@@ -163,7 +194,21 @@ class DictProxy : public Proxy {
 // Python's ListProxy; a bad index raises mpx::IndexError, a missing value mpx::ValueError.
 class ListProxy : public Proxy {
  public:
+  static constexpr std::string_view type_id = "list";
   ListProxy(adopt_t, ManagerRef ref) : Proxy(std::move(ref)) {}
+  // l[index] = proxy, l.append(proxy): live references to the proxies' objects (nested proxies).
+  template <std::derived_from<Proxy> P>
+  void set(std::int64_t index, const P& proxy) const {
+    set(index, reference(proxy));
+  }
+  template <std::derived_from<Proxy> P>
+  void append(const P& proxy) const {
+    append(reference(proxy));
+  }
+  template <std::derived_from<Proxy> P>
+  P get_proxy(std::int64_t index) const {
+    return proxy_from<P>(get(index));
+  }
 
   Object get(std::int64_t index) const { return get_in({Object(index)}); }
   void set(std::int64_t index, const Object& value) const { apply("setitem", {Object(index), value}); }
@@ -200,7 +245,17 @@ class ListProxy : public Proxy {
 // Python's Namespace: attributes by name; a missing one raises mpx::AttributeError.
 class NamespaceProxy : public Proxy {
  public:
+  static constexpr std::string_view type_id = "Namespace";
   NamespaceProxy(adopt_t, ManagerRef ref) : Proxy(std::move(ref)) {}
+  // ns.name = proxy: a live reference to the proxy's object (nested proxies).
+  template <std::derived_from<Proxy> P>
+  void set(std::string_view name, const P& proxy) const {
+    set(name, reference(proxy));
+  }
+  template <std::derived_from<Proxy> P>
+  P get_proxy(std::string_view name) const {
+    return proxy_from<P>(get(name));
+  }
 
   Object get(std::string_view name) const { return get_in({Object(name)}); }  // ns.name
   void set(std::string_view name, const Object& value) const { apply("set", {Object(name), value}); }
@@ -214,6 +269,7 @@ class NamespaceProxy : public Proxy {
 template <Serializable T>
 class ValueProxy : public Proxy {
  public:
+  static constexpr std::string_view type_id = "Value";
   ValueProxy(adopt_t, ManagerRef ref) : Proxy(std::move(ref)) {}
   T value() const { return detail::from_object<T>(get_in({})); }
   void set(const T& v) const { apply("assign", {detail::to_object(v)}); }
@@ -225,6 +281,7 @@ class ValueProxy : public Proxy {
 template <Serializable T>
 class ArrayProxy : public Proxy {
  public:
+  static constexpr std::string_view type_id = "Array";
   ArrayProxy(adopt_t, ManagerRef ref) : Proxy(std::move(ref)) {}
   std::size_t size() const { return static_cast<std::size_t>(apply("len").as_int()); }
   T get(std::int64_t index) const { return detail::from_object<T>(get_in({Object(index)})); }
@@ -236,6 +293,7 @@ class ArrayProxy : public Proxy {
 // comes back as mpx::RemoteError (type, message, the manager's pid).
 class InstanceProxy : public Proxy {
  public:
+  static constexpr std::string_view type_id = "instance";
   InstanceProxy(adopt_t, ManagerRef ref) : Proxy(std::move(ref)) {}
 
   template <class R = Object, class... A>
@@ -420,8 +478,10 @@ class BaseManager {
   mpx::Condition Condition(const mpx::Lock& lock) const { return mpx::Condition(lock); }
   mpx::Condition Condition(const mpx::RLock& lock) const { return mpx::Condition(lock); }
   mpx::Condition Condition() const { return mpx::Condition(mpx::RLock()); }  // Python's default lock is an RLock
-  mpx::Barrier Barrier(std::size_t parties, void (*action)() = nullptr, Timeout timeout = std::nullopt) const {
-    return mpx::Barrier(parties, action, timeout);
+  // Barrier(parties), Barrier(parties, action, timeout), Barrier(parties, action, args...): as mpx::Barrier's.
+  template <class... A>
+  mpx::Barrier Barrier(std::size_t parties, A&&... args) const {
+    return mpx::Barrier(parties, std::forward<A>(args)...);
   }
 
  private:

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <algorithm>
 #include <iterator>
@@ -419,24 +420,37 @@ class PullIterator {
 template <class R>
 class IMapIterator {
  public:
-  using Producer = std::function<std::optional<detail::EncodedCalls>()>;  // the next chunk, or end of input
+  // Encodes the next chunk into `chunk`: false at the end of the input. If the input throws, what it gave before
+  // stays in `chunk` and the exception goes on.
+  using Producer = std::function<bool(detail::EncodedCalls& chunk)>;
 
   IMapIterator(std::shared_ptr<detail::StreamCore> stream, Producer produce, std::size_t window)
-      : state_(std::make_shared<State>(State{std::move(stream), std::move(produce), window, false, {}, 0})) {}
+      : state_(std::make_shared<State>(State{std::move(stream), std::move(produce), window, false})) {}
 
-  // The next result, or nullopt at the end. TimeoutError if none arrives in time (Python's next(timeout)).
+  // The next result, or nullopt at the end. TimeoutError if none arrives in time (Python's next(timeout)). An input
+  // that throws at item k ends the stream as Python's does: the results of items 0..k-1 first, then its exception
+  // once, then the end.
   std::optional<R> next(const Timeout& timeout = std::nullopt) {
     auto& s = *state_;
     if (s.position < s.buffer.size()) return std::move(s.buffer[s.position++]);
     while (!s.exhausted && detail::stream_outstanding(*s.stream) < s.window) {
-      auto chunk = s.produce();
-      if (!chunk) {
+      detail::EncodedCalls chunk;
+      bool more = false;
+      try {
+        more = s.produce(chunk);
+      } catch (...) {
+        s.input_error = std::current_exception();
+      }
+      if (!chunk.empty()) detail::stream_feed(*s.stream, chunk);
+      if (!more || s.input_error) {
         s.exhausted = true;
         break;
       }
-      detail::stream_feed(*s.stream, *chunk);
     }
-    if (s.exhausted && detail::stream_outstanding(*s.stream) == 0) return std::nullopt;
+    if (s.exhausted && detail::stream_outstanding(*s.stream) == 0) {
+      if (s.input_error) std::rethrow_exception(std::exchange(s.input_error, nullptr));
+      return std::nullopt;
+    }
     s.buffer.clear();
     mpx::decode_append(detail::stream_next(*s.stream, timeout), s.buffer);
     s.position = 0;
@@ -456,6 +470,7 @@ class IMapIterator {
     bool exhausted;
     std::vector<R> buffer = {};  // the current chunk's results
     std::size_t position = 0;
+    std::exception_ptr input_error = nullptr;  // raised once, after the results of the items before it
   };
   std::shared_ptr<State> state_;
 };
@@ -618,14 +633,12 @@ class Pool {
     // The range lives in the iterator; a view is copied, a container moved or referred to.
     auto input = std::make_shared<std::remove_cvref_t<Range>>(std::forward<Range>(items));
     auto position = std::make_shared<std::ranges::iterator_t<std::remove_cvref_t<Range>>>(std::ranges::begin(*input));
-    auto produce = [input, position, chunksize, f = +f]() -> std::optional<detail::EncodedCalls> {
-      detail::EncodedCalls chunk;
+    auto produce = [input, position, chunksize, f = +f](detail::EncodedCalls& chunk) {
       while (chunk.size() < chunksize && *position != std::ranges::end(*input)) {
         detail::encode_task_args(chunk, f, **position);
         ++*position;
       }
-      if (chunk.empty()) return std::nullopt;
-      return chunk;
+      return !chunk.empty();
     };
     const std::size_t window = std::max<std::size_t>(chunksize * processes() * 4, 64);
     return IMapIterator<R>(std::move(stream), std::move(produce), window);

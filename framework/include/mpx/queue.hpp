@@ -14,8 +14,10 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 
 #include <mpx/handle.hpp>
 
@@ -28,13 +30,14 @@ class QueueCore : public Handle {
  public:
   void put_bytes(std::string item, bool block, const Timeout& timeout);
   std::string get_bytes(bool block, const Timeout& timeout);
-  // The same, in a buffer of the calling thread's that the next get on this thread reuses: what get() decodes from.
+  // The same, in a buffer of the calling thread's that the next get on this thread reuses.
   std::string_view get_view(bool block, const Timeout& timeout);
   std::size_t qsize() const;
   std::size_t maxsize() const;
   bool empty() const { return qsize() == 0; }
   bool full() const;
-  // Python: this process will put no more; later puts from this handle raise ValueError. Other handles are unaffected.
+  // Python: this handle will put and get no more; later puts and gets through it raise ValueError at once. Other
+  // handles (copies made before, handles in other processes) are unaffected.
   void close() { closed_ = true; }
   // Python's feeder-thread controls. mpx has no feeder thread (put hands the item over before it returns), so there
   // is nothing to join or cancel.
@@ -47,8 +50,31 @@ class QueueCore : public Handle {
   void task_done_core();
   bool join_core(const Timeout& timeout);
 
+  // How get() turns the item into its T: `into` decodes `item` into `*out` (an std::optional<T>) or throws.
+  struct Decoder {
+    void (*into)(std::string_view item, void* out);
+    void* out;
+    const char* expected;  // typeid(T).name()
+  };
+  template <class T>
+  T get_as(bool block, const Timeout& timeout) {
+    std::optional<T> value;
+    get_decoded(block, timeout, Decoder{&decode_into<T>, &value, typeid(T).name()});
+    return std::move(*value);
+  }
+
  private:
-  void get_into(std::string& out, bool block, const Timeout& timeout);
+  template <class T>
+  static void decode_into(std::string_view item, void* out) {
+    static_cast<std::optional<T>*>(out)->emplace(decode<T>(item));
+  }
+  // Gets the next item and decodes it. An item that does not decode is not lost: it goes back to the head of the queue
+  // (with any items lent to this thread behind it), and mpx::SerializationError names the queue, the expected type
+  // and what the item holds.
+  void get_decoded(bool block, const Timeout& timeout, const Decoder& decoder);
+  void get_into(std::string& out, bool block, const Timeout& timeout, const Decoder* decoder = nullptr);
+  [[noreturn]] void refuse(const std::string& item, const Decoder& decoder, const char* why) const;
+  void check_open() const;
   bool closed_ = false;
   mutable std::size_t maxsize_ = static_cast<std::size_t>(-1);  // cached: fixed at creation
 };
@@ -67,7 +93,9 @@ class Queue : public detail::QueueCore {
   void put(const T& item, bool block = true, const Timeout& timeout = std::nullopt) {
     put_bytes(encode(item), block, timeout);
   }
-  T get(bool block = true, const Timeout& timeout = std::nullopt) { return decode<T>(get_view(block, timeout)); }
+  // An item that is not a T (another process put another type) raises mpx::SerializationError and stays at the head
+  // of the queue, for a getter of the right type (a Queue<mpx::Object> handle of the same queue reads anything).
+  T get(bool block = true, const Timeout& timeout = std::nullopt) { return get_as<T>(block, timeout); }
   void put_nowait(const T& item) { put(item, false); }
   T get_nowait() { return get(false); }
 
@@ -82,7 +110,7 @@ class SimpleQueue : public detail::QueueCore {
   SimpleQueue() : QueueCore(0, false) {}
   SimpleQueue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
   void put(const T& item) { put_bytes(encode(item), true, std::nullopt); }
-  T get() { return decode<T>(get_view(true, std::nullopt)); }
+  T get() { return get_as<T>(true, std::nullopt); }
 };
 
 // Python's multiprocessing.JoinableQueue. Unlike Python, an item taken by a process that dies before task_done() is

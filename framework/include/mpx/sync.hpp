@@ -154,13 +154,20 @@ class Condition : public Handle {
 
 // Python's multiprocessing.Barrier. `action` (a plain function or captureless lambda, or nullptr) is run by the last
 // process to arrive, before the others are released; if it throws, the barrier breaks and the exception propagates
-// from that process's wait(). Errors are mpx::BrokenBarrierError: on abort(), on reset() while waiting, on a timeout
-// (which breaks the barrier, as in Python), and when a waiting party dies (which also breaks it: the others could
-// otherwise never be released).
+// from that process's wait(). The action takes arguments as a Process target does: Barrier(3, action, args...), or
+// Barrier(3, mpx::bind(action, args...), timeout) with a default timeout too; they are encoded once, here. Errors are
+// mpx::BrokenBarrierError: on abort(), on reset() while waiting, on a timeout (which breaks the barrier, as in
+// Python), and when a waiting party dies (which also breaks it: the others could otherwise never be released).
 class Barrier : public Handle {
  public:
   explicit Barrier(std::size_t parties, void (*action)() = nullptr, Timeout timeout = std::nullopt)
       : Barrier(create_t{}, parties, action ? std::optional<BoundCall>(mpx::bind(action)) : std::nullopt, timeout) {}
+  Barrier(std::size_t parties, BoundCall action, Timeout timeout = std::nullopt)
+      : Barrier(create_t{}, parties, std::move(action), timeout) {}
+  template <class F, class... A>
+    requires(sizeof...(A) > 0 && detail::PlainFunctionLike<std::remove_cvref_t<F>> && std::is_invocable_v<F&, A&...>)
+  Barrier(std::size_t parties, F&& action, A&&... args)
+      : Barrier(create_t{}, parties, mpx::bind(action, std::forward<A>(args)...), std::nullopt) {}
   Barrier(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}
 
   // Returns this party's arrival index, 0 .. parties()-1; the last to arrive gets parties()-1. With no timeout the

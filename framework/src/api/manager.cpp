@@ -456,6 +456,31 @@ std::string manager_call(const ManagerRef& ref, std::string_view method, std::st
   return payload.as_bytes().data;
 }
 
+namespace {
+constexpr std::string_view proxy_token_key = "__mpx_proxy__";
+}  // namespace
+
+Object proxy_token(std::string_view type_id, const ManagerRef& ref) {
+  return Object::dict({{Object(proxy_token_key), Object(type_id)}, {Object("ref"), to_object(ref)}});
+}
+
+ManagerRef proxy_token_ref(const Object& value, std::string_view type_id) {
+  const bool token = value.type() == Object::Type::map && value.size() == 2 && value.contains(proxy_token_key) &&
+                     value.contains("ref") && value[proxy_token_key].type() == Object::Type::string;
+  if (token && value[proxy_token_key].as_string() == type_id) {
+    try {
+      return from_object<ManagerRef>(value["ref"]);
+    } catch (const SerializationError&) {
+      // falls through to the TypeError below: a token whose reference is malformed is no token
+    }
+  }
+  std::string holds = token ? "a reference to a managed " + value[proxy_token_key].as_string()
+                            : std::string(Object::type_name(value.type())) + " " + value.repr();
+  if (holds.size() > 200) holds = holds.substr(0, 200) + "...";
+  throw TypeError("mpx: TypeError: expected a reference to a managed " + std::string(type_id) + ", the value holds " +
+                  holds);
+}
+
 std::string describe_exception(const std::exception& e) {
   return encode(Object::list({demangle(typeid(e).name()), e.what(), static_cast<std::int64_t>(::getpid())}));
 }
@@ -502,10 +527,12 @@ void Proxy::release() const {
 }
 
 std::string NamespaceProxy::repr() const {
-  // Python's Namespace.__repr__ sorts the name=value parts.
+  // Python's Namespace.__repr__ sorts the name=value parts and leaves out the names that start with '_'.
   std::vector<std::string> parts;
   const Object all = copy();
-  for (const auto& [name, value] : all.as_map()) parts.push_back(name.as_string() + "=" + value.repr());
+  for (const auto& [name, value] : all.as_map()) {
+    if (!name.as_string().starts_with('_')) parts.push_back(name.as_string() + "=" + value.repr());
+  }
   std::sort(parts.begin(), parts.end());
   std::string out = "Namespace(";
   for (std::size_t i = 0; i < parts.size(); ++i) out += (i ? ", " : "") + parts[i];

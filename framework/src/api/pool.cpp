@@ -1289,11 +1289,23 @@ std::shared_ptr<PoolCore> pool_attach(const ObjectRef& ref) {
 ObjectRef pool_ref(const PoolCore& pool) { return ObjectRef{pool.id, pool.endpoint}; }
 bool pool_attached(const PoolCore& pool) { return pool.attached; }
 
+namespace {
+// Python's "Pool not running" for a closed or terminated pool; a pool that broke (a lost worker, Ctrl-C) says why
+// instead. The CancelledError terminate() left is the answer for the tasks it cancelled, not for new ones.
+[[noreturn]] void throw_not_running(const PoolCore& pool) {
+  if (pool.broken) {
+    try {
+      std::rethrow_exception(pool.broken);
+    } catch (const CancelledError&) {
+    }
+  }
+  throw ValueError("mpx: Pool not running");
+}
+}  // namespace
+
 void pool_require_running(const PoolCore& pool) {
   std::lock_guard lock(pool.mutex);
-  if (pool.state == PoolCore::State::running) return;
-  if (pool.broken) std::rethrow_exception(pool.broken);
-  throw ValueError("mpx: Pool not running");
+  if (pool.state != PoolCore::State::running) throw_not_running(pool);
 }
 
 std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
@@ -1313,10 +1325,7 @@ std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission s) {
   bool ring = false;
   {
     std::lock_guard lock(pool.mutex);
-    if (pool.state != PoolCore::State::running) {
-      if (pool.broken) std::rethrow_exception(pool.broken);
-      throw ValueError("mpx: Pool not running");
-    }
+    if (pool.state != PoolCore::State::running) throw_not_running(pool);
     function = &pool.function_id(s.function, s.trampoline);  // entries are never erased: the pointer stays valid
     first_id = pool.next_task_id;
     pool.next_task_id += chunks;
@@ -1493,10 +1502,7 @@ void stream_feed(StreamCore& stream, const EncodedCalls& items) {
   std::uint64_t first = 0;
   {
     std::lock_guard lock(pool->mutex);
-    if (pool->state == PoolCore::State::terminated) {
-      if (pool->broken) std::rethrow_exception(pool->broken);
-      throw ValueError("mpx: Pool not running");
-    }
+    if (pool->state == PoolCore::State::terminated) throw_not_running(*pool);
     function = &pool->function_id(stream.function, stream.trampoline);  // entries are never erased
     id = pool->next_task_id++;
     {

@@ -9,6 +9,8 @@
 
 #include <unistd.h>
 
+#include <mpx/process.hpp>
+
 #include "api/call.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
@@ -160,6 +162,13 @@ void sync_posted(std::uint64_t id) {
 
 void poke(std::uint64_t id) { post(wire::make(wire::Kind::queue_lane_poke, id, 0, Object{})); }
 
+// An item this thread got and could not decode goes back to the head of the queue, through the coordinator.
+void unget(std::uint64_t id, const std::string& item) {
+  wire::Envelope e = wire::make(wire::Kind::queue_unget, id, 0, Object{});
+  e.body.emplace_back(item.data(), item.size());
+  post(std::move(e));
+}
+
 // Python's (block, timeout) as the ring's terms: the deadline (nullopt: none) and whether to wait at all.
 std::pair<shm::Deadline, bool> ring_wait(bool block, const Timeout& timeout) {
   if (!block) return {std::nullopt, false};
@@ -197,8 +206,13 @@ QueueCore::QueueCore(std::size_t maxsize, bool joinable) : maxsize_(maxsize) {
   remember_lane(id, map_lane(name, token, host));
 }
 
-void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) {
+void QueueCore::check_open() const {
+  // Python's Queue._check_closed: raised at once by get and put, never waited out.
   if (closed_) throw ValueError("mpx: Queue " + std::to_string(ref_.id) + " is closed");
+}
+
+void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) {
+  check_open();
   if (shm::Ring* ring = usable_lane(ref_.id)) {
     sync_posted(ref_.id);
     if (!ring->fits(item.size())) {
@@ -245,14 +259,52 @@ std::string_view QueueCore::get_view(bool block, const Timeout& timeout) {
   return buffer;
 }
 
-void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout) {
+void QueueCore::get_decoded(bool block, const Timeout& timeout, const Decoder& decoder) {
+  static thread_local std::string buffer;  // as get_view's: the item is decoded from memory this thread already has
+  if (buffer.capacity() > (std::size_t{1} << 20)) std::string().swap(buffer);
+  get_into(buffer, block, timeout, &decoder);
+}
+
+void QueueCore::refuse(const std::string& item, const Decoder& decoder, const char* why) const {
+  std::string holds;
+  try {
+    const auto value = decode<Object>(item);
+    holds = std::string(Object::type_name(value.type())) + " " + value.repr();
+    if (holds.size() > 200) holds = holds.substr(0, 200) + "...";
+  } catch (const std::exception& e) {
+    holds = std::string("undecodable bytes (") + e.what() + ")";
+  }
+  throw SerializationError("mpx: Queue " + std::to_string(ref_.id) + ": the item at its head is not a " +
+                           demangle(decoder.expected) + " (" + why + "); it holds " + holds +
+                           ". It stays at the head of the queue");
+}
+
+void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout, const Decoder* decoder) {
   static const bool hooked =
       (runtime::add_child_exit_hook(&release_at_exit), runtime::add_thread_exit_hook(&release_at_exit), true);
   (void)hooked;
+  check_open();
+  // Decodes what was got; the reason it did not, or nullopt (no decoder: the caller takes the bytes as they are).
+  const auto failure = [decoder](const std::string& item) -> std::optional<std::string> {
+    if (decoder == nullptr) return std::nullopt;
+    try {
+      decoder->into(item, decoder->out);
+      return std::nullopt;
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+  };
   Lent* lent = thread_lent_made ? &thread_lent.get()[ref_.id] : nullptr;
   if (lent != nullptr && !lent->items.empty()) {
     out = std::move(lent->items.front());
     lent->items.pop_front();
+    if (auto why = failure(out)) {
+      // Not consumed: the coordinator, which still counts it lent, gives it back to the head of the queue with the
+      // rest lent here, in order.
+      post(wire::make(wire::Kind::queue_release, ref_.id, 0, std::make_tuple(std::exchange(lent->consumed, 0))));
+      lent->items.clear();
+      refuse(out, *decoder, why->c_str());
+    }
     ++lent->consumed;
     // Lent while tracing was on, the last of them returned now that this thread gets from the ring again: report
     // them consumed at once, since no later request about the queue will (if this process died, the coordinator
@@ -266,7 +318,20 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout) {
     const auto [deadline, wait] = ring_wait(block, timeout);
     const auto outcome = ring->get(out, deadline, wait);
     if (outcome.status != shm::Ring::Status::done) throw Empty("mpx: the queue is empty");
-    if (outcome.poke) poke(ref_.id);
+    bool changed = outcome.poke;
+    if (auto why = failure(out)) {
+      // Back in front of the head. If there is no room there now, the coordinator puts it back (in front, or at the
+      // tail if the ring stays full there).
+      const auto back = ring->put_front({out}, std::nullopt);
+      if (back.status == shm::Ring::Status::done) {
+        changed = changed || back.poke;
+      } else {
+        unget(ref_.id, out);
+      }
+      if (changed) poke(ref_.id);
+      refuse(out, *decoder, why->c_str());
+    }
+    if (changed) poke(ref_.id);
     return;
   }
   const auto wait = wait_ms(block, timeout);
@@ -297,6 +362,15 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout) {
     p += size;
   }
   if (!have_first) throw ProtocolError("mpx: an empty queue_get reply");
+  if (auto why = failure(out)) {
+    // What was lent with it goes back first, then the item itself in front of them: the order is the queue's again.
+    if (lent != nullptr && !lent->items.empty()) {
+      post(wire::make(wire::Kind::queue_release, ref_.id, 0, std::make_tuple(std::exchange(lent->consumed, 0))));
+      lent->items.clear();
+    }
+    unget(ref_.id, out);
+    refuse(out, *decoder, why->c_str());
+  }
 }
 
 std::size_t QueueCore::qsize() const {

@@ -227,11 +227,16 @@ Barrier::Barrier(create_t, std::size_t parties, std::optional<BoundCall> action,
     : parties_(parties) {
   if (parties == 0) throw ValueError("mpx: a Barrier needs parties > 0");
   std::optional<FunctionId> action_id;
-  if (action) action_id = action->id();
+  std::string action_args = encode(std::tuple<>());
+  if (action) {
+    action_id = action->id();
+    action_args = std::move(action->args);
+  }
   // Python's Barrier(timeout=None) waits forever by default.
   const std::int64_t default_wait = timeout ? wait_ms(true, timeout) : -1;
   ref_ = ObjectRef{create(wire::Kind::barrier_create,
-                          std::make_tuple(static_cast<std::uint64_t>(parties), action_id, default_wait)),
+                          std::make_tuple(static_cast<std::uint64_t>(parties), action_id, default_wait,
+                                          Object(Object::Bytes{std::move(action_args)}))),
                    detail::coordinator_endpoint()};
 }
 
@@ -239,14 +244,14 @@ std::size_t Barrier::wait(const Timeout& timeout) {
   const std::int64_t wait = timeout ? wait_ms(true, timeout) : -1;
   // No local deadline: a party that arrives while the previous generation's action runs waits for it first.
   auto reply = detail::call(wire::make(wire::Kind::barrier_wait, ref_.id, 0, std::make_tuple(wait, !timeout)), -1);
-  auto [index, action, generation] =
-      reply.body_as<std::tuple<std::uint64_t, std::optional<FunctionId>, std::uint64_t>>();
+  auto [index, action, generation, action_args] =
+      reply.body_as<std::tuple<std::uint64_t, std::optional<FunctionId>, std::uint64_t, Object>>();
   if (!action) return index;
   // The last party runs the action, then tells the coordinator to release the others (or to break the barrier).
   std::exception_ptr failure;
   try {
     auto [function, trampoline] = resolve(*action);
-    const BoundCall run{function, trampoline, encode(std::tuple<>())};
+    const BoundCall run{function, trampoline, action_args.as_bytes().data};
     (void)run.invoke();
   } catch (...) {
     failure = std::current_exception();

@@ -130,6 +130,7 @@ class QueueService {
       if (q.lane) serve_lane(q, req.header.object);
       trace_depth(req);
     });
+    coordinator_.handle(K::queue_unget, [this](auto&, auto& req) { unget(req); trace_depth(req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
   }
 
@@ -574,6 +575,26 @@ class QueueService {
     if (q.lane) {
       serve_lane(q, req.header.object);
     } else {
+      serve_getters(q);
+    }
+  }
+
+  // The item a get returned did not decode as the getter's type: it goes back to the head of the queue, where any
+  // getter can have it (on a JoinableQueue it is no longer the getter's to task_done; it stays unfinished).
+  void unget(wire::Envelope& req) {
+    QueueState& q = find(req);
+    std::string item = item_of(req);
+    if (q.joinable) {
+      if (auto it = q.taken.find(req.header.sender); it != q.taken.end()) {
+        it->second.pop_back();
+        if (it->second.empty()) q.taken.erase(it);
+      }
+    }
+    if (q.lane) {
+      give_back_to_ring(q, {std::move(item)});
+      serve_lane(q, req.header.object);
+    } else {
+      q.items.push_front(std::move(item));
       serve_getters(q);
     }
   }

@@ -72,6 +72,7 @@ struct QueuedParty : Waiter {
 struct BarrierState {
   std::uint64_t parties = 1;
   std::optional<FunctionId> action;
+  Object action_args;  // bin: the msgpack array of the action's parameters, as a Process target's
   std::int64_t timeout_ms = -1;  // the default for wait()
   bool broken = false;
   std::deque<Waiter> arrivals;  // this generation, in arrival order: position = index
@@ -501,15 +502,23 @@ class SyncService {
 
   void barrier_create(Peer& peer, wire::Envelope& req) {
     expect_one_frame(req);
-    auto [parties, action, timeout] =
-        req.body_as<std::tuple<std::uint64_t, std::optional<FunctionId>, std::int64_t>>();
+    // The action's arguments may be left out (an action without parameters).
+    auto [parties, action, timeout, action_args] =
+        req.body_as<std::tuple<std::uint64_t, std::optional<FunctionId>, std::int64_t, Object>>();
     if (parties == 0) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::value, "mpx: a Barrier needs parties > 0");
+      return;
+    }
+    if (action_args.is_none()) action_args = Object::Bytes{encode(std::tuple<>())};
+    if (action_args.type() != Object::Type::bytes) {
+      coordinator_.reply_error(peer, req.header, wire::ErrorCode::malformed,
+                               "mpx: barrier_create: the action's arguments must be bin");
       return;
     }
     auto barrier = std::make_unique<BarrierState>();
     barrier->parties = parties;
     barrier->action = std::move(action);
+    barrier->action_args = std::move(action_args);
     barrier->timeout_ms = timeout;
     ok(peer, req.header, encode(std::make_tuple(add_object(barriers_, std::move(barrier)))));
   }
@@ -540,10 +549,11 @@ class SyncService {
       if (barrier.action) {
         // The last to arrive runs the action; the others stay until it reports (barrier_action_done).
         barrier.runner = w.actor();
-        answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(index, barrier.action, barrier.generation)));
+        answer(coordinator_, w, wire::Kind::ok,
+               encode(std::make_tuple(index, barrier.action, barrier.generation, barrier.action_args)));
       } else {
         answer(coordinator_, w, wire::Kind::ok,
-               encode(std::make_tuple(index, std::optional<FunctionId>(), barrier.generation)));
+               encode(std::make_tuple(index, std::optional<FunctionId>(), barrier.generation, Object())));
         release_barrier(id, barrier);
       }
       return;
@@ -568,7 +578,7 @@ class SyncService {
     std::uint64_t index = 0;
     for (auto& w : barrier.arrivals) {
       answer(coordinator_, w, wire::Kind::ok,
-             encode(std::make_tuple(index++, std::optional<FunctionId>(), barrier.generation)));
+             encode(std::make_tuple(index++, std::optional<FunctionId>(), barrier.generation, Object())));
     }
     barrier.arrivals.clear();
     next_generation(id, barrier);

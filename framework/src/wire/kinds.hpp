@@ -32,6 +32,7 @@ enum class Kind : std::uint16_t {
   queue_join = 27,       // [timeout_ms] -> ok nil once every item is done | error timeout
   queue_lane = 28,       // nil -> ok [ring name or "", token, host key], once the sender's posted puts are in the ring
   queue_lane_poke = 29,  // nil (posted): a lane's ring changed while the coordinator has requests parked on it
+  queue_unget = 30,      // [nil] + item frame (posted): the item the sender got did not decode; back to the head
 
   // synchronization (services/sync.cpp); timeout_ms: -1 forever, 0 no wait
   lock_create = 40,          // [recursive] -> ok [id]
@@ -147,6 +148,7 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::queue_join, "queue_join"},
     {Kind::queue_lane, "queue_lane"},
     {Kind::queue_lane_poke, "queue_lane_poke"},
+    {Kind::queue_unget, "queue_unget"},
     {Kind::lock_create, "lock_create"},
     {Kind::lock_acquire, "lock_acquire"},
     {Kind::lock_release, "lock_release"},
