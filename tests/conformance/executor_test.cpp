@@ -429,7 +429,7 @@ TEST_CASE("ProcessPoolExecutorTest.test_max_tasks_early_shutdown", "[conformance
 
 // ---------------------------------------------------------------- WaitTests
 
-TEST_CASE("WaitTests.test_20369", "[conformance][executor][.known-12]") {
+TEST_CASE("WaitTests.test_20369", "[conformance][executor]") {
   mpx::ProcessPoolExecutor executor(2);
   auto future = executor.submit(mul, 1, 2);
   auto [done, not_done] = mpx::wait(Futures{future, future}, std::nullopt, mpx::ALL_COMPLETED);
@@ -582,7 +582,7 @@ TEST_CASE("AsCompletedTests.test_future_times_out", "[conformance][executor]") {
   }
 }
 
-TEST_CASE("AsCompletedTests.test_duplicate_futures", "[conformance][executor][.known-12]") {
+TEST_CASE("AsCompletedTests.test_duplicate_futures", "[conformance][executor]") {
   mpx::ProcessPoolExecutor executor(2);
   auto future1 = executor.submit(nap, 0.2);
   Futures completed;

@@ -270,7 +270,7 @@ TEST_CASE("_TestContainers.test_dict", "[conformance][manager][containers]") {
   CHECK(sorted(d.items()) == sorted(items));
 }
 
-TEST_CASE("_TestContainers.test_namespace", "[conformance][manager][containers][.known-11]") {
+TEST_CASE("_TestContainers.test_namespace", "[conformance][manager][containers]") {
   mpx::Manager manager;
   auto n = manager.Namespace();
   n.set("name", "Bob");

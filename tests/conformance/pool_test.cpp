@@ -268,7 +268,7 @@ TEST_CASE("_TestPool.test_imap", "[conformance][pool]") {
   }
 }
 
-TEST_CASE("_TestPool.test_imap_handle_iterable_exception", "[conformance][pool][.known-6]") {
+TEST_CASE("_TestPool.test_imap_handle_iterable_exception", "[conformance][pool]") {
   auto pool = make_pool(4);
   // (total, when, chunksize, results before the error): twice at once (reentrant), then after 3 results, then at the
   // start of the failing chunk's results.
@@ -357,7 +357,7 @@ TEST_CASE("_TestPool.test_empty_iterable", "[conformance][pool]") {
   pool.join();
 }
 
-TEST_CASE("_TestPool.test_context", "[conformance][pool][.known-10]") {
+TEST_CASE("_TestPool.test_context", "[conformance][pool]") {
   auto pool = make_pool(2);
   CHECK(pool.map_async(sqr, iota_vector(10)).get(60s) == squares(10));
   pool.terminate();  // what leaving Python's `with Pool(2) as p:` does (and mpx's destructor)
@@ -413,7 +413,7 @@ TEST_CASE("_TestPool.test_map_no_failfast", "[conformance][pool]") {
   CHECK(pool.pids().empty());
 }
 
-TEST_CASE("_TestPool.test_enter", "[conformance][pool][.known-10]") {
+TEST_CASE("_TestPool.test_enter", "[conformance][pool]") {
   auto pool = make_pool(1);
   pool.terminate();  // leaving Python's `with pool:`
   // mpx has no __enter__: a submission is what meets a pool that no longer runs; Python raises ValueError.

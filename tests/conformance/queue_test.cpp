@@ -285,7 +285,7 @@ TEST_CASE("_TestQueue.test_queue_feeder_on_queue_feeder_error", "[conformance][q
   CHECK(not_serializable_obj.reduce_was_called);
 }
 
-TEST_CASE("_TestQueue.test_closed_queue_empty_exceptions", "[conformance][queue][.known-9]") {
+TEST_CASE("_TestQueue.test_closed_queue_empty_exceptions", "[conformance][queue]") {
   {
     // close() of an unused queue: empty() still answers.
     mpx::Queue<std::string> q;
@@ -311,7 +311,7 @@ TEST_CASE("_TestQueue.test_closed_queue_empty_exceptions", "[conformance][queue]
   }
 }
 
-TEST_CASE("_TestQueue.test_closed_queue_put_get_exceptions", "[conformance][queue][.known-9]") {
+TEST_CASE("_TestQueue.test_closed_queue_put_get_exceptions", "[conformance][queue]") {
   mpx::Queue<std::string> q;
   mpx::JoinableQueue<std::string> jq;
   q.close();
@@ -326,7 +326,7 @@ TEST_CASE("_TestQueue.test_closed_queue_put_get_exceptions", "[conformance][queu
 
 // ---- TestSimpleQueue ----
 
-TEST_CASE("TestSimpleQueue.test_empty_exceptions", "[conformance][queue][.known-9]") {
+TEST_CASE("TestSimpleQueue.test_empty_exceptions", "[conformance][queue]") {
   // Unlike Queue, a closed SimpleQueue refuses empty() whether or not it was used.
   mpx::SimpleQueue<int> q;
   q.close();
