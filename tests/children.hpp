@@ -5,6 +5,7 @@
 #include <mpx/process.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -68,5 +69,14 @@ inline pid_t spawn_session(std::string test_name, const std::vector<std::string>
   REQUIRE(rc == 0);
   return pid;
 }
+
+// Sets an environment variable for the scope (for the coordinator's or a Listener's reading of it).
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(std::string n, const std::string& value) : name(std::move(n)) { ::setenv(name.c_str(), value.c_str(), 1); }
+  ~ScopedEnv() { ::unsetenv(name.c_str()); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+};
 
 }  // namespace mpx_test
