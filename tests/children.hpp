@@ -70,6 +70,41 @@ inline pid_t spawn_session(std::string test_name, const std::vector<std::string>
   return pid;
 }
 
+// Reads lines from `fd` until `count` have come or EOF (what a helper session reports), without their newlines.
+inline std::vector<std::string> read_lines(int fd, std::size_t count) {
+  std::vector<std::string> lines;
+  std::string text;
+  char buffer[512];
+  while (lines.size() < count) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n <= 0) break;
+    text.append(buffer, static_cast<std::size_t>(n));
+    for (std::size_t end; lines.size() < count && (end = text.find('\n')) != std::string::npos;) {
+      lines.push_back(text.substr(0, end));
+      text.erase(0, end + 1);
+    }
+  }
+  return lines;
+}
+
+// Runs `test_name` as its own root session (spawn_session) with `fd_variable`=<a pipe's write end> in its environment,
+// and reads the first `count` lines it writes there (fewer if it ends first).
+struct SessionReport {
+  pid_t pid = 0;
+  std::vector<std::string> lines;
+};
+inline SessionReport spawn_reporting_session(const std::string& test_name, const std::string& fd_variable,
+                                             std::size_t count) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  SessionReport report;
+  report.pid = spawn_session(test_name, {fd_variable + "=" + std::to_string(fds[1])}, fds[0]);
+  ::close(fds[1]);
+  report.lines = read_lines(fds[0], count);
+  ::close(fds[0]);
+  return report;
+}
+
 // Sets an environment variable for the scope (for the coordinator's or a Listener's reading of it).
 struct ScopedEnv {
   std::string name;

@@ -608,23 +608,14 @@ TEST_CASE("queue session helper", "[.]") {
 }
 
 TEST_CASE("lane: the ring segments are unlinked when the session ends", "[queue][lane]") {
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  const pid_t pid =
-      mpx_test::spawn_session("queue session helper", {"MPX_QUEUE_HELPER_FD=" + std::to_string(fds[1])}, fds[0]);
-  ::close(fds[1]);
-  std::string text;
-  char buffer[512];
-  for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) > 0;) text.append(buffer, static_cast<std::size_t>(n));
-  ::close(fds[0]);
+  const auto [pid, names] = mpx_test::spawn_reporting_session("queue session helper", "MPX_QUEUE_HELPER_FD", 2);
   int status = 0;
   ::waitpid(pid, &status, 0);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  const auto newline = text.find('\n');
-  REQUIRE(newline != std::string::npos);
-  const std::string first = text.substr(0, newline);
-  const std::string second = text.substr(newline + 1, text.find('\n', newline + 1) - newline - 1);
+  REQUIRE(names.size() == 2);
+  const std::string& first = names[0];
+  const std::string& second = names[1];
   CHECK(first.starts_with("mpx-" + std::to_string(pid) + "-"));
   CHECK(second.starts_with("mpx-" + std::to_string(pid) + "-"));
   CHECK_FALSE(std::filesystem::exists("/dev/shm/" + first));
