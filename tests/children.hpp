@@ -5,6 +5,7 @@
 #include <mpx/process.hpp>
 
 #include <chrono>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -13,7 +14,12 @@
 #include <utility>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 extern char** environ;
@@ -113,5 +119,44 @@ struct ScopedEnv {
   ScopedEnv(const ScopedEnv&) = delete;
   ScopedEnv& operator=(const ScopedEnv&) = delete;
 };
+
+// A plain stream socket connected to a Listener's address ("tcp://127.0.0.1:port" or "ipc:///path"), for a test that
+// plays a client that breaks the rules (says nothing, claims a huge message). The caller closes it.
+inline int raw_connect(const std::string& address) {
+  int fd = -1;
+  if (address.starts_with("ipc://")) {
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    const std::string path = address.substr(6);
+    REQUIRE(path.size() < sizeof un.sun_path);
+    std::memcpy(un.sun_path, path.c_str(), path.size() + 1);
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&un), sizeof un) == 0);
+    return fd;
+  }
+  REQUIRE(address.starts_with("tcp://127.0.0.1:"));
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&in), sizeof in) == 0);
+  return fd;
+}
+
+// Reads and discards what arrives on `fd` until EOF; false if the other end has not closed it within `limit`.
+inline bool eof_within(int fd, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    using std::chrono::milliseconds;
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char sink[4096];
+    const ssize_t n = ::read(fd, sink, sizeof sink);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+  }
+}
 
 }  // namespace mpx_test
