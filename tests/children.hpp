@@ -5,6 +5,8 @@
 #include <mpx/process.hpp>
 
 #include <chrono>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -12,7 +14,12 @@
 #include <utility>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 extern char** environ;
@@ -77,6 +84,89 @@ inline pid_t spawn_session(std::string test_name, const std::vector<std::string>
   posix_spawn_file_actions_destroy(&actions);
   REQUIRE(rc == 0);
   return pid;
+}
+
+// Reads lines from `fd` until `count` have come or EOF (what a helper session reports), without their newlines.
+inline std::vector<std::string> read_lines(int fd, std::size_t count) {
+  std::vector<std::string> lines;
+  std::string text;
+  char buffer[512];
+  while (lines.size() < count) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n <= 0) break;
+    text.append(buffer, static_cast<std::size_t>(n));
+    for (std::size_t end; lines.size() < count && (end = text.find('\n')) != std::string::npos;) {
+      lines.push_back(text.substr(0, end));
+      text.erase(0, end + 1);
+    }
+  }
+  return lines;
+}
+
+// Runs `test_name` as its own root session (spawn_session) with `fd_variable`=<a pipe's write end> in its environment,
+// and reads the first `count` lines it writes there (fewer if it ends first).
+struct SessionReport {
+  pid_t pid = 0;
+  std::vector<std::string> lines;
+};
+inline SessionReport spawn_reporting_session(const std::string& test_name, const std::string& fd_variable,
+                                             std::size_t count) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  SessionReport report;
+  report.pid = spawn_session(test_name, {fd_variable + "=" + std::to_string(fds[1])}, fds[0]);
+  ::close(fds[1]);
+  report.lines = read_lines(fds[0], count);
+  ::close(fds[0]);
+  return report;
+}
+
+// Sets an environment variable for the scope (for the coordinator's or a Listener's reading of it).
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(std::string n, const std::string& value) : name(std::move(n)) { ::setenv(name.c_str(), value.c_str(), 1); }
+  ~ScopedEnv() { ::unsetenv(name.c_str()); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+};
+
+// A plain stream socket connected to a Listener's address ("tcp://127.0.0.1:port" or "ipc:///path"), for a test that
+// plays a client that breaks the rules (says nothing, claims a huge message). The caller closes it.
+inline int raw_connect(const std::string& address) {
+  int fd = -1;
+  if (address.starts_with("ipc://")) {
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    const std::string path = address.substr(6);
+    REQUIRE(path.size() < sizeof un.sun_path);
+    std::memcpy(un.sun_path, path.c_str(), path.size() + 1);
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&un), sizeof un) == 0);
+    return fd;
+  }
+  REQUIRE(address.starts_with("tcp://127.0.0.1:"));
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&in), sizeof in) == 0);
+  return fd;
+}
+
+// Reads and discards what arrives on `fd` until EOF; false if the other end has not closed it within `limit`.
+inline bool eof_within(int fd, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    using std::chrono::milliseconds;
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char sink[4096];
+    const ssize_t n = ::read(fd, sink, sizeof sink);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+  }
 }
 
 }  // namespace mpx_test

@@ -6,11 +6,20 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "children.hpp"
+#include "runtime/runtime.hpp"
 
 using namespace std::chrono_literals;
 
@@ -31,6 +40,16 @@ bool wait_gone(pid_t pid, std::chrono::seconds limit) {
 }
 
 bool alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+// The /dev/shm names that start with `prefix`.
+std::vector<std::string> segments_named(const std::string& prefix) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(prefix)) names.push_back(name);
+  }
+  return names;
+}
 
 }  // namespace
 
@@ -119,4 +138,54 @@ TEST_CASE("a daemonic process may not have children", "[fault]") {
   p.start();
   p.join();
   CHECK(p.exitcode() == 3);
+}
+
+// The helper, run only by name as its own root session: makes a Queue (its ring segment), a Value (a segment), and a
+// tracked SharedMemory block with a chosen name (listed in the session directory), reports its session id, directory
+// and the block's name, and waits to be killed.
+TEST_CASE("session with files helper", "[.]") {
+  const char* fd_text = std::getenv("MPX_ORPHAN_HELPER_FD");
+  if (fd_text == nullptr) return;
+  mpx::Queue<int> q(4);
+  q.put(1);
+  mpx::Value<std::int64_t> v(7);
+  mpx::SharedMemory block("mpxtest-orphan-" + std::to_string(::getpid()), true, 4096);
+  const auto& session = mpx::runtime::state().session;
+  const std::string report = session.id + "\n" + session.directory + "\n" + block.name() + "\n";
+  REQUIRE(::write(std::atoi(fd_text), report.data(), report.size()) == static_cast<ssize_t>(report.size()));
+  sleep_forever();
+}
+
+TEST_CASE("SIGKILL a root: its session directory and shm segments are gone within moments", "[fault]") {
+  const auto [root, lines] = mpx_test::spawn_reporting_session("session with files helper", "MPX_ORPHAN_HELPER_FD", 3);
+  if (lines.size() < 3) ::kill(root, SIGKILL);
+  ::waitpid(root, nullptr, lines.size() < 3 ? 0 : WNOHANG);
+  REQUIRE(lines.size() == 3);
+  const std::string& session_id = lines[0];
+  const std::string& directory = lines[1];
+  const std::string& block = lines[2];
+  const std::string prefix = "mpx-" + session_id + "-";
+  CHECK(std::filesystem::is_directory(directory));
+  CHECK(segments_named(prefix).size() >= 2);  // the queue's ring and the Value's segment
+  CHECK(std::filesystem::exists("/dev/shm/" + block));
+
+  REQUIRE(::kill(root, SIGKILL) == 0);
+  int status = 0;
+  REQUIRE(::waitpid(root, &status, 0) == root);
+  CHECK(WIFSIGNALED(status));
+  // Nobody else starts an mpx program meanwhile; the files go within a second (2 s on a loaded machine).
+  const auto deadline = std::chrono::steady_clock::now() + 2s;
+  auto gone = [&] {
+    return !std::filesystem::exists(directory) && segments_named(prefix).empty() &&
+           !std::filesystem::exists("/dev/shm/" + block);
+  };
+  while (!gone() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  CHECK_FALSE(std::filesystem::exists(directory));
+  CHECK(segments_named(prefix).empty());
+  CHECK_FALSE(std::filesystem::exists("/dev/shm/" + block));
+  if (!gone()) {  // leave nothing behind even when the check failed
+    ::shm_unlink(("/" + block).c_str());
+    for (const auto& name : segments_named(prefix)) ::shm_unlink(("/" + name).c_str());
+    std::filesystem::remove_all(directory);
+  }
 }

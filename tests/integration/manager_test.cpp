@@ -478,6 +478,24 @@ TEST_CASE("a started tcp manager with an authkey serves proxies in children", "[
   CHECK_THROWS_AS(mpx::BaseManager("tcp://127.0.0.1:*", std::string()), mpx::ValueError);
 }
 
+TEST_CASE("a tcp manager's stream serves a new proxy while a silent client holds a connection to it",
+          "[manager][remote]") {
+  mpx::BaseManager manager("tcp://127.0.0.1:*", std::string("key"));
+  manager.start();
+  auto d = manager.dict();
+  REQUIRE(d.ref().direct.rfind("tcp://127.0.0.1:", 0) == 0);
+  const int silent = mpx_test::raw_connect(d.ref().direct);
+  Children children;
+  // A stream connection of its own (a forkserver child does not inherit the silent socket, as a fork child would).
+  auto& child = children.start(with(mpx::StartMethod::forkserver), set_item, d, 3, 6);
+  const bool prompt = child.join(10s);
+  ::close(silent);  // (without the fix, this lets the manager's accept go on)
+  CHECK(prompt);
+  REQUIRE(child.join(60s));
+  CHECK(child.exitcode() == 0);
+  CHECK(d.get(3).as_int() == 6);
+}
+
 TEST_CASE("shutdown ends the manager process; it also dies with its parent", "[manager][lifetime]") {
   pid_t pid = 0;
   {

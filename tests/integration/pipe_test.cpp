@@ -7,15 +7,20 @@
 #include <array>
 #include <chrono>
 #include <csignal>
+#include <future>
 #include <thread>
 
 #include <poll.h>
+#include <unistd.h>
+
+#include "children.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using mpx_test::ScopedEnv;
 
 mpx::ProcessOptions with(mpx::StartMethod method, bool daemon = true) { return {"", daemon, method}; }
 mpx::ProcessOptions helper() { return {"", true, std::nullopt}; }
@@ -498,6 +503,90 @@ TEST_CASE("Listener and Client with a wrong key: AuthenticationError on both sid
   CHECK_THAT(client_side, Catch::StartsWith("AuthenticationError") && Catch::Contains("digest was rejected"));
   p.join();
   CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("Listener: a silent client and one claiming a huge handshake message delay no other client",
+          "[pipe][listener]") {
+  mpx::Listener listener("tcp://127.0.0.1:*", std::string("key"));
+  const int silent = mpx_test::raw_connect(listener.address());
+  const int huge = mpx_test::raw_connect(listener.address());
+  const unsigned char claim[4] = {0x10, 0, 0, 0};  // "a handshake message of 256 MiB follows"
+  REQUIRE(::write(huge, claim, sizeof claim) == sizeof claim);
+  std::promise<std::string> received;
+  auto got = received.get_future();
+  std::thread acceptor([&] {
+    for (int attempt = 0; attempt < 3; ++attempt) {  // the huge one may be refused first
+      try {
+        auto conn = listener.accept();
+        received.set_value(conn.recv_bytes());
+        return;
+      } catch (const std::exception&) {
+      }
+    }
+    received.set_value("nothing accepted");
+  });
+  std::thread client([&] {
+    try {
+      auto conn = mpx::Client(listener.address(), std::string("key"));
+      conn.send_bytes(std::string_view("hello"));
+    } catch (const std::exception&) {
+    }
+  });
+  const bool prompt = got.wait_for(5s) == std::future_status::ready;
+  CHECK(prompt);
+  CHECK(mpx_test::eof_within(huge, 5000ms));  // refused at its length: closed, not read for 256 MiB
+  ::close(silent);  // (without the fix, this lets the blocked accept go on)
+  ::close(huge);
+  client.join();
+  acceptor.join();
+  CHECK(got.get() == "hello");
+}
+
+TEST_CASE("Listener and Client: a peer silent through the handshake timeout is dropped", "[pipe][listener]") {
+  ScopedEnv short_timeout("MPX_HANDSHAKE_TIMEOUT_MS", "1000");
+  mpx::Listener listener("tcp://127.0.0.1:*", std::string("key"));
+  const int silent = mpx_test::raw_connect(listener.address());
+  const auto begin = std::chrono::steady_clock::now();
+  std::promise<std::string> outcome;
+  auto result = outcome.get_future();
+  std::thread acceptor([&] {
+    try {
+      (void)listener.accept();
+      outcome.set_value("accepted");
+    } catch (const mpx::AuthenticationError& e) {
+      outcome.set_value(e.what());
+    } catch (const std::exception& e) {
+      outcome.set_value(std::string("not an AuthenticationError: ") + e.what());
+    }
+  });
+  const bool dropped = result.wait_for(10s) == std::future_status::ready;
+  CHECK(dropped);
+  CHECK(mpx_test::eof_within(silent, 1000ms));
+  ::close(silent);
+  acceptor.join();
+  CHECK(std::chrono::steady_clock::now() - begin >= 900ms);
+  CHECK_THAT(result.get(), Catch::Contains("did not complete the handshake within 1000 ms"));
+
+  // The other way round: a listener that never sends its challenge (this one has no key).
+  mpx::Listener mute("tcp://127.0.0.1:*");
+  std::promise<std::string> client_outcome;
+  auto client_result = client_outcome.get_future();
+  std::thread client([&] {
+    try {
+      (void)mpx::Client(mute.address(), std::string("key"));
+      client_outcome.set_value("connected");
+    } catch (const mpx::AuthenticationError& e) {
+      client_outcome.set_value(e.what());
+    } catch (const std::exception& e) {
+      client_outcome.set_value(std::string("not an AuthenticationError: ") + e.what());
+    }
+  });
+  auto server_side = mute.accept();
+  const bool gave_up = client_result.wait_for(10s) == std::future_status::ready;
+  CHECK(gave_up);
+  server_side.close();  // (without the fix, this ends the client's wait)
+  client.join();
+  CHECK_THAT(client_result.get(), Catch::Contains("did not answer within the handshake timeout"));
 }
 
 TEST_CASE("Listener without a key, a big message, and recv_bytes maxlength on a socket", "[pipe][listener]") {

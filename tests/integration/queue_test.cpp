@@ -25,6 +25,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using mpx_test::ScopedEnv;
+
 void produce(mpx::Queue<int> q, int producer, int count) {
   for (int i = 0; i < count; ++i) q.put(producer * 1'000'000 + i);
 }
@@ -402,11 +404,13 @@ void remote_worker(mpx::Queue<std::string> to_parent, mpx::Queue<int> from_paren
   }
 }
 
-struct ScopedEnv {
-  std::string name;
-  ScopedEnv(std::string n, const std::string& value) : name(std::move(n)) { ::setenv(name.c_str(), value.c_str(), 1); }
-  ~ScopedEnv() { ::unsetenv(name.c_str()); }
-};
+// Its puts give up after 30 s: a producer left asleep while there is room ends with Full, never hangs.
+void produce_bounded(mpx::Queue<int> q, int producer, int count) {
+  for (int i = 0; i < count; ++i) q.put(producer * 1'000'000 + i, true, 30s);
+}
+
+// How many threads a ring's header counts asleep in `word` (getters_waiting or putters_waiting): its low 16 bits.
+std::uint32_t sleeping(const std::uint32_t& word) { return __atomic_load_n(&word, __ATOMIC_ACQUIRE) & 0xffffu; }
 
 }  // namespace
 
@@ -602,6 +606,57 @@ TEST_CASE("lane: 8 producers, 8 consumers: FIFO per producer, nothing lost, noth
   CHECK(q.qsize() == 0);
 }
 
+// A putter woken for room and SIGKILLed before it used the wake-up must not take it along: the other putters would
+// sleep on while the consumer drains the ring and then waits for them. And a putter killed asleep must not stay
+// counted as a sleeper.
+TEST_CASE("lane: a producer SIGKILLed among putters waiting for room strands none of the others", "[queue][lane]") {
+  constexpr int trials = 200, producers = 4, per_producer = 100;
+  mpx::Queue<int> q(64);
+  const std::string name = ring_name(q.id());
+  REQUIRE_FALSE(name.empty());
+  const auto opened = mpx::shm::open(name);
+  const auto* h = reinterpret_cast<const mpx::shm::RingHeader*>(opened.mapping->base());
+  for (int trial = 0; trial < trials; ++trial) {
+    INFO("trial " << trial);
+    mpx_test::Children children;
+    for (int p = 0; p < producers; ++p) children.start(produce_bounded, q, p, per_producer);
+    const int kill_after = 10 + trial % 150;  // a different moment of the stream each trial
+    std::vector<int> next(producers, 0);
+    for (int got = 0, from_survivors = 0; from_survivors < (producers - 1) * per_producer; ++got) {
+      if (got == kill_after) children.procs[0].kill();
+      int item = 0;
+      try {
+        item = q.get(true, 10s);
+      } catch (const mpx::Empty&) {
+        FAIL("stalled after " << got << " items: items_seq " << h->items_seq << ", space_seq " << h->space_seq
+                              << ", getters_waiting " << h->getters_waiting << ", putters_waiting "
+                              << h->putters_waiting << ", qsize " << q.qsize());
+      }
+      const auto producer = static_cast<std::size_t>(item / 1'000'000);
+      REQUIRE(item % 1'000'000 == next[producer]);  // FIFO per producer, nothing lost or got twice
+      ++next[producer];
+      if (producer != 0) ++from_survivors;
+    }
+    for (int p = 1; p < producers; ++p) {
+      REQUIRE(children.procs[static_cast<std::size_t>(p)].join(60s));
+      CHECK(children.procs[static_cast<std::size_t>(p)].exitcode() == 0);
+    }
+    children.procs[0].join();
+    for (;;) {  // what the killed one put before it died
+      int item = 0;
+      try {
+        item = q.get_nowait();
+      } catch (const mpx::Empty&) {
+        break;
+      }
+      REQUIRE(item == next[0]++);
+    }
+  }
+  // Nothing sleeps now: the counts of the putters killed asleep are gone too.
+  CHECK(eventually([&] { return sleeping(h->getters_waiting) == 0 && sleeping(h->putters_waiting) == 0; }));
+  CHECK(q.qsize() == 0);
+}
+
 TEST_CASE("lane: handles work in children under fork, forkserver and spawn", "[queue][lane]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   mpx::Queue<std::string> in;
@@ -667,23 +722,14 @@ TEST_CASE("queue session helper", "[.]") {
 }
 
 TEST_CASE("lane: the ring segments are unlinked when the session ends", "[queue][lane]") {
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  const pid_t pid =
-      mpx_test::spawn_session("queue session helper", {"MPX_QUEUE_HELPER_FD=" + std::to_string(fds[1])}, fds[0]);
-  ::close(fds[1]);
-  std::string text;
-  char buffer[512];
-  for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) > 0;) text.append(buffer, static_cast<std::size_t>(n));
-  ::close(fds[0]);
+  const auto [pid, names] = mpx_test::spawn_reporting_session("queue session helper", "MPX_QUEUE_HELPER_FD", 2);
   int status = 0;
   ::waitpid(pid, &status, 0);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  const auto newline = text.find('\n');
-  REQUIRE(newline != std::string::npos);
-  const std::string first = text.substr(0, newline);
-  const std::string second = text.substr(newline + 1, text.find('\n', newline + 1) - newline - 1);
+  REQUIRE(names.size() == 2);
+  const std::string& first = names[0];
+  const std::string& second = names[1];
   CHECK(first.starts_with("mpx-" + std::to_string(pid) + "-"));
   CHECK(second.starts_with("mpx-" + std::to_string(pid) + "-"));
   CHECK_FALSE(std::filesystem::exists("/dev/shm/" + first));

@@ -44,6 +44,7 @@ namespace mpx {
 
 namespace detail {
 struct ConnectionState;
+struct PendingHandshakes;
 }
 
 // One end of a Pipe, or a direct connection from Listener::accept() or Client(). Copies of a Connection are the same
@@ -119,6 +120,10 @@ std::vector<Connection> wait(const std::vector<Connection>& connections, const T
 // Python 3.12, so Python's Client can connect) and raises mpx::AuthenticationError ("digest received was wrong") when
 // the client's key differs. The connections it returns are direct sockets (length-prefixed frames, as in Python), not
 // coordinator objects: they cannot be passed to another process as arguments, except to a fork child inside a closure.
+// Handshakes run side by side: a client that says nothing, or sends a handshake message over 256 bytes, never delays
+// another's. accept() returns the first to complete its handshake, or raises AuthenticationError for the first to
+// fail it, a client silent for the handshake timeout included (10 s; MPX_HANDSHAKE_TIMEOUT_MS in the environment
+// when the Listener is made sets another). Client() waits for the listener's side as long.
 class Listener {
  public:
   explicit Listener(std::string address = {}, std::optional<std::string> authkey = std::nullopt, int backlog = 16);
@@ -142,6 +147,7 @@ class Listener {
   std::string unlink_path_;
   std::optional<std::string> authkey_;
   std::optional<std::string> last_accepted_;
+  std::shared_ptr<detail::PendingHandshakes> pending_;  // accepted connections whose handshake is under way
 };
 
 // Python's multiprocessing.connection.Client: connects to a Listener's address. A wrong authkey raises

@@ -8,13 +8,16 @@
 #include <atomic>
 #include <chrono>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <system_error>
 
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -153,18 +156,47 @@ namespace {
 
 // ---- authentication (Python 3.12's multiprocessing.connection, HMAC-SHA256 only; wire/auth.hpp) ----
 
+// How long either side waits for the other's handshake messages. Python waits forever; then one client that connects
+// and says nothing holds a server's accept() for good.
+constexpr std::int64_t default_handshake_timeout_ms = 10'000;
+
+std::chrono::milliseconds handshake_timeout() {
+  if (const char* text = std::getenv("MPX_HANDSHAKE_TIMEOUT_MS"); text != nullptr && *text != '\0') {
+    char* end = nullptr;
+    const long long ms = std::strtoll(text, &end, 10);
+    if (*end == '\0' && ms > 0) return std::chrono::milliseconds(ms);
+  }
+  return std::chrono::milliseconds(default_handshake_timeout_ms);
+}
+
+std::string too_long(std::int64_t size) {
+  return "mpx: authentication: a handshake message of " + std::to_string(size) + " bytes (at most " +
+         std::to_string(wire::auth::max_message_bytes) + "); the connection was dropped";
+}
+
+// A handshake message, read by a blocking socket whose SO_RCVTIMEO bounds the wait. The length is checked before
+// anything else is read: a peer that claims a huge message is refused at once, never read to its end.
 std::string recv_handshake(ConnectionState& s) {
   try {
-    return detail::socket_recv(s, wire::auth::max_message_bytes);
-  } catch (const ValueError&) {
-    throw AuthenticationError("mpx: authentication: a handshake message longer than " +
-                              std::to_string(wire::auth::max_message_bytes) + " bytes");
+    unsigned char header[4];
+    const std::size_t got = read_exact(s.fd, reinterpret_cast<char*>(header), sizeof header);
+    if (got != sizeof header) throw EOFError("mpx: EOF: the connection ended during the handshake");
+    const auto size = static_cast<std::int32_t>(static_cast<std::uint32_t>(load_be(header, 4)));
+    if (size < 0 || static_cast<std::size_t>(size) > wire::auth::max_message_bytes) {
+      throw AuthenticationError(too_long(size));
+    }
+    std::string message(static_cast<std::size_t>(size), '\0');
+    read_body(s.fd, message.data(), message.size());
+    return message;
+  } catch (const std::system_error& e) {
+    if (e.code().value() != EAGAIN && e.code().value() != EWOULDBLOCK) throw;
+    throw AuthenticationError("mpx: authentication: the other side did not answer within the handshake timeout");
   }
 }
 
 void send_handshake(ConnectionState& s, std::string_view message) { detail::socket_send(s, message.data(), message.size()); }
 
-// Python's deliver_challenge: we ask, the peer proves it knows the key.
+// Python's deliver_challenge (the client's, blocking): we ask, the peer proves it knows the key.
 void deliver_challenge(ConnectionState& s, const std::string& authkey) {
   const std::string message = wire::auth::new_challenge();
   send_handshake(s, std::string(wire::auth::challenge_tag) + message);
@@ -179,7 +211,7 @@ void deliver_challenge(ConnectionState& s, const std::string& authkey) {
   send_handshake(s, wire::auth::welcome);
 }
 
-// Python's answer_challenge: the peer asks, we prove we know the key.
+// Python's answer_challenge (the client's, blocking): the peer asks, we prove we know the key.
 void answer_challenge(ConnectionState& s, const std::string& authkey) {
   std::string message = recv_handshake(s);
   if (!message.starts_with(wire::auth::challenge_tag)) {
@@ -273,6 +305,133 @@ std::atomic<int> listener_counter{0};
 
 }  // namespace
 
+// ---- the listener's side of handshakes, side by side, without blocking ----
+
+namespace detail {
+
+// One accepted connection in Python's handshake, listener's side: deliver_challenge, then answer_challenge.
+struct Handshake {
+  enum class Awaiting { response, challenge, welcome };  // the client's next message
+  int fd = -1;
+  Awaiting awaiting = Awaiting::response;
+  std::chrono::steady_clock::time_point deadline;
+  std::string challenge;  // ours, which the client's response must answer
+  std::string frame;      // the client's current message so far: its 4-byte length, then its bytes
+  std::string peer;
+};
+
+struct PendingHandshakes {
+  std::chrono::milliseconds timeout = handshake_timeout();
+  std::deque<Handshake> handshakes;  // oldest first
+  PendingHandshakes() = default;
+  PendingHandshakes(const PendingHandshakes&) = delete;
+  PendingHandshakes& operator=(const PendingHandshakes&) = delete;
+  ~PendingHandshakes() {
+    for (const auto& h : handshakes) ::close(h.fd);
+  }
+  void drop(std::size_t i) {
+    ::close(handshakes[i].fd);
+    handshakes.erase(handshakes.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::Handshake;
+
+// At most this many connections in their handshake at once: a flood of silent clients costs bounded descriptors (the
+// oldest is dropped for a newcomer).
+constexpr std::size_t max_pending_handshakes = 128;
+
+// A handshake message sent whole or not at all: it is small, and a fresh socket's buffer has room for it; a peer that
+// lets it fill is dropped.
+void send_now(int fd, std::string_view message) {
+  unsigned char header[4];
+  const auto size = static_cast<std::uint32_t>(message.size());
+  for (int i = 0; i < 4; ++i) header[i] = static_cast<unsigned char>(size >> (8 * (3 - i)));
+  std::string frame(reinterpret_cast<const char*>(header), sizeof header);
+  frame.append(message);
+  ssize_t n;
+  while ((n = ::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR) {
+  }
+  if (n != static_cast<ssize_t>(frame.size())) {
+    throw AuthenticationError("mpx: Listener.accept: the client does not read its handshake messages; dropped");
+  }
+}
+
+// The client's message `message` arrived: answers it. True when the handshake is complete.
+bool on_message(Handshake& h, const std::string& authkey, std::string_view message) {
+  switch (h.awaiting) {
+    case Handshake::Awaiting::response:
+      if (!wire::auth::verify(authkey, h.challenge, message)) {
+        try {
+          send_now(h.fd, wire::auth::failure);
+        } catch (const AuthenticationError&) {
+        }
+        throw AuthenticationError("mpx: Listener.accept: digest received was wrong (the client's authkey differs)");
+      }
+      send_now(h.fd, wire::auth::welcome);
+      h.awaiting = Handshake::Awaiting::challenge;
+      return false;
+    case Handshake::Awaiting::challenge:
+      if (!message.starts_with(wire::auth::challenge_tag)) {
+        throw AuthenticationError("mpx: authentication: protocol error, expected a challenge");
+      }
+      send_now(h.fd, wire::auth::respond(authkey, message.substr(wire::auth::challenge_tag.size())));
+      h.awaiting = Handshake::Awaiting::welcome;
+      return false;
+    case Handshake::Awaiting::welcome:
+      if (message != wire::auth::welcome) {
+        throw AuthenticationError("mpx: Listener.accept: the client rejected our digest (its authkey differs)");
+      }
+      return true;
+  }
+  return false;
+}
+
+// Reads what the client has sent, never past the message the handshake expects (what follows it is the connection's
+// first data), and answers each whole message. True when the handshake is complete; throws AuthenticationError when
+// it failed (wrong key, a message over 256 bytes, EOF).
+bool advance(Handshake& h, const std::string& authkey) {
+  for (;;) {
+    std::size_t want = 4 - std::min<std::size_t>(h.frame.size(), 4);
+    if (want == 0) {
+      const auto* header = reinterpret_cast<const unsigned char*>(h.frame.data());
+      const auto size = static_cast<std::int32_t>(static_cast<std::uint32_t>(load_be(header, 4)));
+      if (size < 0 || static_cast<std::size_t>(size) > wire::auth::max_message_bytes) {
+        throw AuthenticationError(too_long(size));
+      }
+      want = 4 + static_cast<std::size_t>(size) - h.frame.size();
+      if (want == 0) {
+        const std::string message = h.frame.substr(4);
+        h.frame.clear();
+        if (on_message(h, authkey, message)) return true;
+        continue;
+      }
+    }
+    char buffer[4 + wire::auth::max_message_bytes];
+    const ssize_t n = ::recv(h.fd, buffer, want, MSG_DONTWAIT);
+    if (n > 0) {
+      h.frame.append(buffer, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      throw AuthenticationError("mpx: Listener.accept: the client closed the connection during the handshake");
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return false;
+    } else if (errno != EINTR) {
+      throw AuthenticationError(std::string("mpx: Listener.accept: the handshake failed: ") + std::strerror(errno));
+    }
+  }
+}
+
+int remaining_ms(std::chrono::steady_clock::time_point deadline) {
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+  return static_cast<int>(std::clamp<std::int64_t>(left, 0, INT32_MAX));
+}
+
+}  // namespace
+
 Listener::Listener(std::string address, std::optional<std::string> authkey, int backlog)
     : authkey_(std::move(authkey)) {
   if (address.empty()) {
@@ -318,6 +477,7 @@ Listener& Listener::operator=(Listener&& other) noexcept {
     unlink_path_ = std::exchange(other.unlink_path_, {});
     authkey_ = std::move(other.authkey_);
     last_accepted_ = std::move(other.last_accepted_);
+    pending_ = std::move(other.pending_);
   }
   return *this;
 }
@@ -326,6 +486,7 @@ void Listener::close() {
   if (fd_ < 0) return;
   ::close(fd_);
   fd_ = -1;
+  pending_.reset();
   // A forked copy must not remove its parent's socket file.
   if (!unlink_path_.empty() && owner_ == ::getpid()) ::unlink(unlink_path_.c_str());
   unlink_path_.clear();
@@ -333,21 +494,77 @@ void Listener::close() {
 
 Connection Listener::accept() {
   if (fd_ < 0) throw ValueError("mpx: Listener is closed");
-  sockaddr_storage peer{};
-  socklen_t length = sizeof peer;
-  int fd;
-  while ((fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_CLOEXEC)) < 0) {
-    if (errno != EINTR) raise_os("mpx: Listener.accept");
-    length = sizeof peer;
+  const auto take = [this](int flags, std::string& peer_name) {
+    sockaddr_storage peer{};
+    socklen_t length = sizeof peer;
+    int fd;
+    while ((fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_CLOEXEC | flags)) < 0) {
+      if (errno != EINTR && errno != ECONNABORTED) raise_os("mpx: Listener.accept");
+      length = sizeof peer;
+    }
+    no_delay(fd, peer.ss_family);
+    peer_name = peer.ss_family == AF_UNIX ? address_ : format(reinterpret_cast<const sockaddr*>(&peer), {});
+    return fd;
+  };
+  if (!authkey_) {
+    std::string peer;
+    const int fd = take(0, peer);
+    last_accepted_ = std::move(peer);
+    return direct(fd);
   }
-  no_delay(fd, peer.ss_family);
-  Connection c = direct(fd);
-  last_accepted_ = peer.ss_family == AF_UNIX ? address_ : format(reinterpret_cast<const sockaddr*>(&peer), {});
-  if (authkey_) {
-    deliver_challenge(*c.state(), *authkey_);
-    answer_challenge(*c.state(), *authkey_);
+  if (!pending_) pending_ = std::make_shared<detail::PendingHandshakes>();
+  auto& pending = *pending_;
+  for (;;) {
+    auto& hs = pending.handshakes;
+    for (std::size_t i = 0; i < hs.size(); ++i) {
+      if (remaining_ms(hs[i].deadline) > 0) continue;
+      const std::string peer = hs[i].peer;
+      pending.drop(i);
+      throw AuthenticationError("mpx: Listener.accept: " + peer + " did not complete the handshake within " +
+                                std::to_string(pending.timeout.count()) + " ms; it was dropped");
+    }
+    std::vector<pollfd> fds{{fd_, POLLIN, 0}};
+    int wait = -1;
+    for (const auto& h : hs) {
+      fds.push_back({h.fd, POLLIN, 0});
+      const int left = remaining_ms(h.deadline);
+      wait = wait < 0 ? left : std::min(wait, left);
+    }
+    if (::poll(fds.data(), fds.size(), wait) < 0) {
+      if (errno == EINTR) continue;
+      raise_os("mpx: Listener.accept");
+    }
+    // Handshakes under way first, oldest first.
+    for (std::size_t i = 0; i < hs.size(); ++i) {
+      if (fds[i + 1].revents == 0) continue;
+      bool complete = false;
+      try {
+        complete = advance(hs[i], *authkey_);
+      } catch (const AuthenticationError&) {
+        pending.drop(i);
+        throw;
+      }
+      if (!complete) continue;
+      const int fd = hs[i].fd;
+      last_accepted_ = std::move(hs[i].peer);
+      hs.erase(hs.begin() + static_cast<std::ptrdiff_t>(i));
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);  // a Connection blocks, as Python's
+      return direct(fd);
+    }
+    if ((fds[0].revents & POLLIN) == 0) continue;
+    Handshake h;
+    h.fd = take(SOCK_NONBLOCK, h.peer);
+    h.deadline = std::chrono::steady_clock::now() + pending.timeout;
+    h.challenge = wire::auth::new_challenge();
+    if (hs.size() >= max_pending_handshakes) pending.drop(0);
+    hs.push_back(std::move(h));
+    try {
+      send_now(hs.back().fd, std::string(wire::auth::challenge_tag) + hs.back().challenge);
+    } catch (const AuthenticationError&) {
+      pending.drop(hs.size() - 1);
+      throw;
+    }
   }
-  return c;
 }
 
 Connection Client(const std::string& address, std::optional<std::string> authkey) {
@@ -360,8 +577,15 @@ Connection Client(const std::string& address, std::optional<std::string> authkey
   }
   no_delay(fd, r.family());
   if (authkey) {
+    // A listener that never answers (or answers too little) is an AuthenticationError at the handshake timeout.
+    const auto limit = handshake_timeout();
+    const timeval bounded{static_cast<time_t>(limit.count() / 1000),
+                          static_cast<suseconds_t>(limit.count() % 1000 * 1000)};
+    const timeval forever{0, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bounded, sizeof bounded);
     answer_challenge(*c.state(), *authkey);
     deliver_challenge(*c.state(), *authkey);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
   }
   return c;
 }

@@ -8,8 +8,13 @@
 #include <stdexcept>
 #include <system_error>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "shm/segment.hpp"
@@ -28,6 +33,48 @@ std::string random_hex() {
   char buffer[17];
   std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(dist(rd)));
   return buffer;
+}
+
+// The janitor: a grandchild of the root, in a session of its own (so neither Ctrl-C nor a signal to the root's process
+// group reaches it), holding no descriptor of the root's but a pidfd of the root. When the root has died it removes
+// the session's directory and segments and exits: a SIGKILLed root's files are gone within moments, not at the next
+// start of an mpx program. Children cannot do it: they die with the root (PR_SET_PDEATHSIG), the forkserver too.
+[[noreturn]] void janitor_main(const Session& session, pid_t root) {
+  const int root_fd = static_cast<int>(::syscall(SYS_pidfd_open, root, 0));
+  if (root_fd < 0 && errno != ESRCH) ::_exit(0);  // no pidfds: the next session removes the files, as before
+  ::setsid();
+  ::prctl(PR_SET_NAME, "mpx-janitor");
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM}) ::signal(sig, SIG_IGN);
+  // Only the pidfd is kept (above the standard streams, which become /dev/null): the root's pipes and sockets reach
+  // EOF when the root and its children are gone, never later because of this process.
+  const int watched = root_fd >= 0 ? ::fcntl(root_fd, F_DUPFD_CLOEXEC, 3) : -1;
+  const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int fd = 0; fd < 3; ++fd) {
+    if (null_fd >= 0) ::dup2(null_fd, fd);
+  }
+  if (watched > 3) ::syscall(SYS_close_range, 3u, static_cast<unsigned>(watched - 1), 0u);
+  ::syscall(SYS_close_range, watched >= 3 ? static_cast<unsigned>(watched + 1) : 3u, ~0u, 0u);
+  if (watched >= 0) {  // else the root is dead already
+    pollfd p{watched, POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+  }
+  remove_session(session);
+  ::_exit(0);
+}
+
+// Forks the janitor through a middle process that exits at once: the janitor is no child of the root, which then has
+// no stray child to reap or to wait for.
+void start_janitor(const Session& session) {
+  const pid_t root = ::getpid();
+  const pid_t middle = ::fork();
+  if (middle < 0) return;  // no janitor: the next session removes the files, as before
+  if (middle == 0) {
+    if (::fork() == 0) janitor_main(session, root);
+    ::_exit(0);
+  }
+  while (::waitpid(middle, nullptr, 0) < 0 && errno == EINTR) {
+  }
 }
 }  // namespace
 
@@ -75,6 +122,7 @@ Session create_session() {
   }
   s.coordinator_endpoint = "ipc://" + s.directory + "/coordinator";
   s.forkserver_path = s.directory + "/forkserver";
+  start_janitor(s);
   return s;
 }
 

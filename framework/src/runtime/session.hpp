@@ -15,7 +15,9 @@ struct Session {
 };
 
 // Creates the session directory under $TMPDIR (or /tmp when $TMPDIR is unset or too long for a socket path) and
-// first removes directories left by sessions whose root process is dead.
+// first removes directories left by sessions whose root process is dead. Then starts the session's janitor, which
+// removes the session (remove_session) as soon as the calling process, its root, has died, however it died. Call it
+// before any thread exists (it forks).
 Session create_session();
 // Removes the session directory and everything in it, and unlinks the session's shared memory segments.
 void remove_session(const Session& session);

@@ -80,6 +80,10 @@ struct Lane {
   // queue_lane requests (a client's sync before it puts on the ring again) waiting for their sender's pending puts.
   std::deque<Waiter> syncs;
   bool retry_armed = false;
+  // The processes told where the ring is (they may map it): when one dies, the ring's sleepers are restarted
+  // (shm::Ring::restart_sleepers), since it may have been woken and killed before it acted on the wake-up.
+  std::set<std::uint64_t> mappers;
+  bool restart_pending = false;  // a mapper died; not done yet because the lock was busy
 };
 
 struct QueueState {
@@ -183,6 +187,7 @@ class QueueService {
     const std::uint64_t id = coordinator_.allocate_object_id();
     // A JoinableQueue never gets one: putting back a dead taker's unfinished items needs this service's records.
     if (lane_wanted && !joinable) q->lane = make_lane(id, req.header.sender, maxsize);
+    if (q->lane) q->lane->mappers.insert(req.header.sender);
     const QueueState& made = *q;
     queues_.emplace(id, std::move(q));
     if (!lane_wanted) {
@@ -227,6 +232,7 @@ class QueueService {
   void lane_info(Coordinator::Peer& peer, wire::Envelope& req) {
     expect_nil(req);
     QueueState& q = find(req);
+    if (q.lane) q.lane->mappers.insert(req.header.sender);
     if (q.lane && has_pending(*q.lane, borrower_of(peer, req.header.sender))) {
       q.lane->syncs.push_back(make_waiter(peer, req));
       return;
@@ -355,9 +361,13 @@ class QueueService {
     Lane& lane = *q.lane;
     shm::Ring& ring = *lane.ring;
     const auto parked = [&] { return !lane.pending.empty() || !q.putters.empty() || !q.getters.empty(); };
+    bool busy = false;  // the lock was not had in time: stop (this thread must not wait long), retry on the timer
+    if (lane.restart_pending) {
+      lane.restart_pending = !ring.restart_sleepers(ring_lock_deadline());
+      busy = lane.restart_pending;
+    }
     // Before looking: whoever changes the ring after this look sees the flag and pokes.
     if (parked()) ring.set_flag(shm::ring_poke, true);
-    bool busy = false;  // the lock was not had in time: stop (this thread must not wait long), retry on the timer
     for (bool progress = true; progress && !busy;) {
       progress = false;
       while (!lane.pending.empty()) {
@@ -646,11 +656,14 @@ class QueueService {
       forget_actor(coordinator_, q->joiners, actor);
       std::erase_if(q->consumers, [actor](const Borrower& b) { return b.actor == actor; });
       if (q->lane) {
-        // It died holding the ring's lock: the next holder is told, and recounts the ring (shm::Ring::repair). First,
-        // so that what it was lent can go back. Its posted puts waiting here stay: they were put.
-        shm::Ring& ring = *q->lane->ring;
-        if (shm::recover(ring.lock(), static_cast<pid_t>(actor))) ring.repair_now(ring_lock_deadline());
-        forget_actor(coordinator_, q->lane->syncs, actor);
+        // If it died holding the ring's lock, the next holder is told and recounts the ring (shm::Ring::repair), and
+        // if it mapped the ring it may have died asleep or just woken: either way its sleepers are restarted (by
+        // serve_lane below, which also repairs the ring now). First, so that what it was lent can go back. Its posted
+        // puts waiting here stay: they were put.
+        Lane& lane = *q->lane;
+        const bool held_lock = shm::recover(lane.ring->lock(), static_cast<pid_t>(actor));
+        if (lane.mappers.erase(actor) > 0 || held_lock) lane.restart_pending = true;
+        forget_actor(coordinator_, lane.syncs, actor);
       }
       // Lent but never returned by get(): as if never got, so back at the head (for every queue, as Python would
       // have left them in the pipe). Then a JoinableQueue's got-but-not-done items go back in front of them.

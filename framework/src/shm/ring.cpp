@@ -29,6 +29,11 @@ std::uint64_t used_of(std::uint64_t position) noexcept { return position & 0xfff
 constexpr std::uint32_t seq_step = 2;
 constexpr std::uint32_t seq_sleeper = 1;
 
+// getters_waiting and putters_waiting: (epoch << 16) | sleepers.
+constexpr std::uint32_t epoch_shift = 16;
+constexpr std::uint32_t sleepers_mask = (1u << epoch_shift) - 1;
+std::uint32_t sleepers_in(std::uint32_t waiting) noexcept { return waiting & sleepers_mask; }
+
 // How long a getter that found the ring empty watches it before it sleeps: a producer a little behind its consumer
 // then costs neither of them a futex call per item. Short (a few microseconds), because the machine may have fewer
 // cores than processes: on 2 cores, 4000 rounds kept a core from the process that was about to put, and gave no more
@@ -89,11 +94,31 @@ void Ring::set_flag(std::uint32_t flag, bool on) noexcept {
   }
 }
 
-void Ring::wake_all() noexcept {
-  at(header_->items_seq).fetch_add(seq_step, std::memory_order_acq_rel);
-  at(header_->space_seq).fetch_add(seq_step, std::memory_order_acq_rel);
-  futex_wake(&header_->items_seq, INT_MAX);
-  futex_wake(&header_->space_seq, INT_MAX);
+void Ring::restart_sleepers_locked() noexcept {
+  auto* h = header_;
+  for (std::uint32_t* waiting : {&h->getters_waiting, &h->putters_waiting}) {
+    const std::uint32_t epoch = (at(*waiting).load(std::memory_order_relaxed) >> epoch_shift) + 1;
+    at(*waiting).store(epoch << epoch_shift, std::memory_order_release);
+  }
+  // Each sequence moves (so a sleeper about to wait on the old value does not), its bit cleared: whoever still must
+  // wait sets it again.
+  for (std::uint32_t* seq : {&h->items_seq, &h->space_seq}) {
+    const std::uint32_t before = at(*seq).load(std::memory_order_relaxed);
+    at(*seq).store((before + seq_step) & ~seq_sleeper, std::memory_order_release);
+    futex_wake(seq, INT_MAX);
+  }
+}
+
+bool Ring::restart_sleepers(Deadline deadline) noexcept {
+  const Locked locked = shm::lock(&header_->lock, deadline, false);
+  if (locked == Locked::no) return false;
+  if (locked == Locked::yes_owner_died) {
+    repair();  // which restarts them too
+  } else {
+    restart_sleepers_locked();
+  }
+  shm::unlock(&header_->lock);
+  return true;
 }
 
 void Ring::copy_in(std::uint64_t offset, const void* from, std::size_t n) noexcept {
@@ -144,7 +169,7 @@ void Ring::repair() noexcept {
   // Published records are always whole; a remainder would be a torn one, so it is not kept.
   if (left != 0) at(h->position).store(pack(head_of(position), used_of(position) - left), std::memory_order_release);
   at(h->count).store(records, std::memory_order_release);
-  wake_all();
+  restart_sleepers_locked();
 }
 
 std::optional<std::uint64_t> Ring::acquire(Deadline deadline) noexcept {
@@ -152,10 +177,6 @@ std::optional<std::uint64_t> Ring::acquire(Deadline deadline) noexcept {
   if (locked == Locked::no) return std::nullopt;
   if (locked == Locked::yes_owner_died) repair();
   return at(header_->position).load(std::memory_order_relaxed);
-}
-
-void Ring::repair_now(Deadline deadline) noexcept {
-  if (acquire(deadline)) shm::unlock(&header_->lock);
 }
 
 // A sequence word counts changes in steps of 2; its bit 0 says a sleeper waits for the next change and nobody has
@@ -170,13 +191,19 @@ bool Ring::advance(std::uint32_t& seq) noexcept {
 }
 
 // Registered, marked and sampled under the lock, so the change this waits for (made under the lock later) cannot be
-// missed.
+// missed. It counts itself out only in the epoch it counted itself in: after a restart its count is gone already.
 void Ring::release_and_sleep(std::uint32_t& seq, std::uint32_t& waiting, Deadline deadline) noexcept {
-  at(waiting).fetch_add(1, std::memory_order_acq_rel);
+  const std::uint32_t epoch = (at(waiting).fetch_add(1, std::memory_order_acq_rel) + 1) >> epoch_shift;
   const std::uint32_t seen = at(seq).fetch_or(seq_sleeper, std::memory_order_acq_rel) | seq_sleeper;
   shm::unlock(&header_->lock);
   futex_wait(&seq, seen, deadline);
-  if (at(waiting).fetch_sub(1, std::memory_order_acq_rel) > 1) at(seq).fetch_or(seq_sleeper, std::memory_order_acq_rel);
+  std::uint32_t now = at(waiting).load(std::memory_order_acquire);
+  while ((now >> epoch_shift) == epoch) {
+    if (at(waiting).compare_exchange_weak(now, now - 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (sleepers_in(now) > 1) at(seq).fetch_or(seq_sleeper, std::memory_order_acq_rel);
+      return;
+    }
+  }
 }
 
 Ring::Outcome Ring::put(const void* data, std::size_t n, Deadline deadline, bool wait) {
@@ -207,7 +234,9 @@ Ring::Outcome Ring::put(const void* data, std::size_t n, Deadline deadline, bool
       shm::unlock(&h->lock);
       if (wake_getter) futex_wake(&h->items_seq, 1);
       // A putter woken for room it did not use (it timed out, or died) must not strand the others.
-      if (room_left && at(h->putters_waiting).load(std::memory_order_acquire) > 0) futex_wake(&h->space_seq, 1);
+      if (room_left && sleepers_in(at(h->putters_waiting).load(std::memory_order_acquire)) > 0) {
+        futex_wake(&h->space_seq, 1);
+      }
       return outcome;
     }
     if (!wait || passed(deadline)) {
@@ -245,7 +274,7 @@ void Ring::finish_get(std::uint64_t position, Outcome& outcome) noexcept {
   outcome.poke = (at(h->flags).load(std::memory_order_acquire) & ring_poke) != 0;
   shm::unlock(&h->lock);
   if (wake_putter) futex_wake(&h->space_seq, 1);
-  if (used_of(position) > 0 && at(h->getters_waiting).load(std::memory_order_acquire) > 0) {
+  if (used_of(position) > 0 && sleepers_in(at(h->getters_waiting).load(std::memory_order_acquire)) > 0) {
     futex_wake(&h->items_seq, 1);
   }
 }

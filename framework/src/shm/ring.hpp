@@ -31,6 +31,8 @@ struct RingHeader {
   std::uint64_t allocated;  // bytes of the ring backed by pages (fallocate): touching them never raises SIGBUS
   std::uint32_t items_seq;  // futex word: +2 at every put, bit 0 "a getter sleeps, unwoken"; getters sleep on it
   std::uint32_t space_seq;  // futex word: +2 at every get, bit 0 "a putter sleeps, unwoken"; putters sleep on it
+  // (epoch << 16) | sleepers. A restart (restart_sleepers) begins a new epoch with no sleepers and wakes them all: a
+  // sleeper counted in an older epoch does not count itself out, so those of dead processes are forgotten.
   std::uint32_t getters_waiting;
   std::uint32_t putters_waiting;
   std::uint32_t flags;  // ring_traced | ring_poke, written by the coordinator
@@ -94,9 +96,12 @@ class Ring {
   // The coordinator's: sets or clears a flag. `ring_poke` is changed under the lock by the caller (see queues.cpp).
   void set_flag(std::uint32_t flag, bool on) noexcept;
   Lock* lock() noexcept { return &header_->lock; }
-  // The coordinator's, after it recovered the lock from a dead holder: takes and gives back the lock (by `deadline`),
-  // which repairs the ring now rather than at the next put or get, so qsize() is exact again at once.
-  void repair_now(Deadline deadline) noexcept;
+  // The coordinator's, after a process that maps the ring died: takes the lock by `deadline` (which repairs the ring
+  // now if it died holding it, so qsize() is exact again at once), forgets every sleeper count and wakes every
+  // sleeper, which counts itself again if it still must wait. A process woken and killed before it acted on the
+  // wake-up took it along, and one killed asleep left its count behind: this undoes both. False if the lock was not
+  // had by `deadline` (nothing was done: call again).
+  bool restart_sleepers(Deadline deadline) noexcept;
 
  private:
   Ring(std::shared_ptr<Mapping> mapping, RingHeader* header)
@@ -109,7 +114,8 @@ class Ring {
   // Gives the lock up and sleeps until `seq` moves (or the deadline), counted in `waiting` meanwhile.
   void release_and_sleep(std::uint32_t& seq, std::uint32_t& waiting, Deadline deadline) noexcept;
   void repair() noexcept;
-  void wake_all() noexcept;
+  // Under the lock: a new sleeper epoch, every sleeper woken.
+  void restart_sleepers_locked() noexcept;
   // Under the lock: copies the head record out and commits; returns the new position.
   std::uint64_t pop_locked(std::string& out, std::uint64_t position);
   void finish_get(std::uint64_t position, Outcome& outcome) noexcept;
