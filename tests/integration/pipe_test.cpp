@@ -678,3 +678,24 @@ TEST_CASE("a reader that polled and exited without reading leaves every message 
   CHECK(reader.recv<int>() == n);
   CHECK_FALSE(reader.poll(0s));
 }
+
+TEST_CASE("an end written on after it was handed to a child, then closed: the child's messages, then EOF",
+          "[pipe][holders]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  auto [reader, writer] = mpx::Pipe(false);
+  mpx_test::Children children;
+  mpx::Process& child = children.procs.emplace_back(with(method), send_many, writer, 5);  // encodes: hands it over
+  writer.send(-1);  // this process uses its copy after handing it over
+  child.start();
+  writer.close();  // the copy in transit to the child still holds the end until the child adopts it
+  REQUIRE(reader.poll(30s));  // anti-hang bound
+  CHECK(reader.recv<int>() == -1);
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(reader.poll(30s));
+    CHECK(reader.recv<int>() == i);
+  }
+  REQUIRE(child.join(30s));
+  CHECK(child.exitcode() == 0);
+  REQUIRE(reader.poll(30s));
+  CHECK_THROWS_AS(reader.recv(), mpx::EOFError);
+}
