@@ -9,6 +9,7 @@
 #include <array>
 #include <chrono>
 #include <csignal>
+#include <optional>
 #include <thread>
 
 #include <poll.h>
@@ -146,6 +147,14 @@ void poll_then_exit(mpx::Connection conn, mpx::Connection listening, mpx::Connec
 
 // Receives one message (which takes a batch from the coordinator), says which, and exits.
 void recv_one_then_exit(mpx::Connection conn, mpx::Connection said) { said.send(conn.recv<int>()); }
+
+// Receives one message, closes its copy of the end, says which, and stays until told to go.
+void recv_one_then_close(mpx::Connection conn, mpx::Connection said, mpx::Connection go) {
+  const int x = conn.recv<int>();
+  conn.close();
+  said.send(x);
+  (void)go.recv();
+}
 
 }  // namespace
 
@@ -648,6 +657,7 @@ TEST_CASE("a reader that polled and exited without reading leaves every message 
   auto [said_in, said_out] = mpx::Pipe(false);
   mpx_test::Children children;
   int read_by_child = 0;
+  std::optional<mpx::Connection> release_child;  // a child still running, told to end once this process has read
   SECTION("it polled: on the direct path it took messages from the writer's ring") {
     auto [listening_in, listening_out] = mpx::Pipe(false);
     auto& child = children.start(with(method), poll_then_exit, reader, listening_out, said_out);
@@ -665,6 +675,14 @@ TEST_CASE("a reader that polled and exited without reading leaves every message 
     REQUIRE(child.join(30s));
     CHECK(child.exitcode() == 0);
   }
+  SECTION("it received one message and closed its copy, and is still running") {
+    for (int i = 0; i < n; ++i) writer.send(i);
+    auto [go_in, go_out] = mpx::Pipe(false);
+    children.start(with(method), recv_one_then_close, reader, said_out, go_in);
+    CHECK(said_in.recv<int>() == 0);
+    read_by_child = 1;
+    release_child = go_out;
+  }
   // This process kept its copy of the reading end: what the child did not read is still there, in order, and what is
   // sent now comes after it.
   int good = 0;
@@ -677,6 +695,8 @@ TEST_CASE("a reader that polled and exited without reading leaves every message 
   REQUIRE(reader.poll(30s));
   CHECK(reader.recv<int>() == n);
   CHECK_FALSE(reader.poll(0s));
+  if (release_child) release_child->send(0);
+  children.join_all();
 }
 
 TEST_CASE("an end written on after it was handed to a child, then closed: the child's messages, then EOF",
