@@ -60,7 +60,7 @@ void give_back_unread(ConnectionState& s) {
 // did not read, and this process's writes stop, so whoever reads or writes the end next comes after them.
 void give_back_all(ConnectionState& s) {
   direct_stop_writing(s);
-  direct_unlisten(s, true);
+  direct_unlisten(s);
   give_back_unread(s);
 }
 
@@ -340,7 +340,7 @@ int Connection::fileno() {
   if (s.kind == ConnectionState::Kind::socket) return s.fd;
   if (!s.readiness) {
     // The mirror reflects the coordinator's inbox, so nothing may wait here unseen: this end leaves the direct path.
-    detail::direct_unlisten(s, true);
+    detail::direct_unlisten(s);
     detail::give_back_unread(s);
     s.readiness = s.gone ? detail::always_ready() : detail::watch_end(s.end);
   }
