@@ -283,16 +283,19 @@ class PipeService {
     if (r.direct.writer != actor) revoke(r);
   }
 
-  // Before answering "not ready": a holder that has exited and been reaped (join() returned in its parent) is
-  // released now, without waiting for the death hook, so poll() right after join() already sees EOF.
-  void check_other_holder(const Located& at) {
-    End& o = at.other();
+  // Holders of the end that have exited and been reaped (join() returned in their parent) are treated as dead now,
+  // without waiting for the death hook: poll() right after join() already sees EOF, and a close right after it
+  // releases the end.
+  void prune_reaped(const Located& at) {
     std::vector<std::uint64_t> reaped;
-    for (const auto& h : o.holders) {
+    for (const auto& h : at.self().holders) {
       if (::kill(static_cast<pid_t>(h.pid), 0) != 0 && errno == ESRCH) reaped.push_back(h.pid);
     }
-    for (auto pid : reaped) holder_died(Located{at.pipe, 1 - at.side}, pid);
+    for (auto pid : reaped) holder_died(at, pid);
   }
+
+  // Before answering "not ready".
+  void check_other_holder(const Located& at) { prune_reaped(Located{at.pipe, 1 - at.side}); }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
     auto [duplex] = req.body_as<std::tuple<bool>>();
@@ -478,6 +481,7 @@ class PipeService {
       return;
     }
     leave(*at, req.header.sender);
+    prune_reaped(*at);
     maybe_erase(at->pipe);
   }
 
