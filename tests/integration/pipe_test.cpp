@@ -4,10 +4,13 @@
 
 #include <mpx/mpx.hpp>
 
+#include "children.hpp"
+
 #include <array>
 #include <chrono>
 #include <csignal>
 #include <future>
+#include <optional>
 #include <thread>
 
 #include <poll.h>
@@ -116,6 +119,46 @@ void client_no_key(std::string address) {
     (void)conn.recv<std::string>();  // until the listener closes
   } catch (const mpx::EOFError&) {
   }
+}
+
+// Sends `first` ints from `from`, says so, sends `rest` more once told to, and exits without closing its end.
+void send_wait_send(mpx::Connection conn, int from, int first, int rest, mpx::Connection said, mpx::Connection go) {
+  for (int i = from; i < from + first; ++i) conn.send(i);
+  said.send(0);
+  (void)go.recv();
+  for (int i = from + first; i < from + first + rest; ++i) conn.send(i);
+}
+
+// Python's idiom in the child: close the copy of the parent's end it was given (the parent still holds that end, so
+// this is no EOF here), say whether EOF is ready, then double every number it receives until -1, and exit.
+void close_parents_copy_then_double(mpx::Connection parent_end, mpx::Connection own_end, mpx::Connection said) {
+  parent_end.close();
+  said.send(own_end.poll(0s));
+  for (;;) {
+    const int x = own_end.recv<int>();
+    if (x < 0) break;
+    own_end.send(2 * x);
+  }
+}
+
+// Polls its reading end until a message is there (so that, on the direct path, it has taken messages from the
+// writer's ring), says so, and exits without reading.
+void poll_then_exit(mpx::Connection conn, mpx::Connection listening, mpx::Connection said) {
+  (void)conn.poll();  // from here on this process is the end's reader (it listens, on the direct path)
+  listening.send(0);
+  const bool ready = conn.poll(30s);
+  said.send(ready);
+}
+
+// Receives one message (which takes a batch from the coordinator), says which, and exits.
+void recv_one_then_exit(mpx::Connection conn, mpx::Connection said) { said.send(conn.recv<int>()); }
+
+// Receives one message, closes its copy of the end, says which, and stays until told to go.
+void recv_one_then_close(mpx::Connection conn, mpx::Connection said, mpx::Connection go) {
+  const int x = conn.recv<int>();
+  conn.close();
+  said.send(x);
+  (void)go.recv();
 }
 
 }  // namespace
@@ -649,4 +692,130 @@ TEST_CASE("zero and negative timeouts do not wait: poll and wait", "[pipe][timeo
     CHECK(mpx::wait(std::vector<mpx::Connection>{b}, timeout).empty());
     CHECK(Clock::now() - begin < 10s);
   }
+}
+
+TEST_CASE("two processes write on one end: one exiting early is no EOF; EOF once both are gone", "[pipe][holders]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  auto [reader, writer] = mpx::Pipe(false);
+  auto [said_in, said_out] = mpx::Pipe(false);
+  auto [go_in, go_out] = mpx::Pipe(false);
+  mpx_test::Children children;
+  auto& late = children.start(with(method), send_wait_send, writer, 1000, 5, 5, said_out, go_in);
+  (void)said_in.recv();  // `late` holds the end and has written on it
+  // `early` writes after it and ends: it is the last process that wrote on the end.
+  auto& early = children.start(with(method), send_many, writer, 5);
+  writer.close();  // this process's copy, handed to both
+  REQUIRE(early.join(30s));
+  CHECK(early.exitcode() == 0);
+
+  int next_early = 0, next_late = 1000, good = 0;
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(reader.poll(30s));  // anti-hang bound
+    const int x = reader.recv<int>();
+    good += x < 1000 ? x == next_early++ : x == next_late++;
+  }
+  CHECK(good == 10);
+  // `late` still holds the end: nothing to read, and no EOF.
+  CHECK_FALSE(reader.poll(0.3s));
+  go_out.send(0);
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(reader.poll(30s));
+    CHECK(reader.recv<int>() == 1005 + i);
+  }
+  REQUIRE(late.join(30s));
+  CHECK(late.exitcode() == 0);
+  REQUIRE(reader.poll(30s));
+  CHECK_THROWS_AS(reader.recv(), mpx::EOFError);
+}
+
+TEST_CASE("Python's idiom: each side closes its copy of the other's end; the child writes after that, EOF after it ends",
+          "[pipe][holders]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  auto [parent_end, child_end] = mpx::Pipe();
+  auto [said_in, said_out] = mpx::Pipe(false);
+  mpx_test::Children children;
+  auto& child = children.start(with(method), close_parents_copy_then_double, parent_end, child_end, said_out);
+  child_end.close();  // the parent's copy of the child's end
+  CHECK_FALSE(said_in.recv<bool>());  // the child closed its copy of this end: no EOF for it, this process holds it
+  for (int i = 0; i < 5; ++i) {
+    parent_end.send(i);
+    REQUIRE(parent_end.poll(30s));  // anti-hang bound
+    CHECK(parent_end.recv<int>() == 2 * i);
+  }
+  parent_end.send(-1);
+  REQUIRE(parent_end.poll(30s));
+  CHECK_THROWS_AS(parent_end.recv(), mpx::EOFError);
+  REQUIRE(child.join(30s));
+  CHECK(child.exitcode() == 0);
+}
+
+TEST_CASE("a reader that polled and exited without reading leaves every message to the end's other holders, in order",
+          "[pipe][holders]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  constexpr int n = 200;
+  auto [reader, writer] = mpx::Pipe(false);
+  auto [said_in, said_out] = mpx::Pipe(false);
+  mpx_test::Children children;
+  int read_by_child = 0;
+  std::optional<mpx::Connection> release_child;  // a child still running, told to end once this process has read
+  SECTION("it polled: on the direct path it took messages from the writer's ring") {
+    auto [listening_in, listening_out] = mpx::Pipe(false);
+    auto& child = children.start(with(method), poll_then_exit, reader, listening_out, said_out);
+    (void)listening_in.recv();  // the child is the end's reader now: this process's sends may go straight to it
+    for (int i = 0; i < n; ++i) writer.send(i);
+    CHECK(said_in.recv<bool>());
+    REQUIRE(child.join(30s));
+    CHECK(child.exitcode() == 0);
+  }
+  SECTION("it received one message: the rest of the batch it took goes back") {
+    for (int i = 0; i < n; ++i) writer.send(i);
+    auto& child = children.start(with(method), recv_one_then_exit, reader, said_out);
+    CHECK(said_in.recv<int>() == 0);
+    read_by_child = 1;
+    REQUIRE(child.join(30s));
+    CHECK(child.exitcode() == 0);
+  }
+  SECTION("it received one message and closed its copy, and is still running") {
+    for (int i = 0; i < n; ++i) writer.send(i);
+    auto [go_in, go_out] = mpx::Pipe(false);
+    children.start(with(method), recv_one_then_close, reader, said_out, go_in);
+    CHECK(said_in.recv<int>() == 0);
+    read_by_child = 1;
+    release_child = go_out;
+  }
+  // This process kept its copy of the reading end: what the child did not read is still there, in order, and what is
+  // sent now comes after it.
+  int good = 0;
+  for (int i = read_by_child; i < n; ++i) {
+    REQUIRE(reader.poll(30s));  // anti-hang bound
+    good += reader.recv<int>() == i;
+  }
+  CHECK(good == n - read_by_child);
+  writer.send(n);
+  REQUIRE(reader.poll(30s));
+  CHECK(reader.recv<int>() == n);
+  CHECK_FALSE(reader.poll(0s));
+  if (release_child) release_child->send(0);
+  children.join_all();
+}
+
+TEST_CASE("an end written on after it was handed to a child, then closed: the child's messages, then EOF",
+          "[pipe][holders]") {
+  auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  auto [reader, writer] = mpx::Pipe(false);
+  mpx_test::Children children;
+  mpx::Process& child = children.procs.emplace_back(with(method), send_many, writer, 5);  // encodes: hands it over
+  writer.send(-1);  // this process uses its copy after handing it over
+  child.start();
+  writer.close();  // the copy in transit to the child still holds the end until the child adopts it
+  REQUIRE(reader.poll(30s));  // anti-hang bound
+  CHECK(reader.recv<int>() == -1);
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(reader.poll(30s));
+    CHECK(reader.recv<int>() == i);
+  }
+  REQUIRE(child.join(30s));
+  CHECK(child.exitcode() == 0);
+  REQUIRE(reader.poll(30s));
+  CHECK_THROWS_AS(reader.recv(), mpx::EOFError);
 }

@@ -4,20 +4,29 @@
 // A Pipe's two ends are handles on coordinator-side state: each end has an inbox that holds, in order, the messages
 // the other end sent. Ends travel as Process arguments (or through a Queue) like every handle.
 //
-// Who holds an end. Python closes a pipe when every copy of an end's file descriptor is closed. mpx handles are plain
-// values that can be copied anywhere, so the coordinator instead tracks one holder per end:
-//   * Pipe() makes the calling process the holder of both ends;
-//   * a process that adopts an end (decodes it: a Process argument, an item from a Queue or a Connection) becomes
-//     its holder, and so does a process that sends, receives or polls through it;
-//   * the end is released when its holder calls close() or dies (killed included).
-// recv() on one end raises mpx::EOFError once the other end is released and every message it sent has been read (and
-// poll() then returns true). A holder's death is seen when the coordinator notices it (a pidfd), or at the latest
-// once the process has been joined. A released end is taken up again by the next process that adopts or uses it (the
-// parent may still have a copy, as in Python), and messages sent to it in between wait in its inbox.
+// Who holds an end. Python closes a pipe end when every copy of its file descriptor is closed. mpx handles are plain
+// values that can be copied anywhere, so the coordinator counts the processes that hold each end instead:
+//   * Pipe() makes the calling process a holder of both ends;
+//   * a process that adopts an end (decodes it: a Process argument, an item from a Queue or a Connection) becomes a
+//     holder, and so does a process that sends, receives or polls through it (a fork child that uses a copy it
+//     inherited in a closure adopts that copy);
+//   * a holder stops holding the end when it calls close() or dies (killed included).
+// recv() on one end raises mpx::EOFError once every holder of the other end has closed it or died and every message it
+// sent has been read (and poll() then returns true). Two processes writing on one end: the reader sees EOF only after
+// both are gone. A holder's death is seen when the coordinator notices it (a pidfd), or at the latest once the process
+// has been joined. A released end is taken up again by the next process that adopts or uses it, and messages sent to
+// it in between wait in its inbox.
 //
-// Python's idiom of closing the parent's copy after passing an end to a child is safe: close() in a process that
-// has handed its copy on (encoded it for another process) since it last used it releases nothing at the coordinator;
-// it only closes this copy. A copy that was never handed on really closes the end.
+// Handing a copy on. Encoding an end for another process keeps the end held for that copy until a process adopts it,
+// so Python's idiom of closing the parent's copy right after passing the end to a child is safe. Once a child that
+// adopted the copy uses the end (or ends without closing it), a parent that has not used the end since holds it only
+// while another process does: a child that took the end over and ends releases it, even if the parent never closed
+// its own copy (unlike Python, where the parent's forgotten copy would keep the pipe open). A child that only closes
+// the copy it was given takes nothing over: the parent keeps the end, as in Python.
+//
+// What a process took from an end and did not read (a batch of messages, or what reached it on the direct path) goes
+// back to the pipe when it closes the end, hands it on, or drops its last copy (a Process target returning), so the
+// end's other holders read it, in order. Only a process that is killed takes such messages with it.
 //
 // send() does not wait for the coordinator and does not report a released peer (the message waits in the peer's inbox
 // for whoever takes that end up next); use recv() or poll() to learn about EOF. A pipe's state is dropped once neither
@@ -54,7 +63,7 @@ class Connection : public Handle {
  public:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
-  // Rebuilds an end in the process that decodes it and makes this process its holder.
+  // Rebuilds an end in the process that decodes it and makes this process one of its holders.
   Connection(adopt_t, ObjectRef ref);
 
   // Encodes now, so a serialization error is raised here, at the caller.

@@ -43,7 +43,7 @@ struct ConnectionState {
   // Pipe end
   std::uint64_t end = 0;
   bool gone = false;         // the coordinator no longer has the pipe: every operation is EOF
-  bool handed_over = false;  // encoded for another process since this process last used it
+  pid_t inherited_from = 0;  // in a forked child: the parent whose copy this is, until this process first uses it
   std::shared_ptr<Readiness> readiness;
   // Messages a batched recv took from the coordinator and this process has not read yet. Only filled while no
   // readiness mirror exists (the mirror would not see them); given back before the end leaves this process.
@@ -62,12 +62,14 @@ struct ConnectionState {
   ~ConnectionState();
   ConnectionState(const ConnectionState&) = delete;
   ConnectionState& operator=(const ConnectionState&) = delete;
-  // In a forked child: forget what belongs to the parent (its readiness mirror, its hand-over).
+  // In a forked child: forget what belongs to the parent (its readiness mirror, its unread messages, its direct paths).
   void refresh_after_fork();
 };
 
 // Gives the messages taken in a batch and not read back to the coordinator (pipe_unread), front first.
 void give_back_unread(ConnectionState& s);
+// Ends this process's direct paths on the end and gives back everything it took from the end and has not read.
+void give_back_all(ConnectionState& s);
 
 // The direct-socket side of Connection (api/listener.cpp).
 void socket_send(ConnectionState& s, const char* data, std::size_t size);

@@ -23,12 +23,21 @@ ConnectionState::ConnectionState() : owner(runtime::self_pid()) {}
 
 ConnectionState::~ConnectionState() {
   if (kind == Kind::socket && fd >= 0) ::close(fd);
+  // The last copy of an end in this process goes (a Process target returned, a scope ended): what this process took
+  // from the end and did not read goes back to the coordinator, where the end's other holders can read it. A
+  // destructor must not throw, and after the root's shutdown there is nobody to give it to.
+  if (kind != Kind::pipe || closed || gone || owner != runtime::self_pid() || !runtime::state().initialized) return;
+  if (!in && unread.empty()) return;
+  try {
+    give_back_all(*this);
+  } catch (...) {
+  }
 }
 
 void ConnectionState::refresh_after_fork() {
   if (owner == runtime::self_pid()) return;
+  if (kind == Kind::pipe && inherited_from == 0) inherited_from = owner;
   owner = runtime::self_pid();
-  handed_over = false;
   readiness.reset();  // the parent's mirror: dropping this copy only closes the child's copy of its eventfd
   unread.clear();     // the parent took these messages; it reads them
   // The parent's direct path: its descriptors were closed in this child at fork, its files are the parent's.
@@ -48,6 +57,14 @@ void give_back_unread(ConnectionState& s) {
   (void)call(std::move(e), 0);
 }
 
+// The direct paths end here: what is in flight to this process goes back to the coordinator with whatever it took and
+// did not read, and this process's writes stop, so whoever reads or writes the end next comes after them.
+void give_back_all(ConnectionState& s) {
+  direct_stop_writing(s);
+  direct_unlisten(s);
+  give_back_unread(s);
+}
+
 }  // namespace detail
 
 namespace {
@@ -57,8 +74,23 @@ using detail::ConnectionState;
 // Messages this large travel without a copy into the frame.
 constexpr std::size_t zero_copy_bytes = 4096;
 
+// A fork child's first use of a copy of an end it inherited from its parent: it adopts the copy, as if its parent had
+// handed it over (PROTOCOL.md, "Holders"). A copy the child only closes was never its own to release.
+void claim_inherited(ConnectionState& s) {
+  if (s.inherited_from == 0) return;
+  const auto parent = static_cast<std::uint64_t>(s.inherited_from);
+  s.inherited_from = 0;
+  if (s.gone || s.closed) return;
+  try {
+    (void)detail::call(wire::make(wire::Kind::pipe_attach, s.end, 0, std::make_tuple(parent)), 0);
+  } catch (const EOFError&) {
+    s.gone = true;
+  }
+}
+
 ConnectionState& use(const std::shared_ptr<ConnectionState>& s) {
   s->refresh_after_fork();
+  claim_inherited(*s);
   return *s;
 }
 
@@ -108,7 +140,6 @@ bool reading_direct(const ConnectionState& s) { return s.in && s.in->reading; }
 std::string pipe_recv(ConnectionState& s) {
   if (!s.unread.empty()) return pop_unread(s);
   if (s.gone) raise_gone(s);
-  s.handed_over = false;
   const std::uint32_t max_items = s.readiness ? 1 : recv_batch;
   wire::Envelope reply;
   for (;;) {
@@ -134,7 +165,6 @@ std::string pipe_recv(ConnectionState& s) {
 bool pipe_poll(ConnectionState& s, std::int64_t wait) {
   if (!s.unread.empty()) return true;
   if (s.gone) return true;
-  s.handed_over = false;
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<std::int64_t>(wait, 0));
   const auto left = [&] {
@@ -203,12 +233,16 @@ ObjectRef Connection::hand_over() const {
         "mpx: a direct connection (from Listener::accept or Client) is a socket of this process and cannot be passed "
         "to another process; under the fork start method, capture it in a closure instead");
   }
-  // The direct paths end here: what is in flight to this process goes back to the coordinator, and this process's
-  // writes stop, so the next holder's messages come after them.
-  detail::direct_stop_writing(s);
-  detail::direct_unlisten(s, true);
-  detail::give_back_unread(s);
-  s.handed_over = true;
+  detail::give_back_all(s);
+  // This process holds the end for the copy until a process adopts it (PROTOCOL.md, "Holders"): closing this copy
+  // meanwhile does not release the end under the adopter.
+  if (!s.gone) {
+    try {
+      (void)detail::call(wire::make(wire::Kind::pipe_hand_over, s.end, 0, Object{}), 0);
+    } catch (const EOFError&) {
+      s.gone = true;  // the copy decodes as an ended pipe: every operation raises EOFError
+    }
+  }
   return ref_;
 }
 
@@ -217,7 +251,6 @@ void Connection::send_message(std::string message) {
   check_writable(s);
   if (s.kind == ConnectionState::Kind::socket) return detail::socket_send(s, message.data(), message.size());
   if (s.gone) raise_gone(s);
-  s.handed_over = false;
   if (detail::direct_send(s, message)) return;
   auto e = wire::make(wire::Kind::pipe_send, s.end, 0, Object{});
   e.body.push_back(frame_of(std::move(message)));
@@ -270,23 +303,32 @@ bool Connection::poll(const Timeout& timeout) {
 }
 
 void Connection::close() {
-  auto& s = use(state_);
+  auto& s = *state_;
+  s.refresh_after_fork();
   if (s.closed) return;
   s.closed = true;
+  const bool never_used_here = s.inherited_from != 0;
+  s.inherited_from = 0;
   s.readiness.reset();
-  if (s.kind == ConnectionState::Kind::pipe) {
-    detail::direct_stop_writing(s);
-    if (!s.handed_over) detail::direct_unlisten(s, false);
-  }
-  s.unread.clear();  // closing discards what was not read, as closing an OS pipe does
   if (s.kind == ConnectionState::Kind::socket) {
     if (s.fd >= 0) ::close(s.fd);
     s.fd = -1;
     return;
   }
-  // A copy handed on to another process since this process last used it is only closed here (Python's "close the
-  // parent's copy"); otherwise this process releases the end.
-  if (!s.handed_over && !s.gone) detail::post(wire::make(wire::Kind::pipe_close, s.end, 0, Object{}));
+  if (s.gone || never_used_here) return;
+  // What this process took and did not read stays in the pipe for the end's other holders, as the bytes in an OS
+  // pipe's buffer outlive one closed descriptor of it.
+  // The coordinator releases the end when this was its last holder; a copy handed on since this process last used it
+  // is only closed here (Python's "close the parent's copy"): the coordinator knows (pipe_hand_over). Closed even when
+  // giving back fails (a ring this process cannot map raises): this copy is closed either way.
+  const auto release = [&s] { detail::post(wire::make(wire::Kind::pipe_close, s.end, 0, Object{})); };
+  try {
+    detail::give_back_all(s);
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
 }
 
 bool Connection::closed() const { return state_->closed; }
@@ -299,7 +341,7 @@ int Connection::fileno() {
   if (s.kind == ConnectionState::Kind::socket) return s.fd;
   if (!s.readiness) {
     // The mirror reflects the coordinator's inbox, so nothing may wait here unseen: this end leaves the direct path.
-    detail::direct_unlisten(s, true);
+    detail::direct_unlisten(s);
     detail::give_back_unread(s);
     s.readiness = s.gone ? detail::always_ready() : detail::watch_end(s.end);
   }

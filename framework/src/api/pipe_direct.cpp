@@ -409,7 +409,7 @@ DirectRead direct_read(ConnectionState& s, std::int64_t timeout_ms) {
   }
 }
 
-void direct_unlisten(ConnectionState& s, bool drain) {
+void direct_unlisten(ConnectionState& s) {
   if (!s.in) return;
   auto& r = *s.in;
   if (r.listen_fd < 0) {
@@ -419,25 +419,23 @@ void direct_unlisten(ConnectionState& s, bool drain) {
   // Closing the word stops the writer before its next message and fixes how many it sent in its epoch.
   const auto word = r.control.revoke(0, true);
   std::uint64_t epoch = r.reading ? r.epoch : 0;
-  if (drain) {
-    if (!r.reading) {
-      // What a relay batch left here goes back to the front; the epoch's messages go where the epoch began.
-      give_back_unread(s);
-      if (word.epoch() > r.finished && word.count() > 0) direct_enter(s, word.epoch());
+  if (!r.reading) {
+    // What a relay batch left here goes back to the front; the epoch's messages go where the epoch began.
+    give_back_unread(s);
+    if (word.epoch() > r.finished && word.count() > 0) direct_enter(s, word.epoch());
+  }
+  if (r.reading && r.epoch == word.epoch()) {
+    epoch = r.epoch;
+    while (r.received < word.count()) {
+      if (take(s) > 0) continue;
+      if (r.ended || r.broken) break;  // the writer died before sending all it counted
+      (void)fill(s, -1);
     }
-    if (r.reading && r.epoch == word.epoch()) {
-      epoch = r.epoch;
-      while (r.received < word.count()) {
-        if (take(s) > 0) continue;
-        if (r.ended || r.broken) break;  // the writer died before sending all it counted
-        (void)fill(s, -1);
-      }
-      (void)take(s);
-    }
+    (void)take(s);
   }
   if (r.reading) finish_epoch(s, false);
   auto e = wire::make(wire::Kind::pipe_direct_end, s.end, 0, std::make_tuple(epoch, false));
-  if (drain && !s.unread.empty()) {
+  if (!s.unread.empty()) {
     std::string packed;
     for (auto& message : s.unread) {
       char size[4];
@@ -453,11 +451,7 @@ void direct_unlisten(ConnectionState& s, bool drain) {
   remove_files(r.path);
   r.path.clear();
   try {
-    if (drain) {
-      (void)call(std::move(e), 0);  // answered once the messages are back in the coordinator's inbox
-    } else {
-      post(std::move(e));
-    }
+    (void)call(std::move(e), 0);  // answered once the messages are back in the coordinator's inbox
   } catch (const EOFError&) {
     s.gone = true;
   }

@@ -83,10 +83,10 @@ void direct_enter(ConnectionState& s, std::uint64_t epoch);
 // Frames what the connection has into s.unread, waiting up to `timeout_ms` (-1: no limit) for one message or the
 // connection's end; at the end the epoch is over and the coordinator is told (pipe_direct_end).
 DirectRead direct_read(ConnectionState& s, std::int64_t timeout_ms);
-// Stops listening. With `drain`, first collects every message the writer has counted in the control word (they are
-// in flight and will arrive without the writer doing anything more) and gives them, with anything else unread, back
-// to the coordinator; without it they are discarded, as close() discards what was not read.
-void direct_unlisten(ConnectionState& s, bool drain);
+// Stops listening: first collects every message the writer has counted in the control word (they are in flight and
+// will arrive without the writer doing anything more) and gives them, with anything else unread, back to the
+// coordinator, where the end's other holders (or its next one) read them.
+void direct_unlisten(ConnectionState& s);
 
 // Writer side: sends `message` straight to the reader if an epoch is (or can now be) running; false: relay it.
 bool direct_send(ConnectionState& s, const std::string& message);

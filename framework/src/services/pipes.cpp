@@ -1,5 +1,5 @@
 // The pipe service: the two ends of every Pipe, each with an inbox of the messages the other end sent (in order), the
-// process holding it, blocked receivers and pollers, and the subscribers that mirror its readiness (fileno()).
+// processes holding it, blocked receivers and pollers, and the subscribers that mirror its readiness (fileno()).
 //
 // An end is ready when a message waits in its inbox or the other end has no holder (recv would raise EOFError at
 // once). Every change of readiness bumps the end's version and is pushed to its subscribers; replies to recv and
@@ -28,6 +28,9 @@ namespace {
 
 // A batch of received messages stops growing past this many bytes (it always holds at least one message).
 constexpr std::size_t recv_batch_bytes = 1 << 20;
+// Copies of an end counted in transit from one process; beyond this the count stops growing, so the process may stop
+// holding the end before its last copies are adopted.
+constexpr std::uint32_t max_handed = 1 << 20;
 
 struct Subscriber {
   std::uint64_t actor = 0;
@@ -48,11 +51,25 @@ struct Direct {
   std::uint64_t boundary = 0;  // inbox sequence number where the epoch's messages belong, if given back
 };
 
+// A process holding an end (PROTOCOL.md, "Holders").
+struct Holding {
+  std::uint64_t pid = 0;
+  std::uint32_t handed = 0;  // copies it encoded for other processes (pipe_hand_over) and not adopted yet
+  bool closed = false;       // it closed its copy while copies were in transit: it leaves once they are adopted
+  bool lent = false;         // every copy it handed on was adopted, and it has not used the end since
+  // A process that adopted one of those copies used the end, or died: this one holds the end only as long as a
+  // process that holds it otherwise does, so a child that takes an end over and ends releases it.
+  bool taken_over = false;
+  std::uint64_t adopted_from = 0;  // the holder whose copy this process adopted, until it uses or closes the end
+};
+
 struct End {
   std::uint64_t id = 0;
   bool readable = true;
   bool writable = true;
-  std::uint64_t holder = 0;        // pid of the process holding this end; 0: released
+  // The processes holding this end, each once (a live, watched pid): the end is released when the last one closes it
+  // or dies, as a Python pipe end is closed when the last copy of its descriptor is.
+  std::vector<Holding> holders;
   std::deque<std::string> inbox;   // sent by the other end, not yet received
   std::uint64_t head = 0;          // sequence number of inbox.front(): each message sent gets the next one
   Direct direct;                   // the direct path into this end, when it is readable
@@ -97,6 +114,7 @@ class PipeService {
     coordinator_.handle(K::pipe_connect, [this](auto& peer, auto& req) { connect(peer, req); });
     coordinator_.handle(K::pipe_connected, [this](auto& peer, auto& req) { connected(peer, req); });
     coordinator_.handle(K::pipe_direct_end, [this](auto& peer, auto& req) { direct_end(peer, req); });
+    coordinator_.handle(K::pipe_hand_over, [this](auto& peer, auto& req) { hand_over(peer, req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
   }
 
@@ -133,7 +151,7 @@ class PipeService {
   }
 
   static bool ready_of(const End& self, const End& other) {
-    return (self.readable && !self.inbox.empty()) || other.holder == 0;
+    return (self.readable && !self.inbox.empty()) || other.holders.empty();
   }
 
   std::string state_body(const End& e) { return encode(std::make_tuple(e.ready, e.version)); }
@@ -152,7 +170,7 @@ class PipeService {
     if (!ready) return;
     for (auto& w : e.pollers) answer(coordinator_, w, wire::Kind::ok, state_body(e));
     e.pollers.clear();
-    if (o.holder == 0 && e.inbox.empty()) {
+    if (o.holders.empty() && e.inbox.empty()) {
       for (auto& w : e.receivers) answer_error(coordinator_, w, wire::ErrorCode::eof, eof_message(e));
       e.receivers.clear();
     }
@@ -173,25 +191,111 @@ class PipeService {
     }
   }
 
-  // The end's holder becomes `actor` (if it is alive); the other end's readiness depends on it.
-  void set_holder(const Located& at, std::uint64_t actor) {
-    End& e = at.self();
-    if (e.holder == actor) return;
-    // Another process takes the end: a direct epoch into it, or out of it, must not go on behind its back.
-    if (e.direct.listener != 0 && e.direct.listener != actor) revoke(e);
-    if (at.other().direct.writer != actor) revoke(at.other());
-    e.holder = (actor != 0 && coordinator_.watch(static_cast<pid_t>(actor))) ? actor : 0;
-    refresh(Located{at.pipe, 1 - at.side});
+  static Holding* holding_of(End& e, std::uint64_t actor) {
+    auto it = std::find_if(e.holders.begin(), e.holders.end(), [actor](const Holding& h) { return h.pid == actor; });
+    return it == e.holders.end() ? nullptr : &*it;
   }
 
-  // Before answering "not ready": a holder that has exited and been reaped (join() returned in its parent) is
-  // released now, without waiting for the death hook, so poll() right after join() already sees EOF.
-  void check_other_holder(const Located& at) {
-    End& o = at.other();
-    if (o.holder == 0 || ::kill(static_cast<pid_t>(o.holder), 0) == 0 || errno != ESRCH) return;
-    o.holder = 0;
-    refresh(at);
+  // `actor` uses the end (sends, receives, polls, listens, connects): it holds it for itself (its copies in transit
+  // stay counted). A process that is not alive is not recorded. The other end's readiness depends on whether this one
+  // is released.
+  void use(const Located& at, std::uint64_t actor) {
+    End& e = at.self();
+    if (Holding* h = holding_of(e, actor)) {
+      const auto from = h->adopted_from;
+      h->closed = h->lent = h->taken_over = false;
+      h->adopted_from = 0;
+      if (from != 0) take_over(e, from);
+      return;
+    }
+    if (actor == 0 || !coordinator_.watch(static_cast<pid_t>(actor))) return;
+    e.holders.push_back(Holding{actor});
+    if (e.holders.size() == 1) refresh(Located{at.pipe, 1 - at.side});
   }
+
+  // A process that adopted `from`'s copy used the end (or died): `from`, if it lent the end and has not used it since,
+  // now holds it only on behalf of the others.
+  static void take_over(End& e, std::uint64_t from) {
+    if (Holding* h = holding_of(e, from); h != nullptr && h->lent) {
+      h->lent = false;
+      h->taken_over = true;
+    }
+  }
+
+  // `actor`'s holding ends (it closed the end, or died). Holdings that were taken over go with the last one that was
+  // not; when none is left the end is released: the other end's readers get EOF once its inbox is read. The caller
+  // then calls maybe_erase.
+  void leave(const Located& at, std::uint64_t actor) {
+    End& e = at.self();
+    const auto before = e.holders.size();
+    std::erase_if(e.holders, [actor](const Holding& h) { return h.pid == actor; });
+    if (std::all_of(e.holders.begin(), e.holders.end(), [](const Holding& h) { return h.taken_over; })) {
+      e.holders.clear();
+    }
+    if (before != 0 && e.holders.empty()) refresh(Located{at.pipe, 1 - at.side});
+  }
+
+  // `actor` is dead (or reaped): a copy it adopted and never used counts as taken over, as a child that ends without
+  // touching the end it was given has still taken it from its parent.
+  void holder_died(const Located& at, std::uint64_t actor) {
+    if (const Holding* h = holding_of(at.self(), actor); h != nullptr && h->adopted_from != 0) {
+      take_over(at.self(), h->adopted_from);
+    }
+    leave(at, actor);
+  }
+
+  // `actor` decoded a copy of the end: the oldest hand-over still in transit is delivered. The adopter holds the end;
+  // the process that handed the copy on leaves if it closed its own, and otherwise has lent the end to the adopter.
+  void adopted(const Located& at, std::uint64_t actor) {
+    End& e = at.self();
+    if (Holding* mine = holding_of(e, actor); mine != nullptr && mine->handed > 0) {
+      --mine->handed;  // a copy it handed on came back to it
+      use(at, actor);
+      return;
+    }
+    if (holding_of(e, actor) == nullptr) use(at, actor);
+    auto it = std::find_if(e.holders.begin(), e.holders.end(),
+                           [actor](const Holding& h) { return h.pid != actor && h.handed > 0; });
+    if (it == e.holders.end()) {
+      use(at, actor);  // its own copy, or one nobody announced: a plain use
+      return;
+    }
+    const auto from = it->pid;
+    if (--it->handed == 0) {
+      if (it->closed) {
+        leave(at, from);
+      } else {
+        it->lent = true;
+      }
+    }
+    if (Holding* mine = holding_of(e, actor)) mine->adopted_from = from;
+  }
+
+  // A process other than the listener reads the end: the listener's epoch must not keep the messages from it, so it
+  // is revoked (the writer relays from its next message on, and both readers take from the inbox).
+  static void reading(End& e, std::uint64_t actor) {
+    if (e.direct.listener != 0 && e.direct.listener != actor) revoke(e);
+  }
+  // A process other than the epoch's writer sends into `r`: the epoch is revoked, or its reader, who reads an active
+  // epoch before what was relayed after it began, would wait on an idle writer's connection while these messages
+  // wait in the inbox.
+  static void writing(End& r, std::uint64_t actor) {
+    if (r.direct.writer != actor) revoke(r);
+  }
+
+  // Holders of the end that have exited and been reaped (join() returned in their parent) are treated as dead now,
+  // without waiting for the death hook: poll() right after join() already sees EOF, and a close right after it
+  // releases the end.
+  void prune_reaped(const Located& at) {
+    std::vector<std::uint64_t> reaped;
+    for (const auto& h : at.self().holders) {
+      if (::kill(static_cast<pid_t>(h.pid), 0) != 0 && errno == ESRCH) reaped.push_back(h.pid);
+    }
+    for (auto pid : reaped) holder_died(at, pid);
+  }
+
+  // Before answering "not ready".
+  void check_other_holder(const Located& at) { prune_reaped(Located{at.pipe, 1 - at.side}); }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
     auto [duplex] = req.body_as<std::tuple<bool>>();
@@ -200,7 +304,7 @@ class PipeService {
     const bool alive = coordinator_.watch(static_cast<pid_t>(req.header.sender));
     for (auto& e : pipe->ends) {
       e.id = coordinator_.allocate_object_id();
-      e.holder = alive ? req.header.sender : 0;
+      if (alive) e.holders.push_back(Holding{req.header.sender, 0});
     }
     if (!duplex) {
       pipe->ends[0].writable = false;  // Python: Pipe(False) returns (reader, writer)
@@ -215,11 +319,40 @@ class PipeService {
     ok(peer, req.header, encode(std::make_tuple(pipe->ends[0].id, pipe->ends[1].id)));
   }
 
+  // `nil`: the sender decoded a copy that a holder handed over. `[parent]`: a fork child first uses the copy it
+  // inherited from `parent`, which then holds the end as if it had handed that copy over and seen it adopted.
   void attach(Coordinator::Peer& peer, wire::Envelope& req) {
+    std::optional<std::uint64_t> inherited_from;
+    if (req.body.size() != 1) throw ProtocolError("mpx: a pipe_attach carries nil or [parent]");
+    if (!req.body_as<Object>().is_none()) inherited_from = std::get<0>(req.body_as<std::tuple<std::uint64_t>>());
     auto at = locate(req.header.object);
     if (!at) return reply_gone(peer, req.header);
-    set_holder(*at, req.header.sender);
+    if (inherited_from) {
+      use(*at, req.header.sender);
+      Holding* parent = holding_of(at->self(), *inherited_from);
+      if (parent != nullptr && parent->pid != req.header.sender && parent->handed == 0 && !parent->closed) {
+        parent->lent = true;
+        take_over(at->self(), parent->pid);
+      }
+    } else {
+      adopted(*at, req.header.sender);
+    }
     ok(peer, req.header, encode(std::make_tuple(at->self().readable, at->self().writable)));
+  }
+
+  // The sender encoded its copy of the end for another process (a Process argument, a Queue item, a message): it holds
+  // the end for that copy until a process adopts it, so the end is not released in between, even if the sender closes
+  // its copy or stops using it. A sender that does not hold the end takes it up for the copy.
+  void hand_over(Coordinator::Peer& peer, wire::Envelope& req) {
+    expect_nil(req);
+    auto at = locate(req.header.object);
+    if (!at) return reply_gone(peer, req.header);
+    if (holding_of(at->self(), req.header.sender) == nullptr) use(*at, req.header.sender);
+    if (Holding* h = holding_of(at->self(), req.header.sender)) {
+      h->taken_over = h->lent = false;
+      if (h->handed < max_handed) ++h->handed;
+    }
+    ok(peer, req.header, encode(Object{}));
   }
 
   void send(Coordinator::Peer&, wire::Envelope& req) {
@@ -229,7 +362,8 @@ class PipeService {
     if (!at->self().writable) {
       throw ProtocolError("mpx: pipe end " + std::to_string(req.header.object) + " is read-only");
     }
-    set_holder(*at, req.header.sender);
+    use(*at, req.header.sender);
+    writing(at->other(), req.header.sender);
     std::string message(static_cast<const char*>(req.body[1].data()), req.body[1].size());
     const Located to{at->pipe, 1 - at->side};
     End& r = to.self();
@@ -255,7 +389,8 @@ class PipeService {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::value, "mpx: connection is write-only");
       return;
     }
-    set_holder(*at, req.header.sender);
+    use(*at, req.header.sender);
+    reading(e, req.header.sender);
     if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
     if (!e.inbox.empty()) {
       // A batch, oldest first: the end has one reader, so what it takes early is still read in order, by it alone.
@@ -280,7 +415,7 @@ class PipeService {
       return;
     }
     check_other_holder(*at);
-    if (at->other().holder == 0) {
+    if (at->other().holders.empty()) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
       return;
     }
@@ -316,7 +451,8 @@ class PipeService {
     auto [wait] = req.body_as<std::tuple<std::int64_t>>();
     auto at = locate(req.header.object);
     if (!at) return reply_gone(peer, req.header);
-    set_holder(*at, req.header.sender);
+    use(*at, req.header.sender);
+    reading(at->self(), req.header.sender);
     End& e = at->self();
     if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
     if (!e.ready) check_other_holder(*at);
@@ -335,10 +471,17 @@ class PipeService {
   void close(Coordinator::Peer&, wire::Envelope& req) {
     auto at = locate(req.header.object);
     if (!at) return;
-    // Only the holder releases: a stale copy closed elsewhere does not cut off the process that holds the end now.
-    if (at->self().holder != req.header.sender) return;
-    at->self().holder = 0;
-    refresh(Located{at->pipe, 1 - at->side});
+    // A process that handed its copy on since it last used the end closes only that copy: it holds the end until the
+    // copies in transit are adopted (Python's parent closing its copy of the end it passed to a child). A process
+    // that does not hold the end has nothing to release.
+    Holding* h = holding_of(at->self(), req.header.sender);
+    if (h == nullptr) return;
+    if (h->handed > 0) {
+      h->closed = true;
+      return;
+    }
+    leave(*at, req.header.sender);
+    prune_reaped(*at);
     maybe_erase(at->pipe);
   }
 
@@ -358,7 +501,7 @@ class PipeService {
   // to take an end up again, is gone).
   void maybe_erase(PipeState* pipe) {
     auto& [a, b] = pipe->ends;
-    if (a.holder != 0 || b.holder != 0) return;
+    if (!a.holders.empty() || !b.holders.empty()) return;
     if (pipe->creator_alive && !(a.inbox.empty() && b.inbox.empty())) return;
     std::shared_ptr<PipeState> keep = pipes_.at(a.id);
     for (auto& e : pipe->ends) {
@@ -393,9 +536,8 @@ class PipeService {
         forget_actor(coordinator_, e.receivers, actor);
         forget_actor(coordinator_, e.pollers, actor);
         std::erase_if(e.subscribers, [actor](const Subscriber& s) { return s.actor == actor; });
-        if (e.holder == actor) {
-          e.holder = 0;
-          refresh(Located{pipe.get(), 1 - side});
+        if (holding_of(e, actor) != nullptr) {
+          holder_died(Located{pipe.get(), side}, actor);
           changed = true;
         }
       }
@@ -480,10 +622,11 @@ class PipeService {
     if (!at) return reply_gone(peer, req.header);
     End& e = at->self();
     if (!e.readable) throw ProtocolError("mpx: pipe end " + std::to_string(e.id) + " is write-only");
-    set_holder(*at, req.header.sender);
+    use(*at, req.header.sender);
+    reading(e, req.header.sender);
     const auto reader = req.header.sender;
     bool accepted = false;
-    if (!tracing() && e.holder == reader &&
+    if (!tracing() && holding_of(e, reader) != nullptr &&
         (e.direct.listener == reader || e.direct.phase == Direct::Phase::none)) {
       if (e.direct.listener != 0 && e.direct.listener != reader) {
         orphans_[e.direct.listener].push_back(e.direct.path);  // its files go when it does, unless it removes them
@@ -507,10 +650,11 @@ class PipeService {
     auto at = locate(req.header.object);
     if (!at) return reply_gone(peer, req.header);
     if (!at->self().writable) throw ProtocolError("mpx: pipe end " + std::to_string(req.header.object) + " is read-only");
-    set_holder(*at, req.header.sender);
+    use(*at, req.header.sender);
+    writing(at->other(), req.header.sender);
     End& r = at->other();
     Direct& d = r.direct;
-    const bool grant = !tracing() && r.readable && d.listener != 0 && d.listener == r.holder &&
+    const bool grant = !tracing() && r.readable && d.listener != 0 && holding_of(r, d.listener) != nullptr &&
                        d.listener != req.header.sender && d.phase == Direct::Phase::none && d.control.mapped() &&
                        !d.control.load().closed() && d.epoch < direct::Word::epoch_mask;
     if (!grant) return ok(peer, req.header, encode(Object{}));

@@ -63,11 +63,11 @@ enum class Kind : std::uint16_t {
 
   // pipes (services/pipes.cpp); the object is an end's id; timeout_ms: -1 forever, 0 no wait
   pipe_create = 70,  // [duplex] -> ok [end0 id, end1 id]   (the sender holds both ends)
-  pipe_attach = 71,  // nil -> ok [readable, writable] | error eof   (the sender becomes the holder)
+  pipe_attach = 71,  // nil -> ok [readable, writable] | error eof   (the sender becomes a holder)
   pipe_send = 72,    // [nil] + message frame (posted; no reply, errors are counted)
   pipe_recv = 73,    // [timeout_ms, max_items] -> ok [ready, version] + 1..max_items message frames | error eof | timeout | value
   pipe_poll = 74,    // [timeout_ms] -> ok [ready, version] | error eof (the pipe is gone)
-  pipe_close = 75,   // nil (posted): the holder releases the end
+  pipe_close = 75,   // nil (posted): the sender stops holding the end
   pipe_watch = 76,   // nil -> ok [ready, version], then pipe_ready pushes to the same socket | error eof
   pipe_ready = 77,   // coordinator -> watcher (pushed): [ready, version] of the end in the object field
 
@@ -87,6 +87,7 @@ enum class Kind : std::uint16_t {
   pipe_connected = 81,   // [epoch, connected] (posted): the writer is connected (or gave up)
   pipe_direct = 82,      // reply to pipe_recv/pipe_poll: [epoch]: read the direct connection of that epoch
   pipe_direct_end = 83,  // [epoch, listening] + drained message frames -> ok nil: the reader finished an epoch
+  pipe_hand_over = 84,   // nil -> ok nil: the sender encoded its copy for another process (held until adopted)
 
   // tracing (services/trace.cpp); switches the coordinator's trace bus at run time
   trace_enable = 180,   // [spec] (MPX_TRACE syntax) -> ok [pub endpoint or ""] | error value | error internal
@@ -197,6 +198,7 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::pipe_connected, "pipe_connected"},
     {Kind::pipe_direct, "pipe_direct"},
     {Kind::pipe_direct_end, "pipe_direct_end"},
+    {Kind::pipe_hand_over, "pipe_hand_over"},
     {Kind::trace_enable, "trace_enable"},
     {Kind::trace_disable, "trace_disable"},
     {Kind::trace_status, "trace_status"},
