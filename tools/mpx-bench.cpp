@@ -170,9 +170,11 @@ void queue_producer(mpx::Queue<std::string> q, int n) {
   for (int i = 0; i < n; ++i) q.put(item);
 }
 
-// One producer process, the consumer here: items per second from start to the last get.
+// One producer process, the consumer here: items per second from start to the last get. A JoinableQueue goes to the
+// producer as the Queue it is.
+template <class Q = mpx::Queue<std::string>>
 double mpx_queue_throughput(int n) {
-  mpx::Queue<std::string> q;
+  Q q;
   queue_producer(q, 1000);  // warm-up: coordinator, channel, allocator
   for (int i = 0; i < 1000; ++i) (void)q.get();
   const auto t0 = Clock::now();
@@ -215,18 +217,18 @@ double zmq_push_pull_throughput(int n) {
   return n / seconds;
 }
 
-Workload queue_one_to_one() {
+// queue/1to1 and queue/joinable: the same producer and consumer on a Queue of the given kind, mpx and Python alike.
+Workload queue_one_to_one_of(std::string variant, std::string python_kind, std::function<double(int)> mpx_side) {
   Workload w;
-  w.name = "queue/1to1";
+  w.name = "queue/" + variant;
   w.unit = "items/s";
   w.target = 10.0;
-  w.raw_target = 0.4;
   w.higher_is_better = true;
   w.iterations = 200000;
   w.python_iterations = 50000;
-  w.mpx = mpx_queue_throughput;
+  w.mpx = std::move(mpx_side);
   w.python =
-      "q = multiprocessing.Queue()\n"
+      "q = multiprocessing." + python_kind + "()\n"
       "p = multiprocessing.Process(target=_queue_producer, args=(q, n))\n"
       "t0 = time.perf_counter()\n"
       "p.start()\n"
@@ -235,8 +237,23 @@ Workload queue_one_to_one() {
       "seconds = time.perf_counter() - t0\n"
       "p.join()\n"
       "return n / seconds\n";
+  return w;
+}
+
+Workload queue_one_to_one() {
+  Workload w = queue_one_to_one_of("1to1", "Queue", mpx_queue_throughput<>);
+  w.raw_target = 0.4;
   w.raw = zmq_push_pull_throughput;
   w.raw_label = "ZeroMQ PUSH -> PULL over ipc, 64-byte messages";
+  return w;
+}
+
+// A JoinableQueue has no lane: every put and get crosses the coordinator (and a put must be handed over, durable,
+// before it returns).
+Workload queue_joinable() {
+  Workload w = queue_one_to_one_of("joinable", "JoinableQueue", mpx_queue_throughput<mpx::JoinableQueue<std::string>>);
+  w.target = 5.0;
+  w.note = "queue/joinable: queue/1to1's producer process and consumer on a JoinableQueue (put + get, no task_done)";
   return w;
 }
 
@@ -564,7 +581,7 @@ Workload queue_many_to_many() {
       "    p.join()\n"
       "return per * 8 / seconds\n";
   // Not a raw floor: the target is half of mpx's own 1to1 throughput, so measure that here, now.
-  w.raw = mpx_queue_throughput;
+  w.raw = mpx_queue_throughput<>;
   w.raw_label = "not a raw floor: mpx queue/1to1 with as many items, measured in this run (target: half of it)";
   w.note = "queue/8to8: 8 producer and 8 consumer processes on one Queue, 64-byte items, started together by a "
            "Barrier; timed from the release to the last consumer joined";
@@ -695,7 +712,7 @@ Workload trace_file() {
   w.iterations = 200000;
   w.python_iterations = 0;
   w.mpx = mpx_queue_throughput_traced;
-  w.raw = mpx_queue_throughput;
+  w.raw = mpx_queue_throughput<>;
   w.raw_label = "not a raw floor: mpx queue/1to1 with tracing off, measured in this run (target: half of it)";
   w.note = "trace/file: queue/1to1 with MPX_TRACE-style tracing on to a file sink. Tracing compiled in but off vs a "
            "-Dtracing=false build (target >= 97%) needs two builds: tools/trace-overhead.sh compares them";
@@ -1185,6 +1202,7 @@ std::vector<Workload> workloads() {
       process_start_join(mpx::StartMethod::forkserver, 10.0, 200, 100),
       process_start_join(mpx::StartMethod::spawn, 20.0, 50, 30),
       queue_one_to_one(),
+      queue_joinable(),
       queue_many_to_many(),
       pipe_round_trip(),
       pipe_throughput(),

@@ -598,17 +598,10 @@ void pool_worker_main(WorkerSpec spec) {
       throw runtime::ChildFailure{initializer_failed_exit, current_exception_type(), "(not a std::exception)"};
     }
   }
+  // Takes and results go through the coordinator's side door when it has one (the coordinator is on this host), as all
+  // of this thread's traffic does: both legs of a task's round trip then skip ZeroMQ's I/O threads.
   auto& channel = runtime::Channel::current();
-  // Takes and results go through the coordinator's side door when it has one (the coordinator is on this host):
-  // both legs of a task's round trip then skip ZeroMQ's I/O threads. The channel stays for everything else.
-  runtime::SideChannel side;
-  const auto post = [&](wire::Envelope e) {
-    if (side.connected()) {
-      side.post(std::move(e));
-    } else {
-      channel.post(std::move(e));
-    }
-  };
+  const auto post = [&](wire::Envelope e) { channel.post(std::move(e)); };
   const auto pid = static_cast<std::int64_t>(runtime::self_pid());
   std::unordered_map<std::string, Resolved> functions;  // by encoded FunctionId
   Outbox results;
@@ -618,7 +611,7 @@ void pool_worker_main(WorkerSpec spec) {
     if (spec.maxtasks) ask = std::min(ask, spec.maxtasks - done);
     while (results.filled() > max_report_frames) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
     auto take = results.report(wire::Kind::pool_take, spec.pool, ask);
-    auto reply = side.connected() ? side.request(std::move(take)) : channel.request(std::move(take), std::nullopt);
+    auto reply = channel.request(std::move(take), std::nullopt);
     if (reply.header.kind == wire::Kind::error) {
       auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
       if (static_cast<wire::ErrorCode>(code) == wire::ErrorCode::closed) return;
@@ -662,8 +655,8 @@ void pool_worker_main(WorkerSpec spec) {
     }
     if (spec.maxtasks && done >= spec.maxtasks) {
       while (!results.empty()) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
-      // run_child flushes the channel, so the results arrive before the exit is seen; side-door posts are in the
-      // kernel already, and the coordinator reads its side door before anything that reports the exit.
+      // Posted results are durable once post() returns (in the side door's socket, or acknowledged), so they are
+      // handled before the coordinator handles this worker's exit.
       return;
     }
   }

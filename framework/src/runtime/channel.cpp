@@ -1,11 +1,15 @@
 #include "runtime/channel.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <system_error>
 #include <atomic>
 #include <memory>
 #include <cstring>
 #include <mutex>
 #include <vector>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -74,17 +78,72 @@ void add_thread_exit_hook(void (*hook)()) {
 
 bool Channel::sole_in_process() { return channel_count.at_most_one(); }
 
-Channel::Channel(zmq::context_t& context, const std::string& endpoint)
-    : socket_(context, zmq::socket_type::dealer), actor_id_(static_cast<std::uint64_t>(::getpid())), endpoint_(endpoint) {
+namespace {
+// How long a post through ZeroMQ waits for the coordinator's acknowledgement before it gives up on the coordinator.
+constexpr auto post_acknowledge_timeout = std::chrono::seconds(60);
+
+// What a hello says: this process, its parent and its name.
+wire::Envelope make_hello() {
+  const auto& self = state().self;
+  return wire::make(wire::Kind::hello, 0, 0,
+                    std::make_tuple(static_cast<std::int64_t>(::getpid()),
+                                    static_cast<std::int64_t>(self.parent_pid), self.name));
+}
+
+std::optional<std::chrono::milliseconds> time_left(std::optional<std::chrono::steady_clock::time_point> deadline) {
+  if (!deadline) return std::nullopt;
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
+  return std::max(left, std::chrono::milliseconds(0));
+}
+
+std::optional<std::chrono::steady_clock::time_point> deadline_after(std::optional<std::chrono::milliseconds> timeout) {
+  if (!timeout) return std::nullopt;
+  return std::chrono::steady_clock::now() + *timeout;
+}
+}  // namespace
+
+Channel::Channel(zmq::context_t& context, const std::string& endpoint) : Channel(context, endpoint, Posts::sent) {}
+
+Channel::Channel(zmq::context_t& context, const std::string& endpoint, Posts posts)
+    : socket_(context, zmq::socket_type::dealer),
+      actor_id_(static_cast<std::uint64_t>(::getpid())),
+      endpoint_(endpoint),
+      posts_(posts) {
   wire::configure(socket_, endpoint);
   socket_.set(zmq::sockopt::linger, 200);
   socket_.set(zmq::sockopt::rcvhwm, 0);  // replies (batches of queue items) are bounded by what this thread asked for
   socket_.connect(endpoint);
-  const auto& self = state().self;
-  wire::Envelope hello = wire::make(wire::Kind::hello, 0, 0,
-                                    std::make_tuple(static_cast<std::int64_t>(::getpid()),
-                                                    static_cast<std::int64_t>(self.parent_pid), self.name));
+  wire::Envelope hello = make_hello();
   wire::send(socket_, hello, actor_id_);
+}
+
+Channel::Channel() : actor_id_(static_cast<std::uint64_t>(::getpid())) {}
+
+Channel::~Channel() {
+  if (side_fd_ >= 0) ::close(side_fd_);
+}
+
+bool Channel::open_side_door(const std::string& path) {
+  sockaddr_un address{};
+  if (path.empty() || path.size() >= sizeof address.sun_path) return false;
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  int rc = 0;
+  do {
+    rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    ::close(fd);
+    return false;
+  }
+  side_fd_ = fd;
+  endpoint_ = "unix:" + path;
+  // The hello goes first on the connection, so the coordinator watches this process before anything else it sends.
+  wire::Envelope hello = make_hello();
+  side_write(hello);
+  return true;
 }
 
 Channel& Channel::current() {
@@ -93,16 +152,33 @@ Channel& Channel::current() {
     require_initialized();
     ensure_coordinator();
     this_thread.owner = pid;
-    // In the coordinator's own process, talk to it in memory; everyone else uses the session's endpoint.
+    // In the coordinator's own process, talk to it in memory; everyone else uses the side door when the session has
+    // one, else the session's endpoint, where posts wait for their acknowledgement.
     const Coordinator* local = coordinator_if_running();
-    this_thread.channel =
-        new Channel(context(), local ? local->local_endpoint() : state().session.coordinator_endpoint);
+    if (local != nullptr) {
+      this_thread.channel = new Channel(context(), local->local_endpoint(), Posts::sent);
+    } else {
+      auto channel = std::unique_ptr<Channel>(new Channel());
+      if (!channel->open_side_door(side_door_path())) {
+        channel.reset(new Channel(context(), state().session.coordinator_endpoint, Posts::acknowledged));
+      }
+      this_thread.channel = channel.release();
+    }
     channel_count.add();
   }
   return *this_thread.channel;
 }
 
 void Channel::post(wire::Envelope message) {
+  if (side_fd_ >= 0) {
+    side_write(message);  // in the coordinator's socket buffer once written: it outlives this process
+    return;
+  }
+  if (posts_ == Posts::acknowledged) {
+    message.header.flags |= static_cast<std::uint32_t>(wire::Flag::acknowledge);
+    (void)request(std::move(message), post_acknowledge_timeout);  // an error reply to a post is dropped, as ever
+    return;
+  }
   wire::send(socket_, message, actor_id_);
   unconfirmed_posts_ = true;
 }
@@ -121,19 +197,28 @@ wire::Envelope Channel::request(wire::Envelope request, std::optional<std::chron
   const std::uint64_t correlation = next_correlation_++;
   request.header.correlation = correlation;
   const auto kind = request.header.kind;
+  if (side_fd_ >= 0) {
+    side_write(request);
+    return side_wait(correlation, kind, timeout);
+  }
   wire::send(socket_, request, actor_id_);
-  const auto deadline = std::chrono::steady_clock::now() + timeout.value_or(std::chrono::milliseconds(0));
+  auto reply = zmq_wait(correlation, kind, timeout);
+  unconfirmed_posts_ = false;
+  return reply;
+}
+
+void Channel::no_reply(wire::Kind kind, std::chrono::milliseconds timeout) const {
+  throw TimeoutError("mpx: no reply to '" + std::string(wire::kind_name(kind)) + "' from the coordinator at " +
+                     endpoint_ + " within " + std::to_string(timeout.count()) + " ms");
+}
+
+wire::Envelope Channel::zmq_wait(std::uint64_t correlation, wire::Kind kind,
+                                 std::optional<std::chrono::milliseconds> timeout) {
+  const auto deadline = deadline_after(timeout);
   for (;;) {
-    auto left = std::chrono::milliseconds(-1);
-    if (timeout) {
-      left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() < 0) left = std::chrono::milliseconds(0);
-    }
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-    if (wire::poll(&item, 1, left.count()) == 0) {
-      throw TimeoutError("mpx: no reply to '" + std::string(wire::kind_name(kind)) + "' from the coordinator at " +
-                         endpoint_ + " within " + std::to_string(timeout->count()) + " ms");
-    }
+    const int ready = wire::poll(&item, 1, time_left(deadline).value_or(std::chrono::milliseconds(-1)).count());
+    if (ready == 0) no_reply(kind, *timeout);
     std::optional<wire::Envelope> reply;
     try {
       reply = wire::recv(socket_, nullptr, true);
@@ -142,8 +227,51 @@ wire::Envelope Channel::request(wire::Envelope request, std::optional<std::chron
     }
     if (!reply) continue;
     if (reply->header.correlation != correlation) continue;  // a late reply to an earlier, timed-out request
-    unconfirmed_posts_ = false;
     return std::move(*reply);
+  }
+}
+
+void Channel::side_write(wire::Envelope& message) {
+  std::string packet;
+  wire::append_packet(packet, message, actor_id_);
+  std::size_t sent = 0;
+  while (sent < packet.size()) {
+    const ssize_t n = ::send(side_fd_, packet.data() + sent, packet.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      throw ProtocolError("mpx: the coordinator's side door closed");
+    }
+  }
+}
+
+wire::Envelope Channel::side_wait(std::uint64_t correlation, wire::Kind kind,
+                                  std::optional<std::chrono::milliseconds> timeout) {
+  const auto deadline = deadline_after(timeout);
+  const auto max_bytes = static_cast<std::size_t>(wire::limits().max_message_bytes);
+  for (;;) {
+    std::size_t start = 0;
+    while (auto reply = wire::take_packet(side_in_, start, max_bytes)) {
+      if (reply->header.correlation != correlation) continue;  // a late reply to an earlier, timed-out request
+      side_in_.erase(0, start);
+      return std::move(*reply);
+    }
+    side_in_.erase(0, start);
+    pollfd readable{side_fd_, POLLIN, 0};
+    const int ready = wire::poll(&readable, 1, time_left(deadline).value_or(std::chrono::milliseconds(-1)).count(),
+                                 "mpx: poll on the coordinator's side door");
+    if (ready == 0) no_reply(kind, *timeout);
+    char chunk[64 * 1024];
+    const ssize_t n = ::recv(side_fd_, chunk, sizeof chunk, MSG_DONTWAIT);
+    if (n > 0) {
+      side_in_.append(chunk, static_cast<std::size_t>(n));
+    } else if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+      continue;
+    } else {
+      throw ProtocolError("mpx: the coordinator's side door closed");
+    }
   }
 }
 
@@ -157,67 +285,6 @@ void ensure_known() {
   auto pong = Channel::current().request(wire::make(wire::Kind::ping, 0, 0, Object{}), std::chrono::seconds(30));
   expect_ok(pong);
   known_pid.store(me, std::memory_order_release);
-}
-
-SideChannel::SideChannel() : actor_id_(static_cast<std::uint64_t>(self_pid())) {
-  const std::string path = side_door_path();
-  sockaddr_un address{};
-  if (path.empty() || path.size() >= sizeof address.sun_path) return;
-  ensure_known();
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, path.data(), path.size());
-  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd_ >= 0 && ::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
-    ::close(fd_);
-    fd_ = -1;
-  }
-}
-
-SideChannel::~SideChannel() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void SideChannel::write_all(wire::Envelope& message) {
-  std::string packet;
-  wire::append_packet(packet, message, actor_id_);
-  std::size_t sent = 0;
-  while (sent < packet.size()) {
-    const ssize_t n = ::send(fd_, packet.data() + sent, packet.size() - sent, MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<std::size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else {
-      throw ProtocolError("mpx: the coordinator's side door closed");
-    }
-  }
-}
-
-void SideChannel::post(wire::Envelope message) { write_all(message); }
-
-wire::Envelope SideChannel::request(wire::Envelope request) {
-  const std::uint64_t correlation = next_correlation_++;
-  request.header.correlation = correlation;
-  write_all(request);
-  const auto max_bytes = static_cast<std::size_t>(wire::limits().max_message_bytes);
-  for (;;) {
-    std::size_t start = 0;
-    while (auto reply = wire::take_packet(in_, start, max_bytes)) {
-      if (reply->header.correlation != correlation) continue;  // an error reply to a post: dropped, as a channel does
-      in_.erase(0, start);
-      return std::move(*reply);
-    }
-    in_.erase(0, start);
-    char chunk[64 * 1024];
-    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-    if (n > 0) {
-      in_.append(chunk, static_cast<std::size_t>(n));
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else {
-      throw ProtocolError("mpx: the coordinator's side door closed");
-    }
-  }
 }
 
 wire::Envelope& expect_ok(wire::Envelope& reply) {

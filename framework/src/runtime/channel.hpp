@@ -14,16 +14,20 @@ namespace mpx::runtime {
 
 class Channel {
  public:
-  // The calling thread's channel in this process, connected on first use.
+  // The calling thread's channel to this session's coordinator, connected on first use: through the side door when
+  // the coordinator has one and is not in this process, else through ZeroMQ.
   static Channel& current();
 
   // Sends a request and waits for the reply with the same correlation id. A reply of kind `error` is returned as is;
   // no reply within `timeout` throws TimeoutError; nullopt waits as long as it takes.
   wire::Envelope request(wire::Envelope request, std::optional<std::chrono::milliseconds> timeout);
-  // Sends without waiting for a reply.
+  // Hands a message over without waiting for a handler's reply. On a channel to the session's coordinator, once post()
+  // returns the message survives this process's death (PROTOCOL.md, "Durable posts"): through the side door it is in
+  // the coordinator's socket buffer; through ZeroMQ the coordinator has acknowledged it. (In the coordinator's own
+  // process it is an in-memory send: the coordinator dies with the process.)
   void post(wire::Envelope message);
   // Waits until everything posted so far has reached the coordinator (a ping round trip, if anything was posted
-  // since the last reply). A process calls it before exiting, so its last posts are not lost with it.
+  // since the last reply and is not durable yet). A process calls it before exiting, so its last posts are not lost.
   void flush(std::chrono::milliseconds timeout);
   // flush() on this thread's channel, if it has one.
   static void flush_current(std::chrono::milliseconds timeout);
@@ -33,43 +37,34 @@ class Channel {
   static bool sole_in_process();
 
   std::uint64_t actor_id() const noexcept { return actor_id_; }
+  // The ZeroMQ socket of a channel that does not use the side door.
   zmq::socket_t& socket() noexcept { return socket_; }
 
+  // A ZeroMQ channel to `endpoint` (a manager's, say): posts on it are sent and not acknowledged.
   explicit Channel(zmq::context_t& context, const std::string& endpoint);
+  ~Channel();
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
 
  private:
-  zmq::socket_t socket_;
+  enum class Posts { sent, acknowledged };
+  Channel(zmq::context_t& context, const std::string& endpoint, Posts posts);
+  Channel();  // for the side door: no ZeroMQ socket
+  // Connects to the side door at `path`; false (and no side door) if it cannot.
+  bool open_side_door(const std::string& path);
+  void side_write(wire::Envelope& message);
+  wire::Envelope side_wait(std::uint64_t correlation, wire::Kind kind, std::optional<std::chrono::milliseconds> timeout);
+  wire::Envelope zmq_wait(std::uint64_t correlation, wire::Kind kind, std::optional<std::chrono::milliseconds> timeout);
+  [[noreturn]] void no_reply(wire::Kind kind, std::chrono::milliseconds timeout) const;
+
+  zmq::socket_t socket_;  // unused (closed) on the side door
+  int side_fd_ = -1;      // the side door's connection, when this channel uses it
+  std::string side_in_;   // bytes read from it and not framed yet
   std::uint64_t actor_id_;
   std::uint64_t next_correlation_ = 1;
   std::string endpoint_;
+  Posts posts_ = Posts::sent;
   bool unconfirmed_posts_ = false;
-};
-
-// A connection to the coordinator's side door (PROTOCOL.md, "The side door"): a unix stream socket, so a message
-// goes from this thread into the kernel and out to the coordinator thread without ZeroMQ's I/O thread on either
-// end. Only the kinds the coordinator allows there (a pool worker's take and results); a thread that uses one sends
-// those kinds on it alone, so they stay in order. Blocking, one request at a time.
-class SideChannel {
- public:
-  // Connects if this session's coordinator has a side door (connected() says whether it did), after ensure_known():
-  // the side door's traffic must follow this process's hello (how the coordinator watches it for its death and names
-  // it in a trace).
-  SideChannel();
-  ~SideChannel();
-  SideChannel(const SideChannel&) = delete;
-  SideChannel& operator=(const SideChannel&) = delete;
-  bool connected() const noexcept { return fd_ >= 0; }
-  // Sends and waits for the reply with the same correlation id (as Channel::request without a timeout). Throws
-  // ProtocolError if the coordinator goes away.
-  wire::Envelope request(wire::Envelope request);
-  void post(wire::Envelope message);
-
- private:
-  void write_all(wire::Envelope& message);
-  int fd_ = -1;
-  std::uint64_t actor_id_ = 0;
-  std::uint64_t next_correlation_ = 1;
-  std::string in_;
 };
 
 // Runs on a thread that ends, just before its channel closes, so what the hook sends still goes out (a consumer thread

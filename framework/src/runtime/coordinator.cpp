@@ -49,8 +49,6 @@ void Coordinator::handle(wire::Kind kind, Handler handler) {
 
 void Coordinator::on_death(DeathHook hook) { death_hooks_.push_back(std::move(hook)); }
 
-void Coordinator::allow_side(wire::Kind kind) { side_kinds_.insert(static_cast<std::uint16_t>(kind)); }
-
 bool Coordinator::open_side_door(const std::string& path) {
   sockaddr_un address{};
   if (running_ || side_listen_ >= 0 || path.empty() || path.size() >= sizeof address.sun_path) return false;
@@ -119,6 +117,10 @@ void Coordinator::side_events() {
     bool open = true;
     if (events[i].events & EPOLLOUT) open = side_flush(it->second);
     if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) open = side_read(serial, it->second) && open;
+    if (it->second.overflowed) {
+      malformed_.fetch_add(1, std::memory_order_relaxed);
+      open = false;
+    }
     if (!open) {
       side_drop(it);
     } else {
@@ -148,20 +150,20 @@ void Coordinator::side_accept() {
       ::close(fd);
       continue;
     }
-    sides_.emplace(serial, SideConnection{fd, peer.pid, {}, {}, false});
+    sides_.emplace(serial, SideConnection{fd, peer.pid, {}, {}, false, false});
   }
 }
 
 // Reads what the connection has and handles every whole packet, like messages from the ROUTER. A malformed packet
 // breaks the stream's framing: it is counted and the connection closed (the process learns it at its next read).
-bool Coordinator::side_read(std::uint64_t serial, SideConnection& c) {
+bool Coordinator::side_read(std::uint64_t serial, SideConnection& c, bool to_end) {
   bool open = true;
   side_scratch_.resize(side_read_chunk);
-  for (std::size_t round = 0; round < batch; ++round) {
+  for (std::size_t round = 0; to_end || round < batch; ++round) {
     const ssize_t n = ::recv(c.fd, side_scratch_.data(), side_scratch_.size(), MSG_DONTWAIT);
     if (n > 0) {
       c.in.append(side_scratch_.data(), static_cast<std::size_t>(n));
-      if (static_cast<std::size_t>(n) < side_scratch_.size()) break;  // drained: no second recv to learn EAGAIN
+      if (!to_end && static_cast<std::size_t>(n) < side_scratch_.size()) break;  // drained: no recv to learn EAGAIN
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -170,7 +172,7 @@ bool Coordinator::side_read(std::uint64_t serial, SideConnection& c) {
   }
   std::size_t start = 0;
   const auto max_bytes = static_cast<std::size_t>(wire::limits().max_message_bytes);
-  for (;;) {
+  while (!c.overflowed) {
     std::optional<wire::Envelope> request;
     try {
       request = wire::take_packet(c.in, start, max_bytes);
@@ -188,12 +190,9 @@ bool Coordinator::side_read(std::uint64_t serial, SideConnection& c) {
     peer.routing.rebuild(routing.data(), routing.size());
     peer.actor = request->header.sender;
     peer.side = serial;
-    MPX_TRACE_RECORD(trace::Direction::in, *request, peer.actor, trace::coordinator_actor);
-    if (!side_kinds_.count(static_cast<std::uint16_t>(request->header.kind))) {
-      malformed_.fetch_add(1, std::memory_order_relaxed);
-      reply_error(peer, request->header, wire::ErrorCode::unsupported,
-                  "mpx: '" + std::string(wire::kind_name(request->header.kind)) + "' does not come through the side door");
-      continue;
+    // A hello is recorded once its actor is known (handle_runtime), so the trace names it from its first message.
+    if (request->header.kind != wire::Kind::hello) {
+      MPX_TRACE_RECORD(trace::Direction::in, *request, peer.actor, trace::coordinator_actor);
     }
     dispatch(peer, *request);
   }
@@ -224,6 +223,13 @@ void Coordinator::side_send(std::uint64_t serial, wire::Envelope& envelope) {
   auto it = sides_.find(serial);
   if (it == sides_.end()) return;
   auto& c = it->second;
+  // A post (correlation 0) has nobody waiting for an answer: an error about it would only pile up unread.
+  if (envelope.header.correlation == 0 && envelope.header.kind == wire::Kind::error) return;
+  // A peer that leaves more than the bound unread is not reading: it is closed (once its turn ends), not buffered for.
+  if (c.overflowed || c.out.size() > wire::store_bounds.side_unread_bytes) {
+    c.overflowed = true;
+    return;
+  }
   const bool idle = c.out.empty();
   wire::append_packet(c.out, envelope, 0);
   if (idle) (void)side_flush(c);  // a broken one is closed when its reading end reports it
@@ -286,9 +292,28 @@ bool Coordinator::has_exited(pid_t pid) const {
   return ::poll(&exited, 1, 0) == 1;
 }
 
+// What a dead process wrote to its side-door connections before it died is in their socket buffers: it is handled
+// before the death hooks run, so a post that returned (a put, a release) is never undone by its sender's death.
+void Coordinator::side_drain(pid_t pid) {
+  for (auto it = sides_.begin(); it != sides_.end();) {
+    auto next = std::next(it);
+    if (it->second.pid == pid) {
+      bool open = side_read(it->first, it->second, true);
+      if (it->second.overflowed) open = false;
+      if (!open) {
+        side_drop(it);
+      } else {
+        side_watch_out(it->second, it->first);
+      }
+    }
+    it = next;
+  }
+}
+
 void Coordinator::reap(pid_t pid) {
   auto it = watched_.find(pid);
   if (it == watched_.end()) return;
+  side_drain(pid);
   ::close(it->second);
   watched_.erase(it);
   actors_.store(watched_.size());
@@ -349,6 +374,19 @@ void Coordinator::run() {
 }
 
 void Coordinator::dispatch(Peer& peer, wire::Envelope& request) {
+  // A post sent as a request (PROTOCOL.md, "Durable posts"): answered `ok` once handled. A handler may take the peer.
+  if (request.header.flags & static_cast<std::uint32_t>(wire::Flag::acknowledge)) {
+    Peer acknowledge_to = peer.copy();
+    const wire::Header header = request.header;
+    dispatch_one(peer, request);
+    auto ok = wire::make_reply(header, wire::Kind::ok, encode(Object{}));
+    reply(acknowledge_to, ok);
+    return;
+  }
+  dispatch_one(peer, request);
+}
+
+void Coordinator::dispatch_one(Peer& peer, wire::Envelope& request) {
   try {
     const auto kind = request.header.kind;
     if (kind == wire::Kind::hello || kind == wire::Kind::ping || kind == wire::Kind::stats ||
@@ -371,6 +409,43 @@ void Coordinator::dispatch(Peer& peer, wire::Envelope& request) {
     malformed_.fetch_add(1, std::memory_order_relaxed);
     reply_error(peer, request.header, wire::ErrorCode::malformed, e.what());
   }
+}
+
+namespace {
+void cut(std::string& field, std::size_t bound) {
+  if (field.size() <= bound) return;
+  constexpr std::string_view mark = " [cut by the coordinator]";
+  field.resize(bound > mark.size() ? bound - mark.size() : 0);
+  if (bound > mark.size()) field += mark;
+  field.shrink_to_fit();  // what was decoded may be far larger than what is kept
+}
+}  // namespace
+
+// Bounded in count and bytes (wire::store_bounds): a report is cut to size, and the oldest ones make room.
+void Coordinator::keep_error(pid_t pid, ErrorReport report) {
+  const auto& bounds = wire::store_bounds;
+  cut(report.type, bounds.error_name_bytes);
+  cut(report.host, bounds.error_name_bytes);
+  cut(report.message, bounds.error_field_bytes);
+  if (auto old = errors_.find(pid); old != errors_.end()) forget_error(old);
+  while (!errors_.empty() && (errors_.size() >= bounds.error_reports ||
+                              error_bytes_ + report.bytes() > bounds.error_report_bytes)) {
+    forget_error(errors_.find(error_order_.begin()->second));
+  }
+  report.order = next_error_order_++;
+  report.expiry = timers_.schedule(TimerWheel::Clock::now() + error_report_lifetime, [this, pid] {
+    if (auto it = errors_.find(pid); it != errors_.end()) forget_error(it);
+  });
+  error_bytes_ += report.bytes();
+  error_order_.emplace(report.order, pid);
+  errors_.emplace(pid, std::move(report));
+}
+
+void Coordinator::forget_error(std::unordered_map<pid_t, ErrorReport>::iterator it) {
+  timers_.cancel(it->second.expiry);
+  error_bytes_ -= it->second.bytes();
+  error_order_.erase(it->second.order);
+  errors_.erase(it);
 }
 
 void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
@@ -401,10 +476,7 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
       auto [pid, type, message, host] =
           request.body_as<std::tuple<std::int64_t, std::string, std::string, std::string>>();
       if (pid <= 0) throw ProtocolError("mpx: process_error with pid " + std::to_string(pid));
-      const auto key = static_cast<pid_t>(pid);
-      if (auto old = errors_.find(key); old != errors_.end()) timers_.cancel(old->second.expiry);
-      auto expiry = timers_.schedule(TimerWheel::Clock::now() + error_report_lifetime, [this, key] { errors_.erase(key); });
-      errors_[key] = ErrorReport{std::move(type), std::move(message), std::move(host), expiry};
+      keep_error(static_cast<pid_t>(pid), ErrorReport{std::move(type), std::move(message), std::move(host)});
       auto r = wire::make_reply(h, wire::Kind::ok, encode(Object{}));
       reply(peer, r);
       return;
@@ -417,8 +489,7 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
         body = encode(std::make_tuple(false, std::string(), std::string(), pid, std::string()));
       } else {
         body = encode(std::make_tuple(true, it->second.type, it->second.message, pid, it->second.host));
-        timers_.cancel(it->second.expiry);
-        errors_.erase(it);
+        forget_error(it);
       }
       auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
       reply(peer, r);

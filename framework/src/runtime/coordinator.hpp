@@ -10,7 +10,6 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include <sys/types.h>
@@ -34,6 +33,15 @@ class Coordinator {
     zmq::message_t routing;
     std::uint64_t actor = 0;
     std::uint64_t side = 0;  // nonzero: the side-door connection it came through; replies go back on it
+
+    // Another handle on the same peer, to answer it later (or again).
+    Peer copy() const {
+      Peer p;
+      p.routing.copy(const_cast<zmq::message_t&>(routing));
+      p.actor = actor;
+      p.side = side;
+      return p;
+    }
   };
   // A service's handler for one kind. It may reply now, or keep the peer and reply later (a blocked waiter).
   // Throwing ProtocolError or SerializationError counts the message as malformed and sends an error reply.
@@ -47,11 +55,9 @@ class Coordinator {
 
   // Registration happens before start().
   void handle(wire::Kind kind, Handler handler);
-  // Lets `kind` also come through the side door (only kinds whose handlers know a peer by its actor and reply through
-  // reply(), never by its routing id).
-  void allow_side(wire::Kind kind);
-  // The side door: a unix stream socket at `path` for processes of this host, which skips ZeroMQ's I/O threads on
-  // both ends (PROTOCOL.md, "The side door"). Before start(); false if it cannot be opened (then there is none).
+  // The side door: a unix stream socket at `path` for processes of this host, which carries all of a thread's traffic
+  // and makes a post durable once written (PROTOCOL.md, "The side door"). Before start(); false if it cannot be opened
+  // (then there is none).
   bool open_side_door(const std::string& path);
   void on_death(DeathHook hook);
 
@@ -77,6 +83,7 @@ class Coordinator {
  private:
   void run();
   void dispatch(Peer& peer, wire::Envelope& request);
+  void dispatch_one(Peer& peer, wire::Envelope& request);
   void handle_runtime(Peer& peer, wire::Envelope& request);
   void reap(pid_t pid);
   struct SideConnection {
@@ -85,9 +92,12 @@ class Coordinator {
     std::string in;      // bytes read and not framed yet
     std::string out;     // bytes to write once the socket takes them
     bool watching_out = false;  // registered for EPOLLOUT while `out` waits
+    bool overflowed = false;    // its peer left more unread replies than the bound: to be closed
   };
   void side_accept();
-  bool side_read(std::uint64_t serial, SideConnection& c);  // false: closed or broken
+  // Reads what the connection has (all of it when `to_end`, else a turn's share) and handles every whole packet.
+  bool side_read(std::uint64_t serial, SideConnection& c, bool to_end = false);  // false: closed or broken
+  void side_drain(pid_t pid);
   bool side_flush(SideConnection& c);                       // false: broken
   void side_send(std::uint64_t serial, wire::Envelope& envelope);
   void side_watch_out(SideConnection& c, std::uint64_t serial);
@@ -98,7 +108,11 @@ class Coordinator {
   struct ErrorReport {
     std::string type, message, host;
     TimerWheel::Id expiry = 0;
+    std::uint64_t order = 0;  // when it came: the oldest is forgotten first when the store is full
+    std::size_t bytes() const noexcept { return type.capacity() + message.capacity() + host.capacity(); }
   };
+  void keep_error(pid_t pid, ErrorReport report);
+  void forget_error(std::unordered_map<pid_t, ErrorReport>::iterator it);
 
   zmq::context_t& context_;
   std::string endpoint_;
@@ -112,6 +126,9 @@ class Coordinator {
   std::vector<DeathHook> death_hooks_;
   std::map<pid_t, int> watched_;  // pid -> pidfd
   std::unordered_map<pid_t, ErrorReport> errors_;
+  std::map<std::uint64_t, pid_t> error_order_;  // ErrorReport::order -> pid
+  std::size_t error_bytes_ = 0;
+  std::uint64_t next_error_order_ = 1;
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> malformed_{0};
   std::atomic<std::uint64_t> actors_{0};
@@ -120,7 +137,6 @@ class Coordinator {
   std::string side_path_;
   std::map<std::uint64_t, SideConnection> sides_;
   std::uint64_t next_side_ = 1;
-  std::unordered_set<std::uint16_t> side_kinds_;
   std::vector<char> side_scratch_;  // what a recv reads into
   bool running_ = false;
   std::uint64_t next_object_id_ = 1;

@@ -34,7 +34,7 @@ constexpr std::uint32_t max_handed = 1 << 20;
 
 struct Subscriber {
   std::uint64_t actor = 0;
-  zmq::message_t routing;
+  Coordinator::Peer peer;
 };
 
 // The direct path into a reading end (PROTOCOL.md, "Pipes: the direct path"). An epoch is one writer's connection to
@@ -183,9 +183,7 @@ class PipeService {
 
   void push(const End& e) {
     for (const auto& s : e.subscribers) {
-      Coordinator::Peer to;
-      to.routing.copy(const_cast<zmq::message_t&>(s.routing));
-      to.actor = s.actor;
+      Coordinator::Peer to = s.peer.copy();
       wire::Envelope n = wire::make(wire::Kind::pipe_ready, e.id, 0, std::make_tuple(e.ready, e.version));
       coordinator_.reply(to, n);
     }
@@ -492,7 +490,7 @@ class PipeService {
     std::erase_if(e.subscribers, [&](const Subscriber& s) { return s.actor == req.header.sender; });
     Subscriber s;
     s.actor = req.header.sender;
-    s.routing.copy(peer.routing);
+    s.peer = peer.copy();
     e.subscribers.push_back(std::move(s));
     ok(peer, req.header, state_body(e));
   }

@@ -110,9 +110,6 @@ class PoolService {
     coordinator_.handle(K::pool_submit, [this](auto&, auto& req) { submit(req); });
     coordinator_.handle(K::pool_take, [this](auto& peer, auto& req) { take(peer, req); });
     coordinator_.handle(K::pool_results, [this](auto&, auto& req) { results(req); });
-    // A worker's own traffic: the handlers know it by its actor and answer through reply(), so the side door will do.
-    coordinator_.allow_side(K::pool_take);
-    coordinator_.allow_side(K::pool_results);
     coordinator_.handle(K::pool_worker_exit, [this](auto&, auto& req) { worker_exit(req); });
     coordinator_.handle(K::pool_close, [this](auto&, auto& req) { close(req); });
     coordinator_.handle(K::pool_terminate, [this](auto& peer, auto& req) { terminate(peer, req); });
@@ -142,7 +139,7 @@ class PoolService {
     if (processes == 0) throw ProtocolError("mpx: pool_create with 0 processes");
     auto pool = std::make_unique<PoolState>();
     Submitter& owner = pool->submitters.emplace_back();
-    owner.peer.routing.copy(peer.routing);
+    owner.peer = peer.copy();
     owner.peer.actor = req.header.sender;
     pool->owner_local = req.header.sender == static_cast<std::uint64_t>(::getpid());
     pool->build_id = std::move(build_id);
@@ -165,7 +162,7 @@ class PoolService {
     if (pool.submitters.size() >= max_submitters) throw ProtocolError("mpx: too many pool_attach for one pool");
     const std::uint64_t index = pool.submitters.size();
     Submitter& s = pool.submitters.emplace_back();
-    s.peer.routing.copy(peer.routing);
+    s.peer = peer.copy();
     s.peer.actor = req.header.sender;
     ok(peer, req.header, encode(std::make_tuple(index, pool.processes, pool.max_retries, pool.build_id)));
   }

@@ -24,7 +24,8 @@ inline constexpr std::size_t max_body_frames = 64;
 
 enum class Flag : std::uint32_t {
   none = 0,
-  trace = 1u << 0,  // record this message on the trace bus
+  trace = 1u << 0,        // record this message on the trace bus
+  acknowledge = 1u << 1,  // a posted kind sent as a request: the coordinator answers `ok nil` once it handled it
 };
 
 struct Header {

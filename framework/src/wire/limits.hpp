@@ -16,6 +16,17 @@ struct Limits {
   std::int64_t max_message_bytes = 512ll << 20;  // ZMQ_MAXMSGSIZE on every socket
 };
 
+// What the coordinator keeps for one peer at most, whoever sends it: every per-peer store is bounded in count and
+// bytes (PROTOCOL.md, "Bounds"), so no flood of messages grows its memory without limit.
+struct StoreBounds {
+  std::size_t error_reports = 1024;                 // process_error reports kept at once; the oldest goes first
+  std::size_t error_report_bytes = 8u << 20;        // their type, message and host together
+  std::size_t error_field_bytes = 64u << 10;        // one report's message (longer ones are cut, and say so)
+  std::size_t error_name_bytes = 1u << 10;          // one report's type or host
+  std::size_t side_unread_bytes = 64u << 20;        // replies a side-door connection leaves unread (plus one more)
+};
+inline constexpr StoreBounds store_bounds{};
+
 // The limits in force for this process.
 const Limits& limits() noexcept;
 

@@ -1,0 +1,119 @@
+// The coordinator's per-peer stores are bounded: a flood of forged reports from a raw client leaves its memory flat.
+#include <catch2/catch.hpp>
+
+#include <mpx/mpx.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+#include "runtime/runtime.hpp"
+#include "wire/envelope.hpp"
+#include "wire/limits.hpp"
+#include "wire/transport.hpp"
+
+using namespace mpx;
+
+namespace {
+
+// This process's resident set (the coordinator runs as a thread of it), in bytes.
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// A DEALER that speaks for nobody in particular: what a hostile or broken foreign client would be.
+struct RawClient {
+  zmq::socket_t socket{runtime::context(), zmq::socket_type::dealer};
+  std::uint64_t next_correlation = 1;
+
+  RawClient() {
+    runtime::ensure_coordinator();  // it starts on first use; this client is no mpx channel
+    const std::string endpoint = runtime::state().session.coordinator_endpoint;
+    wire::configure(socket, endpoint);
+    socket.set(zmq::sockopt::linger, 0);
+    socket.connect(endpoint);
+  }
+  void send(wire::Envelope e) {
+    e.header.correlation = next_correlation++;
+    wire::send(socket, e, static_cast<std::uint64_t>(::getpid()));
+  }
+  wire::Envelope receive() {
+    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+    REQUIRE(zmq::poll(&item, 1, std::chrono::milliseconds(60000)) == 1);
+    auto e = wire::recv(socket);
+    REQUIRE(e);
+    return std::move(*e);
+  }
+};
+
+constexpr std::int64_t forged_pid_base = 100000000;  // above any pid_max: no live process is named
+
+// `count` small reports with distinct pids, then eight of 16 MiB; every reply is read, so all were handled.
+void flood(RawClient& client, std::int64_t first_pid, int count) {
+  constexpr int window = 500;
+  for (int sent = 0; sent < count;) {
+    const int n = std::min(window, count - sent);
+    for (int i = 0; i < n; ++i) {
+      client.send(wire::make(wire::Kind::process_error, 0, 0,
+                             std::make_tuple(first_pid + sent + i, std::string("ValueError"),
+                                             "report " + std::to_string(sent + i) + std::string(200, 'x'),
+                                             std::string("forged-host"))));
+    }
+    int refused = 0;
+    for (int i = 0; i < n; ++i) refused += client.receive().header.kind == wire::Kind::ok ? 0 : 1;
+    REQUIRE(refused == 0);
+    sent += n;
+  }
+  const std::string huge(16u << 20, 'y');
+  for (int i = 0; i < 8; ++i) {
+    client.send(wire::make(wire::Kind::process_error, 0, 0,
+                           std::make_tuple(first_pid + count + i, std::string("HugeError"), huge, huge)));
+    CHECK(client.receive().header.kind == wire::Kind::ok);
+  }
+}
+
+std::tuple<bool, std::string, std::string, std::int64_t, std::string> query(RawClient& client, std::int64_t pid) {
+  client.send(wire::make(wire::Kind::process_error_query, 0, 0, std::make_tuple(pid)));
+  auto reply = client.receive();
+  REQUIRE(reply.header.kind == wire::Kind::ok);
+  return reply.body_as<std::tuple<bool, std::string, std::string, std::int64_t, std::string>>();
+}
+
+}  // namespace
+
+TEST_CASE("a flood of process_error reports leaves the coordinator's memory flat", "[fault][bounds]") {
+  RawClient client;
+  constexpr int per_round = 25000;
+  // One round first: the store fills to its bound and the allocators reach their working size.
+  flood(client, forged_pid_base, per_round);
+  const std::size_t before = resident_bytes();
+  for (int round = 1; round <= 2; ++round) flood(client, forged_pid_base + round * 1000000, per_round);
+  const std::size_t after = resident_bytes();
+  INFO("resident before " << before / 1024 << " KiB, after " << after / 1024 << " KiB");
+  CHECK(after < before + (8u << 20));
+
+  // The newest reports are kept (cut to size, and saying so); the oldest made room for them.
+  const std::int64_t last_round = forged_pid_base + 2 * 1000000;
+  auto [found_huge, type, message, pid, host] = query(client, last_round + per_round + 7);
+  REQUIRE(found_huge);
+  CHECK(type == "HugeError");
+  CHECK(message.size() <= wire::store_bounds.error_field_bytes);
+  CHECK(message.ends_with("[cut by the coordinator]"));
+  CHECK(host.size() <= wire::store_bounds.error_name_bytes);
+  CHECK_FALSE(std::get<0>(query(client, last_round)));
+  CHECK_FALSE(std::get<0>(query(client, forged_pid_base)));
+}
+
+TEST_CASE("a real process's error report is still kept and answered", "[fault][bounds]") {
+  Process p([] { throw std::runtime_error("kept"); });
+  p.start();
+  REQUIRE(p.join(std::chrono::seconds(60)));
+  CHECK(p.exitcode() == 1);
+  auto error = p.exception();
+  REQUIRE(error);
+}
