@@ -834,8 +834,7 @@ TEST_CASE("TestStartMethod.test_nested_startmethod", "[conformance][process]") {
 
 // ---- TestCloseFds ----
 
-// [.bug]: a spawn child inherits every descriptor not marked close-on-exec; Python's spawn closes them.
-TEST_CASE("TestCloseFds.test_closefd", "[conformance][process][.bug]") {
+TEST_CASE("TestCloseFds.test_closefd", "[conformance][process]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   auto [reader, writer] = mpx::Pipe();
   const int fd = high_socket_fd();
