@@ -920,7 +920,6 @@ TEST_CASE("_TestProcess.test_forkserver_sigint", "[conformance][process]") {
   check_forkserver_death(SIGINT);
 }
 
-// [.bug]: a forkserver that died is not started again: later starts fail with "cannot reach the forkserver".
-TEST_CASE("_TestProcess.test_forkserver_sigkill", "[conformance][process][.bug]") {
+TEST_CASE("_TestProcess.test_forkserver_sigkill", "[conformance][process]") {
   check_forkserver_death(SIGKILL);
 }

@@ -349,7 +349,6 @@ namespace {
         ::close(conn);
         continue;
       }
-      const pid_t zygote = ::getpid();
       // Blocked across the fork: a SIGINT sent to the child before it has its disposition back stays pending (an
       // ignored signal that is blocked is kept) and is delivered once it has, instead of being lost.
       ::sigprocmask(SIG_BLOCK, &sigint, nullptr);
@@ -362,7 +361,8 @@ namespace {
         ::close(conn);
         for (auto& [p, fd] : children) ::close(fd);
         ::prctl(PR_SET_NAME, program_name);  // a worker shows as the program, not as the zygote
-        die_with_parent(zygote);
+        // No PR_SET_PDEATHSIG here: a child outlives its zygote (a SIGKILLed forkserver, bpo-31308) and ends with the
+        // process that asked for it instead, which it watches from become_child on (watch_logical_parent).
         ::sigaction(SIGINT, &original_sigint, nullptr);
         ::sigprocmask(SIG_SETMASK, &original, nullptr);
         run_launch(*spec);
