@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -230,8 +231,6 @@ void run_worker(mpx::StartMethod method, Target target, const Obj& obj) {
 // ---------------------------------------------------------------------------------------------------------------------
 // _TestContainers
 
-// CPython's last part (proxies stored in a managed list stay live) is _TestContainers.test_list_proxy_in_list's
-// subject and needs known bug 13's fix.
 TEST_CASE("_TestContainers.test_list", "[conformance][manager][containers]") {
   mpx::Manager manager;
   auto a = manager.list(Object(range(10)));
@@ -249,6 +248,38 @@ TEST_CASE("_TestContainers.test_list", "[conformance][manager][containers]") {
   CHECK(b.slice(std::nullopt, std::nullopt) == ints({0, 1, 2, 3, 4, 0, 1, 2, 3, 4}));
   CHECK(concat(b.copy().as_array(), ints({5, 6})) == ints({0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6}));  // b + [5, 6]
   CHECK(a.slice(std::nullopt, std::nullopt) == range(10));
+
+  // A list of proxies: its elements stay live references to a and b.
+  auto e = manager.list(Object::list({mpx::reference(a), mpx::reference(b)}));
+  CHECK(e.get_proxy<mpx::ListProxy>(0).slice(std::nullopt, std::nullopt) == range(10));
+  CHECK(e.get_proxy<mpx::ListProxy>(1).slice(std::nullopt, std::nullopt) == ints({0, 1, 2, 3, 4, 0, 1, 2, 3, 4}));
+
+  auto f = manager.list(Object::list({mpx::reference(a)}));
+  a.append("hello");
+  CHECK(f.get_proxy<mpx::ListProxy>(0).slice(std::nullopt, std::nullopt) == concat(range(10), {Object("hello")}));
+}
+
+TEST_CASE("_TestContainers.test_list_proxy_in_list", "[conformance][manager][containers]") {
+  mpx::Manager manager;
+  Object::Array inner;
+  for (int i = 0; i < 3; ++i) inner.push_back(mpx::reference(manager.list(Object(range(3)))));
+  auto a = manager.list(Object(inner));
+  auto element = [&](std::int64_t i) { return a.get_proxy<mpx::ListProxy>(i); };
+  for (std::int64_t i = 0; i < 3; ++i) CHECK(element(i).slice(std::nullopt, std::nullopt) == range(3));
+
+  element(0).set(-1, 55);
+  CHECK(element(0).slice(std::nullopt, std::nullopt) == ints({0, 1, 55}));
+  for (std::int64_t i = 1; i < 3; ++i) CHECK(element(i).slice(std::nullopt, std::nullopt) == range(3));
+
+  CHECK(element(1).pop() == Object(2));
+  CHECK(element(1).size() == 2);
+  for (std::int64_t i = 0; i < 3; i += 2) CHECK(element(i).size() == 3);
+
+  // A list that holds itself: the reference leads back to the same list.
+  auto b = manager.list();
+  b.append(b);
+  CHECK(b.get_proxy<mpx::ListProxy>(0).id() == b.id());
+  CHECK(b.get_proxy<mpx::ListProxy>(0).get_proxy<mpx::ListProxy>(0).size() == 1);
 }
 
 TEST_CASE("_TestContainers.test_dict", "[conformance][manager][containers]") {
@@ -268,6 +299,74 @@ TEST_CASE("_TestContainers.test_dict", "[conformance][manager][containers]") {
   CHECK(sorted(d.keys()) == sorted(keys));
   CHECK(sorted(d.values()) == sorted(values));
   CHECK(sorted(d.items()) == sorted(items));
+}
+
+TEST_CASE("_TestContainers.test_dict_proxy_nested", "[conformance][manager][containers]") {
+  mpx::Manager manager;
+  std::optional<mpx::DictProxy> d;
+  {
+    // CPython drops its own proxies of pets and supplies (del) and reads them through d: here they go out of scope.
+    auto pets = manager.dict(Object::dict({{"ferrets", 2}, {"hamsters", 4}}));
+    auto supplies = manager.dict(Object::dict({{"water", 10}, {"feed", 3}}));
+    d = manager.dict(Object::dict({{"pets", mpx::reference(pets)}, {"supplies", mpx::reference(supplies)}}));
+
+    CHECK(supplies.get("water") == Object(10));
+    CHECK(d->get_proxy<mpx::DictProxy>("supplies").get("water") == Object(10));
+
+    d->get_proxy<mpx::DictProxy>("supplies").set("blankets", 5);
+    CHECK(supplies.get("blankets") == Object(5));
+    CHECK(d->get_proxy<mpx::DictProxy>("supplies").get("blankets") == Object(5));
+
+    d->get_proxy<mpx::DictProxy>("supplies").set("water", 7);
+    CHECK(supplies.get("water") == Object(7));
+    CHECK(d->get_proxy<mpx::DictProxy>("supplies").get("water") == Object(7));
+  }
+  CHECK(d->get_proxy<mpx::DictProxy>("pets").get("ferrets") == Object(2));
+  d->get_proxy<mpx::DictProxy>("supplies").set("blankets", 11);
+  CHECK(d->get_proxy<mpx::DictProxy>("supplies").get("blankets") == Object(11));
+
+  std::optional<mpx::ListProxy> l;
+  {
+    auto pets = d->get_proxy<mpx::DictProxy>("pets");
+    auto supplies = d->get_proxy<mpx::DictProxy>("supplies");
+    supplies.set("water", 7);
+    CHECK(supplies.get("water") == Object(7));
+    CHECK(d->get_proxy<mpx::DictProxy>("supplies").get("water") == Object(7));
+
+    d->clear();  // drops the references, not the objects they refer to
+    CHECK(d->size() == 0);
+    CHECK(supplies.get("water") == Object(7));
+    CHECK(pets.get("hamsters") == Object(4));
+
+    l = manager.list(Object::list({mpx::reference(pets), mpx::reference(supplies)}));
+    l->get_proxy<mpx::DictProxy>(0).set("marmots", 1);
+    CHECK(pets.get("marmots") == Object(1));
+    CHECK(l->get_proxy<mpx::DictProxy>(0).get("marmots") == Object(1));
+  }
+  CHECK(l->get_proxy<mpx::DictProxy>(0).get("marmots") == Object(1));
+
+  auto outer = manager.list(Object::list({Object::list({88, 99}), mpx::reference(*l)}));
+  CHECK(outer.get(0) == Object::list({88, 99}));  // a plain list, not a reference to one
+  CHECK_THROWS_AS(outer.get_proxy<mpx::ListProxy>(0), mpx::TypeError);
+  CHECK(outer.get_proxy<mpx::ListProxy>(-1).get_proxy<mpx::DictProxy>(-1).get("feed") == Object(3));
+}
+
+TEST_CASE("_TestContainers.test_nested_queue", "[conformance][manager][containers]") {
+  // mpx differs: a manager's Queue is a coordinator-backed handle, not a manager proxy (README "Managers"), so a
+  // container holds it as its msgpack value (mpx::encode/decode) rather than through reference()/get_proxy().
+  mpx::Manager manager;
+  auto as_value = [](const mpx::Queue<int>& queue) { return mpx::decode<Object>(mpx::encode(queue)); };
+  auto as_queue = [](const Object& value) { return mpx::decode<mpx::Queue<int>>(mpx::encode(value)); };
+
+  auto a = manager.list();  // a queue inside a list
+  a.append(as_value(manager.Queue<int>()));
+  as_queue(a.get(0)).put(123);
+  CHECK(as_queue(a.get(0)).get(true, 10s) == 123);
+
+  auto b = manager.dict();  // a queue inside a dict
+  b.set(0, as_value(manager.Queue<int>()));
+  as_queue(b.get(0)).put(456);
+  CHECK(as_queue(b.get(0)).get(true, 10s) == 456);
 }
 
 TEST_CASE("_TestContainers.test_namespace", "[conformance][manager][containers]") {

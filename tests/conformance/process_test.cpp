@@ -834,8 +834,7 @@ TEST_CASE("TestStartMethod.test_nested_startmethod", "[conformance][process]") {
 
 // ---- TestCloseFds ----
 
-// [.bug]: a spawn child inherits every descriptor not marked close-on-exec; Python's spawn closes them.
-TEST_CASE("TestCloseFds.test_closefd", "[conformance][process][.bug]") {
+TEST_CASE("TestCloseFds.test_closefd", "[conformance][process]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   auto [reader, writer] = mpx::Pipe();
   const int fd = high_socket_fd();
@@ -921,7 +920,6 @@ TEST_CASE("_TestProcess.test_forkserver_sigint", "[conformance][process]") {
   check_forkserver_death(SIGINT);
 }
 
-// [.bug]: a forkserver that died is not started again: later starts fail with "cannot reach the forkserver".
-TEST_CASE("_TestProcess.test_forkserver_sigkill", "[conformance][process][.bug]") {
+TEST_CASE("_TestProcess.test_forkserver_sigkill", "[conformance][process]") {
   check_forkserver_death(SIGKILL);
 }

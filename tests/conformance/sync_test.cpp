@@ -171,6 +171,14 @@ void check_barrier_passes(int passes) {
   barrier.abort();
 }
 
+// CPython's AppendTrue over a DummyList: the action counts its runs in a shared Value.
+void append_true(mpx::Value<int> results) { results.fetch_add(1); }
+
+void action_f(mpx::Barrier barrier, mpx::Value<int> results) {
+  barrier.wait();
+  require(results.value() == 1, "the action ran exactly once, before any party was released");
+}
+
 void wait_return_f(mpx::Barrier barrier, mpx::Queue<std::int64_t> queue) {
   queue.put(static_cast<std::int64_t>(barrier.wait()));
 }
@@ -540,6 +548,15 @@ TEST_CASE("_TestBarrier.test_wait_return", "[conformance][sync][barrier]") {
   std::vector<std::int64_t> results;
   for (int i = 0; i < N; ++i) results.push_back(queue.get(true, 30s));
   CHECK(std::count(results.begin(), results.end(), 0) == 1);
+  barrier.abort();
+}
+
+TEST_CASE("_TestBarrier.test_action", "[conformance][sync][barrier]") {
+  const auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
+  mpx::Value<int> results(0);
+  mpx::Barrier barrier(N, mpx::bind(append_true, results), std::chrono::duration<double>(default_timeout));
+  run_parties(method, action_f, barrier, results);
+  CHECK(results.value() == 1);
   barrier.abort();
 }
 

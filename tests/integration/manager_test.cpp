@@ -524,6 +524,19 @@ TEST_CASE("shutdown ends the manager process; it also dies with its parent", "[m
   CHECK(gone_within(manager_pid, 10s));
 }
 
+TEST_CASE("every proxy call after the manager's shutdown raises EOFError", "[manager][lifetime]") {
+  mpx::Manager manager;
+  auto d = manager.dict();
+  auto l = manager.list();
+  d.set(1, 2);  // the direct stream is open when the manager goes
+  manager.shutdown();
+  // The first call finds the open stream closed; later ones find nobody listening: the same error for both.
+  CHECK_THROWS_AS(d.set(3, 4), mpx::EOFError);
+  CHECK_THROWS_AS(d.get(1), mpx::EOFError);
+  CHECK_THROWS_AS(d.get(1), mpx::EOFError);
+  CHECK_THROWS_AS(l.append(1), mpx::EOFError);  // never connected before the shutdown
+}
+
 TEST_CASE("malformed requests get error replies and never crash the manager", "[manager][malformed]") {
   mpx::Manager manager;
   auto d = manager.dict();

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstring>
 #include <mutex>
+#include <system_error>
 #include <typeinfo>
 #include <unordered_map>
 
@@ -260,6 +261,17 @@ struct DirectConnections {
 };
 thread_local DirectConnections direct_connections;
 
+// A new stream to the manager. Nobody listening means the manager is gone (shut down, or dead): the EOFError its open
+// streams gave, so that every call after the shutdown fails alike, not only the first.
+Connection connect_direct(const ManagerRef& ref) {
+  try {
+    return Client(ref.direct, ref.authkey.empty() ? std::nullopt : std::optional<std::string>(ref.authkey));
+  } catch (const std::system_error& e) {
+    if (e.code() != std::errc::no_such_file_or_directory && e.code() != std::errc::connection_refused) throw;
+    throw EOFError("mpx: the manager at '" + ref.direct + "' is gone (shut down or dead): " + e.code().message());
+  }
+}
+
 wire::Envelope direct_request(const ManagerRef& ref, wire::Kind kind, std::string_view body) {
   auto& table = direct_connections;
   if (table.owner != runtime::self_pid()) {
@@ -269,8 +281,7 @@ wire::Envelope direct_request(const ManagerRef& ref, wire::Kind kind, std::strin
   const std::string key = ref.direct + '\0' + ref.authkey;
   auto it = table.by_key.find(key);
   if (it == table.by_key.end()) {
-    auto stream = std::make_unique<DirectStream>(DirectStream{
-        Client(ref.direct, ref.authkey.empty() ? std::nullopt : std::optional<std::string>(ref.authkey)), {}});
+    auto stream = std::make_unique<DirectStream>(DirectStream{connect_direct(ref), {}});
     // The manager answers at once; a reply that takes longer means it is stuck: TimeoutError, never a hang.
     const timeval limit{std::chrono::duration_cast<std::chrono::seconds>(reply_timeout).count(), 0};
     ::setsockopt(stream->connection.fileno(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);

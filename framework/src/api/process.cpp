@@ -3,8 +3,10 @@
 #include <mpx/process.hpp>
 #include <mpx/handle.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <mutex>
@@ -49,6 +51,7 @@ struct ProcessState {
   pid_t pid = 0;
   int pidfd = -1;
   int status_fd = -1;
+  bool forkserver_lost = false;  // the forkserver died before reporting how this child ended
   std::optional<int> exitcode;
   bool error_checked = false;
   std::optional<RemoteError> error;
@@ -69,6 +72,9 @@ namespace {
 using detail::ProcessState;
 
 std::atomic<int> process_counter{0};
+
+// A child's exit code once its wait status is lost with its forkserver: Python's value (popen_forkserver.poll).
+constexpr int forkserver_lost_exitcode = 255;
 
 struct Children {
   std::mutex mutex;
@@ -138,7 +144,17 @@ void reap(ProcessState& s) {
   if (s.exitcode) return;
   if (s.status_fd >= 0) {
     auto code = runtime::read_forkserver_status(s.status_fd);
-    s.exitcode = code.value_or(-SIGKILL);  // no status: the forkserver itself was killed, and its children with it
+    if (!code) {
+      // No status: the forkserver was killed. Its children survive it (as Python's do, bpo-31308), so from now on
+      // the child's pidfd says when it ends; this sentinel is ready again at once if there is none.
+      ::close(s.status_fd);
+      s.status_fd = -1;
+      s.forkserver_lost = true;
+      if (s.pidfd >= 0) return;
+    }
+    s.exitcode = code.value_or(forkserver_lost_exitcode);
+  } else if (s.forkserver_lost) {
+    s.exitcode = forkserver_lost_exitcode;  // not this process's child: its wait status went to whoever adopted it
   } else {
     siginfo_t info{};
     if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd), &info, WEXITED) != 0) {
@@ -153,12 +169,20 @@ int sentinel_of(const ProcessState& s) { return s.status_fd >= 0 ? s.status_fd :
 
 // Waits until the process ends or the timeout passes; timeout_ms < 0 waits forever. Returns true if it ended.
 bool wait_for_end(ProcessState& s, long timeout_ms) {
-  if (s.exitcode) return true;
-  const int fd = sentinel_of(s);
-  if (fd < 0) return false;
-  pollfd p{fd, POLLIN, 0};
-  if (wire::poll(&p, 1, timeout_ms, "mpx: Process.join: poll") == 0) return false;
-  if (s.role == ProcessState::Role::child) reap(s);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0L));
+  while (!s.exitcode) {
+    const int fd = sentinel_of(s);
+    if (fd < 0) return false;
+    long left = timeout_ms;
+    if (timeout_ms > 0) {
+      const auto remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      left = std::max(0L, static_cast<long>(remaining.count()));
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (wire::poll(&p, 1, left, "mpx: Process.join: poll") == 0) return false;
+    if (s.role != ProcessState::Role::child) return true;
+    reap(s);  // leaves exitcode unset if the forkserver died: then the pidfd is waited on
+  }
   return true;
 }
 

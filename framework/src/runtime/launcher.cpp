@@ -113,8 +113,12 @@ void reset_signal_handlers() {
 
 constexpr const char* forkserver_variable = "MPX_FORKSERVER";  // "<listener fd>:<root pid>"
 
-// posix_spawn of the program (the executable, with this process's argv) handing it descriptor `fd` as
-// "<variable>=<fd><suffix>" in its environment, which is this one without the launchers' own variables.
+// Where a spawned program finds the one descriptor it is handed, right above stdin, stdout and stderr.
+constexpr int handed_fd = 3;
+
+// posix_spawn of the program (the executable, with this process's argv) handing it descriptor `fd` as descriptor
+// handed_fd, named by "<variable>=<handed_fd><suffix>" in its environment, which is this one without the launchers' own
+// variables.
 int spawn_program(pid_t& pid, int fd, const char* variable, const std::string& suffix,
                   const posix_spawnattr_t* attributes) {
   const auto& st = state();
@@ -127,7 +131,7 @@ int spawn_program(pid_t& pid, int fd, const char* variable, const std::string& s
     }
     env_strings.emplace_back(entry);
   }
-  env_strings.push_back(std::string(variable) + "=" + std::to_string(fd) + suffix);
+  env_strings.push_back(std::string(variable) + "=" + std::to_string(handed_fd) + suffix);
   std::vector<char*> envp;
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -137,9 +141,12 @@ int spawn_program(pid_t& pid, int fd, const char* variable, const std::string& s
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  // dup2 onto itself clears close-on-exec in the child only, so no other concurrent spawn inherits it.
-  posix_spawn_file_actions_adddup2(&actions, fd, fd);
-  const int rc = ::posix_spawn(&pid, st.executable.c_str(), &actions, attributes, argv.data(), envp.data());
+  // As Python's spawn, the program gets only what it needs: stdio and `fd`, whatever else this process has open
+  // without close-on-exec (a C++ descriptor is inheritable by default) is closed. dup2 clears close-on-exec in the
+  // child only (also when fd already is handed_fd), so no other concurrent spawn inherits it.
+  int rc = posix_spawn_file_actions_adddup2(&actions, fd, handed_fd);
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, handed_fd + 1);
+  if (rc == 0) rc = ::posix_spawn(&pid, st.executable.c_str(), &actions, attributes, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   return rc;
 }
@@ -342,7 +349,6 @@ namespace {
         ::close(conn);
         continue;
       }
-      const pid_t zygote = ::getpid();
       // Blocked across the fork: a SIGINT sent to the child before it has its disposition back stays pending (an
       // ignored signal that is blocked is kept) and is delivered once it has, instead of being lost.
       ::sigprocmask(SIG_BLOCK, &sigint, nullptr);
@@ -355,7 +361,8 @@ namespace {
         ::close(conn);
         for (auto& [p, fd] : children) ::close(fd);
         ::prctl(PR_SET_NAME, program_name);  // a worker shows as the program, not as the zygote
-        die_with_parent(zygote);
+        // No PR_SET_PDEATHSIG here: a child outlives its zygote (a SIGKILLed forkserver, bpo-31308) and ends with the
+        // process that asked for it instead, which it watches from become_child on (watch_logical_parent).
         ::sigaction(SIGINT, &original_sigint, nullptr);
         ::sigprocmask(SIG_SETMASK, &original, nullptr);
         run_launch(*spec);
