@@ -34,7 +34,9 @@ class QueueCore : public Handle {
   std::string_view get_view(bool block, const Timeout& timeout);
   std::size_t qsize() const;
   std::size_t maxsize() const;
-  bool empty() const { return qsize() == 0; }
+  // Raises mpx::ValueError on a closed handle that was used (Python's Queue closes its reader only once a put started
+  // its feeder thread).
+  bool empty() const { return empty_if_open(false); }
   bool full() const;
   // Python: this handle will put and get no more; later puts and gets through it raise ValueError at once. Other
   // handles (copies made before, handles in other processes) are unaffected.
@@ -49,6 +51,7 @@ class QueueCore : public Handle {
   QueueCore(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}
   void task_done_core();
   bool join_core(const Timeout& timeout);
+  bool empty_if_open(bool even_if_unused) const;
 
   // How get() turns the item into its T: `into` decodes `item` into `*out` (an std::optional<T>) or throws.
   struct Decoder {
@@ -76,6 +79,7 @@ class QueueCore : public Handle {
   [[noreturn]] void refuse(const std::string& item, const Decoder& decoder, const char* why) const;
   void check_open() const;
   bool closed_ = false;
+  bool used_ = false;  // a put or get went through this handle
   mutable std::size_t maxsize_ = static_cast<std::size_t>(-1);  // cached: fixed at creation
 };
 
@@ -111,6 +115,8 @@ class SimpleQueue : public detail::QueueCore {
   SimpleQueue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
   void put(const T& item) { put_bytes(encode(item), true, std::nullopt); }
   T get() { return get_as<T>(true, std::nullopt); }
+  // Python's SimpleQueue.close() closes its reader at once: empty() raises mpx::ValueError after it, used or not.
+  bool empty() const { return empty_if_open(true); }
 };
 
 // Python's multiprocessing.JoinableQueue. Unlike Python, an item taken by a process that dies before task_done() is

@@ -211,8 +211,14 @@ void QueueCore::check_open() const {
   if (closed_) throw ValueError("mpx: Queue " + std::to_string(ref_.id) + " is closed");
 }
 
+bool QueueCore::empty_if_open(bool even_if_unused) const {
+  if (used_ || even_if_unused) check_open();
+  return qsize() == 0;
+}
+
 void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) {
   check_open();
+  used_ = true;
   if (shm::Ring* ring = usable_lane(ref_.id)) {
     sync_posted(ref_.id);
     if (!ring->fits(item.size())) {
@@ -284,6 +290,7 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout, c
       (runtime::add_child_exit_hook(&release_at_exit), runtime::add_thread_exit_hook(&release_at_exit), true);
   (void)hooked;
   check_open();
+  used_ = true;
   // Decodes what was got; the reason it did not, or nullopt (no decoder: the caller takes the bytes as they are).
   const auto failure = [decoder](const std::string& item) -> std::optional<std::string> {
     if (decoder == nullptr) return std::nullopt;
