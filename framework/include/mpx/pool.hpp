@@ -499,6 +499,7 @@ class Pool {
   template <class F, class... A>
     requires std::is_invocable_v<decltype(+std::declval<F>()), A...>
   auto apply(F&& f, A&&... args) {
+    detail::WaitingCaller waiting;  // from before the submit: see map()
     return apply_async(std::forward<F>(f), std::forward<A>(args)...).get();
   }
 
@@ -526,6 +527,9 @@ class Pool {
   template <class F, std::ranges::input_range Range>
   std::vector<detail::map_result_t<F, Range>> map(F&& f, Range&& items, std::optional<std::size_t> chunksize = {},
                                                   Progress progress = {}) {
+    // Waiting from before the submit: a Ctrl-C that comes once a worker runs a task, before get() begins to wait,
+    // still interrupts the map instead of killing the program.
+    detail::WaitingCaller waiting;
     return map_async(std::forward<F>(f), std::forward<Range>(items), chunksize, nullptr, nullptr,
                      std::move(progress))
         .get();
@@ -550,6 +554,7 @@ class Pool {
   template <class F, std::ranges::input_range Range>
   std::vector<detail::starmap_result_t<F, Range>> starmap(F&& f, Range&& items,
                                                           std::optional<std::size_t> chunksize = {}) {
+    detail::WaitingCaller waiting;  // from before the submit: see map()
     return starmap_async(std::forward<F>(f), std::forward<Range>(items), chunksize).get();
   }
 
