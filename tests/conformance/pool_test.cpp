@@ -533,8 +533,8 @@ TEST_CASE("conformance pool: a program ending with a live pool", "[.pool-at-exit
   CHECK(program_pool()->map([](double x) { return x; }, xs) == xs);
 }
 
-// Hidden: a Pool still alive when main() returns segfaults the program in ~Pool (its terminate request goes through
-// the main thread's channel, already destroyed with the thread's thread_local objects).
+// Hidden: a Pool still alive when main() returns ends the program abnormally in ~Pool (its terminate request goes
+// through the main thread's channel, already destroyed with the thread's thread_local objects).
 TEST_CASE("_TestPoolWorkerLifetime.test_worker_finalization_via_atexit_handler_of_multiprocessing",
           "[conformance][pool][.bug]") {
   const auto status = conformance::run_program("conformance pool: a program ending with a live pool", {}, 60s);
