@@ -54,9 +54,9 @@ using ref_type = std::remove_cvref_t<decltype(std::declval<const T&>().ref())>;
 template <class T>
 concept Adoptable = requires(const T& t) { t.ref(); } && std::is_constructible_v<T, adopt_t, ref_type<T>>;
 
+/// Adoptable types are serializable: their reference is what is encoded.
 template <class T>
   requires Adoptable<T>
-/// Adoptable types are serializable: their reference is what is encoded.
 struct is_serializable<T> : std::true_type {};
 
 /// Python's (block, timeout) pair as the coordinator's wait in milliseconds: -1 forever, 0 not at all.
