@@ -22,7 +22,7 @@ struct ObjectRef {
 
 /// Tag for rebuilding a handle from its reference (what decoding an argument does) instead of creating an object.
 struct adopt_t {
-  explicit adopt_t() = default;
+  explicit adopt_t() = default;  ///< Explicit, so that `{}` never converts to the tag by accident.
 };
 /// The adopt tag: `Queue<int>(mpx::adopt, ref)` rebuilds a handle from its ObjectRef.
 inline constexpr adopt_t adopt{};

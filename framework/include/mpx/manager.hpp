@@ -527,7 +527,7 @@ class BaseManager {
 /// Python's multiprocessing.Manager(): a started manager on an ipc socket of this session.
 class Manager : public BaseManager {
  public:
-  Manager();
+  Manager();  ///< Starts the manager process at once, as Python's Manager() does.
 };
 
 /// A bound manager server in this process (BaseManager::get_server()).

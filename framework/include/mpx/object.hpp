@@ -3,6 +3,7 @@
 #pragma once
 
 #ifndef MSGPACK_NO_BOOST
+/// msgpack-c without Boost: mpx needs none. Defined unless the includer did.
 #define MSGPACK_NO_BOOST
 #endif
 #include <msgpack.hpp>

@@ -149,7 +149,7 @@ class Listener {
   /// Binds and listens at `address` (see the class comment) with `backlog` pending connections; std::system_error if the
   /// OS refuses (the address is in use).
   explicit Listener(std::string address = {}, std::optional<std::string> authkey = std::nullopt, int backlog = 16);
-  ~Listener();
+  ~Listener();  ///< Closes the listener (see close()).
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
   /// Takes over other's socket; `other` is left closed.

@@ -45,7 +45,7 @@ int cpu_count();
 
 /// Tag for a target that captures state: allowed only under the fork start method, where memory is copied.
 struct closure_t {
-  explicit closure_t() = default;
+  explicit closure_t() = default;  ///< Explicit, so that `{}` never converts to the tag by accident.
 };
 inline constexpr closure_t closure{};  ///< The closure tag: mpx::Process(mpx::closure, lambda).
 
@@ -122,7 +122,7 @@ class Process {
   const std::shared_ptr<detail::ProcessState>& state() const { return state_; }  ///< Internal: the shared state.
 
  protected:
-  struct subclass_t {};
+  struct subclass_t {};  ///< Tag of the ProcessClass constructor.
   /// For ProcessClass<T>: the object itself is the payload, rebuilt in the child by `rebuild`.
   Process(subclass_t, std::string_view class_name, Trampoline rebuild, std::string (*encode_self)(const Process&));
   /// In a rebuilt subclass object: take the name, pid and daemon flag of the process it runs in.
@@ -138,6 +138,7 @@ class Process {
 template <class Self>
 class ProcessClass : public Process {
  protected:
+  /// A process whose body is this object's run(); call start() to run it.
   ProcessClass() : Process(subclass_t{}, class_name(), &rebuild, &encode_self) {}
 
  private:
