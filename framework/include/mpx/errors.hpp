@@ -140,7 +140,8 @@ class WorkerLost : public Error {
   unsigned attempts_;
 };
 
-/// A task or future was cancelled before it ran, or its pool was terminated (Python: concurrent.futures.CancelledError).
+/// A task or future was cancelled before it ran, or its pool was terminated (Python:
+/// concurrent.futures.CancelledError).
 class CancelledError : public Error {
  public:
   using Error::Error;

@@ -20,7 +20,8 @@ namespace mpx {
 
 /// A function pointer with its type erased; the trampoline casts it back.
 using ErasedFunction = void (*)();
-/// Decodes `args` as the function's parameters, calls it, and writes the msgpack-encoded result (nil for void) to `result`.
+/// Decodes `args` as the function's parameters, calls it, and writes the msgpack-encoded result (nil for void) to
+/// `result`.
 using Trampoline = void (*)(ErasedFunction function, std::string_view args, std::string& result);
 
 /// Where a function lives, portable across processes of one build.

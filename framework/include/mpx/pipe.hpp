@@ -68,9 +68,8 @@ class Connection : public Handle {
   /// Rebuilds an end in the process that decodes it and makes this process one of its holders.
   Connection(adopt_t, ObjectRef ref);
 
-  /// Python's Connection.send(obj): sends one message holding `obj`. mpx::ValueError if this end is closed or read-only,
-  /// mpx::EOFError if the pipe is gone.
-  /// Encodes now, so a serialization error is raised here, at the caller.
+  /// Python's Connection.send(obj): sends one message holding `obj`. mpx::ValueError if this end is closed or
+  /// read-only, mpx::EOFError if the pipe is gone. Encodes now, so a serialization error is raised here, at the caller.
   template <Serializable T>
   void send(const T& obj) {
     send_message(encode(obj));
@@ -103,10 +102,10 @@ class Connection : public Handle {
   bool closed() const;  ///< Whether this end was closed (Python: the `closed` property).
   bool readable() const;  ///< Whether this end can receive (false for a simplex pipe's write end).
   bool writable() const;  ///< Whether this end can send (false for a simplex pipe's read end).
-  /// A file descriptor for poll()/select()/epoll: readable while a message (or EOF) is ready. For a direct connection it
-  /// is the socket itself. For a Pipe end it is an eventfd that this process keeps in step with the coordinator through
-  /// a background thread (started by the first fileno()): it may lag the truth by one coordinator round trip, so after
-  /// it signals, poll() gives the exact answer. Owned by the connection; do not close it.
+  /// A file descriptor for poll()/select()/epoll: readable while a message (or EOF) is ready. For a direct connection
+  /// it is the socket itself. For a Pipe end it is an eventfd that this process keeps in step with the coordinator
+  /// through a background thread (started by the first fileno()): it may lag the truth by one coordinator round trip,
+  /// so after it signals, poll() gives the exact answer. Owned by the connection; do not close it.
   int fileno();
 
   /// Internal: the object behind every copy, and the hook the msgpack adaptor calls when this end is encoded.
@@ -146,8 +145,8 @@ std::vector<Connection> wait(const std::vector<Connection>& connections, const T
 /// when the Listener is made sets another). Client() waits for the listener's side as long.
 class Listener {
  public:
-  /// Binds and listens at `address` (see the class comment) with `backlog` pending connections; std::system_error if the
-  /// OS refuses (the address is in use).
+  /// Binds and listens at `address` (see the class comment) with `backlog` pending connections; std::system_error if
+  /// the OS refuses (the address is in use).
   explicit Listener(std::string address = {}, std::optional<std::string> authkey = std::nullopt, int backlog = 16);
   ~Listener();  ///< Closes the listener (see close()).
   Listener(const Listener&) = delete;
@@ -156,7 +155,8 @@ class Listener {
   Listener(Listener&& other) noexcept;
   Listener& operator=(Listener&& other) noexcept;  ///< Closes this listener, then takes over other's socket.
 
-  /// Python's accept(): waits, as long as it takes, for a client that completes the handshake; mpx::ValueError if closed.
+  /// Python's accept(): waits, as long as it takes, for a client that completes the handshake; mpx::ValueError if
+  /// closed.
   Connection accept();
   void close();  ///< Stops listening and removes the unix socket file it created. Safe to call twice.
   /// The bound address, with the real port for tcp: pass it to Client().

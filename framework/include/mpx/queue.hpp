@@ -2,9 +2,9 @@
 /// mpx/queue.hpp — Queue, SimpleQueue and JoinableQueue (Python's multiprocessing queues). A Queue object is a handle
 /// that can be passed to other processes.
 ///
-/// Where the items live: a Queue's or SimpleQueue's in a shared-memory ring that the coordinator creates (the lane), which
-/// processes on the coordinator's host read and write themselves, under a lock the coordinator recovers if its holder
-/// dies; processes elsewhere (and everyone while tracing is on) reach the same ring through the coordinator. A
+/// Where the items live: a Queue's or SimpleQueue's in a shared-memory ring that the coordinator creates (the lane),
+/// which processes on the coordinator's host read and write themselves, under a lock the coordinator recovers if its
+/// holder dies; processes elsewhere (and everyone while tracing is on) reach the same ring through the coordinator. A
 /// JoinableQueue's items live in the coordinator. Differences from Python that come with the ring:
 ///  - An unbounded queue can still fill: the ring holds at least 256 MiB of items (more if the wire's message limit is
 ///    larger). Then put() waits for room as on a bounded queue, with its timeout, and put_nowait() raises mpx::Full.

@@ -128,7 +128,8 @@ class SharedLock {
   /// Throws ValueError if this thread does not hold it.
   void release();
   ///@{
-  /// Lockable, for std::scoped_lock and friends: lock() is acquire(), unlock() is release(), try_lock() is acquire(false).
+  /// Lockable, for std::scoped_lock and friends: lock() is acquire(), unlock() is release(), try_lock() is
+  /// acquire(false).
   void lock() { (void)acquire(); }
   void unlock() { release(); }
   bool try_lock() { return acquire(false); }
@@ -480,8 +481,9 @@ class ArrayBase : public detail::Cells<T> {
   friend class Element<T>;
 };
 
-/// Python's multiprocessing.Array(typecode, size_or_initializer, lock=True). Array<int>(10) is ten zeros; Array<int>({1,
-/// 2, 3}) and Array<int>(vector) copy their values. (As with std::vector, Array<int>{10} is the one-element list.)
+/// Python's multiprocessing.Array(typecode, size_or_initializer, lock=True). Array<int>(10) is ten zeros;
+/// Array<int>({1, 2, 3}) and Array<int>(vector) copy their values. (As with std::vector, Array<int>{10} is the
+/// one-element list.)
 template <class T>
 class Array : public ArrayBase<T> {
  public:
@@ -516,7 +518,8 @@ class Array : public ArrayBase<T> {
       return result;
     }
   }
-  /// The same Array, reached through the coordinator protocol here and wherever this handle is sent (see Value::as_remote).
+  /// The same Array, reached through the coordinator protocol here and wherever this handle is sent (see
+  /// Value::as_remote).
   Array as_remote() const { return Array(this->segment_->remote_copy()); }
 
  private:

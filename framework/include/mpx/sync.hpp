@@ -78,11 +78,11 @@ class SemaphoreCore : public Handle {
 
 }  // namespace detail
 
-/// Python's multiprocessing.Lock. Acquiring it twice from one process blocks, as in Python.
-/// From its internal base: acquire(block = true, timeout = nullopt) (false if not acquired: non-blocking, or the timeout
-/// passed), release() (mpx::ValueError if this process does not hold it), locked(), previous_owner_died() (the last
-/// acquire got the lock because its holder died holding it), and lock()/unlock()/try_lock(), so std::lock_guard,
-/// std::scoped_lock and std::unique_lock work (Python's `with`).
+/// Python's multiprocessing.Lock. Acquiring it twice from one process blocks, as in Python. From its internal base:
+/// acquire(block = true, timeout = nullopt) (false if not acquired: non-blocking, or the timeout passed), release()
+/// (mpx::ValueError if this process does not hold it), locked(), previous_owner_died() (the last acquire got the lock
+/// because its holder died holding it), and lock()/unlock()/try_lock(), so std::lock_guard, std::scoped_lock and
+/// std::unique_lock work (Python's `with`).
 class Lock : public detail::LockCore {
  public:
   Lock() : LockCore(false) {}  ///< Creates an unlocked lock at the coordinator.

@@ -17,8 +17,8 @@
 #include <string_view>
 #include <vector>
 
-/// Message tracing (mpx's own; Python has none): record every message the coordinator handles to a file, publish it live,
-/// or both. See enable() and the mpx-trace tool.
+/// Message tracing (mpx's own; Python has none): record every message the coordinator handles to a file, publish it
+/// live, or both. See enable() and the mpx-trace tool.
 namespace mpx::trace {
 
 /// Where and what to record: at least one of `file` and `pub`. Options::parse reads the MPX_TRACE syntax.
