@@ -1,4 +1,5 @@
-// mpx/errors.hpp — the exception hierarchy, mirroring Python's multiprocessing errors.
+/// \file
+/// mpx/errors.hpp — the exception hierarchy, mirroring Python's multiprocessing errors.
 #pragma once
 
 #include <cstdint>
@@ -9,93 +10,98 @@
 
 namespace mpx {
 
-// Every mpx exception derives from Error, which derives from std::runtime_error.
+/// Every mpx exception derives from Error, which derives from std::runtime_error.
 class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
-// A deadline passed (Python: multiprocessing.TimeoutError / TimeoutError).
+/// A deadline passed (Python: multiprocessing.TimeoutError / TimeoutError).
 class TimeoutError : public Error {
  public:
   using Error::Error;
 };
 
-// A process was misused: started twice, joined before start, closed while running (Python: ValueError/AssertionError).
+/// A process was misused: started twice, joined before start, closed while running (Python: ValueError/AssertionError).
 class ProcessError : public Error {
  public:
   using Error::Error;
 };
 
-// A message broke the protocol: bad envelope, unknown kind, mismatched build.
+/// A message broke the protocol: bad envelope, unknown kind, mismatched build.
 class ProtocolError : public Error {
  public:
   using Error::Error;
 };
 
-// A value could not be encoded or decoded with msgpack.
+/// A value could not be encoded or decoded with msgpack.
 class SerializationError : public Error {
  public:
   using Error::Error;
 };
 
-// Reserved for the queues (Python: queue.Full and queue.Empty).
+/// Reserved for the queues (Python: queue.Full and queue.Empty).
 class Full : public Error {
  public:
   using Error::Error;
 };
+/// Raised by get_nowait(), or by get() whose timeout passed, on an empty queue (Python: queue.Empty).
 class Empty : public Error {
  public:
   using Error::Error;
 };
 
-// A misuse Python reports as ValueError: a closed queue, task_done() called too many times, a semaphore released
-// past its bound.
+/// A misuse Python reports as ValueError: a closed queue, task_done() called too many times, a semaphore released
+/// past its bound.
 class ValueError : public Error {
  public:
   using Error::Error;
 };
 
-// The other end of a Connection is closed or its process died (Python: EOFError).
+/// The other end of a Connection is closed or its process died (Python: EOFError).
 class EOFError : public Error {
  public:
   using Error::Error;
 };
 
-// recv_bytes_into got a message longer than the buffer; the message is kept in the exception (Python: same name).
+/// recv_bytes_into got a message longer than the buffer; the message is kept in the exception (Python: same name).
 class BufferTooShort : public Error {
  public:
+  /// Carries `message` (what()) and the whole received message `data`.
   BufferTooShort(std::string message, std::string data) : Error(std::move(message)), data_(std::move(data)) {}
+  /// The received message that did not fit (Python: e.args[0]).
   const std::string& data() const noexcept { return data_; }
 
  private:
   std::string data_;
 };
 
-// A Listener or Client handshake failed: wrong authkey (Python: multiprocessing.AuthenticationError).
+/// A Listener or Client handshake failed: wrong authkey (Python: multiprocessing.AuthenticationError).
 class AuthenticationError : public Error {
  public:
   using Error::Error;
 };
 
-// A Barrier was aborted or reset while waiting, or a wait timed out (Python: threading.BrokenBarrierError).
+/// A Barrier was aborted or reset while waiting, or a wait timed out (Python: threading.BrokenBarrierError).
 class BrokenBarrierError : public Error {
  public:
   using Error::Error;
 };
 
-// An exception thrown in another process: its type name, message, and where it happened.
+/// An exception thrown in another process: its type name, message, and where it happened.
 class RemoteError : public Error {
  public:
+  /// An exception of type name `type` with what() `message`, thrown in process `pid` on `host` (empty: this host).
   RemoteError(std::string type, std::string message, pid_t pid, std::string host = {});
-  // A Pool or Executor task's error also names the task (its index in the map, or the submission's number).
+  /// A Pool or Executor task's error also names the task (its index in the map, or the submission's number).
   RemoteError(std::string type, std::string message, pid_t pid, std::uint64_t task_index);
 
+  /// The exception's demangled type name, e.g. "std::out_of_range".
   const std::string& type() const noexcept { return type_; }
-  const std::string& message() const noexcept { return message_; }
-  pid_t pid() const noexcept { return pid_; }
-  const std::string& host() const noexcept { return host_; }
-  // The index of the Pool task that raised it; unset for a Process target's exception.
+  const std::string& message() const noexcept { return message_; }  ///< The remote exception's what().
+  pid_t pid() const noexcept { return pid_; }  ///< The pid of the process that threw it.
+  const std::string& host() const noexcept { return host_; }  ///< The host it was thrown on; empty for this host.
+  /// The index of the Pool task that raised it; unset for a Process target's exception.
   std::optional<std::uint64_t> task_index() const noexcept { return task_index_; }
 
  private:
@@ -106,24 +112,26 @@ class RemoteError : public Error {
   std::optional<std::uint64_t> task_index_;
 };
 
-// Ctrl-C (SIGINT) arrived while a Pool or Executor call was waiting: the workers were stopped and the outstanding
-// tasks cancelled (Python raises KeyboardInterrupt, often after a storm of worker tracebacks or a hang).
+/// Ctrl-C (SIGINT) arrived while a Pool or Executor call was waiting: the workers were stopped and the outstanding
+/// tasks cancelled (Python raises KeyboardInterrupt, often after a storm of worker tracebacks or a hang).
 class Interrupted : public Error {
  public:
   using Error::Error;
 };
 
-// A Pool task's worker died each time it ran the task (max_retries + 1 times): the task failed instead of hanging the
-// caller, as Python's Pool would (gh-66587). Names the task and the last worker's exit code (-N: signal N).
+/// A Pool task's worker died each time it ran the task (max_retries + 1 times): the task failed instead of hanging the
+/// caller, as Python's Pool would (gh-66587). Names the task and the last worker's exit code (-N: signal N).
 class WorkerLost : public Error {
  public:
+  /// Task `task_index` was run `attempts` times; the last worker, `pid`, ended with `exitcode`.
   WorkerLost(std::uint64_t task_index, pid_t pid, int exitcode, unsigned attempts);
+  /// The lost task's index (its position in the map, or its submission number).
   std::uint64_t task_index() const noexcept { return task_index_; }
-  pid_t pid() const noexcept { return pid_; }
-  int exitcode() const noexcept { return exitcode_; }
-  // The signal that killed the worker, 0 if it exited.
+  pid_t pid() const noexcept { return pid_; }  ///< The pid of the last worker that died running it.
+  int exitcode() const noexcept { return exitcode_; }  ///< That worker's exit code; -N if signal N killed it.
+  /// The signal that killed the worker, 0 if it exited.
   int signal() const noexcept { return exitcode_ < 0 ? -exitcode_ : 0; }
-  unsigned attempts() const noexcept { return attempts_; }
+  unsigned attempts() const noexcept { return attempts_; }  ///< How many times the task ran (max_retries + 1).
 
  private:
   std::uint64_t task_index_;
@@ -132,39 +140,40 @@ class WorkerLost : public Error {
   unsigned attempts_;
 };
 
-// A task or future was cancelled before it ran, or its pool was terminated (Python: concurrent.futures.CancelledError).
+/// A task or future was cancelled before it ran, or its pool was terminated (Python:
+/// concurrent.futures.CancelledError).
 class CancelledError : public Error {
  public:
   using Error::Error;
 };
 
-// ProcessPoolExecutor with broken_on_worker_death: a worker died, and every pending future failed
-// (Python: concurrent.futures.process.BrokenProcessPool).
+/// ProcessPoolExecutor with broken_on_worker_death: a worker died, and every pending future failed
+/// (Python: concurrent.futures.process.BrokenProcessPool).
 class BrokenProcessPool : public Error {
  public:
   using Error::Error;
 };
 
-// A topology file is invalid (the message names the file, line, column, key and what was expected), or a topology
-// could not start or was misused.
+/// A topology file is invalid (the message names the file, line, column, key and what was expected), or a topology
+/// could not start or was misused.
 class TopologyError : public Error {
  public:
   using Error::Error;
 };
 
-// A Manager's dict or nested map has no such key (Python: KeyError); the message names the key.
+/// A Manager's dict or nested map has no such key (Python: KeyError); the message names the key.
 class KeyError : public Error {
  public:
   using Error::Error;
 };
 
-// A Manager Namespace has no such attribute (Python: AttributeError).
+/// A Manager Namespace has no such attribute (Python: AttributeError).
 class AttributeError : public Error {
  public:
   using Error::Error;
 };
 
-// An operation was applied to a value of the wrong type, e.g. append to a number (Python: TypeError).
+/// An operation was applied to a value of the wrong type, e.g. append to a number (Python: TypeError).
 class TypeError : public Error {
  public:
   using Error::Error;
@@ -174,19 +183,19 @@ class TypeError : public Error {
 
 namespace mpx {
 
-// A shared memory segment name is taken (Python: FileExistsError from SharedMemory(name, create=True)).
+/// A shared memory segment name is taken (Python: FileExistsError from SharedMemory(name, create=True)).
 class FileExistsError : public Error {
  public:
   using Error::Error;
 };
 
-// No shared memory segment has that name (Python: FileNotFoundError from SharedMemory(name)).
+/// No shared memory segment has that name (Python: FileNotFoundError from SharedMemory(name)).
 class FileNotFoundError : public Error {
  public:
   using Error::Error;
 };
 
-// An index outside an Array, or outside a Manager's list (Python: IndexError).
+/// An index outside an Array, or outside a Manager's list (Python: IndexError).
 class IndexError : public Error {
  public:
   using Error::Error;

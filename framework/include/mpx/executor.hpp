@@ -1,11 +1,12 @@
-// mpx/executor.hpp — mpx::ProcessPoolExecutor and mpx::Future (Python's concurrent.futures), on the Pool's machinery.
-//
-// Semantics follow Python's, with one deliberate difference: a worker that dies is handled the Pool way (its task is
-// retried on a fresh worker, then fails with mpx::WorkerLost), not by breaking the executor for good. Set
-// ExecutorOptions::broken_on_worker_death for Python's BrokenProcessPool behaviour.
-//
-// Done callbacks run on the pool's result thread in completion order (or at once, on the calling thread, when added
-// to a future that is already done, as in Python).
+/// \file
+/// mpx/executor.hpp — mpx::ProcessPoolExecutor and mpx::Future (Python's concurrent.futures), on the Pool's machinery.
+///
+/// Semantics follow Python's, with one deliberate difference: a worker that dies is handled the Pool way (its task is
+/// retried on a fresh worker, then fails with mpx::WorkerLost), not by breaking the executor for good. Set
+/// ExecutorOptions::broken_on_worker_death for Python's BrokenProcessPool behaviour.
+///
+/// Done callbacks run on the pool's result thread in completion order (or at once, on the calling thread, when added
+/// to a future that is already done, as in Python).
 #pragma once
 
 #include <condition_variable>
@@ -18,52 +19,60 @@
 
 namespace mpx {
 
+/// ProcessPoolExecutor's settings: Python's max_workers, initializer/initargs, max_tasks_per_child and mp_context, plus
+/// mpx's retry policy for tasks whose worker dies.
 struct ExecutorOptions {
-  std::optional<int> max_workers;        // unset: cpu_count()
-  std::optional<BoundCall> initializer;  // mpx::bind(init, args...)
-  std::size_t max_tasks_per_child = 0;
-  unsigned max_retries = 3;
-  std::optional<StartMethod> method;
-  bool broken_on_worker_death = false;  // Python's BrokenProcessPool instead of retries
+  std::optional<int> max_workers;        ///< unset: cpu_count()
+  std::optional<BoundCall> initializer;  ///< mpx::bind(init, args...)
+  std::size_t max_tasks_per_child = 0;  ///< a worker is replaced after this many tasks; 0: never
+  unsigned max_retries = 3;  ///< runs of a task whose worker died, after the first, before it fails as WorkerLost
+  std::optional<StartMethod> method;  ///< the workers' start method; unset: get_start_method()
+  bool broken_on_worker_death = false;  ///< Python's BrokenProcessPool instead of retries
 };
 
+/// Python's concurrent.futures.Future: the pending result of ProcessPoolExecutor::submit. Copies share the result.
 template <class T>
 class Future {
  public:
+  /// An empty future, to assign to later; its other members must not be called until then.
   Future() = default;
+  /// Internal: made by submit().
   explicit Future(std::shared_ptr<detail::ResultCore> core, std::weak_ptr<detail::PoolCore> pool)
       : core_(std::move(core)), pool_(std::move(pool)) {}
 
-  // The value; TimeoutError if not done in time; CancelledError if cancelled; the task's error otherwise.
+  /// The value; TimeoutError if not done in time; CancelledError if cancelled; the task's error otherwise.
   T result(const Timeout& timeout = std::nullopt) const {
     detail::result_check(*core_, timeout);
     return detail::decode_result<T>(*core_);
   }
-  // The task's error (null if it succeeded); TimeoutError if not done in time; CancelledError if cancelled.
+  /// The task's error (null if it succeeded); TimeoutError if not done in time; CancelledError if cancelled.
   std::exception_ptr exception(const Timeout& timeout = std::nullopt) const {
     if (!detail::result_wait(*core_, timeout)) throw TimeoutError("mpx: the future was not done within the timeout");
     if (detail::result_cancelled(*core_)) std::rethrow_exception(detail::result_error(*core_));
     return detail::result_error(*core_);
   }
-  // Cancels the call if no worker has taken it yet; false if it is running or done.
+  /// Cancels the call if no worker has taken it yet; false if it is running or done.
   bool cancel() {
     if (cancelled()) return true;
     auto pool = pool_.lock();
     return pool && detail::pool_cancel(*pool, *core_);
   }
-  bool cancelled() const { return detail::result_cancelled(*core_); }
+  bool cancelled() const { return detail::result_cancelled(*core_); }  ///< Whether cancel() succeeded.
+  /// Whether it finished: a result, an error, or cancelled.
   bool done() const { return detail::result_ready(*core_); }
+  /// Whether a worker is running the call now.
   bool running() const {
     auto pool = pool_.lock();
     return pool && !done() && detail::pool_task_state(*pool, *core_) == 1;
   }
-  // fn(future) once done: on the result thread, or at once here if it is done already.
+  /// fn(future) once done: on the result thread, or at once here if it is done already.
   template <class Fn>
   void add_done_callback(Fn fn) {
     detail::result_add_done_callback(*core_, [fn = std::move(fn), self = *this] { fn(self); });
   }
 
-  const std::shared_ptr<detail::ResultCore>& core() const noexcept { return core_; }
+  const std::shared_ptr<detail::ResultCore>& core() const noexcept { return core_; }  ///< Internal: the shared result.
+  /// Whether both are copies of one future.
   bool operator==(const Future& other) const noexcept { return core_ == other.core_; }
 
  private:
@@ -71,10 +80,14 @@ class Future {
   std::weak_ptr<detail::PoolCore> pool_;
 };
 
+/// When wait() returns (Python's return_when): at the first completed future, at the first that raised (or when all
+/// are done), or when all are done.
 enum class ReturnWhen { FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED };
+/// Python's concurrent.futures.FIRST_COMPLETED.
 inline constexpr ReturnWhen FIRST_COMPLETED = ReturnWhen::FIRST_COMPLETED;
+/// Python's concurrent.futures.FIRST_EXCEPTION.
 inline constexpr ReturnWhen FIRST_EXCEPTION = ReturnWhen::FIRST_EXCEPTION;
-inline constexpr ReturnWhen ALL_COMPLETED = ReturnWhen::ALL_COMPLETED;
+inline constexpr ReturnWhen ALL_COMPLETED = ReturnWhen::ALL_COMPLETED;  ///< Python's concurrent.futures.ALL_COMPLETED.
 
 namespace detail {
 
@@ -127,17 +140,18 @@ std::shared_ptr<Completions> watch(const std::vector<Future<T>>& futures) {
 
 }  // namespace detail
 
-// as_completed(futures, timeout): the futures in the order they finish. Iterating raises TimeoutError when the
-// timeout (counted from this call) passes with futures unfinished.
+/// as_completed(futures, timeout): the futures in the order they finish. Iterating raises TimeoutError when the
+/// timeout (counted from this call) passes with futures unfinished.
 template <class T>
 class AsCompleted {
  public:
+  /// Watches `futures` (each distinct future once); the timeout counts from here.
   AsCompleted(std::vector<Future<T>> futures, const Timeout& timeout)
       : futures_(detail::distinct(std::move(futures))), completions_(detail::watch(futures_)) {
     if (timeout) deadline_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout);
   }
 
-  // The next finished future, or nullopt when all have been returned.
+  /// The next finished future, or nullopt when all have been returned.
   std::optional<Future<T>> next() {
     if (returned_ == futures_.size()) return std::nullopt;
     Timeout left;
@@ -155,9 +169,10 @@ class AsCompleted {
     return futures_[i];
   }
 
-  using iterator = detail::PullIterator<AsCompleted, Future<T>>;
+  using iterator = detail::PullIterator<AsCompleted, Future<T>>;  ///< An input iterator over next()'s futures.
+  /// Range-for support: `for (auto& f : mpx::as_completed(futures))`; each step may raise TimeoutError.
   iterator begin() { return iterator(this); }
-  std::default_sentinel_t end() { return {}; }
+  std::default_sentinel_t end() { return {}; }  ///< The end of the range: every future was returned.
 
  private:
   std::vector<Future<T>> futures_;
@@ -166,18 +181,20 @@ class AsCompleted {
   std::size_t returned_ = 0;
 };
 
+/// Python's concurrent.futures.as_completed(fs, timeout): iterate the result to get the futures as they finish.
 template <class T>
 AsCompleted<T> as_completed(std::vector<Future<T>> futures, const Timeout& timeout = std::nullopt) {
   return AsCompleted<T>(std::move(futures), timeout);
 }
 
+/// What wait() returns (Python's DoneAndNotDoneFutures named tuple).
 template <class T>
 struct DoneAndNotDone {
-  std::vector<Future<T>> done;
-  std::vector<Future<T>> not_done;
+  std::vector<Future<T>> done;  ///< the futures that finished (result, error or cancelled)
+  std::vector<Future<T>> not_done;  ///< the others
 };
 
-// Python's concurrent.futures.wait: returns when the condition holds or the timeout passes (no exception).
+/// Python's concurrent.futures.wait: returns when the condition holds or the timeout passes (no exception).
 template <class T>
 DoneAndNotDone<T> wait(const std::vector<Future<T>>& given, const Timeout& timeout = std::nullopt,
                        ReturnWhen return_when = ALL_COMPLETED) {
@@ -199,22 +216,30 @@ DoneAndNotDone<T> wait(const std::vector<Future<T>>& given, const Timeout& timeo
   return out;
 }
 
+/// Python's concurrent.futures.ProcessPoolExecutor, on mpx::Pool: submit() returns a Future, map() the results in
+/// order. A task's exception comes back as mpx::RemoteError; a worker that dies has its task run again (max_retries),
+/// unless broken_on_worker_death asks for Python's BrokenProcessPool. Submitting after shutdown() raises mpx::Error.
 class ProcessPoolExecutor {
  public:
+  /// Starts max_workers workers (unset: cpu_count()).
   explicit ProcessPoolExecutor(std::optional<int> max_workers = std::nullopt)
       : ProcessPoolExecutor(options_for(max_workers)) {}
+  /// Python's ProcessPoolExecutor(max_workers, initializer=..., initargs=(...), max_tasks_per_child=...): each worker
+  /// runs initializer(initargs...) once before its first task.
   template <class I, class... A>
   ProcessPoolExecutor(std::optional<int> max_workers, I&& initializer, std::tuple<A...> initargs = {},
                       std::size_t max_tasks_per_child = 0)
       : ProcessPoolExecutor(options_for(max_workers, std::apply([&](auto&&... a) { return mpx::bind(initializer, a...); },
                                                                 initargs),
                                         max_tasks_per_child)) {}
-  explicit ProcessPoolExecutor(ExecutorOptions options);
-  // As leaving Python's `with ProcessPoolExecutor() as e:` block: shutdown(wait=true).
+  explicit ProcessPoolExecutor(ExecutorOptions options);  ///< An executor with every setting given.
+  /// As leaving Python's `with ProcessPoolExecutor() as e:` block: shutdown(wait=true).
   ~ProcessPoolExecutor();
   ProcessPoolExecutor(const ProcessPoolExecutor&) = delete;
   ProcessPoolExecutor& operator=(const ProcessPoolExecutor&) = delete;
 
+  /// Python's submit(fn, *args): schedules f(args...) and returns its Future. f is a plain function or a captureless
+  /// lambda; the arguments are encoded here, so a serialization error is raised at the caller.
   template <class F, class... A>
     requires std::is_invocable_v<decltype(+std::declval<F>()), A...>
   Future<detail::call_result_t<F, A...>> submit(F&& f, A&&... args) {
@@ -224,7 +249,7 @@ class ProcessPoolExecutor {
     return Future<detail::call_result_t<F, A...>>(r.core(), pool_.core());
   }
 
-  // The results in input order; TimeoutError if they are not all in within the timeout (counted from this call).
+  /// The results in input order; TimeoutError if they are not all in within the timeout (counted from this call).
   template <class F, std::ranges::input_range Range>
   std::vector<detail::map_result_t<F, Range>> map(F&& f, Range&& items, const Timeout& timeout = std::nullopt,
                                                   std::size_t chunksize = 1) {
@@ -232,11 +257,11 @@ class ProcessPoolExecutor {
     return pool_.map_async(std::forward<F>(f), std::forward<Range>(items), chunksize).get(timeout);
   }
 
-  // No new submissions. cancel_futures cancels the ones no worker has taken yet; wait blocks until the rest are done
-  // and the workers have exited.
+  /// No new submissions. cancel_futures cancels the ones no worker has taken yet; wait blocks until the rest are done
+  /// and the workers have exited.
   void shutdown(bool wait = true, bool cancel_futures = false);
 
-  Pool& pool() noexcept { return pool_; }
+  Pool& pool() noexcept { return pool_; }  ///< The Pool that runs the tasks.
 
  private:
   static ExecutorOptions options_for(std::optional<int> max_workers, std::optional<BoundCall> initializer = std::nullopt,
@@ -253,7 +278,7 @@ class ProcessPoolExecutor {
   Pool pool_;
   std::mutex mutex_;
   bool shutdown_ = false;
-  std::vector<std::weak_ptr<detail::ResultCore>> submitted_;  // for shutdown(cancel_futures)
+  std::vector<std::weak_ptr<detail::ResultCore>> submitted_;  ///< for shutdown(cancel_futures)
 };
 
 }  // namespace mpx

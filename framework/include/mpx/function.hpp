@@ -1,8 +1,9 @@
-// mpx/function.hpp — function identity: how a plain function travels to another process without registration.
-//
-// A target is sent as (build-id of the module that holds it, offset of the function in that module, offset of a
-// typed trampoline that decodes the arguments and encodes the result). Any process running the same build can
-// turn that back into a call, whether it was forked, forkserved, spawned or started on another host.
+/// \file
+/// mpx/function.hpp — function identity: how a plain function travels to another process without registration.
+///
+/// A target is sent as (build-id of the module that holds it, offset of the function in that module, offset of a
+/// typed trampoline that decodes the arguments and encodes the result). Any process running the same build can
+/// turn that back into a call, whether it was forked, forkserved, spawned or started on another host.
 #pragma once
 
 #include <cstdint>
@@ -17,37 +18,41 @@
 
 namespace mpx {
 
-// A function pointer with its type erased; the trampoline casts it back.
+/// A function pointer with its type erased; the trampoline casts it back.
 using ErasedFunction = void (*)();
-// Decodes `args` as the function's parameters, calls it, and writes the msgpack-encoded result (nil for void) to `result`.
+/// Decodes `args` as the function's parameters, calls it, and writes the msgpack-encoded result (nil for void) to
+/// `result`.
 using Trampoline = void (*)(ErasedFunction function, std::string_view args, std::string& result);
 
-// Where a function lives, portable across processes of one build.
+/// Where a function lives, portable across processes of one build.
 struct FunctionId {
-  std::string build_id;              // hex GNU build-id of the module holding the function
-  std::uint64_t function_offset = 0;  // 0 when the trampoline needs no function (Process subclasses)
-  std::uint64_t trampoline_offset = 0;
+  std::string build_id;              ///< hex GNU build-id of the module holding the function
+  std::uint64_t function_offset = 0;  ///< 0 when the trampoline needs no function (Process subclasses)
+  std::uint64_t trampoline_offset = 0;  ///< offset of the typed trampoline in the module holding it
   MSGPACK_DEFINE(build_id, function_offset, trampoline_offset);
 };
 
-// Turns a local (function, trampoline) pair into its portable id. Throws ProtocolError if the module has no build-id.
+/// Turns a local (function, trampoline) pair into its portable id. Throws ProtocolError if the module has no build-id.
 FunctionId identify(ErasedFunction function, Trampoline trampoline);
-// The inverse, in any process of the same build. A build that does not hold the module is refused with a ProtocolError
-// that names both build-ids.
+/// The inverse, in any process of the same build. A build that does not hold the module is refused with a ProtocolError
+/// that names both build-ids.
 std::pair<ErasedFunction, Trampoline> resolve(const FunctionId& id);
-// The build-id of the module that holds `address` (the main executable for a function defined in it).
+/// The build-id of the module that holds `address` (the main executable for a function defined in it).
 std::string build_id_of(const void* address);
-// The build-id of this process's main executable: what a process started from this program runs.
+/// The build-id of this process's main executable: what a process started from this program runs.
 std::string main_build_id();
 
-// A function with its arguments already encoded: what a Process or a Pool task sends.
+/// A function with its arguments already encoded: what a Process or a Pool task sends.
 struct BoundCall {
+  /// The target, type-erased.
   ErasedFunction function = nullptr;
+  /// Decodes `args`, calls `function` and encodes its result.
   Trampoline trampoline = nullptr;
-  std::string args;  // msgpack array of the parameters
+  std::string args;  ///< msgpack array of the parameters
 
+  /// The portable id of (function, trampoline); throws ProtocolError if the module has no build-id.
   FunctionId id() const { return identify(function, trampoline); }
-  // Runs the call in this process and returns the encoded result.
+  /// Runs the call in this process and returns the encoded result.
   std::string invoke() const {
     std::string result;
     trampoline(function, args, result);
@@ -103,8 +108,8 @@ BoundCall bind_plain(R (*function)(P...), A&&... args) {
 
 }  // namespace detail
 
-// Binds a plain function or a captureless lambda to its arguments, encoding them now so that a serialization
-// error is raised here, at the caller.
+/// Binds a plain function or a captureless lambda to its arguments, encoding them now so that a serialization
+/// error is raised here, at the caller.
 template <class F, class... A>
 BoundCall bind(F&& function, A&&... args) {
   static_assert(detail::PlainFunctionLike<std::remove_cvref_t<F>>,
@@ -114,10 +119,12 @@ BoundCall bind(F&& function, A&&... args) {
   return detail::bind_plain(+function, std::forward<A>(args)...);
 }
 
-// Gives a function a name, for config files and foreign clients, which cannot name a function by its address.
-// Registering the same name twice replaces the first (a later registration wins, as with a dict).
+/// Gives a function a name, for config files and foreign clients, which cannot name a function by its address.
+/// Registering the same name twice replaces the first (a later registration wins, as with a dict).
 void register_actor_call(std::string name, ErasedFunction function, Trampoline trampoline);
 
+/// Registers a plain function or captureless lambda under `name` (see register_actor_call), so that topology files,
+/// bind_registered and foreign clients can start it by name. Python has no equivalent: its targets travel by pickle.
 template <class F>
 void register_actor(std::string name, F&& function) {
   static_assert(detail::PlainFunctionLike<std::remove_cvref_t<F>>,
@@ -128,13 +135,13 @@ void register_actor(std::string name, F&& function) {
                       detail::trampoline_for(static_cast<Typed>(nullptr)));
 }
 
-// True if a function was registered under `name`.
+/// True if a function was registered under `name`.
 bool is_registered_actor(std::string_view name);
-// The names registered so far, sorted.
+/// The names registered so far, sorted.
 std::vector<std::string> registered_actors();
-// Binds a registered function to arguments given as a list (Object::list({...})), encoded as its parameters. An
-// unknown name throws std::invalid_argument naming it; arguments of the wrong shape fail in the callee, where they are
-// decoded, as mpx::SerializationError.
+/// Binds a registered function to arguments given as a list (Object::list({...})), encoded as its parameters. An
+/// unknown name throws std::invalid_argument naming it; arguments of the wrong shape fail in the callee, where they are
+/// decoded, as mpx::SerializationError.
 BoundCall bind_registered(std::string_view name, const Object& args = Object::list({}));
 
 }  // namespace mpx

@@ -1,4 +1,5 @@
-// mpx/mpx.hpp — everything: Python's multiprocessing, in C++, over message passing.
+/// \file
+/// mpx/mpx.hpp — everything: Python's multiprocessing, in C++, over message passing.
 #pragma once
 
 #include <mpx/errors.hpp>
@@ -15,3 +16,8 @@
 #include <mpx/trace.hpp>
 #include <mpx/topology.hpp>
 #include <mpx/pool.hpp>
+
+/// \namespace mpx
+/// Python's multiprocessing and concurrent.futures.ProcessPoolExecutor in C++20: processes, pools, queues, pipes,
+/// locks, shared memory and managers, as message protocols between a coordinator and OS processes. Names follow
+/// Python's in snake_case; exceptions mirror Python's and derive from mpx::Error. Call mpx::init first in main.

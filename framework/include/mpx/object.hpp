@@ -1,7 +1,9 @@
-// mpx/object.hpp — what can travel between processes, and mpx::Object for values of any msgpack shape.
+/// \file
+/// mpx/object.hpp — what can travel between processes, and mpx::Object for values of any msgpack shape.
 #pragma once
 
 #ifndef MSGPACK_NO_BOOST
+/// msgpack-c without Boost: mpx needs none. Defined unless the includer did.
 #define MSGPACK_NO_BOOST
 #endif
 #include <msgpack.hpp>
@@ -29,17 +31,23 @@
 
 namespace mpx {
 
-// A value of any msgpack shape, for Python-style heterogeneous data such as [42, None, "hello"].
+/// A value of any msgpack shape, for Python-style heterogeneous data such as [42, None, "hello"].
 class Object {
  public:
-  using Array = std::vector<Object>;
-  using Map = std::vector<std::pair<Object, Object>>;
+  using Array = std::vector<Object>;  ///< A list (Python list or tuple).
+  using Map = std::vector<std::pair<Object, Object>>;  ///< A dict, in insertion order; keys may be any Object.
+  /// Raw bytes (Python bytes), encoded as msgpack bin rather than str.
   struct Bytes {
-    std::string data;
-    bool operator==(const Bytes&) const = default;
+    std::string data;  ///< the bytes
+    bool operator==(const Bytes&) const = default;  ///< Equal bytes.
   };
+  /// The shape of the value: none (Python None), boolean, integer (int64), unsigned_integer (a uint64 above INT64_MAX),
+  /// floating (double), string (str), bytes, array (list) or map (dict).
   enum class Type { none, boolean, integer, unsigned_integer, floating, string, bytes, array, map };
 
+  ///@{
+  /// Python's None by default; otherwise the value given. Signed integers are stored as int64; unsigned ones as int64
+  /// when they fit, so that one value has one representation, as msgpack decodes it.
   Object() = default;
   Object(std::nullptr_t) {}
   Object(bool b) : value_(b) {}
@@ -63,16 +71,19 @@ class Object {
   Object(Bytes b) : value_(std::move(b)) {}
   Object(Array a) : value_(std::move(a)) {}
   Object(Map m) : value_(std::move(m)) {}
+  ///@}
 
-  // Object::list({42, nullptr, "hello"}) is Python's [42, None, "hello"].
+  /// Object::list({42, nullptr, "hello"}) is Python's [42, None, "hello"].
   static Object list(std::initializer_list<Object> items) { return Object(Array(items)); }
-  // Object::dict({{"a", 1}, {"b", 2}}) is Python's {"a": 1, "b": 2}.
+  /// Object::dict({{"a", 1}, {"b", 2}}) is Python's {"a": 1, "b": 2}.
   static Object dict(std::initializer_list<std::pair<Object, Object>> items) { return Object(Map(items)); }
 
-  Type type() const noexcept { return static_cast<Type>(value_.index()); }
+  Type type() const noexcept { return static_cast<Type>(value_.index()); }  ///< The shape of the value.
+  /// True for Python's None (a default-constructed Object).
   bool is_none() const noexcept { return type() == Type::none; }
 
-  // Typed access; a wrong type throws mpx::SerializationError naming both types.
+  ///@{
+  /// Typed access; a wrong type throws mpx::SerializationError naming both types.
   bool as_bool() const;
   std::int64_t as_int() const;
   std::uint64_t as_uint() const;
@@ -83,25 +94,28 @@ class Object {
   Array& as_array();
   const Map& as_map() const;
   Map& as_map();
+  ///@}
 
-  // Size of an array, map, string or bytes.
+  /// Size of an array, map, string or bytes.
   std::size_t size() const;
+  /// Array element; throws mpx::SerializationError if this is not an array or `index` is outside it.
   const Object& operator[](std::size_t index) const;
-  // Map lookup by key; throws mpx::SerializationError naming the missing key.
+  /// Map lookup by key; throws mpx::SerializationError naming the missing key.
   const Object& operator[](std::string_view key) const;
+  /// True if this map has the string key `key`; SerializationError if not a map.
   bool contains(std::string_view key) const;
 
-  bool operator==(const Object&) const = default;
+  bool operator==(const Object&) const = default;  ///< Same type and equal value (1 and 1.0 differ, as their types do).
 
-  // Python's repr: [42, None, 'hello'], {'a': 1}, True, 1.5, b'..'.
+  /// Python's repr: [42, None, 'hello'], {'a': 1}, True, 1.5, b'..'.
   std::string repr() const;
-  static const char* type_name(Type t) noexcept;
+  static const char* type_name(Type t) noexcept;  ///< Python's name of the type, for messages: "None", "int", "str"...
 
  private:
   std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Bytes, Array, Map> value_;
 };
 
-// Opt a type with a hand-written msgpack adaptor into mpx's compile-time check.
+/// Opt a type with a hand-written msgpack adaptor into mpx's compile-time check.
 template <class T>
 struct is_serializable : std::false_type {};
 
@@ -181,12 +195,12 @@ struct StringWriter {
 
 }  // namespace detail
 
-// True for what mpx can send: scalars, strings, containers, optionals, tuples, mpx::Object,
-// and user types with MSGPACK_DEFINE(...) (or is_serializable<T> for a hand-written adaptor).
+/// True for what mpx can send: scalars, strings, containers, optionals, tuples, mpx::Object,
+/// and user types with MSGPACK_DEFINE(...) (or is_serializable<T> for a hand-written adaptor).
 template <class T>
 concept Serializable = detail::serializable<std::remove_cvref_t<T>>::value;
 
-// Encode a value; a failure is a SerializationError at the call site.
+/// Encode a value; a failure is a SerializationError at the call site.
 template <Serializable T>
 std::string encode(const T& value) {
   std::string out;
@@ -199,7 +213,7 @@ std::string encode(const T& value) {
   return out;
 }
 
-// Decode a value with bounded limits; malformed input or a type mismatch throws SerializationError.
+/// Decode a value with bounded limits; malformed input or a type mismatch throws SerializationError.
 template <Serializable T>
 T decode(std::string_view bytes) {
   msgpack::object_handle handle;
@@ -222,9 +236,9 @@ T decode(std::string_view bytes) {
   }
 }
 
-// Appends the elements of an encoded msgpack array to `out`, decoding one element at a time (detail::each_element):
-// the same result as appending decode<std::vector<T>>(bytes), without building the whole array first. Malformed
-// input or a type mismatch throws SerializationError.
+/// Appends the elements of an encoded msgpack array to `out`, decoding one element at a time (detail::each_element):
+/// the same result as appending decode<std::vector<T>>(bytes), without building the whole array first. Malformed
+/// input or a type mismatch throws SerializationError.
 template <Serializable T>
 void decode_append(std::string_view bytes, std::vector<T>& out) {
   try {

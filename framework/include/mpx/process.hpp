@@ -1,4 +1,5 @@
-// mpx/process.hpp — mpx::init, start methods, and mpx::Process (Python's multiprocessing.Process).
+/// \file
+/// mpx/process.hpp — mpx::init, start methods, and mpx::Process (Python's multiprocessing.Process).
 #pragma once
 
 #include <chrono>
@@ -17,117 +18,127 @@
 
 namespace mpx {
 
-// The first line of main. In the parent it starts the forkserver zygote (before any thread exists) and prepares the
-// session; the coordinator starts lazily. In a worker started by spawn it runs the worker's target and exits: it never
-// returns there.
+/// The first line of main. In the parent it starts the forkserver zygote (before any thread exists) and prepares the
+/// session; the coordinator starts lazily. In a worker started by spawn it runs the worker's target and exits: it never
+/// returns there.
 void init(int argc, char** argv);
 
+/// How a child process starts (Python's start methods): fork copies this process; spawn runs the executable again
+/// (posix_spawn of /proc/self/exe); forkserver forks from a single-threaded zygote started in init().
 enum class StartMethod { fork, spawn, forkserver };
 
-std::string_view to_string(StartMethod method) noexcept;
-// Parses "fork", "spawn" or "forkserver"; anything else throws std::invalid_argument naming the value.
+std::string_view to_string(StartMethod method) noexcept;  ///< "fork", "spawn" or "forkserver".
+/// Parses "fork", "spawn" or "forkserver"; anything else throws std::invalid_argument naming the value.
 StartMethod parse_start_method(std::string_view name);
 
-// Like Python: setting it twice throws ProcessError ("context has already been set") unless force is true.
+/// Like Python: setting it twice throws ProcessError ("context has already been set") unless force is true.
 void set_start_method(StartMethod method, bool force = false);
-void set_start_method(std::string_view name, bool force = false);
-StartMethod get_start_method();  // forkserver unless set, as in Python 3.14
+void set_start_method(std::string_view name, bool force = false);  ///< The same, by name (see parse_start_method).
+StartMethod get_start_method();  ///< forkserver unless set, as in Python 3.14
+/// {"forkserver", "spawn", "fork"}: the default first, as in Python 3.14.
 std::vector<std::string> get_all_start_methods();
-// The program that spawn runs; /proc/self/exe unless set (Python: multiprocessing.set_executable).
+/// The program that spawn runs; /proc/self/exe unless set (Python: multiprocessing.set_executable).
 void set_executable(std::string path);
-std::string get_executable();
-// Number of CPUs this process may run on (the affinity mask), at least 1.
+std::string get_executable();  ///< The program that spawn runs.
+/// Number of CPUs this process may run on (the affinity mask), at least 1.
 int cpu_count();
 
-// Tag for a target that captures state: allowed only under the fork start method, where memory is copied.
+/// Tag for a target that captures state: allowed only under the fork start method, where memory is copied.
 struct closure_t {
-  explicit closure_t() = default;
+  explicit closure_t() = default;  ///< Explicit, so that `{}` never converts to the tag by accident.
 };
-inline constexpr closure_t closure{};
+inline constexpr closure_t closure{};  ///< The closure tag: mpx::Process(mpx::closure, lambda).
 
+/// Python's Process(name=..., daemon=...) keywords, plus the start method of this process only.
 struct ProcessOptions {
-  std::string name;             // empty: "Process-N" (or "<Class>-N" for a ProcessClass), as in Python
-  std::optional<bool> daemon;   // unset: inherit from the creating process, as in Python
-  std::optional<StartMethod> method;  // unset: get_start_method() at start()
+  std::string name;             ///< empty: "Process-N" (or "<Class>-N" for a ProcessClass), as in Python
+  std::optional<bool> daemon;   ///< unset: inherit from the creating process, as in Python
+  std::optional<StartMethod> method;  ///< unset: get_start_method() at start()
 };
 
 namespace detail {
 struct ProcessState;
 }
 
+/// Python's multiprocessing.Process: a child process that runs a target. The object is a handle: copies control the
+/// same child. Errors: a misuse (start twice, join before start, close while running) raises mpx::ProcessError.
 class Process {
  public:
-  // Process(target, args...): target is a plain function or a captureless lambda; args are encoded now.
+  /// Process(target, args...): target is a plain function or a captureless lambda; args are encoded now.
   template <class F, class... A>
     requires(!std::is_same_v<std::remove_cvref_t<F>, ProcessOptions> && !std::is_same_v<std::remove_cvref_t<F>, closure_t> &&
              !std::is_base_of_v<Process, std::remove_cvref_t<F>>)
   explicit Process(F&& target, A&&... args) : Process(ProcessOptions{}, std::forward<F>(target), std::forward<A>(args)...) {}
 
+  /// The same, with a name, daemon flag or start method.
   template <class F, class... A>
   Process(ProcessOptions options, F&& target, A&&... args)
       : Process(std::move(options), mpx::bind(std::forward<F>(target), std::forward<A>(args)...)) {}
 
-  // A target that captures state; start() refuses it unless the start method is fork.
+  /// A target that captures state; start() refuses it unless the start method is fork.
   Process(closure_t, std::function<void()> target, ProcessOptions options = {});
 
-  Process(ProcessOptions options, BoundCall call);
+  Process(ProcessOptions options, BoundCall call);  ///< A process that runs a call already bound (mpx::bind).
 
-  Process(const Process&) = default;  // a handle: copies control the same child
-  Process& operator=(const Process&) = default;
-  Process(Process&&) noexcept = default;
-  Process& operator=(Process&&) noexcept = default;
-  virtual ~Process() = default;
+  Process(const Process&) = default;  ///< a handle: copies control the same child
+  Process& operator=(const Process&) = default;  ///< Makes this handle control the other's child.
+  Process(Process&&) noexcept = default;  ///< Moves the handle.
+  Process& operator=(Process&&) noexcept = default;  ///< Moves the handle.
+  virtual ~Process() = default;  ///< Releases the handle only: the child keeps running.
 
+  /// Starts the child with its start method. ProcessError if started before, or if this process is a daemon (daemons
+  /// cannot have children). Arguments that cannot travel fail earlier, at construction.
   void start();
-  // Waits for the process to end. join(timeout) returns false if it is still running when the timeout passes.
+  /// Waits for the process to end. join(timeout) returns false if it is still running when the timeout passes.
   void join();
-  bool join(std::chrono::duration<double> timeout);
-  bool is_alive();
-  void terminate();  // SIGTERM
-  void kill();       // SIGKILL
-  void interrupt();  // SIGINT
-  void send_signal(int signal);
-  // Releases the handle's resources; throws ProcessError if the process is still running.
+  bool join(std::chrono::duration<double> timeout);  ///< Waits up to `timeout`; false if still running then.
+  bool is_alive();  ///< True after start() until the child ends.
+  void terminate();  ///< SIGTERM
+  void kill();       ///< SIGKILL
+  void interrupt();  ///< SIGINT
+  void send_signal(int signal);  ///< Sends `signal` to the child: ProcessError before start, nothing once it ended.
+  /// Releases the handle's resources; throws ProcessError if the process is still running.
   void close();
 
-  // nullopt while running or before start; N for exit(N); 1 for an uncaught exception; -N when killed by signal N.
+  /// nullopt while running or before start; N for exit(N); 1 for an uncaught exception; -N when killed by signal N.
   std::optional<int> exitcode();
-  // The exception the target threw, once the process has ended; nullopt if it ended without one.
+  /// The exception the target threw, once the process has ended; nullopt if it ended without one.
   std::optional<RemoteError> exception();
-  pid_t pid() const;  // 0 before start
-  // A file descriptor that becomes readable when the process ends (for poll/select); -1 before start.
+  pid_t pid() const;  ///< 0 before start
+  /// A file descriptor that becomes readable when the process ends (for poll/select); -1 before start.
   int sentinel() const;
 
-  const std::string& name() const;
-  void set_name(std::string name);
-  bool daemon() const;
-  void set_daemon(bool daemon);  // only before start
-  StartMethod start_method() const;
+  const std::string& name() const;  ///< The name: "Process-N" unless given.
+  void set_name(std::string name);  ///< Renames the handle (Python: p.name = ...).
+  bool daemon() const;  ///< Whether it is a daemon: killed when its parent exits, and cannot start children.
+  void set_daemon(bool daemon);  ///< only before start
+  StartMethod start_method() const;  ///< The method it starts (or started) with.
 
-  // The body of the process. Subclasses (through ProcessClass<T>) override it; the default runs the target.
+  /// The body of the process. Subclasses (through ProcessClass<T>) override it; the default runs the target.
   virtual void run();
 
-  // Internal: a handle on an existing state (current_process, active_children).
+  /// Internal: a handle on an existing state (current_process, active_children).
   explicit Process(std::shared_ptr<detail::ProcessState> state);
-  const std::shared_ptr<detail::ProcessState>& state() const { return state_; }
+  const std::shared_ptr<detail::ProcessState>& state() const { return state_; }  ///< Internal: the shared state.
 
  protected:
-  struct subclass_t {};
-  // For ProcessClass<T>: the object itself is the payload, rebuilt in the child by `rebuild`.
+  struct subclass_t {};  ///< Tag of the ProcessClass constructor.
+  /// For ProcessClass<T>: the object itself is the payload, rebuilt in the child by `rebuild`.
   Process(subclass_t, std::string_view class_name, Trampoline rebuild, std::string (*encode_self)(const Process&));
-  // In a rebuilt subclass object: take the name, pid and daemon flag of the process it runs in.
+  /// In a rebuilt subclass object: take the name, pid and daemon flag of the process it runs in.
   void adopt_current_identity();
 
  private:
   std::shared_ptr<detail::ProcessState> state_;
 };
 
-// Python's `class Processor(Process): def run(self)`. Derive as `struct Processor : mpx::ProcessClass<Processor>`,
-// override run(), and list the members the child needs in MSGPACK_DEFINE(...). Under spawn and forkserver the child
-// rebuilds the object from those members; under fork it runs on the copied object.
+/// Python's `class Processor(Process): def run(self)`. Derive as `struct Processor : mpx::ProcessClass<Processor>`,
+/// override run(), and list the members the child needs in MSGPACK_DEFINE(...). Under spawn and forkserver the child
+/// rebuilds the object from those members; under fork it runs on the copied object.
 template <class Self>
 class ProcessClass : public Process {
  protected:
+  /// A process whose body is this object's run(); call start() to run it.
   ProcessClass() : Process(subclass_t{}, class_name(), &rebuild, &encode_self) {}
 
  private:
@@ -163,6 +174,7 @@ class ProcessClass : public Process {
   }
 };
 
+/// A readable C++ type name from a mangled one (std::type_info::name()); the input unchanged if it cannot be demangled.
 std::string demangle(const char* mangled);
 
 template <class Self>
@@ -172,19 +184,20 @@ std::string ProcessClass<Self>::demangled_class_name(const char* mangled) {
   return colon == std::string::npos ? full : full.substr(colon + 2);
 }
 
-// This process, as a Process handle ("MainProcess" in the parent).
+/// This process, as a Process handle ("MainProcess" in the parent).
 Process current_process();
-// The process that started this one; nullopt in the main process.
+/// The process that started this one; nullopt in the main process.
 std::optional<Process> parent_process();
-// Live children started by this process; reaps the ones that ended, as Python does.
+/// Live children started by this process; reaps the ones that ended, as Python does.
 std::vector<Process> active_children();
 
-// A start-method context, as returned by Python's get_context(): ctx.Process(...) uses its method.
+/// A start-method context, as returned by Python's get_context(): ctx.Process(...) uses its method.
 class Context {
  public:
-  explicit Context(StartMethod method) : method_(method) {}
-  StartMethod get_start_method() const { return method_; }
+  explicit Context(StartMethod method) : method_(method) {}  ///< A context for `method`.
+  StartMethod get_start_method() const { return method_; }  ///< The context's start method.
 
+  /// Python's ctx.Process(target, args): a Process that starts with this context's method.
   template <class F, class... A>
   mpx::Process Process(F&& target, A&&... args) const {
     ProcessOptions options;
@@ -196,8 +209,8 @@ class Context {
   StartMethod method_;
 };
 
-// get_context() uses get_start_method(); an unknown name throws std::invalid_argument.
+/// get_context() uses get_start_method(); an unknown name throws std::invalid_argument.
 Context get_context();
-Context get_context(std::string_view method);
+Context get_context(std::string_view method);  ///< The context of the method named (see parse_start_method).
 
 }  // namespace mpx

@@ -1,16 +1,17 @@
-// mpx/queue.hpp — Queue, SimpleQueue and JoinableQueue (Python's multiprocessing queues). A Queue object is a handle
-// that can be passed to other processes.
-//
-// Where the items live: a Queue's or SimpleQueue's in a shared-memory ring that the coordinator creates (the lane), which
-// processes on the coordinator's host read and write themselves, under a lock the coordinator recovers if its holder
-// dies; processes elsewhere (and everyone while tracing is on) reach the same ring through the coordinator. A
-// JoinableQueue's items live in the coordinator. Differences from Python that come with the ring:
-//  - An unbounded queue can still fill: the ring holds at least 256 MiB of items (more if the wire's message limit is
-//    larger). Then put() waits for room as on a bounded queue, with its timeout, and put_nowait() raises mpx::Full.
-//  - The ring's size is address space in every process that uses the queue; the pages its deepest backlog touched stay
-//    allocated in /dev/shm until the session ends.
-//  - As in Python, an item being got by a process that is killed is lost with it; an item whose put was cut short by a
-//    kill is not in the queue; nothing is ever got twice. qsize() is exact.
+/// \file
+/// mpx/queue.hpp — Queue, SimpleQueue and JoinableQueue (Python's multiprocessing queues). A Queue object is a handle
+/// that can be passed to other processes.
+///
+/// Where the items live: a Queue's or SimpleQueue's in a shared-memory ring that the coordinator creates (the lane),
+/// which processes on the coordinator's host read and write themselves, under a lock the coordinator recovers if its
+/// holder dies; processes elsewhere (and everyone while tracing is on) reach the same ring through the coordinator. A
+/// JoinableQueue's items live in the coordinator. Differences from Python that come with the ring:
+///  - An unbounded queue can still fill: the ring holds at least 256 MiB of items (more if the wire's message limit is
+///    larger). Then put() waits for room as on a bounded queue, with its timeout, and put_nowait() raises mpx::Full.
+///  - The ring's size is address space in every process that uses the queue; the pages its deepest backlog touched stay
+///    allocated in /dev/shm until the session ends.
+///  - As in Python, an item being got by a process that is killed is lost with it; an item whose put was cut short by a
+///    kill is not in the queue; nothing is ever got twice. qsize() is exact.
 #pragma once
 
 #include <cstddef>
@@ -85,52 +86,69 @@ class QueueCore : public Handle {
 
 }  // namespace detail
 
-// Python's multiprocessing.Queue. T is any Serializable type; Queue<mpx::Object> holds mixed values.
-// A full queue raises mpx::Full, an empty one mpx::Empty. Items from one producer arrive in the order they were put.
+/// Python's multiprocessing.Queue. T is any Serializable type; Queue<mpx::Object> holds mixed values.
+/// A full queue raises mpx::Full, an empty one mpx::Empty. Items from one producer arrive in the order they were put.
+/// It also has, from its (undocumented, internal) base: qsize() (items now in the queue), maxsize(), empty(), full(),
+/// close() (this handle puts and gets no more: later calls raise mpx::ValueError; other handles are unaffected), and
+/// join_thread() / cancel_join_thread(), which do nothing: mpx has no feeder thread.
 template <Serializable T>
 class Queue : public detail::QueueCore {
  public:
+  /// Creates a queue at the coordinator; maxsize 0 means unbounded (Python: Queue(maxsize=0)).
   explicit Queue(std::size_t maxsize = 0) : QueueCore(maxsize, false) {}
+  /// A handle to the existing queue `ref` (what a decoded argument is).
   Queue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
 
-  // Encodes now, so a serialization error is raised here, at the caller.
+  /// Python's put(item, block, timeout): waits for room up to `timeout` (forever if none), then raises mpx::Full; with
+  /// block false it raises mpx::Full at once.
+  /// Encodes now, so a serialization error is raised here, at the caller.
   void put(const T& item, bool block = true, const Timeout& timeout = std::nullopt) {
     put_bytes(encode(item), block, timeout);
   }
-  // An item that is not a T (another process put another type) raises mpx::SerializationError and stays at the head
-  // of the queue, for a getter of the right type (a Queue<mpx::Object> handle of the same queue reads anything).
+  /// Python's get(block, timeout): waits for an item up to `timeout` (forever if none), then raises mpx::Empty; with
+  /// block false it raises mpx::Empty at once.
+  /// An item that is not a T (another process put another type) raises mpx::SerializationError and stays at the head
+  /// of the queue, for a getter of the right type (a Queue<mpx::Object> handle of the same queue reads anything).
   T get(bool block = true, const Timeout& timeout = std::nullopt) { return get_as<T>(block, timeout); }
+  /// put(item, false): raises mpx::Full at once if the queue is full.
   void put_nowait(const T& item) { put(item, false); }
-  T get_nowait() { return get(false); }
+  T get_nowait() { return get(false); }  ///< get(false): raises mpx::Empty at once if the queue is empty.
 
  protected:
+  /// For JoinableQueue: a queue that counts unfinished tasks.
   Queue(std::size_t maxsize, bool joinable) : QueueCore(maxsize, joinable) {}
 };
 
-// Python's multiprocessing.SimpleQueue: unbounded, with get, put, empty and close.
+/// Python's multiprocessing.SimpleQueue: unbounded, with get, put, empty and close.
+/// close() and qsize() come from its internal base.
 template <Serializable T>
 class SimpleQueue : public detail::QueueCore {
  public:
-  SimpleQueue() : QueueCore(0, false) {}
-  SimpleQueue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
+  SimpleQueue() : QueueCore(0, false) {}  ///< Creates an unbounded queue at the coordinator.
+  SimpleQueue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}  ///< A handle to the existing queue `ref`.
+  /// Appends `item`; never blocks (the queue is unbounded).
   void put(const T& item) { put_bytes(encode(item), true, std::nullopt); }
-  T get() { return get_as<T>(true, std::nullopt); }
-  // Python's SimpleQueue.close() closes its reader at once: empty() raises mpx::ValueError after it, used or not.
+  T get() { return get_as<T>(true, std::nullopt); }  ///< Waits for the next item, as long as it takes.
+  /// Python's SimpleQueue.close() closes its reader at once: empty() raises mpx::ValueError after it, used or not.
   bool empty() const { return empty_if_open(true); }
 };
 
-// Python's multiprocessing.JoinableQueue. Unlike Python, an item taken by a process that dies before task_done() is
-// put back at the head of the queue, so nothing is lost.
+/// Python's multiprocessing.JoinableQueue. Unlike Python, an item taken by a process that dies before task_done() is
+/// put back at the head of the queue, so nothing is lost.
 template <Serializable T>
 class JoinableQueue : public Queue<T> {
  public:
+  /// Creates a joinable queue; maxsize 0 means unbounded.
   explicit JoinableQueue(std::size_t maxsize = 0) : Queue<T>(maxsize, true) {}
+  /// A handle to the existing joinable queue `ref`.
   JoinableQueue(adopt_t, ObjectRef ref) : Queue<T>(adopt, std::move(ref)) {}
-  // Raises mpx::ValueError when called more times than there were items.
+  /// Raises mpx::ValueError when called more times than there were items.
   void task_done() { this->task_done_core(); }
-  // Blocks until every item put has been task_done(). join(timeout) returns false if the timeout passed first.
+  ///@{
+  /// Blocks until every item put has been task_done(). join(timeout) returns false if the timeout passed first.
   void join() { (void)this->join_core(std::nullopt); }
   bool join(std::chrono::duration<double> timeout) { return this->join_core(timeout); }
+  ///@}
 };
 
 }  // namespace mpx

@@ -1,12 +1,13 @@
-// mpx/topology.hpp — a whole system of actors described in one TOML file: shared objects, actors (registered
-// functions or any program that links mpx), start order, and an Erlang/OTP-style supervisor that restarts them.
-//
-//   mpx::Topology t = mpx::Topology::load("pipeline.toml");   // validates the whole file, or throws TopologyError
-//   int status = t.run();                                     // starts, supervises, stops on SIGINT/SIGTERM
-//
-// Inside an actor, mpx::this_actor() gives its name, replica index, args and the shared objects it was given:
-//   auto jobs = mpx::this_actor().queue<std::string>("jobs");
-// The file format is documented in examples/topologies/README.md.
+/// \file
+/// mpx/topology.hpp — a whole system of actors described in one TOML file: shared objects, actors (registered
+/// functions or any program that links mpx), start order, and an Erlang/OTP-style supervisor that restarts them.
+///
+///   mpx::Topology t = mpx::Topology::load("pipeline.toml");   // validates the whole file, or throws TopologyError
+///   int status = t.run();                                     // starts, supervises, stops on SIGINT/SIGTERM
+///
+/// Inside an actor, mpx::this_actor() gives its name, replica index, args and the shared objects it was given:
+///   auto jobs = mpx::this_actor().queue<std::string>("jobs");
+/// The file format is documented in examples/topologies/README.md.
 #pragma once
 
 #include <chrono>
@@ -31,47 +32,50 @@
 
 namespace mpx {
 
-// How a topology run ended: mpx-run's exit status.
+/// How a topology run ended: mpx-run's exit status.
 enum class TopologyExit : int {
-  ok = 0,         // every actor finished normally, or a requested stop ended them all within the timeout
-  failed = 1,     // an actor could not start, or one that is not restarted ended abnormally
-  invalid = 2,    // the file (or the command line) is invalid; nothing was started
-  escalated = 3,  // restarts exceeded max_restarts within the window: the supervisor stopped the topology
-  killed = 4,     // a stop had to SIGKILL an actor that outlived the shutdown timeout
+  ok = 0,         ///< every actor finished normally, or a requested stop ended them all within the timeout
+  failed = 1,     ///< an actor could not start, or one that is not restarted ended abnormally
+  invalid = 2,    ///< the file (or the command line) is invalid; nothing was started
+  escalated = 3,  ///< restarts exceeded max_restarts within the window: the supervisor stopped the topology
+  killed = 4,     ///< a stop had to SIGKILL an actor that outlived the shutdown timeout
 };
 
+/// One actor replica in TopologyStatus.
 struct ActorStatus {
-  std::string name;          // "worker" for one replica, "worker[2]" for replica 2 of several
-  std::string actor;         // the actor's name in the file
-  int replica = 0;
-  pid_t pid = 0;             // 0 when not running
-  std::string state;         // "starting", "running", "restarting", "stopping", "exited", "failed", "stopped"
-  int restarts = 0;
-  double uptime_s = 0;       // since its last start; 0 when not running
-  std::optional<int> last_exitcode;  // Python's convention: N for exit(N), -N for signal N
+  std::string name;          ///< "worker" for one replica, "worker[2]" for replica 2 of several
+  std::string actor;         ///< the actor's name in the file
+  int replica = 0;  ///< replica index, 0 .. replicas-1
+  pid_t pid = 0;             ///< 0 when not running
+  std::string state;         ///< "starting", "running", "restarting", "stopping", "exited", "failed", "stopped"
+  int restarts = 0;  ///< how many times the supervisor restarted it
+  double uptime_s = 0;       ///< since its last start; 0 when not running
+  std::optional<int> last_exitcode;  ///< Python's convention: N for exit(N), -N for signal N
 };
 
+/// One queue of the topology in TopologyStatus.
 struct QueueStatus {
-  std::string name;
-  std::size_t depth = 0;
-  std::size_t maxsize = 0;  // 0: unbounded
+  std::string name;  ///< the queue's name in the file
+  std::size_t depth = 0;  ///< items in it now
+  std::size_t maxsize = 0;  ///< 0: unbounded
 };
 
-// A topology pool, as its scheduler counts it (pool_stats).
+/// A topology pool, as its scheduler counts it (pool_stats).
 struct PoolStatus {
-  std::string name;
-  std::size_t processes = 0;
-  std::size_t queued = 0;   // tasks (chunks) waiting for a worker
-  std::size_t running = 0;  // tasks held by workers now
-  std::size_t workers = 0;  // workers the scheduler has seen
-  std::vector<pid_t> pids;  // the current workers
+  std::string name;  ///< the pool's name in the file
+  std::size_t processes = 0;  ///< its configured number of workers
+  std::size_t queued = 0;   ///< tasks (chunks) waiting for a worker
+  std::size_t running = 0;  ///< tasks held by workers now
+  std::size_t workers = 0;  ///< workers the scheduler has seen
+  std::vector<pid_t> pids;  ///< the current workers
 };
 
+/// A snapshot of a running topology: Topology::status(), and what `mpx-run --status-every` prints.
 struct TopologyStatus {
-  std::string state;  // "loaded", "starting", "running", "stopping", "stopped"
-  std::vector<ActorStatus> actors;  // in start order
-  std::vector<QueueStatus> queues;
-  std::vector<PoolStatus> pools;
+  std::string state;  ///< "loaded", "starting", "running", "stopping", "stopped"
+  std::vector<ActorStatus> actors;  ///< in start order
+  std::vector<QueueStatus> queues;  ///< the topology's queues
+  std::vector<PoolStatus> pools;  ///< the topology's pools
 };
 
 namespace detail {
@@ -80,42 +84,44 @@ struct TopologyState;
 
 int run_main(int argc, char** argv);
 
+/// A system of actors loaded from a TOML file (mpx's own; Python has none): shared objects, actors and an
+/// Erlang/OTP-style supervisor. mpx-run runs one; an application can also load() and run() it. Move-only.
 class Topology {
  public:
-  // Reads and validates a file. Every problem throws TopologyError naming the file, line, column, key and what was
-  // expected. Relative `exec` paths are resolved against the file's directory.
+  /// Reads and validates a file. Every problem throws TopologyError naming the file, line, column, key and what was
+  /// expected. Relative `exec` paths are resolved against the file's directory.
   static Topology load(const std::string& path);
-  // The same for a string; `source` names it in error messages.
+  /// The same for a string; `source` names it in error messages.
   static Topology parse(std::string_view text, std::string source = "<string>");
 
-  // The validated plan, for humans: objects, actors in start order, supervision.
+  /// The validated plan, for humans: objects, actors in start order, supervision.
   std::string plan() const;
 
-  // Creates the shared objects and starts the actors in order (each after the ones it names in `after` are ready),
-  // then returns. Throws TopologyError if an actor fails to start; what was started is stopped first.
+  /// Creates the shared objects and starts the actors in order (each after the ones it names in `after` are ready),
+  /// then returns. Throws TopologyError if an actor fails to start; what was started is stopped first.
   void start();
-  // Blocks until the topology has stopped (all actors finished, escalation, or stop()); returns the exit status.
+  /// Blocks until the topology has stopped (all actors finished, escalation, or stop()); returns the exit status.
   TopologyExit wait();
-  // The same, for at most `timeout`: nullopt if it is still running then.
+  /// The same, for at most `timeout`: nullopt if it is still running then.
   std::optional<TopologyExit> wait_for(std::chrono::duration<double> timeout);
-  // Stops the actors in reverse start order: SIGTERM, then SIGKILL after `timeout` (default: the file's
-  // coordinator.shutdown_timeout). Returns the exit status (ok, or killed if one had to be killed).
+  /// Stops the actors in reverse start order: SIGTERM, then SIGKILL after `timeout` (default: the file's
+  /// coordinator.shutdown_timeout). Returns the exit status (ok, or killed if one had to be killed).
   TopologyExit stop(std::optional<std::chrono::duration<double>> timeout = std::nullopt);
-  // start(), then wait(); SIGINT and SIGTERM stop it gracefully. Returns the exit status.
+  /// start(), then wait(); SIGINT and SIGTERM stop it gracefully. Returns the exit status.
   TopologyExit run();
-  TopologyStatus status() const;
-  // What happened, for humans: restarts, escalation, how the stop went. Empty while nothing noteworthy happened.
+  TopologyStatus status() const;  ///< A snapshot of every actor, queue and pool.
+  /// What happened, for humans: restarts, escalation, how the stop went. Empty while nothing noteworthy happened.
   std::string report() const;
 
-  // The coordinator endpoint the actors were given (after start()).
+  /// The coordinator endpoint the actors were given (after start()).
   std::string endpoint() const;
-  // Every shared object of the topology, by name, for the process that runs it (after start()): how an embedding
-  // application feeds and drains it, e.g. t.objects().queue<std::string>("jobs").put("x").
+  /// Every shared object of the topology, by name, for the process that runs it (after start()): how an embedding
+  /// application feeds and drains it, e.g. t.objects().queue<std::string>("jobs").put("x").
   const class ActorContext& objects() const;
 
-  Topology(Topology&&) noexcept;
-  Topology& operator=(Topology&&) noexcept;
-  ~Topology();  // stops what is still running
+  Topology(Topology&&) noexcept;  ///< Takes over a topology.
+  Topology& operator=(Topology&&) noexcept;  ///< Takes over a topology.
+  ~Topology();  ///< stops what is still running
 
  private:
   explicit Topology(std::shared_ptr<detail::TopologyState> state);
@@ -123,17 +129,18 @@ class Topology {
   std::shared_ptr<detail::TopologyState> state_;
 };
 
-// What an actor started by a topology knows about itself. Throws ProcessError in a process that is not one.
+/// What an actor started by a topology knows about itself. Throws ProcessError in a process that is not one.
 class ActorContext {
  public:
-  const std::string& name() const noexcept { return name_; }
-  int replica() const noexcept { return replica_; }
-  int replicas() const noexcept { return replicas_; }
-  // The actor's `args` table (a map; empty when the file gives none).
+  const std::string& name() const noexcept { return name_; }  ///< The actor's name.
+  int replica() const noexcept { return replica_; }  ///< This replica's index, 0 .. replicas()-1.
+  int replicas() const noexcept { return replicas_; }  ///< How many replicas of the actor the file asks for.
+  /// The actor's `args` table (a map; empty when the file gives none).
   const Object& args() const noexcept { return args_; }
 
-  // Handles on the shared objects the actor was given, by name. A name it was not given, or one of another type,
-  // throws std::invalid_argument naming it and what the actor has.
+  ///@{
+  /// Handles on the shared objects the actor was given, by name. A name it was not given, or one of another type,
+  /// throws std::invalid_argument naming it and what the actor has.
   template <Serializable T>
   Queue<T> queue(std::string_view name) const {
     return Queue<T>(adopt, ref(name, "queue"));
@@ -144,29 +151,32 @@ class ActorContext {
   }
   Event event(std::string_view name) const { return Event(adopt, ref(name, "event")); }
   Semaphore semaphore(std::string_view name) const { return Semaphore(adopt, ref(name, "semaphore")); }
-  // A semaphore declared with `bounded = true`.
+  /// A semaphore declared with `bounded = true`.
   BoundedSemaphore bounded_semaphore(std::string_view name) const {
     return BoundedSemaphore(adopt, ref(name, "bounded_semaphore"));
   }
   Lock lock(std::string_view name) const { return Lock(adopt, ref(name, "lock")); }
-  // A lock declared with `recursive = true`.
+  /// A lock declared with `recursive = true`.
   RLock rlock(std::string_view name) const { return RLock(adopt, ref(name, "rlock")); }
   Barrier barrier(std::string_view name) const { return Barrier(adopt, ref(name, "barrier")); }
-  // An attached handle on a topology pool: its workers run the program that runs the topology, so tasks must be
-  // functions of that program (a task actor's are). close()/terminate() detach this handle only. Each call attaches
-  // a new handle (a socket and a result thread): keep the one you use.
+  ///@}
+  /// An attached handle on a topology pool: its workers run the program that runs the topology, so tasks must be
+  /// functions of that program (a task actor's are). close()/terminate() detach this handle only. Each call attaches
+  /// a new handle (a socket and a result thread): keep the one you use.
   Pool pool(std::string_view name) const { return Pool(adopt, ref(name, "pool")); }
-  // One end (0 or 1) of a pipe; this process becomes the holder of that end.
+  /// One end (0 or 1) of a pipe; this process becomes the holder of that end.
   Connection connection(std::string_view name, int end) const;
-  // The names of the objects this actor was given.
+  /// The names of the objects this actor was given.
   std::vector<std::string> objects() const;
 
+  /// Internal: one shared object the actor was given, as the supervisor sends it.
   struct Entry {
-    std::string name;
-    std::string type;
-    std::vector<std::uint64_t> ids;
+    std::string name;  ///< the object's name in the file
+    std::string type;  ///< its type, e.g. "queue", "pipe"
+    std::vector<std::uint64_t> ids;  ///< its object id(s) at the coordinator (a pipe has two ends)
     MSGPACK_DEFINE(name, type, ids);
   };
+  /// Internal: built by mpx::init in an actor.
   ActorContext(std::string name, int replica, int replicas, Object args, std::vector<Entry> objects);
 
  private:
@@ -178,16 +188,16 @@ class ActorContext {
   std::vector<Entry> objects_;
 };
 
-// True in a process a topology started; this_actor() throws ProcessError elsewhere. A `task` actor is the
-// application's own program started again: register its functions (mpx::register_actor) before mpx::init, which
-// runs the task and exits there.
+/// True in a process a topology started; this_actor() throws ProcessError elsewhere. A `task` actor is the
+/// application's own program started again: register its functions (mpx::register_actor) before mpx::init, which
+/// runs the task and exits there.
 bool is_actor();
-const ActorContext& this_actor();
+const ActorContext& this_actor();  ///< This actor's context; ProcessError in a process no topology started.
 
-// mpx-run's command line in one call, for an application whose `task` actors are registered functions:
-//   int main(int argc, char** argv) { mpx::init(argc, argv); mpx::register_actor("worker", worker);
-//                                     return mpx::run_main(argc, argv); }
-// Accepts `FILE`, `--check`, `--status-every SECONDS`; returns the exit status.
+/// mpx-run's command line in one call, for an application whose `task` actors are registered functions:
+///   int main(int argc, char** argv) { mpx::init(argc, argv); mpx::register_actor("worker", worker);
+///                                     return mpx::run_main(argc, argv); }
+/// Accepts `FILE`, `--check`, `--status-every SECONDS`; returns the exit status.
 int run_main(int argc, char** argv);
 
 }  // namespace mpx
