@@ -3,6 +3,7 @@
 //   stubborn               ignores SIGTERM: only SIGKILL ends it
 //   exit CODE              exits with CODE at once
 //   relay                  gets a list from queue "mid", appends "exec", puts it on queue "out", exits 0
+//   chatter COUNT          prints COUNT numbered lines to stdout, about 20 ms apart (and one to stderr), exits 0
 //   pool                   applies a function of this program on the topology pool "p", which runs another
 //                          program; puts [error message, 0, false] (or ["no error", ...]) on queue "results"
 // Every role first appends "LABEL PID" to the file named by $TOPOLOGY_TEST_LOG, before mpx::init: that is before
@@ -10,7 +11,9 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -21,6 +24,11 @@
 
 namespace {
 long negate(int x) { return -x; }
+
+// Long enough that a status line drawn over it would show.
+std::string chatter_line(const std::string& name, int i) {
+  return "chatter " + name + " line " + std::to_string(i) + " " + std::string(50, static_cast<char>('a' + i % 26));
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -50,6 +58,17 @@ int main(int argc, char** argv) {
     for (;;) ::pause();
   }
   if (role == "exit") return argc > 3 ? std::atoi(argv[3]) : 0;
+  if (role == "chatter") {
+    const int count = argc > 3 ? std::atoi(argv[3]) : 10;
+    for (int i = 0; i < count; ++i) {
+      std::printf("%s\n", chatter_line(argc > 2 ? argv[2] : "-", i).c_str());
+      std::fflush(stdout);
+      // Paced so that the status line is redrawn between the lines: that is what the test looks at.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::fprintf(stderr, "%s on stderr\n", chatter_line(argc > 2 ? argv[2] : "-", count).c_str());
+    return 0;
+  }
   if (role == "relay") {
     auto mid = mpx::this_actor().queue<std::vector<std::string>>("mid");
     auto out = mpx::this_actor().queue<std::vector<std::string>>("out");
