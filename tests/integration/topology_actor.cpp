@@ -3,7 +3,8 @@
 //   stubborn               ignores SIGTERM: only SIGKILL ends it
 //   exit CODE              exits with CODE at once
 //   relay                  gets a list from queue "mid", appends "exec", puts it on queue "out", exits 0
-//   chatter COUNT          prints COUNT numbered lines to stdout, about 20 ms apart (and one to stderr), exits 0
+//   chatter COUNT          prints whether stdout is a terminal, then COUNT numbered lines to stdout, about 20 ms
+//                          apart (and one to stderr); exits 0
 //   pool                   applies a function of this program on the topology pool "p", which runs another
 //                          program; puts [error message, 0, false] (or ["no error", ...]) on queue "results"
 // Every role first appends "LABEL PID" to the file named by $TOPOLOGY_TEST_LOG, before mpx::init: that is before
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
   if (role == "exit") return argc > 3 ? std::atoi(argv[3]) : 0;
   if (role == "chatter") {
     const int count = argc > 3 ? std::atoi(argv[3]) : 10;
+    std::printf("chatter stdout is a terminal: %s\n", ::isatty(STDOUT_FILENO) ? "yes" : "no");
     for (int i = 0; i < count; ++i) {
       std::printf("%s\n", chatter_line(argc > 2 ? argv[2] : "-", i).c_str());
       std::fflush(stdout);

@@ -929,6 +929,8 @@ TEST_CASE("on a terminal, mpx-run's status line never overwrites or splits an ac
   }
   CHECK_THAT(out, Contains("mpx-run: actor talker (pid "));
   CHECK_THAT(out, Contains("--- final status at "));
+  // Relayed, the actor still writes to a terminal: its stdio stays line-buffered, so its lines show as it prints them.
+  CHECK_THAT(out, Contains("chatter stdout is a terminal: yes\r\n"));
 }
 
 TEST_CASE("an exec actor that never calls mpx::init fails after its ready_timeout, with a hint", "[topology][mpx-run]") {
