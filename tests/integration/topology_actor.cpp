@@ -5,6 +5,7 @@
 //   relay                  gets a list from queue "mid", appends "exec", puts it on queue "out", exits 0
 //   chatter COUNT          prints whether stdout is a terminal, then COUNT numbered lines to stdout, about 20 ms
 //                          apart (and one to stderr); exits 0
+//   late                   as wait, the first time; started again (after a restart), it hangs before mpx::init
 //   pool                   applies a function of this program on the topology pool "p", which runs another
 //                          program; puts [error message, 0, false] (or ["no error", ...]) on queue "results"
 // Every role first appends "LABEL PID" to the file named by $TOPOLOGY_TEST_LOG, before mpx::init: that is before
@@ -47,10 +48,18 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGUSR1);
   const std::string role = argc > 1 ? argv[1] : "";
-  if (role == "wait") ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  if (role == "late") {
+    // The first start leaves a mark beside the log; a restart finds it and never becomes ready.
+    const std::string mark = std::string(std::getenv("TOPOLOGY_TEST_LOG")) + ".late";
+    if (::access(mark.c_str(), F_OK) == 0) {
+      for (;;) ::pause();
+    }
+    ::close(::open(mark.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  }
+  if (role == "wait" || role == "late") ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
   if (role == "stubborn") std::signal(SIGTERM, SIG_IGN);
   mpx::init(argc, argv);
-  if (role == "wait") {
+  if (role == "wait" || role == "late") {
     int sig = 0;
     ::sigwait(&set, &sig);
     return sig == SIGUSR1 && argc > 3 ? std::atoi(argv[3]) : 0;

@@ -954,6 +954,24 @@ TEST_CASE("an exec actor that never calls mpx::init fails after its ready_timeou
         "t.toml:4:17: actors[0].ready_timeout: expected a number of seconds > 0, got 0.000000");
 }
 
+TEST_CASE("a restarted actor that does not become ready within ready_timeout counts as a failed restart",
+          "[topology][mpx-run]") {
+  Scratch s;
+  auto t = mpx::Topology::parse("[supervisor]\nmax_restarts = 1\nwindow = 60\n" +
+                                exec_actor("late", "late", "ready_timeout = 0.5"));
+  t.start();
+  REQUIRE(s.log().size() == 1);
+  REQUIRE(::kill(s.log()[0].second, SIGKILL) == 0);
+  // Restart 1 hangs before mpx::init and is killed at its deadline; restarting it again exceeds max_restarts.
+  const auto exit = t.wait_for(30s);  // anti-hang bound only
+  REQUIRE(exit.has_value());
+  CHECK(*exit == mpx::TopologyExit::escalated);
+  CHECK_THAT(t.report(), Contains("did not call mpx::init within 0.5 s: is it an mpx program?"));
+  CHECK_THAT(t.report(), Contains(") ended (killed by signal 9 (SIGKILL)): more than 1 restarts within 60 s"));
+  REQUIRE(s.log().size() == 2);
+  for (auto& [label, pid] : s.log()) CHECK(gone(pid));
+}
+
 TEST_CASE("mpx-run --check reports every error of a file at once, with did-you-mean hints", "[topology][mpx-run]") {
   Scratch s;
   const auto file = s.write("three.toml",
