@@ -582,8 +582,9 @@ TEST_CASE("200 actors start, pass a message through every one of them, and stop"
   constexpr int n = 200;
   std::string text;
   for (int i = 0; i <= n; ++i) text += "[objects.q" + std::to_string(i) + "]\ntype = \"queue\"\n";
+  // 200 processes starting at once on a loaded machine may take longer than the default ready_timeout (10 s).
   text += "[[actors]]\nname = \"relay\"\ntask = \"relay\"\nreplicas = " + std::to_string(n) +
-          "\nrestart = \"transient\"\nobjects = [";
+          "\nrestart = \"transient\"\nready_timeout = 120\nobjects = [";
   for (int i = 0; i <= n; ++i) text += (i ? ", " : "") + std::string("\"q") + std::to_string(i) + "\"";
   text += "]\n";
   auto t = mpx::Topology::parse(text);

@@ -461,6 +461,14 @@ int Supervisor::enforce_ready_deadlines() {
       next = std::min(next, c.ready_deadline);
       continue;
     }
+    // Ready in time, but not read yet (its byte came after the last poll): this poll reports it.
+    if (c.ready_fd >= 0) {
+      pollfd p{c.ready_fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0) {
+        next = now;
+        continue;
+      }
+    }
     // Its pidfd reports the death; on_death then treats it as any actor that ended before it was ready.
     c.ready_timed_out = true;
     signal_pidfd(c.pidfd, SIGKILL);
