@@ -3,6 +3,9 @@
 //   stubborn               ignores SIGTERM: only SIGKILL ends it
 //   exit CODE              exits with CODE at once
 //   relay                  gets a list from queue "mid", appends "exec", puts it on queue "out", exits 0
+//   chatter COUNT          prints whether stdout is a terminal, then COUNT numbered lines to stdout, about 20 ms
+//                          apart (and one to stderr); exits 0
+//   late                   as wait, the first time; started again (after a restart), it hangs before mpx::init
 //   pool                   applies a function of this program on the topology pool "p", which runs another
 //                          program; puts [error message, 0, false] (or ["no error", ...]) on queue "results"
 // Every role first appends "LABEL PID" to the file named by $TOPOLOGY_TEST_LOG, before mpx::init: that is before
@@ -10,7 +13,9 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -21,6 +26,11 @@
 
 namespace {
 long negate(int x) { return -x; }
+
+// Long enough that a status line drawn over it would show.
+std::string chatter_line(const std::string& name, int i) {
+  return "chatter " + name + " line " + std::to_string(i) + " " + std::string(50, static_cast<char>('a' + i % 26));
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -38,10 +48,18 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGUSR1);
   const std::string role = argc > 1 ? argv[1] : "";
-  if (role == "wait") ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  if (role == "late") {
+    // The first start leaves a mark beside the log; a restart finds it and never becomes ready.
+    const std::string mark = std::string(std::getenv("TOPOLOGY_TEST_LOG")) + ".late";
+    if (::access(mark.c_str(), F_OK) == 0) {
+      for (;;) ::pause();
+    }
+    ::close(::open(mark.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  }
+  if (role == "wait" || role == "late") ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
   if (role == "stubborn") std::signal(SIGTERM, SIG_IGN);
   mpx::init(argc, argv);
-  if (role == "wait") {
+  if (role == "wait" || role == "late") {
     int sig = 0;
     ::sigwait(&set, &sig);
     return sig == SIGUSR1 && argc > 3 ? std::atoi(argv[3]) : 0;
@@ -50,6 +68,18 @@ int main(int argc, char** argv) {
     for (;;) ::pause();
   }
   if (role == "exit") return argc > 3 ? std::atoi(argv[3]) : 0;
+  if (role == "chatter") {
+    const int count = argc > 3 ? std::atoi(argv[3]) : 10;
+    std::printf("chatter stdout is a terminal: %s\n", ::isatty(STDOUT_FILENO) ? "yes" : "no");
+    for (int i = 0; i < count; ++i) {
+      std::printf("%s\n", chatter_line(argc > 2 ? argv[2] : "-", i).c_str());
+      std::fflush(stdout);
+      // Paced so that the status line is redrawn between the lines: that is what the test looks at.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::fprintf(stderr, "%s on stderr\n", chatter_line(argc > 2 ? argv[2] : "-", count).c_str());
+    return 0;
+  }
   if (role == "relay") {
     auto mid = mpx::this_actor().queue<std::vector<std::string>>("mid");
     auto out = mpx::this_actor().queue<std::vector<std::string>>("out");

@@ -13,13 +13,16 @@
 #include <ranges>
 #include <tuple>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -195,13 +198,13 @@ TEST_CASE("every config error names the file, line, column, key and what was exp
   CHECK(error_of("bogus = 1\n" + ok_actor) == "t.toml:1:1: bogus: unknown key (expected one of: coordinator, "
                                               "supervisor, objects, actors)");
   CHECK(error_of("[[actors]]\nname = \"a\"\ntask = \"relay\"\nreplica = 2\n") ==
-        "t.toml:4:1: actors[0].replica: unknown key (expected one of: name, task, exec, replicas, args, objects, "
-        "after, restart)");
+        "t.toml:4:1: actors[0].replica: unknown key (did you mean \"replicas\"? expected one of: name, task, exec, "
+        "replicas, args, objects, after, restart, ready_timeout)");
   CHECK(error_of(ok_actor + "replicas = \"two\"\n") ==
         "t.toml:4:12: actors[0].replicas: expected an integer >= 1, got a string");
   CHECK(error_of(ok_actor + "replicas = 0\n") == "t.toml:4:12: actors[0].replicas: expected an integer >= 1, got 0");
   CHECK(error_of("[objects.jobs]\ntype = \"queue\"\n" + ok_actor + "objects = [\"jobs\", \"jobz\"]\n") ==
-        "t.toml:6:20: actors[0].objects: \"jobz\" is not a defined object (defined: jobs)");
+        "t.toml:6:20: actors[0].objects: \"jobz\" is not a defined object (did you mean \"jobs\"? defined: jobs)");
   CHECK(error_of(ok_actor + "after = [\"b\"]\n") ==
         "t.toml:4:10: actors[0].after: \"b\" is not a defined actor (defined: a)");
   CHECK(error_of(ok_actor + "after = [\"b\"]\n[[actors]]\nname = \"b\"\ntask = \"relay\"\nafter = [\"a\"]\n") ==
@@ -210,7 +213,7 @@ TEST_CASE("every config error names the file, line, column, key and what was exp
         "t.toml:4:11: actors[0].restart: expected one of \"permanent\", \"transient\", \"temporary\", got \"always\"");
   CHECK(error_of("[supervisor]\nstrategy = \"one_for_some\"\n" + ok_actor) ==
         "t.toml:2:12: supervisor.strategy: expected one of \"one_for_one\", \"one_for_all\", \"rest_for_one\", got "
-        "\"one_for_some\"");
+        "\"one_for_some\"; did you mean \"one_for_one\"?");
   CHECK(error_of("[supervisor]\nmax_restarts = 1.5\n" + ok_actor) ==
         "t.toml:2:16: supervisor.max_restarts: expected an integer >= 0, got a float");
   CHECK(error_of("[coordinator]\nshutdown_timeout = \"5s\"\n" + ok_actor) ==
@@ -340,12 +343,12 @@ TEST_CASE("killing an actor restarts it or not, per restart type", "[topology]")
   // temporary: never restarted.
   kill_and_wait("temp", SIGKILL, [](const mpx::ActorStatus& a) { return a.state == "failed"; });
   CHECK(status_of(t, "temp").restarts == 0);
-  CHECK(status_of(t, "temp").pid == 0);
+  CHECK(gone(status_of(t, "temp").pid));  // its last pid, which ended
   // The others were left alone (one_for_one).
   CHECK(status_of(t, "perm").restarts == 1);
   CHECK(s.log().size() == 6);  // four starts and two restarts
-  CHECK_THAT(t.report(), Contains("actor perm ended (killed by signal 9 (SIGKILL)): restarting (one_for_one)"));
-  CHECK_THAT(t.report(), Contains("actor temp ended (killed by signal 9 (SIGKILL)); temporary: not restarted"));
+  CHECK_THAT(t.report(), Contains(") ended (killed by signal 9 (SIGKILL)): restarting (one_for_one), restart 1"));
+  CHECK_THAT(t.report(), Contains(") ended (killed by signal 9 (SIGKILL)); temporary: not restarted"));
   CHECK(t.stop() == mpx::TopologyExit::ok);
 }
 
@@ -451,7 +454,8 @@ TEST_CASE("the example topologies run through mpx-run", "[topology]") {
   SECTION("supervised: a crashy permanent worker escalates, exit status 3") {
     CHECK(run_mpx_run({dir + "supervised.toml"}, s.dir / "out") == 3);
     const auto out = read_file(s.dir / "out");
-    CHECK_THAT(out, Contains("mpx-run: actor crashy ended (exit code 42): more than 3 restarts within 10 s"));
+    CHECK_THAT(out, Contains("mpx-run: actor crashy (pid "));
+    CHECK_THAT(out, Contains(") ended (exit code 42): more than 3 restarts within 10 s"));
     CHECK_THAT(out, Contains("escalated: too many restarts (exit status 3)"));
   }
   SECTION("fan-out/fan-in over a tcp coordinator endpoint") {
@@ -578,8 +582,9 @@ TEST_CASE("200 actors start, pass a message through every one of them, and stop"
   constexpr int n = 200;
   std::string text;
   for (int i = 0; i <= n; ++i) text += "[objects.q" + std::to_string(i) + "]\ntype = \"queue\"\n";
+  // 200 processes starting at once on a loaded machine may take longer than the default ready_timeout (10 s).
   text += "[[actors]]\nname = \"relay\"\ntask = \"relay\"\nreplicas = " + std::to_string(n) +
-          "\nrestart = \"transient\"\nobjects = [";
+          "\nrestart = \"transient\"\nready_timeout = 120\nobjects = [";
   for (int i = 0; i <= n; ++i) text += (i ? ", " : "") + std::string("\"q") + std::to_string(i) + "\"";
   text += "]\n";
   auto t = mpx::Topology::parse(text);
@@ -764,4 +769,223 @@ TEST_CASE("an exec actor's own function is refused by the topology pool, naming 
   CHECK_THAT(refusal, Contains("but the pool's workers run another program"));
   CHECK(reports["cube"].second);
   CHECK(t.wait() == mpx::TopologyExit::ok);
+}
+
+// ---- mpx-run's live output ----
+
+namespace {
+
+// mpx-run started with its stdout and stderr on a pipe or on a pseudo-terminal, read while it writes.
+class Captured {
+ public:
+  Captured(std::vector<std::string> args, bool terminal) {
+    args.insert(args.begin(), MPX_RUN_PATH);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    int write_end = -1;
+    if (terminal) {
+      fd_ = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+      REQUIRE(fd_ >= 0);
+      REQUIRE(::grantpt(fd_) == 0);
+      REQUIRE(::unlockpt(fd_) == 0);
+      const winsize size{24, 120, 0, 0};
+      REQUIRE(::ioctl(fd_, TIOCSWINSZ, &size) == 0);
+      posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, ::ptsname(fd_), O_RDWR | O_NOCTTY, 0);
+    } else {
+      int fds[2];
+      REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+      fd_ = fds[0];
+      write_end = fds[1];
+      posix_spawn_file_actions_adddup2(&actions, write_end, STDOUT_FILENO);
+    }
+    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+    REQUIRE(::posix_spawn(&pid_, MPX_RUN_PATH, &actions, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&actions);
+    if (write_end >= 0) ::close(write_end);
+    ::fcntl(fd_, F_SETFL, O_NONBLOCK);
+  }
+  ~Captured() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::close(fd_);
+  }
+  pid_t pid() const { return pid_; }
+  const std::string& text() const { return text_; }
+  bool running() {
+    if (pid_ <= 0) return false;
+    if (::waitpid(pid_, &status_, WNOHANG) == 0) return true;
+    pid_ = 0;
+    return false;
+  }
+  // Reads until `predicate` holds of the output; fails after a generous anti-hang bound.
+  void read_until(const std::function<bool(const std::string&)>& predicate, const char* what) {
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!predicate(text_)) {
+      if (std::chrono::steady_clock::now() > deadline) FAIL("timed out waiting until " << what << "; output:\n" << text_);
+      pump(50);
+    }
+  }
+  // Reads to the end of mpx-run; returns its exit status.
+  int finish() {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (running()) {
+      if (std::chrono::steady_clock::now() > deadline) FAIL("mpx-run did not end within 60 s; output:\n" << text_);
+      pump(50);
+    }
+    while (pump(0)) {
+    }
+    REQUIRE(WIFEXITED(status_));
+    return WEXITSTATUS(status_);
+  }
+
+ private:
+  // Reads what there is within `wait_ms`; false once nothing came.
+  bool pump(int wait_ms) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, wait_ms) <= 0) return false;
+    char buffer[4096];
+    const ssize_t n = ::read(fd_, buffer, sizeof buffer);
+    if (n <= 0) return false;  // a pty's master reads EIO once every holder of its other end is gone
+    text_.append(buffer, static_cast<std::size_t>(n));
+    return true;
+  }
+  pid_t pid_ = 0;
+  int fd_ = -1;
+  int status_ = 0;
+  std::string text_;
+};
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("mpx-run prints each supervision event when it happens, time-stamped", "[topology][mpx-run]") {
+  Scratch s;
+  const auto file = s.write("t.toml", "[supervisor]\nmax_restarts = 10\n" + exec_actor("a", "wait"));
+  Captured run({file.string()}, /*terminal=*/false);
+  run.read_until([](const std::string& out) { return out.find("mpx-run: actor a (pid ") != std::string::npos &&
+                                                      out.find(") is ready") != std::string::npos; },
+                 "a start and readiness event");
+  REQUIRE(s.log().size() == 1);
+  const pid_t first = s.log()[0].second;
+  CHECK_THAT(run.text(), Contains("mpx-run: actor a started (pid " + std::to_string(first) + ")\n"));
+  REQUIRE(::kill(first, SIGKILL) == 0);
+  run.read_until([](const std::string& out) { return out.find(", restart 1\n") != std::string::npos &&
+                                                      out.find("started (pid", out.find(", restart 1\n")) != std::string::npos; },
+                 "the restart events");
+  CHECK(run.running());  // printed while the run goes on, not at its end
+  wait_until([&] { return s.log().size() == 2; }, "the restarted actor's log line");
+  const pid_t second = s.log().at(1).second;
+  CHECK_THAT(run.text(), Contains("mpx-run: actor a (pid " + std::to_string(first) +
+                                  ") ended (killed by signal 9 (SIGKILL)): restarting (one_for_one), restart 1\n"));
+  CHECK_THAT(run.text(), Contains("mpx-run: actor a started (pid " + std::to_string(second) + "), restart 1\n"));
+  REQUIRE(::kill(run.pid(), SIGTERM) == 0);
+  CHECK(run.finish() == 0);
+  CHECK_THAT(run.text(), Contains("mpx-run: actor a (pid " + std::to_string(second) + ") stopped (exit code 0)\n"));
+  const std::regex stamped(R"(^\[\+[0-9]+\.[0-9]{3}s\] mpx-run: .+)");
+  const auto lines = lines_of(run.text());
+  CHECK(lines.size() >= 6);
+  for (const auto& line : lines) CHECK(std::regex_match(line, stamped));
+}
+
+TEST_CASE("on a terminal, mpx-run's status line never overwrites or splits an actor's line", "[topology][mpx-run]") {
+  Scratch s;
+  const int count = 30;
+  const auto file = s.write("t.toml", "[[actors]]\nname = \"talker\"\nexec = [\"" + actor() +
+                                          "\", \"chatter\", \"talker\", \"" + std::to_string(count) +
+                                          "\"]\nrestart = \"transient\"\n");
+  Captured run({"--status-every", "0.03", file.string()}, /*terminal=*/true);
+  CHECK(run.finish() == 0);
+  const std::string& out = run.text();
+  // The status line was drawn, and more than once: between the actor's lines.
+  std::size_t drawn = 0;
+  for (auto at = out.find("] running: 1 running"); at != std::string::npos; at = out.find("] running: 1 running", at + 1)) {
+    ++drawn;
+  }
+  CHECK(drawn >= 2);
+  // Nothing moves the cursor up or erases below it: what was printed stays.
+  CHECK_FALSE(std::regex_search(out, std::regex("\x1b\\[[0-9]*A")));
+  CHECK(out.find("\x1b[J") == std::string::npos);
+  // Each of the actor's lines is whole: it starts a line (or follows a cleared status line) and ends one (the
+  // terminal turns "\n" into "\r\n").
+  for (int i = 0; i <= count; ++i) {
+    std::string line = "chatter talker line " + std::to_string(i) + " " + std::string(50, static_cast<char>('a' + i % 26));
+    if (i == count) line += " on stderr";
+    const auto at = out.find(line);
+    INFO("line " << i << " in:\n" << out);
+    REQUIRE(at != std::string::npos);
+    CHECK((at == 0 || out[at - 1] == '\n' || (at >= 3 && out.compare(at - 3, 3, "\x1b[K") == 0)));
+    CHECK(out.compare(at + line.size(), 2, "\r\n") == 0);
+  }
+  CHECK_THAT(out, Contains("mpx-run: actor talker (pid "));
+  CHECK_THAT(out, Contains("--- final status at "));
+  // Relayed, the actor still writes to a terminal: its stdio stays line-buffered, so its lines show as it prints them.
+  CHECK_THAT(out, Contains("chatter stdout is a terminal: yes\r\n"));
+}
+
+TEST_CASE("an exec actor that never calls mpx::init fails after its ready_timeout, with a hint", "[topology][mpx-run]") {
+  auto t = mpx::Topology::parse("[[actors]]\nname = \"sleepy\"\nexec = [\"/bin/sleep\", \"60\"]\nready_timeout = 0.5\n");
+  CHECK_THAT(t.plan(), Contains("ready within 0.5 s"));
+  const auto began = std::chrono::steady_clock::now();
+  std::string error;
+  try {
+    t.start();
+  } catch (const mpx::TopologyError& e) {
+    error = e.what();
+  }
+  CHECK(std::chrono::steady_clock::now() - began < 20s);  // anti-hang bound only
+  CHECK_THAT(error, Contains("did not call mpx::init within 0.5 s: is it an mpx program?"));
+  std::smatch m;
+  REQUIRE(std::regex_search(error, m, std::regex(R"(actor sleepy \(pid ([0-9]+)\) did not call)")));
+  CHECK(gone(static_cast<pid_t>(std::stoi(m[1]))));
+  CHECK(t.status().actors.at(0).state == "failed");
+  // A wrong value is named.
+  CHECK(error_of("[[actors]]\nname = \"a\"\ntask = \"relay\"\nready_timeout = 0\n") ==
+        "t.toml:4:17: actors[0].ready_timeout: expected a number of seconds > 0, got 0.000000");
+}
+
+TEST_CASE("a restarted actor that does not become ready within ready_timeout counts as a failed restart",
+          "[topology][mpx-run]") {
+  Scratch s;
+  auto t = mpx::Topology::parse("[supervisor]\nmax_restarts = 1\nwindow = 60\n" +
+                                exec_actor("late", "late", "ready_timeout = 0.5"));
+  t.start();
+  REQUIRE(s.log().size() == 1);
+  REQUIRE(::kill(s.log()[0].second, SIGKILL) == 0);
+  // Restart 1 hangs before mpx::init and is killed at its deadline; restarting it again exceeds max_restarts.
+  const auto exit = t.wait_for(30s);  // anti-hang bound only
+  REQUIRE(exit.has_value());
+  CHECK(*exit == mpx::TopologyExit::escalated);
+  CHECK_THAT(t.report(), Contains("did not call mpx::init within 0.5 s: is it an mpx program?"));
+  CHECK_THAT(t.report(), Contains(") ended (killed by signal 9 (SIGKILL)): more than 1 restarts within 60 s"));
+  REQUIRE(s.log().size() == 2);
+  for (auto& [label, pid] : s.log()) CHECK(gone(pid));
+}
+
+TEST_CASE("mpx-run --check reports every error of a file at once, with did-you-mean hints", "[topology][mpx-run]") {
+  Scratch s;
+  const auto file = s.write("three.toml",
+                            "[objects.jobs]\ntype = \"queue\"\n\n"
+                            "[[actors]]\nname = \"producer\"\nexec = [\"/bin/true\"]\nreplcias = 2\nobjects = [\"jbos\"]\n\n"
+                            "[[actors]]\nname = \"consumer\"\nexec = [\"/bin/true\"]\nafter = [\"prodcer\"]\n");
+  CHECK(run_mpx_run({"--check", file.string()}, s.dir / "out") == 2);
+  const auto out = read_file(s.dir / "out");
+  const std::string name = file.string();
+  CHECK_THAT(out, Contains(name + ":7:1: actors[0].replcias: unknown key (did you mean \"replicas\"? expected one of: "));
+  CHECK_THAT(out, Contains(name + ":8:12: actors[0].objects: \"jbos\" is not a defined object (did you mean \"jobs\"? "
+                                  "defined: jobs)"));
+  CHECK_THAT(out, Contains(name + ":13:10: actors[1].after: \"prodcer\" is not a defined actor (did you mean "
+                                  "\"producer\"? defined: producer, consumer)"));
+  CHECK_THAT(out, Contains(name + ": 3 errors"));
 }

@@ -46,10 +46,10 @@ struct ActorStatus {
   std::string name;          ///< "worker" for one replica, "worker[2]" for replica 2 of several
   std::string actor;         ///< the actor's name in the file
   int replica = 0;  ///< replica index, 0 .. replicas-1
-  pid_t pid = 0;             ///< 0 when not running
+  pid_t pid = 0;             ///< its last process (also once it ended; `state` tells); 0 if it never started
   std::string state;         ///< "starting", "running", "restarting", "stopping", "exited", "failed", "stopped"
   int restarts = 0;  ///< how many times the supervisor restarted it
-  double uptime_s = 0;       ///< since its last start; 0 when not running
+  double uptime_s = 0;       ///< since its last start; once it ended, how long its last run lasted
   std::optional<int> last_exitcode;  ///< Python's convention: N for exit(N), -N for signal N
 };
 
@@ -197,7 +197,8 @@ const ActorContext& this_actor();  ///< This actor's context; ProcessError in a 
 /// mpx-run's command line in one call, for an application whose `task` actors are registered functions:
 ///   int main(int argc, char** argv) { mpx::init(argc, argv); mpx::register_actor("worker", worker);
 ///                                     return mpx::run_main(argc, argv); }
-/// Accepts `FILE`, `--check`, `--status-every SECONDS`; returns the exit status.
+/// Accepts `FILE`, `--check`, `--status-every SECONDS`; returns the exit status. Supervision events (start, readiness,
+/// exit, restart, escalation, stop) go to stderr as they happen, each stamped with the seconds since the start.
 int run_main(int argc, char** argv);
 
 }  // namespace mpx

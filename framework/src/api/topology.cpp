@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <sstream>
 
@@ -21,6 +22,7 @@
 #include "api/actor.hpp"
 #include "runtime/runtime.hpp"
 #include "topology/config.hpp"
+#include "topology/console.hpp"
 #include "topology/supervisor.hpp"
 
 namespace mpx {
@@ -37,6 +39,7 @@ struct TopologyState {
   int stop_fd = -1;  // set by run() and run_main: the signal handlers' pipe
   std::optional<ActorContext> objects;  // every object, for the process that runs the topology
   bool tracing = false;  // [coordinator.trace] enabled it at start(); the end of the run completes the file
+  topology::Supervisor::EventSink on_event;  // set by run_main: supervision events as they happen
 };
 
 namespace {
@@ -249,6 +252,7 @@ void start_objects_and_actors(TopologyState& s) {
   s.objects.emplace("topology", 0, 1, Object(Object::Map{}), std::move(all));
   s.supervisor = std::make_unique<topology::Supervisor>(s.config, std::move(entries));
   s.supervisor->set_stop_fd(s.stop_fd);
+  s.supervisor->set_event_sink(s.on_event);
   s.supervisor->start();
 }
 
@@ -414,6 +418,34 @@ std::string status_table(const TopologyStatus& st) {
   return out.str();
 }
 
+// The same on one line, for the terminal's status line: how many actors are in each state, then each one that is not
+// running, then the queues' depths and the pools' loads.
+std::string status_line(const TopologyStatus& st, double seconds) {
+  char head[64];
+  std::snprintf(head, sizeof head, "[+%.1fs] %s:", seconds, st.state.c_str());
+  std::string line = head;
+  std::map<std::string, int> states;
+  for (const auto& a : st.actors) ++states[a.state];
+  for (const auto& [state, n] : states) line += " " + std::to_string(n) + " " + state;
+  for (const auto& a : st.actors) {
+    if (a.state == "running") continue;
+    line += " | " + a.name + " " + a.state;
+    if (a.restarts > 0) line += " r" + std::to_string(a.restarts);
+  }
+  for (const auto& q : st.queues) {
+    line += " | " + q.name + " " + std::to_string(q.depth) + (q.maxsize ? "/" + std::to_string(q.maxsize) : "");
+  }
+  for (const auto& p : st.pools) {
+    line += " | " + p.name + " queued " + std::to_string(p.queued) + " running " + std::to_string(p.running);
+  }
+  return line;
+}
+
+// Seconds since mpx-run started the topology, as events and status lines show them.
+double seconds_since(std::chrono::steady_clock::time_point begin) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+}
+
 }  // namespace
 
 int run_main(int argc, char** argv) {
@@ -431,6 +463,9 @@ int run_main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : static_cast<int>(TopologyExit::invalid);
   }
+  const std::string me = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "mpx-run";
+  // Before the topology: they must outlive it, whose events they print.
+  std::optional<topology::Console> console;
   std::optional<Topology> t;
   try {
     t.emplace(Topology::load(file));
@@ -443,38 +478,44 @@ int run_main(int argc, char** argv) {
     std::printf("ok: %s is valid\n", file.c_str());
     return 0;
   }
-  const bool tty = ::isatty(STDOUT_FILENO) == 1;
+  const auto begin = std::chrono::steady_clock::now();
+  console.emplace(every > 0 && ::isatty(STDOUT_FILENO) == 1);
+  t->state_->on_event = [&console, &me, begin](const std::string& line) {
+    char stamp[32];
+    std::snprintf(stamp, sizeof stamp, "[+%.3fs] ", seconds_since(begin));
+    console->event(stamp + me + ": " + line);
+  };
   TopologyExit status = TopologyExit::ok;
   try {
     status = with_stop_signals(*t->state_, [&](int stop_fd) {
       t->state_->stop_fd = stop_fd;
       t->start();
       if (every <= 0) return t->wait();
-      int printed = 0;
-      const auto begin = std::chrono::steady_clock::now();
       for (;;) {
-        auto done = t->wait_for(std::chrono::duration<double>(every));
-        const std::string table = status_table(t->status());
-        if (tty) {
-          if (printed > 0) std::printf("\x1b[%dA\x1b[J", printed);  // back to the old table's first line, clear
-          printed = static_cast<int>(std::count(table.begin(), table.end(), '\n'));
-          std::fputs(table.c_str(), stdout);
+        if (auto done = t->wait_for(std::chrono::duration<double>(every))) return *done;
+        const auto st = t->status();
+        if (console->has_status_line()) {
+          console->status(status_line(st, seconds_since(begin)));
         } else {
-          std::printf("--- status at %.1f s ---\n%s",
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count(), table.c_str());
+          char head[64];
+          std::snprintf(head, sizeof head, "--- status at %.1f s ---\n", seconds_since(begin));
+          console->status(head + status_table(st));
         }
-        std::fflush(stdout);
-        if (done) return *done;
       }
     });
   } catch (const TopologyError& e) {
+    console->close();
     std::fprintf(stderr, "%s\n", e.what());
     return static_cast<int>(TopologyExit::failed);
   }
-  const std::string me = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "mpx-run";
-  std::istringstream report(t->report());
-  for (std::string line; std::getline(report, line);) std::fprintf(stderr, "%s: %s\n", me.c_str(), line.c_str());
-  std::fprintf(stderr, "%s: topology %s ended: %s (exit status %d)\n", me.c_str(), file.c_str(),
+  console->close();
+  if (every > 0) {
+    std::printf("--- final status at %.1f s ---\n%s", seconds_since(begin), status_table(t->status()).c_str());
+    std::fflush(stdout);
+  }
+  // The events were printed as they happened; this is the summary.
+  std::fprintf(stderr, "[+%.3fs] %s: topology %s ended: %s (exit status %d)\n", seconds_since(begin), me.c_str(),
+               file.c_str(),
                status == TopologyExit::ok          ? "ok"
                : status == TopologyExit::escalated ? "escalated: too many restarts"
                : status == TopologyExit::killed    ? "stopped, but some actors had to be killed"

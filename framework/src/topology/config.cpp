@@ -72,21 +72,79 @@ Object to_object(const toml::node& node) {
   return Object(text.str());
 }
 
+// The closest of `candidates` to `word` when it is close enough to be a likely misspelling (an edit distance of at
+// most a third of the word's length), for "did you mean" hints; empty when none is.
+std::string closest(std::string_view word, const std::vector<std::string>& candidates) {
+  std::string best;
+  std::size_t best_distance = word.size() / 3 + 1;
+  for (const auto& candidate : candidates) {
+    // Damerau-Levenshtein (optimal string alignment): a swap of two neighbours ("jbos") is one edit, as typed.
+    const std::size_t n = word.size(), m = candidate.size();
+    std::vector<std::vector<std::size_t>> d(n + 1, std::vector<std::size_t>(m + 1));
+    for (std::size_t i = 0; i <= n; ++i) d[i][0] = i;
+    for (std::size_t j = 0; j <= m; ++j) d[0][j] = j;
+    for (std::size_t i = 1; i <= n; ++i) {
+      for (std::size_t j = 1; j <= m; ++j) {
+        const std::size_t cost = word[i - 1] == candidate[j - 1] ? 0 : 1;
+        d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+        if (i > 1 && j > 1 && word[i - 1] == candidate[j - 2] && word[i - 2] == candidate[j - 1]) {
+          d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+        }
+      }
+    }
+    if (d[n][m] < best_distance) {
+      best_distance = d[n][m];
+      best = candidate;
+    }
+  }
+  return best;
+}
+
+// before + "did you mean \"x\"?" + after, when `word` looks like a misspelling of one of `candidates`; else "".
+std::string did_you_mean(std::string_view word, const std::vector<std::string>& candidates, std::string_view before,
+                         std::string_view after) {
+  const std::string best = closest(word, candidates);
+  if (best.empty()) return {};
+  return std::string(before) + "did you mean \"" + best + "\"?" + std::string(after);
+}
+
+// Reports every problem of a file, not only the first: a check that fails throws (fail() is [[noreturn]], so a
+// check needs no error path of its own), and attempt() records what it threw and goes on with the next check.
 class Reader {
  public:
   explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  template <class Check>
+  void attempt(Check check) const {
+    try {
+      check();
+    } catch (const TopologyError& e) {
+      errors_.emplace_back(e.what());
+    }
+  }
+  bool failed() const noexcept { return !errors_.empty(); }
+  // Throws every recorded error at once, one per line.
+  void throw_if_failed() const {
+    if (errors_.empty()) return;
+    std::string all;
+    for (const auto& e : errors_) all += (all.empty() ? "" : "\n") + e;
+    if (errors_.size() > 1) all += "\n" + source_ + ": " + std::to_string(errors_.size()) + " errors";
+    throw TopologyError(all);
+  }
 
   [[noreturn]] void fail(const toml::source_region& where, const std::string& key, const std::string& what) const {
     throw TopologyError(source_ + ":" + std::to_string(where.begin.line) + ":" + std::to_string(where.begin.column) +
                         ": " + key + ": " + what);
   }
 
-  // Every key of `table` must be one of `allowed`.
+  // Every key of `table` must be one of `allowed`; each other one is recorded as an error.
   void keys(const toml::table& table, const std::string& path, const std::vector<std::string>& allowed) const {
     for (auto&& [key, value] : table) {
       if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end()) {
-        fail(key.source(), path.empty() ? std::string(key.str()) : path + "." + std::string(key.str()),
-             "unknown key (expected one of: " + join(allowed) + ")");
+        attempt([&] {
+          fail(key.source(), path.empty() ? std::string(key.str()) : path + "." + std::string(key.str()),
+               "unknown key (" + did_you_mean(key.str(), allowed, "", " ") + "expected one of: " + join(allowed) + ")");
+        });
       }
     }
   }
@@ -142,16 +200,18 @@ class Reader {
   template <class E>
   E choice(const toml::node& node, const std::string& key, const std::vector<std::pair<std::string, E>>& options) const {
     const std::string s = string(node, key);
-    std::vector<std::string> names;
+    std::vector<std::string> names, quoted;
     for (const auto& [name, value] : options) {
       if (name == s) return value;
-      names.push_back("\"" + name + "\"");
+      names.push_back(name);
+      quoted.push_back("\"" + name + "\"");
     }
-    fail(node.source(), key, "expected one of " + join(names) + ", got \"" + s + "\"");
+    fail(node.source(), key, "expected one of " + join(quoted) + ", got \"" + s + "\"" + did_you_mean(s, names, "; ", ""));
   }
 
  private:
   std::string source_;
+  mutable std::vector<std::string> errors_;
 };
 
 const std::map<std::string, std::vector<std::string>>& object_keys() {
@@ -271,6 +331,7 @@ Config parse_config(std::string_view text, const std::string& source, const std:
   try {
     root = toml::parse(text, source);
   } catch (const toml::parse_error& e) {
+    // toml++ stops at the first syntax error: this one is reported alone.
     throw TopologyError(source + ":" + std::to_string(e.source().begin.line) + ":" +
                         std::to_string(e.source().begin.column) + ": invalid TOML: " + std::string(e.description()));
   }
@@ -278,30 +339,32 @@ Config parse_config(std::string_view text, const std::string& source, const std:
   c.source = source;
   r.keys(root, "", {"coordinator", "supervisor", "objects", "actors"});
 
-  if (auto node = r.find(root, "coordinator")) {
+  if (auto node = r.find(root, "coordinator")) r.attempt([&] {
     const auto& t = *r.typed<toml::table>(*node, "coordinator", "a table");
     r.keys(t, "coordinator", {"endpoint", "shutdown_timeout", "trace"});
-    if (auto v = r.find(t, "endpoint")) {
+    if (auto v = r.find(t, "endpoint")) r.attempt([&] {
       const std::string e = r.string(*v, "coordinator.endpoint");
       if (e != "ipc" && !e.starts_with("ipc://") && !e.starts_with("tcp://")) {
         r.fail(v->source(), "coordinator.endpoint",
                "expected \"ipc\" (the default), \"ipc:///path\" or \"tcp://host:port\", got \"" + e + "\"");
       }
       if (e != "ipc") c.endpoint = e;
-    }
-    if (auto v = r.find(t, "shutdown_timeout")) c.shutdown_timeout_s = r.seconds(*v, "coordinator.shutdown_timeout");
-    if (auto v = r.find(t, "trace")) {
+    });
+    if (auto v = r.find(t, "shutdown_timeout")) r.attempt([&] {
+      c.shutdown_timeout_s = r.seconds(*v, "coordinator.shutdown_timeout");
+    });
+    if (auto v = r.find(t, "trace")) r.attempt([&] {
       const auto& tt = *r.typed<toml::table>(*v, "coordinator.trace", "a table");
       r.keys(tt, "coordinator.trace", {"enabled", "file", "kinds"});
-      if (auto e = r.find(tt, "enabled")) c.trace.enabled = r.boolean(*e, "coordinator.trace.enabled");
-      if (auto e = r.find(tt, "file")) {
+      if (auto e = r.find(tt, "enabled")) r.attempt([&] { c.trace.enabled = r.boolean(*e, "coordinator.trace.enabled"); });
+      if (auto e = r.find(tt, "file")) r.attempt([&] {
         c.trace.file = r.string(*e, "coordinator.trace.file");
         // The trace spec separates its items with commas (mpx/trace.hpp), so a path cannot hold one.
         if (c.trace.file.empty() || c.trace.file.find(',') != std::string::npos) {
           r.fail(e->source(), "coordinator.trace.file", "expected a path without commas, got \"" + c.trace.file + "\"");
         }
-      }
-      if (auto e = r.find(tt, "kinds")) {
+      });
+      if (auto e = r.find(tt, "kinds")) r.attempt([&] {
         c.trace.kinds = r.strings(*e, "coordinator.trace.kinds");
         for (const auto& k : c.trace.kinds) {
           if (!trace::kind_number(k)) {
@@ -309,164 +372,192 @@ Config parse_config(std::string_view text, const std::string& source, const std:
                    "\"" + k + "\" is not a message kind (names as in PROTOCOL.md: queue_put, ok, ...)");
           }
         }
+      });
+      if (c.trace.enabled && c.trace.file.empty() && !r.find(tt, "file")) {
+        r.attempt([&] { r.fail(tt.source(), "coordinator.trace", "enabled = true needs a file to record to"); });
       }
-      if (c.trace.enabled && c.trace.file.empty()) {
-        r.fail(tt.source(), "coordinator.trace", "enabled = true needs a file to record to");
-      }
-    }
-  }
+    });
+  });
 
-  if (auto node = r.find(root, "supervisor")) {
+  if (auto node = r.find(root, "supervisor")) r.attempt([&] {
     const auto& t = *r.typed<toml::table>(*node, "supervisor", "a table");
     r.keys(t, "supervisor", {"strategy", "max_restarts", "window"});
-    if (auto v = r.find(t, "strategy")) {
+    if (auto v = r.find(t, "strategy")) r.attempt([&] {
       c.strategy = r.choice<Strategy>(*v, "supervisor.strategy",
                                       {{"one_for_one", Strategy::one_for_one},
                                        {"one_for_all", Strategy::one_for_all},
                                        {"rest_for_one", Strategy::rest_for_one}});
-    }
-    if (auto v = r.find(t, "max_restarts")) {
+    });
+    if (auto v = r.find(t, "max_restarts")) r.attempt([&] {
       c.max_restarts = static_cast<int>(r.integer(*v, "supervisor.max_restarts", 0, "an integer >= 0"));
-    }
-    if (auto v = r.find(t, "window")) c.window_s = r.seconds(*v, "supervisor.window");
-  }
+    });
+    if (auto v = r.find(t, "window")) r.attempt([&] { c.window_s = r.seconds(*v, "supervisor.window"); });
+  });
 
-  if (auto node = r.find(root, "objects")) {
+  if (auto node = r.find(root, "objects")) r.attempt([&] {
     const auto& t = *r.typed<toml::table>(*node, "objects", "a table of [objects.NAME] tables");
+    std::vector<std::string> type_names, quoted_type_names;
+    for (const auto& [name, keys] : object_keys()) {
+      type_names.push_back(name);
+      quoted_type_names.push_back("\"" + name + "\"");
+    }
     for (auto&& [key, value] : t) {
       const std::string path = "objects." + std::string(key.str());
-      const auto& o = *r.typed<toml::table>(value, path, "a table with a type");
       ObjectSpec spec;
       spec.name = std::string(key.str());
-      const auto type = r.find(o, "type");
-      if (!type) r.fail(value.source(), path + ".type", "missing: expected one of " + [] {
-        std::vector<std::string> names;
-        for (const auto& [name, keys] : object_keys()) names.push_back("\"" + name + "\"");
-        return join(names);
-      }());
-      spec.type = r.string(*type, path + ".type");
-      auto allowed = object_keys().find(spec.type);
-      if (allowed == object_keys().end()) {
-        std::vector<std::string> names;
-        for (const auto& [name, keys] : object_keys()) names.push_back("\"" + name + "\"");
-        r.fail(type->source(), path + ".type", "expected one of " + join(names) + ", got \"" + spec.type + "\"");
-      }
-      r.keys(o, path, allowed->second);
-      if (auto v = r.find(o, "maxsize")) spec.maxsize = r.integer(*v, path + ".maxsize", 0, "an integer >= 0");
-      if (auto v = r.find(o, "value")) spec.value = r.integer(*v, path + ".value", 0, "an integer >= 0");
-      if (auto v = r.find(o, "bounded")) spec.bounded = r.boolean(*v, path + ".bounded");
-      if (auto v = r.find(o, "recursive")) spec.recursive = r.boolean(*v, path + ".recursive");
-      if (auto v = r.find(o, "timeout")) spec.timeout_s = r.seconds(*v, path + ".timeout");
-      if (auto v = r.find(o, "duplex")) spec.duplex = r.boolean(*v, path + ".duplex");
-      if (auto v = r.find(o, "processes")) {
-        spec.processes = r.integer(*v, path + ".processes", 1, "an integer >= 1");
-        if (spec.processes > max_pool_processes) {
-          r.fail(v->source(), path + ".processes", "expected at most " + std::to_string(max_pool_processes) +
-                                                       " processes, got " + std::to_string(spec.processes));
+      // Defined even when invalid: an actor naming it then gets no second, misleading "not a defined object".
+      r.attempt([&] {
+        const auto& o = *r.typed<toml::table>(value, path, "a table with a type");
+        const auto type = r.find(o, "type");
+        if (!type) r.fail(value.source(), path + ".type", "missing: expected one of " + join(quoted_type_names));
+        spec.type = r.string(*type, path + ".type");
+        auto allowed = object_keys().find(spec.type);
+        if (allowed == object_keys().end()) {
+          r.fail(type->source(), path + ".type",
+                 "expected one of " + join(quoted_type_names) + ", got \"" + spec.type + "\"" +
+                     did_you_mean(spec.type, type_names, "; ", ""));
         }
-      }
-      if (auto v = r.find(o, "max_retries")) spec.max_retries = r.integer(*v, path + ".max_retries", 0, "an integer >= 0");
-      if (auto v = r.find(o, "maxtasksperchild")) {
-        spec.maxtasksperchild = r.integer(*v, path + ".maxtasksperchild", 0, "an integer >= 0 (0: no limit)");
-      }
-      if (spec.type == "barrier") {
-        auto v = r.find(o, "parties");
-        if (!v) r.fail(value.source(), path + ".parties", "missing: a barrier needs parties (an integer >= 1)");
-        spec.parties = r.integer(*v, path + ".parties", 1, "an integer >= 1");
-      }
+        r.keys(o, path, allowed->second);
+        if (auto v = r.find(o, "maxsize")) r.attempt([&] { spec.maxsize = r.integer(*v, path + ".maxsize", 0, "an integer >= 0"); });
+        if (auto v = r.find(o, "value")) r.attempt([&] { spec.value = r.integer(*v, path + ".value", 0, "an integer >= 0"); });
+        if (auto v = r.find(o, "bounded")) r.attempt([&] { spec.bounded = r.boolean(*v, path + ".bounded"); });
+        if (auto v = r.find(o, "recursive")) r.attempt([&] { spec.recursive = r.boolean(*v, path + ".recursive"); });
+        if (auto v = r.find(o, "timeout")) r.attempt([&] { spec.timeout_s = r.seconds(*v, path + ".timeout"); });
+        if (auto v = r.find(o, "duplex")) r.attempt([&] { spec.duplex = r.boolean(*v, path + ".duplex"); });
+        if (auto v = r.find(o, "processes")) r.attempt([&] {
+          spec.processes = r.integer(*v, path + ".processes", 1, "an integer >= 1");
+          if (spec.processes > max_pool_processes) {
+            r.fail(v->source(), path + ".processes", "expected at most " + std::to_string(max_pool_processes) +
+                                                         " processes, got " + std::to_string(spec.processes));
+          }
+        });
+        if (auto v = r.find(o, "max_retries")) r.attempt([&] {
+          spec.max_retries = r.integer(*v, path + ".max_retries", 0, "an integer >= 0");
+        });
+        if (auto v = r.find(o, "maxtasksperchild")) r.attempt([&] {
+          spec.maxtasksperchild = r.integer(*v, path + ".maxtasksperchild", 0, "an integer >= 0 (0: no limit)");
+        });
+        if (spec.type == "barrier") {
+          auto v = r.find(o, "parties");
+          if (!v) r.fail(value.source(), path + ".parties", "missing: a barrier needs parties (an integer >= 1)");
+          spec.parties = r.integer(*v, path + ".parties", 1, "an integer >= 1");
+        }
+      });
       c.objects.push_back(std::move(spec));
     }
-  }
+  });
 
   const auto actors_node = r.find(root, "actors");
-  if (!actors_node) {
-    r.fail(root.source(), "actors", "missing: expected at least one [[actors]] table");
-  }
-  const auto& actors = *r.typed<toml::array>(*actors_node, "actors", "an array of [[actors]] tables");
-  if (actors.empty()) r.fail(actors_node->source(), "actors", "expected at least one [[actors]] table");
+  const toml::array* actors = nullptr;
+  r.attempt([&] {
+    if (!actors_node) r.fail(root.source(), "actors", "missing: expected at least one [[actors]] table");
+    actors = r.typed<toml::array>(*actors_node, "actors", "an array of [[actors]] tables");
+    if (actors->empty()) r.fail(actors_node->source(), "actors", "expected at least one [[actors]] table");
+  });
+  if (!actors) r.throw_if_failed();
+  std::vector<std::string> object_names;
+  for (const auto& o : c.objects) object_names.push_back(o.name);
   std::vector<const toml::node*> after_nodes;
-  std::vector<const toml::node*> name_nodes;
-  for (std::size_t i = 0; i < actors.size(); ++i) {
+  for (std::size_t i = 0; i < actors->size(); ++i) {
     const std::string path = "actors[" + std::to_string(i) + "]";
-    const auto& a = *r.typed<toml::table>(*actors.get(i), path, "a table");
-    r.keys(a, path, {"name", "task", "exec", "replicas", "args", "objects", "after", "restart"});
     ActorSpec spec;
-    const auto name = r.find(a, "name");
-    if (!name) r.fail(a.source(), path + ".name", "missing: every actor needs a name");
-    spec.name = r.string(*name, path + ".name");
-    if (spec.name.empty()) r.fail(name->source(), path + ".name", "expected a non-empty name");
-    for (std::size_t j = 0; j < c.actors.size(); ++j) {
-      if (c.actors[j].name == spec.name) {
-        r.fail(name->source(), path + ".name",
-               "duplicate actor name \"" + spec.name + "\" (actors[" + std::to_string(j) + "] has it)");
-      }
-    }
-    const auto task = r.find(a, "task");
-    const auto exec = r.find(a, "exec");
-    if (task && exec) r.fail(exec->source(), path + ".exec", "expected either task or exec, not both");
-    if (!task && !exec) {
-      r.fail(a.source(), path, "missing: expected task = \"name\" (a registered function) or exec = [\"program\", ...]");
-    }
-    if (task) {
-      spec.task = r.string(*task, path + ".task");
-      if (!is_registered_actor(spec.task)) {
-        r.fail(task->source(), path + ".task",
-               "\"" + spec.task + "\" is not a function registered with mpx::register_actor in this program "
-               "(registered: " + join(registered_actors()) +
-               "); mpx-run registers none: use exec, or mpx::run_main in a program that registers it");
-      }
-    }
-    if (exec) {
-      spec.exec = r.strings(*exec, path + ".exec");
-      if (spec.exec.empty()) r.fail(exec->source(), path + ".exec", "expected [\"program\", args...], got an empty array");
-      spec.exec[0] = resolve_program(r, *exec, path + ".exec", spec.exec[0], directory);
-    }
-    if (auto v = r.find(a, "replicas")) {
-      spec.replicas = static_cast<int>(r.integer(*v, path + ".replicas", 1, "an integer >= 1"));
-      if (spec.replicas > max_replicas) {
-        r.fail(v->source(), path + ".replicas", "expected at most " + std::to_string(max_replicas) + " replicas");
-      }
-    }
-    if (auto v = r.find(a, "args")) spec.args = to_object(*r.typed<toml::table>(*v, path + ".args", "a table"));
-    if (auto v = r.find(a, "objects")) {
-      spec.objects = r.strings(*v, path + ".objects");
-      const auto& list = *v->as_array();
-      for (std::size_t k = 0; k < spec.objects.size(); ++k) {
-        if (!c.object(spec.objects[k])) {
-          std::vector<std::string> defined;
-          for (const auto& o : c.objects) defined.push_back(o.name);
-          r.fail(list.get(k)->source(), path + ".objects",
-                 "\"" + spec.objects[k] + "\" is not a defined object (defined: " + join(defined) + ")");
+    r.attempt([&] {
+      const auto& a = *r.typed<toml::table>(*actors->get(i), path, "a table");
+      r.keys(a, path, {"name", "task", "exec", "replicas", "args", "objects", "after", "restart", "ready_timeout"});
+      after_nodes.push_back(&a);  // where a cycle through this actor is reported when it has no `after`
+      r.attempt([&] {
+        const auto name = r.find(a, "name");
+        if (!name) r.fail(a.source(), path + ".name", "missing: every actor needs a name");
+        spec.name = r.string(*name, path + ".name");
+        if (spec.name.empty()) r.fail(name->source(), path + ".name", "expected a non-empty name");
+        for (std::size_t j = 0; j < c.actors.size(); ++j) {
+          if (c.actors[j].name == spec.name) {
+            r.fail(name->source(), path + ".name",
+                   "duplicate actor name \"" + spec.name + "\" (actors[" + std::to_string(j) + "] has it)");
+          }
         }
-      }
-    }
-    if (auto v = r.find(a, "restart")) {
-      spec.restart = r.choice<Restart>(
-          *v, path + ".restart",
-          {{"permanent", Restart::permanent}, {"transient", Restart::transient}, {"temporary", Restart::temporary}});
-    }
-    const auto after = r.find(a, "after");
-    if (after) spec.after = r.strings(*after, path + ".after");
-    after_nodes.push_back(after ? after : &a);
-    name_nodes.push_back(name);
+      });
+      r.attempt([&] {
+        const auto task = r.find(a, "task");
+        const auto exec = r.find(a, "exec");
+        if (task && exec) r.fail(exec->source(), path + ".exec", "expected either task or exec, not both");
+        if (!task && !exec) {
+          r.fail(a.source(), path, "missing: expected task = \"name\" (a registered function) or exec = [\"program\", ...]");
+        }
+        if (task) {
+          spec.task = r.string(*task, path + ".task");
+          if (!is_registered_actor(spec.task)) {
+            r.fail(task->source(), path + ".task",
+                   "\"" + spec.task + "\" is not a function registered with mpx::register_actor in this program (" +
+                       did_you_mean(spec.task, registered_actors(), "", " ") + "registered: " +
+                       join(registered_actors()) +
+                       "); mpx-run registers none: use exec, or mpx::run_main in a program that registers it");
+          }
+        }
+        if (exec) {
+          spec.exec = r.strings(*exec, path + ".exec");
+          if (spec.exec.empty()) r.fail(exec->source(), path + ".exec", "expected [\"program\", args...], got an empty array");
+          spec.exec[0] = resolve_program(r, *exec, path + ".exec", spec.exec[0], directory);
+        }
+      });
+      if (auto v = r.find(a, "replicas")) r.attempt([&] {
+        spec.replicas = static_cast<int>(r.integer(*v, path + ".replicas", 1, "an integer >= 1"));
+        if (spec.replicas > max_replicas) {
+          r.fail(v->source(), path + ".replicas", "expected at most " + std::to_string(max_replicas) + " replicas");
+        }
+      });
+      if (auto v = r.find(a, "args")) r.attempt([&] {
+        spec.args = to_object(*r.typed<toml::table>(*v, path + ".args", "a table"));
+      });
+      if (auto v = r.find(a, "objects")) r.attempt([&] {
+        spec.objects = r.strings(*v, path + ".objects");
+        const auto& list = *v->as_array();
+        for (std::size_t k = 0; k < spec.objects.size(); ++k) {
+          if (c.object(spec.objects[k])) continue;
+          r.attempt([&] {
+            r.fail(list.get(k)->source(), path + ".objects",
+                   "\"" + spec.objects[k] + "\" is not a defined object (" +
+                       did_you_mean(spec.objects[k], object_names, "", " ") + "defined: " + join(object_names) + ")");
+          });
+        }
+      });
+      if (auto v = r.find(a, "restart")) r.attempt([&] {
+        spec.restart = r.choice<Restart>(
+            *v, path + ".restart",
+            {{"permanent", Restart::permanent}, {"transient", Restart::transient}, {"temporary", Restart::temporary}});
+      });
+      if (auto v = r.find(a, "ready_timeout")) r.attempt([&] {
+        spec.ready_timeout_s = r.seconds(*v, path + ".ready_timeout");
+      });
+      if (auto v = r.find(a, "after")) r.attempt([&] {
+        spec.after = r.strings(*v, path + ".after");
+        after_nodes.back() = v;
+      });
+    });
+    if (after_nodes.size() <= i) after_nodes.push_back(actors->get(i));
     c.actors.push_back(std::move(spec));
   }
   // References to actors can point forward, so they are checked once every name is known.
+  std::vector<std::string> actor_names;
+  for (const auto& x : c.actors) actor_names.push_back(x.name);
   for (std::size_t i = 0; i < c.actors.size(); ++i) {
     const std::string path = "actors[" + std::to_string(i) + "].after";
     for (std::size_t k = 0; k < c.actors[i].after.size(); ++k) {
-      const auto& target = c.actors[i].after[k];
-      const auto& list = *after_nodes[i]->as_array();
-      if (target == c.actors[i].name) r.fail(list.get(k)->source(), path, "an actor cannot start after itself");
-      const bool known = std::any_of(c.actors.begin(), c.actors.end(), [&](const auto& x) { return x.name == target; });
-      if (!known) {
-        std::vector<std::string> names;
-        for (const auto& x : c.actors) names.push_back(x.name);
-        r.fail(list.get(k)->source(), path, "\"" + target + "\" is not a defined actor (defined: " + join(names) + ")");
-      }
+      r.attempt([&] {
+        const auto& target = c.actors[i].after[k];
+        const auto& list = *after_nodes[i]->as_array();
+        if (target == c.actors[i].name) r.fail(list.get(k)->source(), path, "an actor cannot start after itself");
+        if (std::find(actor_names.begin(), actor_names.end(), target) == actor_names.end()) {
+          r.fail(list.get(k)->source(), path,
+                 "\"" + target + "\" is not a defined actor (" + did_you_mean(target, actor_names, "", " ") +
+                     "defined: " + join(actor_names) + ")");
+        }
+      });
     }
   }
-  c.order = start_order(r, c.actors, after_nodes);
+  // The start order needs every reference valid; a cycle is reported with the other errors.
+  if (!r.failed()) r.attempt([&] { c.order = start_order(r, c.actors, after_nodes); });
+  r.throw_if_failed();
   return c;
 }
 
@@ -508,6 +599,7 @@ std::string describe(const Config& c) {
     out << "  (" << to_string(a.restart) << ")";
     if (!a.objects.empty()) out << "  objects: " << join(a.objects);
     if (!a.after.empty()) out << "  after: " << join(a.after);
+    if (a.ready_timeout_s != default_ready_timeout_s) out << "  ready within " << a.ready_timeout_s << " s";
     if (a.args.size() > 0) out << "  args: " << a.args.repr();
     out << "\n";
   }

@@ -32,6 +32,9 @@ struct ObjectSpec {
   std::int64_t maxtasksperchild = 0;  // pool (0: workers live as long as the pool)
 };
 
+// An exec program that is not an mpx program never signals readiness: this bounds the wait for it.
+constexpr double default_ready_timeout_s = 10.0;
+
 struct ActorSpec {
   std::string name;
   std::string task;               // a registered function; or
@@ -41,6 +44,8 @@ struct ActorSpec {
   std::vector<std::string> objects;
   std::vector<std::string> after;
   Restart restart = Restart::permanent;
+  // How long it may take from its start to mpx::init's readiness signal; then it is killed and counts as failed.
+  double ready_timeout_s = default_ready_timeout_s;
 };
 
 struct TraceSpec {
@@ -65,7 +70,8 @@ struct Config {
 };
 
 // Parses and validates. `directory` resolves relative exec paths; a `task` must be registered in this program
-// (mpx::register_actor) before this is called. Throws mpx::TopologyError.
+// (mpx::register_actor) before this is called. Throws mpx::TopologyError listing every problem of the file, one per
+// line (with a "did you mean" for a misspelled key or name), not just the first.
 Config parse_config(std::string_view text, const std::string& source, const std::string& directory);
 
 // The plan as text: coordinator, supervision, objects, actors in start order.

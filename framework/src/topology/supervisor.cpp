@@ -83,9 +83,12 @@ Supervisor::~Supervisor() {
   ::close(wake_fd_);
 }
 
-void Supervisor::note(const std::string& line) {
-  std::lock_guard lock(mutex_);
-  report_ += line + "\n";
+void Supervisor::event(const std::string& line, bool noteworthy) {
+  if (noteworthy) {
+    std::lock_guard lock(mutex_);
+    report_ += line + "\n";
+  }
+  if (sink_) sink_(line);
 }
 
 std::string Supervisor::state_name(State s) {
@@ -156,10 +159,10 @@ std::vector<ActorStatus> Supervisor::actors() const {
     s.actor = config_.actors[c.actor].name;
     s.replica = c.replica;
     const bool live = c.state == State::starting || c.state == State::running || c.state == State::stopping;
-    s.pid = live ? c.pid : 0;
+    s.pid = c.pid;
     s.state = state_name(c.state);
     s.restarts = c.restarts;
-    s.uptime_s = live ? std::chrono::duration<double>(now - c.started_at).count() : 0;
+    if (c.pid != 0) s.uptime_s = std::chrono::duration<double>((live ? now : c.ended_at) - c.started_at).count();
     s.last_exitcode = c.last_exitcode;
     out.push_back(std::move(s));
   }
@@ -247,19 +250,29 @@ void Supervisor::launch(Child& c) {
   ::close(ready[1]);
   if (rc != 0) {
     ::close(ready[0]);
-    std::lock_guard lock(mutex_);
-    c.state = State::failed;
-    report_ += "actor " + c.name + ": cannot start '" + program + "': " + std::strerror(rc) + "\n";
+    {
+      std::lock_guard lock(mutex_);
+      c.state = State::failed;
+    }
+    event("actor " + c.name + ": cannot start '" + program + "': " + std::strerror(rc), true);
     return;
   }
   const int pidfd = runtime::pidfd_open(pid);
-  std::lock_guard lock(mutex_);
-  c.pid = pid;
-  c.pidfd = pidfd;
-  c.ready_fd = ready[0];
-  c.ready = false;
-  c.state = State::starting;
-  c.started_at = Clock::now();
+  {
+    std::lock_guard lock(mutex_);
+    c.pid = pid;
+    c.pidfd = pidfd;
+    c.ready_fd = ready[0];
+    c.ready = false;
+    c.ready_timed_out = false;
+    c.state = State::starting;
+    c.started_at = Clock::now();
+    c.ready_deadline = c.started_at + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(a.ready_timeout_s));
+  }
+  event("actor " + c.name + " started (pid " + std::to_string(pid) + ")" +
+            (c.restarts > 0 ? ", restart " + std::to_string(c.restarts) : std::string()),
+        false);
 }
 
 void Supervisor::launch_pending() {
@@ -277,13 +290,19 @@ void Supervisor::on_ready(Child& c) {
   const ssize_t n = ::read(c.ready_fd, &byte, 1);
   if (n < 0 && errno == EAGAIN) return;
   ::close(c.ready_fd);
-  std::lock_guard lock(mutex_);
-  c.ready_fd = -1;
-  if (n == 1) {
+  double after_s = 0;
+  {
+    std::lock_guard lock(mutex_);
+    c.ready_fd = -1;
+    // n == 0: it ended before it was ready; its pidfd tells the rest.
+    if (n != 1) return;
     c.ready = true;
     if (c.state == State::starting) c.state = State::running;
+    after_s = std::chrono::duration<double>(Clock::now() - c.started_at).count();
   }
-  // n == 0: it ended before it was ready; its pidfd tells the rest.
+  char took[32];
+  std::snprintf(took, sizeof took, "%.3f s", after_s);
+  event("actor " + c.name + " (pid " + std::to_string(c.pid) + ") is ready, " + took + " after its start", false);
 }
 
 int Supervisor::reap(Child& c) {
@@ -301,6 +320,7 @@ int Supervisor::reap(Child& c) {
   if (c.ready_fd >= 0) ::close(c.ready_fd);
   c.pidfd = c.ready_fd = -1;
   c.last_exitcode = code;
+  c.ended_at = Clock::now();
   return code;
 }
 
@@ -317,13 +337,18 @@ void Supervisor::terminate(const std::vector<std::size_t>& which, double timeout
     if (!wait_readable(c.pidfd, timeout_ms)) {
       signal_pidfd(c.pidfd, SIGKILL);
       (void)wait_readable(c.pidfd, -1);
-      std::lock_guard lock(mutex_);
-      killed_any_ = true;
-      report_ += "actor " + c.name + " did not stop within " + seconds_text(timeout_s) + ": killed\n";
+      {
+        std::lock_guard lock(mutex_);
+        killed_any_ = true;
+      }
+      event("actor " + c.name + " did not stop within " + seconds_text(timeout_s) + ": killed", true);
     }
-    (void)reap(c);
-    std::lock_guard lock(mutex_);
-    c.state = State::stopped;
+    const int code = reap(c);
+    {
+      std::lock_guard lock(mutex_);
+      c.state = State::stopped;
+    }
+    event("actor " + c.name + " (pid " + std::to_string(c.pid) + ") stopped (" + exit_text(code) + ")", false);
   }
 }
 
@@ -360,19 +385,24 @@ void Supervisor::on_death(Child& c) {
   const int code = reap(c);
   const auto& a = config_.actors[c.actor];
   const bool normal = code == 0;
+  const std::string ended = "actor " + c.name + " (pid " + std::to_string(c.pid) + ") ended (" + exit_text(code) + ")";
   if (initial_start_ && !was_ready && !c.ready) {
-    std::lock_guard lock(mutex_);
-    c.state = State::failed;
-    start_failed_ = true;
-    report_ += "actor " + c.name + " ended (" + exit_text(code) + ") before it was ready\n";
+    {
+      std::lock_guard lock(mutex_);
+      c.state = State::failed;
+      start_failed_ = true;
+    }
+    // One killed for its readiness deadline was reported then.
+    if (!c.ready_timed_out) event(ended + " before it was ready", true);
     return;
   }
   const bool restart = a.restart == Restart::permanent || (a.restart == Restart::transient && !normal);
   if (!restart) {
-    std::lock_guard lock(mutex_);
-    c.state = normal ? State::exited : State::failed;
-    if (!normal) report_ += "actor " + c.name + " ended (" + exit_text(code) + "); " + std::string(to_string(a.restart)) +
-                            ": not restarted\n";
+    {
+      std::lock_guard lock(mutex_);
+      c.state = normal ? State::exited : State::failed;
+    }
+    event(normal ? ended : ended + "; " + std::string(to_string(a.restart)) + ": not restarted", !normal);
     return;
   }
   // Intensity: more than max_restarts restarts within the window escalates.
@@ -386,10 +416,10 @@ void Supervisor::on_death(Child& c) {
     {
       std::lock_guard lock(mutex_);
       c.state = State::failed;
-      report_ += "actor " + c.name + " ended (" + exit_text(code) + "): more than " +
-                 std::to_string(config_.max_restarts) + " restarts within " + seconds_text(config_.window_s) +
-                 "; the supervisor escalates and stops the topology\n";
     }
+    event(ended + ": more than " + std::to_string(config_.max_restarts) + " restarts within " +
+              seconds_text(config_.window_s) + "; the supervisor escalates and stops the topology",
+          true);
     stop_all(config_.shutdown_timeout_s);
     finish(TopologyExit::escalated);
     return;
@@ -403,12 +433,10 @@ void Supervisor::on_death(Child& c) {
     if (config_.strategy == Strategy::one_for_all && live) set.push_back(i);
     if (config_.strategy == Strategy::rest_for_one && i > self && live) set.push_back(i);
   }
-  {
-    std::lock_guard lock(mutex_);
-    report_ += "actor " + c.name + " ended (" + exit_text(code) + "): restarting" +
-               (set.empty() ? std::string() : " it and " + std::to_string(set.size()) + " other(s)") + " (" +
-               std::string(to_string(config_.strategy)) + ")\n";
-  }
+  event(ended + ": restarting" +
+            (set.empty() ? std::string() : " it and " + std::to_string(set.size()) + " other(s)") + " (" +
+            std::string(to_string(config_.strategy)) + "), restart " + std::to_string(c.restarts + 1),
+        true);
   terminate(set, config_.shutdown_timeout_s);
   std::lock_guard lock(mutex_);
   c.state = State::pending;
@@ -422,6 +450,36 @@ void Supervisor::on_death(Child& c) {
     o.state = State::pending;
     ++o.restarts;
   }
+}
+
+int Supervisor::enforce_ready_deadlines() {
+  const auto now = Clock::now();
+  auto next = Clock::time_point::max();
+  for (auto& c : children_) {
+    if (c.ready || c.ready_timed_out || c.pidfd < 0 || c.state != State::starting) continue;
+    if (now < c.ready_deadline) {
+      next = std::min(next, c.ready_deadline);
+      continue;
+    }
+    // Ready in time, but not read yet (its byte came after the last poll): this poll reports it.
+    if (c.ready_fd >= 0) {
+      pollfd p{c.ready_fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0) {
+        next = now;
+        continue;
+      }
+    }
+    // Its pidfd reports the death; on_death then treats it as any actor that ended before it was ready.
+    c.ready_timed_out = true;
+    signal_pidfd(c.pidfd, SIGKILL);
+    event("actor " + c.name + " (pid " + std::to_string(c.pid) + ") did not call mpx::init within " +
+              seconds_text(config_.actors[c.actor].ready_timeout_s) + ": is it an mpx program?",
+          true);
+  }
+  if (next == Clock::time_point::max()) return -1;
+  // Rounded up: a poll that wakes a little early would only spin.
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - now).count();
+  return static_cast<int>(std::min<long long>(ms, 24L * 3600 * 1000));
 }
 
 void Supervisor::run() {
@@ -458,7 +516,7 @@ void Supervisor::run() {
         owners.emplace_back(i, false);
       }
     }
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
+    if (::poll(fds.data(), fds.size(), enforce_ready_deadlines()) < 0) {
       if (errno == EINTR) continue;
       throw std::system_error(errno, std::generic_category(), "mpx: supervisor poll");
     }
@@ -466,12 +524,15 @@ void Supervisor::run() {
       std::uint64_t n;
       (void)!::read(wake_fd_, &n, sizeof n);
     }
+    if (stop_fd_ >= 0 && (fds[1].revents & POLLIN)) {
+      {
+        std::lock_guard lock(mutex_);
+        stop_requested_ = true;
+      }
+      event("stop requested by a signal", true);
+    }
     {
       std::lock_guard lock(mutex_);
-      if (stop_fd_ >= 0 && (fds[1].revents & POLLIN)) {
-        stop_requested_ = true;
-        report_ += "stop requested by a signal\n";
-      }
       if (stop_requested_) break;
     }
     // Readiness first: a child that wrote its byte and then ended was ready.
@@ -513,7 +574,7 @@ void Supervisor::run() {
     });
     status = any_failed ? TopologyExit::failed : TopologyExit::ok;
   }
-  if (requested) note(std::string("stopped") + (killed_any_ ? " (some actors had to be killed)" : " cleanly"));
+  if (requested) event(std::string("stopped") + (killed_any_ ? " (some actors had to be killed)" : " cleanly"), true);
   finish(status);
 }
 

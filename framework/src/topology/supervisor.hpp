@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -36,6 +37,10 @@ class Supervisor {
   void start();
   // A descriptor that, once readable, makes the supervisor stop the topology (the signal handlers' self-pipe).
   void set_stop_fd(int fd) { stop_fd_ = fd; }
+  // Called at once, from the supervisor's thread, for each event as it happens (a start, readiness, an exit, a
+  // restart, an escalation, a stop): one line of text, without a newline. Set before start().
+  using EventSink = std::function<void(const std::string&)>;
+  void set_event_sink(EventSink sink) { sink_ = std::move(sink); }
   // Asks for a stop (timeout < 0: the config's) and waits for the end.
   TopologyExit stop(double timeout_s);
   // Waits for the end; nullopt if `timeout_s` (>= 0) passed first.
@@ -55,8 +60,11 @@ class Supervisor {
     int pidfd = -1;
     int ready_fd = -1;
     bool ready = false;
+    bool ready_timed_out = false;  // killed for not signalling readiness in time
     int restarts = 0;
     std::chrono::steady_clock::time_point started_at;
+    std::chrono::steady_clock::time_point ended_at;
+    std::chrono::steady_clock::time_point ready_deadline;
     std::optional<int> last_exitcode;
   };
 
@@ -66,13 +74,16 @@ class Supervisor {
   void launch_pending();
   void on_ready(Child& c);
   void on_death(Child& c);
+  // Kills the children that are still not ready at their deadline; returns the poll timeout until the next one.
+  int enforce_ready_deadlines();
   int reap(Child& c);
   // Terminates the given children in reverse of the order given: SIGTERM, SIGKILL after the timeout.
   void terminate(const std::vector<std::size_t>& children, double timeout_s);
   void stop_all(double timeout_s);
   void finish(TopologyExit status);
   bool any_live() const;
-  void note(const std::string& line);
+  // An event: passed to the sink, and kept for report() when `noteworthy`. Called without mutex_ held.
+  void event(const std::string& line, bool noteworthy);
   static std::string state_name(State s);
 
   Config config_;
@@ -81,6 +92,7 @@ class Supervisor {
   std::thread thread_;
   int wake_fd_ = -1;
   int stop_fd_ = -1;
+  EventSink sink_;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
