@@ -268,10 +268,14 @@ class QueueService {
     packed.append(item);
   }
 
-  static void add_item(wire::Envelope& reply, const std::string& item) {
+  // A queue_get reply's items frame, built in one allocation and handed over without another copy.
+  static void add_items(wire::Envelope& reply, const std::deque<std::string>& items) {
+    std::size_t bytes = 0;
+    for (const auto& item : items) bytes += sizeof(std::uint32_t) + item.size();
     std::string packed;
-    append_item(packed, item);
-    reply.body.emplace_back(packed.data(), packed.size());
+    packed.reserve(bytes);
+    for (const auto& item : items) append_item(packed, item);
+    reply.body.push_back(wire::frame_of(std::move(packed)));
   }
 
   // A put on a lane's ring for a process that does not use the lane itself.
@@ -355,19 +359,7 @@ class QueueService {
       std::deque<std::string> items;
       const auto status = lane.ring->take(items, lane_batch(q, who, max_items), ring_lock_deadline()).status;
       if (status == shm::Ring::Status::done) {
-        auto reply = wire::make_reply(req.header, wire::Kind::ok, encode(Object{}));
-        std::string packed;
-        for (const auto& item : items) append_item(packed, item);
-        reply.body.emplace_back(packed.data(), packed.size());
-        q.out_of_ring += static_cast<std::int64_t>(items.size());
-        if (q.joinable) q.taken[who.actor].push_back(std::move(items.front()));
-        items.pop_front();  // got now
-        if (!items.empty()) {
-          q.lent_total += items.size();
-          auto& lent = q.lent[who];
-          for (auto& item : items) lent.push_back(std::move(item));
-        }
-        coordinator_.reply(peer, reply);
+        hand_over(q, peer, req.header, who, std::move(items));
         serve_lane(q, id);  // room for what waits to be put
         return;
       }
@@ -377,8 +369,26 @@ class QueueService {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::empty, "mpx: the queue is empty");
       return;
     }
-    park_on_lane(q, id, &QueueState::getters, make_waiter(peer, req), wait, wire::ErrorCode::empty,
+    Waiter getter = make_waiter(peer, req);
+    getter.max_items = max_items;
+    park_on_lane(q, id, &QueueState::getters, std::move(getter), wait, wire::ErrorCode::empty,
                  "mpx: the queue stayed empty until the timeout");
+  }
+
+  // Answers a get with what was taken from the ring: the first item is got now, the rest are lent to `who`.
+  void hand_over(QueueState& q, const Coordinator::Peer& peer, const wire::Header& request, const Borrower& who,
+                 std::deque<std::string> items) {
+    auto reply = wire::make_reply(request, wire::Kind::ok, encode(Object{}));
+    add_items(reply, items);
+    q.out_of_ring += static_cast<std::int64_t>(items.size());
+    if (q.joinable) q.taken[who.actor].push_back(std::move(items.front()));
+    items.pop_front();
+    if (!items.empty()) {
+      q.lent_total += items.size();
+      auto& lent = q.lent[who];
+      for (auto& item : items) lent.push_back(std::move(item));
+    }
+    coordinator_.reply(peer, reply);
   }
 
   // Moves what is parked here for a lane's ring into it and out of it, oldest first, as far as it goes. Run after
@@ -424,8 +434,9 @@ class QueueService {
         }
       }
       while (!busy && !q.getters.empty()) {
-        std::string item;
-        const S status = ring.get(item, ring_lock_deadline(), false).status;
+        const Borrower who = borrower_of(q.getters.front().peer, q.getters.front().actor());
+        std::deque<std::string> items;
+        const S status = ring.take(items, lane_batch(q, who, q.getters.front().max_items), ring_lock_deadline()).status;
         if (status != S::done) {
           busy = busy || status == S::busy;
           break;
@@ -433,11 +444,7 @@ class QueueService {
         Waiter g = std::move(q.getters.front());
         q.getters.pop_front();
         disarm(coordinator_, g);
-        auto reply = wire::make_reply(g.request, wire::Kind::ok, encode(Object{}));
-        add_item(reply, item);
-        ++q.out_of_ring;
-        if (q.joinable) q.taken[g.actor()].push_back(std::move(item));
-        coordinator_.reply(g.peer, reply);
+        hand_over(q, g.peer, g.request, who, std::move(items));
         progress = true;
       }
     }
@@ -481,6 +488,9 @@ class QueueService {
   // `who` until it reports them consumed.
   void lend(QueueState& q, const Borrower& who, std::uint64_t count, wire::Envelope& reply) {
     std::string packed;
+    std::size_t bytes = 0;
+    for (std::uint64_t i = 0; i < count && i < q.items.size(); ++i) bytes += sizeof(std::uint32_t) + q.items[i].size();
+    packed.reserve(bytes);
     for (std::uint64_t i = 0; i < count && !q.items.empty(); ++i) {
       std::string& item = q.items.front();
       append_item(packed, item);
@@ -492,7 +502,7 @@ class QueueService {
       }
       q.items.pop_front();
     }
-    reply.body.emplace_back(packed.data(), packed.size());
+    reply.body.push_back(wire::frame_of(std::move(packed)));
   }
 
   // Unconsumed lent items go back to the head of the queue, in order.
