@@ -471,6 +471,38 @@ TEST_CASE("lane: a JoinableQueue's puts go into its ring, its gets through the c
   CHECK_THROWS_AS(q.task_done(), mpx::ValueError);
 }
 
+TEST_CASE("lane: a JoinableQueue's taker killed with a lent batch gives it all back in order; a bounded one blocks",
+          "[queue][lane]") {
+  mpx::JoinableQueue<int> q;
+  mpx::Process producer(fill, mpx::Queue<int>(q), 100);
+  producer.start();
+  producer.join();
+  mpx::Process dies(take_and_die_int, q);  // the sole consumer: lent a batch with its first item
+  dies.start();
+  dies.join();
+  REQUIRE(dies.exitcode() == -SIGKILL);
+  CHECK(eventually([&] { return q.qsize() == 100; }));
+  for (int expected = 0; expected < 100; ++expected) {
+    REQUIRE(q.get(true, 30s) == expected);
+    q.task_done();
+  }
+  CHECK(q.join(10s));
+
+  // Its producer sleeps on the ring for room that only the coordinator's takes (the gets here) make.
+  mpx::JoinableQueue<int> bounded(2);
+  mpx::Process blocked(produce_bounded, mpx::Queue<int>(bounded), 0, 50);
+  blocked.start();
+  for (int expected = 0; expected < 50; ++expected) {
+    REQUIRE(bounded.get(true, 30s) == expected);
+    CHECK(bounded.qsize() <= 2);
+    bounded.task_done();
+  }
+  blocked.join();
+  CHECK(blocked.exitcode() == 0);
+  CHECK(bounded.join(10s));
+  CHECK_THROWS_AS(bounded.task_done(), mpx::ValueError);
+}
+
 TEST_CASE("lane: a producer SIGKILLed in a put loop loses nothing it completed and duplicates nothing",
           "[queue][lane]") {
   mpx::Queue<std::string> q;
