@@ -248,8 +248,8 @@ Workload queue_one_to_one() {
   return w;
 }
 
-// A JoinableQueue has no lane: every put and get crosses the coordinator (and a put must be handed over, durable,
-// before it returns).
+// A JoinableQueue's puts go into its lane's ring, but every get crosses the coordinator (which lends a sole consumer
+// batches), so that it knows who took what.
 Workload queue_joinable() {
   Workload w = queue_one_to_one_of("joinable", "JoinableQueue", mpx_queue_throughput<mpx::JoinableQueue<std::string>>);
   w.target = 5.0;

@@ -45,6 +45,11 @@ void take_and_die(mpx::JoinableQueue<std::string> q) {
   ::raise(SIGKILL);
 }
 
+void take_and_die_int(mpx::JoinableQueue<int> q) {
+  (void)q.get();
+  ::raise(SIGKILL);
+}
+
 void take_and_finish(mpx::JoinableQueue<std::string> q, mpx::Queue<std::string> done) {
   for (;;) {
     auto item = q.get();
@@ -420,11 +425,82 @@ TEST_CASE("lane: a Queue and a SimpleQueue made on the coordinator's host have a
   mpx::JoinableQueue<int> joinable;
   CHECK_FALSE(ring_name(q.id()).empty());
   CHECK_FALSE(ring_name(simple.id()).empty());
-  CHECK(ring_name(joinable.id()).empty());  // a JoinableQueue stays with the coordinator
+  CHECK_FALSE(ring_name(joinable.id()).empty());  // for its puts; its gets go through the coordinator
   simple.put(5);
   CHECK_FALSE(simple.empty());
   CHECK(simple.get() == 5);
   CHECK(simple.empty());
+}
+
+// How many items a ring holds, read from its header as the lane's getters would.
+std::uint64_t ring_count(const std::string& name) {
+  auto opened = mpx::shm::open(name);
+  const auto* h = reinterpret_cast<const mpx::shm::RingHeader*>(opened.mapping->base());
+  return __atomic_load_n(&h->count, __ATOMIC_ACQUIRE);
+}
+
+TEST_CASE("lane: a JoinableQueue's puts go into its ring, its gets through the coordinator, which keeps every promise",
+          "[queue][lane]") {
+  mpx::JoinableQueue<int> q;
+  const std::string name = ring_name(q.id());
+  REQUIRE_FALSE(name.empty());
+  mpx::Process producer(fill, mpx::Queue<int>(q), 5);
+  producer.start();
+  producer.join();
+  CHECK(ring_count(name) == 5);  // a put that returned is in the ring, which outlives its producer
+  CHECK(q.qsize() == 5);
+  CHECK_FALSE(q.join(0.01s));
+  // Got through the coordinator, which records the taker: a taker that dies before task_done gives its item back.
+  mpx::Process dies(take_and_die_int, q);
+  dies.start();
+  dies.join();
+  REQUIRE(dies.exitcode() == -SIGKILL);
+  CHECK(eventually([&] { return q.qsize() == 5; }));  // once the coordinator has seen it die
+  for (int expected = 0; expected < 5; ++expected) {
+    CHECK(q.get(true, 30s) == expected);  // the dead taker's 0 first, back at the head
+    q.task_done();
+  }
+  CHECK(q.join(10s));
+  CHECK_THROWS_AS(q.task_done(), mpx::ValueError);
+  q.put(7);  // from this process, through the ring too
+  CHECK(ring_count(name) == 1);
+  CHECK_FALSE(q.join(0.01s));
+  q.task_done();  // before its get, as Python allows: join no longer waits for it
+  CHECK(q.join(10s));
+  CHECK(q.get() == 7);
+  CHECK_THROWS_AS(q.task_done(), mpx::ValueError);
+}
+
+TEST_CASE("lane: a JoinableQueue's taker killed with a lent batch gives it all back in order; a bounded one blocks",
+          "[queue][lane]") {
+  mpx::JoinableQueue<int> q;
+  mpx::Process producer(fill, mpx::Queue<int>(q), 100);
+  producer.start();
+  producer.join();
+  mpx::Process dies(take_and_die_int, q);  // the sole consumer: lent a batch with its first item
+  dies.start();
+  dies.join();
+  REQUIRE(dies.exitcode() == -SIGKILL);
+  CHECK(eventually([&] { return q.qsize() == 100; }));
+  for (int expected = 0; expected < 100; ++expected) {
+    REQUIRE(q.get(true, 30s) == expected);
+    q.task_done();
+  }
+  CHECK(q.join(10s));
+
+  // Its producer sleeps on the ring for room that only the coordinator's takes (the gets here) make.
+  mpx::JoinableQueue<int> bounded(2);
+  mpx::Process blocked(produce_bounded, mpx::Queue<int>(bounded), 0, 50);
+  blocked.start();
+  for (int expected = 0; expected < 50; ++expected) {
+    REQUIRE(bounded.get(true, 30s) == expected);
+    CHECK(bounded.qsize() <= 2);
+    bounded.task_done();
+  }
+  blocked.join();
+  CHECK(blocked.exitcode() == 0);
+  CHECK(bounded.join(10s));
+  CHECK_THROWS_AS(bounded.task_done(), mpx::ValueError);
 }
 
 TEST_CASE("lane: a producer SIGKILLed in a put loop loses nothing it completed and duplicates nothing",

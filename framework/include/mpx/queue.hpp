@@ -5,7 +5,8 @@
 /// Where the items live: a Queue's or SimpleQueue's in a shared-memory ring that the coordinator creates (the lane),
 /// which processes on the coordinator's host read and write themselves, under a lock the coordinator recovers if its
 /// holder dies; processes elsewhere (and everyone while tracing is on) reach the same ring through the coordinator. A
-/// JoinableQueue's items live in the coordinator. Differences from Python that come with the ring:
+/// JoinableQueue's puts go into its ring the same way, but its gets go through the coordinator, which records who took
+/// what (a taker that dies before task_done() gives it back). Differences from Python that come with the ring:
 ///  - An unbounded queue can still fill: the ring holds at least 256 MiB of items (more if the wire's message limit is
 ///    larger). Then put() waits for room as on a bounded queue, with its timeout, and put_nowait() raises mpx::Full.
 ///  - The ring's size is address space in every process that uses the queue; the pages its deepest backlog touched stay

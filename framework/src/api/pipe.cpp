@@ -71,9 +71,6 @@ namespace {
 
 using detail::ConnectionState;
 
-// Messages this large travel without a copy into the frame.
-constexpr std::size_t zero_copy_bytes = 4096;
-
 // A fork child's first use of a copy of an end it inherited from its parent: it adopts the copy, as if its parent had
 // handed it over (PROTOCOL.md, "Holders"). A copy the child only closes was never its own to release.
 void claim_inherited(ConnectionState& s) {
@@ -108,13 +105,6 @@ void check_writable(const ConnectionState& s) {
 
 [[noreturn]] void raise_gone(const ConnectionState& s) {
   throw EOFError("mpx: EOF: pipe end " + std::to_string(s.end) + " is gone (both ends were released)");
-}
-
-zmq::message_t frame_of(std::string message) {
-  if (message.size() < zero_copy_bytes) return zmq::message_t(message.data(), message.size());
-  auto* owned = new std::string(std::move(message));
-  return zmq::message_t(
-      owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
 }
 
 // How many messages one pipe_recv may take while nothing mirrors the end's readiness: each is a frame of the reply,
@@ -253,7 +243,7 @@ void Connection::send_message(std::string message) {
   if (s.gone) raise_gone(s);
   if (detail::direct_send(s, message)) return;
   auto e = wire::make(wire::Kind::pipe_send, s.end, 0, Object{});
-  e.body.push_back(frame_of(std::move(message)));
+  e.body.push_back(wire::frame_of(std::move(message)));
   detail::post(std::move(e));
   detail::direct_note_relayed(s);
 }

@@ -152,6 +152,13 @@ shm::Ring* usable_lane(std::uint64_t id) {
   return ring != nullptr && !ring->has_flag(shm::ring_traced) ? ring : nullptr;
 }
 
+// The ring when this thread may also get from it (and read its size as the queue's): not a JoinableQueue's, whose
+// gets go through the coordinator so that it knows every taker, and lends batches that still count in qsize().
+shm::Ring* gettable_lane(std::uint64_t id) {
+  shm::Ring* ring = usable_lane(id);
+  return ring != nullptr && !ring->has_flag(shm::ring_gets_through_coordinator) ? ring : nullptr;
+}
+
 // Puts this thread posted through the coordinator may still wait there: ask it (queue_lane answers once they are in
 // the ring) before putting on the ring, so this thread's items stay in order.
 void sync_posted(std::uint64_t id) {
@@ -189,14 +196,6 @@ std::uint64_t take_consumed(std::uint64_t id) {
 }  // namespace
 
 QueueCore::QueueCore(std::size_t maxsize, bool joinable) : maxsize_(maxsize) {
-  if (joinable) {
-    auto reply = call(wire::make(wire::Kind::queue_create, 0, 0,
-                                 std::make_tuple(static_cast<std::uint64_t>(maxsize), joinable)),
-                      0);
-    auto [id] = reply.body_as<std::tuple<std::uint64_t>>();
-    ref_ = ObjectRef{id, coordinator_endpoint()};
-    return;
-  }
   // Asks for a lane even when this process will not use it: other processes on the coordinator's host may.
   auto reply = call(wire::make(wire::Kind::queue_create, 0, 0,
                                std::make_tuple(static_cast<std::uint64_t>(maxsize), joinable, true)),
@@ -316,12 +315,12 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout, c
     // Lent while tracing was on, the last of them returned now that this thread gets from the ring again: report
     // them consumed at once, since no later request about the queue will (if this process died, the coordinator
     // would give them back and they would be got twice).
-    if (lent->items.empty() && usable_lane(ref_.id) != nullptr) {
+    if (lent->items.empty() && gettable_lane(ref_.id) != nullptr) {
       post(wire::make(wire::Kind::queue_release, ref_.id, 0, std::make_tuple(std::exchange(lent->consumed, 0))));
     }
     return;
   }
-  if (shm::Ring* ring = usable_lane(ref_.id)) {
+  if (shm::Ring* ring = gettable_lane(ref_.id)) {
     const auto [deadline, wait] = ring_wait(block, timeout);
     const auto outcome = ring->get(out, deadline, wait);
     if (outcome.status != shm::Ring::Status::done) throw Empty("mpx: the queue is empty");
@@ -382,7 +381,7 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout, c
 
 std::size_t QueueCore::qsize() const {
   // After puts posted through the coordinator, its answer (which comes after them) is the one that counts them.
-  if (shm::Ring* ring = usable_lane(ref_.id); ring != nullptr && !thread_lanes.get().posted.contains(ref_.id)) {
+  if (shm::Ring* ring = gettable_lane(ref_.id); ring != nullptr && !thread_lanes.get().posted.contains(ref_.id)) {
     maxsize_ = ring->maxsize();
     return ring->size();
   }

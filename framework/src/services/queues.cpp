@@ -8,7 +8,7 @@
 // most a quarter of what is queued): with several consumers every get takes one item, exactly as in Python, so a
 // batch given back can never reorder what another consumer sees.
 //
-// The lane (PROTOCOL.md, "Queues", the lane): a Queue or SimpleQueue made by a client that asks for one also gets a
+// The lane (PROTOCOL.md, "Queues", the lane): a queue made by a client that asks for one also gets a
 // shared-memory ring (shm/ring.hpp), and then its items live there and only there. Processes on this host put and get
 // on the ring themselves; this service creates it, recovers its lock when a process dies holding it, and does the ring
 // operation for whoever cannot or may not use it (a process on another host, a foreign client, any process while
@@ -16,6 +16,8 @@
 // when a process that changed the ring pokes (queue_lane_poke): the ring's `ring_poke` flag asks for that while
 // anything is parked. This thread never waits on the ring's lock for more than a few milliseconds, and retries on a
 // timer when it could not have it (its holder is slow, or dead and about to be recovered by this very thread).
+// A JoinableQueue's ring is for puts only (shm::ring_gets_through_coordinator): every get comes here, so this service
+// records every taker and can put back what a dead one took and never task_done.
 #include <algorithm>
 #include <cstdlib>
 #include <deque>
@@ -100,11 +102,28 @@ struct QueueState {
   // JoinableQueue: items got but not yet task_done, per process, oldest first. A dead taker's items go back.
   std::map<std::uint64_t, std::deque<std::string>> taken;
   std::unique_ptr<Lane> lane;  // then the items are in its ring (and its pending puts), never in `items`
+  // A JoinableQueue with a lane: its puts land in the ring without passing here, so `unfinished` cannot be counted up.
+  // Instead this counts the items taken out of the ring (lent or got) less those given back and the task_done calls,
+  // and what the ring and its pending puts hold is added to it (unfinished_tasks). Negative after a task_done that came
+  // before its item's get, as Python allows.
+  std::int64_t out_of_ring = 0;
 
   // Lent items still count: for the user they have not been got yet.
   std::size_t size() const {
     if (lane) return static_cast<std::size_t>(lane->ring->size()) + lane->pending.size() + lent_total;
     return items.size() + lent_total;
+  }
+  std::size_t unfinished_tasks() const {
+    if (!lane) return unfinished;
+    const auto queued = static_cast<std::int64_t>(lane->ring->size() + lane->pending.size());
+    return static_cast<std::size_t>(std::max<std::int64_t>(0, queued + out_of_ring));
+  }
+  void finish_task() {
+    if (lane) {
+      --out_of_ring;
+    } else {
+      --unfinished;
+    }
   }
   bool has_room() const { return maxsize == 0 || size() < maxsize; }
 };
@@ -185,8 +204,10 @@ class QueueService {
     q->maxsize = maxsize;
     q->joinable = joinable;
     const std::uint64_t id = coordinator_.allocate_object_id();
-    // A JoinableQueue never gets one: putting back a dead taker's unfinished items needs this service's records.
-    if (lane_wanted && !joinable) q->lane = make_lane(id, req.header.sender, maxsize);
+    if (lane_wanted) q->lane = make_lane(id, req.header.sender, maxsize);
+    // A JoinableQueue's lane is for puts: putting back a dead taker's unfinished items needs this service's record of
+    // every take.
+    if (q->lane && joinable) q->lane->ring->set_flag(shm::ring_gets_through_coordinator, true);
     if (q->lane) q->lane->mappers.insert(req.header.sender);
     const QueueState& made = *q;
     queues_.emplace(id, std::move(q));
@@ -247,10 +268,14 @@ class QueueService {
     packed.append(item);
   }
 
-  static void add_item(wire::Envelope& reply, const std::string& item) {
+  // A queue_get reply's items frame, built in one allocation and handed over without another copy.
+  static void add_items(wire::Envelope& reply, const std::deque<std::string>& items) {
+    std::size_t bytes = 0;
+    for (const auto& item : items) bytes += sizeof(std::uint32_t) + item.size();
     std::string packed;
-    append_item(packed, item);
-    reply.body.emplace_back(packed.data(), packed.size());
+    packed.reserve(bytes);
+    for (const auto& item : items) append_item(packed, item);
+    reply.body.push_back(wire::frame_of(std::move(packed)));
   }
 
   // A put on a lane's ring for a process that does not use the lane itself.
@@ -303,10 +328,13 @@ class QueueService {
   }
 
   // How many items a get through the coordinator takes from a ring: one, except for the sole consumer of an
-  // unbounded queue while tracing is on (every process on the host then gets through here, so "sole" is known), which
-  // is lent a batch as on the coordinator path: tracing would otherwise cost it a round trip per item.
+  // unbounded queue while tracing is on or on a JoinableQueue (every process on the host then gets through here, so
+  // "sole" is known), which is lent a batch as on the coordinator path: it would otherwise cost a round trip per item.
   static std::size_t lane_batch(const QueueState& q, const Borrower& who, std::uint64_t max_items) {
-    if (q.maxsize != 0 || !q.lane->ring->has_flag(shm::ring_traced)) return 1;
+    if (q.maxsize != 0) return 1;
+    if (!q.lane->ring->has_flag(shm::ring_traced) && !q.lane->ring->has_flag(shm::ring_gets_through_coordinator)) {
+      return 1;
+    }
     if (q.consumers.size() != 1 || !q.consumers.contains(who)) return 1;
     const std::uint64_t quarter = std::max<std::uint64_t>(1, q.lane->ring->size() / 4);
     return static_cast<std::size_t>(std::min({std::max<std::uint64_t>(max_items, 1), max_batch, quarter}));
@@ -317,6 +345,7 @@ class QueueService {
   // busy), they go to its tail: nothing is lost, but they come after items put since.
   void give_back_to_ring(QueueState& q, const std::deque<std::string>& items) {
     shm::Ring& ring = *q.lane->ring;
+    q.out_of_ring -= static_cast<std::int64_t>(items.size());
     if (ring.put_front(items, ring_lock_deadline()).status == shm::Ring::Status::done) return;
     for (const auto& item : items) q.lane->pending.push_back(PendingPut{Borrower{}, item});
   }
@@ -330,17 +359,7 @@ class QueueService {
       std::deque<std::string> items;
       const auto status = lane.ring->take(items, lane_batch(q, who, max_items), ring_lock_deadline()).status;
       if (status == shm::Ring::Status::done) {
-        auto reply = wire::make_reply(req.header, wire::Kind::ok, encode(Object{}));
-        std::string packed;
-        for (const auto& item : items) append_item(packed, item);
-        reply.body.emplace_back(packed.data(), packed.size());
-        items.pop_front();  // got now
-        if (!items.empty()) {
-          q.lent_total += items.size();
-          auto& lent = q.lent[who];
-          for (auto& item : items) lent.push_back(std::move(item));
-        }
-        coordinator_.reply(peer, reply);
+        hand_over(q, peer, req.header, who, std::move(items));
         serve_lane(q, id);  // room for what waits to be put
         return;
       }
@@ -350,8 +369,26 @@ class QueueService {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::empty, "mpx: the queue is empty");
       return;
     }
-    park_on_lane(q, id, &QueueState::getters, make_waiter(peer, req), wait, wire::ErrorCode::empty,
+    Waiter getter = make_waiter(peer, req);
+    getter.max_items = max_items;
+    park_on_lane(q, id, &QueueState::getters, std::move(getter), wait, wire::ErrorCode::empty,
                  "mpx: the queue stayed empty until the timeout");
+  }
+
+  // Answers a get with what was taken from the ring: the first item is got now, the rest are lent to `who`.
+  void hand_over(QueueState& q, const Coordinator::Peer& peer, const wire::Header& request, const Borrower& who,
+                 std::deque<std::string> items) {
+    auto reply = wire::make_reply(request, wire::Kind::ok, encode(Object{}));
+    add_items(reply, items);
+    q.out_of_ring += static_cast<std::int64_t>(items.size());
+    if (q.joinable) q.taken[who.actor].push_back(std::move(items.front()));
+    items.pop_front();
+    if (!items.empty()) {
+      q.lent_total += items.size();
+      auto& lent = q.lent[who];
+      for (auto& item : items) lent.push_back(std::move(item));
+    }
+    coordinator_.reply(peer, reply);
   }
 
   // Moves what is parked here for a lane's ring into it and out of it, oldest first, as far as it goes. Run after
@@ -397,8 +434,9 @@ class QueueService {
         }
       }
       while (!busy && !q.getters.empty()) {
-        std::string item;
-        const S status = ring.get(item, ring_lock_deadline(), false).status;
+        const Borrower who = borrower_of(q.getters.front().peer, q.getters.front().actor());
+        std::deque<std::string> items;
+        const S status = ring.take(items, lane_batch(q, who, q.getters.front().max_items), ring_lock_deadline()).status;
         if (status != S::done) {
           busy = busy || status == S::busy;
           break;
@@ -406,9 +444,7 @@ class QueueService {
         Waiter g = std::move(q.getters.front());
         q.getters.pop_front();
         disarm(coordinator_, g);
-        auto reply = wire::make_reply(g.request, wire::Kind::ok, encode(Object{}));
-        add_item(reply, item);
-        coordinator_.reply(g.peer, reply);
+        hand_over(q, g.peer, g.request, who, std::move(items));
         progress = true;
       }
     }
@@ -452,6 +488,9 @@ class QueueService {
   // `who` until it reports them consumed.
   void lend(QueueState& q, const Borrower& who, std::uint64_t count, wire::Envelope& reply) {
     std::string packed;
+    std::size_t bytes = 0;
+    for (std::uint64_t i = 0; i < count && i < q.items.size(); ++i) bytes += sizeof(std::uint32_t) + q.items[i].size();
+    packed.reserve(bytes);
     for (std::uint64_t i = 0; i < count && !q.items.empty(); ++i) {
       std::string& item = q.items.front();
       append_item(packed, item);
@@ -463,7 +502,7 @@ class QueueService {
       }
       q.items.pop_front();
     }
-    reply.body.emplace_back(packed.data(), packed.size());
+    reply.body.push_back(wire::frame_of(std::move(packed)));
   }
 
   // Unconsumed lent items go back to the head of the queue, in order.
@@ -614,17 +653,17 @@ class QueueService {
     auto [consumed] = req.body_as<std::tuple<std::uint64_t>>();
     if (!q.joinable) throw ProtocolError("mpx: task_done on a queue that is not joinable");
     settle(q, borrower_of(peer, req.header.sender), consumed);
-    if (q.unfinished == 0) {
+    if (q.unfinished_tasks() == 0) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::value, "mpx: task_done() called too many times");
       return;
     }
-    --q.unfinished;
+    q.finish_task();
     if (auto it = q.taken.find(req.header.sender); it != q.taken.end()) {
       it->second.pop_front();
       if (it->second.empty()) q.taken.erase(it);
     }
     ok(peer, req.header, encode(Object{}));
-    if (q.unfinished == 0) {
+    if (q.unfinished_tasks() == 0) {
       for (auto& j : q.joiners) answer(coordinator_, j, wire::Kind::ok, encode(Object{}));
       q.joiners.clear();
     }
@@ -634,7 +673,7 @@ class QueueService {
     QueueState& q = find(req);
     auto [wait] = req.body_as<std::tuple<std::int64_t>>();
     if (!q.joinable) throw ProtocolError("mpx: join on a queue that is not joinable");
-    if (q.unfinished == 0) {
+    if (q.unfinished_tasks() == 0) {
       ok(peer, req.header, encode(Object{}));
       return;
     }
@@ -677,7 +716,11 @@ class QueueService {
       }
       if (auto it = q->taken.find(actor); it != q->taken.end()) {
         // They stay unfinished until someone else is done with them.
-        for (auto item = it->second.rbegin(); item != it->second.rend(); ++item) q->items.push_front(std::move(*item));
+        if (q->lane) {
+          give_back_to_ring(*q, it->second);
+        } else {
+          for (auto item = it->second.rbegin(); item != it->second.rend(); ++item) q->items.push_front(std::move(*item));
+        }
         q->taken.erase(it);
       }
       if (q->lane) {

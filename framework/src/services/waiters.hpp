@@ -21,6 +21,7 @@ struct Waiter {
   runtime::TimerWheel::Id timer = 0;
   std::string payload;  // what the waiter brought (a put's item), if anything
   std::uint64_t serial = 0;  // unique per waiter: how an expiring deadline finds it
+  std::uint64_t max_items = 1;  // a get's: how many items its answer may carry (the rest lent)
 
   std::uint64_t actor() const noexcept { return request.sender; }
 };

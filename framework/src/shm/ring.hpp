@@ -35,7 +35,7 @@ struct RingHeader {
   // sleeper counted in an older epoch does not count itself out, so those of dead processes are forgotten.
   std::uint32_t getters_waiting;
   std::uint32_t putters_waiting;
-  std::uint32_t flags;  // ring_traced | ring_poke, written by the coordinator
+  std::uint32_t flags;  // ring_traced | ring_poke | ring_gets_through_coordinator, written by the coordinator
   std::uint32_t reserved;
 };
 inline constexpr std::uint64_t ring_magic = 0x31306e616c78706dULL;  // "mpxlan01", little-endian
@@ -50,6 +50,9 @@ inline constexpr std::uint32_t ring_traced = 1u << 0;
 // The coordinator has requests parked on this ring (a remote get waiting for an item, a put waiting for room): whoever
 // changes the ring tells it with a queue_lane_poke.
 inline constexpr std::uint32_t ring_poke = 1u << 1;
+// Processes put on the ring themselves but get only through the coordinator, which must record every taker (a
+// JoinableQueue's: an item taken by a process that dies before task_done goes back). Set at creation, never cleared.
+inline constexpr std::uint32_t ring_gets_through_coordinator = 1u << 2;
 // A record is a u32 length then the bytes: the largest item a ring of `capacity` bytes can hold.
 inline constexpr std::uint64_t record_overhead = 4;
 

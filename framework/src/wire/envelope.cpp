@@ -139,6 +139,14 @@ Header decode_header(const void* data, std::size_t size) {
   return h;
 }
 
+zmq::message_t frame_of(std::string bytes) {
+  constexpr std::size_t zero_copy_bytes = 4096;  // below this a copy costs less than the allocation it saves
+  if (bytes.size() < zero_copy_bytes) return zmq::message_t(bytes.data(), bytes.size());
+  auto* owned = new std::string(std::move(bytes));
+  return zmq::message_t(
+      owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
+}
+
 Envelope make_reply(const Header& request, Kind kind, std::string body) {
   Envelope e;
   e.header.kind = kind;

@@ -72,6 +72,8 @@ Envelope make(Kind kind, std::uint64_t object, std::uint64_t correlation, const 
   return e;
 }
 Envelope make_reply(const Header& request, Kind kind, std::string body);
+// A body frame that takes over `bytes`: a large one is handed to ZeroMQ without a copy.
+zmq::message_t frame_of(std::string bytes);
 Envelope make_error(const Header& request, ErrorCode code, std::string_view message);
 
 // The side door's framing (PROTOCOL.md, "The side door"): one message is a packet [u32 size][u32 frames] then, per
