@@ -186,34 +186,41 @@ double mpx_queue_throughput(int n) {
   return n / seconds;
 }
 
-// The floor: a forked PUSH to a PULL over ipc, 64-byte messages, nothing else.
+// The floor: a forked PUSH to a PULL over ipc, 64-byte messages, nothing else. The PULL binds before the fork, on a
+// path of its own per call, so the child never connects to a path that is not (or no longer) listening; a receive
+// timeout turns a lost message into an error instead of a hang.
 double zmq_push_pull_throughput(int n) {
-  const std::string endpoint =
-      "ipc://" + std::filesystem::temp_directory_path().string() + "/mpx-bench-" + std::to_string(::getpid());
+  static int calls = 0;
+  const std::string path = std::filesystem::temp_directory_path().string() + "/mpx-bench-" +
+                           std::to_string(::getpid()) + "-" + std::to_string(++calls);
+  const std::string endpoint = "ipc://" + path;
+  zmq::context_t ctx;
+  zmq::socket_t pull(ctx, zmq::socket_type::pull);
+  pull.set(zmq::sockopt::rcvtimeo, 60000);
+  pull.bind(endpoint);
   const auto t0 = Clock::now();
   const pid_t pid = ::fork();
   if (pid == 0) {
-    zmq::context_t ctx;
-    zmq::socket_t push(ctx, zmq::socket_type::push);
+    zmq::context_t child_ctx;  // never the parent's context: its threads did not survive the fork
+    zmq::socket_t push(child_ctx, zmq::socket_type::push);
     push.set(zmq::sockopt::linger, -1);
     push.connect(endpoint);
     const std::string item(queue_item_bytes, 'x');
     for (int i = 0; i < n; ++i) push.send(zmq::buffer(item), zmq::send_flags::none);
     push.close();
-    ctx.close();
+    child_ctx.close();
     _exit(0);
   }
-  double seconds = 0;
-  {
-    zmq::context_t ctx;
-    zmq::socket_t pull(ctx, zmq::socket_type::pull);
-    pull.bind(endpoint);
-    zmq::message_t m;
-    for (int i = 0; i < n; ++i) (void)pull.recv(m);
-    seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  }
+  zmq::message_t m;
+  int received = 0;
+  while (received < n && pull.recv(m)) ++received;
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  pull.close();
   ::waitpid(pid, nullptr, 0);
-  std::filesystem::remove(endpoint.substr(6));
+  std::filesystem::remove(path);
+  if (received < n)
+    throw std::runtime_error("raw PUSH/PULL baseline: " + std::to_string(n - received) + " of " +
+                             std::to_string(n) + " messages did not arrive within 60 s");
   return n / seconds;
 }
 
