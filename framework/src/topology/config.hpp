@@ -33,7 +33,7 @@ struct ObjectSpec {
 };
 
 // An exec program that is not an mpx program never signals readiness: this bounds the wait for it.
-constexpr double default_ready_timeout_s = 10.0;
+constexpr double default_ready_timeout_s = 30.0;  // generous: 200 actors starting on a busy 2-core machine took over 10 s
 
 struct ActorSpec {
   std::string name;
