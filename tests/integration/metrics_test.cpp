@@ -6,6 +6,9 @@
 #include <mpx/mpx.hpp>
 
 #include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <regex>
@@ -15,7 +18,10 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <httplib.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.hpp>
 
@@ -24,6 +30,9 @@
 #include "wire/transport.hpp"
 
 using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+extern char** environ;
 
 namespace {
 
@@ -239,4 +248,122 @@ TEST_CASE("serve_metrics names a bad address and refuses a second server", "[met
   CHECK_THROWS_AS(mpx::serve_metrics(":0"), mpx::ValueError);
   CHECK_THROWS_WITH(mpx::serve_metrics("127.0.0.1:0"), Catch::Contains(endpoint));
   CHECK(mpx::metrics_endpoint() == endpoint);
+}
+
+namespace {
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The value of the one sample whose key starts with `prefix`, if there is one.
+std::optional<double> sample_starting(const std::map<std::string, double>& samples, const std::string& prefix) {
+  for (const auto& [key, value] : samples) {
+    if (key.starts_with(prefix)) return value;
+  }
+  return std::nullopt;
+}
+
+template <class Ready>
+void wait_until(Ready ready, const char* what) {
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!ready()) {
+    if (std::chrono::steady_clock::now() > deadline) FAIL("timed out waiting until " << what);
+    std::this_thread::sleep_for(10ms);  // a poll's pace, not a synchronization: the deadline bounds the wait
+  }
+}
+
+}  // namespace
+
+TEST_CASE("mpx-run --metrics serves a topology's names, an actor's restart, and stops with the run", "[metrics][run]") {
+  char dir_template[] = "/tmp/mpx-metrics-test-XXXXXX";
+  const fs::path dir = ::mkdtemp(dir_template);
+  struct Remove {
+    fs::path dir;
+    ~Remove() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } remove{dir};
+  ::setenv("TOPOLOGY_TEST_LOG", (dir / "log").c_str(), 1);
+  std::ofstream(dir / "t.toml") << "[objects.jobs]\ntype = \"queue\"\n\n[[actors]]\nname = \"waiter\"\nexec = [\""
+                                << TOPOLOGY_ACTOR_PATH << "\", \"wait\", \"waiter\"]\nrestart = \"permanent\"\n";
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  const std::string out_path = (dir / "out").string();
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  std::string program = MPX_RUN_PATH, option = "--metrics", address = "127.0.0.1:0", file = (dir / "t.toml").string();
+  char* argv[] = {program.data(), option.data(), address.data(), file.data(), nullptr};
+  // The address comes from --metrics alone: this test's own MPX_METRICS would start a second server in mpx-run.
+  const char* inherited = std::getenv("MPX_METRICS");
+  const std::string own_metrics = inherited ? inherited : "";
+  ::unsetenv("MPX_METRICS");
+  pid_t run = 0;
+  const int spawned = ::posix_spawn(&run, MPX_RUN_PATH, &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::unsetenv("TOPOLOGY_TEST_LOG");
+  if (inherited) ::setenv("MPX_METRICS", own_metrics.c_str(), 1);
+  REQUIRE(spawned == 0);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } reap{run};
+
+  std::string endpoint;
+  wait_until([&] {
+    static const std::regex announced(R"(mpx-run: metrics at http://(\S+)/metrics)");
+    std::smatch m;
+    const std::string out = read_text(dir / "out");
+    if (!std::regex_search(out, m, announced)) return false;
+    endpoint = m[1].str();
+    return true;
+  }, "mpx-run announces its metrics address");
+
+  const auto first_pid = [&] {
+    std::ifstream in(dir / "log");
+    std::string label;
+    pid_t pid = 0;
+    in >> label >> pid;
+    return pid;
+  };
+  wait_until([&] { return first_pid() > 0; }, "the actor started");
+  const pid_t first = first_pid();
+  const std::string first_labels = "{actor=\"waiter\",pid=\"" + std::to_string(first) + "\"}";
+  std::map<std::string, double> samples;
+  wait_until([&] {
+    samples = scrape(endpoint);
+    return samples.count("mpx_actor_up" + first_labels) == 1;
+  }, "the actor is up in a scrape");
+  CHECK(sample_starting(samples, "mpx_queue_depth{queue=\"jobs\",id=\"") == 0.0);
+  CHECK(value_of(samples, "mpx_actor_restarts_total" + first_labels) == 0);
+
+  // Killed: the supervisor starts another "waiter", which counts one restart; the first shows as exited.
+  REQUIRE(::kill(first, SIGKILL) == 0);
+  wait_until([&] {
+    samples = scrape(endpoint);
+    for (const auto& [key, value] : samples) {
+      if (key.starts_with("mpx_actor_restarts_total{actor=\"waiter\"") && value == 1) return true;
+    }
+    return false;
+  }, "the restarted actor is counted");
+  CHECK(value_of(samples, "mpx_actor_up" + first_labels) == 0);
+
+  // A SIGTERM ends the run: the server stops with it, and the exit is clean.
+  REQUIRE(::kill(run, SIGTERM) == 0);
+  int status = 0;
+  wait_until([&] { return ::waitpid(run, &status, WNOHANG) == run; }, "mpx-run exits");
+  reap.pid = 0;
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const auto colon = endpoint.rfind(':');
+  httplib::Client client(endpoint.substr(0, colon), std::stoi(endpoint.substr(colon + 1)));
+  client.set_connection_timeout(5, 0);
+  CHECK_FALSE(client.Get("/metrics"));
 }
