@@ -3,6 +3,7 @@
 #include <mpx/metrics.hpp>
 
 #include <charconv>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include <httplib.h>
+#include <pthread.h>
 
 #include <mpx/errors.hpp>
 
@@ -229,7 +231,14 @@ void serve_metrics(std::string_view address) {
   }
   s->endpoint = host_name + ":" + std::to_string(bound);
   s->owner = runtime::self_pid();
+  // The server's threads take no signal meant for the program (a Ctrl-C, a SIGTERM it waits for with sigwait): they
+  // start with every asynchronous signal blocked, and its handler thread, started from it, inherits that.
+  sigset_t blocked, previous;
+  ::sigfillset(&blocked);
+  for (int synchronous : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) ::sigdelset(&blocked, synchronous);
+  ::pthread_sigmask(SIG_BLOCK, &blocked, &previous);
   s->thread = std::thread([http = &s->http] { http->listen_after_bind(); });
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   // httplib's stop() does nothing before the loop runs, so the server is not handed out (to be stopped) before then.
   // The loop marks itself running first thing, a few instructions after the thread starts.
   while (!s->http.is_running()) std::this_thread::yield();
