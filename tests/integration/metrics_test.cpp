@@ -27,6 +27,7 @@
 
 #include "children.hpp"
 #include "runtime/runtime.hpp"
+#include "wire/envelope.hpp"
 #include "wire/transport.hpp"
 
 using namespace std::chrono_literals;
@@ -37,6 +38,11 @@ extern char** environ;
 namespace {
 
 int square(int x) { return x * x; }
+
+int killed(int) {
+  ::raise(SIGKILL);  // the worker dies mid-task, every time the task runs
+  return 0;
+}
 
 void put_items(mpx::Queue<int> q, int n) {
   for (int i = 0; i < n; ++i) q.put(i);
@@ -187,6 +193,32 @@ TEST_CASE("metrics() counts a queue's puts and gets, a lock's acquisitions, a po
   CHECK(counts["pool_create"] >= 1);
 }
 
+TEST_CASE("a pool's retried and failed tasks and its worker restarts are counted", "[metrics]") {
+  std::set<std::uint64_t> pools_before;
+  for (const auto& p : mpx::metrics().pools) pools_before.insert(p.id);
+  mpx::PoolOptions options;
+  options.processes = 1;
+  options.max_retries = 1;
+  mpx::Pool pool(options);
+  CHECK_THROWS_AS(pool.apply(killed, 1), mpx::WorkerLost);
+  CHECK(pool.apply(square, 3) == 9);  // on the worker that replaced the second one killed
+  const auto m = metrics_when([&](const mpx::Metrics& s) {
+    for (const auto& p : s.pools) {
+      if (!pools_before.count(p.id)) return p.done == 1 && p.failed == 1;
+    }
+    return false;
+  });
+  const mpx::PoolMetrics* counted = nullptr;
+  for (const auto& p : m.pools) {
+    if (!pools_before.count(p.id)) counted = &p;
+  }
+  REQUIRE(counted != nullptr);
+  CHECK(counted->retried == 1);  // max_retries 1: run again once, then given up
+  CHECK(counted->failed == 1);
+  CHECK(counted->done == 1);
+  CHECK(counted->worker_restarts == 2);
+}
+
 TEST_CASE("the metrics endpoint serves Prometheus text that a scrape during the run parses and agrees with",
           "[metrics][http]") {
   const std::string endpoint = server_endpoint();
@@ -238,6 +270,20 @@ TEST_CASE("the metrics endpoint serves Prometheus text that a scrape during the 
       after = value_of(scrape(endpoint), "mpx_coordinator_malformed_total");
     }
     CHECK(after == before + 1);
+
+    // A well-formed envelope whose body `metrics` does not take: answered `error malformed`, and counted.
+    mpx::wire::Envelope forged;
+    forged.header.kind = mpx::wire::Kind::metrics;
+    forged.header.correlation = 7;
+    const std::string body = mpx::encode(std::make_tuple(1));
+    forged.body.emplace_back(body.data(), body.size());
+    mpx::wire::send(raw, forged, static_cast<std::uint64_t>(::getpid()));
+    zmq::pollitem_t item{raw.handle(), 0, ZMQ_POLLIN, 0};
+    REQUIRE(zmq::poll(&item, 1, std::chrono::milliseconds(60000)) == 1);
+    auto reply = mpx::wire::recv(raw);
+    REQUIRE(reply);
+    CHECK(reply->header.kind == mpx::wire::Kind::error);
+    CHECK(value_of(scrape(endpoint), "mpx_coordinator_malformed_total") == before + 2);
   }
 }
 
