@@ -84,6 +84,7 @@ std::map<std::string, double> scrape(const std::string& endpoint) {
   httplib::Client client(endpoint.substr(0, colon), std::stoi(endpoint.substr(colon + 1)));
   client.set_read_timeout(60, 0);
   auto response = client.Get("/metrics");
+  INFO("GET http://" << endpoint << "/metrics: " << httplib::to_string(response.error()));
   REQUIRE(response);
   REQUIRE(response->status == 200);
   CHECK(response->get_header_value("Content-Type").starts_with("text/plain; version=0.0.4"));
@@ -191,6 +192,31 @@ TEST_CASE("metrics() counts a queue's puts and gets, a lock's acquisitions, a po
   CHECK(counts["queue_create"] >= 1);
   CHECK(counts["lock_acquire"] >= 4);  // the locker's: a Lock is served by the coordinator
   CHECK(counts["pool_create"] >= 1);
+}
+
+TEST_CASE("a lock's waits and waiters are counted while another process holds it", "[metrics]") {
+  mpx_test::Children children;
+  mpx::Lock lock;
+  REQUIRE(lock.acquire());
+  auto& blocked = children.start(take_lock, lock, 1);
+  auto m = metrics_when([&](const mpx::Metrics& s) {
+    const auto* l = by_id(s.locks, lock.id());
+    return l != nullptr && l->waiters == 1;
+  });
+  const auto* waiting = by_id(m.locks, lock.id());
+  REQUIRE(waiting != nullptr);
+  CHECK(waiting->waiters == 1);
+  CHECK(waiting->waits == 1);
+  CHECK(waiting->acquisitions == 1);
+  lock.release();
+  REQUIRE(blocked.join(60s));
+  CHECK(blocked.exitcode() == 0);
+  m = mpx::metrics();
+  const auto* after = by_id(m.locks, lock.id());
+  REQUIRE(after != nullptr);
+  CHECK(after->waiters == 0);
+  CHECK(after->waits == 1);
+  CHECK(after->acquisitions == 2);
 }
 
 TEST_CASE("a pool's retried and failed tasks and its worker restarts are counted", "[metrics]") {
@@ -333,8 +359,11 @@ TEST_CASE("mpx-run --metrics serves a topology's names, an actor's restart, and 
     }
   } remove{dir};
   ::setenv("TOPOLOGY_TEST_LOG", (dir / "log").c_str(), 1);
+  // "later" starts once "waiter" is ready: its line in the log says that the supervisor saw "waiter" ready.
   std::ofstream(dir / "t.toml") << "[objects.jobs]\ntype = \"queue\"\n\n[[actors]]\nname = \"waiter\"\nexec = [\""
-                                << TOPOLOGY_ACTOR_PATH << "\", \"wait\", \"waiter\"]\nrestart = \"permanent\"\n";
+                                << TOPOLOGY_ACTOR_PATH << "\", \"wait\", \"waiter\"]\nrestart = \"permanent\"\n\n"
+                                << "[[actors]]\nname = \"later\"\nexec = [\"" << TOPOLOGY_ACTOR_PATH
+                                << "\", \"wait\", \"later\"]\nafter = [\"waiter\"]\n";
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   const std::string out_path = (dir / "out").string();
@@ -372,15 +401,17 @@ TEST_CASE("mpx-run --metrics serves a topology's names, an actor's restart, and 
     return true;
   }, "mpx-run announces its metrics address");
 
-  const auto first_pid = [&] {
+  const auto started = [&] {
     std::ifstream in(dir / "log");
+    std::map<std::string, pid_t> pids;
     std::string label;
     pid_t pid = 0;
-    in >> label >> pid;
-    return pid;
+    while (in >> label >> pid) pids.emplace(label, pid);
+    return pids;
   };
-  wait_until([&] { return first_pid() > 0; }, "the actor started");
-  const pid_t first = first_pid();
+  // Killed before it is ready, "waiter" would fail the start instead of being restarted.
+  wait_until([&] { return started().count("later") == 1; }, "both actors started");
+  const pid_t first = started().at("waiter");
   const std::string first_labels = "{actor=\"waiter\",pid=\"" + std::to_string(first) + "\"}";
   std::map<std::string, double> samples;
   wait_until([&] {
