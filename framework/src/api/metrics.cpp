@@ -205,8 +205,8 @@ void serve_metrics(std::string_view address) {
   const std::string_view port_text = colon == std::string_view::npos ? std::string_view() : address.substr(colon + 1);
   int port = -1;
   const auto parsed = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (host.empty() || port_text.empty() || parsed.ec != std::errc() || parsed.ptr != port_text.data() + port_text.size() ||
-      port < 0 || port > 65535) {
+  const bool whole_number = parsed.ec == std::errc() && parsed.ptr == port_text.data() + port_text.size();
+  if (host.empty() || port_text.empty() || !whole_number || port < 0 || port > 65535) {
     throw ValueError("mpx: metrics address '" + std::string(address) + "' is not HOST:PORT (port 0 picks one)");
   }
   std::lock_guard lock(server_mutex);
@@ -225,7 +225,8 @@ void serve_metrics(std::string_view address) {
     }
   });
   const std::string host_name(host);
-  const int bound = port == 0 ? s->http.bind_to_any_port(host_name) : (s->http.bind_to_port(host_name, port) ? port : -1);
+  const int bound =
+      port == 0 ? s->http.bind_to_any_port(host_name) : (s->http.bind_to_port(host_name, port) ? port : -1);
   if (bound <= 0) {
     throw ValueError("mpx: cannot serve metrics at '" + std::string(address) + "': the address cannot be bound");
   }

@@ -245,7 +245,9 @@ void Coordinator::start() {
   if (running_) return;
   running_ = true;
   // The root process sends no hello (its threads talk to the coordinator from inside): it is an actor from the start.
-  if (const auto& st = state(); st.root_pid > 0) actor_counters_[static_cast<std::uint64_t>(st.root_pid)].name = st.self.name;
+  if (const auto& st = state(); st.root_pid > 0) {
+    actor_counters_[static_cast<std::uint64_t>(st.root_pid)].name = st.self.name;
+  }
   thread_ = std::thread([this] { run(); });
 }
 

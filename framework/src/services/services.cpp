@@ -23,9 +23,8 @@ std::string metrics_name(std::string_view type, std::uint64_t id) {
   std::string given = trace::given_object_name(id);
   if (given.empty()) return std::to_string(id);
   // A topology's joinable_queue is a queue here too: whatever type it was given, only the name after it is shown.
-  if (const auto colon = given.find(':'); colon != std::string::npos && std::string_view(given).substr(0, colon).ends_with(type)) {
-    given.erase(0, colon + 1);
-  }
+  const auto colon = given.find(':');
+  if (colon != std::string::npos && std::string_view(given).substr(0, colon).ends_with(type)) given.erase(0, colon + 1);
   return given;
 }
 
