@@ -19,7 +19,7 @@ namespace mpx {
 
 struct QueueMetrics {
   std::uint64_t id = 0;
-  std::string name;             // a topology queue's name, else "queue:<id>"
+  std::string name;             // the name a topology gave it ("jobs"), else the id in decimal
   std::uint64_t depth = 0;      // items in it (lent to a consumer and not yet returned by get() included)
   std::uint64_t puts = 0;       // items put since it was made
   std::uint64_t gets = 0;       // items that left it: puts minus depth (never less than an earlier snapshot said)
@@ -29,7 +29,7 @@ struct QueueMetrics {
 
 struct LockMetrics {
   std::uint64_t id = 0;
-  std::string name;                // "lock:<id>" (Lock and RLock)
+  std::string name;                // as QueueMetrics::name (Lock and RLock)
   std::uint64_t acquisitions = 0;  // successful acquires (a recursive re-acquire included)
   std::uint64_t waits = 0;         // acquires that had to wait because another process held it
   std::uint64_t waiters = 0;       // processes waiting for it now
@@ -38,7 +38,7 @@ struct LockMetrics {
 
 struct PoolMetrics {
   std::uint64_t id = 0;
-  std::string name;                   // "pool:<id>"
+  std::string name;                   // as QueueMetrics::name
   std::uint64_t queued = 0;           // tasks submitted, not yet taken by a worker
   std::uint64_t running = 0;          // tasks a worker holds
   std::uint64_t done = 0;             // tasks whose result came back (a task that raised included)
