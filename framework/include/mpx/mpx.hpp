@@ -7,6 +7,7 @@
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
 #include <mpx/manager.hpp>
+#include <mpx/metrics.hpp>
 #include <mpx/object.hpp>
 #include <mpx/pipe.hpp>
 #include <mpx/process.hpp>

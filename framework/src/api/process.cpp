@@ -24,6 +24,7 @@
 #include "services/services.hpp"
 #include "wire/interrupted.hpp"
 #include "api/actor.hpp"
+#include "api/metrics_server.hpp"
 
 namespace mpx {
 
@@ -206,7 +207,11 @@ void finalize_children_at_exit() {
   }
 }
 
-void exit_hook() { runtime::shutdown_root(); }
+void exit_hook() {
+  // Before the coordinator stops: a scrape in progress still gets its answer.
+  detail::stop_metrics_server();
+  runtime::shutdown_root();
+}
 
 }  // namespace
 
@@ -247,6 +252,7 @@ void init(int /*argc*/, char** argv) {
     registered = true;
     std::atexit(&exit_hook);
   }
+  detail::start_metrics_from_environment();
 }
 
 std::string_view to_string(StartMethod method) noexcept {

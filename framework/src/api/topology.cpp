@@ -17,6 +17,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <mpx/metrics.hpp>
 #include <mpx/trace.hpp>
 
 #include "api/actor.hpp"
@@ -70,10 +71,9 @@ void start_trace(TopologyState& s) {
   s.tracing = true;
 }
 
-// Gives an object its topology name in the trace ("queue:jobs" instead of "queue:7").
-void name_in_trace(const TopologyState& s, const std::string& type, const std::string& name,
-                   const std::vector<std::uint64_t>& ids) {
-  if (!s.tracing) return;
+// Gives an object its topology name in the trace ("queue:jobs" instead of "queue:7") and in metrics ("jobs"), so
+// whether or not tracing is on.
+void name_in_trace(const std::string& type, const std::string& name, const std::vector<std::uint64_t>& ids) {
   for (auto id : ids) trace::name_object(id, type + ":" + name);
 }
 
@@ -244,7 +244,7 @@ void start_objects_and_actors(TopologyState& s) {
     } else {
       throw TopologyError("mpx: object '" + o.name + "' has type '" + o.type + "', which this build cannot create");
     }
-    detail::name_in_trace(s, o.type, o.name, e.ids);
+    detail::name_in_trace(o.type, o.name, e.ids);
     entries.emplace(o.name, std::move(e));
   }
   std::vector<ActorContext::Entry> all;
@@ -457,6 +457,9 @@ int run_main(int argc, char** argv) {
   app.add_flag("--check", check, "validate the file and print the plan; start nothing");
   app.add_option("--status-every", every, "print a status table every SECONDS (in place on a terminal)")
       ->check(CLI::PositiveNumber);
+  std::string metrics_address;
+  app.add_option("--metrics", metrics_address,
+                 "serve Prometheus metrics at http://ADDR/metrics (HOST:PORT; port 0 picks one, printed on stderr)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -477,6 +480,15 @@ int run_main(int argc, char** argv) {
     std::fputs(t->plan().c_str(), stdout);
     std::printf("ok: %s is valid\n", file.c_str());
     return 0;
+  }
+  if (!metrics_address.empty()) {
+    try {
+      serve_metrics(metrics_address);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      return static_cast<int>(TopologyExit::invalid);
+    }
+    std::fprintf(stderr, "mpx-run: metrics at http://%s/metrics\n", metrics_endpoint().c_str());
   }
   const auto begin = std::chrono::steady_clock::now();
   console.emplace(every > 0 && ::isatty(STDOUT_FILENO) == 1);

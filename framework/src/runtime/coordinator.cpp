@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "runtime/runtime.hpp"
 #include "trace/bus.hpp"
 #include "wire/limits.hpp"
 #include "wire/transport.hpp"
@@ -21,6 +22,8 @@ constexpr std::size_t side_read_chunk = 64 * 1024;
 constexpr int side_backlog = 128;
 // An unqueried error report is kept this long, then forgotten, so the table stays bounded.
 constexpr auto error_report_lifetime = std::chrono::seconds(300);
+// Dead actors whose counters a snapshot still shows (and whose names a restarted actor's restart count comes from).
+constexpr std::size_t dead_actors_kept = 64;
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 }  // namespace
@@ -48,6 +51,8 @@ void Coordinator::handle(wire::Kind kind, Handler handler) {
 }
 
 void Coordinator::on_death(DeathHook hook) { death_hooks_.push_back(std::move(hook)); }
+
+void Coordinator::on_metrics(MetricsCollector collector) { metrics_collectors_.push_back(std::move(collector)); }
 
 bool Coordinator::open_side_door(const std::string& path) {
   sockaddr_un address{};
@@ -239,6 +244,10 @@ void Coordinator::side_send(std::uint64_t serial, wire::Envelope& envelope) {
 void Coordinator::start() {
   if (running_) return;
   running_ = true;
+  // The root process sends no hello (its threads talk to the coordinator from inside): it is an actor from the start.
+  if (const auto& st = state(); st.root_pid > 0) {
+    actor_counters_[static_cast<std::uint64_t>(st.root_pid)].name = st.self.name;
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -262,6 +271,7 @@ CoordinatorStats Coordinator::stats() const noexcept {
 
 void Coordinator::reply(const Peer& peer, wire::Envelope& reply) {
   MPX_TRACE_RECORD(trace::Direction::out, reply, trace::coordinator_actor, peer.actor);
+  if (auto it = actor_counters_.find(peer.actor); it != actor_counters_.end()) ++it->second.out;
   if (peer.side != 0) {
     side_send(peer.side, reply);
     return;
@@ -317,6 +327,7 @@ void Coordinator::reap(pid_t pid) {
   ::close(it->second);
   watched_.erase(it);
   actors_.store(watched_.size());
+  actor_exited(pid);
   for (auto& hook : death_hooks_) hook(pid);
 }
 
@@ -387,10 +398,13 @@ void Coordinator::dispatch(Peer& peer, wire::Envelope& request) {
 }
 
 void Coordinator::dispatch_one(Peer& peer, wire::Envelope& request) {
+  const auto started = std::chrono::steady_clock::now();
+  const auto kind_number = static_cast<std::uint16_t>(request.header.kind);
+  if (auto it = actor_counters_.find(peer.actor); it != actor_counters_.end()) ++it->second.in;
   try {
     const auto kind = request.header.kind;
     if (kind == wire::Kind::hello || kind == wire::Kind::ping || kind == wire::Kind::stats ||
-        kind == wire::Kind::process_error || kind == wire::Kind::process_error_query) {
+        kind == wire::Kind::process_error || kind == wire::Kind::process_error_query || kind == wire::Kind::metrics) {
       handle_runtime(peer, request);
     } else if (auto it = handlers_.find(static_cast<std::uint16_t>(kind)); it != handlers_.end()) {
       it->second(peer, request);
@@ -402,6 +416,12 @@ void Coordinator::dispatch_one(Peer& peer, wire::Envelope& request) {
       return;
     }
     received_.fetch_add(1, std::memory_order_relaxed);
+    if (kind_number < kind_counters_.size()) {
+      auto& counter = kind_counters_[kind_number];
+      ++counter.count;
+      counter.nanoseconds += static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+    }
   } catch (const ProtocolError& e) {
     malformed_.fetch_add(1, std::memory_order_relaxed);
     reply_error(peer, request.header, wire::ErrorCode::malformed, e.what());
@@ -456,7 +476,7 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
       (void)parent;
       (void)name;
       if (pid <= 0) throw ProtocolError("mpx: hello with pid " + std::to_string(pid));
-      watch(static_cast<pid_t>(pid));
+      if (watch(static_cast<pid_t>(pid))) actor_hello(static_cast<pid_t>(pid), name);
       MPX_TRACE_ACTOR(static_cast<std::uint64_t>(pid), pid, name);
       MPX_TRACE_RECORD(trace::Direction::in, request, peer.actor, trace::coordinator_actor);
       return;  // no reply: hello is posted, not requested
@@ -469,6 +489,14 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
     case wire::Kind::stats: {
       const auto s = stats();
       auto r = wire::make_reply(h, wire::Kind::ok, encode(std::make_tuple(s.received, s.malformed, s.actors)));
+      reply(peer, r);
+      return;
+    }
+    case wire::Kind::metrics: {
+      if (request.body.size() != 1 || !request.body_as<Object>().is_none()) {
+        throw ProtocolError("mpx: 'metrics' takes a nil body");
+      }
+      auto r = wire::make_reply(h, wire::Kind::ok, encode(metrics_snapshot()));
       reply(peer, r);
       return;
     }
@@ -498,6 +526,49 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
     default:
       throw ProtocolError("mpx: not a runtime kind");
   }
+}
+
+void Coordinator::actor_hello(pid_t pid, std::string name) {
+  auto& counters = actor_counters_[static_cast<std::uint64_t>(pid)];
+  // A named actor that comes back (a supervisor restarted it) carries on the count of the one before it.
+  if (counters.name != name) {
+    counters.restarts = 0;
+    for (auto it = dead_actors_.rbegin(); it != dead_actors_.rend(); ++it) {
+      if (!name.empty() && it->name == name) {
+        counters.restarts = it->restarts + 1;
+        break;
+      }
+    }
+  }
+  counters.name = std::move(name);
+}
+
+void Coordinator::actor_exited(pid_t pid) {
+  auto it = actor_counters_.find(static_cast<std::uint64_t>(pid));
+  if (it == actor_counters_.end()) return;
+  auto& c = it->second;
+  dead_actors_.push_back(mpx::ActorMetrics{pid, std::move(c.name), false, c.in, c.out, c.restarts});
+  actor_counters_.erase(it);
+  if (dead_actors_.size() > dead_actors_kept) dead_actors_.pop_front();
+}
+
+mpx::Metrics Coordinator::metrics_snapshot() {
+  mpx::Metrics m;
+  m.messages = received_.load(std::memory_order_relaxed);
+  m.malformed = malformed_.load(std::memory_order_relaxed);
+  for (const auto& info : wire::known_kinds) {
+    const auto number = static_cast<std::uint16_t>(info.kind);
+    if (number >= kind_counters_.size() || kind_counters_[number].count == 0) continue;
+    const auto& counter = kind_counters_[number];
+    m.kinds.push_back(mpx::KindLatency{std::string(info.name), counter.count,
+                                       static_cast<double>(counter.nanoseconds) / 1e9});
+  }
+  for (const auto& [actor, c] : actor_counters_) {
+    m.actors.push_back(mpx::ActorMetrics{static_cast<std::int64_t>(actor), c.name, true, c.in, c.out, c.restarts});
+  }
+  m.actors.insert(m.actors.end(), dead_actors_.begin(), dead_actors_.end());
+  for (auto& collect : metrics_collectors_) collect(m);
+  return m;
 }
 
 }  // namespace mpx::runtime

@@ -2,10 +2,12 @@
 // fires deadlines from a timer wheel, and watches actor deaths through pidfds, all on one thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <deque>
 #include <map>
 #include <string>
 #include <thread>
@@ -14,6 +16,8 @@
 
 #include <sys/types.h>
 #include <zmq.hpp>
+
+#include <mpx/metrics.hpp>
 
 #include "runtime/timer_wheel.hpp"
 #include "wire/envelope.hpp"
@@ -47,6 +51,8 @@ class Coordinator {
   // Throwing ProtocolError or SerializationError counts the message as malformed and sends an error reply.
   using Handler = std::function<void(Peer& peer, wire::Envelope& request)>;
   using DeathHook = std::function<void(pid_t pid)>;
+  // A service's part of a metrics snapshot: it appends its objects. Runs on the coordinator thread.
+  using MetricsCollector = std::function<void(mpx::Metrics& snapshot)>;
 
   Coordinator(zmq::context_t& context, std::string endpoint);
   ~Coordinator();
@@ -60,6 +66,7 @@ class Coordinator {
   // (then there is none).
   bool open_side_door(const std::string& path);
   void on_death(DeathHook hook);
+  void on_metrics(MetricsCollector collector);
 
   void start();
   void stop();
@@ -79,6 +86,8 @@ class Coordinator {
   // True if a watched process has exited but its death hooks have not run yet (they run after the messages of the
   // loop's current turn). A service about to hand something to a waiter asks, so nothing goes to the dead.
   bool has_exited(pid_t pid) const;
+  // The counters of the coordinator and its actors, and every service's objects (the `metrics` message).
+  mpx::Metrics metrics_snapshot();
 
  private:
   void run();
@@ -86,6 +95,8 @@ class Coordinator {
   void dispatch_one(Peer& peer, wire::Envelope& request);
   void handle_runtime(Peer& peer, wire::Envelope& request);
   void reap(pid_t pid);
+  void actor_hello(pid_t pid, std::string name);
+  void actor_exited(pid_t pid);
   struct SideConnection {
     int fd = -1;
     pid_t pid = 0;       // SO_PEERCRED: every message on it must name this sender
@@ -132,6 +143,19 @@ class Coordinator {
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> malformed_{0};
   std::atomic<std::uint64_t> actors_{0};
+  // Metrics: plain integers, touched by the coordinator thread only, and nothing allocated per message.
+  struct KindCounter {
+    std::uint64_t count = 0;
+    std::uint64_t nanoseconds = 0;
+  };
+  std::array<KindCounter, 256> kind_counters_{};  // by kind number (all are below 256)
+  struct ActorCounters {
+    std::string name;
+    std::uint64_t in = 0, out = 0, restarts = 0;
+  };
+  std::unordered_map<std::uint64_t, ActorCounters> actor_counters_;  // live actors: those watched, and the root
+  std::deque<mpx::ActorMetrics> dead_actors_;                         // the last few that exited, newest last
+  std::vector<MetricsCollector> metrics_collectors_;
   int side_listen_ = -1;
   int side_epoll_ = -1;  // the door and its connections: one item in the poll, however many workers connect
   std::string side_path_;

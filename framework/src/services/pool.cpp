@@ -92,6 +92,8 @@ struct PoolState {
   bool terminated = false;
   std::uint64_t requeued = 0;
   std::uint64_t lost = 0;
+  std::uint64_t done = 0;             // for metrics: tasks whose result came back
+  std::uint64_t worker_restarts = 0;  // worker exits reported while the pool was open
   std::shared_ptr<const std::string> last_function;  // shared by consecutive submissions of one function
 };
 
@@ -120,6 +122,14 @@ class PoolService {
     coordinator_.handle(K::pool_detach, [this](auto& peer, auto& req) { detach(peer, req); });
     coordinator_.handle(K::pool_pull, [this](auto&, auto& req) { pull(req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_metrics([this](Metrics& snapshot) {
+      for (const auto& [id, pool] : pools_) {
+        std::uint64_t running = 0;
+        for (const auto& [pid, tasks] : pool->held) running += tasks.size();
+        snapshot.pools.push_back(PoolMetrics{id, metrics_name("pool", id), pool->queue.size(), running, pool->done,
+                                             pool->lost, pool->requeued, pool->worker_restarts});
+      }
+    });
   }
 
  private:
@@ -322,24 +332,29 @@ class PoolService {
     for (std::size_t g = 0; g < groups.size(); ++g) {
       const auto& [k, ids] = groups[g];
       for (auto id : ids) {
-        if (mine != pool.held.end() && mine->second.erase(id)) continue;
-        forget_task(pool, id);  // a late duplicate: the task was requeued meanwhile
+        if (mine != pool.held.end() && mine->second.erase(id)) {
+          ++pool.done;
+          continue;
+        }
+        if (forget_task(pool, id)) ++pool.done;  // a late duplicate: the task was requeued meanwhile
       }
       const auto& frame = req.body[first_frame + g];
       if (frame.size() > 0) deliver(pool, k, view(frame));
     }
   }
 
-  void forget_task(PoolState& pool, std::uint64_t id) {
+  // False if the task was not in the tables (completed already).
+  bool forget_task(PoolState& pool, std::uint64_t id) {
     for (auto it = pool.queue.begin(); it != pool.queue.end(); ++it) {
       if (it->id == id) {
         pool.queue.erase(it);
-        return;
+        return true;
       }
     }
     for (auto& [pid, tasks] : pool.held) {
-      if (tasks.erase(id)) return;
+      if (tasks.erase(id)) return true;
     }
+    return false;
   }
 
   // A detached or dead submitter's results are dropped: nobody waits for them.
@@ -450,6 +465,7 @@ class PoolService {
     if (pid <= 0) throw ProtocolError("mpx: pool_worker_exit with pid " + std::to_string(pid));
     const auto worker = static_cast<std::uint64_t>(pid);
     pool.dead.insert(worker);
+    if (!pool.closed && !pool.terminated) ++pool.worker_restarts;
     forget_actor(coordinator_, pool.takers, worker);
     auto it = pool.held.find(worker);
     if (it == pool.held.end()) return;

@@ -86,6 +86,8 @@ struct Lane {
   // (shm::Ring::restart_sleepers), since it may have been woken and killed before it acted on the wake-up.
   std::set<std::uint64_t> mappers;
   bool restart_pending = false;  // a mapper died; not done yet because the lock was busy
+  // Items the ring counted as put once already that wait in `pending` to go back in (a give-back that found no room).
+  std::uint64_t put_again = 0;
 };
 
 struct QueueState {
@@ -107,6 +109,8 @@ struct QueueState {
   // and what the ring and its pending puts hold is added to it (unfinished_tasks). Negative after a task_done that came
   // before its item's get, as Python allows.
   std::int64_t out_of_ring = 0;
+  std::uint64_t puts = 0;          // items put through this service (a lane's ring counts its own)
+  std::uint64_t gets_shown = 0;    // what the last metrics snapshot said: gets never go down
 
   // Lent items still count: for the user they have not been got yet.
   std::size_t size() const {
@@ -155,9 +159,30 @@ class QueueService {
     });
     coordinator_.handle(K::queue_unget, [this](auto&, auto& req) { unget(req); trace_depth(req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_metrics([this](Metrics& snapshot) { collect(snapshot); });
   }
 
  private:
+  // Gets are not counted one by one (a lane's are made by its processes, unseen): every item put is in the queue
+  // or was got, so gets are puts minus depth.
+  void collect(Metrics& snapshot) {
+    for (auto& [id, q] : queues_) {
+      QueueMetrics m;
+      m.id = id;
+      m.name = metrics_name("queue", id);
+      m.depth = q->size();
+      m.puts = q->puts;
+      m.waiters = q->getters.size() + q->putters.size() + q->joiners.size();
+      if (q->lane) {
+        m.puts += q->lane->ring->puts() + q->lane->pending.size() - q->lane->put_again;
+        m.waiters += q->lane->ring->sleepers();
+      }
+      q->gets_shown = std::max(q->gets_shown, m.puts > m.depth ? m.puts - m.depth : 0);
+      m.gets = q->gets_shown;
+      snapshot.queues.push_back(std::move(m));
+    }
+  }
+
   // The queue's depth after a change, sampled into the trace for `mpx-trace stats` (queue depth over time).
   void trace_depth([[maybe_unused]] const wire::Envelope& req) {
 #if MPX_TRACING
@@ -348,6 +373,7 @@ class QueueService {
     q.out_of_ring -= static_cast<std::int64_t>(items.size());
     if (ring.put_front(items, ring_lock_deadline()).status == shm::Ring::Status::done) return;
     for (const auto& item : items) q.lane->pending.push_back(PendingPut{Borrower{}, item});
+    q.lane->put_again += items.size();
   }
 
   void lane_get(QueueState& q, Coordinator::Peer& peer, wire::Envelope& req, std::int64_t wait,
@@ -518,6 +544,7 @@ class QueueService {
 
   // A new item: counted unfinished (JoinableQueue), stored, and handed to a blocked getter if one waits.
   void deliver(QueueState& q, std::string item) {
+    ++q.puts;
     if (q.joinable) ++q.unfinished;
     q.items.push_back(std::move(item));
     serve_getters(q);

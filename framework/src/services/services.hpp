@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -20,6 +21,8 @@ void install_trace(runtime::Coordinator& coordinator);
 
 // Kinds whose body is nil: anything else is malformed (throws ProtocolError).
 void expect_nil(const wire::Envelope& request);
+// An object's name in metrics: the one a topology gave it ("queue:jobs" -> "jobs", for `type` "queue"), else its id.
+std::string metrics_name(std::string_view type, std::uint64_t id);
 void install_shm(runtime::Coordinator& coordinator);
 void install_pool(runtime::Coordinator& coordinator);
 // Tracing was switched on: pipes leave the direct path (coordinator thread).

@@ -37,6 +37,8 @@ struct LockState {
   std::uint64_t count = 0;  // recursion depth (0 or 1 for a Lock)
   bool owner_died = false;  // the last holder died holding it; told to the next acquirer
   std::deque<LockWaiter> waiters;
+  std::uint64_t acquisitions = 0;  // for metrics
+  std::uint64_t waits = 0;
 };
 
 struct SemaphoreState {
@@ -141,6 +143,12 @@ class SyncService {
     on(K::barrier_reset, &SyncService::barrier_reset);
     on(K::barrier_state, &SyncService::barrier_state);
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_metrics([this](Metrics& snapshot) {
+      for (const auto& [id, lock] : locks_) {
+        snapshot.locks.push_back(LockMetrics{id, metrics_name("lock", id), lock->acquisitions, lock->waits,
+                                             static_cast<std::uint64_t>(lock->waiters.size())});
+      }
+    });
   }
 
  private:
@@ -201,11 +209,13 @@ class SyncService {
     if (lock.count == 0) {
       lock.owner = me;
       lock.count = 1;
+      ++lock.acquisitions;
       ok(peer, req.header, encode(std::make_tuple(true, take_died(lock.owner_died))));
       return;
     }
     if (lock.recursive && lock.owner == me) {
       ++lock.count;
+      ++lock.acquisitions;
       ok(peer, req.header, encode(std::make_tuple(true, false)));
       return;
     }
@@ -215,6 +225,7 @@ class SyncService {
     }
     LockWaiter w;
     static_cast<Waiter&>(w) = make_waiter(peer, req);
+    ++lock.waits;
     park(coordinator_, lock.waiters, std::move(w), wait,
          [this, id = req.header.object] { return waiting_list(locks_, id, &LockState::waiters); },
          [this](LockWaiter& expired) {
@@ -246,6 +257,7 @@ class SyncService {
   void grant(LockState& lock, LockWaiter& w) {
     lock.owner = w.actor();
     lock.count = w.reacquire ? w.count : 1;
+    ++lock.acquisitions;
     const bool died = take_died(lock.owner_died);
     const bool first = w.reacquire ? w.notified : true;
     answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(first, died)));

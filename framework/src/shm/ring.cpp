@@ -82,6 +82,13 @@ std::unique_ptr<Ring> Ring::open(const std::string& name, std::uint64_t token) n
 
 std::uint64_t Ring::size() const noexcept { return at(header_->count).load(std::memory_order_acquire); }
 
+std::uint64_t Ring::puts() const noexcept { return at(header_->puts).load(std::memory_order_relaxed); }
+
+std::uint64_t Ring::sleepers() const noexcept {
+  return sleepers_in(at(header_->getters_waiting).load(std::memory_order_relaxed)) +
+         sleepers_in(at(header_->putters_waiting).load(std::memory_order_relaxed));
+}
+
 bool Ring::has_flag(std::uint32_t flag) const noexcept {
   return (at(header_->flags).load(std::memory_order_acquire) & flag) != 0;
 }
@@ -228,6 +235,7 @@ Ring::Outcome Ring::put(const void* data, std::size_t n, Deadline deadline, bool
       copy_in((tail + record_overhead) % capacity, data, n);
       at(h->position).store(pack(head, used + need), std::memory_order_release);  // the commit
       at(h->count).store(count + 1, std::memory_order_release);
+      at(h->puts).store(at(h->puts).load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       const bool wake_getter = advance(h->items_seq);
       const bool room_left = used + need < capacity && (h->maxsize == 0 || count + 1 < h->maxsize);
       outcome.poke = (at(h->flags).load(std::memory_order_acquire) & ring_poke) != 0;

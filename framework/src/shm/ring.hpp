@@ -37,13 +37,15 @@ struct RingHeader {
   std::uint32_t putters_waiting;
   std::uint32_t flags;  // ring_traced | ring_poke | ring_gets_through_coordinator, written by the coordinator
   std::uint32_t reserved;
+  std::uint64_t puts;  // records put since the ring was made (not those put back in front): for metrics
 };
 inline constexpr std::uint64_t ring_magic = 0x31306e616c78706dULL;  // "mpxlan01", little-endian
 inline constexpr std::size_t ring_data_offset = 4096;
 static_assert(sizeof(RingHeader) <= ring_data_offset);
 // The layout PROTOCOL.md ("Queues", the lane) gives other clients.
 static_assert(offsetof(RingHeader, lock) == 32 && offsetof(RingHeader, position) == 48 &&
-              offsetof(RingHeader, items_seq) == 72 && offsetof(RingHeader, flags) == 88);
+              offsetof(RingHeader, items_seq) == 72 && offsetof(RingHeader, flags) == 88 &&
+              offsetof(RingHeader, puts) == 96);
 // Tracing is on: handles leave the lane and go through the coordinator, which records every item (and does the ring
 // operation for them).
 inline constexpr std::uint32_t ring_traced = 1u << 0;
@@ -95,6 +97,9 @@ class Ring {
   bool fits(std::size_t n) const noexcept { return n + record_overhead <= header_->capacity; }
   std::uint64_t size() const noexcept;
   std::uint64_t maxsize() const noexcept { return header_->maxsize; }
+  // For metrics, read without the lock: records put since the ring was made, and processes asleep on it now.
+  std::uint64_t puts() const noexcept;
+  std::uint64_t sleepers() const noexcept;
   bool has_flag(std::uint32_t flag) const noexcept;
   // The coordinator's: sets or clears a flag. `ring_poke` is changed under the lock by the caller (see queues.cpp).
   void set_flag(std::uint32_t flag, bool on) noexcept;

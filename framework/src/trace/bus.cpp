@@ -180,6 +180,12 @@ class Bus {
     ++names_version_;
   }
 
+  std::string name_of(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    auto it = names_.find(id);
+    return it == names_.end() ? std::string() : it->second;
+  }
+
   Status status() {
     std::lock_guard lock(mutex_);
     Status s;
@@ -418,5 +424,7 @@ void start(const Options& options) { bus().start(options); }
 void stop() { bus().stop(); }
 Status current_status() { return bus().status(); }
 void set_object_name(std::uint64_t object_id, std::string_view name) { bus().set_name(object_id, name); }
+
+std::string given_object_name(std::uint64_t object_id) { return bus().name_of(object_id); }
 
 }  // namespace mpx::trace

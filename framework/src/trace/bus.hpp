@@ -44,6 +44,8 @@ void start(const Options& options);
 void stop();
 Status current_status();
 void set_object_name(std::uint64_t object_id, std::string_view name);
+// The name set_object_name gave the object ("queue:jobs"), or "" if none did.
+std::string given_object_name(std::uint64_t object_id);
 
 // A message kind's number from its name ("queue_put"), as the wire knows it; nullopt for an unknown name.
 std::optional<std::uint16_t> kind_number(std::string_view name) noexcept;

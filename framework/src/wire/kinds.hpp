@@ -20,6 +20,7 @@ enum class Kind : std::uint16_t {
   stats = 13,                // -> ok [received, malformed, actors]
   process_error = 14,        // actor -> coordinator: [pid, type, message, host]; -> ok
   process_error_query = 15,  // [pid] -> ok [found, type, message, pid, host]
+  metrics = 16,              // nil -> ok [snapshot] (PROTOCOL.md, "Metrics")
 
   // queues (services/queues.cpp)
   queue_create = 20,     // [maxsize, joinable] -> ok [object id]
@@ -139,6 +140,7 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::stats, "stats"},
     {Kind::process_error, "process_error"},
     {Kind::process_error_query, "process_error_query"},
+    {Kind::metrics, "metrics"},
     {Kind::queue_create, "queue_create"},
     {Kind::queue_put, "queue_put"},
     {Kind::queue_put_posted, "queue_put_posted"},

@@ -1,0 +1,278 @@
+// mpx::metrics: a snapshot asked from the coordinator (the `metrics` message), its Prometheus text, and the HTTP
+// server (cpp-httplib) that serves that text beside the coordinator in the root process.
+#include <mpx/metrics.hpp>
+
+#include <charconv>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <httplib.h>
+#include <pthread.h>
+
+#include <mpx/errors.hpp>
+
+#include "api/call.hpp"
+#include "api/metrics_server.hpp"
+#include "runtime/runtime.hpp"
+
+namespace mpx {
+
+Metrics metrics() {
+  runtime::require_initialized();
+  wire::Envelope request;
+  request.header.kind = wire::Kind::metrics;
+  const std::string body = encode(Object{});
+  request.body.emplace_back(body.data(), body.size());
+  return detail::call(std::move(request), -1).body_as<Metrics>();
+}
+
+namespace {
+
+// A label value as the exposition format wants it: backslash, double quote and newline escaped.
+void append_label_value(std::string& out, std::string_view value) {
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+}
+
+void append_number(std::string& out, std::uint64_t value) {
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  out.append(digits, end);
+}
+
+void append_number(std::string& out, double value) {
+  char digits[32];
+  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  out.append(digits, end);
+}
+
+class Exposition {
+ public:
+  // Starts a metric family: its HELP and TYPE lines.
+  void family(std::string_view name, std::string_view type, std::string_view help) {
+    name_ = name;
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    out_ += help;
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+
+  using Labels = std::initializer_list<std::pair<std::string_view, std::string_view>>;
+
+  // One sample of the current family; `suffix` for a summary's _sum and _count.
+  template <class Number>
+  void sample(Labels labels, Number value, std::string_view suffix = {}) {
+    out_ += name_;
+    out_ += suffix;
+    if (labels.size() > 0) {
+      out_ += '{';
+      bool first = true;
+      for (const auto& [label, text] : labels) {
+        if (!first) out_ += ',';
+        first = false;
+        out_ += label;
+        out_ += "=\"";
+        append_label_value(out_, text);
+        out_ += '"';
+      }
+      out_ += '}';
+    }
+    out_ += ' ';
+    append_number(out_, value);
+    out_ += '\n';
+  }
+
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+  std::string name_;
+};
+
+// One family per field of a list of objects, each sample labelled with the object's name and id.
+template <class Item, class Field>
+void per_object(Exposition& e, const std::vector<Item>& items, std::string_view label, std::string_view name,
+                std::string_view type, std::string_view help, Field field) {
+  e.family(name, type, help);
+  for (const auto& item : items) {
+    const std::string id = std::to_string(item.id);
+    e.sample({{label, item.name}, {"id", id}}, item.*field);
+  }
+}
+
+template <class Field>
+void per_actor(Exposition& e, const std::vector<ActorMetrics>& actors, std::string_view name, std::string_view type,
+               std::string_view help, Field field) {
+  e.family(name, type, help);
+  for (const auto& actor : actors) {
+    const std::string pid = std::to_string(actor.pid);
+    e.sample({{"actor", actor.name}, {"pid", pid}}, static_cast<std::uint64_t>(actor.*field));
+  }
+}
+
+}  // namespace
+
+std::string metrics_text(const Metrics& m) {
+  Exposition e;
+  e.family("mpx_coordinator_messages_total", "counter", "Messages the coordinator handled.");
+  e.sample({}, m.messages);
+  e.family("mpx_coordinator_malformed_total", "counter",
+           "Messages the coordinator rejected (bad envelope, unknown kind, bad body).");
+  e.sample({}, m.malformed);
+  e.family("mpx_coordinator_kind_latency_seconds", "summary", "Time the coordinator spent handling messages, by kind.");
+  for (const auto& k : m.kinds) {
+    e.sample({{"kind", k.kind}}, k.seconds, "_sum");
+    e.sample({{"kind", k.kind}}, k.count, "_count");
+  }
+
+  per_object(e, m.queues, "queue", "mpx_queue_depth", "gauge", "Items in the queue.", &QueueMetrics::depth);
+  per_object(e, m.queues, "queue", "mpx_queue_puts_total", "counter", "Items put on the queue.", &QueueMetrics::puts);
+  per_object(e, m.queues, "queue", "mpx_queue_gets_total", "counter", "Items got from the queue.", &QueueMetrics::gets);
+  per_object(e, m.queues, "queue", "mpx_queue_waiters", "gauge", "Blocked getters, putters and joiners.",
+             &QueueMetrics::waiters);
+
+  per_object(e, m.locks, "lock", "mpx_lock_acquisitions_total", "counter", "Successful acquires of the lock.",
+             &LockMetrics::acquisitions);
+  per_object(e, m.locks, "lock", "mpx_lock_waits_total", "counter", "Acquires that waited for another holder.",
+             &LockMetrics::waits);
+  per_object(e, m.locks, "lock", "mpx_lock_waiters", "gauge", "Processes waiting for the lock.", &LockMetrics::waiters);
+
+  per_object(e, m.pools, "pool", "mpx_pool_tasks_queued", "gauge", "Tasks waiting for a worker.", &PoolMetrics::queued);
+  per_object(e, m.pools, "pool", "mpx_pool_tasks_running", "gauge", "Tasks a worker holds.", &PoolMetrics::running);
+  per_object(e, m.pools, "pool", "mpx_pool_tasks_done_total", "counter", "Tasks whose result came back.",
+             &PoolMetrics::done);
+  per_object(e, m.pools, "pool", "mpx_pool_tasks_failed_total", "counter",
+             "Tasks given up after too many worker deaths (WorkerLost).", &PoolMetrics::failed);
+  per_object(e, m.pools, "pool", "mpx_pool_tasks_retried_total", "counter",
+             "Tasks run again because their worker died.", &PoolMetrics::retried);
+  per_object(e, m.pools, "pool", "mpx_pool_worker_restarts_total", "counter",
+             "Workers that exited while the pool was open.", &PoolMetrics::worker_restarts);
+
+  per_actor(e, m.actors, "mpx_actor_up", "gauge", "1 while the actor's process runs, 0 once it exited.",
+            &ActorMetrics::alive);
+  per_actor(e, m.actors, "mpx_actor_messages_in_total", "counter", "Messages the coordinator handled from the actor.",
+            &ActorMetrics::messages_in);
+  per_actor(e, m.actors, "mpx_actor_messages_out_total", "counter", "Messages the coordinator sent the actor.",
+            &ActorMetrics::messages_out);
+  per_actor(e, m.actors, "mpx_actor_restarts_total", "counter", "Earlier actors of the same name that exited.",
+            &ActorMetrics::restarts);
+  return e.take();
+}
+
+std::string metrics_text() { return metrics_text(metrics()); }
+
+// ---- the HTTP server ----
+
+namespace {
+
+struct Server {
+  httplib::Server http;
+  std::thread thread;
+  std::string endpoint;
+  pid_t owner = 0;  // a forked child inherits this memory, not the thread: only the owner stops it
+};
+
+std::mutex server_mutex;
+Server* server = nullptr;  // never freed before the owner stops it; a static destructor could run in a child
+
+}  // namespace
+
+void serve_metrics(std::string_view address) {
+  runtime::require_initialized();
+  const auto& st = runtime::state();
+  if (!st.self.is_root || runtime::self_pid() != st.root_pid) {
+    throw ProcessError("mpx: serve_metrics runs in the root process only (the coordinator's)");
+  }
+  const auto colon = address.rfind(':');
+  const std::string_view host = colon == std::string_view::npos ? std::string_view() : address.substr(0, colon);
+  const std::string_view port_text = colon == std::string_view::npos ? std::string_view() : address.substr(colon + 1);
+  int port = -1;
+  const auto parsed = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  const bool whole_number = parsed.ec == std::errc() && parsed.ptr == port_text.data() + port_text.size();
+  if (host.empty() || port_text.empty() || !whole_number || port < 0 || port > 65535) {
+    throw ValueError("mpx: metrics address '" + std::string(address) + "' is not HOST:PORT (port 0 picks one)");
+  }
+  std::lock_guard lock(server_mutex);
+  if (server != nullptr && server->owner == runtime::self_pid()) {
+    throw ProcessError("mpx: a metrics server already runs at " + server->endpoint);
+  }
+  auto s = std::make_unique<Server>();
+  // One handler thread: a scrape is one request to the coordinator, and each thread that asks opens a channel.
+  s->http.new_task_queue = [] { return new httplib::ThreadPool(1); };
+  s->http.Get("/metrics", [](const httplib::Request&, httplib::Response& response) {
+    try {
+      response.set_content(metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
+    } catch (const std::exception& e) {
+      response.status = 503;
+      response.set_content(std::string("mpx: metrics unavailable: ") + e.what() + "\n", "text/plain");
+    }
+  });
+  const std::string host_name(host);
+  const int bound =
+      port == 0 ? s->http.bind_to_any_port(host_name) : (s->http.bind_to_port(host_name, port) ? port : -1);
+  if (bound <= 0) {
+    throw ValueError("mpx: cannot serve metrics at '" + std::string(address) + "': the address cannot be bound");
+  }
+  s->endpoint = host_name + ":" + std::to_string(bound);
+  s->owner = runtime::self_pid();
+  // The server's threads take no signal meant for the program (a Ctrl-C, a SIGTERM it waits for with sigwait): they
+  // start with every asynchronous signal blocked, and its handler thread, started from it, inherits that.
+  sigset_t blocked, previous;
+  ::sigfillset(&blocked);
+  for (int synchronous : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) ::sigdelset(&blocked, synchronous);
+  ::pthread_sigmask(SIG_BLOCK, &blocked, &previous);
+  s->thread = std::thread([http = &s->http] { http->listen_after_bind(); });
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  // httplib's stop() does nothing before the loop runs, so the server is not handed out (to be stopped) before then.
+  // The loop marks itself running first thing, a few instructions after the thread starts.
+  while (!s->http.is_running()) std::this_thread::yield();
+  server = s.release();
+}
+
+std::string metrics_endpoint() {
+  std::lock_guard lock(server_mutex);
+  return server != nullptr && server->owner == runtime::self_pid() ? server->endpoint : std::string();
+}
+
+namespace detail {
+
+void start_metrics_from_environment() {
+  const char* address = std::getenv("MPX_METRICS");
+  if (address == nullptr || *address == '\0') return;
+  // Reported and ignored, as a bad MPX_TRACE is: the program itself can still run.
+  try {
+    serve_metrics(address);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "mpx: ignoring MPX_METRICS=%s: %s\n", address, e.what());
+  }
+}
+
+void stop_metrics_server() {
+  std::lock_guard lock(server_mutex);
+  if (server == nullptr || server->owner != runtime::self_pid()) return;
+  server->http.stop();
+  if (server->thread.joinable()) server->thread.join();
+  delete server;
+  server = nullptr;
+}
+
+}  // namespace detail
+
+}  // namespace mpx
