@@ -177,9 +177,11 @@ void list_worker(mpx::ListProxy obj) {
   const Object::Array double_obj = concat(copied, copied);  // obj * 2: a plain list
   require(double_obj == ints({5, 7, 5, 7, 5, 7, 5, 7}), "obj * 2");
   obj.extend(concat(double_obj, copied));
-  // (CPython sorts and reverses here; ListProxy has neither, so the head is still 5.)
+  obj.sort();
+  obj.reverse();
+  for (const Object& x : obj) (void)x;
   require(obj.size() == 16, "len(obj) == 16");
-  require(obj.pop(0).as_int() == 5, "pop(0)");
+  require(obj.pop(0).as_int() == 7, "pop(0) == 7");
   obj.clear();
   require(obj.size() == 0, "len(obj) == 0");
 }
@@ -194,6 +196,9 @@ void dict_worker(mpx::DictProxy obj) {
   require(obj.copy() == Object::dict({{"foo", 5}}), "copy() == {'foo': 5}");
   obj.update(Object::dict({{"bar", 6}}));  // obj |= {'bar': 6}
   require(obj.copy() == Object::dict({{"foo", 5}, {"bar", 6}}), "dict(obj) == {'foo': 5, 'bar': 6}");
+  require(std::vector<Object>(obj.begin(), obj.end()) == Object::Array{Object("foo"), Object("bar")},
+          "list(obj) == ['foo', 'bar']");
+  require(obj.popitem() == std::pair<Object, Object>{"bar", 6}, "popitem() == ('bar', 6)");
   obj.setdefault("bar", 0);
   obj.update(Object::dict({{"bar", 7}}));
   require(obj.pop("bar").as_int() == 7, "pop('bar') == 7");

@@ -7,6 +7,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <iterator>
+#include <ranges>
+#include <string>
+#include <type_traits>
+#include <vector>
 #include <csignal>
 #include <stdexcept>
 #include <thread>
@@ -27,6 +32,24 @@ double nap(double seconds) {
 int fail_after(double seconds) {
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   throw std::runtime_error("failed on purpose");
+}
+
+std::string repeat(std::string text, int times) {
+  std::string out;
+  for (int i = 0; i < times; ++i) out += text;
+  return out;
+}
+
+// Returns at once for 0; otherwise keeps its worker until `release` is set (half a minute at most).
+int hold_unless_zero(int value, mpx::Event release) {
+  if (value != 0) (void)release.wait(30s);
+  return value;
+}
+
+// Python's list(iterable).
+template <class Range>
+auto list(Range&& range) {
+  return std::vector(range.begin(), range.end());
 }
 
 int die(int) {
@@ -71,9 +94,118 @@ TEST_CASE("submit returns a Future: result, exception, done, callbacks", "[execu
 
 TEST_CASE("executor.map keeps order and honours its timeout", "[executor]") {
   mpx::ProcessPoolExecutor executor(2);
-  CHECK(executor.map(square, std::vector<int>{1, 2, 3, 4}) == std::vector<int>{1, 4, 9, 16});
-  CHECK(executor.map(square, std::views::iota(0, 100), 5s, 10).size() == 100);
-  CHECK_THROWS_AS(executor.map(nap, std::vector<double>{2.0, 2.0}, 0.1s), mpx::TimeoutError);
+  CHECK(list(executor.map(square, std::vector<int>{1, 2, 3, 4})) == std::vector<int>{1, 4, 9, 16});
+  CHECK(list(executor.map(square, std::views::iota(0, 100), 5s, 10)).size() == 100);
+  auto late = executor.map(nap, std::vector<double>{2.0, 2.0}, 0.1s);
+  CHECK_THROWS_AS(late.next(), mpx::TimeoutError);
+}
+
+TEST_CASE("executor.map zips several ranges to the shortest", "[executor][api]") {
+  mpx::ProcessPoolExecutor executor(2);
+  const std::vector<std::string> words{"a", "bb", "ccc"};
+  CHECK(list(executor.map(repeat, words, std::views::iota(1))) == std::vector<std::string>{"a", "bbbb", "ccccccccc"});
+  CHECK(list(executor.map(repeat, words, std::vector<int>{2}, 10s, 2)) == std::vector<std::string>{"aa"});
+  CHECK(list(executor.map(repeat, std::vector<std::string>{}, std::views::iota(1))).empty());
+}
+
+TEST_CASE("executor.map yields each result once it is ready, not after all are done", "[executor][api]") {
+  mpx::ProcessPoolExecutor executor(2);
+  mpx::Event release;
+  auto results = executor.map(hold_unless_zero, std::vector<int>{0, 1}, std::vector{release, release}, 60s);
+  // The second call holds its worker until `release`: the first result still comes.
+  CHECK(results.next(30s) == 0);
+  CHECK_FALSE(release.is_set());
+  release.set();
+  CHECK(results.next(30s) == 1);
+  CHECK_FALSE(results.next().has_value());
+}
+
+TEST_CASE("executor.map's timeout counts from the call, as Python's", "[executor][api]") {
+  mpx::ProcessPoolExecutor executor(1);
+  mpx::Event release;
+  const auto start = std::chrono::steady_clock::now();
+  auto results = executor.map(hold_unless_zero, std::vector<int>{0, 1}, std::vector{release, release}, 0.5s);
+  std::vector<int> got;
+  try {
+    for (int r : results) got.push_back(r);
+    FAIL("expected a TimeoutError");
+  } catch (const mpx::TimeoutError&) {
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(waited >= 0.45);
+  CHECK(waited < 20);
+  CHECK(got == std::vector<int>{0});
+  release.set();
+}
+
+TEST_CASE("executor.map reports progress on the iterating thread", "[executor][api]") {
+  mpx::ProcessPoolExecutor executor(2);
+  std::vector<std::pair<std::size_t, std::size_t>> calls;
+  const auto caller = std::this_thread::get_id();
+  bool same_thread = true;
+  auto progress = [&](std::size_t done, std::size_t total) {
+    calls.emplace_back(done, total);
+    same_thread = same_thread && std::this_thread::get_id() == caller;
+  };
+  CHECK(list(executor.map(square, std::views::iota(0, 10), 30s, 3, progress)).size() == 10);
+  REQUIRE(calls.size() == 4);  // chunks of 3, 3, 3 and 1
+  CHECK(calls.back() == std::pair<std::size_t, std::size_t>{10, 10});
+  CHECK(calls.front() == std::pair<std::size_t, std::size_t>{3, 10});
+  CHECK(same_thread);
+}
+
+// Python's list(it) and the algorithms need begin() and end() of one type, and complete iterator traits.
+using MapRange = mpx::IMapIterator<int>;
+using AsCompletedRange = mpx::AsCompleted<mpx::Future<int>>;
+static_assert(std::ranges::common_range<MapRange> && std::ranges::input_range<MapRange>);
+static_assert(std::ranges::common_range<AsCompletedRange> && std::ranges::input_range<AsCompletedRange>);
+static_assert(std::is_same_v<std::iterator_traits<MapRange::iterator>::iterator_category, std::input_iterator_tag>);
+static_assert(std::is_same_v<std::iterator_traits<MapRange::iterator>::value_type, int>);
+static_assert(std::is_same_v<std::iterator_traits<MapRange::iterator>::difference_type, std::ptrdiff_t>);
+static_assert(std::is_same_v<std::iterator_traits<MapRange::iterator>::reference, const int&>);
+static_assert(std::is_same_v<std::iterator_traits<AsCompletedRange::iterator>::value_type, mpx::Future<int>>);
+
+TEST_CASE("imap, Executor::map and as_completed ranges build a vector from begin() and end()", "[executor][api]") {
+  mpx::ProcessPoolExecutor executor(2);
+  auto squares = executor.pool().imap(square, std::vector<int>{1, 2, 3});
+  CHECK(std::vector(squares.begin(), squares.end()) == std::vector<int>{1, 4, 9});
+  auto unordered = executor.pool().imap_unordered(square, std::vector<int>{1, 2, 3});
+  std::vector<int> any_order(unordered.begin(), unordered.end());
+  std::ranges::sort(any_order);
+  CHECK(any_order == std::vector<int>{1, 4, 9});
+  std::vector<mpx::Future<int>> fs{executor.submit(square, 4), executor.submit(square, 5)};
+  auto completed = mpx::as_completed(fs, 30s);
+  std::vector<mpx::Future<int>> got(completed.begin(), completed.end());
+  REQUIRE(got.size() == 2);
+  CHECK(got[0].result() + got[1].result() == 41);
+  auto mapped = executor.map(square, std::vector<int>{6});
+  auto it = mapped.begin();
+  CHECK(*it++ == 36);
+  CHECK(it == mapped.end());
+}
+
+TEST_CASE("wait and as_completed take futures of different result types together", "[executor][api]") {
+  mpx::ProcessPoolExecutor executor(2);
+  mpx::Future<int> number = executor.submit(square, 7);
+  mpx::Future<std::string> text = executor.submit(repeat, std::string("ab"), 2);
+  mpx::Event release;
+  mpx::Future<int> late = executor.submit(hold_unless_zero, 1, release);
+  std::vector<mpx::FutureBase> all{number, text, late};
+  auto first_two = mpx::wait(std::vector<mpx::FutureBase>{number, text}, 30s);
+  CHECK(first_two.done.size() == 2);
+  auto some = mpx::wait(all, 30s, mpx::FIRST_COMPLETED);
+  CHECK_FALSE(some.done.empty());
+  CHECK(std::find(some.not_done.begin(), some.not_done.end(), late) != some.not_done.end());
+  std::size_t yielded = 0;
+  for (const mpx::FutureBase& f : mpx::as_completed(std::vector<mpx::FutureBase>{text, number}, 30s)) {
+    CHECK(f.done());
+    if (f == number) CHECK(f.as<int>().result() == 49);
+    if (f == text) CHECK(f.as<std::string>().result() == "abab");
+    ++yielded;
+  }
+  CHECK(yielded == 2);
+  release.set();
+  CHECK(late.result(30s) == 1);
 }
 
 TEST_CASE("cancel a pending future; a running one cannot be cancelled", "[executor]") {

@@ -238,6 +238,59 @@ TEST_CASE("list proxy: every operation, slices, IndexError and ValueError", "[ma
   CHECK_THROWS_AS(s.pop(), mpx::IndexError);
 }
 
+TEST_CASE("list proxy: sort (Python's order, stable, reverse), reverse, iteration", "[manager][list]") {
+  mpx::Manager manager;
+  auto l = manager.list(mpx::Object::list({3, 1.5, -2, 10, 1}));
+  l.sort();
+  CHECK(l.copy() == mpx::Object::list({-2, 1, 1.5, 3, 10}));
+  l.sort(/*reverse=*/true);
+  CHECK(l.copy() == mpx::Object::list({10, 3, 1.5, 1, -2}));
+  l.reverse();
+  CHECK(l.copy() == mpx::Object::list({-2, 1, 1.5, 3, 10}));
+  std::vector<mpx::Object> walked;
+  for (const mpx::Object& x : l) walked.push_back(x);
+  CHECK(mpx::Object(walked) == l.copy());
+  CHECK(std::vector<mpx::Object>(l.begin(), l.end()).size() == 5);
+
+  auto words = manager.list(mpx::Object::list({"pear", "apple", "fig"}));
+  words.sort();
+  CHECK(words.copy() == mpx::Object::list({"apple", "fig", "pear"}));
+  // Lists compare item by item; stability keeps equal keys in their order.
+  auto rows = manager.list(mpx::Object::list({mpx::Object::list({2, "b"}), mpx::Object::list({1, "z"}),
+                                              mpx::Object::list({2, "a"})}));
+  rows.sort(true);
+  CHECK(rows.copy() == mpx::Object::list({mpx::Object::list({2, "b"}), mpx::Object::list({2, "a"}),
+                                          mpx::Object::list({1, "z"})}));
+
+  auto mixed = manager.list(mpx::Object::list({3, "three", 1}));
+  CHECK_THROWS_AS(mixed.sort(), mpx::TypeError);
+  CHECK_THROWS_WITH(mixed.sort(), Catch::Contains("'<' not supported"));
+  CHECK(mixed.copy() == mpx::Object::list({3, "three", 1}));  // unchanged
+
+  auto empty = manager.list();
+  empty.sort();
+  empty.reverse();
+  CHECK(empty.begin() == empty.end());
+}
+
+TEST_CASE("dict proxy: popitem takes the last inserted pair; iteration walks the keys", "[manager][dict]") {
+  mpx::Manager manager;
+  auto d = manager.dict();
+  d.set("a", 1);
+  d.set("b", 2);
+  d.set("c", 3);
+  std::vector<mpx::Object> keys;
+  for (const mpx::Object& k : d) keys.push_back(k);
+  CHECK(keys == std::vector<mpx::Object>{"a", "b", "c"});
+  CHECK(d.popitem() == std::pair<mpx::Object, mpx::Object>{"c", 3});
+  CHECK(d.popitem() == std::pair<mpx::Object, mpx::Object>{"b", 2});
+  CHECK(d.size() == 1);
+  CHECK(d.popitem() == std::pair<mpx::Object, mpx::Object>{"a", 1});
+  CHECK_THROWS_AS(d.popitem(), mpx::KeyError);
+  CHECK_THROWS_WITH(d.popitem(), Catch::Contains("dictionary is empty"));
+  CHECK(d.begin() == d.end());
+}
+
 TEST_CASE("namespace proxy: attributes by name, AttributeError, Python's repr", "[manager][namespace]") {
   mpx::Manager manager;
   auto ns = manager.Namespace();

@@ -281,6 +281,32 @@ TEST_CASE("Value and Array hold values; Array copies out, checks indexes; Raw ki
   }
 }
 
+TEST_CASE("Array slices: slice reads, assign_slice writes, bounds are checked and named", "[shared]") {
+  mpx::Array<int> a({0, 1, 2, 3, 4, 5});
+  CHECK(a.slice(1, 4) == std::vector<int>{1, 2, 3});
+  CHECK(a.slice(0, 6) == a.to_vector());
+  CHECK(a.slice(3, 3).empty());
+  a.assign_slice(2, {20, 30});
+  CHECK(a.to_vector() == std::vector<int>{0, 1, 20, 30, 4, 5});
+  a.assign_slice(6, {});  // an empty write at the end is in range
+  CHECK_THROWS_AS(a.slice(2, 7), mpx::IndexError);
+  CHECK_THROWS_WITH(a.slice(2, 7), Catch::Contains("slice [2:7]"));
+  CHECK_THROWS_AS(a.slice(4, 2), mpx::IndexError);
+  CHECK_THROWS_WITH(a.slice(4, 2), Catch::Contains("slice [4:2]"));
+  CHECK_THROWS_AS(a.assign_slice(5, {1, 2}), mpx::IndexError);
+  CHECK_THROWS_WITH(a.assign_slice(5, {1, 2}), Catch::Contains("slice assignment [5:7]") && Catch::Contains("Array of 6"));
+  CHECK(a.to_vector() == std::vector<int>{0, 1, 20, 30, 4, 5});  // a refused write changes nothing
+
+  // Through the coordinator (what a process on another host does), and on a struct that is not one atomic access.
+  auto remote = a.as_remote();
+  CHECK(remote.slice(2, 4) == std::vector<int>{20, 30});
+  remote.assign_slice(0, {7, 8});
+  CHECK(a.slice(0, 3) == std::vector<int>{7, 8, 20});
+  mpx::RawArray<Pair> pairs({Pair{1, 2, 3}, Pair{4, 5, 6}});
+  pairs.assign_slice(1, {Pair{7, 8, 9}});
+  CHECK(pairs.slice(1, 2).at(0).c == 9);
+}
+
 TEST_CASE("concurrent fetch_add from 4 processes sums exactly", "[shared]") {
   constexpr int times = 50000;
   mpx::Value<long> v(0);

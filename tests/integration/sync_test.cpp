@@ -5,6 +5,7 @@
 #include <mpx/mpx.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -619,6 +620,49 @@ TEST_CASE("Condition over an RLock held twice: wait gives up both levels and get
   CHECK_FALSE(rlock.locked());
   CHECK_THROWS_AS(cond.release(), mpx::ValueError);
   children.join_all();
+}
+
+// Polls `done` until it holds or 30 s pass; returns its last value.
+template <class Done>
+bool wait_until(Done done) {
+  const auto deadline = Clock::now() + 30s;
+  while (!done() && Clock::now() < deadline) std::this_thread::yield();
+  return done();
+}
+
+// An RLock is owned by the process, so a second thread "re-enters" the lock the first one holds, and a wait() in
+// either would lend the coordinator the other's levels too: that one's release then fails, inside a lock guard's
+// destructor, which is std::terminate. wait() refuses instead, before lending anything, and says why.
+TEST_CASE("Condition over the process-owned RLock used by two threads: a clear error, not std::terminate",
+          "[sync][condition]") {
+  mpx::RLock rlock;
+  mpx::Condition cond(rlock);  // what Condition() makes
+  std::atomic<int> stage{0};
+  std::string holder_error;
+  std::thread holder([&] {
+    std::scoped_lock guard(cond);
+    stage = 1;
+    wait_until([&] { return stage.load() == 2; });
+    try {
+      (void)cond.wait(5s);
+    } catch (const mpx::ValueError& e) {
+      holder_error = e.what();
+    }
+    stage = 3;
+  });
+  REQUIRE(wait_until([&] { return stage.load() == 1; }));
+  REQUIRE(cond.acquire(true, 5s));  // re-enters the process's lock at once
+  CHECK_THROWS_AS(cond.wait(0.1s), mpx::ValueError);
+  CHECK_THROWS_WITH(cond.wait(0.1s), Catch::Contains("another thread of this process holds the Condition's lock"));
+  stage = 2;
+  REQUIRE(wait_until([&] { return stage.load() == 3; }));
+  CHECK_THAT(holder_error, Catch::Contains("another thread of this process"));
+  CHECK_NOTHROW(cond.release());
+  holder.join();
+  CHECK_FALSE(rlock.locked());
+  // One thread at a time, the Condition works as before.
+  std::scoped_lock guard(cond);
+  CHECK_FALSE(cond.wait(0.01s));
 }
 
 TEST_CASE("Condition over a Lock: notify wakes one waiter, notify_all the rest", "[sync][condition]") {

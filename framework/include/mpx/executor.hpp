@@ -9,6 +9,7 @@
 /// to a future that is already done, as in Python).
 #pragma once
 
+#include <concepts>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -19,8 +20,9 @@
 
 namespace mpx {
 
-/// ProcessPoolExecutor's settings: Python's max_workers, initializer/initargs, max_tasks_per_child and mp_context, plus
-/// mpx's retry policy for tasks whose worker dies.
+template <class T>
+class Future;
+
 struct ExecutorOptions {
   std::optional<int> max_workers;        ///< unset: cpu_count()
   std::optional<BoundCall> initializer;  ///< mpx::bind(init, args...)
@@ -30,21 +32,15 @@ struct ExecutorOptions {
   bool broken_on_worker_death = false;  ///< Python's BrokenProcessPool instead of retries
 };
 
-/// Python's concurrent.futures.Future: the pending result of ProcessPoolExecutor::submit. Copies share the result.
-template <class T>
-class Future {
+/// What every Future has, whatever its result type. wait() and as_completed() take a std::vector of any one future
+/// type, so futures of different result types go together as std::vector<FutureBase>{a, b}; as<T>() gives a typed
+/// Future back.
+class FutureBase {
  public:
-  /// An empty future, to assign to later; its other members must not be called until then.
-  Future() = default;
-  /// Internal: made by submit().
-  explicit Future(std::shared_ptr<detail::ResultCore> core, std::weak_ptr<detail::PoolCore> pool)
+  FutureBase() = default;
+  FutureBase(std::shared_ptr<detail::ResultCore> core, std::weak_ptr<detail::PoolCore> pool)
       : core_(std::move(core)), pool_(std::move(pool)) {}
 
-  /// The value; TimeoutError if not done in time; CancelledError if cancelled; the task's error otherwise.
-  T result(const Timeout& timeout = std::nullopt) const {
-    detail::result_check(*core_, timeout);
-    return detail::decode_result<T>(*core_);
-  }
   /// The task's error (null if it succeeded); TimeoutError if not done in time; CancelledError if cancelled.
   std::exception_ptr exception(const Timeout& timeout = std::nullopt) const {
     if (!detail::result_wait(*core_, timeout)) throw TimeoutError("mpx: the future was not done within the timeout");
@@ -65,23 +61,42 @@ class Future {
     auto pool = pool_.lock();
     return pool && !done() && detail::pool_task_state(*pool, *core_) == 1;
   }
+  /// The same future with its result read as T (a result that does not decode as T raises SerializationError).
+  template <class T>
+  Future<T> as() const {
+    return Future<T>(core_, pool_);
+  }
+
+  const std::shared_ptr<detail::ResultCore>& core() const noexcept { return core_; }
+  bool operator==(const FutureBase& other) const noexcept { return core_ == other.core_; }
+
+ protected:
+  std::shared_ptr<detail::ResultCore> core_;
+  std::weak_ptr<detail::PoolCore> pool_;
+};
+
+template <class T>
+class Future : public FutureBase {
+ public:
+  Future() = default;
+  explicit Future(std::shared_ptr<detail::ResultCore> core, std::weak_ptr<detail::PoolCore> pool)
+      : FutureBase(std::move(core), std::move(pool)) {}
+
+  /// The value; TimeoutError if not done in time; CancelledError if cancelled; the task's error otherwise.
+  T result(const Timeout& timeout = std::nullopt) const {
+    detail::result_check(*core_, timeout);
+    return detail::decode_result<T>(*core_);
+  }
   /// fn(future) once done: on the result thread, or at once here if it is done already.
   template <class Fn>
   void add_done_callback(Fn fn) {
     detail::result_add_done_callback(*core_, [fn = std::move(fn), self = *this] { fn(self); });
   }
-
-  const std::shared_ptr<detail::ResultCore>& core() const noexcept { return core_; }  ///< Internal: the shared result.
-  /// Whether both are copies of one future.
-  bool operator==(const Future& other) const noexcept { return core_ == other.core_; }
-
- private:
-  std::shared_ptr<detail::ResultCore> core_;
-  std::weak_ptr<detail::PoolCore> pool_;
 };
 
-/// When wait() returns (Python's return_when): at the first completed future, at the first that raised (or when all
-/// are done), or when all are done.
+template <class F>
+concept AnyFuture = std::derived_from<F, FutureBase>;
+
 enum class ReturnWhen { FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED };
 /// Python's concurrent.futures.FIRST_COMPLETED.
 inline constexpr ReturnWhen FIRST_COMPLETED = ReturnWhen::FIRST_COMPLETED;
@@ -112,10 +127,10 @@ struct Completions {
 };
 
 // Python makes a set of the futures first: one given several times counts, and is yielded, once. First come first.
-template <class T>
-std::vector<Future<T>> distinct(std::vector<Future<T>> futures) {
+template <AnyFuture F>
+std::vector<F> distinct(std::vector<F> futures) {
   std::unordered_set<const ResultCore*> seen;
-  std::vector<Future<T>> out;
+  std::vector<F> out;
   out.reserve(futures.size());
   for (auto& f : futures) {
     if (seen.insert(f.core().get()).second) out.push_back(std::move(f));
@@ -123,8 +138,8 @@ std::vector<Future<T>> distinct(std::vector<Future<T>> futures) {
   return out;
 }
 
-template <class T>
-std::shared_ptr<Completions> watch(const std::vector<Future<T>>& futures) {
+template <AnyFuture F>
+std::shared_ptr<Completions> watch(const std::vector<F>& futures) {
   auto c = std::make_shared<Completions>();
   for (std::size_t i = 0; i < futures.size(); ++i) {
     result_add_done_callback(*futures[i].core(), [c, i] {
@@ -142,23 +157,19 @@ std::shared_ptr<Completions> watch(const std::vector<Future<T>>& futures) {
 
 /// as_completed(futures, timeout): the futures in the order they finish. Iterating raises TimeoutError when the
 /// timeout (counted from this call) passes with futures unfinished.
-template <class T>
+template <AnyFuture F>
 class AsCompleted {
  public:
-  /// Watches `futures` (each distinct future once); the timeout counts from here.
-  AsCompleted(std::vector<Future<T>> futures, const Timeout& timeout)
+  AsCompleted(std::vector<F> futures, const Timeout& timeout)
       : futures_(detail::distinct(std::move(futures))), completions_(detail::watch(futures_)) {
     if (timeout) deadline_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout);
   }
 
   /// The next finished future, or nullopt when all have been returned.
-  std::optional<Future<T>> next() {
+  std::optional<F> next() {
     if (returned_ == futures_.size()) return std::nullopt;
-    Timeout left;
-    if (deadline_) left = std::max(std::chrono::duration<double>(*deadline_ - std::chrono::steady_clock::now()),
-                                   std::chrono::duration<double>(0));
     auto& c = *completions_;
-    if (!c.wait(left, [&] { return !c.order.empty(); })) {
+    if (!c.wait(detail::time_left(deadline_), [&] { return !c.order.empty(); })) {
       throw TimeoutError("mpx: " + std::to_string(futures_.size() - returned_) + " (of " +
                          std::to_string(futures_.size()) + ") futures unfinished");
     }
@@ -169,34 +180,32 @@ class AsCompleted {
     return futures_[i];
   }
 
-  using iterator = detail::PullIterator<AsCompleted, Future<T>>;  ///< An input iterator over next()'s futures.
+  using iterator = detail::PullIterator<AsCompleted, F>;
   /// Range-for support: `for (auto& f : mpx::as_completed(futures))`; each step may raise TimeoutError.
   iterator begin() { return iterator(this); }
-  std::default_sentinel_t end() { return {}; }  ///< The end of the range: every future was returned.
+  iterator end() { return {}; }
 
  private:
-  std::vector<Future<T>> futures_;
+  std::vector<F> futures_;
   std::shared_ptr<detail::Completions> completions_;
   std::optional<std::chrono::steady_clock::time_point> deadline_;
   std::size_t returned_ = 0;
 };
 
-/// Python's concurrent.futures.as_completed(fs, timeout): iterate the result to get the futures as they finish.
-template <class T>
-AsCompleted<T> as_completed(std::vector<Future<T>> futures, const Timeout& timeout = std::nullopt) {
-  return AsCompleted<T>(std::move(futures), timeout);
+template <AnyFuture F>
+AsCompleted<F> as_completed(std::vector<F> futures, const Timeout& timeout = std::nullopt) {
+  return AsCompleted<F>(std::move(futures), timeout);
 }
 
-/// What wait() returns (Python's DoneAndNotDoneFutures named tuple).
-template <class T>
+template <AnyFuture F>
 struct DoneAndNotDone {
-  std::vector<Future<T>> done;  ///< the futures that finished (result, error or cancelled)
-  std::vector<Future<T>> not_done;  ///< the others
+  std::vector<F> done;
+  std::vector<F> not_done;
 };
 
 /// Python's concurrent.futures.wait: returns when the condition holds or the timeout passes (no exception).
-template <class T>
-DoneAndNotDone<T> wait(const std::vector<Future<T>>& given, const Timeout& timeout = std::nullopt,
+template <AnyFuture F>
+DoneAndNotDone<F> wait(const std::vector<F>& given, const Timeout& timeout = std::nullopt,
                        ReturnWhen return_when = ALL_COMPLETED) {
   const auto futures = detail::distinct(given);
   auto completions = detail::watch(futures);
@@ -211,7 +220,7 @@ DoneAndNotDone<T> wait(const std::vector<Future<T>>& given, const Timeout& timeo
     }
     return false;
   });
-  DoneAndNotDone<T> out;
+  DoneAndNotDone<F> out;
   for (const auto& f : futures) (f.done() ? out.done : out.not_done).push_back(f);
   return out;
 }
@@ -249,12 +258,31 @@ class ProcessPoolExecutor {
     return Future<detail::call_result_t<F, A...>>(r.core(), pool_.core());
   }
 
-  /// The results in input order; TimeoutError if they are not all in within the timeout (counted from this call).
-  template <class F, std::ranges::input_range Range>
-  std::vector<detail::map_result_t<F, Range>> map(F&& f, Range&& items, const Timeout& timeout = std::nullopt,
-                                                  std::size_t chunksize = 1) {
+  /// Python's map(fn, *iterables, timeout=None, chunksize=1): map(f, xs, ys..., [timeout], [chunksize], [progress])
+  /// calls f(x, y, ...) over the ranges zipped to the shortest. Every call is submitted now; the returned range yields
+  /// the results in input order as each is ready, raises a failed call's error when its turn comes, and raises
+  /// TimeoutError once `timeout` (counted from this call) passes first. progress(done, total) runs on the iterating
+  /// thread as results come in.
+  template <class F, class... Args>
+    requires(sizeof...(Args) >= 1 && std::ranges::input_range<std::tuple_element_t<0, std::tuple<Args...>>>)
+  auto map(F&& f, Args&&... args) {
+    const auto start = std::chrono::steady_clock::now();
     check_open();
-    return pool_.map_async(std::forward<F>(f), std::forward<Range>(items), chunksize).get(timeout);
+    constexpr std::size_t ranges = detail::leading_ranges<Args...>();
+    auto all = std::forward_as_tuple(std::forward<Args>(args)...);
+    detail::MapOptions options = detail::map_options<ranges>(all);
+    typename IMapIterator<int>::Deadline deadline;
+    if (options.timeout) deadline = start + std::chrono::duration_cast<std::chrono::nanoseconds>(*options.timeout);
+    return [&]<std::size_t... I>(std::index_sequence<I...>) {
+      using R = detail::zip_result_t<F, std::tuple_element_t<I, std::tuple<Args...>>...>;
+      const std::size_t total = detail::zip_size(std::get<I>(all)...);
+      auto produce = detail::zip_producer(f, options.chunksize, std::get<I>(std::move(all))...);
+      auto results = pool_.stream_with<R>(f, std::move(produce), options.chunksize, true,
+                                          std::numeric_limits<std::size_t>::max(), std::move(options.progress), total,
+                                          deadline);
+      results.fill();
+      return results;
+    }(std::make_index_sequence<ranges>{});
   }
 
   /// No new submissions. cancel_futures cancels the ones no worker has taken yet; wait blocks until the rest are done

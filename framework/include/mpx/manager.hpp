@@ -30,6 +30,7 @@
 
 #include <sys/types.h>
 
+#include <mpx/detail/snapshot_iterator.hpp>
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
@@ -199,6 +200,12 @@ class DictProxy : public Proxy {
     return apply("setdefault", {key, fallback});
   }
   void clear() const { apply("clear"); }  ///< d.clear()
+  /// Python's d.popitem(): removes and returns the last inserted (key, value); KeyError when the dict is empty.
+  std::pair<Object, Object> popitem() const;
+  /// for (const Object& key : d): the keys, from one copy taken when the loop begins.
+  using iterator = detail::SnapshotIterator<Object>;
+  iterator begin() const;
+  iterator end() const { return {}; }
 };
 
 /// Python's ListProxy; a bad index raises mpx::IndexError, a missing value mpx::ValueError.
@@ -241,6 +248,14 @@ class ListProxy : public Proxy {
   bool contains(const Object& value) const { return apply("contains", {value}).as_bool(); }  ///< value in l
   std::size_t size() const { return static_cast<std::size_t>(apply("len").as_int()); }  ///< len(l)
   void clear() const { apply("clear"); }  ///< l.clear()
+  /// Python's l.sort(reverse=...): numbers, strings, bytes and lists in Python's order (stable); TypeError, with the
+  /// list unchanged, when two items cannot be compared. (No key function: the sort runs in the manager process.)
+  void sort(bool reverse = false) const;
+  void reverse() const;
+  /// for (const Object& item : l): from one copy taken when the loop begins (one request, not one per item).
+  using iterator = detail::SnapshotIterator<Object>;
+  iterator begin() const;
+  iterator end() const { return {}; }
   /// l[start:stop:step], with Python's clamping and negative indices; nullopt is an omitted bound.
   Object::Array slice(std::optional<std::int64_t> start, std::optional<std::int64_t> stop,
                       std::optional<std::int64_t> step = std::nullopt) const {

@@ -11,6 +11,7 @@
 #include <mpx/object.hpp>
 #include <mpx/pipe.hpp>
 #include <mpx/process.hpp>
+#include <mpx/progress.hpp>
 #include <mpx/queue.hpp>
 #include <mpx/shared.hpp>
 #include <mpx/sync.hpp>

@@ -45,6 +45,7 @@
 
 #include <sys/types.h>
 
+#include <mpx/detail/pull_iterator.hpp>
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
@@ -225,6 +226,11 @@ std::size_t stream_outstanding(const StreamCore& stream);  // fed but not yet re
 // The next chunk's results (a msgpack array); rethrows a task's error; TimeoutError when the timeout passes.
 std::string stream_next(StreamCore& stream, const Timeout& timeout);
 
+// Calls a progress callback; one that throws is reported on stderr and does not stop the results.
+void report_progress(const Progress& progress, std::size_t done, std::size_t total) noexcept;
+// What is left until `deadline` (never negative); nullopt without one.
+Timeout time_left(const std::optional<std::chrono::steady_clock::time_point>& deadline);
+
 // Which call of its chunk the worker's thread is running: names the failing call when one raises.
 std::uint64_t& chunk_offset() noexcept;
 
@@ -367,6 +373,13 @@ DoneCallback make_done(Callback callback, ErrorCallback error_callback) {
 
 }  // namespace detail
 
+}  ///< namespace mpx
+
+/// Here, not at the top: it builds on EncodedCalls and the result types above.
+#include <mpx/detail/map_args.hpp>
+
+namespace mpx {
+
 /// Python's AsyncResult: the eventual result of apply_async or map_async.
 template <class T>
 class AsyncResult {
@@ -395,44 +408,23 @@ class AsyncResult {
   std::shared_ptr<detail::ResultCore> core_;
 };
 
-namespace detail {
-
-// An input iterator over anything with `std::optional<T> next()`: each step pulls one value; nullopt ends it. What
-// makes imap's iterator and as_completed ranges usable in a range-for.
-template <class Owner, class T>
-class PullIterator {
- public:
-  using value_type = T;
-  using difference_type = std::ptrdiff_t;
-  PullIterator() = default;
-  explicit PullIterator(Owner* owner) : owner_(owner) { ++*this; }
-  const T& operator*() const { return *current_; }
-  PullIterator& operator++() {
-    current_ = owner_->next();
-    return *this;
-  }
-  void operator++(int) { ++*this; }
-  bool operator==(std::default_sentinel_t) const { return !current_.has_value(); }
-
- private:
-  Owner* owner_ = nullptr;
-  std::optional<T> current_;
-};
-
-}  // namespace detail
-
-/// The lazy iterator of imap and imap_unordered: pulls input as results are consumed, with at most a bounded number
-/// of items in flight, so an unbounded generator works. Also a range: for (auto y : pool.imap(f, xs)).
+/// The lazy iterator of imap and imap_unordered (and Executor::map's results): pulls input as results are consumed,
+/// with at most a bounded number of items in flight, so an unbounded generator works. Also a common range:
+/// for (auto y : pool.imap(f, xs)), or std::vector(it.begin(), it.end()).
 template <class R>
 class IMapIterator {
  public:
   /// Encodes the next chunk into `chunk`: false at the end of the input. If the input throws, what it gave before
   /// stays in `chunk` and the exception goes on.
   using Producer = std::function<bool(detail::EncodedCalls& chunk)>;
+  using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 
-  /// Internal: made by Pool::imap.
-  IMapIterator(std::shared_ptr<detail::StreamCore> stream, Producer produce, std::size_t window)
-      : state_(std::make_shared<State>(State{std::move(stream), std::move(produce), window, false})) {}
+  /// `progress` runs on the iterating thread as each chunk's results come in, with the input's size as the total
+  /// (0 when the input has no size). `deadline` bounds every next() that is given no timeout of its own.
+  IMapIterator(std::shared_ptr<detail::StreamCore> stream, Producer produce, std::size_t window,
+               Progress progress = {}, std::size_t total = 0, Deadline deadline = std::nullopt)
+      : state_(std::make_shared<State>(State{std::move(stream), std::move(produce), window, std::move(progress),
+                                             total, deadline})) {}
 
   /// The next result, or nullopt at the end. TimeoutError if none arrives in time (Python's next(timeout)). An input
   /// that throws at item k ends the stream as Python's does: the results of items 0..k-1 first, then its exception
@@ -440,6 +432,23 @@ class IMapIterator {
   std::optional<R> next(const Timeout& timeout = std::nullopt) {
     auto& s = *state_;
     if (s.position < s.buffer.size()) return std::move(s.buffer[s.position++]);
+    fill();
+    if (s.exhausted && detail::stream_outstanding(*s.stream) == 0) {
+      if (s.input_error) std::rethrow_exception(std::exchange(s.input_error, nullptr));
+      return std::nullopt;
+    }
+    s.buffer.clear();
+    mpx::decode_append(detail::stream_next(*s.stream, timeout ? timeout : detail::time_left(s.deadline)), s.buffer);
+    s.position = 0;
+    if (s.buffer.empty()) throw SerializationError("mpx: an imap chunk returned no results");
+    s.done += s.buffer.size();
+    if (s.progress) detail::report_progress(s.progress, s.done, s.total);
+    return std::move(s.buffer[s.position++]);
+  }
+
+  // Submits input until the window is full or the input ends.
+  void fill() {
+    auto& s = *state_;
     while (!s.exhausted && detail::stream_outstanding(*s.stream) < s.window) {
       detail::EncodedCalls chunk;
       bool more = false;
@@ -449,33 +458,25 @@ class IMapIterator {
         s.input_error = std::current_exception();
       }
       if (!chunk.empty()) detail::stream_feed(*s.stream, chunk);
-      if (!more || s.input_error) {
-        s.exhausted = true;
-        break;
-      }
+      if (!more || s.input_error) s.exhausted = true;
     }
-    if (s.exhausted && detail::stream_outstanding(*s.stream) == 0) {
-      if (s.input_error) std::rethrow_exception(std::exchange(s.input_error, nullptr));
-      return std::nullopt;
-    }
-    s.buffer.clear();
-    mpx::decode_append(detail::stream_next(*s.stream, timeout), s.buffer);
-    s.position = 0;
-    if (s.buffer.empty()) throw SerializationError("mpx: an imap chunk returned no results");
-    return std::move(s.buffer[s.position++]);
   }
 
   using iterator = detail::PullIterator<IMapIterator, R>;  ///< An input iterator over next()'s results.
   /// Range-for support: `for (auto y : pool.imap(f, xs))`; each step may raise the task's error.
   iterator begin() { return iterator(this); }
-  std::default_sentinel_t end() { return {}; }  ///< The end of the range: every result was returned.
+  iterator end() { return {}; }
 
  private:
   struct State {
     std::shared_ptr<detail::StreamCore> stream;
     Producer produce;
     std::size_t window;
-    bool exhausted;
+    Progress progress;
+    std::size_t total;
+    Deadline deadline;
+    bool exhausted = false;
+    std::size_t done = 0;  ///< results taken in
     std::vector<R> buffer = {};  ///< the current chunk's results
     std::size_t position = 0;
     std::exception_ptr input_error = nullptr;  ///< raised once, after the results of the items before it
@@ -570,9 +571,12 @@ class Pool {
   /// starmap: each item is a tuple of arguments.
   template <class F, std::ranges::input_range Range>
   std::vector<detail::starmap_result_t<F, Range>> starmap(F&& f, Range&& items,
-                                                          std::optional<std::size_t> chunksize = {}) {
+                                                          std::optional<std::size_t> chunksize = {},
+                                                          Progress progress = {}) {
     detail::WaitingCaller waiting;  // from before the submit: see map()
-    return starmap_async(std::forward<F>(f), std::forward<Range>(items), chunksize).get();
+    return starmap_async(std::forward<F>(f), std::forward<Range>(items), chunksize, nullptr, nullptr,
+                         std::move(progress))
+        .get();
   }
 
   template <class F, std::ranges::input_range Range, class Callback = std::nullptr_t,
@@ -580,24 +584,29 @@ class Pool {
   /// Python's starmap_async: starmap() without waiting, with optional callbacks as map_async's.
   AsyncResult<std::vector<detail::starmap_result_t<F, Range>>> starmap_async(
       F&& f, Range&& items, std::optional<std::size_t> chunksize = {}, Callback callback = nullptr,
-      ErrorCallback error_callback = nullptr) {
+      ErrorCallback error_callback = nullptr, Progress progress = {}) {
     detail::EncodedCalls encoded;
     for (auto&& x : items) detail::encode_tuple(encoded, f, x);
     using T = std::vector<detail::starmap_result_t<F, Range>>;
     return map_with<T>(f, std::move(encoded), chunksize,
-                       detail::make_done<T>(std::move(callback), std::move(error_callback)), {});
+                       detail::make_done<T>(std::move(callback), std::move(error_callback)), std::move(progress));
   }
 
   // ---- imap ----
   /// Results in input order, streamed as they finish; the input is read lazily (any input range, even unbounded).
+  /// progress(done, total) runs on the iterating thread as results come in (total 0 for an input without a size).
   template <class F, std::ranges::input_range Range>
-  IMapIterator<detail::map_result_t<F, Range>> imap(F&& f, Range&& items, std::size_t chunksize = 1) {
-    return imap_with<detail::map_result_t<F, Range>>(f, std::forward<Range>(items), chunksize, true);
+  IMapIterator<detail::map_result_t<F, Range>> imap(F&& f, Range&& items, std::size_t chunksize = 1,
+                                                    Progress progress = {}) {
+    return imap_with<detail::map_result_t<F, Range>>(f, std::forward<Range>(items), chunksize, true,
+                                                     std::move(progress));
   }
   /// Results in completion order.
   template <class F, std::ranges::input_range Range>
-  IMapIterator<detail::map_result_t<F, Range>> imap_unordered(F&& f, Range&& items, std::size_t chunksize = 1) {
-    return imap_with<detail::map_result_t<F, Range>>(f, std::forward<Range>(items), chunksize, false);
+  IMapIterator<detail::map_result_t<F, Range>> imap_unordered(F&& f, Range&& items, std::size_t chunksize = 1,
+                                                              Progress progress = {}) {
+    return imap_with<detail::map_result_t<F, Range>>(f, std::forward<Range>(items), chunksize, false,
+                                                     std::move(progress));
   }
 
   /// No more tasks; the workers exit once the queued ones are done. Attached: this handle takes no more tasks.
@@ -650,24 +659,25 @@ class Pool {
   }
 
   template <class R, class F, class Range>
-  IMapIterator<R> imap_with(F& f, Range&& items, std::size_t chunksize, bool ordered) {
+  IMapIterator<R> imap_with(F& f, Range&& items, std::size_t chunksize, bool ordered, Progress progress) {
+    std::size_t total = 0;
+    if constexpr (std::ranges::sized_range<Range>) total = static_cast<std::size_t>(std::ranges::size(items));
+    const std::size_t window = std::max<std::size_t>(chunksize * processes() * 4, 64);
+    return stream_with<R>(f, detail::zip_producer(f, chunksize, std::forward<Range>(items)), chunksize, ordered,
+                          window, std::move(progress), total, std::nullopt);
+  }
+
+  template <class R, class F>
+  IMapIterator<R> stream_with(F& f, typename IMapIterator<R>::Producer produce, std::size_t chunksize, bool ordered,
+                              std::size_t window, Progress progress, std::size_t total,
+                              typename IMapIterator<R>::Deadline deadline) {
     if (chunksize == 0) throw ValueError("mpx: chunksize must be at least 1");
     detail::pool_require_running(*core_);
     auto [function, trampoline] = detail::erase(f);
     auto stream = detail::stream_open(*core_, function, trampoline, ordered);
-    // The range lives in the iterator; a view is copied, a container moved or referred to.
-    auto input = std::make_shared<std::remove_cvref_t<Range>>(std::forward<Range>(items));
-    auto position = std::make_shared<std::ranges::iterator_t<std::remove_cvref_t<Range>>>(std::ranges::begin(*input));
-    auto produce = [input, position, chunksize, f = +f](detail::EncodedCalls& chunk) {
-      while (chunk.size() < chunksize && *position != std::ranges::end(*input)) {
-        detail::encode_task_args(chunk, f, **position);
-        ++*position;
-      }
-      return !chunk.empty();
-    };
-    const std::size_t window = std::max<std::size_t>(chunksize * processes() * 4, 64);
-    return IMapIterator<R>(std::move(stream), std::move(produce), window);
+    return IMapIterator<R>(std::move(stream), std::move(produce), window, std::move(progress), total, deadline);
   }
+  friend class ProcessPoolExecutor;
 
   static PoolOptions make_options(std::optional<int> processes, BoundCall initializer, std::size_t maxtasksperchild) {
     PoolOptions options;

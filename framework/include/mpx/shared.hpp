@@ -243,26 +243,37 @@ class Cells : public SharedHandle {
     return ok;
   }
 
-  std::vector<T> copy_out() const {
-    std::vector<T> out(count());
+  // Cells first .. first + n - 1 (the caller checked the range).
+  std::vector<T> copy_out(std::size_t first = 0, std::optional<std::size_t> n = std::nullopt) const {
+    std::vector<T> out(n.value_or(count() - first));
     if (out.empty()) return out;
     LockScope scope(this);  // a snapshot, as Python's arr[:] is
     if (local_ && atomic_cells) {
-      for (std::size_t i = 0; i < out.size(); ++i) out[i] = std::atomic_ref<T>(local_[i]).load(std::memory_order_relaxed);
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        out[i] = std::atomic_ref<T>(local_[first + i]).load(std::memory_order_relaxed);
+      }
     } else if (local_) {
-      std::memcpy(static_cast<void*>(out.data()), local_, out.size() * sizeof(T));
+      std::memcpy(static_cast<void*>(out.data()), local_ + first, out.size() * sizeof(T));
     } else {
-      segment_->read(0, out.data(), out.size() * sizeof(T));
+      segment_->read(first * sizeof(T), out.data(), out.size() * sizeof(T));
     }
     return out;
   }
 
-  void copy_in(const std::vector<T>& values) {
+  void copy_in(const std::vector<T>& values, std::size_t first = 0) {
     LockScope scope(this);
     if (local_) {
-      std::memcpy(static_cast<void*>(local_), values.data(), values.size() * sizeof(T));
+      std::memcpy(static_cast<void*>(local_ + first), values.data(), values.size() * sizeof(T));
     } else if (!values.empty()) {
-      segment_->write(0, values.data(), values.size() * sizeof(T));
+      segment_->write(first * sizeof(T), values.data(), values.size() * sizeof(T));
+    }
+  }
+
+  // Python's slice bounds, without clamping: 0 <= start <= stop <= count(), or IndexError naming them.
+  void check_range(std::size_t start, std::size_t stop, const char* what) const {
+    if (start > stop || stop > count()) {
+      throw IndexError("mpx: " + std::string(what) + " [" + std::to_string(start) + ":" + std::to_string(stop) +
+                       "] out of range for an Array of " + std::to_string(count()));
     }
   }
 
@@ -473,6 +484,17 @@ class ArrayBase : public detail::Cells<T> {
   }
   /// Python's arr[:]: a copy of every element (under the lock, if there is one and T is not one atomic access).
   std::vector<T> to_vector() const { return this->copy_out(); }
+  // Python's arr[start:stop], as one snapshot; IndexError unless 0 <= start <= stop <= size().
+  std::vector<T> slice(std::size_t start, std::size_t stop) const {
+    this->check_range(start, stop, "slice");
+    return this->copy_out(start, stop - start);
+  }
+  // Python's arr[start:start + len(values)] = values, as one write under the lock; IndexError if it would run past
+  // the end (the size of an Array never changes).
+  void assign_slice(std::size_t start, const std::vector<T>& values) {
+    this->check_range(start, start + values.size(), "slice assignment");
+    this->copy_in(values, start);
+  }
 
  protected:
   using Base::Base;

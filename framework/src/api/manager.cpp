@@ -27,6 +27,7 @@
 #include "services/manager.hpp"
 #include "wire/auth.hpp"
 #include "wire/limits.hpp"
+#include "wire/manager_ops.hpp"
 
 namespace mpx {
 
@@ -535,6 +536,24 @@ void register_managed_method(const std::string& type, std::string method, Functi
 
 void Proxy::release() const {
   (void)detail::manager_request(ref_, static_cast<std::uint16_t>(wire::Kind::manager_release), encode(Object{}));
+}
+
+std::pair<Object, Object> DictProxy::popitem() const {
+  Object pair = apply(wire::manager_op::popitem);
+  auto& kv = pair.as_array();
+  return {std::move(kv.at(0)), std::move(kv.at(1))};
+}
+
+DictProxy::iterator DictProxy::begin() const {
+  return {std::make_shared<const Object::Array>(apply(wire::manager_op::keys).as_array()), 0};
+}
+
+void ListProxy::sort(bool reverse) const { apply(wire::manager_op::sort, {Object(reverse)}); }
+
+void ListProxy::reverse() const { apply(wire::manager_op::reverse); }
+
+ListProxy::iterator ListProxy::begin() const {
+  return {std::make_shared<const Object::Array>(copy().as_array()), 0};
 }
 
 std::string NamespaceProxy::repr() const {

@@ -234,11 +234,7 @@ struct ResultCore : Sink {
     if (progress) {
       const auto n = items_done, total = size;
       lock.unlock();
-      try {
-        progress(n, total);
-      } catch (const std::exception& e) {
-        std::cerr << "mpx: a Pool progress callback raised: " << e.what() << "\n";
-      }
+      report_progress(progress, n, total);
       lock.lock();
       if (finishing) return;
     }
@@ -1474,6 +1470,22 @@ PoolStats pool_stats(PoolCore& pool) {
 
 // ---- streams ----
 
+void report_progress(const Progress& progress, std::size_t done, std::size_t total) noexcept {
+  try {
+    progress(done, total);
+  } catch (const std::exception& e) {
+    std::cerr << "mpx: a Pool progress callback raised " << current_exception_type() << ": " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "mpx: a Pool progress callback raised an exception\n";
+  }
+}
+
+Timeout time_left(const std::optional<std::chrono::steady_clock::time_point>& deadline) {
+  if (!deadline) return std::nullopt;
+  return std::max(std::chrono::duration<double>(*deadline - std::chrono::steady_clock::now()),
+                  std::chrono::duration<double>(0));
+}
+
 std::shared_ptr<StreamCore> stream_open(PoolCore& pool, ErasedFunction function, Trampoline trampoline, bool ordered) {
   auto stream = std::make_shared<StreamCore>();
   stream->ordered = ordered;
@@ -1522,11 +1534,11 @@ std::size_t stream_outstanding(const StreamCore& stream) {
 std::string stream_next(StreamCore& stream, const Timeout& timeout) {
   WaitingCaller waiting;
   std::unique_lock lock(stream.mutex);
-  auto available = [&] {
-    if (stream.fatal) return true;
+  auto arrived = [&] {
     if (stream.ordered) return stream.arrived.count(stream.next_first) > 0;
     return !stream.arrived.empty();
   };
+  auto available = [&] { return stream.fatal || arrived(); };
   if (!timeout) {
     stream.changed.wait(lock, available);
   } else {
@@ -1536,7 +1548,8 @@ std::string stream_next(StreamCore& stream, const Timeout& timeout) {
       throw TimeoutError("mpx: no result within the timeout");
     }
   }
-  if (stream.fatal) std::rethrow_exception(stream.fatal);
+  // Results that came in before the pool ended are still results (an executor's map read after its shutdown).
+  if (!arrived()) std::rethrow_exception(stream.fatal);
   auto it = stream.ordered ? stream.arrived.find(stream.next_first) : stream.arrived.begin();
   StreamCore::Chunk chunk = std::move(it->second);
   stream.arrived.erase(it);

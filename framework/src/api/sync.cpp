@@ -5,7 +5,10 @@
 
 #include <exception>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include <unistd.h>
 
@@ -35,6 +38,12 @@ class HeldLocks {
     return true;
   }
   // Takes every level (what a Condition's wait lends to the coordinator) and returns how many there were.
+  std::uint64_t count(std::uint64_t id) {
+    std::lock_guard guard(mutex_);
+    auto& table = counts();
+    auto it = table.find(id);
+    return it == table.end() ? 0 : it->second;
+  }
   std::uint64_t take_all(std::uint64_t id) {
     std::lock_guard guard(mutex_);
     auto& table = counts();
@@ -64,6 +73,32 @@ HeldLocks& held() {
   return *table;
 }
 
+// How many levels of each lock the calling thread took (a Condition over an RLock tells its threads apart with it).
+// A release from another thread than the acquirer's is allowed; it just finds nothing here to take.
+class ThreadLevels {
+ public:
+  std::uint64_t& of(std::uint64_t id) {
+    if (pid_ != ::getpid()) {  // a forked child's thread holds nothing yet
+      levels_.clear();
+      pid_ = ::getpid();
+    }
+    return levels_[id];
+  }
+  void take_one(std::uint64_t id) {
+    auto& n = of(id);
+    if (n > 0) --n;
+  }
+
+ private:
+  pid_t pid_ = 0;
+  std::unordered_map<std::uint64_t, std::uint64_t> levels_;
+};
+
+ThreadLevels& thread_levels() {
+  thread_local ThreadLevels levels;
+  return levels;
+}
+
 template <Serializable Body>
 std::uint64_t create(wire::Kind kind, const Body& body) {
   auto reply = detail::call(wire::make(kind, 0, 0, body), 0);
@@ -90,12 +125,16 @@ bool LockCore::acquire(bool block, const Timeout& timeout) {
   const auto wait = wait_ms(block, timeout);
   auto reply = call(wire::make(wire::Kind::lock_acquire, ref_.id, 0, std::make_tuple(wait)), wait);
   auto [acquired, died] = reply.body_as<std::tuple<bool, bool>>();
-  if (acquired) held().add(ref_.id, 1);
+  if (acquired) {
+    held().add(ref_.id, 1);
+    ++thread_levels().of(ref_.id);
+  }
   previous_owner_died_ = acquired && died;
   return acquired;
 }
 
 void LockCore::release() {
+  thread_levels().take_one(ref_.id);
   if (held().take_one(ref_.id)) {
     // Uncontended locking costs one round trip (the acquire), not two, in a process with one mpx thread; with more,
     // another thread's next request could reach the coordinator before a posted release.
@@ -193,21 +232,42 @@ detail::LockCore& Condition::lock_core() const {
   return *lock_;
 }
 
+namespace {
+
+// Whether another thread of this process holds levels of the lock `id` (this process's levels are not all this
+// thread's).
+bool other_thread_holds(std::uint64_t id) { return held().count(id) > thread_levels().of(id); }
+
+}  // namespace
+
 bool Condition::wait(const Timeout& timeout) {
   auto& lock = lock_core();
+  // A lock is owned by the process, so a second thread re-enters an RLock the first one holds instead of waiting
+  // for it. Lending the coordinator every level would lend that thread's too, and its release (in a lock guard's
+  // destructor, typically) would then fail: std::terminate. Refuse here, before anything is lent.
+  if (other_thread_holds(lock.id())) {
+    throw ValueError(
+        "mpx: Condition.wait: another thread of this process holds the Condition's lock too (locks are owned by "
+        "processes, so a second thread re-enters an RLock instead of waiting for it); give threads that share a "
+        "Condition one over an mpx::Lock, or a Condition per process");
+  }
   const auto wait = wait_ms(true, timeout);
   // While waiting, the coordinator holds this process's recursion levels of the lock and gives them back with it;
   // meanwhile this process must not post releases of a lock it does not hold.
   const std::uint64_t levels = held().take_all(lock.id());
+  auto& mine = thread_levels().of(lock.id());
+  const std::uint64_t my_levels = std::exchange(mine, 0);
   wire::Envelope reply;
   try {
     // No local deadline: after the wait the lock must be re-acquired, which may take as long as its holder keeps it.
     reply = detail::call(wire::make(wire::Kind::cond_wait, ref_.id, 0, std::make_tuple(wait)), -1);
   } catch (...) {
     held().add(lock.id(), levels);
+    thread_levels().of(lock.id()) = my_levels;
     throw;
   }
   held().add(lock.id(), levels);
+  thread_levels().of(lock.id()) = my_levels;
   auto [notified, died] = reply.body_as<std::tuple<bool, bool>>();
   lock.previous_owner_died_ = died;
   return notified;

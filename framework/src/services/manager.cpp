@@ -12,10 +12,13 @@
 #include <unistd.h>
 
 #include "wire/auth.hpp"
+#include "wire/manager_ops.hpp"
 
 namespace mpx::services {
 
 namespace {
+
+namespace manager_op = wire::manager_op;
 
 using wire::ErrorCode;
 using Peer = runtime::Coordinator::Peer;
@@ -189,21 +192,57 @@ Object add(const Object& a, const Object& b) {
                              Object::type_name(a.type()));
 }
 
+// Python's `a < b` for the values sort orders: numbers with numbers, strings, bytes, arrays element by element;
+// TypeError for anything else, as Python's "'<' not supported between instances of ...".
+bool python_less(const Object& a, const Object& b) {
+  using T = Object::Type;
+  auto numeric = [](const Object& o) {
+    return o.type() == T::integer || o.type() == T::unsigned_integer || o.type() == T::floating || o.type() == T::boolean;
+  };
+  if (numeric(a) && numeric(b)) {
+    if (a.type() == T::integer && b.type() == T::integer) return a.as_int() < b.as_int();
+    auto as_double = [](const Object& o) {
+      switch (o.type()) {
+        case T::floating: return o.as_double();
+        case T::integer: return static_cast<double>(o.as_int());
+        case T::boolean: return o.as_bool() ? 1.0 : 0.0;
+        default: return static_cast<double>(o.as_uint());
+      }
+    };
+    return as_double(a) < as_double(b);
+  }
+  if (a.type() == b.type()) {
+    if (a.type() == T::string) return a.as_string() < b.as_string();
+    if (a.type() == T::bytes) return a.as_bytes().data < b.as_bytes().data;
+    if (a.type() == T::array) {
+      const auto& x = a.as_array();
+      const auto& y = b.as_array();
+      for (std::size_t i = 0; i < x.size() && i < y.size(); ++i) {
+        if (x[i] == y[i]) continue;
+        return python_less(x[i], y[i]);
+      }
+      return x.size() < y.size();
+    }
+  }
+  fault(ErrorCode::type, std::string("mpx: TypeError: '<' not supported between ") + Object::type_name(a.type()) +
+                             " and " + Object::type_name(b.type()));
+}
+
 // Runs one operation on `target` (the value found at the request's path) and returns its result.
 Object apply_op(Object& target, std::string_view op, const Object::Array& args) {
   using T = Object::Type;
   // Operations on any value.
-  if (op == "assign") {
+  if (op == manager_op::assign) {
     arity(args, 1, 1, op);
     target = args[0];
     return {};
   }
-  if (op == "add") {
+  if (op == manager_op::add) {
     arity(args, 1, 1, op);
     target = add(target, args[0]);
     return target;
   }
-  if (op == "len") {
+  if (op == manager_op::len) {
     arity(args, 0, 0, op);
     if (target.type() != T::map && target.type() != T::array && target.type() != T::string && target.type() != T::bytes) {
       wrong_type(op, target);
@@ -212,13 +251,13 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
   }
   if (target.type() == T::map) {
     auto& map = target.as_map();
-    if (op == "get") {
+    if (op == manager_op::get) {
       arity(args, 1, 2, op);
       if (Object* v = find_key(map, args[0])) return *v;
       if (args.size() == 2) return args[1];
       fault(ErrorCode::key, "mpx: KeyError: " + args[0].repr());
     }
-    if (op == "set") {
+    if (op == manager_op::set) {
       arity(args, 2, 2, op);
       if (Object* v = find_key(map, args[0])) {
         *v = args[1];
@@ -227,8 +266,8 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
       }
       return {};
     }
-    if (op == "del" || op == "pop") {
-      arity(args, 1, op == "pop" ? 2 : 1, op);
+    if (op == manager_op::del || op == manager_op::pop) {
+      arity(args, 1, op == manager_op::pop ? 2 : 1, op);
       auto it = std::find_if(map.begin(), map.end(), [&](const auto& kv) { return kv.first == args[0]; });
       if (it == map.end()) {
         if (args.size() == 2) return args[1];
@@ -236,15 +275,23 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
       }
       Object value = std::move(it->second);
       map.erase(it);
-      return op == "pop" ? value : Object{};
+      return op == manager_op::pop ? value : Object{};
     }
-    if (op == "setdefault") {
+    if (op == manager_op::popitem) {
+      arity(args, 0, 0, op);
+      // Python's dict.popitem: the last inserted pair.
+      if (map.empty()) fault(ErrorCode::key, "mpx: KeyError: 'popitem(): dictionary is empty'");
+      Object pair = Object::list({std::move(map.back().first), std::move(map.back().second)});
+      map.pop_back();
+      return pair;
+    }
+    if (op == manager_op::setdefault) {
       arity(args, 1, 2, op);
       if (Object* v = find_key(map, args[0])) return *v;
       map.emplace_back(args[0], args.size() == 2 ? args[1] : Object{});
       return map.back().second;
     }
-    if (op == "update") {
+    if (op == manager_op::update) {
       arity(args, 1, 1, op);
       for (auto& [k, v] : pairs_of(args[0])) {
         if (Object* old = find_key(map, k)) {
@@ -255,40 +302,40 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
       }
       return {};
     }
-    if (op == "contains") {
+    if (op == manager_op::contains) {
       arity(args, 1, 1, op);
       return Object(find_key(map, args[0]) != nullptr);
     }
-    if (op == "keys" || op == "values" || op == "items") {
+    if (op == manager_op::keys || op == manager_op::values || op == manager_op::items) {
       arity(args, 0, 0, op);
       Object::Array out;
       out.reserve(map.size());
       for (const auto& [k, v] : map) {
-        if (op == "keys") out.push_back(k);
-        else if (op == "values") out.push_back(v);
+        if (op == manager_op::keys) out.push_back(k);
+        else if (op == manager_op::values) out.push_back(v);
         else out.push_back(Object::list({k, v}));
       }
       return Object(std::move(out));
     }
-    if (op == "clear") {
+    if (op == manager_op::clear) {
       arity(args, 0, 0, op);
       map.clear();
       return {};
     }
   } else if (target.type() == T::array) {
     auto& list = target.as_array();
-    if (op == "append") {
+    if (op == manager_op::append) {
       arity(args, 1, 1, op);
       list.push_back(args[0]);
       return {};
     }
-    if (op == "extend") {
+    if (op == manager_op::extend) {
       arity(args, 1, 1, op);
       if (args[0].type() != T::array) wrong_type(op, args[0]);
       list.insert(list.end(), args[0].as_array().begin(), args[0].as_array().end());
       return {};
     }
-    if (op == "insert") {
+    if (op == manager_op::insert) {
       arity(args, 2, 2, op);
       if (args[0].type() != T::integer) wrong_type(op, args[0]);
       // Python clamps an insert position instead of failing.
@@ -299,7 +346,7 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
       list.insert(list.begin() + i, args[1]);
       return {};
     }
-    if (op == "pop") {
+    if (op == manager_op::pop) {
       arity(args, 0, 1, op);
       if (list.empty()) fault(ErrorCode::index, "mpx: IndexError: pop from empty list");
       const std::size_t i = args.empty() ? list.size() - 1 : normalize_index(args[0], list.size(), "pop");
@@ -307,44 +354,61 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
       list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
       return value;
     }
-    if (op == "getitem") {
+    if (op == manager_op::getitem) {
       arity(args, 1, 1, op);
       return list[normalize_index(args[0], list.size(), "list")];
     }
-    if (op == "setitem") {
+    if (op == manager_op::setitem) {
       arity(args, 2, 2, op);
       list[normalize_index(args[0], list.size(), "list assignment")] = args[1];
       return {};
     }
-    if (op == "delitem") {
+    if (op == manager_op::delitem) {
       arity(args, 1, 1, op);
       list.erase(list.begin() + static_cast<std::ptrdiff_t>(normalize_index(args[0], list.size(), "list assignment")));
       return {};
     }
-    if (op == "index" || op == "remove") {
+    if (op == manager_op::index || op == manager_op::remove) {
       arity(args, 1, 1, op);
       auto it = std::find(list.begin(), list.end(), args[0]);
       if (it == list.end()) fault(ErrorCode::value, "mpx: ValueError: " + args[0].repr() + " is not in list");
-      if (op == "remove") {
+      if (op == manager_op::remove) {
         list.erase(it);
         return {};
       }
       return Object(static_cast<std::int64_t>(it - list.begin()));
     }
-    if (op == "count") {
+    if (op == manager_op::count) {
       arity(args, 1, 1, op);
       return Object(static_cast<std::int64_t>(std::count(list.begin(), list.end(), args[0])));
     }
-    if (op == "contains") {
+    if (op == manager_op::contains) {
       arity(args, 1, 1, op);
       return Object(std::find(list.begin(), list.end(), args[0]) != list.end());
     }
-    if (op == "clear") {
+    if (op == manager_op::clear) {
       arity(args, 0, 0, op);
       list.clear();
       return {};
     }
-    if (op == "slice") {
+    if (op == manager_op::reverse) {
+      arity(args, 0, 0, op);
+      std::reverse(list.begin(), list.end());
+      return {};
+    }
+    if (op == manager_op::sort) {
+      arity(args, 0, 1, op);
+      const bool descending = !args.empty() && args[0].type() == T::boolean && args[0].as_bool();
+      if (!args.empty() && args[0].type() != T::boolean && args[0].type() != T::none) wrong_type(op, args[0]);
+      // Sorted on a copy: a TypeError half way leaves the list as it was. Stable both ways, as Python's.
+      Object::Array sorted = list;
+      std::stable_sort(sorted.begin(), sorted.end(), [descending](const Object& a, const Object& b) {
+        return descending ? python_less(b, a) : python_less(a, b);
+      });
+      list = std::move(sorted);
+      return {};
+    }
+    if (op == manager_op::slice) {
       arity(args, 3, 3, op);
       const Slice s = slice_indices(args[0], args[1], args[2], list.size());
       Object::Array out;
@@ -352,7 +416,7 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
       for (std::int64_t k = 0, i = s.start; k < s.count; ++k, i += s.step) out.push_back(list[static_cast<std::size_t>(i)]);
       return Object(std::move(out));
     }
-    if (op == "set_slice") {
+    if (op == manager_op::set_slice) {
       arity(args, 4, 4, op);
       const Slice s = slice_indices(args[0], args[1], args[2], list.size());
       if (args[3].type() != T::array) wrong_type(op, args[3]);
@@ -372,7 +436,7 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
       }
       return {};
     }
-    if (op == "del_slice") {
+    if (op == manager_op::del_slice) {
       arity(args, 3, 3, op);
       const Slice s = slice_indices(args[0], args[1], args[2], list.size());
       std::vector<bool> doomed(list.size(), false);
@@ -385,13 +449,7 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
       return {};
     }
   }
-  static constexpr std::string_view known[] = {"assign", "add", "len", "get", "set", "del", "pop", "setdefault",
-                                               "update", "contains", "keys", "values", "items", "clear", "append",
-                                               "extend", "insert", "getitem", "setitem", "delitem", "index", "remove",
-                                               "count", "slice", "set_slice", "del_slice"};
-  if (std::find(std::begin(known), std::end(known), op) == std::end(known)) {
-    throw ProtocolError("mpx: unknown manager op '" + std::string(op) + "'");
-  }
+  if (!manager_op::known(op)) throw ProtocolError("mpx: unknown manager op '" + std::string(op) + "'");
   wrong_type(op, target);
 }
 
@@ -548,13 +606,13 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
     auto [path, op, args] = request.body_as<std::tuple<Object::Array, std::string, Object::Array>>();
     Managed& m = o.find(request.header);
     if (m.shape == Shape::instance) wrong_type(op, Object(m.type_name));
-    if (m.shape == Shape::namespace_ && path.empty() && (op == "set" || op == "setdefault") && !args.empty() &&
+    if (m.shape == Shape::namespace_ && path.empty() && (op == manager_op::set || op == manager_op::setdefault) && !args.empty() &&
         args[0].type() != Object::Type::string) {
       fault(ErrorCode::type, "mpx: TypeError: a Namespace attribute name must be a string, not " + args[0].repr());
     }
     Object& target = locate(m.value, path, m.shape == Shape::namespace_);
-    if (m.shape == Shape::namespace_ && path.empty() && (op == "get" || op == "del") && !args.empty() &&
-        !find_key(target.as_map(), args[0]) && !(op == "get" && args.size() == 2)) {
+    if (m.shape == Shape::namespace_ && path.empty() && (op == manager_op::get || op == manager_op::del) && !args.empty() &&
+        !find_key(target.as_map(), args[0]) && !(op == manager_op::get && args.size() == 2)) {
       fault(ErrorCode::attribute, "mpx: AttributeError: 'Namespace' object has no attribute " + args[0].repr());
     }
     return ok(request.header, std::make_tuple(apply_op(target, op, args)));
