@@ -23,6 +23,8 @@ namespace mpx {
 template <class T>
 class Future;
 
+/// ProcessPoolExecutor's settings: Python's max_workers, initializer/initargs, max_tasks_per_child and mp_context, plus
+/// mpx's retry policy for tasks whose worker dies.
 struct ExecutorOptions {
   std::optional<int> max_workers;        ///< unset: cpu_count()
   std::optional<BoundCall> initializer;  ///< mpx::bind(init, args...)
@@ -37,7 +39,9 @@ struct ExecutorOptions {
 /// Future back.
 class FutureBase {
  public:
+  /// An empty future, to assign to later; its other members must not be called until then.
   FutureBase() = default;
+  /// Internal: made by submit().
   FutureBase(std::shared_ptr<detail::ResultCore> core, std::weak_ptr<detail::PoolCore> pool)
       : core_(std::move(core)), pool_(std::move(pool)) {}
 
@@ -67,18 +71,22 @@ class FutureBase {
     return Future<T>(core_, pool_);
   }
 
-  const std::shared_ptr<detail::ResultCore>& core() const noexcept { return core_; }
+  const std::shared_ptr<detail::ResultCore>& core() const noexcept { return core_; }  ///< Internal: the shared result.
+  /// Whether both are copies of one future.
   bool operator==(const FutureBase& other) const noexcept { return core_ == other.core_; }
 
  protected:
-  std::shared_ptr<detail::ResultCore> core_;
-  std::weak_ptr<detail::PoolCore> pool_;
+  std::shared_ptr<detail::ResultCore> core_;  ///< the result every copy shares
+  std::weak_ptr<detail::PoolCore> pool_;  ///< the pool that runs the task (for cancel() and running())
 };
 
+/// Python's concurrent.futures.Future: the pending result of ProcessPoolExecutor::submit. Copies share the result.
 template <class T>
 class Future : public FutureBase {
  public:
+  /// An empty future, to assign to later; its other members must not be called until then.
   Future() = default;
+  /// Internal: made by submit().
   explicit Future(std::shared_ptr<detail::ResultCore> core, std::weak_ptr<detail::PoolCore> pool)
       : FutureBase(std::move(core), std::move(pool)) {}
 
@@ -94,9 +102,12 @@ class Future : public FutureBase {
   }
 };
 
+/// A Future of any result type, or a FutureBase.
 template <class F>
 concept AnyFuture = std::derived_from<F, FutureBase>;
 
+/// When wait() returns (Python's return_when): at the first completed future, at the first that raised (or when all
+/// are done), or when all are done.
 enum class ReturnWhen { FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED };
 /// Python's concurrent.futures.FIRST_COMPLETED.
 inline constexpr ReturnWhen FIRST_COMPLETED = ReturnWhen::FIRST_COMPLETED;
@@ -160,6 +171,7 @@ std::shared_ptr<Completions> watch(const std::vector<F>& futures) {
 template <AnyFuture F>
 class AsCompleted {
  public:
+  /// Watches `futures` (each distinct future once); the timeout counts from here.
   AsCompleted(std::vector<F> futures, const Timeout& timeout)
       : futures_(detail::distinct(std::move(futures))), completions_(detail::watch(futures_)) {
     if (timeout) deadline_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout);
@@ -180,10 +192,10 @@ class AsCompleted {
     return futures_[i];
   }
 
-  using iterator = detail::PullIterator<AsCompleted, F>;
+  using iterator = detail::PullIterator<AsCompleted, F>;  ///< An input iterator over next()'s futures.
   /// Range-for support: `for (auto& f : mpx::as_completed(futures))`; each step may raise TimeoutError.
   iterator begin() { return iterator(this); }
-  iterator end() { return {}; }
+  iterator end() { return {}; }  ///< The end of the range: every future was returned.
 
  private:
   std::vector<F> futures_;
@@ -192,15 +204,17 @@ class AsCompleted {
   std::size_t returned_ = 0;
 };
 
+/// Python's concurrent.futures.as_completed(fs, timeout): iterate the result to get the futures as they finish.
 template <AnyFuture F>
 AsCompleted<F> as_completed(std::vector<F> futures, const Timeout& timeout = std::nullopt) {
   return AsCompleted<F>(std::move(futures), timeout);
 }
 
+/// What wait() returns (Python's DoneAndNotDoneFutures named tuple).
 template <AnyFuture F>
 struct DoneAndNotDone {
-  std::vector<F> done;
-  std::vector<F> not_done;
+  std::vector<F> done;  ///< the futures that finished (result, error or cancelled)
+  std::vector<F> not_done;  ///< the others
 };
 
 /// Python's concurrent.futures.wait: returns when the condition holds or the timeout passes (no exception).

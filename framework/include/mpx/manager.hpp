@@ -204,8 +204,8 @@ class DictProxy : public Proxy {
   std::pair<Object, Object> popitem() const;
   /// for (const Object& key : d): the keys, from one copy taken when the loop begins.
   using iterator = detail::SnapshotIterator<Object>;
-  iterator begin() const;
-  iterator end() const { return {}; }
+  iterator begin() const;  ///< Fetches the copy the loop walks.
+  iterator end() const { return {}; }  ///< The end of the copy.
 };
 
 /// Python's ListProxy; a bad index raises mpx::IndexError, a missing value mpx::ValueError.
@@ -251,11 +251,11 @@ class ListProxy : public Proxy {
   /// Python's l.sort(reverse=...): numbers, strings, bytes and lists in Python's order (stable); TypeError, with the
   /// list unchanged, when two items cannot be compared. (No key function: the sort runs in the manager process.)
   void sort(bool reverse = false) const;
-  void reverse() const;
+  void reverse() const;  ///< l.reverse(): in place
   /// for (const Object& item : l): from one copy taken when the loop begins (one request, not one per item).
   using iterator = detail::SnapshotIterator<Object>;
-  iterator begin() const;
-  iterator end() const { return {}; }
+  iterator begin() const;  ///< Fetches the copy the loop walks.
+  iterator end() const { return {}; }  ///< The end of the copy.
   /// l[start:stop:step], with Python's clamping and negative indices; nullopt is an omitted bound.
   Object::Array slice(std::optional<std::int64_t> start, std::optional<std::int64_t> stop,
                       std::optional<std::int64_t> step = std::nullopt) const {

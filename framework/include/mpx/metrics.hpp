@@ -1,11 +1,12 @@
-// mpx/metrics.hpp — counters and gauges the coordinator keeps, as a snapshot or as Prometheus text.
-//
-//   mpx::Metrics m = mpx::metrics();          // from any process of the session: asked from the coordinator
-//   std::string text = mpx::metrics_text();   // the same, in the Prometheus text format 0.0.4
-//
-// MPX_METRICS=127.0.0.1:9464 in the environment of the root process (or `mpx-run --metrics ADDR`, or
-// mpx::serve_metrics(ADDR)) serves that text over HTTP at /metrics; port 0 picks a free port, which
-// mpx::metrics_endpoint() tells. framework/docs/metrics.md lists every metric.
+/// \file
+/// mpx/metrics.hpp — counters and gauges the coordinator keeps, as a snapshot or as Prometheus text.
+///
+///   mpx::Metrics m = mpx::metrics();          // from any process of the session: asked from the coordinator
+///   std::string text = mpx::metrics_text();   // the same, in the Prometheus text format 0.0.4
+///
+/// MPX_METRICS=127.0.0.1:9464 in the environment of the root process (or `mpx-run --metrics ADDR`, or
+/// mpx::serve_metrics(ADDR)) serves that text over HTTP at /metrics; port 0 picks a free port, which
+/// mpx::metrics_endpoint() tells. framework/docs/metrics.md lists every metric.
 #pragma once
 
 #include <cstdint>
@@ -17,76 +18,82 @@
 
 namespace mpx {
 
+/// One Queue, SimpleQueue or JoinableQueue: mpx_queue_* in the exposition.
 struct QueueMetrics {
-  std::uint64_t id = 0;
-  std::string name;             // the name a topology gave it ("jobs"), else the id in decimal
-  std::uint64_t depth = 0;      // items in it (lent to a consumer and not yet returned by get() included)
-  std::uint64_t puts = 0;       // items put since it was made
-  std::uint64_t gets = 0;       // items that left it: puts minus depth (never less than an earlier snapshot said)
-  std::uint64_t waiters = 0;    // blocked getters, putters and joiners
+  std::uint64_t id = 0;  ///< the object's id in the session
+  std::string name;             ///< the name a topology gave it ("jobs"), else the id in decimal
+  std::uint64_t depth = 0;      ///< items in it (lent to a consumer and not yet returned by get() included)
+  std::uint64_t puts = 0;       ///< items put since it was made
+  std::uint64_t gets = 0;       ///< items that left it: puts minus depth (never less than an earlier snapshot said)
+  std::uint64_t waiters = 0;    ///< blocked getters, putters and joiners
   MSGPACK_DEFINE(id, name, depth, puts, gets, waiters);
 };
 
+/// One Lock or RLock: mpx_lock_*.
 struct LockMetrics {
-  std::uint64_t id = 0;
-  std::string name;                // as QueueMetrics::name (Lock and RLock)
-  std::uint64_t acquisitions = 0;  // successful acquires (a recursive re-acquire included)
-  std::uint64_t waits = 0;         // acquires that had to wait because another process held it
-  std::uint64_t waiters = 0;       // processes waiting for it now
+  std::uint64_t id = 0;  ///< the object's id in the session
+  std::string name;                ///< as QueueMetrics::name (Lock and RLock)
+  std::uint64_t acquisitions = 0;  ///< successful acquires (a recursive re-acquire included)
+  std::uint64_t waits = 0;         ///< acquires that had to wait because another process held it
+  std::uint64_t waiters = 0;       ///< processes waiting for it now
   MSGPACK_DEFINE(id, name, acquisitions, waits, waiters);
 };
 
+/// One Pool (or ProcessPoolExecutor): mpx_pool_*.
 struct PoolMetrics {
-  std::uint64_t id = 0;
-  std::string name;                   // as QueueMetrics::name
-  std::uint64_t queued = 0;           // tasks submitted, not yet taken by a worker
-  std::uint64_t running = 0;          // tasks a worker holds
-  std::uint64_t done = 0;             // tasks whose result came back (a task that raised included)
-  std::uint64_t failed = 0;           // tasks given up after max_retries worker deaths (mpx::WorkerLost)
-  std::uint64_t retried = 0;          // tasks put back because the worker that held them died
-  std::uint64_t worker_restarts = 0;  // worker exits its owner reported while the pool was open (it starts another)
+  std::uint64_t id = 0;  ///< the object's id in the session
+  std::string name;                   ///< as QueueMetrics::name
+  std::uint64_t queued = 0;           ///< tasks submitted, not yet taken by a worker
+  std::uint64_t running = 0;          ///< tasks a worker holds
+  std::uint64_t done = 0;             ///< tasks whose result came back (a task that raised included)
+  std::uint64_t failed = 0;           ///< tasks given up after max_retries worker deaths (mpx::WorkerLost)
+  std::uint64_t retried = 0;          ///< tasks put back because the worker that held them died
+  std::uint64_t worker_restarts = 0;  ///< worker exits its owner reported while the pool was open (it starts another)
   MSGPACK_DEFINE(id, name, queued, running, done, failed, retried, worker_restarts);
 };
 
+/// One process of the session (an actor): mpx_actor_*.
 struct ActorMetrics {
-  std::int64_t pid = 0;
-  std::string name;                  // from its hello: "Process-1", a topology actor's "worker[0]", ...
-  bool alive = true;                 // false: it exited (the last few dead actors are kept, then forgotten)
-  std::uint64_t messages_in = 0;     // messages the coordinator handled from it
-  std::uint64_t messages_out = 0;    // replies and pushes the coordinator sent it
-  std::uint64_t restarts = 0;        // earlier actors of the same name that exited (a supervisor's restarts)
+  std::int64_t pid = 0;  ///< its process id
+  std::string name;                  ///< from its hello: "Process-1", a topology actor's "worker[0]", ...
+  bool alive = true;                 ///< false: it exited (the last few dead actors are kept, then forgotten)
+  std::uint64_t messages_in = 0;     ///< messages the coordinator handled from it
+  std::uint64_t messages_out = 0;    ///< replies and pushes the coordinator sent it
+  std::uint64_t restarts = 0;        ///< earlier actors of the same name that exited (a supervisor's restarts)
   MSGPACK_DEFINE(pid, name, alive, messages_in, messages_out, restarts);
 };
 
+/// How many messages of one kind the coordinator handled, and the time it spent on them.
 struct KindLatency {
-  std::string kind;          // "queue_put", ...
-  std::uint64_t count = 0;   // messages of this kind handled
-  double seconds = 0;        // time spent handling them, in total
+  std::string kind;          ///< "queue_put", ...
+  std::uint64_t count = 0;   ///< messages of this kind handled
+  double seconds = 0;        ///< time spent handling them, in total
   MSGPACK_DEFINE(kind, count, seconds);
 };
 
+/// A snapshot of every counter and gauge the coordinator keeps: what mpx::metrics() returns.
 struct Metrics {
-  std::uint64_t messages = 0;          // messages the coordinator handled
-  std::uint64_t malformed = 0;         // messages it rejected (bad envelope, unknown kind, bad body)
-  std::vector<KindLatency> kinds;      // the kinds it has handled at least once
-  std::vector<QueueMetrics> queues;
-  std::vector<LockMetrics> locks;
-  std::vector<PoolMetrics> pools;
-  std::vector<ActorMetrics> actors;    // live ones and the last few dead ones
+  std::uint64_t messages = 0;          ///< messages the coordinator handled
+  std::uint64_t malformed = 0;         ///< messages it rejected (bad envelope, unknown kind, bad body)
+  std::vector<KindLatency> kinds;      ///< the kinds it has handled at least once
+  std::vector<QueueMetrics> queues;  ///< every queue the coordinator keeps
+  std::vector<LockMetrics> locks;  ///< every Lock and RLock
+  std::vector<PoolMetrics> pools;  ///< every pool
+  std::vector<ActorMetrics> actors;    ///< live ones and the last few dead ones
   MSGPACK_DEFINE(messages, malformed, kinds, queues, locks, pools, actors);
 };
 
-// A snapshot from the coordinator (the `metrics` message), taken between two of the messages it handles.
+/// A snapshot from the coordinator (the `metrics` message), taken between two of the messages it handles.
 Metrics metrics();
-// metrics() in the Prometheus text exposition format 0.0.4.
+/// metrics() in the Prometheus text exposition format 0.0.4.
 std::string metrics_text();
-std::string metrics_text(const Metrics& snapshot);
+std::string metrics_text(const Metrics& snapshot);  ///< A given snapshot in the Prometheus text format.
 
-// Serves metrics_text() at http://ADDR/metrics (ADDR is host:port; port 0 picks one) from a thread of this process,
-// until the program ends. Root process only; throws mpx::ValueError for a bad ADDR or a port that cannot be bound, and
-// mpx::ProcessError if a server already runs. MPX_METRICS=ADDR calls it in mpx::init.
+/// Serves metrics_text() at http://ADDR/metrics (ADDR is host:port; port 0 picks one) from a thread of this process,
+/// until the program ends. Root process only; throws mpx::ValueError for a bad ADDR or a port that cannot be bound, and
+/// mpx::ProcessError if a server already runs. MPX_METRICS=ADDR calls it in mpx::init.
 void serve_metrics(std::string_view address);
-// The bound "host:port" of the running server, or "" if none runs.
+/// The bound "host:port" of the running server, or "" if none runs.
 std::string metrics_endpoint();
 
-}  // namespace mpx
+}  ///< namespace mpx

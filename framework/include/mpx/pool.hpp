@@ -417,7 +417,7 @@ class IMapIterator {
   /// Encodes the next chunk into `chunk`: false at the end of the input. If the input throws, what it gave before
   /// stays in `chunk` and the exception goes on.
   using Producer = std::function<bool(detail::EncodedCalls& chunk)>;
-  using Deadline = std::optional<std::chrono::steady_clock::time_point>;
+  using Deadline = std::optional<std::chrono::steady_clock::time_point>;  ///< When next() raises TimeoutError, if ever.
 
   /// `progress` runs on the iterating thread as each chunk's results come in, with the input's size as the total
   /// (0 when the input has no size). `deadline` bounds every next() that is given no timeout of its own.
@@ -447,6 +447,7 @@ class IMapIterator {
   }
 
   // Submits input until the window is full or the input ends.
+  /// Internal: submits every task of the input now (Executor::map submits all calls at once, as Python does).
   void fill() {
     auto& s = *state_;
     while (!s.exhausted && detail::stream_outstanding(*s.stream) < s.window) {
@@ -465,7 +466,7 @@ class IMapIterator {
   using iterator = detail::PullIterator<IMapIterator, R>;  ///< An input iterator over next()'s results.
   /// Range-for support: `for (auto y : pool.imap(f, xs))`; each step may raise the task's error.
   iterator begin() { return iterator(this); }
-  iterator end() { return {}; }
+  iterator end() { return {}; }  ///< The end of the results.
 
  private:
   struct State {

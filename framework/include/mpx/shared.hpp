@@ -484,13 +484,13 @@ class ArrayBase : public detail::Cells<T> {
   }
   /// Python's arr[:]: a copy of every element (under the lock, if there is one and T is not one atomic access).
   std::vector<T> to_vector() const { return this->copy_out(); }
-  // Python's arr[start:stop], as one snapshot; IndexError unless 0 <= start <= stop <= size().
+  /// Python's arr[start:stop], as one snapshot; IndexError unless 0 <= start <= stop <= size().
   std::vector<T> slice(std::size_t start, std::size_t stop) const {
     this->check_range(start, stop, "slice");
     return this->copy_out(start, stop - start);
   }
-  // Python's arr[start:start + len(values)] = values, as one write under the lock; IndexError if it would run past
-  // the end (the size of an Array never changes).
+  /// Python's arr[start:start + len(values)] = values, as one write under the lock; IndexError if it would run past
+  /// the end (the size of an Array never changes).
   void assign_slice(std::size_t start, const std::vector<T>& values) {
     this->check_range(start, start + values.size(), "slice assignment");
     this->copy_in(values, start);
