@@ -37,6 +37,18 @@ mpx::ProcessOptions helper(mpx::StartMethod method = mpx::get_start_method()) {
   return mpx::ProcessOptions{"", true, method};
 }
 
+// Waits until `n` requests are blocked on `object` (a Lock, Semaphore, Event or Barrier) in the coordinator: the
+// interleaving a test names, observed rather than assumed after a sleep. False if it does not happen within 30 s.
+template <class Waitable>
+bool waiters_reach(const Waitable& object, std::size_t n) {
+  const auto deadline = Clock::now() + 30s;
+  while (object.n_waiting() < n) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
 // A child's way to fail a check: the exception makes its exit code 1 and is printed on stderr.
 void require(bool ok, const std::string& what) {
   if (!ok) throw std::runtime_error("child check failed: " + what);
@@ -326,7 +338,7 @@ TEST_CASE("Lock: two threads of one process exclude each other; a waiter is woke
     got = lock.acquire(true, 30s);
     if (got) lock.release();
   });
-  std::this_thread::sleep_for(50ms);
+  REQUIRE(waiters_reach(lock, 1));  // the second thread is blocked, not yet started
   lock.release();
   waiter.join();
   CHECK(got);
@@ -371,7 +383,7 @@ TEST_CASE("Lock: a holder SIGKILLed while holding it; a blocked acquirer and the
       died = lock.previous_owner_died();
       if (got) lock.release();
     });
-    std::this_thread::sleep_for(100ms);
+    REQUIRE(waiters_reach(lock, 1));
     holder.kill();
     waiter.join();
     CHECK(got);
@@ -386,7 +398,7 @@ TEST_CASE("Lock: a process that dies while waiting for it is forgotten", "[sync]
   Children children;
   auto& waiter = children.start(helper(), acquire_and_report, lock, out);
   REQUIRE(out.get(true, 30s) == "waiting");
-  std::this_thread::sleep_for(100ms);  // generous: let its acquire reach the coordinator
+  REQUIRE(waiters_reach(lock, 1));  // its acquire reached the coordinator: it dies as a waiter
   waiter.kill();
   waiter.join();
   lock.release();
@@ -522,7 +534,7 @@ TEST_CASE("BoundedSemaphore: a SIGKILLed holder's unit comes back to a blocked a
     got = sem.acquire(true, 30s);
     died = sem.previous_owner_died();
   });
-  std::this_thread::sleep_for(100ms);
+  REQUIRE(waiters_reach(sem, 1));
   holder.kill();
   waiter.join();
   CHECK(got);
@@ -564,7 +576,7 @@ TEST_CASE("Event: a set in one process wakes waiters in three others", "[sync][e
   Children children;
   for (int i = 0; i < 3; ++i) children.start(helper(), wait_event, event, out, 30.0);
   for (int i = 0; i < 3; ++i) REQUIRE(out.get(true, 30s) == "waiting");
-  std::this_thread::sleep_for(100ms);  // generous: most of them are blocked in wait by now (either way they see it)
+  REQUIRE(waiters_reach(event, 3));  // every one is blocked in wait when the set comes
   children.start(helper(), set_event, event);
   for (int i = 0; i < 3; ++i) CHECK(out.get(true, 30s) == "set");
   children.join_all();
@@ -733,8 +745,7 @@ TEST_CASE("Barrier: abort breaks it for waiting and later parties; reset makes i
   mpx::Queue<std::string> out;
   Children children;
   for (int i = 0; i < 3; ++i) children.start(helper(), barrier_outcome, barrier, out);
-  for (int tries = 0; barrier.n_waiting() < 3 && tries < 3000; ++tries) std::this_thread::sleep_for(10ms);
-  REQUIRE(barrier.n_waiting() == 3);
+  REQUIRE(waiters_reach(barrier, 3));
   barrier.abort();
   for (int i = 0; i < 3; ++i) CHECK(out.get(true, 30s) == "broken");
   CHECK(barrier.broken());
@@ -756,8 +767,7 @@ TEST_CASE("Barrier: reset while parties wait gives them BrokenBarrierError; the 
   mpx::Queue<std::string> out;
   Children children;
   children.start(helper(), barrier_outcome, barrier, out);
-  for (int tries = 0; barrier.n_waiting() < 1 && tries < 3000; ++tries) std::this_thread::sleep_for(10ms);
-  REQUIRE(barrier.n_waiting() == 1);
+  REQUIRE(waiters_reach(barrier, 1));
   barrier.reset();
   CHECK(out.get(true, 30s) == "broken");
   CHECK_FALSE(barrier.broken());
@@ -775,7 +785,7 @@ TEST_CASE("Barrier: a timeout breaks it for everyone; the default timeout applie
   mpx::Queue<std::string> out;
   Children children;
   children.start(helper(), barrier_outcome, barrier, out);
-  for (int tries = 0; barrier.n_waiting() < 1 && tries < 3000; ++tries) std::this_thread::sleep_for(10ms);
+  REQUIRE(waiters_reach(barrier, 1));
   const auto begin = Clock::now();
   CHECK_THROWS_AS(barrier.wait(0.1s), mpx::BrokenBarrierError);
   CHECK(Clock::now() - begin >= 90ms);
@@ -816,8 +826,7 @@ TEST_CASE("Barrier: a party that dies while waiting breaks it for the others", "
   Children children;
   auto& doomed = children.start(helper(), barrier_outcome, barrier, out);
   children.start(helper(), barrier_outcome, barrier, out);
-  for (int tries = 0; barrier.n_waiting() < 2 && tries < 3000; ++tries) std::this_thread::sleep_for(10ms);
-  REQUIRE(barrier.n_waiting() == 2);
+  REQUIRE(waiters_reach(barrier, 2));
   doomed.kill();
   CHECK(out.get(true, 30s) == "broken");
   CHECK(barrier.broken());
@@ -871,9 +880,7 @@ TEST_CASE("Barrier: the action takes arguments as a Process target does, run by 
     } catch (const std::exception&) {
     }
   });
-  const auto deadline = Clock::now() + 30s;
-  while (barrier.n_waiting() != 1 && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
-  REQUIRE(barrier.n_waiting() == 1);
+  REQUIRE(waiters_reach(barrier, 1));
   Children children;
   auto& child = children.start(helper(method), wait_once, barrier);
   first.join();

@@ -213,7 +213,8 @@ std::string encode(const T& value) {
   return out;
 }
 
-/// Decode a value with bounded limits; malformed input or a type mismatch throws SerializationError.
+/// Decode a value with bounded limits; malformed input or a type mismatch throws SerializationError. Another
+/// mpx::Error raised while building the value (a decoded handle whose object is gone) reaches the caller unchanged.
 template <Serializable T>
 T decode(std::string_view bytes) {
   msgpack::object_handle handle;
@@ -231,6 +232,10 @@ T decode(std::string_view bytes) {
   }
   try {
     return handle.get().as<T>();
+  } catch (const ProtocolError& e) {
+    throw SerializationError(e.what());
+  } catch (const Error&) {
+    throw;  // a handle whose object is gone (FileNotFoundError, say) says so, as Python's unpickling does
   } catch (const std::exception& e) {
     throw SerializationError(std::string("mpx: cannot decode value: ") + e.what());
   }

@@ -139,7 +139,9 @@ std::shared_ptr<Segment> Segment::adopt(SegmentRef ref) {
         return std::make_shared<Segment>(std::move(ref), std::move(opened.mapping), data, lock);
       }
     } catch (const FileNotFoundError&) {
-      // Not in this /dev/shm after all (another mount namespace, say): the coordinator still has it.
+      // The same host key means the same /dev/shm: a SharedMemory block missing from it was unlinked, and a handle of
+      // it cannot be decoded, as Python cannot unpickle one. (The coordinator could still serve its own mapping.)
+      if (ref.token == 0) throw;
     }
   }
   return remote_segment(std::move(ref));

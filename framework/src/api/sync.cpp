@@ -112,6 +112,12 @@ wire::Envelope request(wire::Kind kind, std::uint64_t id, std::int64_t wait = 0)
 
 void post_nil(wire::Kind kind, std::uint64_t id) { detail::post(wire::make(kind, id, 0, Object{})); }
 
+std::size_t waiting_on(std::uint64_t id) {
+  auto reply = request(wire::Kind::sync_waiting, id);
+  auto [waiting] = reply.body_as<std::tuple<std::uint64_t>>();
+  return waiting;
+}
+
 }  // namespace
 
 // ---- Lock and RLock --------------------------------------------------------------------------------------------
@@ -156,6 +162,8 @@ bool LockCore::locked() const {
   return count > 0;
 }
 
+std::size_t LockCore::n_waiting() const { return waiting_on(ref_.id); }
+
 // ---- Semaphore and BoundedSemaphore ----------------------------------------------------------------------------
 
 SemaphoreCore::SemaphoreCore(std::int64_t value, bool bounded) : bounded_(bounded) {
@@ -187,6 +195,8 @@ std::size_t SemaphoreCore::get_value() const {
   return value;
 }
 
+std::size_t SemaphoreCore::n_waiting() const { return waiting_on(ref_.id); }
+
 }  // namespace detail
 
 // ---- Event -----------------------------------------------------------------------------------------------------
@@ -198,6 +208,8 @@ bool Event::is_set() const {
   auto [flag] = reply.body_as<std::tuple<bool>>();
   return flag;
 }
+
+std::size_t Event::n_waiting() const { return waiting_on(ref_.id); }
 
 void Event::set() { (void)request(wire::Kind::event_set, ref_.id); }
 

@@ -8,6 +8,7 @@
 #include <memory>
 #include <cstring>
 #include <mutex>
+#include <utility>
 #include <vector>
 #include <poll.h>
 #include <sys/socket.h>
@@ -50,23 +51,33 @@ ChannelCount channel_count;
 std::mutex thread_exit_hooks_mutex;
 std::vector<void (*)()> thread_exit_hooks;  // guarded by thread_exit_hooks_mutex
 
+// The thread's channel. Trivially destructible, so it can still be read while the thread's thread_local objects are
+// destroyed (and, on the main thread, by static destructors after them): a static Pool or Executor still alive when
+// main returns shuts down through it.
 struct ThreadChannel {
   pid_t owner = 0;
   Channel* channel = nullptr;  // owned; abandoned (never closed) in a forked child, whose context is not its own
-  ~ThreadChannel() {
-    if (owner == self_pid() && channel != nullptr) {
+  bool closed = false;         // the thread is ending and its closer ran: a channel made now is never closed
+};
+constinit thread_local ThreadChannel this_thread;
+
+// Closes the thread's channel when the thread ends (or, on the main thread, when main returns), after the exit hooks.
+struct ThreadChannelCloser {
+  ~ThreadChannelCloser() {
+    if (this_thread.owner == self_pid() && this_thread.channel != nullptr) {
       std::vector<void (*)()> hooks;
       {
         std::lock_guard lock(thread_exit_hooks_mutex);
         hooks = thread_exit_hooks;
       }
       for (auto* hook : hooks) hook();
-      delete channel;
+      delete std::exchange(this_thread.channel, nullptr);
       channel_count.remove();
     }
+    this_thread.closed = true;
   }
 };
-thread_local ThreadChannel this_thread;
+thread_local ThreadChannelCloser this_thread_closer;
 }  // namespace
 
 void add_thread_exit_hook(void (*hook)()) {
@@ -152,6 +163,9 @@ Channel& Channel::current() {
     require_initialized();
     ensure_coordinator();
     this_thread.owner = pid;
+    // A channel made after the closer ran (a static Pool shutting down after main returned) lives as long as the
+    // process: the context is never destroyed, so a socket left open holds nothing up.
+    if (!this_thread.closed) (void)&this_thread_closer;
     // In the coordinator's own process, talk to it in memory; everyone else uses the side door when the session has
     // one, else the session's endpoint, where posts wait for their acknowledgement.
     const Coordinator* local = coordinator_if_running();

@@ -142,6 +142,7 @@ class SyncService {
     on(K::barrier_abort, &SyncService::barrier_abort);
     on(K::barrier_reset, &SyncService::barrier_reset);
     on(K::barrier_state, &SyncService::barrier_state);
+    on(K::sync_waiting, &SyncService::sync_waiting);
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
     coordinator_.on_metrics([this](Metrics& snapshot) {
       for (const auto& [id, lock] : locks_) {
@@ -656,6 +657,24 @@ class SyncService {
     expect_nil(req);
     ok(peer, req.header,
        encode(std::make_tuple(barrier.parties, static_cast<std::uint64_t>(barrier.arrivals.size()), barrier.broken)));
+  }
+
+  void sync_waiting(Peer& peer, wire::Envelope& req) {
+    expect_nil(req);
+    const auto id = req.header.object;
+    std::size_t waiting = 0;
+    if (auto* lock = waiting_list(locks_, id, &LockState::waiters)) {
+      waiting = lock->size();
+    } else if (auto* sem = waiting_list(semaphores_, id, &SemaphoreState::waiters)) {
+      waiting = sem->size();
+    } else if (auto* event = waiting_list(events_, id, &EventState::waiters)) {
+      waiting = event->size();
+    } else if (auto* cond = waiting_list(conditions_, id, &ConditionState::waiters)) {
+      waiting = cond->size();
+    } else {
+      throw UnknownObject("lock, semaphore, event or condition", id);
+    }
+    ok(peer, req.header, encode(std::make_tuple(static_cast<std::uint64_t>(waiting))));
   }
 
   // ---- Deaths --------------------------------------------------------------------------------------------------

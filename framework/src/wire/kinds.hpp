@@ -61,6 +61,7 @@ enum class Kind : std::uint16_t {
   barrier_abort = 63,        // nil -> ok nil
   barrier_reset = 64,        // nil -> ok nil
   barrier_state = 65,        // nil -> ok [parties, n_waiting, broken]
+  sync_waiting = 66,         // nil -> ok [n_waiting]   (a lock, semaphore, event or condition's blocked requests)
 
   // pipes (services/pipes.cpp); the object is an end's id; timeout_ms: -1 forever, 0 no wait
   pipe_create = 70,  // [duplex] -> ok [end0 id, end1 id]   (the sender holds both ends)
@@ -177,6 +178,7 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::barrier_abort, "barrier_abort"},
     {Kind::barrier_reset, "barrier_reset"},
     {Kind::barrier_state, "barrier_state"},
+    {Kind::sync_waiting, "sync_waiting"},
     {Kind::pipe_create, "pipe_create"},
     {Kind::pipe_attach, "pipe_attach"},
     {Kind::pipe_send, "pipe_send"},
