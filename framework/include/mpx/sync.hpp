@@ -35,8 +35,8 @@ class LockCore : public Handle {
   void release();
   // Whether any process holds it now (Python 3.14's locked()).
   bool locked() const;
-  // How many acquires (of any process or thread) are blocked on it now, as Barrier::n_waiting counts. Not in Python:
-  // it lets a program (or a test) wait until another process's acquire has reached the coordinator.
+  /// How many acquires (of any process or thread) are blocked on it now, as Barrier::n_waiting counts. Not in Python:
+  /// it lets a program (or a test) wait until another process's acquire has reached the coordinator.
   std::size_t n_waiting() const;
   // True if the last acquire through this handle got the lock because its previous holder died holding it.
   bool previous_owner_died() const noexcept { return previous_owner_died_; }
@@ -63,7 +63,7 @@ class SemaphoreCore : public Handle {
   // Gives one unit back. A BoundedSemaphore throws ValueError past its initial value.
   void release();
   std::size_t get_value() const;
-  // How many acquires are blocked on it now (see LockCore::n_waiting).
+  /// How many acquires are blocked on it now (see LockCore::n_waiting).
   std::size_t n_waiting() const;
   // True if the last acquire through this handle got a unit given back by a process that died holding it.
   bool previous_owner_died() const noexcept { return previous_owner_died_; }
@@ -135,7 +135,7 @@ class Event : public Handle {
   void clear();  ///< Clears the flag.
   /// Returns the flag: false if the timeout passed before it was set.
   bool wait(const Timeout& timeout = std::nullopt);
-  // How many waits are blocked on it now (see LockCore::n_waiting).
+  /// How many waits are blocked on it now (see LockCore::n_waiting).
   std::size_t n_waiting() const;
 };
 
