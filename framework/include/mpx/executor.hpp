@@ -39,7 +39,7 @@ struct ExecutorOptions {
 /// Future back.
 class FutureBase {
  public:
-  /// An empty future, to assign to later; its other members must not be called until then.
+  /// An empty future, to assign to later; until then its other members raise ValueError.
   FutureBase() = default;
   /// Internal: made by submit().
   FutureBase(std::shared_ptr<detail::ResultCore> core, std::weak_ptr<detail::PoolCore> pool)
@@ -47,23 +47,23 @@ class FutureBase {
 
   /// The task's error (null if it succeeded); TimeoutError if not done in time; CancelledError if cancelled.
   std::exception_ptr exception(const Timeout& timeout = std::nullopt) const {
-    if (!detail::result_wait(*core_, timeout)) throw TimeoutError("mpx: the future was not done within the timeout");
-    if (detail::result_cancelled(*core_)) std::rethrow_exception(detail::result_error(*core_));
-    return detail::result_error(*core_);
+    if (!detail::result_wait(checked(), timeout)) throw TimeoutError("mpx: the future was not done within the timeout");
+    if (detail::result_cancelled(checked())) std::rethrow_exception(detail::result_error(checked()));
+    return detail::result_error(checked());
   }
   /// Cancels the call if no worker has taken it yet; false if it is running or done.
   bool cancel() {
     if (cancelled()) return true;
     auto pool = pool_.lock();
-    return pool && detail::pool_cancel(*pool, *core_);
+    return pool && detail::pool_cancel(*pool, checked());
   }
-  bool cancelled() const { return detail::result_cancelled(*core_); }  ///< Whether cancel() succeeded.
+  bool cancelled() const { return detail::result_cancelled(checked()); }  ///< Whether cancel() succeeded.
   /// Whether it finished: a result, an error, or cancelled.
-  bool done() const { return detail::result_ready(*core_); }
+  bool done() const { return detail::result_ready(checked()); }
   /// Whether a worker is running the call now.
   bool running() const {
     auto pool = pool_.lock();
-    return pool && !done() && detail::pool_task_state(*pool, *core_) == 1;
+    return pool && !done() && detail::pool_task_state(*pool, checked()) == 1;
   }
   /// The same future with its result read as T (a result that does not decode as T raises SerializationError).
   template <class T>
@@ -76,6 +76,8 @@ class FutureBase {
   bool operator==(const FutureBase& other) const noexcept { return core_ == other.core_; }
 
  protected:
+  /// The result; ValueError if this future is empty (default-constructed, never assigned).
+  detail::ResultCore& checked() const { return detail::result_core(core_, "Future"); }
   std::shared_ptr<detail::ResultCore> core_;  ///< the result every copy shares
   std::weak_ptr<detail::PoolCore> pool_;  ///< the pool that runs the task (for cancel() and running())
 };
@@ -84,7 +86,7 @@ class FutureBase {
 template <class T>
 class Future : public FutureBase {
  public:
-  /// An empty future, to assign to later; its other members must not be called until then.
+  /// An empty future, to assign to later; until then its other members raise ValueError.
   Future() = default;
   /// Internal: made by submit().
   explicit Future(std::shared_ptr<detail::ResultCore> core, std::weak_ptr<detail::PoolCore> pool)
@@ -92,13 +94,13 @@ class Future : public FutureBase {
 
   /// The value; TimeoutError if not done in time; CancelledError if cancelled; the task's error otherwise.
   T result(const Timeout& timeout = std::nullopt) const {
-    detail::result_check(*core_, timeout);
-    return detail::decode_result<T>(*core_);
+    detail::result_check(checked(), timeout);
+    return detail::decode_result<T>(checked());
   }
   /// fn(future) once done: on the result thread, or at once here if it is done already.
   template <class Fn>
   void add_done_callback(Fn fn) {
-    detail::result_add_done_callback(*core_, [fn = std::move(fn), self = *this] { fn(self); });
+    detail::result_add_done_callback(checked(), [fn = std::move(fn), self = *this] { fn(self); });
   }
 };
 

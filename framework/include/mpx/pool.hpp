@@ -76,6 +76,13 @@ struct StreamCore;
 struct PoolCore;
 
 // ---- results (compiled in src/api/pool.cpp) ----
+// A default-constructed Future or AsyncResult that was never assigned has no core: its members raise ValueError
+// naming `type` instead of dereferencing null.
+[[noreturn]] void throw_empty_result(const char* type);
+inline ResultCore& result_core(const std::shared_ptr<ResultCore>& core, const char* type) {
+  if (!core) throw_empty_result(type);
+  return *core;
+}
 bool result_wait(ResultCore& core, const Timeout& timeout);  // false if the timeout passed first
 bool result_ready(const ResultCore& core);
 // Python: ValueError if not ready.
@@ -384,7 +391,7 @@ namespace mpx {
 template <class T>
 class AsyncResult {
  public:
-  /// An empty result, to assign to later; its other members must not be called until then.
+  /// An empty result, to assign to later; until then its other members raise ValueError.
   AsyncResult() = default;
   /// Internal: made by the Pool.
   explicit AsyncResult(std::shared_ptr<detail::ResultCore> core) : core_(std::move(core)) {}
@@ -392,19 +399,20 @@ class AsyncResult {
   /// The result once ready; TimeoutError if the timeout passes first. A task's exception is raised here as
   /// mpx::RemoteError (type, message, worker pid, task index); a lost worker as mpx::WorkerLost.
   T get(const Timeout& timeout = std::nullopt) const {
-    detail::result_check(*core_, timeout);
-    return detail::decode_result<T>(*core_);
+    detail::result_check(checked(), timeout);
+    return detail::decode_result<T>(checked());
   }
   /// Waits until ready or the timeout passes; returns ready().
-  bool wait(const Timeout& timeout = std::nullopt) const { return detail::result_wait(*core_, timeout); }
+  bool wait(const Timeout& timeout = std::nullopt) const { return detail::result_wait(checked(), timeout); }
   /// Whether the call has completed (a result or an error).
-  bool ready() const { return detail::result_ready(*core_); }
+  bool ready() const { return detail::result_ready(checked()); }
   /// Whether it completed without an error; ValueError if it is not ready yet.
-  bool successful() const { return detail::result_successful(*core_); }
+  bool successful() const { return detail::result_successful(checked()); }
 
   const std::shared_ptr<detail::ResultCore>& core() const noexcept { return core_; }  ///< Internal: the shared result.
 
  private:
+  detail::ResultCore& checked() const { return detail::result_core(core_, "AsyncResult"); }
   std::shared_ptr<detail::ResultCore> core_;
 };
 

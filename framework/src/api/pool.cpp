@@ -1070,6 +1070,10 @@ bool result_wait(ResultCore& core, const Timeout& timeout) {
   return core.changed.wait_for(lock, limit, [&] { return core.done; });
 }
 
+void throw_empty_result(const char* type) {
+  throw ValueError(std::string("mpx: this ") + type + " is empty (default-constructed and never assigned a result)");
+}
+
 bool result_ready(const ResultCore& core) {
   std::lock_guard lock(const_cast<ResultCore&>(core).mutex);
   return core.done;
