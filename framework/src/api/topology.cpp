@@ -17,6 +17,7 @@
 #include <CLI/CLI.hpp>
 
 #include <mpx/trace.hpp>
+#include <mpx/version.hpp>
 
 #include "api/actor.hpp"
 #include "runtime/runtime.hpp"
@@ -418,6 +419,8 @@ std::string status_table(const TopologyStatus& st) {
 
 int run_main(int argc, char** argv) {
   CLI::App app{"Runs an mpx actor topology described in a TOML file"};
+  app.set_version_flag("--version", (argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "mpx-run") +
+                                        " (mpx) " + std::string(version()));
   std::string file;
   bool check = false;
   double every = 0;
