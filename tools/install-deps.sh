@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libsodium-dev catch2
   meson ninja-build pkg-config g++ python3
-  libtomlplusplus-dev libcli11-dev libcpp-httplib-dev graphviz doxygen
+  libtomlplusplus-dev libcli11-dev libcpp-httplib-dev graphviz doxygen cmake
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

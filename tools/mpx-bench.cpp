@@ -1504,6 +1504,7 @@ int main(int argc, char** argv) {
   mpx::init(argc, argv);
 
   CLI::App app{"mpx-bench: mpx against Python's multiprocessing and raw C, measured in the same run"};
+  app.set_version_flag("--version", "mpx-bench (mpx) " + std::string(mpx::version()));
   std::optional<int> iterations;
   std::optional<int> python_iterations;
   std::vector<std::string> only;

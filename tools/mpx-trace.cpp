@@ -34,6 +34,7 @@
 
 #include <mpx/errors.hpp>
 #include <mpx/object.hpp>
+#include <mpx/version.hpp>
 
 #include "trace/format.hpp"
 #include "wire/envelope.hpp"
@@ -622,6 +623,7 @@ std::string nil_body() { return mpx::encode(mpx::Object{}); }
 
 int main(int argc, char** argv) {
   CLI::App app{"mpx-trace: watch, record, and analyse the messages of an mpx program"};
+  app.set_version_flag("--version", "mpx-trace (mpx) " + std::string(mpx::version()));
   app.require_subcommand(1);
   std::string colour = "auto";
   app.add_option("--color", colour, "colour: auto (on a terminal), always, never")
@@ -672,6 +674,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "mpx-trace: " << e.what() << " (see --help)\n";

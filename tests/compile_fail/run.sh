@@ -4,13 +4,16 @@
 #   anything else      the snippet must NOT compile, and the compiler's stderr must contain <fragment>
 #                      (one of mpx's readable static_assert messages).
 #
-# Usage: run.sh [include-dir [compiler [compiler-args...]]]
-#   include-dir defaults to framework/include of this checkout; the compiler defaults to $CXX, then c++.
+# Usage: run.sh [include-dirs [compiler [compiler-args...]]]
+#   include-dirs: one directory, or several separated by ':' (the build's framework/include holds the generated
+#   mpx/version.hpp); it defaults to framework/include of this checkout and of its build/. The compiler defaults to
+#   $CXX, then c++.
 # Meson runs it as the `compile_fail` test with the project's C++ compiler (see tests/meson.build).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-include_dir=${1:-$here/../../framework/include}
+IFS=: read -r -a include_dirs <<<"${1:-$here/../../framework/include:$here/../../build/framework/include}"
+include_dir=${include_dirs[0]}
 shift || true
 if [[ $# -gt 0 ]]; then
   compiler=("$@")
@@ -27,7 +30,10 @@ if ! command -v "${compiler[0]}" >/dev/null 2>&1; then
   exit 2
 fi
 
-flags=(-std=c++20 "-I$include_dir" -DMSGPACK_NO_BOOST -fsyntax-only)
+flags=(-std=c++20 -DMSGPACK_NO_BOOST -fsyntax-only)
+for dir in "${include_dirs[@]}"; do
+  flags+=("-I$dir")
+done
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -2,6 +2,8 @@
 /// mpx/errors.hpp — the exception hierarchy, mirroring Python's multiprocessing errors.
 #pragma once
 
+#include <mpx/version.hpp>  // first: it stops a pre-C++20 build with one clear message
+
 #include <cstdint>
 #include <optional>
 #include <stdexcept>

@@ -2,6 +2,8 @@
 /// mpx/mpx.hpp — everything: Python's multiprocessing, in C++, over message passing.
 #pragma once
 
+#include <mpx/version.hpp>  // first: it stops a pre-C++20 build with one clear message
+
 #include <mpx/errors.hpp>
 #include <mpx/executor.hpp>
 #include <mpx/function.hpp>

@@ -11,6 +11,8 @@
 /// records are dropped and counted, and the counts appear in the trace.
 #pragma once
 
+#include <mpx/version.hpp>  // first: it stops a pre-C++20 build with one clear message
+
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -19,6 +19,7 @@
 
 #include <mpx/metrics.hpp>
 #include <mpx/trace.hpp>
+#include <mpx/version.hpp>
 
 #include "api/actor.hpp"
 #include "runtime/runtime.hpp"
@@ -450,6 +451,8 @@ double seconds_since(std::chrono::steady_clock::time_point begin) {
 
 int run_main(int argc, char** argv) {
   CLI::App app{"Runs an mpx actor topology described in a TOML file"};
+  app.set_version_flag("--version", (argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "mpx-run") +
+                                        " (mpx) " + std::string(version()));
   std::string file;
   bool check = false;
   double every = 0;
