@@ -3,7 +3,8 @@
 //
 // Where the items live: a Queue's or SimpleQueue's in a shared-memory ring that the coordinator creates (the lane), which
 // processes on the coordinator's host read and write themselves, under a lock the coordinator recovers if its holder
-// dies; processes elsewhere (and everyone while tracing is on) reach the same ring through the coordinator. A
+// dies; processes elsewhere reach the same ring through the coordinator (tracing records the ring's operations where
+// they happen). A
 // JoinableQueue's items live in the coordinator. Differences from Python that come with the ring:
 //  - An unbounded queue can still fill: the ring holds at least 256 MiB of items (more if the wire's message limit is
 //    larger). Then put() waits for room as on a bounded queue, with its timeout, and put_nowait() raises mpx::Full.
@@ -22,6 +23,12 @@
 #include <mpx/handle.hpp>
 
 namespace mpx {
+
+// What a queue is made with: `mpx::Queue<int> jobs({.maxsize = 256, .name = "jobs"});`
+struct QueueOptions {
+  std::size_t maxsize = 0;  // items; 0: unbounded
+  std::string name;         // the queue's name in traces (`queue:jobs`, not `queue:7`); empty: its id
+};
 
 namespace detail {
 
@@ -47,7 +54,7 @@ class QueueCore : public Handle {
   void cancel_join_thread() const {}
 
  protected:
-  QueueCore(std::size_t maxsize, bool joinable);
+  QueueCore(const QueueOptions& options, bool joinable);
   QueueCore(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}
   void task_done_core();
   bool join_core(const Timeout& timeout);
@@ -90,7 +97,8 @@ class QueueCore : public Handle {
 template <Serializable T>
 class Queue : public detail::QueueCore {
  public:
-  explicit Queue(std::size_t maxsize = 0) : QueueCore(maxsize, false) {}
+  explicit Queue(std::size_t maxsize = 0) : QueueCore(QueueOptions{maxsize, {}}, false) {}
+  explicit Queue(const QueueOptions& options) : QueueCore(options, false) {}
   Queue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
 
   // Encodes now, so a serialization error is raised here, at the caller.
@@ -104,14 +112,15 @@ class Queue : public detail::QueueCore {
   T get_nowait() { return get(false); }
 
  protected:
-  Queue(std::size_t maxsize, bool joinable) : QueueCore(maxsize, joinable) {}
+  Queue(const QueueOptions& options, bool joinable) : QueueCore(options, joinable) {}
 };
 
 // Python's multiprocessing.SimpleQueue: unbounded, with get, put, empty and close.
 template <Serializable T>
 class SimpleQueue : public detail::QueueCore {
  public:
-  SimpleQueue() : QueueCore(0, false) {}
+  SimpleQueue() : QueueCore(QueueOptions{}, false) {}
+  explicit SimpleQueue(const QueueOptions& options) : QueueCore(QueueOptions{0, options.name}, false) {}
   SimpleQueue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
   void put(const T& item) { put_bytes(encode(item), true, std::nullopt); }
   T get() { return get_as<T>(true, std::nullopt); }
@@ -124,7 +133,8 @@ class SimpleQueue : public detail::QueueCore {
 template <Serializable T>
 class JoinableQueue : public Queue<T> {
  public:
-  explicit JoinableQueue(std::size_t maxsize = 0) : Queue<T>(maxsize, true) {}
+  explicit JoinableQueue(std::size_t maxsize = 0) : Queue<T>(QueueOptions{maxsize, {}}, true) {}
+  explicit JoinableQueue(const QueueOptions& options) : Queue<T>(options, true) {}
   JoinableQueue(adopt_t, ObjectRef ref) : Queue<T>(adopt, std::move(ref)) {}
   // Raises mpx::ValueError when called more times than there were items.
   void task_done() { this->task_done_core(); }

@@ -176,15 +176,22 @@ class QueueService {
     std::uint64_t maxsize = 0;
     bool joinable = false;
     bool lane_wanted = false;
+    std::string trace_name;
     try {
-      std::tie(maxsize, joinable, lane_wanted) = req.body_as<std::tuple<std::uint64_t, bool, bool>>();
+      std::tie(maxsize, joinable, lane_wanted, trace_name) =
+          req.body_as<std::tuple<std::uint64_t, bool, bool, std::string>>();
     } catch (const ProtocolError&) {
-      std::tie(maxsize, joinable) = req.body_as<std::tuple<std::uint64_t, bool>>();  // without a lane, as before
+      try {
+        std::tie(maxsize, joinable, lane_wanted) = req.body_as<std::tuple<std::uint64_t, bool, bool>>();
+      } catch (const ProtocolError&) {
+        std::tie(maxsize, joinable) = req.body_as<std::tuple<std::uint64_t, bool>>();  // without a lane, as before
+      }
     }
     auto q = std::make_unique<QueueState>();
     q->maxsize = maxsize;
     q->joinable = joinable;
     const std::uint64_t id = coordinator_.allocate_object_id();
+    if (!trace_name.empty()) trace::set_object_name(id, "queue:" + trace_name);
     // A JoinableQueue never gets one: putting back a dead taker's unfinished items needs this service's records.
     if (lane_wanted && !joinable) q->lane = make_lane(id, req.header.sender, maxsize);
     if (q->lane) q->lane->mappers.insert(req.header.sender);
@@ -302,9 +309,9 @@ class QueueService {
     serve_lane(q, id);
   }
 
-  // How many items a get through the coordinator takes from a ring: one, except for the sole consumer of an
-  // unbounded queue while tracing is on (every process on the host then gets through here, so "sole" is known), which
-  // is lent a batch as on the coordinator path: tracing would otherwise cost it a round trip per item.
+  // How many items a get through the coordinator takes from a ring: one, except for the sole consumer through here of an
+  // unbounded queue while tracing is on, which is lent a batch as on the coordinator path. (Since mpx's own handles
+  // stay on the ring while tracing, "sole" counts only the consumers that come through here.)
   static std::size_t lane_batch(const QueueState& q, const Borrower& who, std::uint64_t max_items) {
     if (q.maxsize != 0 || !q.lane->ring->has_flag(shm::ring_traced)) return 1;
     if (q.consumers.size() != 1 || !q.consumers.contains(who)) return 1;
@@ -692,7 +699,8 @@ class QueueService {
   std::unordered_map<std::uint64_t, std::unique_ptr<QueueState>> queues_;
 
  public:
-  // Tracing records what crosses the coordinator: while it is on, handles leave their lanes.
+  // While tracing is on, mpx's handles record their ring operations in their trace rings; a client that cannot record
+  // leaves the lane and comes through here.
   void tracing_changed(bool on) {
     for (auto& [id, q] : queues_) {
       if (q->lane) q->lane->ring->set_flag(shm::ring_traced, on);
