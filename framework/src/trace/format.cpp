@@ -154,7 +154,9 @@ void json_value(std::string& out, const msgpack::object& o, std::size_t limit) {
 }  // namespace
 
 std::string encode(const Record& record) {
-  msgpack::sbuffer buffer;
+  // The sink encodes every record: one buffer per thread, not a new 8 KiB one (sbuffer's default) per record.
+  thread_local msgpack::sbuffer buffer(256);
+  buffer.clear();
   Packer p(buffer);
   std::visit(Encoder{p}, record);
   return std::string(buffer.data(), buffer.size());
