@@ -692,12 +692,13 @@ Workload manager_dict() {
 
 // queue/1to1 with the trace bus on, writing every message to a file sink. Its raw column is queue/1to1 with tracing
 // off, measured by this same binary in this run, so "of raw" is what turning tracing on costs (target: at least half).
-double mpx_queue_throughput_traced(int n) {
+// Runs `measure(n)` with tracing on to a file sink, and says on stderr what the trace cost in records and drops.
+double traced(int n, double (*measure)(int)) {
   if (!mpx::trace::compiled_in()) return NAN;  // a -Dtracing=false build: nothing to measure
   const auto path =
       std::filesystem::temp_directory_path() / ("mpx-bench-trace-" + std::to_string(::getpid()) + ".mpxt");
   mpx::trace::enable("file:" + path.string());
-  const double rate = mpx_queue_throughput(n);
+  const double rate = measure(n);
   const auto status = mpx::trace::status();
   mpx::trace::disable();
   std::error_code ec;
@@ -709,17 +710,24 @@ double mpx_queue_throughput_traced(int n) {
   return rate;
 }
 
-Workload trace_file() {
+// A workload traced to a file whose raw column is the same workload untraced, measured in this run: "of raw" is what
+// turning tracing on costs.
+Workload traced_workload(std::string name, int iterations, double raw_target, double (*untraced)(int)) {
   Workload w;
-  w.name = "trace/file";
+  w.name = std::move(name);
   w.unit = "items/s";
   w.target = 0;
-  w.raw_target = 0.5;
+  w.raw_target = raw_target;
   w.higher_is_better = true;
-  w.iterations = 200000;
+  w.iterations = iterations;
   w.python_iterations = 0;
-  w.mpx = mpx_queue_throughput_traced;
-  w.raw = mpx_queue_throughput<>;
+  w.mpx = [untraced](int n) { return traced(n, untraced); };
+  w.raw = untraced;
+  return w;
+}
+
+Workload trace_file() {
+  Workload w = traced_workload("trace/file", 200000, 0.5, mpx_queue_throughput<>);
   w.raw_label = "not a raw floor: mpx queue/1to1 with tracing off, measured in this run (target: half of it)";
   w.note = "trace/file: queue/1to1 with MPX_TRACE-style tracing on to a file sink. Tracing compiled in but off vs a "
            "-Dtracing=false build (target >= 97%) needs two builds: tools/trace-overhead.sh compares them";
@@ -947,6 +955,14 @@ double topology_pipeline(int n) {
   ::close(null);
   if (status != mpx::TopologyExit::ok) throw std::runtime_error("topology/pipeline: the pipeline failed");
   return n / seconds;
+}
+
+// topology/pipeline with tracing on to a file: the actors' queue operations are recorded where they happen.
+Workload trace_pipeline() {
+  Workload w = traced_workload("trace/pipeline", 20000, 0.25, topology_pipeline);
+  w.raw_label = "not a raw floor: mpx topology/pipeline with tracing off, measured in this run (target: a quarter)";
+  w.note = "trace/pipeline: topology/pipeline with tracing on to a file sink";
+  return w;
 }
 
 Workload topology_pipeline_workload() {
@@ -1226,6 +1242,7 @@ std::vector<Workload> workloads() {
       topology_stop(100, 3),
       topology_stop(200, 3),
       topology_pipeline_workload(),
+      trace_pipeline(),
       topology_pool_map_workload(),
       pool_map_chunk1(),
       pool_map_default(),

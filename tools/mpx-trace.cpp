@@ -4,7 +4,7 @@
 //   mpx-trace record tcp://127.0.0.1:5999 -o run.mpxt [--count N] [--duration S]
 //   mpx-trace show run.mpxt [filters]
 //   mpx-trace stats run.mpxt
-//   mpx-trace export --format chrome|mermaid|dot run.mpxt [-o out] [--first N]
+//   mpx-trace export --format chrome|mermaid|dot|sequence run.mpxt [filters] [-o out] [--first N]
 //   mpx-trace on|off|status COORDINATOR_ENDPOINT [SPEC]    (switch the bus of a running coordinator)
 //
 // Exit status: 0 ok; 1 an error (one line on stderr); 2 a file that stopped early (what could be read was printed,
@@ -110,19 +110,40 @@ std::string kind_label(const tf::Message& m, const std::optional<Model::Answer>&
   return answer ? m.kind_name + "(" + answer->kind + ")" : m.kind_name;
 }
 
+// What a message means for the logical graph (actors and the objects between them): an item into an object, an item
+// out of one, another use of one (create, size, a lock's acquire...), or nothing (no object, or a reply that carries
+// no item: a put's ok).
+enum class Flow { none, into, out_of, use };
+Flow flow_of(const tf::Message& m, const std::optional<Model::Answer>& answer) {
+  if (m.object.empty()) return Flow::none;
+  static const std::set<std::string> puts = {"queue_put", "queue_put_posted", "pipe_send", "pool_submit"};
+  static const std::set<std::string> answered_with_items = {"queue_get", "pipe_recv", "pool_take"};
+  if (m.direction == tf::Direction::in) {
+    if (puts.count(m.kind_name)) return Flow::into;
+    return answered_with_items.count(m.kind_name) ? Flow::none : Flow::use;  // its reply is the edge
+  }
+  if (m.lane) return m.kind_name == "queue_get" ? Flow::out_of : Flow::none;
+  if (answer) return m.kind_name == "ok" && answered_with_items.count(answer->kind) ? Flow::out_of : Flow::none;
+  return Model::is_reply(m) ? Flow::none : Flow::out_of;  // a push: pool_delivery, pipe_direct...
+}
+
 // ---- filters and printing -------------------------------------------------------------------------------------------
 
 struct Filters {
   std::vector<std::string> actors, kinds, objects;
   std::string grep;
   std::optional<std::regex> grep_re;
+  std::optional<double> since, until;  // seconds after the first message
 
   void add(CLI::App* app) {
-    app->add_option("--actor", actors, "only messages from or to this actor (name, pid, or name(pid)); repeatable");
+    app->add_option("--actor", actors, "only messages from or to this actor (name, pid, or name(pid)); a name "
+                                       "matches its replicas too (worker: worker[0], worker[1]...); repeatable");
     app->add_option("--kind", kinds, "only this kind (queue_get, or a prefix ending in *: queue_*); a reply "
                                      "matches the kind of its request too; repeatable");
     app->add_option("--object", objects, "only this object (queue:7, or a service: queue); repeatable");
     app->add_option("--grep", grep, "only lines matching this regular expression (ECMAScript)");
+    app->add_option("--since", since, "only messages at least this many seconds after the first one");
+    app->add_option("--until", until, "only messages at most this many seconds after the first one");
   }
   void prepare() {
     if (grep.empty()) return;
@@ -137,14 +158,23 @@ struct Filters {
     if (!pattern.empty() && pattern.back() == '*') return kind.rfind(pattern.substr(0, pattern.size() - 1), 0) == 0;
     return kind == pattern;
   }
+  // A topology's replicas are named `worker[0]`, `worker[1]`...: `worker` means them all.
+  static bool replica_of(const std::string& name, const std::string& actor) {
+    return name.size() > actor.size() + 2 && name.compare(0, actor.size(), actor) == 0 && name[actor.size()] == '[' &&
+           name.back() == ']';
+  }
   bool actor_matches(const Model& model, std::uint64_t id) const {
     for (const auto& a : actors) {
-      if (a == model.name(id) || a == model.label(id) || a == std::to_string(id)) return true;
+      const auto name = model.name(id);
+      if (a == name || a == model.label(id) || a == std::to_string(id) || replica_of(name, a)) return true;
     }
     return false;
   }
+  // `t0`: the first message's time, which --since and --until count from.
   bool matches(const Model& model, const tf::Message& m, const std::optional<Model::Answer>& answer,
-               const std::string& line) const {
+               const std::string& line, std::uint64_t t0) const {
+    const double at = (static_cast<double>(m.ts_ns) - static_cast<double>(t0)) / 1e9;
+    if ((since && at < *since) || (until && at > *until)) return false;
     if (!actors.empty() && !actor_matches(model, m.from) && !actor_matches(model, m.to)) return false;
     if (!kinds.empty()) {
       bool any = false;
@@ -188,6 +218,7 @@ std::string format_line(const Model& model, const tf::Message& m, const std::opt
                      s.paint("36", model.label(m.to)) + "  " + s.paint(kind_colour, kind_label(m, answer));
   if (!m.object.empty()) line += "  " + s.paint("35", m.object);
   if (m.correlation) line += "  #" + std::to_string(m.correlation);
+  if (m.lane) line += "  " + s.paint("2", "(lane)");
   line += "  " + human_bytes(m.size);
   if (m.body) line += "  " + *m.body;
   return line;
@@ -212,7 +243,7 @@ class Printer {
       const auto answer = model_.note(*m, index_++);
       Style plain;
       const auto text = format_line(model_, *m, answer, *t0_, plain);
-      if (!filters_.matches(model_, *m, answer, text)) return;
+      if (!filters_.matches(model_, *m, answer, text, *t0_)) return;
       std::cout << (style_.colour ? format_line(model_, *m, answer, *t0_, style_) : text) << '\n';
       ++printed_;
     } else if (auto* d = std::get_if<tf::Drops>(&record)) {
@@ -371,6 +402,10 @@ struct Stats {
     std::vector<std::pair<std::uint64_t, std::int64_t>> samples;
   };
   std::map<std::string, Depth> depths;
+  struct Items {
+    std::uint64_t in = 0, out = 0, lane_in = 0, lane_out = 0;
+  };
+  std::map<std::string, Items> items;  // by object
   tf::Drops drops;
   std::uint64_t messages = 0, bytes = 0, first_ts = 0, last_ts = 0;
   Model model;
@@ -380,7 +415,7 @@ struct Stats {
     if (auto* a = std::get_if<tf::Actor>(&r)) {
       model.add_actor(*a);
     } else if (auto* m = std::get_if<tf::Message>(&r)) {
-      if (!messages) first_ts = m->ts_ns;
+      first_ts = messages ? std::min(first_ts, m->ts_ns) : m->ts_ns;
       last_ts = std::max(last_ts, m->ts_ns);
       ++messages;
       bytes += m->size;
@@ -390,8 +425,12 @@ struct Stats {
       auto& k = kinds[m->kind_name];
       ++k.n;
       k.bytes += m->size;
-      if (auto answer = model.note(*m, index++)) {
-        latency_us[answer->kind].push_back(static_cast<double>(m->ts_ns - answer->request_ts) / 1e3);
+      const auto answer = model.note(*m, index++);
+      if (answer) latency_us[answer->kind].push_back(static_cast<double>(m->ts_ns - answer->request_ts) / 1e3);
+      if (const auto flow = flow_of(*m, answer); flow == Flow::into || flow == Flow::out_of) {
+        auto& i = items[m->object];
+        (flow == Flow::into ? i.in : i.out) += 1;
+        (flow == Flow::into ? i.lane_in : i.lane_out) += m->lane;
       }
     } else if (auto* d = std::get_if<tf::Drops>(&r)) {
       drops = *d;
@@ -423,6 +462,13 @@ struct Stats {
     for (const auto& [kind, c] : kinds) {
       std::snprintf(line, sizeof line, "  %-36s %10llu %10llu\n", kind.c_str(), static_cast<unsigned long long>(c.n),
                     static_cast<unsigned long long>(c.bytes));
+      out << line;
+    }
+    out << "\nitems per object                           in        out  (lane in, out)\n";
+    for (const auto& [object, i] : items) {
+      std::snprintf(line, sizeof line, "  %-36s %10llu %10llu  (%llu, %llu)\n", object.c_str(),
+                    static_cast<unsigned long long>(i.in), static_cast<unsigned long long>(i.out),
+                    static_cast<unsigned long long>(i.lane_in), static_cast<unsigned long long>(i.lane_out));
       out << line;
     }
     out << "\nlatency request -> reply (us)           replies       p50        p90        p99\n";
@@ -467,15 +513,23 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
+// Every message (a reply's request may be filtered out), and which of them pass the filters.
 struct Collected {
+  explicit Collected(Filters f) : filters(std::move(f)) { filters.prepare(); }
+  Filters filters;
   Model model;
   std::vector<tf::Message> messages;
   std::vector<std::optional<Model::Answer>> answers;
+  std::vector<bool> shown;
+  std::optional<std::uint64_t> t0;
   void operator()(const tf::Record& r) {
     if (auto* a = std::get_if<tf::Actor>(&r)) {
       model.add_actor(*a);
     } else if (auto* m = std::get_if<tf::Message>(&r)) {
+      if (!t0) t0 = m->ts_ns;
       answers.push_back(model.note(*m, messages.size()));
+      const auto line = filters.grep_re ? format_line(model, *m, answers.back(), *t0, Style{}) : std::string();
+      shown.push_back(filters.matches(model, *m, answers.back(), line, *t0));
       messages.push_back(*m);
     }
   }
@@ -491,8 +545,13 @@ void export_chrome(const Collected& c, std::ostream& out) {
     return it->second;
   };
   for (const auto& [id, a] : c.model.actors()) track(id);
-  for (const auto& m : c.messages) { track(m.from); track(m.to); }
-  const std::uint64_t t0 = c.messages.empty() ? 0 : c.messages.front().ts_ns;
+  std::uint64_t t0 = UINT64_MAX;
+  for (std::size_t i = 0; i < c.messages.size(); ++i) {
+    if (!c.shown[i]) continue;
+    track(c.messages[i].from);
+    track(c.messages[i].to);
+    t0 = std::min(t0, c.messages[i].ts_ns);
+  }
   auto us = [t0](std::uint64_t ts) { return static_cast<double>(ts - t0) / 1e3; };
   out << "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n";
   out << R"({"ph":"M","name":"process_name","pid":1,"tid":0,"args":{"name":"mpx"}})";
@@ -502,6 +561,7 @@ void export_chrome(const Collected& c, std::ostream& out) {
   }
   char ts[64];
   for (std::size_t i = 0; i < c.messages.size(); ++i) {
+    if (!c.shown[i]) continue;
     const auto& m = c.messages[i];
     std::snprintf(ts, sizeof ts, "%.3f", us(m.ts_ns));
     out << ",\n{\"ph\":\"X\",\"cat\":\"message\",\"name\":\"" << json_escape(kind_label(m, c.answers[i]))
@@ -513,7 +573,7 @@ void export_chrome(const Collected& c, std::ostream& out) {
   }
   // Flows only for matched pairs, so every start has its end.
   for (std::size_t i = 0; i < c.messages.size(); ++i) {
-    if (!c.answers[i]) continue;
+    if (!c.answers[i] || !c.shown[i] || !c.shown[c.answers[i]->request_index]) continue;
     const auto& reply = c.messages[i];
     const auto& request = c.messages[c.answers[i]->request_index];
     char a[64], b[64];
@@ -540,43 +600,86 @@ std::string mermaid_text(std::string s, bool keep_colons = false) {
   return s;
 }
 
-void export_mermaid(const Collected& c, std::size_t first, std::ostream& out) {
-  const auto n = std::min(first, c.messages.size());
+// The message sequence of the first N shown messages, every hop through the coordinator.
+void export_sequence(const Collected& c, std::size_t first, std::ostream& out) {
+  std::vector<std::size_t> drawn;
+  std::size_t shown = 0;
+  for (std::size_t i = 0; i < c.messages.size(); ++i) {
+    if (!c.shown[i]) continue;
+    ++shown;
+    if (drawn.size() < first) drawn.push_back(i);
+  }
   std::vector<std::uint64_t> order;  // participants in order of appearance
-  for (std::size_t i = 0; i < n; ++i) {
+  for (auto i : drawn) {
     for (auto id : {c.messages[i].from, c.messages[i].to}) {
       if (std::find(order.begin(), order.end(), id) == order.end()) order.push_back(id);
     }
   }
   out << "sequenceDiagram\n";
   for (auto id : order) out << "    participant " << mermaid_id(id) << " as " << mermaid_text(c.model.label(id)) << "\n";
-  for (std::size_t i = 0; i < n; ++i) {
+  for (auto i : drawn) {
     const auto& m = c.messages[i];
     std::string text = kind_label(m, c.answers[i]);
     if (!m.object.empty()) text += " " + m.object;
     out << "    " << mermaid_id(m.from) << (Model::is_reply(m) ? "-->>" : "->>") << mermaid_id(m.to) << ": "
         << mermaid_text(text, true) << "\n";
   }
-  if (c.messages.size() > n) out << "    %% " << c.messages.size() - n << " more messages not shown (--first)\n";
+  if (shown > drawn.size()) out << "    %% " << shown - drawn.size() << " more messages not shown (--first)\n";
+}
+
+// The logical graph: actors and the objects between them, an edge per direction an item moved (solid, with the
+// number of items) or an actor used an object otherwise (dashed, with the number of requests).
+struct Graph {
+  struct Key {
+    std::string from, to;  // node ids
+    bool items = false;
+    auto operator<=>(const Key&) const = default;
+  };
+  std::map<std::uint64_t, std::string> actors;  // id -> label
+  std::map<std::string, std::string> objects;   // name -> node id
+  std::map<Key, std::uint64_t> edges;
+
+  explicit Graph(const Collected& c) {
+    for (std::size_t i = 0; i < c.messages.size(); ++i) {
+      if (!c.shown[i]) continue;
+      const auto& m = c.messages[i];
+      const auto flow = flow_of(m, c.answers[i]);
+      if (flow == Flow::none) continue;
+      const std::uint64_t actor = m.direction == tf::Direction::in ? m.from : m.to;
+      actors.emplace(actor, c.model.label(actor));
+      auto [o, fresh] = objects.emplace(m.object, "o" + std::to_string(objects.size()));
+      (void)fresh;
+      const std::string a = "a" + std::to_string(actor);
+      const bool items = flow != Flow::use;
+      ++edges[flow == Flow::out_of ? Key{o->second, a, items} : Key{a, o->second, items}];
+    }
+  }
+};
+
+void export_graph_mermaid(const Collected& c, std::ostream& out) {
+  const Graph g(c);
+  out << "flowchart LR\n";
+  for (const auto& [id, label] : g.actors) out << "    a" << id << "[\"" << mermaid_text(label) << "\"]\n";
+  for (const auto& [name, node] : g.objects) out << "    " << node << "[(\"" << mermaid_text(name, true) << "\")]\n";
+  for (const auto& [key, n] : g.edges) {
+    out << "    " << key.from << (key.items ? " -->|" : " -.->|") << n << "| " << key.to << "\n";
+  }
 }
 
 void export_dot(const Collected& c, std::ostream& out) {
-  std::map<std::pair<std::uint64_t, std::uint64_t>, std::uint64_t> edges;
-  std::set<std::uint64_t> nodes;
-  for (const auto& m : c.messages) {
-    ++edges[{m.from, m.to}];
-    nodes.insert(m.from);
-    nodes.insert(m.to);
-  }
+  const Graph g(c);
   std::uint64_t max = 1;
-  for (const auto& [e, n] : edges) max = std::max(max, n);
-  out << "digraph mpx {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n";
-  for (auto id : nodes) out << "  a" << id << " [label=\"" << json_escape(c.model.label(id)) << "\"];\n";
-  for (const auto& [e, n] : edges) {
+  for (const auto& [key, n] : g.edges) max = std::max(max, n);
+  out << "digraph mpx {\n  rankdir=LR;\n  node [fontname=\"monospace\"];\n";
+  for (const auto& [id, label] : g.actors) out << "  a" << id << " [shape=box, label=\"" << json_escape(label) << "\"];\n";
+  for (const auto& [name, node] : g.objects) {
+    out << "  " << node << " [shape=cylinder, label=\"" << json_escape(name) << "\"];\n";
+  }
+  for (const auto& [key, n] : g.edges) {
     char pen[32];
     std::snprintf(pen, sizeof pen, "%.2f", 1.0 + 4.0 * static_cast<double>(n) / static_cast<double>(max));
-    out << "  a" << e.first << " -> a" << e.second << " [label=\"" << n << "\", weight=" << n << ", penwidth=" << pen
-        << "];\n";
+    out << "  " << key.from << " -> " << key.to << " [label=\"" << n << "\", penwidth=" << pen
+        << (key.items ? "" : ", style=dashed") << "];\n";
   }
   out << "}\n";
 }
@@ -652,11 +755,13 @@ int main(int argc, char** argv) {
   auto* stats = app.add_subcommand("stats", "counts, bytes, latencies, queue depths and drops of a record file");
   stats->add_option("file", file, "a record file (.mpxt)")->required();
 
-  auto* exporter = app.add_subcommand("export", "convert a record file: chrome (Perfetto), mermaid, dot");
-  exporter->add_option("--format", format, "chrome, mermaid or dot")->required();
+  auto* exporter = app.add_subcommand("export", "convert a record file: chrome (Perfetto), mermaid or dot (the "
+                                                "graph of actors and objects), sequence (a Mermaid sequence diagram)");
+  exporter->add_option("--format", format, "chrome, mermaid, dot or sequence")->required();
+  filters.add(exporter);
   exporter->add_option("file", file, "a record file (.mpxt)")->required();
   exporter->add_option("-o,--output", output, "where to write (default: standard output)");
-  exporter->add_option("--first", first, "mermaid: how many messages to draw (default 100)");
+  exporter->add_option("--first", first, "sequence: how many messages to draw (default 100)");
 
   auto* on = app.add_subcommand("on", "switch tracing on in a running coordinator");
   on->add_option("coordinator", endpoint, "the coordinator's endpoint (mpx::trace::coordinator_endpoint())")->required();
@@ -730,10 +835,10 @@ int main(int argc, char** argv) {
       return rc;
     }
     if (*exporter) {
-      if (format != "chrome" && format != "mermaid" && format != "dot") {
-        throw Failure("unknown export format '" + format + "' (chrome, mermaid, dot)");
+      if (format != "chrome" && format != "mermaid" && format != "dot" && format != "sequence") {
+        throw Failure("unknown export format '" + format + "' (chrome, mermaid, dot, sequence)");
       }
-      Collected c;
+      Collected c(filters);
       const int rc = read_file(file, [&](const tf::Record& r) { c(r); });
       std::ofstream file_out;
       if (!output.empty() && output != "-") {
@@ -742,7 +847,8 @@ int main(int argc, char** argv) {
       }
       std::ostream& out = file_out.is_open() ? file_out : std::cout;
       if (format == "chrome") export_chrome(c, out);
-      else if (format == "mermaid") export_mermaid(c, first, out);
+      else if (format == "mermaid") export_graph_mermaid(c, out);
+      else if (format == "sequence") export_sequence(c, first, out);
       else export_dot(c, out);
       out.flush();
       if (!out) throw Failure("cannot write " + output);

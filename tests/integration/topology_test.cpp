@@ -644,11 +644,13 @@ std::vector<tf::Message> traced_relay_run(const Scratch& scratch, const std::str
   return messages;
 }
 
-// The gets and puts an actor sent to the coordinator about one object, in order (a put may first ask the size).
+// The gets and puts an actor did on one object, in order: sent to the coordinator, or done on the queue's ring.
 std::vector<std::string> sent(const std::vector<tf::Message>& messages, pid_t from, const std::string& object) {
   std::vector<std::string> kinds;
+  const auto actor = static_cast<std::uint64_t>(from);
   for (const auto& m : messages) {
-    if (m.direction == tf::Direction::in && m.from == static_cast<std::uint64_t>(from) && m.object == object &&
+    const bool by_actor = m.direction == tf::Direction::in ? m.from == actor : m.lane && m.to == actor;
+    if (by_actor && m.object == object &&
         (m.kind_name.starts_with("queue_get") || m.kind_name.starts_with("queue_put"))) {
       kinds.push_back(m.kind_name);
     }
@@ -665,9 +667,9 @@ TEST_CASE("[coordinator.trace] records the run to a file, objects named as in th
   REQUIRE(pids.size() == 2);
   // Each relay took from its queue and put into the next, and the trace names the queues as the file does.
   CHECK(sent(messages, pids["relay[0]"], "queue:q0") == std::vector<std::string>{"queue_get"});
-  CHECK(sent(messages, pids["relay[0]"], "queue:q1") == std::vector<std::string>{"queue_put_posted"});
+  CHECK(sent(messages, pids["relay[0]"], "queue:q1") == std::vector<std::string>{"queue_put"});
   CHECK(sent(messages, pids["relay[1]"], "queue:q1") == std::vector<std::string>{"queue_get"});
-  CHECK(sent(messages, pids["relay[1]"], "queue:q2") == std::vector<std::string>{"queue_put_posted"});
+  CHECK(sent(messages, pids["relay[1]"], "queue:q2") == std::vector<std::string>{"queue_put"});
   // The queues were created after tracing started: their creation is in the file too.
   std::size_t created = 0;
   for (const auto& m : messages) created += m.kind_name == "queue_create";
@@ -678,14 +680,14 @@ TEST_CASE("[coordinator.trace] kinds keeps only those kinds", "[topology]") {
   Scratch scratch;
   std::map<std::string, pid_t> pids;
   const auto messages = traced_relay_run(
-      scratch, "enabled = true\nfile = \"" + (scratch.dir / "run.mpxt").string() + "\"\nkinds = [\"queue_put_posted\"]\n",
+      scratch, "enabled = true\nfile = \"" + (scratch.dir / "run.mpxt").string() + "\"\nkinds = [\"queue_put\"]\n",
       pids);
   REQUIRE(pids.size() == 2);
   // Our put into q0 and each relay's put: nothing else.
   REQUIRE(messages.size() == 3);
-  for (const auto& m : messages) CHECK(m.kind_name == "queue_put_posted");
-  CHECK(sent(messages, pids["relay[0]"], "queue:q1") == std::vector<std::string>{"queue_put_posted"});
-  CHECK(sent(messages, pids["relay[1]"], "queue:q2") == std::vector<std::string>{"queue_put_posted"});
+  for (const auto& m : messages) CHECK(m.kind_name == "queue_put");
+  CHECK(sent(messages, pids["relay[0]"], "queue:q1") == std::vector<std::string>{"queue_put"});
+  CHECK(sent(messages, pids["relay[1]"], "queue:q2") == std::vector<std::string>{"queue_put"});
 }
 
 // ---- pools ----

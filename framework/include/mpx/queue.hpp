@@ -4,9 +4,10 @@
 ///
 /// Where the items live: a Queue's or SimpleQueue's in a shared-memory ring that the coordinator creates (the lane),
 /// which processes on the coordinator's host read and write themselves, under a lock the coordinator recovers if its
-/// holder dies; processes elsewhere (and everyone while tracing is on) reach the same ring through the coordinator. A
-/// JoinableQueue's puts go into its ring the same way, but its gets go through the coordinator, which records who took
-/// what (a taker that dies before task_done() gives it back). Differences from Python that come with the ring:
+/// holder dies; processes elsewhere reach the same ring through the coordinator (tracing records the ring's operations
+/// where they happen). A JoinableQueue's puts go into its ring the same way, but its gets go through the coordinator,
+/// which records who took what (a taker that dies before task_done() gives it back). Differences from Python that come
+/// with the ring:
 ///  - An unbounded queue can still fill: the ring holds at least 256 MiB of items (more if the wire's message limit is
 ///    larger). Then put() waits for room as on a bounded queue, with its timeout, and put_nowait() raises mpx::Full.
 ///  - The ring's size is address space in every process that uses the queue; the pages its deepest backlog touched stay
@@ -24,6 +25,12 @@
 #include <mpx/handle.hpp>
 
 namespace mpx {
+
+/// What a queue is made with: `mpx::Queue<int> jobs({.maxsize = 256, .name = "jobs"});`
+struct QueueOptions {
+  std::size_t maxsize = 0;  ///< items; 0: unbounded
+  std::string name;         ///< the queue's name in traces (`queue:jobs`, not `queue:7`); empty: its id
+};
 
 namespace detail {
 
@@ -49,7 +56,7 @@ class QueueCore : public Handle {
   void cancel_join_thread() const {}
 
  protected:
-  QueueCore(std::size_t maxsize, bool joinable);
+  QueueCore(const QueueOptions& options, bool joinable);
   QueueCore(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}
   void task_done_core();
   bool join_core(const Timeout& timeout);
@@ -96,7 +103,9 @@ template <Serializable T>
 class Queue : public detail::QueueCore {
  public:
   /// Creates a queue at the coordinator; maxsize 0 means unbounded (Python: Queue(maxsize=0)).
-  explicit Queue(std::size_t maxsize = 0) : QueueCore(maxsize, false) {}
+  explicit Queue(std::size_t maxsize = 0) : QueueCore(QueueOptions{maxsize, {}}, false) {}
+  /// Creates a queue with a maxsize and a name (the name shows in traces and metrics).
+  explicit Queue(const QueueOptions& options) : QueueCore(options, false) {}
   /// A handle to the existing queue `ref` (what a decoded argument is).
   Queue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}
 
@@ -117,7 +126,7 @@ class Queue : public detail::QueueCore {
 
  protected:
   /// For JoinableQueue: a queue that counts unfinished tasks.
-  Queue(std::size_t maxsize, bool joinable) : QueueCore(maxsize, joinable) {}
+  Queue(const QueueOptions& options, bool joinable) : QueueCore(options, joinable) {}
 };
 
 /// Python's multiprocessing.SimpleQueue: unbounded, with get, put, empty and close.
@@ -125,7 +134,9 @@ class Queue : public detail::QueueCore {
 template <Serializable T>
 class SimpleQueue : public detail::QueueCore {
  public:
-  SimpleQueue() : QueueCore(0, false) {}  ///< Creates an unbounded queue at the coordinator.
+  SimpleQueue() : QueueCore(QueueOptions{}, false) {}  ///< Creates an unbounded queue at the coordinator.
+  /// Creates an unbounded queue with a name (options.maxsize is ignored: a SimpleQueue is unbounded).
+  explicit SimpleQueue(const QueueOptions& options) : QueueCore(QueueOptions{0, options.name}, false) {}
   SimpleQueue(adopt_t, ObjectRef ref) : QueueCore(adopt, std::move(ref)) {}  ///< A handle to the existing queue `ref`.
   /// Appends `item`; never blocks (the queue is unbounded).
   void put(const T& item) { put_bytes(encode(item), true, std::nullopt); }
@@ -140,7 +151,9 @@ template <Serializable T>
 class JoinableQueue : public Queue<T> {
  public:
   /// Creates a joinable queue; maxsize 0 means unbounded.
-  explicit JoinableQueue(std::size_t maxsize = 0) : Queue<T>(maxsize, true) {}
+  explicit JoinableQueue(std::size_t maxsize = 0) : Queue<T>(QueueOptions{maxsize, {}}, true) {}
+  /// Creates a joinable queue with a maxsize and a name.
+  explicit JoinableQueue(const QueueOptions& options) : Queue<T>(options, true) {}
   /// A handle to the existing joinable queue `ref`.
   JoinableQueue(adopt_t, ObjectRef ref) : Queue<T>(adopt, std::move(ref)) {}
   /// Raises mpx::ValueError when called more times than there were items.

@@ -1,5 +1,6 @@
 /// \file
-/// Message tracing: every message that crosses the coordinator, recorded to a file and/or published live.
+/// Message tracing: every message that crosses the coordinator, and every put and get on a queue's shared-memory ring
+/// (recorded by the process that does it), to a file and/or published live.
 ///
 ///   mpx::trace::enable("file:run.mpxt,body:256");   // or MPX_TRACE=file:run.mpxt,body:256 in the environment
 ///   ... the program runs ...

@@ -5,13 +5,13 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
-#include <unordered_set>
 
 #include <unistd.h>
 
 #include <mpx/process.hpp>
 
 #include "api/call.hpp"
+#include "api/lane_trace.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
 #include "shm/ring.hpp"
@@ -87,17 +87,14 @@ Lanes& lanes() {
   return *all;
 }
 
-// Each thread's view: the same entries without the mutex on every put and get, and the queues this thread posted puts
-// to through the coordinator (while tracing was on) since it last synced with it.
+// Each thread's view: the same entries without the mutex on every put and get.
 struct ThreadLanes {
   pid_t owner = 0;
   std::unordered_map<std::uint64_t, std::shared_ptr<shm::Ring>> by_queue;
-  std::unordered_set<std::uint64_t> posted;
   ThreadLanes& get() {
     if (owner != runtime::self_pid()) {
       owner = runtime::self_pid();
       by_queue.clear();
-      posted.clear();
     }
     return *this;
   }
@@ -145,26 +142,16 @@ shm::Ring* lane_of(std::uint64_t id) {
   return mine.by_queue.emplace(id, std::move(ring)).first->second.get();
 }
 
-// The ring when this thread may use it now: not while tracing is on (the trace sees only what crosses the
-// coordinator, which then does the ring operation itself).
-shm::Ring* usable_lane(std::uint64_t id) {
-  shm::Ring* ring = lane_of(id);
-  return ring != nullptr && !ring->has_flag(shm::ring_traced) ? ring : nullptr;
+// While tracing is on the ring says so, and this thread records what it did there (the coordinator never sees it).
+void trace_if_traced(const shm::Ring& ring, wire::Kind kind, std::uint64_t id, std::string_view item) {
+  if (ring.has_flag(shm::ring_traced)) trace_lane_operation(kind, id, item, ring.size());
 }
 
 // The ring when this thread may also get from it (and read its size as the queue's): not a JoinableQueue's, whose
 // gets go through the coordinator so that it knows every taker, and lends batches that still count in qsize().
 shm::Ring* gettable_lane(std::uint64_t id) {
-  shm::Ring* ring = usable_lane(id);
+  shm::Ring* ring = lane_of(id);
   return ring != nullptr && !ring->has_flag(shm::ring_gets_through_coordinator) ? ring : nullptr;
-}
-
-// Puts this thread posted through the coordinator may still wait there: ask it (queue_lane answers once they are in
-// the ring) before putting on the ring, so this thread's items stay in order.
-void sync_posted(std::uint64_t id) {
-  auto& mine = thread_lanes.get();
-  if (mine.posted.empty() || mine.posted.erase(id) == 0) return;
-  (void)call(wire::make(wire::Kind::queue_lane, id, 0, Object{}), -1);
 }
 
 void poke(std::uint64_t id) { post(wire::make(wire::Kind::queue_lane_poke, id, 0, Object{})); }
@@ -195,10 +182,10 @@ std::uint64_t take_consumed(std::uint64_t id) {
 
 }  // namespace
 
-QueueCore::QueueCore(std::size_t maxsize, bool joinable) : maxsize_(maxsize) {
+QueueCore::QueueCore(const QueueOptions& options, bool joinable) : maxsize_(options.maxsize) {
+  const auto maxsize = static_cast<std::uint64_t>(options.maxsize);
   // Asks for a lane even when this process will not use it: other processes on the coordinator's host may.
-  auto reply = call(wire::make(wire::Kind::queue_create, 0, 0,
-                               std::make_tuple(static_cast<std::uint64_t>(maxsize), joinable, true)),
+  auto reply = call(wire::make(wire::Kind::queue_create, 0, 0, std::make_tuple(maxsize, joinable, true, options.name)),
                     0);
   auto [id, name, token, host] = reply.body_as<std::tuple<std::uint64_t, std::string, std::uint64_t, std::string>>();
   ref_ = ObjectRef{id, coordinator_endpoint()};
@@ -218,8 +205,7 @@ bool QueueCore::empty_if_open(bool even_if_unused) const {
 void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) {
   check_open();
   used_ = true;
-  if (shm::Ring* ring = usable_lane(ref_.id)) {
-    sync_posted(ref_.id);
+  if (shm::Ring* ring = lane_of(ref_.id)) {
     if (!ring->fits(item.size())) {
       throw ValueError("mpx: an item of " + std::to_string(item.size()) + " bytes is larger than the queue can hold");
     }
@@ -227,6 +213,7 @@ void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) 
     const auto outcome = ring->put(item.data(), item.size(), deadline, wait);
     switch (outcome.status) {
       case shm::Ring::Status::done:
+        trace_if_traced(*ring, wire::Kind::queue_put, ref_.id, item);
         if (outcome.poke) poke(ref_.id);
         return;
       case shm::Ring::Status::no_space:
@@ -241,7 +228,6 @@ void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) 
     wire::Envelope e = wire::make(wire::Kind::queue_put_posted, ref_.id, 0, Object{});
     e.body.emplace_back(item.data(), item.size());
     post(std::move(e));
-    if (lane_of(ref_.id) != nullptr) thread_lanes.get().posted.insert(ref_.id);
     return;
   }
   const auto wait = wait_ms(block, timeout);
@@ -312,9 +298,9 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout, c
       refuse(out, *decoder, why->c_str());
     }
     ++lent->consumed;
-    // Lent while tracing was on, the last of them returned now that this thread gets from the ring again: report
-    // them consumed at once, since no later request about the queue will (if this process died, the coordinator
-    // would give them back and they would be got twice).
+    // Lent by the coordinator, the last of them returned now that this thread gets from the ring: report them
+    // consumed at once, since no later request about the queue will (if this process died, the coordinator would give
+    // them back and they would be got twice).
     if (lent->items.empty() && gettable_lane(ref_.id) != nullptr) {
       post(wire::make(wire::Kind::queue_release, ref_.id, 0, std::make_tuple(std::exchange(lent->consumed, 0))));
     }
@@ -337,6 +323,7 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout, c
       if (changed) poke(ref_.id);
       refuse(out, *decoder, why->c_str());
     }
+    trace_if_traced(*ring, wire::Kind::queue_get, ref_.id, out);
     if (changed) poke(ref_.id);
     return;
   }
@@ -380,8 +367,7 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout, c
 }
 
 std::size_t QueueCore::qsize() const {
-  // After puts posted through the coordinator, its answer (which comes after them) is the one that counts them.
-  if (shm::Ring* ring = gettable_lane(ref_.id); ring != nullptr && !thread_lanes.get().posted.contains(ref_.id)) {
+  if (shm::Ring* ring = gettable_lane(ref_.id)) {
     maxsize_ = ring->maxsize();
     return ring->size();
   }

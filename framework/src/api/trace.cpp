@@ -1,11 +1,16 @@
 // mpx::trace: requests to the coordinator (trace_enable, trace_disable, trace_status), whose bus sees the messages.
 #include <mpx/trace.hpp>
 
+#include <chrono>
+#include <memory>
+
 #include <mpx/errors.hpp>
 
 #include "api/call.hpp"
+#include "api/lane_trace.hpp"
 #include "runtime/runtime.hpp"
 #include "trace/bus.hpp"
+#include "trace/lane_ring.hpp"
 
 namespace mpx::trace {
 
@@ -64,3 +69,57 @@ void name_object(std::uint64_t object_id, std::string_view name) {
 std::string coordinator_endpoint() { return mpx::detail::coordinator_endpoint(); }
 
 }  // namespace mpx::trace
+
+namespace mpx::detail {
+
+namespace {
+
+// This thread's trace ring. Per thread, so recording takes no lock (a lock held by another thread at a fork would
+// stay held in the child); a forked child asks for a ring of its own.
+struct ThreadTraceRing {
+  pid_t owner = 0;
+  std::unique_ptr<trace::LaneRing> ring;
+  // After a refusal (tracing stopped while the queue's ring still said it was on) the next ask waits a little, so
+  // the few operations in between cost no round trip each.
+  std::chrono::steady_clock::time_point ask_after{};
+};
+thread_local ThreadTraceRing thread_trace_ring;
+
+trace::LaneRing* trace_ring() {
+  auto& mine = thread_trace_ring;
+  if (mine.owner != runtime::self_pid()) {
+    mine.owner = runtime::self_pid();
+    mine.ring.reset();
+  }
+  if (mine.ring && !mine.ring->closed()) return mine.ring.get();
+  const auto now = std::chrono::steady_clock::now();
+  if (now < mine.ask_after) return nullptr;
+  mine.ring.reset();
+  auto reply = call(wire::make(wire::Kind::trace_lane, 0, 0, Object{}), 0);
+  auto [name, token] = reply.body_as<std::tuple<std::string, std::uint64_t>>();
+  if (!name.empty()) mine.ring = trace::LaneRing::open(name, token);
+  if (!mine.ring) mine.ask_after = now + std::chrono::milliseconds(10);
+  return mine.ring.get();
+}
+
+}  // namespace
+
+void trace_lane_operation(wire::Kind kind, std::uint64_t queue, std::string_view item, std::uint64_t depth) noexcept {
+  try {
+    trace::LaneRing* ring = trace_ring();
+    if (ring == nullptr) return;
+    trace::LaneRecord r{};
+    r.kind = static_cast<std::uint16_t>(kind);
+    r.direction = static_cast<std::uint8_t>(kind == wire::Kind::queue_get ? trace::Direction::out : trace::Direction::in);
+    r.ts_ns = wire::monotonic_ns();
+    r.actor = static_cast<std::uint64_t>(runtime::self_pid());
+    r.object = queue;
+    r.size = item.size();
+    r.depth = static_cast<std::int64_t>(depth);
+    ring->write(r, item);
+  } catch (...) {
+    // The coordinator is gone or refused: a lost record, never a failed put or get.
+  }
+}
+
+}  // namespace mpx::detail

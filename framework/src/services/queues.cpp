@@ -220,15 +220,22 @@ class QueueService {
     std::uint64_t maxsize = 0;
     bool joinable = false;
     bool lane_wanted = false;
+    std::string trace_name;
     try {
-      std::tie(maxsize, joinable, lane_wanted) = req.body_as<std::tuple<std::uint64_t, bool, bool>>();
+      std::tie(maxsize, joinable, lane_wanted, trace_name) =
+          req.body_as<std::tuple<std::uint64_t, bool, bool, std::string>>();
     } catch (const ProtocolError&) {
-      std::tie(maxsize, joinable) = req.body_as<std::tuple<std::uint64_t, bool>>();  // without a lane, as before
+      try {
+        std::tie(maxsize, joinable, lane_wanted) = req.body_as<std::tuple<std::uint64_t, bool, bool>>();
+      } catch (const ProtocolError&) {
+        std::tie(maxsize, joinable) = req.body_as<std::tuple<std::uint64_t, bool>>();  // without a lane, as before
+      }
     }
     auto q = std::make_unique<QueueState>();
     q->maxsize = maxsize;
     q->joinable = joinable;
     const std::uint64_t id = coordinator_.allocate_object_id();
+    if (!trace_name.empty()) trace::set_object_name(id, "queue:" + trace_name);
     if (lane_wanted) q->lane = make_lane(id, req.header.sender, maxsize);
     // A JoinableQueue's lane is for puts: putting back a dead taker's unfinished items needs this service's record of
     // every take.
@@ -352,9 +359,10 @@ class QueueService {
     serve_lane(q, id);
   }
 
-  // How many items a get through the coordinator takes from a ring: one, except for the sole consumer of an
-  // unbounded queue while tracing is on or on a JoinableQueue (every process on the host then gets through here, so
-  // "sole" is known), which is lent a batch as on the coordinator path: it would otherwise cost a round trip per item.
+  // How many items a get through the coordinator takes from a ring: one, except for the sole consumer through here of
+  // an unbounded JoinableQueue (every get of one comes through here, so "sole" is known) or of a queue while tracing
+  // is on (mpx's own handles then stay on the ring, so "sole" counts only the consumers that come through here), which
+  // is lent a batch as on the coordinator path: it would otherwise cost a round trip per item.
   static std::size_t lane_batch(const QueueState& q, const Borrower& who, std::uint64_t max_items) {
     if (q.maxsize != 0) return 1;
     if (!q.lane->ring->has_flag(shm::ring_traced) && !q.lane->ring->has_flag(shm::ring_gets_through_coordinator)) {
@@ -762,7 +770,8 @@ class QueueService {
   std::unordered_map<std::uint64_t, std::unique_ptr<QueueState>> queues_;
 
  public:
-  // Tracing records what crosses the coordinator: while it is on, handles leave their lanes.
+  // While tracing is on, mpx's handles record their ring operations in their trace rings; a client that cannot record
+  // leaves the lane and comes through here.
   void tracing_changed(bool on) {
     for (auto& [id, q] : queues_) {
       if (q->lane) q->lane->ring->set_flag(shm::ring_traced, on);

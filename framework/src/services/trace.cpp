@@ -6,7 +6,9 @@
 #include <mpx/errors.hpp>
 #include <mpx/trace.hpp>
 
+#include "runtime/runtime.hpp"
 #include "services/services.hpp"
+#include "shm/segment.hpp"
 #include "trace/bus.hpp"
 
 namespace mpx::services {
@@ -52,6 +54,19 @@ void install_trace(Coordinator& coordinator) {
     ok(coordinator, peer, req.header,
        encode(std::make_tuple(s.on, s.spec, s.pub_endpoint, s.recorded, s.dropped, s.pub_dropped)));
   });
+  coordinator.handle(K::trace_lane, [&coordinator](Coordinator::Peer& peer, wire::Envelope& req) {
+    expect_nil(req);
+    static std::uint64_t made = 0;  // coordinator thread only
+    std::pair<std::string, std::uint64_t> ring{std::string(), 0};
+    const std::string& session = runtime::state().session.id;
+    // The session's prefix: removed with the session's segments if the bus never gets to (the root was killed).
+    if (!session.empty()) {
+      const auto name = shm::session_prefix(session) + std::to_string(req.header.sender) + "-t" + std::to_string(++made);
+      if (auto opened = trace::open_lane_ring(req.header.sender, name)) ring = std::move(*opened);
+    }
+    ok(coordinator, peer, req.header, encode(std::make_tuple(ring.first, ring.second)));
+  });
+  coordinator.on_death([](pid_t pid) { trace::lane_ring_owner_died(static_cast<std::uint64_t>(pid)); });
 
   // MPX_TRACE applies to the coordinator's process only: workers inherit the variable but own no traced socket.
   // A bad value is reported and ignored: throwing here would leave the session without a coordinator.

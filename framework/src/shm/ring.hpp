@@ -46,8 +46,8 @@ static_assert(sizeof(RingHeader) <= ring_data_offset);
 static_assert(offsetof(RingHeader, lock) == 32 && offsetof(RingHeader, position) == 48 &&
               offsetof(RingHeader, items_seq) == 72 && offsetof(RingHeader, flags) == 88 &&
               offsetof(RingHeader, puts) == 96);
-// Tracing is on: handles leave the lane and go through the coordinator, which records every item (and does the ring
-// operation for them).
+// Tracing is on: a handle records each operation it does on the ring in its trace ring (trace/lane_ring.hpp); a client
+// that cannot goes through the coordinator, which records it (and does the ring operation for it).
 inline constexpr std::uint32_t ring_traced = 1u << 0;
 // The coordinator has requests parked on this ring (a remote get waiting for an item, a put waiting for room): whoever
 // changes the ring tells it with a queue_lane_poke.

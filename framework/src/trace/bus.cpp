@@ -1,5 +1,6 @@
 #include "trace/bus.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -19,6 +20,9 @@
 
 #include <mpx/errors.hpp>
 
+#include "trace/lane_ring.hpp"
+#include "wire/kinds.hpp"
+
 namespace mpx::trace {
 
 namespace detail {
@@ -31,6 +35,11 @@ namespace {
 constexpr std::size_t max_copied_frame = 64 * 1024;
 // How often the sink thread looks at PUB subscriptions and writes a drop count that changed.
 constexpr auto sink_tick = std::chrono::milliseconds(50);
+// How often the sink drains the processes' trace rings while any exist: nothing wakes it when a process writes one,
+// and a ring must not fill between two looks at the rates a queue's lane reaches (millions of items a second).
+constexpr auto lane_tick = std::chrono::milliseconds(2);
+// Bytes of trace ring per record the `queue:N` option buffers: a record without a body is 56.
+constexpr std::uint64_t lane_ring_bytes_per_record = 64;
 constexpr auto drops_interval = std::chrono::seconds(1);
 
 // What the traced thread queues: raw fields only; naming and encoding happen on the sink thread.
@@ -44,6 +53,7 @@ struct Pending {
   std::uint64_t correlation = 0;
   std::uint64_t size = 0;
   bool has_body = false;
+  bool lane = false;
   std::vector<std::string> frames;  // copied body frames (bodies on only)
   std::string_view gauge_name;      // a literal
   std::int64_t value = 0;
@@ -119,6 +129,7 @@ class Bus {
     queue_.clear();
     recorded_ = 0;
     dropped_.store(0);
+    lane_dropped_.store(0);
     pub_dropped_.store(0);
     stopping_ = false;
     running_ = true;
@@ -138,6 +149,8 @@ class Bus {
       if (!running_) return;
       running_ = false;
       stopping_ = true;
+      // Writers ask for a new ring from now on; the sink drains these once more, then removes them.
+      for (auto& lane : lanes_) lane->ring->close();
     }
     wake_.notify_one();
     if (thread_.joinable()) thread_.join();
@@ -167,6 +180,30 @@ class Bus {
 
   bool bodies() const noexcept { return body_limit_.load(std::memory_order_relaxed) > 0; }
 
+  std::optional<std::pair<std::string, std::uint64_t>> open_lane_ring(std::uint64_t actor, const std::string& name) {
+    std::lock_guard lock(mutex_);
+    if (!running_) return std::nullopt;
+    const std::uint64_t token = shm::random_u64() | 1;
+    const std::uint64_t capacity = options_.queue * lane_ring_bytes_per_record;
+    const auto body_bytes = static_cast<std::uint32_t>(options_.body == 0 ? 0 : std::min(max_copied_frame, 2 * options_.body + 64));
+    auto entry = std::make_shared<LaneEntry>();
+    entry->actor = actor;
+    try {
+      entry->ring = LaneRing::create(name, token, capacity, body_bytes);
+    } catch (const std::exception&) {
+      return std::nullopt;  // no room: that process's lane operations go unrecorded, and it is told so
+    }
+    lanes_.push_back(std::move(entry));
+    return std::make_pair(name, token);
+  }
+
+  void lane_owner_died(std::uint64_t actor) {
+    std::lock_guard lock(mutex_);
+    for (auto& lane : lanes_) {
+      if (lane->actor == actor) lane->retired = true;
+    }
+  }
+
   void actor(std::uint64_t id, std::int64_t pid, std::string_view name) {
     std::lock_guard lock(mutex_);
     auto& a = actors_[id];
@@ -193,7 +230,7 @@ class Bus {
     s.spec = running_ ? spec_ : std::string();
     s.pub_endpoint = running_ ? pub_endpoint_ : std::string();
     s.recorded = recorded_;
-    s.dropped = dropped_.load();
+    s.dropped = dropped_.load() + lane_dropped_.load();
     s.pub_dropped = pub_dropped_.load();
     return s;
   }
@@ -230,11 +267,62 @@ class Bus {
     m.object = object_name(p.kind, p.object);
     m.correlation = p.correlation;
     m.size = p.size;
+    m.lane = p.lane;
     if (p.has_body) {
       std::vector<std::string_view> views(p.frames.begin(), p.frames.end());
       m.body = format::body_json(views, options_.body);
     }
     return m;
+  }
+
+  struct LaneEntry {
+    std::uint64_t actor = 0;
+    std::unique_ptr<LaneRing> ring;
+    bool retired = false;  // its owner died: drained once more, then removed
+  };
+
+  // Moves every record of the processes' trace rings into `batch`, as the coordinator's hooks would have queued them,
+  // and each queue's latest depth: one sample per queue and drain, not one per operation, which at a ring's rates
+  // would double the sink's work for a curve no finer than the drain interval shows. Returns how many it added.
+  std::size_t drain_lanes(const std::vector<std::shared_ptr<LaneEntry>>& lanes, std::deque<Pending>& batch) {
+    const bool keep_bodies = options_.body > 0;
+    const std::size_t before = batch.size();
+    std::unordered_map<std::uint64_t, Pending> depths;  // by queue
+    for (const auto& lane : lanes) {
+      lane->ring->drain([&](const LaneRecord& r, std::string_view body) {
+        if (!keep_.empty() && !keep_[r.kind]) return;
+        Pending p;
+        p.ts_ns = r.ts_ns;
+        p.direction = r.direction == 0 ? Direction::in : Direction::out;
+        p.from = p.direction == Direction::in ? r.actor : coordinator_actor;
+        p.to = p.direction == Direction::in ? coordinator_actor : r.actor;
+        p.kind = r.kind;
+        p.object = r.object;
+        p.size = r.size;
+        p.lane = true;
+        if (keep_bodies) {
+          p.has_body = true;
+          if (!body.empty()) {
+            p.frames.emplace_back(body);
+          } else {
+            msgpack::sbuffer note;
+            msgpack::pack(note, "<" + std::to_string(r.size) + " bytes>");
+            p.frames.emplace_back(note.data(), note.size());
+          }
+        }
+        Pending& depth = depths[r.object];
+        if (r.ts_ns >= depth.ts_ns) {
+          depth.type = Pending::Type::gauge;
+          depth.ts_ns = r.ts_ns;
+          depth.object = r.object;
+          depth.gauge_name = "depth";
+          depth.value = r.depth;
+        }
+        batch.push_back(std::move(p));
+      });
+    }
+    for (auto& [queue, depth] : depths) batch.push_back(std::move(depth));
+    return batch.size() - before;
   }
 
   void sink() {
@@ -247,6 +335,8 @@ class Bus {
       format::append_framed(file_buffer, format::encode(header));
     }
     std::deque<Pending> batch;
+    std::vector<std::shared_ptr<LaneEntry>> lanes, retired;
+    std::uint64_t retired_dropped = 0;  // drops counted by rings already removed
     std::vector<format::Actor> actors;
     std::uint64_t names_version = 0;
     std::uint64_t last_drops = 0, last_pub_drops = 0;
@@ -256,10 +346,23 @@ class Bus {
     while (!stopping) {
       {
         std::unique_lock lock(mutex_);
-        wake_.wait_for(lock, sink_tick, [this] { return !queue_.empty() || stopping_; });
+        wake_.wait_for(lock, lanes_.empty() ? sink_tick : lane_tick, [this] { return !queue_.empty() || stopping_; });
         batch.swap(queue_);
         actors.swap(new_actors_);
         stopping = stopping_;
+        lanes.assign(lanes_.begin(), lanes_.end());
+        if (stopping) {
+          retired.swap(lanes_);
+        } else {
+          for (auto it = lanes_.begin(); it != lanes_.end();) {
+            if ((*it)->retired) {
+              retired.push_back(std::move(*it));
+              it = lanes_.erase(it);
+            } else {
+              ++it;
+            }
+          }
+        }
         if (names_version != names_version_) {
           for (const auto& [id, name] : names_) sink_names_[id] = name;
           names_version = names_version_;
@@ -267,6 +370,22 @@ class Bus {
       }
       for (const auto& a : actors) write(format::encode(a), file_buffer);
       actors.clear();
+      if (const auto drained = drain_lanes(lanes, batch); drained != 0) {
+        // The rings' records happened while the queued ones did: the file keeps time order within a batch.
+        std::stable_sort(batch.begin(), batch.end(),
+                         [](const Pending& a, const Pending& b) { return a.ts_ns < b.ts_ns; });
+        std::lock_guard lock(mutex_);
+        recorded_ += drained;
+      }
+      std::uint64_t lane_dropped = retired_dropped;
+      for (const auto& lane : lanes) lane_dropped += lane->ring->dropped();
+      for (const auto& lane : retired) {
+        retired_dropped += lane->ring->dropped();
+        lane->ring->close();
+        shm::unlink(lane->ring->name());
+      }
+      retired.clear();
+      lane_dropped_.store(lane_dropped, std::memory_order_relaxed);
       if (pub_) answer_subscribers();
       for (auto& p : batch) {
         if (p.type == Pending::Type::gauge) {
@@ -281,7 +400,7 @@ class Bus {
       const auto now = std::chrono::steady_clock::now();
       if (now - last_drops_check >= drops_interval || stopping) {
         last_drops_check = now;
-        const auto d = dropped_.load(), pd = pub_dropped_.load();
+        const auto d = dropped_.load() + lane_dropped_.load(), pd = pub_dropped_.load();
         // A periodic count only when it changed; the closing one always, so every trace ends with its total.
         if (d != last_drops || pd != last_pub_drops || stopping) {
           write(format::encode(format::Drops{now_ns(), d, pd}), file_buffer);
@@ -327,7 +446,7 @@ class Bus {
     // The table ends with the drop counts so far: a subscriber knows the table is complete when they come.
     std::vector<std::string> table;
     for (const auto& a : all) table.push_back(format::encode(a));
-    table.push_back(format::encode(format::Drops{now_ns(), dropped_.load(), pub_dropped_.load()}));
+    table.push_back(format::encode(format::Drops{now_ns(), dropped_.load() + lane_dropped_.load(), pub_dropped_.load()}));
     for (const auto& record : table) {
       if (!pub_->send(zmq::buffer(record), zmq::send_flags::dontwait)) {
         pub_dropped_.fetch_add(1, std::memory_order_relaxed);
@@ -348,7 +467,9 @@ class Bus {
   std::vector<format::Actor> new_actors_;
   std::unordered_map<std::uint64_t, std::string> names_;
   std::uint64_t names_version_ = 0;
-  std::vector<bool> keep_;  // by kind number, when Options::kinds filters; empty: every kind
+  std::vector<bool> keep_;  // by kind number, when Options::kinds filters; empty: every kind (read by the sink too:
+                            // set only while it is not running)
+  std::vector<std::shared_ptr<LaneEntry>> lanes_;  // the processes' trace rings
   // Set by start(), then owned by the sink thread until it ends:
   std::FILE* file_ = nullptr;
   std::unique_ptr<zmq::context_t> context_;
@@ -360,6 +481,7 @@ class Bus {
   std::atomic<std::size_t> body_limit_{0};  // read by traced threads without the lock
   std::atomic<std::uint64_t> dropped_{0};
   std::atomic<std::uint64_t> pub_dropped_{0};
+  std::atomic<std::uint64_t> lane_dropped_{0};  // records the processes' trace rings had no room for
 };
 
 Bus& bus() {
@@ -419,6 +541,11 @@ void gauge(std::uint64_t object, std::string_view name, std::int64_t value) noex
 }
 
 void actor(std::uint64_t id, std::int64_t pid, std::string_view name) { bus().actor(id, pid, name); }
+
+std::optional<std::pair<std::string, std::uint64_t>> open_lane_ring(std::uint64_t actor, const std::string& name) {
+  return bus().open_lane_ring(actor, name);
+}
+void lane_ring_owner_died(std::uint64_t actor) { bus().lane_owner_died(actor); }
 
 void start(const Options& options) { bus().start(options); }
 void stop() { bus().stop(); }

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <mpx/trace.hpp>
 
@@ -38,6 +39,13 @@ void record(Direction direction, const wire::Envelope& envelope, std::uint64_t f
 void gauge(std::uint64_t object, std::string_view name, std::int64_t value) noexcept;
 // Tells the bus who an actor is (from its hello). Kept while tracing is off too, so a later trace names everyone.
 void actor(std::uint64_t id, std::int64_t pid, std::string_view name);
+
+// A process on the coordinator's host records its operations on queue rings in a trace ring of its own
+// (trace/lane_ring.hpp; one per thread, so writers never wait for each other), which the sink drains: this makes one
+// in a segment named `name`, and returns its name and token; nullopt while the bus is off or /dev/shm has no room.
+std::optional<std::pair<std::string, std::uint64_t>> open_lane_ring(std::uint64_t actor, const std::string& name);
+// The process died: its rings are drained once more, then removed.
+void lane_ring_owner_died(std::uint64_t actor);
 
 // The bus of this process. start() replaces running sinks; both throw mpx::Error on a sink that cannot open.
 void start(const Options& options);

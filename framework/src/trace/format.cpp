@@ -25,7 +25,7 @@ void pack_actor_fields(Packer& p, const Actor& a) {
 struct Encoder {
   Packer& p;
   void operator()(const Message& m) const {
-    p.pack_array(12);
+    p.pack_array(13);
     p.pack(static_cast<std::uint8_t>(Tag::message));
     p.pack(m.ts_ns);
     p.pack(static_cast<std::uint8_t>(m.direction));
@@ -38,6 +38,7 @@ struct Encoder {
     p.pack(m.correlation);
     p.pack(m.size);
     if (m.body) p.pack(*m.body); else p.pack_nil();
+    p.pack(m.lane);
   }
   void operator()(const Actor& a) const {
     p.pack_array(4);
@@ -153,7 +154,9 @@ void json_value(std::string& out, const msgpack::object& o, std::size_t limit) {
 }  // namespace
 
 std::string encode(const Record& record) {
-  msgpack::sbuffer buffer;
+  // The sink encodes every record: one buffer per thread, not a new 8 KiB one (sbuffer's default) per record.
+  thread_local msgpack::sbuffer buffer(256);
+  buffer.clear();
   Packer p(buffer);
   std::visit(Encoder{p}, record);
   return std::string(buffer.data(), buffer.size());
@@ -182,7 +185,8 @@ Record decode_record(std::string_view bytes) {
   const auto tag = field<std::uint8_t>(o, 0, "a record");
   switch (static_cast<Tag>(tag)) {
     case Tag::message: {
-      array_of(o, 12, "a message record");
+      // Version 1 wrote 12 fields: without `lane`.
+      if (o.via.array.size != 12) array_of(o, 13, "a message record");
       const char* w = "a message record";
       Message m;
       m.ts_ns = field<std::uint64_t>(o, 1, w);
@@ -198,6 +202,7 @@ Record decode_record(std::string_view bytes) {
       m.correlation = field<std::uint64_t>(o, 9, w);
       m.size = field<std::uint64_t>(o, 10, w);
       if (o.via.array.ptr[11].type != msgpack::type::NIL) m.body = field<std::string>(o, 11, w);
+      if (o.via.array.size == 13) m.lane = field<bool>(o, 12, w);
       return m;
     }
     case Tag::actor:
@@ -228,9 +233,9 @@ FileHeader decode_header(std::string_view bytes) {
   const char* w = "the header";
   FileHeader h;
   h.version = field<std::uint32_t>(o, 1, w);
-  if (h.version != version) {
+  if (h.version < oldest_readable_version || h.version > version) {
     throw ProtocolError("mpx: trace format version " + std::to_string(h.version) + " (this build reads " +
-                        std::to_string(version) + ")");
+                        std::to_string(oldest_readable_version) + " to " + std::to_string(version) + ")");
   }
   h.wall_ns = field<std::int64_t>(o, 2, w);
   h.mono_ns = field<std::uint64_t>(o, 3, w);

@@ -13,7 +13,8 @@
 namespace mpx::trace::format {
 
 inline constexpr std::string_view magic = "mpx-trace";
-inline constexpr std::uint32_t version = 1;
+inline constexpr std::uint32_t version = 2;  // 2: a message record's `lane` field
+inline constexpr std::uint32_t oldest_readable_version = 1;
 // A record larger than this is corruption, not data: bodies are truncated long before.
 inline constexpr std::uint32_t max_record_bytes = 16u << 20;
 // The coordinator's actor id in records (actors are otherwise named by their pid).
@@ -32,6 +33,7 @@ struct Message {
   std::uint64_t correlation = 0;
   std::uint64_t size = 0;            // bytes of header and body frames
   std::optional<std::string> body;   // JSON text of the body frames, truncated
+  bool lane = false;  // an operation on a queue's shared-memory ring, recorded by the process that did it
 };
 struct Actor {
   std::uint64_t id = 0;

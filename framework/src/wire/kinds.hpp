@@ -95,6 +95,7 @@ enum class Kind : std::uint16_t {
   trace_enable = 180,   // [spec] (MPX_TRACE syntax) -> ok [pub endpoint or ""] | error value | error internal
   trace_disable = 181,  // nil -> ok [recorded, dropped, pub_dropped]
   trace_status = 182,   // nil -> ok [on, spec, pub endpoint, recorded, dropped, pub_dropped]
+  trace_lane = 183,     // nil -> ok [trace ring name or "", token]: where this process records its lane operations
 
   // shared memory (services/shm.cpp); the object is a segment's id
   shm_create = 120,      // [name or nil, size, cells, lock, track] -> ok [id, name, size, token, host] | error file_exists
@@ -206,6 +207,7 @@ inline constexpr KindInfo known_kinds[] = {
     {Kind::trace_enable, "trace_enable"},
     {Kind::trace_disable, "trace_disable"},
     {Kind::trace_status, "trace_status"},
+    {Kind::trace_lane, "trace_lane"},
     {Kind::shm_create, "shm_create"},
     {Kind::shm_attach, "shm_attach"},
     {Kind::shm_read, "shm_read"},
