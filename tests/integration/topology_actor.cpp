@@ -68,6 +68,14 @@ int main(int argc, char** argv) {
     for (;;) ::pause();
   }
   if (role == "exit") return argc > 3 ? std::atoi(argv[3]) : 0;
+  if (role == "busy") {
+    // Talks to the coordinator without pause (each acquire and release is a message) until SIGTERM ends it.
+    mpx::Lock lock;
+    for (;;) {
+      lock.acquire();
+      lock.release();
+    }
+  }
   if (role == "chatter") {
     const int count = argc > 3 ? std::atoi(argv[3]) : 10;
     std::printf("chatter stdout is a terminal: %s\n", ::isatty(STDOUT_FILENO) ? "yes" : "no");

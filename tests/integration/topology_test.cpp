@@ -14,6 +14,7 @@
 #include <tuple>
 #include <map>
 #include <regex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -511,6 +512,36 @@ std::vector<fs::path> session_dirs_of(pid_t pid) {
 }
 
 }  // namespace
+
+TEST_CASE("mpx-run's status table shows each actor's message rate", "[topology][mpx-run]") {
+  Scratch s;
+  const auto file = s.write("t.toml", exec_actor("busy", "busy") + exec_actor("idle", "wait"));
+  const pid_t run = spawn_mpx_run(file, s.dir / "out");
+  // The MSGS/S column of an actor's row in the newest table ("-" until two samples saw it).
+  const auto rate_of = [&](const std::string& actor) -> std::optional<double> {
+    std::ifstream in(s.dir / "out");
+    const std::string out(std::istreambuf_iterator<char>(in), {});
+    const auto table = out.rfind("--- status at");
+    if (table == std::string::npos) return std::nullopt;
+    std::istringstream lines(out.substr(table));
+    std::string line;
+    while (std::getline(lines, line)) {
+      std::istringstream fields(line);
+      std::string name, pid, state, restarts, uptime, rate;
+      if (!(fields >> name >> pid >> state >> restarts >> uptime >> rate) || name != actor) continue;
+      if (rate == "-") return std::nullopt;
+      return std::stod(rate);
+    }
+    return std::nullopt;
+  };
+  wait_until([&] { return rate_of("busy").value_or(0) > 100; }, "the busy actor's rate in a status table");
+  wait_until([&] { return rate_of("idle").has_value(); }, "the idle actor's rate in a status table");
+  CHECK(*rate_of("idle") < 50);
+  REQUIRE(::kill(run, SIGTERM) == 0);
+  int status = 0;
+  REQUIRE(::waitpid(run, &status, 0) == run);
+  CHECK(WIFEXITED(status));
+}
 
 TEST_CASE("SIGTERM to mpx-run stops every actor in reverse order and leaves nothing behind", "[topology]") {
   Scratch s;

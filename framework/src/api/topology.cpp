@@ -8,7 +8,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <chrono>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <sstream>
 
@@ -394,15 +396,59 @@ const ActorContext& Topology::objects() const {
 
 namespace {
 
-std::string status_table(const TopologyStatus& st) {
+// Per-actor message rates for the status: the coordinator's count of messages in and out of each process
+// (mpx::metrics), differenced between two status prints. Queue items that go through a shared-memory ring are not
+// messages and do not count; the queue depths show that traffic.
+class MessageRates {
+ public:
+  void sample() {
+    const auto now = std::chrono::steady_clock::now();
+    std::map<pid_t, std::uint64_t> counts;
+    try {
+      for (const auto& a : metrics().actors) {
+        counts[static_cast<pid_t>(a.pid)] = a.messages_in + a.messages_out;
+      }
+    } catch (const Error&) {
+      return;  // the coordinator is stopping: keep the last rates
+    }
+    const double seconds = std::chrono::duration<double>(now - when_).count();
+    rates_.clear();
+    for (const auto& [pid, n] : counts) {
+      auto before = counts_.find(pid);
+      if (before != counts_.end() && seconds > 0 && n >= before->second) rates_[pid] = (n - before->second) / seconds;
+    }
+    counts_ = std::move(counts);
+    when_ = now;
+  }
+  // Messages per second of the process, or nullopt before two samples saw it.
+  std::optional<double> of(pid_t pid) const {
+    auto it = rates_.find(pid);
+    return it == rates_.end() ? std::nullopt : std::optional<double>(it->second);
+  }
+
+ private:
+  std::map<pid_t, std::uint64_t> counts_;
+  std::map<pid_t, double> rates_;
+  std::chrono::steady_clock::time_point when_ = std::chrono::steady_clock::now();
+};
+
+std::string rate_text(std::optional<double> rate) {
+  if (!rate) return "-";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.0f", *rate);
+  return text;
+}
+
+std::string status_table(const TopologyStatus& st, const MessageRates& rates) {
   std::ostringstream out;
   char line[256];
-  std::snprintf(line, sizeof line, "%-24s %8s %-10s %8s %10s  %s\n", "ACTOR", "PID", "STATE", "RESTARTS", "UPTIME",
-                "LAST EXIT");
+  std::snprintf(line, sizeof line, "%-24s %8s %-10s %8s %10s %8s  %s\n", "ACTOR", "PID", "STATE", "RESTARTS", "UPTIME",
+                "MSGS/S", "LAST EXIT");
   out << line;
   for (const auto& a : st.actors) {
-    std::snprintf(line, sizeof line, "%-24s %8d %-10s %8d %9.1fs  %s\n", a.name.c_str(), static_cast<int>(a.pid),
-                  a.state.c_str(), a.restarts, a.uptime_s,
+    const bool live = a.state == "running" || a.state == "starting" || a.state == "stopping";
+    std::snprintf(line, sizeof line, "%-24s %8d %-10s %8d %9.1fs %8s  %s\n", a.name.c_str(), static_cast<int>(a.pid),
+                  a.state.c_str(), a.restarts, a.uptime_s, live ? rate_text(rates.of(a.pid)).c_str() : "-",
                   a.last_exitcode ? std::to_string(*a.last_exitcode).c_str() : "-");
     out << line;
   }
@@ -421,7 +467,7 @@ std::string status_table(const TopologyStatus& st) {
 
 // The same on one line, for the terminal's status line: how many actors are in each state, then each one that is not
 // running, then the queues' depths and the pools' loads.
-std::string status_line(const TopologyStatus& st, double seconds) {
+std::string status_line(const TopologyStatus& st, const MessageRates& rates, double seconds) {
   char head[64];
   std::snprintf(head, sizeof head, "[+%.1fs] %s:", seconds, st.state.c_str());
   std::string line = head;
@@ -429,7 +475,10 @@ std::string status_line(const TopologyStatus& st, double seconds) {
   for (const auto& a : st.actors) ++states[a.state];
   for (const auto& [state, n] : states) line += " " + std::to_string(n) + " " + state;
   for (const auto& a : st.actors) {
-    if (a.state == "running") continue;
+    if (a.state == "running") {
+      if (auto rate = rates.of(a.pid); rate && *rate >= 1) line += " | " + a.name + " " + rate_text(rate) + " msg/s";
+      continue;
+    }
     line += " | " + a.name + " " + a.state;
     if (a.restarts > 0) line += " r" + std::to_string(a.restarts);
   }
@@ -501,20 +550,23 @@ int run_main(int argc, char** argv) {
     console->event(stamp + me + ": " + line);
   };
   TopologyExit status = TopologyExit::ok;
+  MessageRates rates;
   try {
     status = with_stop_signals(*t->state_, [&](int stop_fd) {
       t->state_->stop_fd = stop_fd;
       t->start();
       if (every <= 0) return t->wait();
+      rates.sample();
       for (;;) {
         if (auto done = t->wait_for(std::chrono::duration<double>(every))) return *done;
         const auto st = t->status();
+        rates.sample();
         if (console->has_status_line()) {
-          console->status(status_line(st, seconds_since(begin)));
+          console->status(status_line(st, rates, seconds_since(begin)));
         } else {
           char head[64];
           std::snprintf(head, sizeof head, "--- status at %.1f s ---\n", seconds_since(begin));
-          console->status(head + status_table(st));
+          console->status(head + status_table(st, rates));
         }
       }
     });
@@ -525,7 +577,7 @@ int run_main(int argc, char** argv) {
   }
   console->close();
   if (every > 0) {
-    std::printf("--- final status at %.1f s ---\n%s", seconds_since(begin), status_table(t->status()).c_str());
+    std::printf("--- final status at %.1f s ---\n%s", seconds_since(begin), status_table(t->status(), rates).c_str());
     std::fflush(stdout);
   }
   // The events were printed as they happened; this is the summary.
