@@ -343,13 +343,13 @@ TEST_CASE("a dead worker: retried then WorkerLost by default, BrokenProcessPool 
 TEST_CASE("an empty Future or AsyncResult raises ValueError instead of dereferencing null", "[executor][pool]") {
   mpx::Future<int> future;
   CHECK_THROWS_AS(future.done(), mpx::ValueError);
-  CHECK_THROWS_AS(future.result(0.0), mpx::ValueError);
-  CHECK_THROWS_AS(future.exception(0.0), mpx::ValueError);
+  CHECK_THROWS_AS(future.result(std::chrono::duration<double>(0)), mpx::ValueError);
+  CHECK_THROWS_AS(future.exception(std::chrono::duration<double>(0)), mpx::ValueError);
   CHECK_THROWS_WITH(future.cancelled(), Catch::Contains("Future is empty"));
   mpx::FutureBase base;
   CHECK_THROWS_AS(base.done(), mpx::ValueError);
   mpx::AsyncResult<int> result;
   CHECK_THROWS_AS(result.ready(), mpx::ValueError);
-  CHECK_THROWS_AS(result.wait(0.0), mpx::ValueError);
-  CHECK_THROWS_WITH(result.get(0.0), Catch::Contains("AsyncResult is empty"));
+  CHECK_THROWS_AS(result.wait(std::chrono::duration<double>(0)), mpx::ValueError);
+  CHECK_THROWS_WITH(result.get(std::chrono::duration<double>(0)), Catch::Contains("AsyncResult is empty"));
 }

@@ -9,6 +9,8 @@
 /// done == total. When stderr is not a terminal (a pipe, a file, a CI log) it writes nothing at all.
 #pragma once
 
+#include <mpx/version.hpp>  // first: it stops a pre-C++20 build with one clear message
+
 #include <cstddef>
 #include <memory>
 #include <string>
