@@ -23,11 +23,7 @@ namespace mpx {
 
 Metrics metrics() {
   runtime::require_initialized();
-  wire::Envelope request;
-  request.header.kind = wire::Kind::metrics;
-  const std::string body = encode(Object{});
-  request.body.emplace_back(body.data(), body.size());
-  return detail::call(std::move(request), -1).body_as<Metrics>();
+  return detail::call(wire::make(wire::Kind::metrics, 0, 0, Object{}), -1).body_as<Metrics>();
 }
 
 namespace {

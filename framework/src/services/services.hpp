@@ -27,7 +27,8 @@ void install_shm(runtime::Coordinator& coordinator);
 void install_pool(runtime::Coordinator& coordinator);
 // Tracing was switched on: pipes leave the direct path (coordinator thread).
 void pipes_tracing_started();
-// Tracing was switched on or off: queue lanes are left or taken again (coordinator thread).
+// Tracing was switched on or off: queue rings are flagged, so their users record what they do there (coordinator
+// thread).
 void queues_tracing_changed(bool on);
 
 // A pool whose owner runs in the coordinator's own process (the embedded default) can take its results on the
