@@ -517,6 +517,15 @@ TEST_CASE("mpx-run's status table shows each actor's message rate", "[topology][
   Scratch s;
   const auto file = s.write("t.toml", exec_actor("busy", "busy") + exec_actor("idle", "wait"));
   const pid_t run = spawn_mpx_run(file, s.dir / "out");
+  // A failed wait throws: mpx-run (and its busy actor, which never stops on its own) must not outlive the test.
+  struct StopOnExit {
+    pid_t pid;
+    ~StopOnExit() {
+      if (pid <= 0) return;
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } stop{run};
   // The MSGS/S column of an actor's row in the newest table ("-" until two samples saw it).
   const auto rate_of = [&](const std::string& actor) -> std::optional<double> {
     std::ifstream in(s.dir / "out");
@@ -539,6 +548,7 @@ TEST_CASE("mpx-run's status table shows each actor's message rate", "[topology][
   CHECK(*rate_of("idle") < 50);
   REQUIRE(::kill(run, SIGTERM) == 0);
   int status = 0;
+  stop.pid = 0;
   REQUIRE(::waitpid(run, &status, 0) == run);
   CHECK(WIFEXITED(status));
 }
