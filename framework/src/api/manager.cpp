@@ -24,7 +24,7 @@
 #include "api/call.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
-#include "services/manager.hpp"
+#include "manager/server.hpp"
 #include "wire/auth.hpp"
 #include "wire/limits.hpp"
 #include "wire/manager_ops.hpp"

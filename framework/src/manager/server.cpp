@@ -4,7 +4,7 @@
 //
 // Every handler decodes and checks its whole request before it changes anything, so a malformed or failing request is
 // answered with an error and leaves no trace.
-#include "services/manager.hpp"
+#include "manager/server.hpp"
 
 #include <algorithm>
 #include <unordered_set>
