@@ -415,15 +415,9 @@ class PipeService final : public Service {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
       return;
     }
-    if (wait == 0) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::timeout, "mpx: no message in the pipe");
-      return;
-    }
-    park(coordinator_, e.receivers, make_waiter(peer, req), wait,
-         [this, id = e.id] { return waiting(id, &End::receivers); },
-         [this](Waiter& w) {
-           answer_error(coordinator_, w, wire::ErrorCode::timeout, "mpx: no message arrived before the timeout");
-         });
+    park_or_refuse(coordinator_, e.receivers, make_waiter(peer, req), wait,
+                   [this, id = e.id] { return waiting(id, &End::receivers); }, wire::ErrorCode::timeout,
+                   "mpx: no message in the pipe", "mpx: no message arrived before the timeout");
   }
 
   // A reader gives back messages it took in a batch but did not read (it hands its end to another process, or starts

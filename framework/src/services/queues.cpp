@@ -577,15 +577,9 @@ class QueueService final : public Service {
       if (!posted) ok(peer, req.header, encode(Object{}));
       return;
     }
-    if (wait == 0) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::full, "mpx: the queue is full");
-      return;
-    }
-    park(coordinator_, q.putters, make_waiter(peer, req, std::move(item)), wait,
-         [this, id = req.header.object] { return waiting(id, &QueueState::putters); },
-         [this](Waiter& w) {
-           answer_error(coordinator_, w, wire::ErrorCode::full, "mpx: the queue stayed full until the timeout");
-         });
+    park_or_refuse(coordinator_, q.putters, make_waiter(peer, req, std::move(item)), wait,
+                   [this, id = req.header.object] { return waiting(id, &QueueState::putters); }, wire::ErrorCode::full,
+                   "mpx: the queue is full", "mpx: the queue stayed full until the timeout");
   }
 
   // After room appeared: let blocked putters in, oldest first.
@@ -620,15 +614,9 @@ class QueueService final : public Service {
       admit_putters(q);
       return;
     }
-    if (wait == 0) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::empty, "mpx: the queue is empty");
-      return;
-    }
-    park(coordinator_, q.getters, make_waiter(peer, req), wait,
-         [this, id = req.header.object] { return waiting(id, &QueueState::getters); },
-         [this](Waiter& w) {
-           answer_error(coordinator_, w, wire::ErrorCode::empty, "mpx: the queue stayed empty until the timeout");
-         });
+    park_or_refuse(coordinator_, q.getters, make_waiter(peer, req), wait,
+                   [this, id = req.header.object] { return waiting(id, &QueueState::getters); }, wire::ErrorCode::empty,
+                   "mpx: the queue is empty", "mpx: the queue stayed empty until the timeout");
   }
 
   void size(Coordinator::Peer& peer, wire::Envelope& req) {
@@ -704,15 +692,10 @@ class QueueService final : public Service {
       ok(peer, req.header, encode(Object{}));
       return;
     }
-    if (wait == 0) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::timeout, "mpx: unfinished tasks remain");
-      return;
-    }
-    park(coordinator_, q.joiners, make_waiter(peer, req), wait,
-         [this, id = req.header.object] { return waiting(id, &QueueState::joiners); },
-         [this](Waiter& w) {
-           answer_error(coordinator_, w, wire::ErrorCode::timeout, "mpx: unfinished tasks remain at the timeout");
-         });
+    park_or_refuse(coordinator_, q.joiners, make_waiter(peer, req), wait,
+                   [this, id = req.header.object] { return waiting(id, &QueueState::joiners); },
+                   wire::ErrorCode::timeout, "mpx: unfinished tasks remain",
+                   "mpx: unfinished tasks remain at the timeout");
   }
 
   void died(std::uint64_t actor) {

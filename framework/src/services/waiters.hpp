@@ -112,4 +112,17 @@ inline void answer_error(Host& coordinator, Waiter& waiter, wire::ErrorCode code
   coordinator.reply_error(waiter.peer, waiter.request, code, message);
 }
 
+// A request that cannot be answered yet: refused at once with `code` when it does not wait (`wait_ms` 0), else parked
+// as park() does until its deadline answers it with the same code.
+template <class FindList>
+void park_or_refuse(Host& coordinator, std::deque<Waiter>& list, Waiter waiter, std::int64_t wait_ms,
+                    FindList find_list, wire::ErrorCode code, const char* refused, const char* expired) {
+  if (wait_ms == 0) {
+    coordinator.reply_error(waiter.peer, waiter.request, code, refused);
+    return;
+  }
+  park(coordinator, list, std::move(waiter), wait_ms, find_list,
+       [&coordinator, code, expired](Waiter& w) { answer_error(coordinator, w, code, expired); });
+}
+
 }  // namespace mpx::services
