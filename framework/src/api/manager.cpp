@@ -24,7 +24,7 @@
 #include "api/call.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
-#include "services/manager.hpp"
+#include "manager/server.hpp"
 #include "wire/auth.hpp"
 #include "wire/limits.hpp"
 #include "wire/manager_ops.hpp"
@@ -70,15 +70,15 @@ F resolve_as(const FunctionId& id) {
   return reinterpret_cast<F>(reinterpret_cast<void (*)()>(resolve(id).second));
 }
 
-services::ManagerConfig config_from(const ManagerSpec& spec) {
-  services::ManagerConfig config;
+manager::ManagerConfig config_from(const ManagerSpec& spec) {
+  manager::ManagerConfig config;
   config.authkey = spec.authkey;
   for (const auto& t : spec.types) {
-    services::ManagedType type;
-    type.construct = resolve_as<services::ManagedType::Construct>(t.construct);
-    type.destroy = resolve_as<services::ManagedType::Destroy>(t.destroy);
+    manager::ManagedType type;
+    type.construct = resolve_as<manager::ManagedType::Construct>(t.construct);
+    type.destroy = resolve_as<manager::ManagedType::Destroy>(t.destroy);
     for (const auto& [name, id] : t.methods) {
-      type.methods[name] = resolve_as<services::ManagedType::Method>(id);
+      type.methods[name] = resolve_as<manager::ManagedType::Method>(id);
     }
     config.types[t.name] = std::move(type);
   }
@@ -309,7 +309,7 @@ wire::Envelope direct_request(const ManagerRef& ref, wire::Kind kind, std::strin
 // through ManagerServer::execute, which serializes them on the objects' mutex.
 class DirectServer {
  public:
-  DirectServer(services::ManagerServer& server, const std::string& address, std::optional<std::string> authkey)
+  DirectServer(manager::ManagerServer& server, const std::string& address, std::optional<std::string> authkey)
       : server_(server), listener_(address, authkey), authkey_(std::move(authkey)) {
     server_.set_direct_address(listener_.address());
   }
@@ -393,7 +393,7 @@ class DirectServer {
     c.close();
   }
 
-  services::ManagerServer& server_;
+  manager::ManagerServer& server_;
   Listener listener_;
   std::optional<std::string> authkey_;
   std::atomic<bool> stopping_{false};
@@ -575,10 +575,10 @@ namespace {
 void run_manager_process(ManagerSpec spec, Queue<Object> ready) {
   // As in Python, Ctrl-C in the terminal stops the program, not its manager first: the owner shuts it down.
   ::signal(SIGINT, SIG_IGN);
-  std::unique_ptr<services::ManagerServer> server;
+  std::unique_ptr<manager::ManagerServer> server;
   std::unique_ptr<DirectServer> direct;
   try {
-    server = std::make_unique<services::ManagerServer>(runtime::context(), spec.address, config_from(spec));
+    server = std::make_unique<manager::ManagerServer>(runtime::context(), spec.address, config_from(spec));
     direct = std::make_unique<DirectServer>(*server, direct_address_for(server->endpoint()), spec.authkey);
   } catch (const std::exception& e) {
     ready.put(Object::list({false, "mpx: the manager cannot serve at '" + spec.address + "': " + e.what()}));
@@ -613,7 +613,7 @@ struct BaseManager::State {
 };
 
 struct ManagerServerHandle::Impl {
-  std::unique_ptr<services::ManagerServer> server;
+  std::unique_ptr<manager::ManagerServer> server;
   std::unique_ptr<DirectServer> direct;
 };
 
@@ -687,7 +687,7 @@ ManagerServerHandle BaseManager::get_server() {
   runtime::require_initialized();
   ManagerSpec spec = spec_now(state_->address.empty() ? default_address() : state_->address, state_->authkey);
   auto impl = std::make_unique<ManagerServerHandle::Impl>();
-  impl->server = std::make_unique<services::ManagerServer>(runtime::context(), spec.address, config_from(spec));
+  impl->server = std::make_unique<manager::ManagerServer>(runtime::context(), spec.address, config_from(spec));
   impl->direct = std::make_unique<DirectServer>(*impl->server, direct_address_for(impl->server->endpoint()), spec.authkey);
   state_->address = impl->server->endpoint();
   state_->direct = impl->direct->address();

@@ -79,6 +79,8 @@ class Coordinator {
   void reply(const Peer& peer, wire::Envelope& reply);
   void reply_error(const Peer& peer, const wire::Header& request, wire::ErrorCode code, std::string_view message);
   TimerWheel& timers() noexcept { return timers_; }
+  // A request a service rejected itself (an unknown object) counts as malformed, as one that threw ProtocolError does.
+  void count_malformed() noexcept { malformed_.fetch_add(1, std::memory_order_relaxed); }
   // A new id for a shared object, unique across services for the session.
   std::uint64_t allocate_object_id() noexcept { return next_object_id_++; }
   // Watches a process: death hooks run when it exits. Returns false if it is already gone.

@@ -86,9 +86,9 @@ struct PipeState {
   bool creator_alive = true;
 };
 
-class PipeService {
+class PipeService final : public Service {
  public:
-  explicit PipeService(Coordinator& c) : coordinator_(c) {}
+  explicit PipeService(Host& host) : Service(host) {}
 
   // Tracing sees only what crosses the coordinator, so a traced session keeps every pipe on the relay path: no new
   // epoch is granted, and the running ones are revoked (each writer sees it before its next message).
@@ -102,20 +102,23 @@ class PipeService {
 
   void install() {
     using K = wire::Kind;
-    coordinator_.handle(K::pipe_create, [this](auto& peer, auto& req) { create(peer, req); });
-    coordinator_.handle(K::pipe_attach, [this](auto& peer, auto& req) { attach(peer, req); });
-    coordinator_.handle(K::pipe_send, [this](auto& peer, auto& req) { send(peer, req); });
-    coordinator_.handle(K::pipe_recv, [this](auto& peer, auto& req) { recv(peer, req); });
-    coordinator_.handle(K::pipe_poll, [this](auto& peer, auto& req) { poll(peer, req); });
-    coordinator_.handle(K::pipe_close, [this](auto& peer, auto& req) { close(peer, req); });
-    coordinator_.handle(K::pipe_watch, [this](auto& peer, auto& req) { watch(peer, req); });
-    coordinator_.handle(K::pipe_unread, [this](auto& peer, auto& req) { unread(peer, req); });
-    coordinator_.handle(K::pipe_listen, [this](auto& peer, auto& req) { listen(peer, req); });
-    coordinator_.handle(K::pipe_connect, [this](auto& peer, auto& req) { connect(peer, req); });
-    coordinator_.handle(K::pipe_connected, [this](auto& peer, auto& req) { connected(peer, req); });
-    coordinator_.handle(K::pipe_direct_end, [this](auto& peer, auto& req) { direct_end(peer, req); });
-    coordinator_.handle(K::pipe_hand_over, [this](auto& peer, auto& req) { hand_over(peer, req); });
+    on(K::pipe_create, [this](auto& peer, auto& req) { create(peer, req); });
+    on(K::pipe_attach, [this](auto& peer, auto& req) { attach(peer, req); });
+    on(K::pipe_send, [this](auto& peer, auto& req) { send(peer, req); });
+    on(K::pipe_recv, [this](auto& peer, auto& req) { recv(peer, req); });
+    on(K::pipe_poll, [this](auto& peer, auto& req) { poll(peer, req); });
+    on(K::pipe_close, [this](auto& peer, auto& req) { close(peer, req); });
+    on(K::pipe_watch, [this](auto& peer, auto& req) { watch(peer, req); });
+    on(K::pipe_unread, [this](auto& peer, auto& req) { unread(peer, req); });
+    on(K::pipe_listen, [this](auto& peer, auto& req) { listen(peer, req); });
+    on(K::pipe_connect, [this](auto& peer, auto& req) { connect(peer, req); });
+    on(K::pipe_connected, [this](auto& peer, auto& req) { connected(peer, req); });
+    on(K::pipe_direct_end, [this](auto& peer, auto& req) { direct_end(peer, req); });
+    on(K::pipe_hand_over, [this](auto& peer, auto& req) { hand_over(peer, req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_tracing_changed([this](bool enabled) {
+      if (enabled) tracing_started();
+    });
   }
 
  private:
@@ -143,11 +146,6 @@ class PipeService {
     coordinator_.reply_error(peer, h, wire::ErrorCode::eof,
                              "mpx: EOF: pipe end " + std::to_string(h.object) +
                                  " is gone (both ends were released) or never existed");
-  }
-
-  void ok(Coordinator::Peer& peer, const wire::Header& h, std::string body) {
-    auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
-    coordinator_.reply(peer, r);
   }
 
   static bool ready_of(const End& self, const End& other) {
@@ -322,7 +320,7 @@ class PipeService {
   void attach(Coordinator::Peer& peer, wire::Envelope& req) {
     std::optional<std::uint64_t> inherited_from;
     if (req.body.size() != 1) throw ProtocolError("mpx: a pipe_attach carries nil or [parent]");
-    if (!req.body_as<Object>().is_none()) inherited_from = std::get<0>(req.body_as<std::tuple<std::uint64_t>>());
+    if (!body_is_nil(req)) inherited_from = std::get<0>(req.body_as<std::tuple<std::uint64_t>>());
     auto at = locate(req.header.object);
     if (!at) return reply_gone(peer, req.header);
     if (inherited_from) {
@@ -417,15 +415,9 @@ class PipeService {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
       return;
     }
-    if (wait == 0) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::timeout, "mpx: no message in the pipe");
-      return;
-    }
-    park(coordinator_, e.receivers, make_waiter(peer, req), wait,
-         [this, id = e.id] { return waiting(id, &End::receivers); },
-         [this](Waiter& w) {
-           answer_error(coordinator_, w, wire::ErrorCode::timeout, "mpx: no message arrived before the timeout");
-         });
+    park_or_refuse(coordinator_, e.receivers, make_waiter(peer, req), wait,
+                   [this, id = e.id] { return waiting(id, &End::receivers); }, wire::ErrorCode::timeout,
+                   "mpx: no message in the pipe", "mpx: no message arrived before the timeout");
   }
 
   // A reader gives back messages it took in a batch but did not read (it hands its end to another process, or starts
@@ -745,7 +737,6 @@ class PipeService {
     }
   }
 
-  Coordinator& coordinator_;
   std::unordered_map<std::uint64_t, std::vector<std::string>> orphans_;  // listener files of replaced listeners, by pid
   // Both end ids map to their pipe.
   std::unordered_map<std::uint64_t, std::shared_ptr<PipeState>> pipes_;
@@ -753,19 +744,6 @@ class PipeService {
 
 }  // namespace
 
-namespace {
-PipeService* pipe_service = nullptr;  // coordinator thread only
-}
-
-void install_pipes(Coordinator& coordinator) {
-  // Lives as long as the coordinator's handlers, which is the rest of the process.
-  auto* service = new PipeService(coordinator);
-  service->install();
-  pipe_service = service;
-}
-
-void pipes_tracing_started() {
-  if (pipe_service != nullptr) pipe_service->tracing_started();
-}
+std::unique_ptr<Service> install_pipes(Host& host) { return installed<PipeService>(host); }
 
 }  // namespace mpx::services

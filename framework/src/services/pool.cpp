@@ -102,25 +102,25 @@ std::string_view view(const zmq::message_t& frame) {
   return {static_cast<const char*>(frame.data()), frame.size()};
 }
 
-class PoolService {
+class PoolService final : public Service {
  public:
-  explicit PoolService(Coordinator& c) : coordinator_(c) {}
+  explicit PoolService(Host& host) : Service(host) {}
 
   void install() {
     using K = wire::Kind;
-    coordinator_.handle(K::pool_create, [this](auto& peer, auto& req) { create(peer, req); });
-    coordinator_.handle(K::pool_submit, [this](auto&, auto& req) { submit(req); });
-    coordinator_.handle(K::pool_take, [this](auto& peer, auto& req) { take(peer, req); });
-    coordinator_.handle(K::pool_results, [this](auto&, auto& req) { results(req); });
-    coordinator_.handle(K::pool_worker_exit, [this](auto&, auto& req) { worker_exit(req); });
-    coordinator_.handle(K::pool_close, [this](auto&, auto& req) { close(req); });
-    coordinator_.handle(K::pool_terminate, [this](auto& peer, auto& req) { terminate(peer, req); });
-    coordinator_.handle(K::pool_cancel, [this](auto& peer, auto& req) { cancel(peer, req); });
-    coordinator_.handle(K::pool_task_state, [this](auto& peer, auto& req) { task_state(peer, req); });
-    coordinator_.handle(K::pool_stats, [this](auto& peer, auto& req) { stats(peer, req); });
-    coordinator_.handle(K::pool_attach, [this](auto& peer, auto& req) { attach(peer, req); });
-    coordinator_.handle(K::pool_detach, [this](auto& peer, auto& req) { detach(peer, req); });
-    coordinator_.handle(K::pool_pull, [this](auto&, auto& req) { pull(req); });
+    on(K::pool_create, [this](auto& peer, auto& req) { create(peer, req); });
+    on(K::pool_submit, [this](auto&, auto& req) { submit(req); });
+    on(K::pool_take, [this](auto& peer, auto& req) { take(peer, req); });
+    on(K::pool_results, [this](auto&, auto& req) { results(req); });
+    on(K::pool_worker_exit, [this](auto&, auto& req) { worker_exit(req); });
+    on(K::pool_close, [this](auto&, auto& req) { close(req); });
+    on(K::pool_terminate, [this](auto& peer, auto& req) { terminate(peer, req); });
+    on(K::pool_cancel, [this](auto& peer, auto& req) { cancel(peer, req); });
+    on(K::pool_task_state, [this](auto& peer, auto& req) { task_state(peer, req); });
+    on(K::pool_stats, [this](auto& peer, auto& req) { stats(peer, req); });
+    on(K::pool_attach, [this](auto& peer, auto& req) { attach(peer, req); });
+    on(K::pool_detach, [this](auto& peer, auto& req) { detach(peer, req); });
+    on(K::pool_pull, [this](auto&, auto& req) { pull(req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
     coordinator_.on_metrics([this](Metrics& snapshot) {
       for (const auto& [id, pool] : pools_) {
@@ -133,16 +133,7 @@ class PoolService {
   }
 
  private:
-  PoolState& find(const wire::Envelope& req) {
-    auto it = pools_.find(req.header.object);
-    if (it == pools_.end()) throw ProtocolError("mpx: no pool with id " + std::to_string(req.header.object));
-    return *it->second;
-  }
-
-  void ok(Coordinator::Peer& peer, const wire::Header& h, std::string body) {
-    auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
-    coordinator_.reply(peer, r);
-  }
+  PoolState& find(const wire::Envelope& req) { return Service::find(pools_, req, "pool"); }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
     auto [max_retries, processes, build_id] = req.body_as<std::tuple<std::uint32_t, std::uint32_t, std::string>>();
@@ -164,7 +155,7 @@ class PoolService {
   // Another process (or socket) becomes a submitter: its tasks' results come back to the socket that sent this.
   void attach(Coordinator::Peer& peer, wire::Envelope& req) {
     PoolState& pool = find(req);
-    (void)req.body_as<Object>();
+    expect_nil(req);
     if (pool.terminated || pool.closed) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::closed, "mpx: the pool is closed");
       return;
@@ -512,7 +503,7 @@ class PoolService {
 
   void close(wire::Envelope& req) {
     PoolState& pool = find(req);
-    (void)req.body_as<Object>();
+    expect_nil(req);
     pull_outbox(pool, false);  // submitted before the close: they run
     pool.closed = true;
     serve(pool);
@@ -520,7 +511,7 @@ class PoolService {
 
   void terminate(Coordinator::Peer& peer, wire::Envelope& req) {
     PoolState& pool = find(req);
-    (void)req.body_as<Object>();
+    expect_nil(req);
     pool.closed = pool.terminated = true;
     pool.queue.clear();
     dismiss_takers(pool);
@@ -561,7 +552,7 @@ class PoolService {
 
   void stats(Coordinator::Peer& peer, wire::Envelope& req) {
     PoolState& pool = find(req);
-    (void)req.body_as<Object>();
+    expect_nil(req);
     pull_outbox(pool, false);
     std::uint64_t held = 0;
     for (const auto& [pid, tasks] : pool.held) held += tasks.size();
@@ -593,7 +584,6 @@ class PoolService {
     }
   }
 
-  Coordinator& coordinator_;
   std::unordered_map<std::uint64_t, std::unique_ptr<PoolState>> pools_;
   std::vector<wire::Envelope> pulled_;  // reused by pull_outbox
 };
@@ -605,10 +595,6 @@ void set_pool_local_submissions(PoolLocalSubmissions hook) {
   local_submissions.store(hook, std::memory_order_release);
 }
 
-void install_pool(Coordinator& coordinator) {
-  // Lives as long as the coordinator's handlers, which is the rest of the process.
-  auto* service = new PoolService(coordinator);
-  service->install();
-}
+std::unique_ptr<Service> install_pool(Host& host) { return installed<PoolService>(host); }
 
 }  // namespace mpx::services

@@ -136,30 +136,31 @@ Borrower borrower_of(const Coordinator::Peer& peer, std::uint64_t actor) {
   return Borrower{actor, std::string(static_cast<const char*>(peer.routing.data()), peer.routing.size())};
 }
 
-class QueueService {
+class QueueService final : public Service {
  public:
-  explicit QueueService(Coordinator& c) : coordinator_(c) {}
+  explicit QueueService(Host& host) : Service(host) {}
 
   void install() {
     using K = wire::Kind;
-    coordinator_.handle(K::queue_create, [this](auto& peer, auto& req) { create(peer, req); });
-    coordinator_.handle(K::queue_put, [this](auto& peer, auto& req) { put(peer, req, false); trace_depth(req); });
-    coordinator_.handle(K::queue_put_posted, [this](auto& peer, auto& req) { put(peer, req, true); trace_depth(req); });
-    coordinator_.handle(K::queue_get, [this](auto& peer, auto& req) { get(peer, req); trace_depth(req); });
-    coordinator_.handle(K::queue_size, [this](auto& peer, auto& req) { size(peer, req); });
-    coordinator_.handle(K::queue_release, [this](auto& peer, auto& req) { release(peer, req); trace_depth(req); });
-    coordinator_.handle(K::queue_task_done, [this](auto& peer, auto& req) { task_done(peer, req); });
-    coordinator_.handle(K::queue_join, [this](auto& peer, auto& req) { join(peer, req); });
-    coordinator_.handle(K::queue_lane, [this](auto& peer, auto& req) { lane_info(peer, req); });
-    coordinator_.handle(K::queue_lane_poke, [this](auto&, auto& req) {
+    on(K::queue_create, [this](auto& peer, auto& req) { create(peer, req); });
+    on(K::queue_put, [this](auto& peer, auto& req) { put(peer, req, false); trace_depth(req); });
+    on(K::queue_put_posted, [this](auto& peer, auto& req) { put(peer, req, true); trace_depth(req); });
+    on(K::queue_get, [this](auto& peer, auto& req) { get(peer, req); trace_depth(req); });
+    on(K::queue_size, [this](auto& peer, auto& req) { size(peer, req); });
+    on(K::queue_release, [this](auto& peer, auto& req) { release(peer, req); trace_depth(req); });
+    on(K::queue_task_done, [this](auto& peer, auto& req) { task_done(peer, req); });
+    on(K::queue_join, [this](auto& peer, auto& req) { join(peer, req); });
+    on(K::queue_lane, [this](auto& peer, auto& req) { lane_info(peer, req); });
+    on(K::queue_lane_poke, [this](auto&, auto& req) {
       expect_nil(req);
       QueueState& q = find(req);
       if (q.lane) serve_lane(q, req.header.object);
       trace_depth(req);
     });
-    coordinator_.handle(K::queue_unget, [this](auto&, auto& req) { unget(req); trace_depth(req); });
+    on(K::queue_unget, [this](auto&, auto& req) { unget(req); trace_depth(req); });
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
     coordinator_.on_metrics([this](Metrics& snapshot) { collect(snapshot); });
+    coordinator_.on_tracing_changed([this](bool enabled) { tracing_changed(enabled); });
   }
 
  private:
@@ -193,11 +194,7 @@ class QueueService {
 #endif
   }
 
-  QueueState& find(const wire::Envelope& req) {
-    auto it = queues_.find(req.header.object);
-    if (it == queues_.end()) throw ProtocolError("mpx: no queue with id " + std::to_string(req.header.object));
-    return *it->second;
-  }
+  QueueState& find(const wire::Envelope& req) { return Service::find(queues_, req, "queue"); }
 
   // One of a queue's waiting lists, or nullptr once the queue is gone (for an expiring deadline).
   std::deque<Waiter>* waiting(std::uint64_t id, std::deque<Waiter> QueueState::*list) {
@@ -209,11 +206,6 @@ class QueueService {
   static std::string item_of(const wire::Envelope& req) {
     if (req.body.size() != 2) throw ProtocolError("mpx: a queue put carries [arguments][item] frames");
     return std::string(static_cast<const char*>(req.body[1].data()), req.body[1].size());
-  }
-
-  void ok(Coordinator::Peer& peer, const wire::Header& h, std::string body) {
-    auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
-    coordinator_.reply(peer, r);
   }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
@@ -585,15 +577,9 @@ class QueueService {
       if (!posted) ok(peer, req.header, encode(Object{}));
       return;
     }
-    if (wait == 0) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::full, "mpx: the queue is full");
-      return;
-    }
-    park(coordinator_, q.putters, make_waiter(peer, req, std::move(item)), wait,
-         [this, id = req.header.object] { return waiting(id, &QueueState::putters); },
-         [this](Waiter& w) {
-           answer_error(coordinator_, w, wire::ErrorCode::full, "mpx: the queue stayed full until the timeout");
-         });
+    park_or_refuse(coordinator_, q.putters, make_waiter(peer, req, std::move(item)), wait,
+                   [this, id = req.header.object] { return waiting(id, &QueueState::putters); }, wire::ErrorCode::full,
+                   "mpx: the queue is full", "mpx: the queue stayed full until the timeout");
   }
 
   // After room appeared: let blocked putters in, oldest first.
@@ -628,15 +614,9 @@ class QueueService {
       admit_putters(q);
       return;
     }
-    if (wait == 0) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::empty, "mpx: the queue is empty");
-      return;
-    }
-    park(coordinator_, q.getters, make_waiter(peer, req), wait,
-         [this, id = req.header.object] { return waiting(id, &QueueState::getters); },
-         [this](Waiter& w) {
-           answer_error(coordinator_, w, wire::ErrorCode::empty, "mpx: the queue stayed empty until the timeout");
-         });
+    park_or_refuse(coordinator_, q.getters, make_waiter(peer, req), wait,
+                   [this, id = req.header.object] { return waiting(id, &QueueState::getters); }, wire::ErrorCode::empty,
+                   "mpx: the queue is empty", "mpx: the queue stayed empty until the timeout");
   }
 
   void size(Coordinator::Peer& peer, wire::Envelope& req) {
@@ -712,15 +692,10 @@ class QueueService {
       ok(peer, req.header, encode(Object{}));
       return;
     }
-    if (wait == 0) {
-      coordinator_.reply_error(peer, req.header, wire::ErrorCode::timeout, "mpx: unfinished tasks remain");
-      return;
-    }
-    park(coordinator_, q.joiners, make_waiter(peer, req), wait,
-         [this, id = req.header.object] { return waiting(id, &QueueState::joiners); },
-         [this](Waiter& w) {
-           answer_error(coordinator_, w, wire::ErrorCode::timeout, "mpx: unfinished tasks remain at the timeout");
-         });
+    park_or_refuse(coordinator_, q.joiners, make_waiter(peer, req), wait,
+                   [this, id = req.header.object] { return waiting(id, &QueueState::joiners); },
+                   wire::ErrorCode::timeout, "mpx: unfinished tasks remain",
+                   "mpx: unfinished tasks remain at the timeout");
   }
 
   void died(std::uint64_t actor) {
@@ -766,7 +741,6 @@ class QueueService {
     }
   }
 
-  Coordinator& coordinator_;
   std::unordered_map<std::uint64_t, std::unique_ptr<QueueState>> queues_;
 
  public:
@@ -779,19 +753,8 @@ class QueueService {
   }
 };
 
-QueueService* the_service = nullptr;  // coordinator thread only
-
 }  // namespace
 
-void install_queues(Coordinator& coordinator) {
-  // Lives as long as the coordinator's handlers, which is the rest of the process.
-  auto* service = new QueueService(coordinator);
-  service->install();
-  the_service = service;
-}
-
-void queues_tracing_changed(bool on) {
-  if (the_service != nullptr) the_service->tracing_changed(on);
-}
+std::unique_ptr<Service> install_queues(Host& host) { return installed<QueueService>(host); }
 
 }  // namespace mpx::services

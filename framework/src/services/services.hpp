@@ -1,5 +1,5 @@
 // The services: protocol state machines inside the coordinator. Each owns its objects' state and replies through
-// the coordinator; none knows about sockets beyond "reply to this peer".
+// the coordinator; none knows about sockets beyond "reply to this peer" (service.hpp: their one shape).
 #pragma once
 
 #include <cstdint>
@@ -8,28 +8,12 @@
 #include <vector>
 
 #include "runtime/coordinator.hpp"
+#include "services/service.hpp"
 
 namespace mpx::services {
 
-// Registers every service's handlers and death hooks on a coordinator before it starts.
+// Makes every service on a coordinator before it starts, through a CoordinatorHost that lives as long as it.
 void install_all(runtime::Coordinator& coordinator);
-
-void install_queues(runtime::Coordinator& coordinator);
-void install_sync(runtime::Coordinator& coordinator);
-void install_pipes(runtime::Coordinator& coordinator);
-void install_trace(runtime::Coordinator& coordinator);
-
-// Kinds whose body is nil: anything else is malformed (throws ProtocolError).
-void expect_nil(const wire::Envelope& request);
-// An object's name in metrics: the one a topology gave it ("queue:jobs" -> "jobs", for `type` "queue"), else its id.
-std::string metrics_name(std::string_view type, std::uint64_t id);
-void install_shm(runtime::Coordinator& coordinator);
-void install_pool(runtime::Coordinator& coordinator);
-// Tracing was switched on: pipes leave the direct path (coordinator thread).
-void pipes_tracing_started();
-// Tracing was switched on or off: queue rings are flagged, so their users record what they do there (coordinator
-// thread).
-void queues_tracing_changed(bool on);
 
 // A pool whose owner runs in the coordinator's own process (the embedded default) can take its results on the
 // coordinator thread, without the hop through the owner's result socket and result thread. The API layer registers

@@ -75,18 +75,6 @@ struct Record {
   std::map<Owner, std::shared_ptr<Agent>> agents;
 };
 
-struct UnknownSegment : ProtocolError {
-  explicit UnknownSegment(std::uint64_t id) : ProtocolError("mpx: no shared memory segment with id " + std::to_string(id)) {}
-};
-
-// Thrown by handlers for an error reply with a specific code (the request was well-formed).
-struct Refusal {
-  wire::ErrorCode code;
-  std::string message;
-};
-
-std::string nil() { return encode(Object{}); }
-
 // The agent's thread: takes the lock, reports, then holds it until told to release it or to abandon it.
 void run_agent(std::shared_ptr<Agent> agent, std::shared_ptr<shm::Mapping> keep, shm::Lock* held,
                std::int64_t wait_ms, std::uint64_t ticket) {
@@ -124,9 +112,9 @@ void run_agent(std::shared_ptr<Agent> agent, std::shared_ptr<shm::Mapping> keep,
   (void)keep;
 }
 
-class ShmService {
+class ShmService final : public Service {
  public:
-  explicit ShmService(Coordinator& c) : coordinator_(c) {}
+  explicit ShmService(Host& host) : Service(host) {}
 
   void install() {
     using K = wire::Kind;
@@ -144,38 +132,7 @@ class ShmService {
   }
 
  private:
-  using Peer = Coordinator::Peer;
-  using Method = void (ShmService::*)(Peer&, wire::Envelope&);
-
-  void on(wire::Kind kind, Method method) {
-    coordinator_.handle(kind, [this, method](Peer& peer, wire::Envelope& req) {
-      try {
-        (this->*method)(peer, req);
-      } catch (const UnknownSegment& e) {
-        coordinator_.reply_error(peer, req.header, wire::ErrorCode::unknown_object, e.what());
-      } catch (const Refusal& r) {
-        coordinator_.reply_error(peer, req.header, r.code, r.message);
-      }
-    });
-  }
-
-  void ok(Peer& peer, const wire::Header& h, std::string body) {
-    auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
-    coordinator_.reply(peer, r);
-  }
-
-  Record& find(const wire::Envelope& req) {
-    auto it = records_.find(req.header.object);
-    if (it == records_.end()) throw UnknownSegment(req.header.object);
-    return it->second;
-  }
-
-  static void expect_frames(const wire::Envelope& req, std::size_t n) {
-    if (req.body.size() != n) {
-      throw ProtocolError("mpx: '" + std::string(wire::kind_name(req.header.kind)) + "' takes " + std::to_string(n) +
-                          " body frame" + (n == 1 ? "" : "s"));
-    }
-  }
+  Record& find(const wire::Envelope& req) { return Service::find(records_, req, "shared memory segment"); }
 
   // [offset, length] must lie inside the segment's data.
   static void check_range(const Record& r, std::uint64_t offset, std::uint64_t length) {
@@ -287,7 +244,7 @@ class ShmService {
     check_range(r, offset, length);
     std::string bytes(length, '\0');
     copy(bytes.data(), r.mapping->base() + r.offset + offset, length);
-    auto reply = wire::make_reply(req.header, wire::Kind::ok, nil());
+    auto reply = wire::make_reply(req.header, wire::Kind::ok, encode(Object{}));
     reply.body.emplace_back(bytes.data(), bytes.size());
     coordinator_.reply(peer, reply);
   }
@@ -299,7 +256,7 @@ class ShmService {
     const auto& frame = req.body[1];
     check_range(r, offset, frame.size());
     copy(r.mapping->base() + r.offset + offset, frame.data(), frame.size());
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
   }
 
   // A cell of 1, 2, 4 or 8 bytes at an aligned offset is read and written whole, so remote and local readers never
@@ -396,9 +353,8 @@ class ShmService {
   }
 
   void unlock(Peer& peer, wire::Envelope& req) {
-    expect_frames(req, 1);
     auto& r = find(req);
-    if (!req.body_as<Object>().is_none()) throw ProtocolError("mpx: 'shm_unlock' takes a nil body");
+    expect_nil(req);
     Owner owner{req.header.sender, peer.routing.to_string()};
     auto it = r.agents.find(owner);
     if (it == r.agents.end() || it->second->count == 0) {
@@ -408,7 +364,7 @@ class ShmService {
       it->second->tell(Agent::Command::release);
       r.agents.erase(it);
     }
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
   }
 
   void unlink(Peer& peer, wire::Envelope& req) {
@@ -426,8 +382,7 @@ class ShmService {
   }
 
   void list(Peer& peer, wire::Envelope& req) {
-    expect_frames(req, 1);
-    if (!req.body_as<Object>().is_none()) throw ProtocolError("mpx: 'shm_list' takes a nil body");
+    expect_nil(req);
     std::vector<std::string> names;
     for (const auto& [id, r] : records_) {
       if (r.tracked) names.push_back(r.name);
@@ -457,7 +412,6 @@ class ShmService {
     }
   }
 
-  Coordinator& coordinator_;
   std::map<std::uint64_t, Record> records_;
   std::map<std::uint64_t, std::shared_ptr<Agent>> tickets_;
   std::uint64_t serial_ = 0;
@@ -465,10 +419,6 @@ class ShmService {
 
 }  // namespace
 
-void install_shm(Coordinator& coordinator) {
-  // Lives as long as the coordinator's handlers, which is the rest of the process.
-  auto* service = new ShmService(coordinator);
-  service->install();
-}
+std::unique_ptr<Service> install_shm(Host& host) { return installed<ShmService>(host); }
 
 }  // namespace mpx::services

@@ -83,11 +83,6 @@ struct BarrierState {
   std::deque<QueuedParty> queued;
 };
 
-struct UnknownObject : ProtocolError {
-  UnknownObject(std::string_view type, std::uint64_t id)
-      : ProtocolError("mpx: no " + std::string(type) + " with id " + std::to_string(id)) {}
-};
-
 // Like waiters.hpp's take(), but keeps the waiter's derived type.
 // One of an object's waiting lists, or nullptr once the object is gone (for an expiring deadline).
 template <class Map, class State, class List>
@@ -96,24 +91,9 @@ List* waiting_list(Map& map, std::uint64_t id, List State::*list) {
   return it == map.end() ? nullptr : &((*it->second).*list);
 }
 
-template <class Map>
-auto& find_in(Map& map, const wire::Envelope& req, std::string_view type) {
-  auto it = map.find(req.header.object);
-  if (it == map.end()) throw UnknownObject(type, req.header.object);
-  return *it->second;
-}
-
-void expect_one_frame(const wire::Envelope& req) {
-  if (req.body.size() != 1) {
-    throw ProtocolError("mpx: '" + std::string(wire::kind_name(req.header.kind)) + "' takes one body frame");
-  }
-}
-
-std::string nil() { return encode(Object{}); }
-
-class SyncService {
+class SyncService final : public Service {
  public:
-  explicit SyncService(Coordinator& c) : coordinator_(c) {}
+  explicit SyncService(Host& host) : Service(host) {}
 
   void install() {
     using K = wire::Kind;
@@ -153,25 +133,6 @@ class SyncService {
   }
 
  private:
-  using Peer = Coordinator::Peer;
-  using Method = void (SyncService::*)(Peer&, wire::Envelope&);
-
-  // An unknown id is answered as such (error unknown_object) rather than as a malformed body.
-  void on(wire::Kind kind, Method method) {
-    coordinator_.handle(kind, [this, method](Peer& peer, wire::Envelope& req) {
-      try {
-        (this->*method)(peer, req);
-      } catch (const UnknownObject& e) {
-        coordinator_.reply_error(peer, req.header, wire::ErrorCode::unknown_object, e.what());
-      }
-    });
-  }
-
-  void ok(Peer& peer, const wire::Header& h, std::string body) {
-    auto r = wire::make_reply(h, wire::Kind::ok, std::move(body));
-    coordinator_.reply(peer, r);
-  }
-
   // A request that would make its sender an owner or a waiter may arrive after the sender's death was handled (its
   // bytes were still in flight). Watching it again tells: a process that is gone is refused (it cannot be answered
   // anyway), and one that is still a zombie is reaped on the next turn of the loop, which runs the death hooks again.
@@ -191,7 +152,7 @@ class SyncService {
   // ---- Lock and RLock ------------------------------------------------------------------------------------------
 
   void lock_create(Peer& peer, wire::Envelope& req) {
-    expect_one_frame(req);
+    expect_frames(req, 1);
     auto [recursive] = req.body_as<std::tuple<bool>>();
     auto lock = std::make_unique<LockState>();
     lock->recursive = recursive;
@@ -202,8 +163,8 @@ class SyncService {
   static bool take_died(bool& flag) { return std::exchange(flag, false); }
 
   void lock_acquire(Peer& peer, wire::Envelope& req) {
-    LockState& lock = find_in(locks_, req, "lock");
-    expect_one_frame(req);
+    LockState& lock = find(locks_, req, "lock");
+    expect_frames(req, 1);
     auto [wait] = req.body_as<std::tuple<std::int64_t>>();
     const auto me = req.header.sender;
     if (!alive(me)) return;
@@ -288,27 +249,27 @@ class SyncService {
   }
 
   void lock_release(Peer& peer, wire::Envelope& req) {
-    LockState& lock = find_in(locks_, req, "lock");
+    LockState& lock = find(locks_, req, "lock");
     expect_nil(req);
     if (auto misuse = not_held_by(lock, req.header.sender, "release")) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::not_owner, *misuse);
       return;
     }
     release_lock(lock);
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
   }
 
   // Posted by a process that knows it holds the lock, so it cannot fail; if it does anyway (a client bug or a hostile
   // sender), it is counted as malformed and changes nothing.
   void lock_release_posted(Peer&, wire::Envelope& req) {
-    LockState& lock = find_in(locks_, req, "lock");
+    LockState& lock = find(locks_, req, "lock");
     expect_nil(req);
     if (auto misuse = not_held_by(lock, req.header.sender, "release")) throw ProtocolError(*misuse);
     release_lock(lock);
   }
 
   void lock_state(Peer& peer, wire::Envelope& req) {
-    LockState& lock = find_in(locks_, req, "lock");
+    LockState& lock = find(locks_, req, "lock");
     expect_nil(req);
     const std::uint64_t owner = lock.count ? lock.owner : 0;
     ok(peer, req.header, encode(std::make_tuple(owner, lock.count)));
@@ -317,7 +278,7 @@ class SyncService {
   // ---- Semaphore and BoundedSemaphore --------------------------------------------------------------------------
 
   void sem_create(Peer& peer, wire::Envelope& req) {
-    expect_one_frame(req);
+    expect_frames(req, 1);
     auto [value, bounded] = req.body_as<std::tuple<std::uint64_t, bool>>();
     auto sem = std::make_unique<SemaphoreState>();
     sem->value = sem->initial = value;
@@ -326,8 +287,8 @@ class SyncService {
   }
 
   void sem_acquire(Peer& peer, wire::Envelope& req) {
-    SemaphoreState& sem = find_in(semaphores_, req, "semaphore");
-    expect_one_frame(req);
+    SemaphoreState& sem = find(semaphores_, req, "semaphore");
+    expect_frames(req, 1);
     auto [wait] = req.body_as<std::tuple<std::int64_t>>();
     const auto me = req.header.sender;
     if (!alive(me)) return;
@@ -370,24 +331,24 @@ class SyncService {
   }
 
   void sem_release(Peer& peer, wire::Envelope& req) {
-    SemaphoreState& sem = find_in(semaphores_, req, "semaphore");
+    SemaphoreState& sem = find(semaphores_, req, "semaphore");
     expect_nil(req);
     if (auto misuse = release_unit(sem, req.header.sender)) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::value, *misuse);
       return;
     }
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
   }
 
   void sem_release_posted(Peer&, wire::Envelope& req) {
-    SemaphoreState& sem = find_in(semaphores_, req, "semaphore");
+    SemaphoreState& sem = find(semaphores_, req, "semaphore");
     expect_nil(req);
     if (sem.bounded) throw ProtocolError("mpx: a posted release needs an unbounded semaphore");
     (void)release_unit(sem, req.header.sender);
   }
 
   void sem_get_value(Peer& peer, wire::Envelope& req) {
-    SemaphoreState& sem = find_in(semaphores_, req, "semaphore");
+    SemaphoreState& sem = find(semaphores_, req, "semaphore");
     expect_nil(req);
     ok(peer, req.header, encode(std::make_tuple(sem.value)));
   }
@@ -400,30 +361,30 @@ class SyncService {
   }
 
   void event_set(Peer& peer, wire::Envelope& req) {
-    EventState& event = find_in(events_, req, "event");
+    EventState& event = find(events_, req, "event");
     expect_nil(req);
     event.flag = true;
     for (auto& w : event.waiters) answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(true)));
     event.waiters.clear();
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
   }
 
   void event_clear(Peer& peer, wire::Envelope& req) {
-    EventState& event = find_in(events_, req, "event");
+    EventState& event = find(events_, req, "event");
     expect_nil(req);
     event.flag = false;
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
   }
 
   void event_is_set(Peer& peer, wire::Envelope& req) {
-    EventState& event = find_in(events_, req, "event");
+    EventState& event = find(events_, req, "event");
     expect_nil(req);
     ok(peer, req.header, encode(std::make_tuple(event.flag)));
   }
 
   void event_wait(Peer& peer, wire::Envelope& req) {
-    EventState& event = find_in(events_, req, "event");
-    expect_one_frame(req);
+    EventState& event = find(events_, req, "event");
+    expect_frames(req, 1);
     auto [wait] = req.body_as<std::tuple<std::int64_t>>();
     if (event.flag || wait == 0) {
       ok(peer, req.header, encode(std::make_tuple(event.flag)));
@@ -438,7 +399,7 @@ class SyncService {
   // ---- Condition -----------------------------------------------------------------------------------------------
 
   void cond_create(Peer& peer, wire::Envelope& req) {
-    expect_one_frame(req);
+    expect_frames(req, 1);
     auto [lock_id] = req.body_as<std::tuple<std::uint64_t>>();
     if (!locks_.count(lock_id)) throw UnknownObject("lock", lock_id);
     auto cond = std::make_unique<ConditionState>();
@@ -447,7 +408,7 @@ class SyncService {
   }
 
   void cond_lock(Peer& peer, wire::Envelope& req) {
-    ConditionState& cond = find_in(conditions_, req, "condition");
+    ConditionState& cond = find(conditions_, req, "condition");
     expect_nil(req);
     ok(peer, req.header, encode(std::make_tuple(cond.lock, locks_.at(cond.lock)->recursive)));
   }
@@ -466,8 +427,8 @@ class SyncService {
   // deadline, take the lock back, then reply. Doing it here makes "release and start waiting" atomic, so a notify
   // sent right after the release cannot be missed.
   void cond_wait(Peer& peer, wire::Envelope& req) {
-    ConditionState& cond = find_in(conditions_, req, "condition");
-    expect_one_frame(req);
+    ConditionState& cond = find(conditions_, req, "condition");
+    expect_frames(req, 1);
     auto [wait] = req.body_as<std::tuple<std::int64_t>>();
     LockState* held = lock_held_for(cond, peer, req, "wait on");
     if (!held) return;
@@ -498,8 +459,8 @@ class SyncService {
   }
 
   void cond_notify(Peer& peer, wire::Envelope& req) {
-    ConditionState& cond = find_in(conditions_, req, "condition");
-    expect_one_frame(req);
+    ConditionState& cond = find(conditions_, req, "condition");
+    expect_frames(req, 1);
     auto [n] = req.body_as<std::tuple<std::int64_t>>();
     LockState* lock = lock_held_for(cond, peer, req, "notify on");
     if (!lock) return;
@@ -508,13 +469,13 @@ class SyncService {
       cond.waiters.pop_front();
       to_lock(*lock, std::move(w), true);
     }
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
   }
 
   // ---- Barrier -------------------------------------------------------------------------------------------------
 
   void barrier_create(Peer& peer, wire::Envelope& req) {
-    expect_one_frame(req);
+    expect_frames(req, 1);
     // The action's arguments may be left out (an action without parameters).
     auto [parties, action, timeout, action_args] =
         req.body_as<std::tuple<std::uint64_t, std::optional<FunctionId>, std::int64_t, Object>>();
@@ -537,8 +498,8 @@ class SyncService {
   }
 
   void barrier_wait(Peer& peer, wire::Envelope& req) {
-    BarrierState& barrier = find_in(barriers_, req, "barrier");
-    expect_one_frame(req);
+    BarrierState& barrier = find(barriers_, req, "barrier");
+    expect_frames(req, 1);
     auto [wait, use_default] = req.body_as<std::tuple<std::int64_t, bool>>();
     if (barrier.broken) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::broken, "mpx: the barrier is broken");
@@ -620,10 +581,10 @@ class SyncService {
   }
 
   void barrier_action_done(Peer& peer, wire::Envelope& req) {
-    BarrierState& barrier = find_in(barriers_, req, "barrier");
-    expect_one_frame(req);
+    BarrierState& barrier = find(barriers_, req, "barrier");
+    expect_frames(req, 1);
     auto [generation, succeeded] = req.body_as<std::tuple<std::uint64_t, bool>>();
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
     // Stale (the barrier was reset or broken while the action ran) or not from the runner: nothing to do.
     if (barrier.runner == 0 || barrier.runner != req.header.sender || generation != barrier.generation) return;
     if (succeeded) {
@@ -634,26 +595,26 @@ class SyncService {
   }
 
   void barrier_abort(Peer& peer, wire::Envelope& req) {
-    BarrierState& barrier = find_in(barriers_, req, "barrier");
+    BarrierState& barrier = find(barriers_, req, "barrier");
     expect_nil(req);
     break_barrier(barrier, "mpx: the barrier was aborted");
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
   }
 
   void barrier_reset(Peer& peer, wire::Envelope& req) {
-    BarrierState& barrier = find_in(barriers_, req, "barrier");
+    BarrierState& barrier = find(barriers_, req, "barrier");
     expect_nil(req);
     // Python: parties waiting now get BrokenBarrierError; the barrier is empty and unbroken again. Parties queued
     // behind a running action had not arrived yet: they join the fresh generation.
     for (auto& w : barrier.arrivals) answer_error(coordinator_, w, wire::ErrorCode::broken, "mpx: the barrier was reset");
     barrier.arrivals.clear();
     barrier.broken = false;
-    ok(peer, req.header, nil());
+    ok(peer, req.header);
     next_generation(req.header.object, barrier);
   }
 
   void barrier_state(Peer& peer, wire::Envelope& req) {
-    BarrierState& barrier = find_in(barriers_, req, "barrier");
+    BarrierState& barrier = find(barriers_, req, "barrier");
     expect_nil(req);
     ok(peer, req.header,
        encode(std::make_tuple(barrier.parties, static_cast<std::uint64_t>(barrier.arrivals.size()), barrier.broken)));
@@ -716,7 +677,6 @@ class SyncService {
     }
   }
 
-  Coordinator& coordinator_;
   std::unordered_map<std::uint64_t, std::unique_ptr<LockState>> locks_;
   std::unordered_map<std::uint64_t, std::unique_ptr<SemaphoreState>> semaphores_;
   std::unordered_map<std::uint64_t, std::unique_ptr<EventState>> events_;
@@ -726,10 +686,6 @@ class SyncService {
 
 }  // namespace
 
-void install_sync(Coordinator& coordinator) {
-  // Lives as long as the coordinator's handlers, which is the rest of the process.
-  auto* service = new SyncService(coordinator);
-  service->install();
-}
+std::unique_ptr<Service> install_sync(Host& host) { return installed<SyncService>(host); }
 
 }  // namespace mpx::services

@@ -9,11 +9,9 @@
 #include <string>
 #include <utility>
 
-#include "runtime/coordinator.hpp"
+#include "services/service.hpp"
 
 namespace mpx::services {
-
-using runtime::Coordinator;
 
 struct Waiter {
   Coordinator::Peer peer;
@@ -44,13 +42,13 @@ inline Waiter make_waiter(Coordinator::Peer& peer, const wire::Envelope& request
 
 // Arms the waiter's deadline (unless it waits forever); `expire` runs on the coordinator thread when it passes and
 // must remove the waiter and answer it.
-inline void arm(Coordinator& coordinator, Waiter& waiter, std::int64_t wait_ms, std::function<void()> expire) {
+inline void arm(Host& coordinator, Waiter& waiter, std::int64_t wait_ms, std::function<void()> expire) {
   if (waits_forever(wait_ms)) return;
   waiter.timer = coordinator.timers().schedule(
       runtime::TimerWheel::Clock::now() + std::chrono::milliseconds(wait_ms), std::move(expire));
 }
 
-inline void disarm(Coordinator& coordinator, Waiter& waiter) {
+inline void disarm(Host& coordinator, Waiter& waiter) {
   if (waiter.timer) coordinator.timers().cancel(waiter.timer);
   waiter.timer = 0;
 }
@@ -72,7 +70,7 @@ std::optional<typename Container::value_type> take(Container& waiters, std::uint
 // the list again (nullptr once its object is gone), the waiter is taken out if it is still there, and `expire`
 // answers it. Every service parks its waiters this way, so none can outlive its deadline.
 template <class W, class FindList, class Expire>
-void park(Coordinator& coordinator, std::deque<W>& list, W waiter, std::int64_t wait_ms, FindList find_list,
+void park(Host& coordinator, std::deque<W>& list, W waiter, std::int64_t wait_ms, FindList find_list,
           Expire expire) {
   list.push_back(std::move(waiter));
   W& queued = list.back();
@@ -89,7 +87,7 @@ void park(Coordinator& coordinator, std::deque<W>& list, W waiter, std::int64_t 
 
 // Removes every waiter of a dead process; their replies could never be delivered.
 template <class Container>
-void forget_actor(Coordinator& coordinator, Container& waiters, std::uint64_t actor) {
+void forget_actor(Host& coordinator, Container& waiters, std::uint64_t actor) {
   for (auto it = waiters.begin(); it != waiters.end();) {
     if (it->actor() == actor) {
       disarm(coordinator, *it);
@@ -101,7 +99,7 @@ void forget_actor(Coordinator& coordinator, Container& waiters, std::uint64_t ac
 }
 
 // Answers a waiter: ok with `body` frames.
-inline void answer(Coordinator& coordinator, Waiter& waiter, wire::Kind kind, std::string body,
+inline void answer(Host& coordinator, Waiter& waiter, wire::Kind kind, std::string body,
                    std::string raw = {}, bool with_raw = false) {
   disarm(coordinator, waiter);
   auto reply = wire::make_reply(waiter.request, kind, std::move(body));
@@ -109,9 +107,22 @@ inline void answer(Coordinator& coordinator, Waiter& waiter, wire::Kind kind, st
   coordinator.reply(waiter.peer, reply);
 }
 
-inline void answer_error(Coordinator& coordinator, Waiter& waiter, wire::ErrorCode code, std::string_view message) {
+inline void answer_error(Host& coordinator, Waiter& waiter, wire::ErrorCode code, std::string_view message) {
   disarm(coordinator, waiter);
   coordinator.reply_error(waiter.peer, waiter.request, code, message);
+}
+
+// A request that cannot be answered yet: refused at once with `code` when it does not wait (`wait_ms` 0), else parked
+// as park() does until its deadline answers it with the same code.
+template <class FindList>
+void park_or_refuse(Host& coordinator, std::deque<Waiter>& list, Waiter waiter, std::int64_t wait_ms,
+                    FindList find_list, wire::ErrorCode code, const char* refused, const char* expired) {
+  if (wait_ms == 0) {
+    coordinator.reply_error(waiter.peer, waiter.request, code, refused);
+    return;
+  }
+  park(coordinator, list, std::move(waiter), wait_ms, find_list,
+       [&coordinator, code, expired](Waiter& w) { answer_error(coordinator, w, code, expired); });
 }
 
 }  // namespace mpx::services

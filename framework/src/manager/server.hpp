@@ -1,6 +1,6 @@
-// The manager service: the objects of a Manager (dicts, lists, namespaces, values and instances of registered types),
-// served by a manager process over its own ROUTER socket. It reuses the coordinator's loop (bounded decode, malformed
-// counting, replies) on a second Coordinator object that serves only these kinds.
+// The Manager's server, not a coordinator service: the objects of a Manager (dicts, lists, namespaces, values and
+// instances of registered types), served by a manager process over its own ROUTER socket. It reuses the coordinator's
+// loop (bounded decode, malformed counting, replies) on a second Coordinator object that serves only these kinds.
 #pragma once
 
 #include <atomic>
@@ -17,7 +17,7 @@
 
 #include "runtime/coordinator.hpp"
 
-namespace mpx::services {
+namespace mpx::manager {
 
 // A type registered with Manager::register_type, as function pointers resolved in the manager process. Each one
 // catches what the user's code throws and reports it as msgpack [type, message, pid] in `error`/`result`.
@@ -70,4 +70,4 @@ class ManagerServer {
   bool stopped_ = false;
 };
 
-}  // namespace mpx::services
+}  // namespace mpx::manager

@@ -1,10 +1,10 @@
-// The manager service's state machines: every managed value is an mpx::Object held here, and every operation on it
+// The Manager's server: every managed value is an mpx::Object held here, and every operation on it
 // (including on containers nested inside it) runs here, in one request. That is what fixes Python's nested-mutable
 // pitfall: `ns.x.append(1)` on a proxy in Python mutates a copy; here `append_in({"x"}, 1)` mutates the list in place.
 //
 // Every handler decodes and checks its whole request before it changes anything, so a malformed or failing request is
 // answered with an error and leaves no trace.
-#include "services/manager.hpp"
+#include "manager/server.hpp"
 
 #include <algorithm>
 #include <unordered_set>
@@ -14,7 +14,7 @@
 #include "wire/auth.hpp"
 #include "wire/manager_ops.hpp"
 
-namespace mpx::services {
+namespace mpx::manager {
 
 namespace {
 
@@ -228,226 +228,290 @@ bool python_less(const Object& a, const Object& b) {
                              " and " + Object::type_name(b.type()));
 }
 
-// Runs one operation on `target` (the value found at the request's path) and returns its result.
-Object apply_op(Object& target, std::string_view op, const Object::Array& args) {
+// ---- The ops of manager_apply, as a table: (op, the type it applies to) -> its argument count and its code --------
+
+using Args = Object::Array;
+
+// On any value.
+Object op_assign(Object& target, const Args& args) {
+  target = args[0];
+  return {};
+}
+Object op_add(Object& target, const Args& args) {
+  target = add(target, args[0]);
+  return target;
+}
+Object op_len(Object& target, const Args&) {
   using T = Object::Type;
-  // Operations on any value.
-  if (op == manager_op::assign) {
-    arity(args, 1, 1, op);
-    target = args[0];
+  if (target.type() != T::map && target.type() != T::array && target.type() != T::string && target.type() != T::bytes) {
+    wrong_type(manager_op::len, target);
+  }
+  return Object(static_cast<std::int64_t>(target.size()));
+}
+
+// On maps.
+Object map_get(Object& target, const Args& args) {
+  if (Object* v = find_key(target.as_map(), args[0])) return *v;
+  if (args.size() == 2) return args[1];
+  fault(ErrorCode::key, "mpx: KeyError: " + args[0].repr());
+}
+Object map_set(Object& target, const Args& args) {
+  auto& map = target.as_map();
+  if (Object* v = find_key(map, args[0])) {
+    *v = args[1];
+  } else {
+    map.emplace_back(args[0], args[1]);
+  }
+  return {};
+}
+// del and pop: pop returns the value, or its default when the key is missing.
+Object map_remove(Object& target, const Args& args, bool pop) {
+  auto& map = target.as_map();
+  auto it = std::find_if(map.begin(), map.end(), [&](const auto& kv) { return kv.first == args[0]; });
+  if (it == map.end()) {
+    if (args.size() == 2) return args[1];
+    fault(ErrorCode::key, "mpx: KeyError: " + args[0].repr());
+  }
+  Object value = std::move(it->second);
+  map.erase(it);
+  return pop ? value : Object{};
+}
+Object map_del(Object& target, const Args& args) { return map_remove(target, args, false); }
+Object map_pop(Object& target, const Args& args) { return map_remove(target, args, true); }
+Object map_popitem(Object& target, const Args&) {
+  auto& map = target.as_map();
+  // Python's dict.popitem: the last inserted pair.
+  if (map.empty()) fault(ErrorCode::key, "mpx: KeyError: 'popitem(): dictionary is empty'");
+  Object pair = Object::list({std::move(map.back().first), std::move(map.back().second)});
+  map.pop_back();
+  return pair;
+}
+Object map_setdefault(Object& target, const Args& args) {
+  auto& map = target.as_map();
+  if (Object* v = find_key(map, args[0])) return *v;
+  map.emplace_back(args[0], args.size() == 2 ? args[1] : Object{});
+  return map.back().second;
+}
+Object map_update(Object& target, const Args& args) {
+  auto& map = target.as_map();
+  for (auto& [k, v] : pairs_of(args[0])) {
+    if (Object* old = find_key(map, k)) {
+      *old = std::move(v);
+    } else {
+      map.emplace_back(std::move(k), std::move(v));
+    }
+  }
+  return {};
+}
+Object map_contains(Object& target, const Args& args) { return Object(find_key(target.as_map(), args[0]) != nullptr); }
+// keys, values, items: one element of each pair, or both.
+template <int part>
+Object map_view(Object& target, const Args&) {
+  Object::Array out;
+  out.reserve(target.as_map().size());
+  for (const auto& [k, v] : target.as_map()) {
+    if constexpr (part == 0) out.push_back(k);
+    else if constexpr (part == 1) out.push_back(v);
+    else out.push_back(Object::list({k, v}));
+  }
+  return Object(std::move(out));
+}
+Object map_clear(Object& target, const Args&) {
+  target.as_map().clear();
+  return {};
+}
+
+// On arrays.
+Object list_append(Object& target, const Args& args) {
+  target.as_array().push_back(args[0]);
+  return {};
+}
+Object list_extend(Object& target, const Args& args) {
+  if (args[0].type() != Object::Type::array) wrong_type(manager_op::extend, args[0]);
+  auto& list = target.as_array();
+  list.insert(list.end(), args[0].as_array().begin(), args[0].as_array().end());
+  return {};
+}
+Object list_insert(Object& target, const Args& args) {
+  if (args[0].type() != Object::Type::integer) wrong_type(manager_op::insert, args[0]);
+  auto& list = target.as_array();
+  // Python clamps an insert position instead of failing.
+  const auto n = static_cast<std::int64_t>(list.size());
+  std::int64_t i = args[0].as_int();
+  if (i < 0) i = std::max<std::int64_t>(0, i + n);
+  i = std::min(i, n);
+  list.insert(list.begin() + i, args[1]);
+  return {};
+}
+Object list_pop(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  if (list.empty()) fault(ErrorCode::index, "mpx: IndexError: pop from empty list");
+  const std::size_t i = args.empty() ? list.size() - 1 : normalize_index(args[0], list.size(), "pop");
+  Object value = std::move(list[i]);
+  list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+  return value;
+}
+Object list_getitem(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  return list[normalize_index(args[0], list.size(), "list")];
+}
+Object list_setitem(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  list[normalize_index(args[0], list.size(), "list assignment")] = args[1];
+  return {};
+}
+Object list_delitem(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  list.erase(list.begin() + static_cast<std::ptrdiff_t>(normalize_index(args[0], list.size(), "list assignment")));
+  return {};
+}
+// index and remove: both find the first equal element.
+Object::Array::iterator list_find(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  auto it = std::find(list.begin(), list.end(), args[0]);
+  if (it == list.end()) fault(ErrorCode::value, "mpx: ValueError: " + args[0].repr() + " is not in list");
+  return it;
+}
+Object list_index(Object& target, const Args& args) {
+  return Object(static_cast<std::int64_t>(list_find(target, args) - target.as_array().begin()));
+}
+Object list_remove(Object& target, const Args& args) {
+  target.as_array().erase(list_find(target, args));
+  return {};
+}
+Object list_count(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  return Object(static_cast<std::int64_t>(std::count(list.begin(), list.end(), args[0])));
+}
+Object list_contains(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  return Object(std::find(list.begin(), list.end(), args[0]) != list.end());
+}
+Object list_clear(Object& target, const Args&) {
+  target.as_array().clear();
+  return {};
+}
+Object list_reverse(Object& target, const Args&) {
+  auto& list = target.as_array();
+  std::reverse(list.begin(), list.end());
+  return {};
+}
+Object list_sort(Object& target, const Args& args) {
+  using T = Object::Type;
+  const bool descending = !args.empty() && args[0].type() == T::boolean && args[0].as_bool();
+  if (!args.empty() && args[0].type() != T::boolean && args[0].type() != T::none) wrong_type(manager_op::sort, args[0]);
+  // Sorted on a copy: a TypeError half way leaves the list as it was. Stable both ways, as Python's.
+  Object::Array sorted = target.as_array();
+  std::stable_sort(sorted.begin(), sorted.end(), [descending](const Object& a, const Object& b) {
+    return descending ? python_less(b, a) : python_less(a, b);
+  });
+  target.as_array() = std::move(sorted);
+  return {};
+}
+Object list_slice(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  const Slice s = slice_indices(args[0], args[1], args[2], list.size());
+  Object::Array out;
+  out.reserve(static_cast<std::size_t>(s.count));
+  for (std::int64_t k = 0, i = s.start; k < s.count; ++k, i += s.step) out.push_back(list[static_cast<std::size_t>(i)]);
+  return Object(std::move(out));
+}
+Object list_set_slice(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  const Slice s = slice_indices(args[0], args[1], args[2], list.size());
+  if (args[3].type() != Object::Type::array) wrong_type(manager_op::set_slice, args[3]);
+  const auto& items = args[3].as_array();
+  if (s.step == 1) {
+    const auto first = list.begin() + s.start;
+    list.erase(first, list.begin() + std::max(s.start, s.stop));
+    list.insert(list.begin() + s.start, items.begin(), items.end());
     return {};
   }
-  if (op == manager_op::add) {
-    arity(args, 1, 1, op);
-    target = add(target, args[0]);
-    return target;
+  if (static_cast<std::int64_t>(items.size()) != s.count) {
+    fault(ErrorCode::value, "mpx: ValueError: attempt to assign sequence of size " + std::to_string(items.size()) +
+                                " to extended slice of size " + std::to_string(s.count));
   }
-  if (op == manager_op::len) {
-    arity(args, 0, 0, op);
-    if (target.type() != T::map && target.type() != T::array && target.type() != T::string && target.type() != T::bytes) {
-      wrong_type(op, target);
-    }
-    return Object(static_cast<std::int64_t>(target.size()));
+  for (std::int64_t k = 0, i = s.start; k < s.count; ++k, i += s.step) {
+    list[static_cast<std::size_t>(i)] = items[static_cast<std::size_t>(k)];
   }
-  if (target.type() == T::map) {
-    auto& map = target.as_map();
-    if (op == manager_op::get) {
-      arity(args, 1, 2, op);
-      if (Object* v = find_key(map, args[0])) return *v;
-      if (args.size() == 2) return args[1];
-      fault(ErrorCode::key, "mpx: KeyError: " + args[0].repr());
-    }
-    if (op == manager_op::set) {
-      arity(args, 2, 2, op);
-      if (Object* v = find_key(map, args[0])) {
-        *v = args[1];
-      } else {
-        map.emplace_back(args[0], args[1]);
-      }
-      return {};
-    }
-    if (op == manager_op::del || op == manager_op::pop) {
-      arity(args, 1, op == manager_op::pop ? 2 : 1, op);
-      auto it = std::find_if(map.begin(), map.end(), [&](const auto& kv) { return kv.first == args[0]; });
-      if (it == map.end()) {
-        if (args.size() == 2) return args[1];
-        fault(ErrorCode::key, "mpx: KeyError: " + args[0].repr());
-      }
-      Object value = std::move(it->second);
-      map.erase(it);
-      return op == manager_op::pop ? value : Object{};
-    }
-    if (op == manager_op::popitem) {
-      arity(args, 0, 0, op);
-      // Python's dict.popitem: the last inserted pair.
-      if (map.empty()) fault(ErrorCode::key, "mpx: KeyError: 'popitem(): dictionary is empty'");
-      Object pair = Object::list({std::move(map.back().first), std::move(map.back().second)});
-      map.pop_back();
-      return pair;
-    }
-    if (op == manager_op::setdefault) {
-      arity(args, 1, 2, op);
-      if (Object* v = find_key(map, args[0])) return *v;
-      map.emplace_back(args[0], args.size() == 2 ? args[1] : Object{});
-      return map.back().second;
-    }
-    if (op == manager_op::update) {
-      arity(args, 1, 1, op);
-      for (auto& [k, v] : pairs_of(args[0])) {
-        if (Object* old = find_key(map, k)) {
-          *old = std::move(v);
-        } else {
-          map.emplace_back(std::move(k), std::move(v));
-        }
-      }
-      return {};
-    }
-    if (op == manager_op::contains) {
-      arity(args, 1, 1, op);
-      return Object(find_key(map, args[0]) != nullptr);
-    }
-    if (op == manager_op::keys || op == manager_op::values || op == manager_op::items) {
-      arity(args, 0, 0, op);
-      Object::Array out;
-      out.reserve(map.size());
-      for (const auto& [k, v] : map) {
-        if (op == manager_op::keys) out.push_back(k);
-        else if (op == manager_op::values) out.push_back(v);
-        else out.push_back(Object::list({k, v}));
-      }
-      return Object(std::move(out));
-    }
-    if (op == manager_op::clear) {
-      arity(args, 0, 0, op);
-      map.clear();
-      return {};
-    }
-  } else if (target.type() == T::array) {
-    auto& list = target.as_array();
-    if (op == manager_op::append) {
-      arity(args, 1, 1, op);
-      list.push_back(args[0]);
-      return {};
-    }
-    if (op == manager_op::extend) {
-      arity(args, 1, 1, op);
-      if (args[0].type() != T::array) wrong_type(op, args[0]);
-      list.insert(list.end(), args[0].as_array().begin(), args[0].as_array().end());
-      return {};
-    }
-    if (op == manager_op::insert) {
-      arity(args, 2, 2, op);
-      if (args[0].type() != T::integer) wrong_type(op, args[0]);
-      // Python clamps an insert position instead of failing.
-      const auto n = static_cast<std::int64_t>(list.size());
-      std::int64_t i = args[0].as_int();
-      if (i < 0) i = std::max<std::int64_t>(0, i + n);
-      i = std::min(i, n);
-      list.insert(list.begin() + i, args[1]);
-      return {};
-    }
-    if (op == manager_op::pop) {
-      arity(args, 0, 1, op);
-      if (list.empty()) fault(ErrorCode::index, "mpx: IndexError: pop from empty list");
-      const std::size_t i = args.empty() ? list.size() - 1 : normalize_index(args[0], list.size(), "pop");
-      Object value = std::move(list[i]);
-      list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
-      return value;
-    }
-    if (op == manager_op::getitem) {
-      arity(args, 1, 1, op);
-      return list[normalize_index(args[0], list.size(), "list")];
-    }
-    if (op == manager_op::setitem) {
-      arity(args, 2, 2, op);
-      list[normalize_index(args[0], list.size(), "list assignment")] = args[1];
-      return {};
-    }
-    if (op == manager_op::delitem) {
-      arity(args, 1, 1, op);
-      list.erase(list.begin() + static_cast<std::ptrdiff_t>(normalize_index(args[0], list.size(), "list assignment")));
-      return {};
-    }
-    if (op == manager_op::index || op == manager_op::remove) {
-      arity(args, 1, 1, op);
-      auto it = std::find(list.begin(), list.end(), args[0]);
-      if (it == list.end()) fault(ErrorCode::value, "mpx: ValueError: " + args[0].repr() + " is not in list");
-      if (op == manager_op::remove) {
-        list.erase(it);
-        return {};
-      }
-      return Object(static_cast<std::int64_t>(it - list.begin()));
-    }
-    if (op == manager_op::count) {
-      arity(args, 1, 1, op);
-      return Object(static_cast<std::int64_t>(std::count(list.begin(), list.end(), args[0])));
-    }
-    if (op == manager_op::contains) {
-      arity(args, 1, 1, op);
-      return Object(std::find(list.begin(), list.end(), args[0]) != list.end());
-    }
-    if (op == manager_op::clear) {
-      arity(args, 0, 0, op);
-      list.clear();
-      return {};
-    }
-    if (op == manager_op::reverse) {
-      arity(args, 0, 0, op);
-      std::reverse(list.begin(), list.end());
-      return {};
-    }
-    if (op == manager_op::sort) {
-      arity(args, 0, 1, op);
-      const bool descending = !args.empty() && args[0].type() == T::boolean && args[0].as_bool();
-      if (!args.empty() && args[0].type() != T::boolean && args[0].type() != T::none) wrong_type(op, args[0]);
-      // Sorted on a copy: a TypeError half way leaves the list as it was. Stable both ways, as Python's.
-      Object::Array sorted = list;
-      std::stable_sort(sorted.begin(), sorted.end(), [descending](const Object& a, const Object& b) {
-        return descending ? python_less(b, a) : python_less(a, b);
-      });
-      list = std::move(sorted);
-      return {};
-    }
-    if (op == manager_op::slice) {
-      arity(args, 3, 3, op);
-      const Slice s = slice_indices(args[0], args[1], args[2], list.size());
-      Object::Array out;
-      out.reserve(static_cast<std::size_t>(s.count));
-      for (std::int64_t k = 0, i = s.start; k < s.count; ++k, i += s.step) out.push_back(list[static_cast<std::size_t>(i)]);
-      return Object(std::move(out));
-    }
-    if (op == manager_op::set_slice) {
-      arity(args, 4, 4, op);
-      const Slice s = slice_indices(args[0], args[1], args[2], list.size());
-      if (args[3].type() != T::array) wrong_type(op, args[3]);
-      const auto& items = args[3].as_array();
-      if (s.step == 1) {
-        const auto first = list.begin() + s.start;
-        list.erase(first, list.begin() + std::max(s.start, s.stop));
-        list.insert(list.begin() + s.start, items.begin(), items.end());
-        return {};
-      }
-      if (static_cast<std::int64_t>(items.size()) != s.count) {
-        fault(ErrorCode::value, "mpx: ValueError: attempt to assign sequence of size " + std::to_string(items.size()) +
-                                    " to extended slice of size " + std::to_string(s.count));
-      }
-      for (std::int64_t k = 0, i = s.start; k < s.count; ++k, i += s.step) {
-        list[static_cast<std::size_t>(i)] = items[static_cast<std::size_t>(k)];
-      }
-      return {};
-    }
-    if (op == manager_op::del_slice) {
-      arity(args, 3, 3, op);
-      const Slice s = slice_indices(args[0], args[1], args[2], list.size());
-      std::vector<bool> doomed(list.size(), false);
-      for (std::int64_t k = 0, i = s.start; k < s.count; ++k, i += s.step) doomed[static_cast<std::size_t>(i)] = true;
-      std::size_t w = 0;
-      for (std::size_t r = 0; r < list.size(); ++r) {
-        if (!doomed[r]) list[w++] = std::move(list[r]);
-      }
-      list.resize(w);
-      return {};
-    }
+  return {};
+}
+Object list_del_slice(Object& target, const Args& args) {
+  auto& list = target.as_array();
+  const Slice s = slice_indices(args[0], args[1], args[2], list.size());
+  std::vector<bool> doomed(list.size(), false);
+  for (std::int64_t k = 0, i = s.start; k < s.count; ++k, i += s.step) doomed[static_cast<std::size_t>(i)] = true;
+  std::size_t w = 0;
+  for (std::size_t r = 0; r < list.size(); ++r) {
+    if (!doomed[r]) list[w++] = std::move(list[r]);
+  }
+  list.resize(w);
+  return {};
+}
+
+enum class Target { any, map, array };
+
+struct Op {
+  std::string_view name;  // one of wire/manager_ops.hpp's
+  Target on;
+  std::size_t min_args, max_args;
+  Object (*run)(Object& target, const Args& args);
+};
+
+// An op on any value is found before one for the target's type; an op both maps and arrays have has a row for each.
+constexpr Op ops[] = {
+    {manager_op::assign, Target::any, 1, 1, op_assign},
+    {manager_op::add, Target::any, 1, 1, op_add},
+    {manager_op::len, Target::any, 0, 0, op_len},
+    {manager_op::get, Target::map, 1, 2, map_get},
+    {manager_op::set, Target::map, 2, 2, map_set},
+    {manager_op::del, Target::map, 1, 1, map_del},
+    {manager_op::pop, Target::map, 1, 2, map_pop},
+    {manager_op::popitem, Target::map, 0, 0, map_popitem},
+    {manager_op::setdefault, Target::map, 1, 2, map_setdefault},
+    {manager_op::update, Target::map, 1, 1, map_update},
+    {manager_op::contains, Target::map, 1, 1, map_contains},
+    {manager_op::keys, Target::map, 0, 0, map_view<0>},
+    {manager_op::values, Target::map, 0, 0, map_view<1>},
+    {manager_op::items, Target::map, 0, 0, map_view<2>},
+    {manager_op::clear, Target::map, 0, 0, map_clear},
+    {manager_op::append, Target::array, 1, 1, list_append},
+    {manager_op::extend, Target::array, 1, 1, list_extend},
+    {manager_op::insert, Target::array, 2, 2, list_insert},
+    {manager_op::pop, Target::array, 0, 1, list_pop},
+    {manager_op::getitem, Target::array, 1, 1, list_getitem},
+    {manager_op::setitem, Target::array, 2, 2, list_setitem},
+    {manager_op::delitem, Target::array, 1, 1, list_delitem},
+    {manager_op::index, Target::array, 1, 1, list_index},
+    {manager_op::remove, Target::array, 1, 1, list_remove},
+    {manager_op::count, Target::array, 1, 1, list_count},
+    {manager_op::contains, Target::array, 1, 1, list_contains},
+    {manager_op::clear, Target::array, 0, 0, list_clear},
+    {manager_op::reverse, Target::array, 0, 0, list_reverse},
+    {manager_op::sort, Target::array, 0, 1, list_sort},
+    {manager_op::slice, Target::array, 3, 3, list_slice},
+    {manager_op::set_slice, Target::array, 4, 4, list_set_slice},
+    {manager_op::del_slice, Target::array, 3, 3, list_del_slice},
+};
+
+// Every op the wire names has a row: wire/manager_ops.hpp stays the one list.
+constexpr bool every_op_has_a_row() {
+  for (auto name : manager_op::all) {
+    if (std::none_of(std::begin(ops), std::end(ops), [name](const Op& op) { return op.name == name; })) return false;
+  }
+  return std::size(manager_op::all) > 0;
+}
+static_assert(every_op_has_a_row(), "an op of wire/manager_ops.hpp has no row in the manager's table");
+
+// Runs one operation on `target` (the value found at the request's path) and returns its result.
+Object apply_op(Object& target, std::string_view op, const Object::Array& args) {
+  const Target on = target.type() == Object::Type::map     ? Target::map
+                    : target.type() == Object::Type::array ? Target::array
+                                                           : Target::any;
+  for (const Op& row : ops) {
+    if (row.name != op || (row.on != Target::any && row.on != on)) continue;
+    arity(args, row.min_args, row.max_args, op);
+    return row.run(target, args);
   }
   if (!manager_op::known(op)) throw ProtocolError("mpx: unknown manager op '" + std::string(op) + "'");
   wrong_type(op, target);
@@ -713,4 +777,4 @@ void ManagerServer::stop() {
   stopped_cv_.notify_all();
 }
 
-}  // namespace mpx::services
+}  // namespace mpx::manager
