@@ -244,19 +244,25 @@ class PipeService {
     if (r.direct.writer != actor) revoke(r);
   }
 
-  // Holders of the end that have exited and been reaped (join() returned in their parent) are treated as dead now,
-  // without waiting for the death hook: poll() right after join() already sees EOF, and a close right after it
-  // releases the end.
-  void prune_reaped(const Located& at) {
+  // Holders of end `id` that have exited and been reaped (join() returned in their parent) are handled as dead now,
+  // without waiting for the loop to see them exit: poll() right after join() already sees EOF, and a close right
+  // after it releases the end. Their death runs in full, the messages they sent before dying first: a writer's last
+  // sends or its epoch's start may still wait in its side-door connection, and an EOF answered before them would be
+  // false. True if any was found: the caller looks the pipe up again (it may have changed, or ended).
+  bool prune_reaped(std::uint64_t id) {
     std::vector<std::uint64_t> reaped;
-    for (const auto& h : at.self().holders) {
-      if (::kill(static_cast<pid_t>(h.pid), 0) != 0 && errno == ESRCH) reaped.push_back(h.pid);
+    if (auto at = locate(id)) {
+      for (const auto& h : at->self().holders) {
+        if (::kill(static_cast<pid_t>(h.pid), 0) != 0 && errno == ESRCH) reaped.push_back(h.pid);
+      }
     }
-    for (auto pid : reaped) leave(at, pid);
+    for (auto pid : reaped) {
+      coordinator_.reaped(static_cast<pid_t>(pid));
+      // A holder the coordinator no longer watched has no death to run: it leaves here.
+      if (auto at = locate(id); at && holding_of(at->self(), pid) != nullptr) leave(*at, pid);
+    }
+    return !reaped.empty();
   }
-
-  // Before answering "not ready".
-  void check_other_holder(const Located& at) { prune_reaped(Located{at.pipe, 1 - at.side}); }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
     auto [duplex] = req.body_as<std::tuple<bool>>();
@@ -367,7 +373,7 @@ class PipeService {
       coordinator_.reply(peer, r);
       return;
     }
-    check_other_holder(*at);
+    if (prune_reaped(at->other().id)) return recv(peer, req);  // decided again, after their last messages
     if (at->other().holders.empty()) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
       return;
@@ -408,7 +414,7 @@ class PipeService {
     reading(at->self(), req.header.sender);
     End& e = at->self();
     if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
-    if (!e.ready) check_other_holder(*at);
+    if (!e.ready && prune_reaped(at->other().id)) return poll(peer, req);  // decided again, after their last messages
     if (e.ready || wait == 0) {
       ok(peer, req.header, state_body(e));
       return;
@@ -434,8 +440,9 @@ class PipeService {
       return;
     }
     leave(*at, req.header.sender);
-    prune_reaped(*at);
-    maybe_erase(at->pipe);
+    const auto id = req.header.object;
+    prune_reaped(id);
+    if (auto again = locate(id)) maybe_erase(again->pipe);
   }
 
   void watch(Coordinator::Peer& peer, wire::Envelope& req) {
