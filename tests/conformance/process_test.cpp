@@ -576,13 +576,7 @@ TEST_CASE("_TestProcess.test_active_children", "[conformance][process]") {
   CHECK_FALSE(in_active_children(p));
 }
 
-// [.bug]: the parent still holds wconn, yet the reader sees EOF once a child that adopted and used it exits. The cause
-// is mpx's documented deviation (PROTOCOL.md, "Holders"): a process whose copy an adopter took over holds the end only
-// while another process does, so each child's exit releases the end under its still-living lender (the parent, or a
-// middle generation that passes it on again). Following every copy, as Python does, contradicts tests that assert the
-// deviation for a lender that wrote on the end itself (integration/pipe_test.cpp "simplex pipe: ...", and
-// pipe_direct_test.cpp "a writing end handed on through another pipe mid-stream keeps the order"): a design decision.
-TEST_CASE("_TestProcess.test_recursion", "[conformance][process][.bug]") {
+TEST_CASE("_TestProcess.test_recursion", "[conformance][process]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   auto [rconn, wconn] = mpx::Pipe(false);
   recurse(wconn, {}, static_cast<int>(method));

@@ -3,12 +3,17 @@
 
 #include <mpx/mpx.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <string>
+#include <thread>
 
 #include <unistd.h>
 
+#include "runtime/channel.hpp"
+#include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
 #include "wire/envelope.hpp"
 #include "wire/limits.hpp"
@@ -116,4 +121,95 @@ TEST_CASE("a real process's error report is still kept and answered", "[fault][b
   CHECK(p.exitcode() == 1);
   auto error = p.exception();
   REQUIRE(error);
+}
+
+namespace {
+
+std::uint64_t coordinator_rejected() {
+  auto* c = runtime::coordinator_if_running();
+  REQUIRE(c != nullptr);
+  return c->stats().malformed;
+}
+
+// The next reply within `wait`, if one comes.
+std::optional<wire::Envelope> reply_within(RawClient& client, std::chrono::milliseconds wait) {
+  zmq::pollitem_t item{client.socket.handle(), 0, ZMQ_POLLIN, 0};
+  if (zmq::poll(&item, 1, wait) != 1) return std::nullopt;
+  return wire::recv(client.socket);
+}
+
+}  // namespace
+
+TEST_CASE("a raw client's blocking requests beyond the bound are refused, the rest stay parked", "[fault][bounds]") {
+  Event event;
+  RawClient client;
+  constexpr std::size_t extra = 50;
+  const std::size_t bound = wire::store_bounds.parked_per_peer;
+  const auto rejected_before = coordinator_rejected();
+  // Each event_wait parks a waiter (60 s deadline: they end even if this test fails); the client reads no answer.
+  for (std::size_t i = 0; i < bound + extra; ++i) {
+    client.send(wire::make(wire::Kind::event_wait, event.id(), 0, std::make_tuple(std::int64_t{60000})));
+  }
+  std::size_t refused = 0;
+  while (refused < extra) {
+    auto reply = reply_within(client, std::chrono::milliseconds(20000));
+    REQUIRE(reply);  // anti-hang bound: the refusals come at once
+    REQUIRE(reply->header.kind == wire::Kind::error);
+    CHECK(reply->header.correlation > bound);  // the first `bound` were parked, not refused
+    ++refused;
+  }
+  CHECK(coordinator_rejected() - rejected_before == extra);
+  // The parked ones were kept: setting the event answers every one of them.
+  event.set();
+  std::size_t answered = 0;
+  while (answered < bound) {
+    auto reply = reply_within(client, std::chrono::milliseconds(20000));
+    REQUIRE(reply);
+    CHECK(reply->header.kind == wire::Kind::ok);
+    ++answered;
+  }
+  // Answered waiters free their places: the client may block again.
+  Event again;
+  client.send(wire::make(wire::Kind::event_wait, again.id(), 0, std::make_tuple(std::int64_t{60000})));
+  again.set();
+  auto last = reply_within(client, std::chrono::milliseconds(20000));
+  REQUIRE(last);
+  CHECK(last->header.kind == wire::Kind::ok);
+}
+
+TEST_CASE("a Manager keeps a bounded number of unanswered challenges, each for a handshake's time", "[fault][bounds]") {
+  Manager manager;
+  const auto challenge = [&](runtime::Channel& channel) {
+    return channel.request(wire::make(wire::Kind::manager_challenge, 0, 0, Object{}), std::chrono::milliseconds(20000));
+  };
+  const auto rejected = [&] {
+    runtime::Channel channel(runtime::context(), manager.address());
+    auto stats = channel.request(wire::make(wire::Kind::stats, 0, 0, Object{}), std::chrono::milliseconds(20000));
+    return std::get<1>(stats.body_as<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t>>());
+  };
+  // Each connection (a new socket: a new peer to the manager) asks for a challenge and never answers it.
+  const std::size_t bound = wire::store_bounds.pending_challenges;
+  for (std::size_t i = 0; i < bound; ++i) {
+    runtime::Channel silent(runtime::context(), manager.address());
+    REQUIRE(challenge(silent).header.kind == wire::Kind::ok);
+  }
+  const auto rejected_before = rejected();
+  runtime::Channel one_more(runtime::context(), manager.address());
+  auto refused = challenge(one_more);
+  REQUIRE(refused.header.kind == wire::Kind::error);
+  CHECK_THAT(std::get<1>(refused.body_as<std::tuple<std::uint16_t, std::string>>()),
+             Catch::Contains("unanswered challenges"));
+  CHECK(rejected() - rejected_before == 1);
+  // The silent ones' challenges expire after a handshake's time; then a new client is served again.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(
+                                                              3 * wire::store_bounds.challenge_lifetime_ms + 20000);
+  for (;;) {
+    if (challenge(one_more).header.kind == wire::Kind::ok) break;
+    REQUIRE(std::chrono::steady_clock::now() < deadline);  // anti-hang bound
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  // And the manager still serves its objects.
+  auto d = manager.dict();
+  d.set("k", 1);
+  CHECK(d.copy().repr() == "{'k': 1}");
 }

@@ -90,6 +90,7 @@ void take_and_read(mpx::Queue<mpx::Connection> q, int from, int count, mpx::Conn
 void write_then_pass(mpx::Connection conn, int first, mpx::Connection courier, mpx::Connection done) {
   send_range(conn, 0, first);
   courier.send(conn);
+  conn.close();  // Python semantics: EOF only after every copy is closed (issue 14)
   courier.close();
   (void)done.recv();
 }

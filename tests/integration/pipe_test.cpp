@@ -267,6 +267,7 @@ TEST_CASE("simplex pipe: a read-only and a write-only end; the wrong direction i
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   mpx::Process p(with(method), send_then_close, w, 3);
   p.start();
+  w.close();  // Python semantics: EOF only after every copy is closed (issue 14)
   for (int i = 0; i < 3; ++i) CHECK(r.recv<int>() == i);
   CHECK_THROWS_AS(r.recv(), mpx::EOFError);
   p.join();
@@ -288,6 +289,7 @@ TEST_CASE("a Connection passed under every start method works both ways", "[pipe
   auto [a, b] = mpx::Pipe();
   mpx::Process p(with(method), doubler, b);
   p.start();
+  b.close();  // Python semantics: EOF only after every copy is closed (issue 14)
   for (int i = 0; i < 50; ++i) {
     a.send(i);
     CHECK(a.recv<int>() == 2 * i);
@@ -304,6 +306,7 @@ TEST_CASE("a Connection captured by a fork closure attaches on first use", "[pip
                  mpx::ProcessOptions{"", true, mpx::StartMethod::fork});
   p.start();
   CHECK(a.recv<std::string>() == "from a closure");
+  b.close();  // Python semantics: EOF only after every copy is closed (issue 14)
   p.join();
   CHECK_THROWS_AS(a.recv(), mpx::EOFError);
 }
@@ -355,6 +358,7 @@ TEST_CASE("EOF when the process holding the other end exits without closing it; 
   auto [a, b] = mpx::Pipe();
   mpx::Process p(with(method), send_then_exit, b);
   p.start();
+  b.close();  // Python semantics: EOF only after every copy is closed (issue 14)
   p.join();
   CHECK(a.recv<std::string>() == "last words");
   CHECK(a.poll());  // no wait: the coordinator checks that the holder is gone
@@ -366,6 +370,7 @@ TEST_CASE("EOF when the process holding the other end is SIGKILLed while the par
   auto [a, b] = mpx::Pipe();
   mpx::Process p(with(method), ready_then_block, b);
   p.start();
+  b.close();  // Python semantics: EOF only after every copy is closed (issue 14)
   CHECK(a.recv<std::string>() == "ready");
   std::thread killer([p]() mutable {
     std::this_thread::sleep_for(100ms);
@@ -386,13 +391,15 @@ TEST_CASE("a pipe whose ends were both released is gone: EOF for every later use
   mpx::Process pb(helper(), do_nothing, b);
   pa.start();
   pb.start();
+  b.close();  // Python semantics: EOF only after every copy is closed (issue 14)
   pa.join();
   pb.join();
   CHECK(a.poll(30s));  // b's holder died: EOF is ready (and this process holds a again, by using it)
   a.close();           // now nobody holds either end and nothing waits: the pipe is gone
-  CHECK(b.poll());
-  CHECK_THROWS_AS(b.recv(), mpx::EOFError);
-  CHECK_THROWS_AS(b.send(1), mpx::EOFError);
+  mpx::Connection b_again(mpx::adopt, b.ref());  // a copy of b, as a process decoding it later would get
+  CHECK(b_again.poll());
+  CHECK_THROWS_AS(b_again.recv(), mpx::EOFError);
+  CHECK_THROWS_AS(b_again.send(1), mpx::EOFError);
 }
 
 TEST_CASE("10k messages arrive in order, in both directions", "[pipe]") {
@@ -422,6 +429,7 @@ TEST_CASE("a Connection travels through a Queue", "[pipe]") {
   mpx::Process p(helper(), from_queue, q);
   p.start();
   q.put(b);
+  b.close();  // Python semantics: EOF only after every copy is closed (issue 14)
   CHECK(a.recv<std::string>() == "via a queue");
   p.join();
   CHECK_THROWS_AS(a.recv(), mpx::EOFError);

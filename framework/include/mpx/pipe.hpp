@@ -19,11 +19,9 @@
 /// it in between wait in its inbox.
 ///
 /// Handing a copy on. Encoding an end for another process keeps the end held for that copy until a process adopts it,
-/// so Python's idiom of closing the parent's copy right after passing the end to a child is safe. Once a child that
-/// adopted the copy uses the end (or ends without closing it), a parent that has not used the end since holds it only
-/// while another process does: a child that took the end over and ends releases it, even if the parent never closed
-/// its own copy (unlike Python, where the parent's forgotten copy would keep the pipe open). A child that only closes
-/// the copy it was given takes nothing over: the parent keeps the end, as in Python.
+/// so Python's idiom of closing the parent's copy right after passing the end to a child is safe. As in Python, a
+/// process that passed its copy on and did not close it still holds the end: the other end sees EOF only once it too
+/// has closed its copy or ended, so close the copies you hand on.
 ///
 /// What a process took from an end and did not read (a batch of messages, or what reached it on the direct path) goes
 /// back to the pipe when it closes the end, hands it on, or drops its last copy (a Process target returning), so the

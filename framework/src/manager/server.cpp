@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "wire/auth.hpp"
+#include "wire/limits.hpp"
 #include "wire/manager_ops.hpp"
 
 namespace mpx::manager {
@@ -522,9 +523,14 @@ Object apply_op(Object& target, std::string_view op, const Object::Array& args) 
 struct ManagerServer::Objects {
   ManagerConfig config;
   std::unordered_map<std::uint64_t, std::unique_ptr<Managed>> table;
-  // Peers (routing ids) that answered the challenge, and the challenge each one is answering.
+  // Peers (routing ids) that answered the challenge, and the challenge each one is answering: bounded in count, and
+  // each forgotten after a handshake's time (PROTOCOL.md, "Bounds"), so silent connections cannot pile them up.
+  struct PendingChallenge {
+    std::string challenge;
+    runtime::TimerWheel::Id expiry = 0;
+  };
   std::unordered_set<std::string> authenticated;
-  std::unordered_map<std::string, std::string> challenges;
+  std::unordered_map<std::string, PendingChallenge> challenges;
   std::string direct;  // the stream address clients should use for requests (manager_info)
 
   static std::string peer_key(const Peer& peer) {
@@ -580,8 +586,22 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
   serve(wire::Kind::manager_challenge, [this, ok, nil_body](const std::string& peer, wire::Envelope& request) -> Reply {
     nil_body(request);
     Objects& o = *objects_;
+    const auto& bounds = wire::store_bounds;
+    if (!o.challenges.count(peer) && o.challenges.size() >= bounds.pending_challenges) {
+      throw ProtocolError("mpx: refused: the manager has " + std::to_string(bounds.pending_challenges) +
+                          " unanswered challenges (the bound); each expires " +
+                          std::to_string(bounds.challenge_lifetime_ms) + " ms after it was sent");
+    }
     std::string challenge = wire::auth::new_challenge();
-    o.challenges[peer] = challenge;
+    auto& pending = o.challenges[peer];
+    auto& timers = coordinator_.timers();
+    if (pending.expiry != 0) timers.cancel(pending.expiry);
+    pending.challenge = challenge;
+    pending.expiry = timers.schedule(
+        runtime::TimerWheel::Clock::now() + std::chrono::milliseconds(bounds.challenge_lifetime_ms), [this, peer] {
+          std::lock_guard lock(state_mutex_);
+          objects_->challenges.erase(peer);
+        });
     return ok(request.header, std::make_tuple(Object(Object::Bytes{std::move(challenge)})));
   });
 
@@ -593,7 +613,8 @@ ManagerServer::ManagerServer(zmq::context_t& context, std::string endpoint, Mana
     const std::string& key = peer;
     auto it = o.challenges.find(key);
     if (it == o.challenges.end()) fault(ErrorCode::unauthenticated, "mpx: AuthenticationError: no challenge was asked for");
-    const std::string challenge = std::move(it->second);
+    const std::string challenge = std::move(it->second.challenge);
+    coordinator_.timers().cancel(it->second.expiry);
     o.challenges.erase(it);
     if (!o.config.authkey) {
       fault(ErrorCode::unauthenticated, "mpx: AuthenticationError: this manager has no authkey");

@@ -88,6 +88,10 @@ class Coordinator {
   // True if a watched process has exited but its death hooks have not run yet (they run after the messages of the
   // loop's current turn). A service about to hand something to a waiter asks, so nothing goes to the dead.
   bool has_exited(pid_t pid) const;
+  // A service found a watched process already reaped (its parent joined it) before the loop saw it exit: handles its
+  // death now, as the loop would, its side-door messages first (a post that returned is never undone), then the death
+  // hooks. They run inside the caller's handler: the caller looks its objects up again afterwards.
+  void reaped(pid_t pid) { reap(pid); }
   // The counters of the coordinator and its actors, and every service's objects (the `metrics` message).
   mpx::Metrics metrics_snapshot();
 

@@ -56,11 +56,6 @@ struct Holding {
   std::uint64_t pid = 0;
   std::uint32_t handed = 0;  // copies it encoded for other processes (pipe_hand_over) and not adopted yet
   bool closed = false;       // it closed its copy while copies were in transit: it leaves once they are adopted
-  bool lent = false;         // every copy it handed on was adopted, and it has not used the end since
-  // A process that adopted one of those copies used the end, or died: this one holds the end only as long as a
-  // process that holds it otherwise does, so a child that takes an end over and ends releases it.
-  bool taken_over = false;
-  std::uint64_t adopted_from = 0;  // the holder whose copy this process adopted, until it uses or closes the end
 };
 
 struct End {
@@ -198,10 +193,7 @@ class PipeService final : public Service {
   void use(const Located& at, std::uint64_t actor) {
     End& e = at.self();
     if (Holding* h = holding_of(e, actor)) {
-      const auto from = h->adopted_from;
-      h->closed = h->lent = h->taken_over = false;
-      h->adopted_from = 0;
-      if (from != 0) take_over(e, from);
+      h->closed = false;
       return;
     }
     if (actor == 0 || !coordinator_.watch(static_cast<pid_t>(actor))) return;
@@ -209,39 +201,18 @@ class PipeService final : public Service {
     if (e.holders.size() == 1) refresh(Located{at.pipe, 1 - at.side});
   }
 
-  // A process that adopted `from`'s copy used the end (or died): `from`, if it lent the end and has not used it since,
-  // now holds it only on behalf of the others.
-  static void take_over(End& e, std::uint64_t from) {
-    if (Holding* h = holding_of(e, from); h != nullptr && h->lent) {
-      h->lent = false;
-      h->taken_over = true;
-    }
-  }
-
-  // `actor`'s holding ends (it closed the end, or died). Holdings that were taken over go with the last one that was
-  // not; when none is left the end is released: the other end's readers get EOF once its inbox is read. The caller
+  // `actor`'s holding ends (it closed the end, or died). When none is left the end is released, as a Python pipe end
+  // is once every copy of its descriptor is closed: the other end's readers get EOF once its inbox is read. The caller
   // then calls maybe_erase.
   void leave(const Located& at, std::uint64_t actor) {
     End& e = at.self();
     const auto before = e.holders.size();
     std::erase_if(e.holders, [actor](const Holding& h) { return h.pid == actor; });
-    if (std::all_of(e.holders.begin(), e.holders.end(), [](const Holding& h) { return h.taken_over; })) {
-      e.holders.clear();
-    }
     if (before != 0 && e.holders.empty()) refresh(Located{at.pipe, 1 - at.side});
   }
 
-  // `actor` is dead (or reaped): a copy it adopted and never used counts as taken over, as a child that ends without
-  // touching the end it was given has still taken it from its parent.
-  void holder_died(const Located& at, std::uint64_t actor) {
-    if (const Holding* h = holding_of(at.self(), actor); h != nullptr && h->adopted_from != 0) {
-      take_over(at.self(), h->adopted_from);
-    }
-    leave(at, actor);
-  }
-
   // `actor` decoded a copy of the end: the oldest hand-over still in transit is delivered. The adopter holds the end;
-  // the process that handed the copy on leaves if it closed its own, and otherwise has lent the end to the adopter.
+  // the process that handed the copy on leaves if it closed its own, and otherwise keeps holding its own copy.
   void adopted(const Located& at, std::uint64_t actor) {
     End& e = at.self();
     if (Holding* mine = holding_of(e, actor); mine != nullptr && mine->handed > 0) {
@@ -256,15 +227,7 @@ class PipeService final : public Service {
       use(at, actor);  // its own copy, or one nobody announced: a plain use
       return;
     }
-    const auto from = it->pid;
-    if (--it->handed == 0) {
-      if (it->closed) {
-        leave(at, from);
-      } else {
-        it->lent = true;
-      }
-    }
-    if (Holding* mine = holding_of(e, actor)) mine->adopted_from = from;
+    if (--it->handed == 0 && it->closed) leave(at, it->pid);
   }
 
   // A process other than the listener reads the end: the listener's epoch must not keep the messages from it, so it
@@ -279,19 +242,25 @@ class PipeService final : public Service {
     if (r.direct.writer != actor) revoke(r);
   }
 
-  // Holders of the end that have exited and been reaped (join() returned in their parent) are treated as dead now,
-  // without waiting for the death hook: poll() right after join() already sees EOF, and a close right after it
-  // releases the end.
-  void prune_reaped(const Located& at) {
+  // Holders of end `id` that have exited and been reaped (join() returned in their parent) are handled as dead now,
+  // without waiting for the loop to see them exit: poll() right after join() already sees EOF, and a close right
+  // after it releases the end. Their death runs in full, the messages they sent before dying first: a writer's last
+  // sends or its epoch's start may still wait in its side-door connection, and an EOF answered before them would be
+  // false. True if any was found: the caller looks the pipe up again (it may have changed, or ended).
+  bool prune_reaped(std::uint64_t id) {
     std::vector<std::uint64_t> reaped;
-    for (const auto& h : at.self().holders) {
-      if (::kill(static_cast<pid_t>(h.pid), 0) != 0 && errno == ESRCH) reaped.push_back(h.pid);
+    if (auto at = locate(id)) {
+      for (const auto& h : at->self().holders) {
+        if (::kill(static_cast<pid_t>(h.pid), 0) != 0 && errno == ESRCH) reaped.push_back(h.pid);
+      }
     }
-    for (auto pid : reaped) holder_died(at, pid);
+    for (auto pid : reaped) {
+      coordinator_.reaped(static_cast<pid_t>(pid));
+      // A holder the coordinator no longer watched has no death to run: it leaves here.
+      if (auto at = locate(id); at && holding_of(at->self(), pid) != nullptr) leave(*at, pid);
+    }
+    return !reaped.empty();
   }
-
-  // Before answering "not ready".
-  void check_other_holder(const Located& at) { prune_reaped(Located{at.pipe, 1 - at.side}); }
 
   void create(Coordinator::Peer& peer, wire::Envelope& req) {
     auto [duplex] = req.body_as<std::tuple<bool>>();
@@ -316,7 +285,7 @@ class PipeService final : public Service {
   }
 
   // `nil`: the sender decoded a copy that a holder handed over. `[parent]`: a fork child first uses the copy it
-  // inherited from `parent`, which then holds the end as if it had handed that copy over and seen it adopted.
+  // inherited from `parent`; the parent keeps its own copy, as a Python parent keeps its descriptor after fork.
   void attach(Coordinator::Peer& peer, wire::Envelope& req) {
     std::optional<std::uint64_t> inherited_from;
     if (req.body.size() != 1) throw ProtocolError("mpx: a pipe_attach carries nil or [parent]");
@@ -325,11 +294,6 @@ class PipeService final : public Service {
     if (!at) return reply_gone(peer, req.header);
     if (inherited_from) {
       use(*at, req.header.sender);
-      Holding* parent = holding_of(at->self(), *inherited_from);
-      if (parent != nullptr && parent->pid != req.header.sender && parent->handed == 0 && !parent->closed) {
-        parent->lent = true;
-        take_over(at->self(), parent->pid);
-      }
     } else {
       adopted(*at, req.header.sender);
     }
@@ -344,10 +308,7 @@ class PipeService final : public Service {
     auto at = locate(req.header.object);
     if (!at) return reply_gone(peer, req.header);
     if (holding_of(at->self(), req.header.sender) == nullptr) use(*at, req.header.sender);
-    if (Holding* h = holding_of(at->self(), req.header.sender)) {
-      h->taken_over = h->lent = false;
-      if (h->handed < max_handed) ++h->handed;
-    }
+    if (Holding* h = holding_of(at->self(), req.header.sender); h != nullptr && h->handed < max_handed) ++h->handed;
     ok(peer, req.header, encode(Object{}));
   }
 
@@ -410,7 +371,7 @@ class PipeService final : public Service {
       coordinator_.reply(peer, r);
       return;
     }
-    check_other_holder(*at);
+    if (prune_reaped(at->other().id)) return recv(peer, req);  // decided again, after their last messages
     if (at->other().holders.empty()) {
       coordinator_.reply_error(peer, req.header, wire::ErrorCode::eof, eof_message(e));
       return;
@@ -445,7 +406,7 @@ class PipeService final : public Service {
     reading(at->self(), req.header.sender);
     End& e = at->self();
     if (reading_direct(e, req.header.sender)) return tell_direct(peer, req.header, e);
-    if (!e.ready) check_other_holder(*at);
+    if (!e.ready && prune_reaped(at->other().id)) return poll(peer, req);  // decided again, after their last messages
     if (e.ready || wait == 0) {
       ok(peer, req.header, state_body(e));
       return;
@@ -471,8 +432,9 @@ class PipeService final : public Service {
       return;
     }
     leave(*at, req.header.sender);
-    prune_reaped(*at);
-    maybe_erase(at->pipe);
+    const auto id = req.header.object;
+    prune_reaped(id);
+    if (auto again = locate(id)) maybe_erase(again->pipe);
   }
 
   void watch(Coordinator::Peer& peer, wire::Envelope& req) {
@@ -527,7 +489,7 @@ class PipeService final : public Service {
         forget_actor(coordinator_, e.pollers, actor);
         std::erase_if(e.subscribers, [actor](const Subscriber& s) { return s.actor == actor; });
         if (holding_of(e, actor) != nullptr) {
-          holder_died(Located{pipe.get(), side}, actor);
+          leave(Located{pipe.get(), side}, actor);
           changed = true;
         }
       }

@@ -7,11 +7,64 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include "services/service.hpp"
+#include "wire/limits.hpp"
 
 namespace mpx::services {
+
+// One place among a peer's parked waiters (a peer: one ZeroMQ socket, or one side-door connection), held by a Waiter
+// for as long as it lives, so the count of each peer's waiters stays right however services keep, answer or forget
+// them. Coordinator thread only.
+class ParkedSlot {
+ public:
+  ParkedSlot() = default;
+  explicit ParkedSlot(std::string peer) : peer_(std::move(peer)) { ++counts()[peer_]; }
+  ParkedSlot(const ParkedSlot& other) : peer_(other.peer_) { hold(); }
+  ParkedSlot(ParkedSlot&& other) noexcept : peer_(std::exchange(other.peer_, {})) {}
+  ParkedSlot& operator=(const ParkedSlot& other) {
+    if (this != &other) {
+      release();
+      peer_ = other.peer_;
+      hold();
+    }
+    return *this;
+  }
+  ParkedSlot& operator=(ParkedSlot&& other) noexcept {
+    if (this != &other) {
+      release();
+      peer_ = std::exchange(other.peer_, {});
+    }
+    return *this;
+  }
+  ~ParkedSlot() { release(); }
+
+  static std::size_t held_by(const std::string& peer) {
+    auto it = counts().find(peer);
+    return it == counts().end() ? 0 : it->second;
+  }
+  static std::string peer_of(const Coordinator::Peer& peer) {
+    if (peer.side != 0) return "side:" + std::to_string(peer.side);
+    return "zmq:" + std::string(static_cast<const char*>(peer.routing.data()), peer.routing.size());
+  }
+
+ private:
+  static std::unordered_map<std::string, std::size_t>& counts() {
+    static std::unordered_map<std::string, std::size_t> by_peer;
+    return by_peer;
+  }
+  void hold() {
+    if (!peer_.empty()) ++counts()[peer_];
+  }
+  void release() noexcept {
+    if (peer_.empty()) return;
+    if (auto it = counts().find(peer_); it != counts().end() && --it->second == 0) counts().erase(it);
+    peer_.clear();
+  }
+  std::string peer_;
+};
 
 struct Waiter {
   Coordinator::Peer peer;
@@ -20,6 +73,7 @@ struct Waiter {
   std::string payload;  // what the waiter brought (a put's item), if anything
   std::uint64_t serial = 0;  // unique per waiter: how an expiring deadline finds it
   std::uint64_t max_items = 1;  // a get's: how many items its answer may carry (the rest lent)
+  ParkedSlot slot;
 
   std::uint64_t actor() const noexcept { return request.sender; }
 };
@@ -27,9 +81,16 @@ struct Waiter {
 // Body of a wait: milliseconds, -1 forever, 0 no wait.
 inline bool waits_forever(std::int64_t ms) noexcept { return ms < 0; }
 
-// Takes the peer out of a handler's arguments, so it can be answered later.
+// Takes the peer out of a handler's arguments, so it can be answered later. A peer with as many waiters parked as
+// the bound allows (PROTOCOL.md, "Bounds") is refused: the coordinator counts it as malformed and answers an error.
 inline Waiter make_waiter(Coordinator::Peer& peer, const wire::Envelope& request, std::string payload = {}) {
+  std::string parked_by = ParkedSlot::peer_of(peer);
+  if (ParkedSlot::held_by(parked_by) >= wire::store_bounds.parked_per_peer) {
+    throw ProtocolError("mpx: refused: this peer already has " + std::to_string(wire::store_bounds.parked_per_peer) +
+                        " blocking requests waiting at the coordinator (the bound per peer)");
+  }
   Waiter w;
+  w.slot = ParkedSlot(std::move(parked_by));
   w.peer.routing = std::move(peer.routing);
   w.peer.actor = peer.actor;
   w.peer.side = peer.side;

@@ -24,6 +24,12 @@ struct StoreBounds {
   std::size_t error_field_bytes = 64u << 10;        // one report's message (longer ones are cut, and say so)
   std::size_t error_name_bytes = 1u << 10;          // one report's type or host
   std::size_t side_unread_bytes = 64u << 20;        // replies a side-door connection leaves unread (plus one more)
+  // Blocking requests one peer (a thread's socket or side-door connection) may have parked at once; an mpx thread
+  // has one, so only a client that does not wait for its answers gets there.
+  std::size_t parked_per_peer = 1024;
+  // A Manager's challenges sent and not answered yet, and how long one waits for its answer (a handshake's time).
+  std::size_t pending_challenges = 1024;
+  std::int64_t challenge_lifetime_ms = 10'000;
 };
 inline constexpr StoreBounds store_bounds{};
 
