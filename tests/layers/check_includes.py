@@ -32,6 +32,9 @@ PUBLIC_HEADER_FLOORS = {
     "mpx/object.hpp": "core",
     "mpx/function.hpp": "core",
     "mpx/start_method.hpp": "core",
+    "mpx/trace_options.hpp": "trace",  # Options::parse and compiled_in are compiled in src/trace/options.cpp
+    "mpx/metrics_snapshot.hpp": "runtime",  # the coordinator fills the snapshot
+    "mpx/topology_status.hpp": "topology",  # the supervisor fills the statuses
 }
 
 # Calls up that are known and scheduled to go, as (floor of the caller, demangled symbol prefix). Keep it empty
