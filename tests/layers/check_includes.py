@@ -22,6 +22,16 @@ import sys
 # shm never records traces, so it needs nothing of trace.
 FLOORS = ["core", "wire", "shm", "trace", "runtime", "services", "topology", "api"]
 RANK = {floor: rank for rank, floor in enumerate(FLOORS)}
+# Folders of framework/src/ named otherwise than their floor. Every other folder is the floor of its name.
+FOLDER_FLOORS = {
+    "manager": "services",  # the Manager's server: a service of its own with its own ROUTER (issue 15)
+}
+
+
+def floor_of_folder(folder):
+    """The floor of a folder of framework/src/, or None when it is neither a floor nor in FOLDER_FLOORS."""
+    floor = FOLDER_FLOORS.get(folder, folder)
+    return floor if floor in RANK else None
 
 # The public headers that floors below api use (paths below framework/include/), each with its floor: the floor its
 # compiled code lives in, or for plain data types the lowest floor that uses them. Such a header includes only
@@ -58,12 +68,14 @@ def floor_of_public(header):
 def source_files(framework):
     """(path relative to framework/, floor, name a public header is included by or None) for every file checked."""
     src = os.path.join(framework, "src")
-    for floor in sorted(os.listdir(src)):
-        if not os.path.isdir(os.path.join(src, floor)):
+    for folder in sorted(os.listdir(src)):
+        if not os.path.isdir(os.path.join(src, folder)):
             continue
-        if floor not in RANK:
-            raise SystemExit(f"layers: framework/src/{floor}/ is not a floor; add it to FLOORS in {__file__}")
-        for root, _, names in os.walk(os.path.join(src, floor)):
+        floor = floor_of_folder(folder)
+        if floor is None:
+            raise SystemExit(f"layers: framework/src/{folder}/ has no floor; add it to FLOORS or FOLDER_FLOORS in "
+                             f"{__file__}")
+        for root, _, names in os.walk(os.path.join(src, folder)):
             for name in sorted(names):
                 if name.endswith(SOURCE_SUFFIXES):
                     yield os.path.relpath(os.path.join(root, name), framework), floor
@@ -88,7 +100,10 @@ def included_floor(framework, path, bracket, target):
             relative = os.path.relpath(candidate, os.path.join(framework, "src"))
             if relative.startswith(".."):
                 break
-            return relative.split(os.sep)[0]
+            floor = floor_of_folder(relative.split(os.sep)[0])
+            if floor is None:
+                break
+            return floor
     if target.startswith("mpx/"):
         return floor_of_public(target)
     raise ValueError(f'cannot find "{target}" below framework/src')
@@ -129,9 +144,9 @@ def call_violations(archive):
             continue
         obj, kind, symbol = match.groups()
         floor_match = OBJECT_FLOOR.match(obj)
-        if not floor_match or floor_match.group(1) not in RANK:
+        floor = floor_of_folder(floor_match.group(1)) if floor_match else None
+        if floor is None:
             raise SystemExit(f"layers: cannot tell the floor of {obj} in {archive}")
-        floor = floor_match.group(1)
         if "mpx" not in symbol:
             continue
         if kind == "U":
