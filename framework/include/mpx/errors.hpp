@@ -90,6 +90,10 @@ class BrokenBarrierError : public Error {
   using Error::Error;
 };
 
+/// A readable C++ type name from a mangled one (std::type_info::name()); the input unchanged if it cannot be demangled.
+/// What RemoteError::type() holds for an exception thrown in a worker.
+std::string demangle(const char* mangled);
+
 /// An exception thrown in another process: its type name, message, and where it happened.
 class RemoteError : public Error {
  public:

@@ -15,6 +15,7 @@
 
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
+#include <mpx/start_method.hpp>  // StartMethod, to_string, parse_start_method, cpu_count
 
 namespace mpx {
 
@@ -22,14 +23,6 @@ namespace mpx {
 /// session; the coordinator starts lazily. In a worker started by spawn it runs the worker's target and exits: it never
 /// returns there.
 void init(int argc, char** argv);
-
-/// How a child process starts (Python's start methods): fork copies this process; spawn runs the executable again
-/// (posix_spawn of /proc/self/exe); forkserver forks from a single-threaded zygote started in init().
-enum class StartMethod { fork, spawn, forkserver };
-
-std::string_view to_string(StartMethod method) noexcept;  ///< "fork", "spawn" or "forkserver".
-/// Parses "fork", "spawn" or "forkserver"; anything else throws std::invalid_argument naming the value.
-StartMethod parse_start_method(std::string_view name);
 
 /// Like Python: setting it twice throws ProcessError ("context has already been set") unless force is true.
 void set_start_method(StartMethod method, bool force = false);
@@ -40,8 +33,6 @@ std::vector<std::string> get_all_start_methods();
 /// The program that spawn runs; /proc/self/exe unless set (Python: multiprocessing.set_executable).
 void set_executable(std::string path);
 std::string get_executable();  ///< The program that spawn runs.
-/// Number of CPUs this process may run on (the affinity mask), at least 1.
-int cpu_count();
 
 /// Tag for a target that captures state: allowed only under the fork start method, where memory is copied.
 struct closure_t {

@@ -20,27 +20,11 @@
 #include <string_view>
 #include <vector>
 
+#include <mpx/trace_options.hpp>  // Options, Status, compiled_in
+
 /// Message tracing (mpx's own; Python has none): record every message the coordinator handles to a file, publish it
 /// live, or both. See enable() and the mpx-trace tool.
 namespace mpx::trace {
-
-/// Where and what to record: at least one of `file` and `pub`. Options::parse reads the MPX_TRACE syntax.
-struct Options {
-  std::string file;              ///< record file to write; empty: none
-  std::string pub;               ///< PUB endpoint to bind for live subscribers; empty: none
-  std::size_t body = 0;          ///< characters of decoded body kept per record; 0: no bodies
-  std::size_t queue = 65536;     ///< records buffered between the traced thread and the sink thread
-  int hwm = 10000;               ///< the PUB socket's send high-water mark (records per subscriber)
-  /// Only messages of these kinds ("queue_put", "ok", ...) are recorded; empty: all. A reply's kind is `ok` or
-  /// `error`, so list those to keep the replies. Actor and gauge records are always kept.
-  std::vector<std::string> kinds;
-
-  /// The MPX_TRACE syntax: comma-separated `file:PATH`, `pub:ENDPOINT`, `body:N`, `queue:N`, `hwm:N`, and `kind:NAME`
-  /// once per kind to keep; at least one of file and pub. Throws mpx::ValueError naming the bad item.
-  static Options parse(std::string_view spec);
-  /// The same syntax back.
-  std::string to_string() const;
-};
 
 /// Starts recording with these sinks (replacing any current ones), from any process of the session: it asks the
 /// coordinator (the trace_enable message), so a relative file path is relative to the root process's directory.
@@ -53,18 +37,6 @@ void enable(std::string_view spec);  ///< The same, with options in MPX_TRACE sy
 void disable();
 /// Whether the coordinator's bus is recording.
 bool enabled();
-/// False in a library built with -Dtracing=false: the hooks are compiled out and enable() throws.
-bool compiled_in() noexcept;
-
-/// What status() reports: whether the bus records, with which options, and how many records it handled and lost.
-struct Status {
-  bool on = false;  ///< true while recording
-  std::string spec;            ///< the options in use, MPX_TRACE syntax
-  std::string pub_endpoint;    ///< the bound PUB endpoint (a tcp://...:* port resolved), empty without one
-  std::uint64_t recorded = 0;  ///< records handed to the sinks since enable
-  std::uint64_t dropped = 0;   ///< records lost because the sink thread's queue was full
-  std::uint64_t pub_dropped = 0;  ///< records a slow subscriber did not get (the PUB socket would have blocked)
-};
 Status status();  ///< The coordinator's trace status (asks it: works from any process of the session).
 
 /// Gives a shared object a name for traces (`queue:jobs` instead of `queue:7`). Local to the coordinator's process.

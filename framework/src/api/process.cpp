@@ -13,7 +13,6 @@
 #include <stdexcept>
 
 #include <poll.h>
-#include <sched.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -255,23 +254,6 @@ void init(int /*argc*/, char** argv) {
   detail::start_metrics_from_environment();
 }
 
-std::string_view to_string(StartMethod method) noexcept {
-  switch (method) {
-    case StartMethod::fork: return "fork";
-    case StartMethod::spawn: return "spawn";
-    case StartMethod::forkserver: return "forkserver";
-  }
-  return "?";
-}
-
-StartMethod parse_start_method(std::string_view name) {
-  if (name == "fork") return StartMethod::fork;
-  if (name == "spawn") return StartMethod::spawn;
-  if (name == "forkserver") return StartMethod::forkserver;
-  throw std::invalid_argument("mpx: cannot find context for '" + std::string(name) +
-                              "' (expected 'fork', 'spawn' or 'forkserver')");
-}
-
 void set_start_method(StartMethod method, bool force) {
   auto& st = runtime::state();
   if (st.method && !force) throw ProcessError("mpx: context has already been set");
@@ -292,13 +274,6 @@ void set_executable(std::string path) {
 }
 
 std::string get_executable() { return runtime::state().executable; }
-
-int cpu_count() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
-}
 
 Context get_context() { return Context(get_start_method()); }
 Context get_context(std::string_view method) { return Context(parse_start_method(method)); }

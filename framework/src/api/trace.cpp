@@ -31,14 +31,6 @@ wire::Envelope ask(wire::Kind kind, std::string body) {
 
 }  // namespace
 
-bool compiled_in() noexcept {
-#if MPX_TRACING
-  return true;
-#else
-  return false;
-#endif
-}
-
 // Always through the coordinator, even in its own process: the request is ordered after this thread's earlier
 // messages, so disable() records everything they caused (a reply, a queue's depth) before the sinks close.
 void enable(const Options& options) {

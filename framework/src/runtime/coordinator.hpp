@@ -17,7 +17,7 @@
 #include <sys/types.h>
 #include <zmq.hpp>
 
-#include <mpx/metrics.hpp>
+#include <mpx/metrics_snapshot.hpp>
 
 #include "runtime/timer_wheel.hpp"
 #include "wire/envelope.hpp"

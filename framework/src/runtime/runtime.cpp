@@ -151,18 +151,6 @@ void finish_child() {
 
 }  // namespace mpx::runtime
 
-namespace mpx {
-
-std::string demangle(const char* mangled) {
-  int status = 0;
-  char* readable = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-  std::string out = (status == 0 && readable) ? readable : mangled;
-  std::free(readable);
-  return out;
-}
-
-}  // namespace mpx
-
 namespace mpx::runtime {
 
 namespace {

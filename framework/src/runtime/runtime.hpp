@@ -10,7 +10,7 @@
 #include <sys/types.h>
 #include <zmq.hpp>
 
-#include <mpx/process.hpp>
+#include <mpx/start_method.hpp>
 
 #include "runtime/session.hpp"
 

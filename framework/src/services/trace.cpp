@@ -4,7 +4,7 @@
 #include <cstdlib>
 
 #include <mpx/errors.hpp>
-#include <mpx/trace.hpp>
+#include <mpx/trace_options.hpp>
 
 #include "runtime/runtime.hpp"
 #include "services/services.hpp"

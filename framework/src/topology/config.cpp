@@ -16,7 +16,7 @@
 
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
-#include <mpx/process.hpp>
+#include <mpx/start_method.hpp>
 
 #include "trace/bus.hpp"
 

@@ -59,7 +59,7 @@ std::string exit_text(int code) {
 
 }  // namespace
 
-Supervisor::Supervisor(Config config, std::map<std::string, ActorContext::Entry> objects)
+Supervisor::Supervisor(Config config, std::map<std::string, ActorObjectEntry> objects)
     : config_(std::move(config)), objects_(std::move(objects)) {
   for (std::size_t i : config_.order) {
     const auto& a = config_.actors[i];
@@ -194,7 +194,7 @@ bool Supervisor::dependencies_ready(const Child& c) const {
 
 void Supervisor::launch(Child& c) {
   const auto& a = config_.actors[c.actor];
-  std::vector<ActorContext::Entry> entries;
+  std::vector<ActorObjectEntry> entries;
   for (const auto& name : a.objects) entries.push_back(objects_.at(name));
   const std::string payload = encode(std::make_tuple(a.name, c.replica, a.replicas, a.task, a.args, entries));
 

@@ -18,7 +18,7 @@
 
 #include <sys/types.h>
 
-#include <mpx/topology.hpp>
+#include <mpx/topology_status.hpp>
 
 #include "topology/config.hpp"
 
@@ -27,7 +27,7 @@ namespace mpx::topology {
 class Supervisor {
  public:
   // `objects`: every shared object by name, as actors receive them.
-  Supervisor(Config config, std::map<std::string, ActorContext::Entry> objects);
+  Supervisor(Config config, std::map<std::string, ActorObjectEntry> objects);
   ~Supervisor();
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
@@ -87,7 +87,7 @@ class Supervisor {
   static std::string state_name(State s);
 
   Config config_;
-  std::map<std::string, ActorContext::Entry> objects_;
+  std::map<std::string, ActorObjectEntry> objects_;
   std::vector<Child> children_;  // in start order
   std::thread thread_;
   int wake_fd_ = -1;

@@ -14,7 +14,7 @@
 #include <string_view>
 #include <utility>
 
-#include <mpx/trace.hpp>
+#include <mpx/trace_options.hpp>
 
 #include "trace/format.hpp"
 #include "wire/envelope.hpp"

@@ -1,8 +1,9 @@
-// The MPX_TRACE syntax (also the body of trace_enable): comma-separated key:value items.
+// The MPX_TRACE syntax (also the body of trace_enable): comma-separated key:value items; and compiled_in(), which
+// the trace service asks before it starts the bus.
 #include <charconv>
 
 #include <mpx/errors.hpp>
-#include <mpx/trace.hpp>
+#include <mpx/trace_options.hpp>
 
 #include "trace/bus.hpp"
 #include "wire/kinds.hpp"
@@ -25,6 +26,14 @@ std::size_t number(std::string_view key, std::string_view value, std::size_t low
 }
 
 }  // namespace
+
+bool compiled_in() noexcept {
+#if MPX_TRACING
+  return true;
+#else
+  return false;
+#endif
+}
 
 std::optional<std::uint16_t> kind_number(std::string_view name) noexcept {
   for (const auto& k : wire::known_kinds) {

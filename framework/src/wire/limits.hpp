@@ -4,17 +4,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/limits.hpp"
+
 namespace mpx::wire {
 
-struct Limits {
-  std::size_t max_array = 1u << 20;        // elements in one msgpack array
-  std::size_t max_map = 1u << 20;          // pairs in one msgpack map
-  std::size_t max_str = 64u << 20;         // bytes in one msgpack str
-  std::size_t max_bin = 256u << 20;        // bytes in one msgpack bin
-  std::size_t max_ext = 1u << 20;          // bytes in one msgpack ext
-  std::size_t max_depth = 64;              // nesting depth
-  std::int64_t max_message_bytes = 512ll << 20;  // ZMQ_MAXMSGSIZE on every socket
-};
+// Defined in core, where Object's bounded decode needs them.
+using core::Limits;
+using core::limits;
 
 // What the coordinator keeps for one peer at most, whoever sends it: every per-peer store is bounded in count and
 // bytes (PROTOCOL.md, "Bounds"), so no flood of messages grows its memory without limit.
@@ -32,8 +28,5 @@ struct StoreBounds {
   std::int64_t challenge_lifetime_ms = 10'000;
 };
 inline constexpr StoreBounds store_bounds{};
-
-// The limits in force for this process.
-const Limits& limits() noexcept;
 
 }  // namespace mpx::wire

@@ -1,9 +1,19 @@
 #include <mpx/errors.hpp>
 
+#include <cstdlib>
 #include <cstring>
+#include <cxxabi.h>
 #include <string>
 
 namespace mpx {
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  char* readable = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string out = (status == 0 && readable) ? readable : mangled;
+  std::free(readable);
+  return out;
+}
 
 RemoteError::RemoteError(std::string type, std::string message, pid_t pid, std::string host)
     : Error(type + ": " + message + " (in process " + std::to_string(pid) + (host.empty() ? "" : " on " + host) +
