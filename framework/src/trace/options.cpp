@@ -27,10 +27,9 @@ std::size_t number(std::string_view key, std::string_view value, std::size_t low
 }  // namespace
 
 std::optional<std::uint16_t> kind_number(std::string_view name) noexcept {
-  for (const auto& k : wire::known_kinds) {
-    if (k.name == name) return static_cast<std::uint16_t>(k.kind);
-  }
-  return std::nullopt;
+  const auto kind = wire::kind_named(name);
+  if (!kind) return std::nullopt;
+  return static_cast<std::uint16_t>(*kind);
 }
 
 Options Options::parse(std::string_view spec) {

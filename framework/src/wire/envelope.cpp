@@ -10,25 +10,7 @@ namespace mpx::wire {
 namespace {
 constexpr std::size_t header_fields = 7;
 constexpr std::size_t max_header_bytes = 64;
-
-// A lookup table built from known_kinds, so that checking a kind costs one load.
-struct KindTable {
-  bool known[65536] = {};
-  constexpr KindTable() {
-    for (const auto& k : known_kinds) known[static_cast<std::uint16_t>(k.kind)] = true;
-  }
-};
-constexpr KindTable kind_table{};
 }  // namespace
-
-bool is_known(std::uint16_t kind) noexcept { return kind_table.known[kind]; }
-
-std::string_view kind_name(Kind kind) noexcept {
-  for (const auto& k : known_kinds) {
-    if (k.kind == kind) return k.name;
-  }
-  return "unknown";
-}
 
 std::uint64_t monotonic_ns() noexcept {
   timespec ts{};
