@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "wire/little_endian.hpp"
+#include "wire/stream_framing.hpp"
 
 namespace mpx::detail {
 
@@ -29,8 +29,7 @@ class PipeRing {
   static constexpr std::size_t data_offset = 4096;
   static constexpr std::size_t default_capacity = 256 * 1024;
   static constexpr std::size_t max_capacity = 64u << 20;
-  // A record length that is no length: "the next records are on the connection" (the ring was full).
-  static constexpr std::uint32_t to_socket = 0xFFFFFFFFu;
+  static constexpr std::uint32_t to_socket = wire::to_socket_record;
 
   PipeRing() = default;
   PipeRing(const PipeRing&) = delete;
@@ -89,8 +88,8 @@ class PipeRing {
   bool put(std::uint32_t length, const char* data, std::size_t size, std::size_t reserve) noexcept {
     const std::size_t need = 4 + size + reserve;
     if (capacity_ - static_cast<std::size_t>(head_ - tail_) < need && room() < need) return false;
-    char prefix[4];
-    wire::store_le(prefix, length, 4);
+    char prefix[wire::record_length_bytes];
+    wire::store_record_length(prefix, length);
     copy_in(head_, prefix, 4);
     copy_in(head_ + 4, data, size);
     head_ += 4 + size;
@@ -112,9 +111,9 @@ class PipeRing {
     return atomic(header()->head).load(std::memory_order_acquire) - tail_;
   }
   std::uint32_t peek_length() const noexcept {
-    char prefix[4];
+    char prefix[wire::record_length_bytes];
     copy_out(tail_, prefix, 4);
-    return static_cast<std::uint32_t>(wire::load_le(prefix, 4));
+    return wire::load_record_length(prefix);
   }
   // Copies `size` bytes from after the length at the tail into out, and moves past the record (locally: publish()
   // hands the room back to the writer, once per batch).

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "wire/interrupted.hpp"
+#include "wire/stream_framing.hpp"
 
 extern char** environ;
 
@@ -75,14 +76,6 @@ std::optional<std::string> read_frame(int fd) {
   std::string bytes(size, '\0');
   if (!read_all(fd, bytes.data(), size)) return std::nullopt;
   return bytes;
-}
-
-// The session directory's path length was checked when it was made, so the path fits.
-sockaddr_un unix_address(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  return addr;
 }
 
 Session session_of(const LaunchSpec& spec) {
@@ -222,8 +215,9 @@ namespace {
 int connect_forkserver(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fail("mpx: socket failed");
-  const sockaddr_un addr = unix_address(path);
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+  // The session directory's path length was checked when it was made, so the path fits.
+  const auto addr = wire::unix_address(path);
+  if (!addr || !wire::connect_unix(fd, *addr)) {
     const int saved = errno;
     ::close(fd);
     errno = saved;
@@ -385,8 +379,8 @@ namespace {
 int listen_at(const std::string& path) {
   const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) fail("mpx: socket failed");
-  const sockaddr_un addr = unix_address(path);
-  if (::bind(listener, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 128) != 0) {
+  const auto addr = wire::unix_address(path);
+  if (!addr || !wire::listen_unix(listener, *addr, 128)) {
     const int saved = errno;
     ::close(listener);
     errno = saved;
