@@ -2,7 +2,7 @@
 //
 // On a connection: first the epoch (8 bytes, little-endian) with the epoch's ring attached (SCM_RIGHTS; none if the
 // writer could not make one), then frames: a little-endian u32 length and that many bytes. Messages go into the ring
-// (api/pipe_ring.hpp) with no system call; the connection carries a wake frame when the reader said it may block, and
+// (shm/pipe_ring.hpp) with no system call; the connection carries a wake frame when the reader said it may block, and
 // the messages that found the ring full, which the ring's `to_socket` record points to, until a `to_ring` frame sends
 // the reader back to the ring. A message on the connection is one non-blocking sendmsg, which a unix stream socket
 // takes whole or not at all; when the socket is full too (the reader is far behind) or a message is over

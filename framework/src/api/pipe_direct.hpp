@@ -3,7 +3,7 @@
 // writes its messages straight into the kernel, as Python's Pipe does. The coordinator stays the authority for holders,
 // EOF and readiness; this file only moves messages, and hands the end back to the relay path whenever in doubt.
 //
-// Messages go into a shared-memory ring (api/pipe_ring.hpp) that the writer passes over the connection; the connection
+// Messages go into a shared-memory ring (shm/pipe_ring.hpp) that the writer passes over the connection; the connection
 // itself carries wake-ups, the messages that did not fit in the ring, and the epoch's end.
 //
 // Why a plain unix stream socket and not a ZeroMQ pair: a write lands in the kernel (or the shared ring) before send()
@@ -18,8 +18,8 @@
 
 #include <sys/types.h>
 
-#include "api/pipe_ring.hpp"
 #include "services/pipe_direct.hpp"
+#include "shm/pipe_ring.hpp"
 
 namespace mpx::detail {
 
