@@ -65,14 +65,18 @@ bool read_all(int fd, void* data, std::size_t size) {
   return true;
 }
 
+// A length record (wire/stream_framing.hpp) on the forkserver's socket.
 bool write_frame(int fd, const std::string& bytes) {
-  const auto size = static_cast<std::uint32_t>(bytes.size());
-  return write_all(fd, &size, sizeof size) && write_all(fd, bytes.data(), bytes.size());
+  char length[wire::record_length_bytes];
+  wire::store_record_length(length, static_cast<std::uint32_t>(bytes.size()));
+  return write_all(fd, length, sizeof length) && write_all(fd, bytes.data(), bytes.size());
 }
 
 std::optional<std::string> read_frame(int fd) {
-  std::uint32_t size = 0;
-  if (!read_all(fd, &size, sizeof size) || size > max_spec_bytes) return std::nullopt;
+  char length[wire::record_length_bytes];
+  if (!read_all(fd, length, sizeof length)) return std::nullopt;
+  const std::uint32_t size = wire::load_record_length(length);
+  if (size > max_spec_bytes) return std::nullopt;
   std::string bytes(size, '\0');
   if (!read_all(fd, bytes.data(), size)) return std::nullopt;
   return bytes;
