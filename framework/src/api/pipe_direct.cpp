@@ -194,7 +194,7 @@ std::size_t from_ring(ConnectionState& s) {
   const std::uint64_t batch = ring.capacity() / 8, before = left;
   while (left >= 4 && before - left < batch) {
     const std::uint32_t size = ring.peek_length();
-    if (size == PipeRing::to_socket) {
+    if (size == shm::PipeRing::to_socket) {
       ring.skip(4);
       r.on_socket = true;
       break;
@@ -614,7 +614,7 @@ bool direct_send(ConnectionState& s, const std::string& message) {
     if (!stored) {
       // Full: the reader is behind. Point it at the connection (room for that record is always kept) and go on there.
       const char none = 0;
-      (void)w.ring.put(PipeRing::to_socket, &none, 0, 0);
+      (void)w.ring.put(shm::PipeRing::to_socket, &none, 0, 0);
       w.on_socket = true;
     }
     wake_reader(w);
