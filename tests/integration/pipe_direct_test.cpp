@@ -106,7 +106,7 @@ int read_all_in_order(mpx::Connection& conn, int count) {
   return good;
 }
 
-// ---- the shared-memory ring (api/pipe_ring.hpp) ----
+// ---- the shared-memory ring (shm/pipe_ring.hpp) ----
 
 // Message i of a mixed-size stream: sizes from empty to just under the direct frame limit (64 KiB), with every 97th
 // larger than the whole ring (256 KiB), so the ring wraps at every offset and big messages leave it; the bytes

@@ -5,6 +5,7 @@
 
 #include "wire/envelope.hpp"
 #include "wire/limits.hpp"
+#include "wire/stream_framing.hpp"
 #include "wire/transport.hpp"
 
 using namespace mpx;
@@ -189,4 +190,52 @@ TEST_CASE("transports are chosen by the endpoint string", "[wire]") {
   CHECK_THROWS_WITH(wire::transport_of("udp://x"), Catch::Contains("udp://x"));
   CHECK_THROWS_WITH(wire::ipc_path("ipc:///" + std::string(200, 'a')), Catch::Contains("longer"));
   CHECK(wire::ipc_path("ipc:///tmp/sock") == "/tmp/sock");
+}
+
+TEST_CASE("length records: little-endian u32 lengths, read back in order, a cut frame throws", "[wire]") {
+  std::string frame;
+  wire::append_record(frame, "first");
+  wire::append_record(frame, "");
+  wire::append_record(frame, std::string(300, 'x'));
+  CHECK(frame.substr(0, 4) == std::string("\x05\0\0\0", 4));
+  CHECK(frame.substr(13, 4) == std::string("\x2c\x01\0\0", 4));  // 300
+
+  wire::RecordReader records(frame, "a test frame");
+  CHECK(records.next() == std::optional<std::string_view>("first"));
+  CHECK(records.next() == std::optional<std::string_view>(""));
+  CHECK(records.next() == std::optional<std::string_view>(std::string(300, 'x')));
+  CHECK_FALSE(records.next());
+
+  wire::RecordReader in_length(std::string_view(frame).substr(0, 11), "a test frame");  // 9 + 2 bytes of a length
+  (void)in_length.next();
+  CHECK_THROWS_WITH(in_length.next(), "mpx: a test frame ends inside a length");
+  wire::RecordReader in_message(std::string_view(frame).substr(0, 7), "a test frame");
+  CHECK_THROWS_WITH(in_message.next(), "mpx: a test frame ends inside a message");
+}
+
+TEST_CASE("Python's connection framing: big-endian i32 lengths, -1 then u64 for long ones, bounded", "[wire]") {
+  const auto short_length = wire::python_length(0x01020304);
+  CHECK(std::string(short_length.bytes, short_length.size) == "\x01\x02\x03\x04");
+  const auto long_length = wire::python_length(std::uint64_t{1} << 31);
+  CHECK(std::string(long_length.bytes, long_length.size) == std::string("\xff\xff\xff\xff\0\0\0\0\x80\0\0\0", 12));
+  CHECK(wire::python_short_length(long_length.bytes) == -1);
+  CHECK(wire::python_long_length(long_length.bytes + 4) == std::uint64_t{1} << 31);
+
+  std::string stream;
+  for (std::string_view message : {"hello", "world"}) {
+    const auto length = wire::python_length(message.size());
+    stream.append(length.bytes, length.size);
+    stream.append(message);
+  }
+  std::size_t start = 0;
+  CHECK_FALSE(wire::take_python_frame(std::string_view(stream).substr(0, 8), start, 1024, "a test stream"));
+  CHECK(start == 0);
+  CHECK(wire::take_python_frame(stream, start, 1024, "a test stream") == std::optional<std::string_view>("hello"));
+  CHECK(wire::take_python_frame(stream, start, 1024, "a test stream") == std::optional<std::string_view>("world"));
+  CHECK(start == stream.size());
+  start = 0;
+  CHECK_THROWS_AS(wire::take_python_frame(stream, start, 4, "a test stream"), ProtocolError);  // over the bound
+  start = 0;
+  CHECK_THROWS_AS(wire::take_python_frame(std::string("\xff\xff\xff\xfe", 4), start, 1024, "a test stream"),
+                  ProtocolError);  // negative, and not -1
 }

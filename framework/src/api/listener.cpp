@@ -28,6 +28,7 @@
 #include "wire/auth.hpp"
 #include "wire/interrupted.hpp"
 #include "wire/limits.hpp"
+#include "wire/stream_framing.hpp"
 
 namespace mpx {
 
@@ -86,39 +87,25 @@ void read_body(int fd, char* buffer, std::size_t size) {
   if (read_exact(fd, buffer, size) != size) throw EOFError("mpx: EOF: the connection ended in the middle of a message");
 }
 
-std::uint64_t load_be(const unsigned char* p, int bytes) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v = (v << 8) | p[i];
-  return v;
-}
-
 }  // namespace
 
 namespace detail {
 
 void socket_send(ConnectionState& s, const char* data, std::size_t size) {
-  unsigned char header[12];
-  std::size_t header_size = 4;
-  if (size <= 0x7fffffff) {
-    for (int i = 0; i < 4; ++i) header[i] = static_cast<unsigned char>(size >> (8 * (3 - i)));
-  } else {
-    std::memset(header, 0xff, 4);
-    for (int i = 0; i < 8; ++i) header[4 + i] = static_cast<unsigned char>(static_cast<std::uint64_t>(size) >> (8 * (7 - i)));
-    header_size = 12;
-  }
-  write_all(s.fd, reinterpret_cast<const char*>(header), header_size, data, size);
+  const wire::PythonLength length = wire::python_length(size);
+  write_all(s.fd, length.bytes, length.size, data, size);
 }
 
 std::string socket_recv(ConnectionState& s, std::size_t maxlength) {
-  unsigned char header[8];
-  const std::size_t got = read_exact(s.fd, reinterpret_cast<char*>(header), 4);
+  char header[wire::python_long_length_bytes];
+  const std::size_t got = read_exact(s.fd, header, wire::python_short_length_bytes);
   if (got == 0) throw EOFError("mpx: EOF: the other end of the connection is closed");
-  if (got != 4) throw EOFError("mpx: EOF: the connection ended in the middle of a message");
-  const auto signed_size = static_cast<std::int32_t>(static_cast<std::uint32_t>(load_be(header, 4)));
+  if (got != wire::python_short_length_bytes) throw EOFError("mpx: EOF: the connection ended in the middle of a message");
+  const std::int32_t signed_size = wire::python_short_length(header);
   std::uint64_t size = static_cast<std::uint32_t>(signed_size);
   if (signed_size == -1) {
-    read_body(s.fd, reinterpret_cast<char*>(header), 8);
-    size = load_be(header, 8);
+    read_body(s.fd, header + wire::python_short_length_bytes, 8);
+    size = wire::python_long_length(header + wire::python_short_length_bytes);
   } else if (signed_size < 0) {
     throw ProtocolError("mpx: bad message length " + std::to_string(signed_size) + " on a connection");
   }
@@ -178,10 +165,10 @@ std::string too_long(std::int64_t size) {
 // anything else is read: a peer that claims a huge message is refused at once, never read to its end.
 std::string recv_handshake(ConnectionState& s) {
   try {
-    unsigned char header[4];
-    const std::size_t got = read_exact(s.fd, reinterpret_cast<char*>(header), sizeof header);
+    char header[wire::python_short_length_bytes];
+    const std::size_t got = read_exact(s.fd, header, sizeof header);
     if (got != sizeof header) throw EOFError("mpx: EOF: the connection ended during the handshake");
-    const auto size = static_cast<std::int32_t>(static_cast<std::uint32_t>(load_be(header, 4)));
+    const std::int32_t size = wire::python_short_length(header);
     if (size < 0 || static_cast<std::size_t>(size) > wire::auth::max_message_bytes) {
       throw AuthenticationError(too_long(size));
     }
@@ -238,14 +225,12 @@ Resolved resolve(const std::string& address) {
   Resolved r;
   if (address.starts_with("ipc://")) {
     r.unix_path = address.substr(6);
-    sockaddr_un un{};
-    if (r.unix_path.empty() || r.unix_path.size() >= sizeof un.sun_path) {
+    const auto un = wire::unix_address(r.unix_path);
+    if (!un) {
       throw ValueError("mpx: ipc address '" + address + "' is empty or longer than a unix socket path allows (" +
-                       std::to_string(sizeof un.sun_path - 1) + " bytes)");
+                       std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes)");
     }
-    un.sun_family = AF_UNIX;
-    std::memcpy(un.sun_path, r.unix_path.c_str(), r.unix_path.size() + 1);
-    std::memcpy(&r.storage, &un, sizeof un);
+    std::memcpy(&r.storage, &*un, sizeof *un);
     r.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + r.unix_path.size() + 1);
     return r;
   }
@@ -348,10 +333,8 @@ constexpr std::size_t max_pending_handshakes = 128;
 // A handshake message sent whole or not at all: it is small, and a fresh socket's buffer has room for it; a peer that
 // lets it fill is dropped.
 void send_now(int fd, std::string_view message) {
-  unsigned char header[4];
-  const auto size = static_cast<std::uint32_t>(message.size());
-  for (int i = 0; i < 4; ++i) header[i] = static_cast<unsigned char>(size >> (8 * (3 - i)));
-  std::string frame(reinterpret_cast<const char*>(header), sizeof header);
+  const wire::PythonLength length = wire::python_length(message.size());
+  std::string frame(length.bytes, length.size);
   frame.append(message);
   ssize_t n;
   while ((n = ::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR) {
@@ -398,8 +381,7 @@ bool advance(Handshake& h, const std::string& authkey) {
   for (;;) {
     std::size_t want = 4 - std::min<std::size_t>(h.frame.size(), 4);
     if (want == 0) {
-      const auto* header = reinterpret_cast<const unsigned char*>(h.frame.data());
-      const auto size = static_cast<std::int32_t>(static_cast<std::uint32_t>(load_be(header, 4)));
+      const std::int32_t size = wire::python_short_length(h.frame.data());
       if (size < 0 || static_cast<std::size_t>(size) > wire::auth::max_message_bytes) {
         throw AuthenticationError(too_long(size));
       }

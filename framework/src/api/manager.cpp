@@ -28,6 +28,7 @@
 #include "wire/auth.hpp"
 #include "wire/limits.hpp"
 #include "wire/manager_ops.hpp"
+#include "wire/stream_framing.hpp"
 
 namespace mpx {
 
@@ -181,9 +182,10 @@ void write_frame(int fd, const wire::Header& header, std::string_view body) {
   const zmq::message_t h = wire::encode_header(header);
   const std::size_t size = 1 + h.size() + body.size();
   if (size > 0x7fffffff) throw ValueError("mpx: a manager request of " + std::to_string(size) + " bytes is too large");
+  const wire::PythonLength length = wire::python_length(size);
   std::string out;
-  out.reserve(4 + size);
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(size >> shift));
+  out.reserve(length.size + size);
+  out.append(length.bytes, length.size);
   out.push_back(static_cast<char>(h.size()));
   out.append(static_cast<const char*>(h.data()), h.size());
   out.append(body);
@@ -205,17 +207,12 @@ class FrameReader {
   // for a frame over the limit.
   std::string next(int fd) {
     for (;;) {
-      if (buffer_.size() >= 4) {
-        const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data());
-        const std::uint64_t size = (std::uint64_t{p[0]} << 24) | (std::uint64_t{p[1]} << 16) | (std::uint64_t{p[2]} << 8) | p[3];
-        if (size > static_cast<std::uint64_t>(wire::limits().max_message_bytes)) {
-          throw ProtocolError("mpx: a manager stream frame of " + std::to_string(size) + " bytes is over the limit");
-        }
-        if (buffer_.size() >= 4 + size) {
-          std::string frame = buffer_.substr(4, size);
-          buffer_.erase(0, 4 + size);
-          return frame;
-        }
+      std::size_t end = 0;
+      if (auto frame = wire::take_python_frame(buffer_, end, static_cast<std::size_t>(wire::limits().max_message_bytes),
+                                                "a manager stream")) {
+        std::string whole(*frame);
+        buffer_.erase(0, end);
+        return whole;
       }
       char chunk[65536];
       const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);

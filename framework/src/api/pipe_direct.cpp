@@ -2,7 +2,7 @@
 //
 // On a connection: first the epoch (8 bytes, little-endian) with the epoch's ring attached (SCM_RIGHTS; none if the
 // writer could not make one), then frames: a little-endian u32 length and that many bytes. Messages go into the ring
-// (api/pipe_ring.hpp) with no system call; the connection carries a wake frame when the reader said it may block, and
+// (shm/pipe_ring.hpp) with no system call; the connection carries a wake frame when the reader said it may block, and
 // the messages that found the ring full, which the ring's `to_socket` record points to, until a `to_ring` frame sends
 // the reader back to the ring. A message on the connection is one non-blocking sendmsg, which a unix stream socket
 // takes whole or not at all; when the socket is full too (the reader is far behind) or a message is over
@@ -28,6 +28,7 @@
 #include "runtime/runtime.hpp"
 #include "wire/limits.hpp"
 #include "wire/little_endian.hpp"
+#include "wire/stream_framing.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::detail {
@@ -85,10 +86,8 @@ using wire::store_le;
 
 constexpr const char* poll_failed = "mpx: pipe: poll";
 
-// Frame lengths on a connection that are no message (both far over any message limit): a wake-up for a reader that
-// said it may block, and "the next messages are in the ring again".
-constexpr std::uint32_t wake_frame = 0xFFFFFFFFu;
-constexpr std::uint32_t to_ring_frame = 0xFFFFFFFEu;
+using wire::to_ring_frame;
+using wire::wake_frame;
 
 bool too_long(std::uint64_t size) { return size > static_cast<std::uint64_t>(wire::limits().max_message_bytes); }
 
@@ -146,7 +145,7 @@ std::size_t frame(ConnectionState& s) {
   auto& r = *s.in;
   std::size_t n = 0;
   while (r.end - r.start >= 4) {
-    const auto size = static_cast<std::size_t>(load_le(r.buffer.data() + r.start, 4));
+    const std::size_t size = wire::load_record_length(r.buffer.data() + r.start);
     if (size == wake_frame) {
       r.start += 4;
       continue;
@@ -195,7 +194,7 @@ std::size_t from_ring(ConnectionState& s) {
   const std::uint64_t batch = ring.capacity() / 8, before = left;
   while (left >= 4 && before - left < batch) {
     const std::uint32_t size = ring.peek_length();
-    if (size == PipeRing::to_socket) {
+    if (size == shm::PipeRing::to_socket) {
       ring.skip(4);
       r.on_socket = true;
       break;
@@ -321,18 +320,15 @@ bool direct_listen(ConnectionState& s) {
   auto& r = *s.in;
   const std::string path =
       services::direct::socket_path(runtime::state().session.directory, s.end, static_cast<std::uint64_t>(runtime::self_pid()));
-  sockaddr_un address{};
-  if (path.size() >= sizeof address.sun_path) return false;
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, path.data(), path.size());
+  const auto address = wire::unix_address(path);
+  if (!address) return false;
   remove_files(path);  // a previous holder of this pid's name in this session has ended
   if (!r.control.open(services::direct::control_path(path), true)) return false;
   r.path = path;
   r.listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (r.listen_fd < 0) return false;
   track(r.listen_fd);
-  if (::bind(r.listen_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      ::listen(r.listen_fd, listen_backlog) != 0) {
+  if (!wire::listen_unix(r.listen_fd, *address, listen_backlog)) {
     close_fd(r.listen_fd);
     return false;
   }
@@ -437,12 +433,7 @@ void direct_unlisten(ConnectionState& s) {
   auto e = wire::make(wire::Kind::pipe_direct_end, s.end, 0, std::make_tuple(epoch, false));
   if (!s.unread.empty()) {
     std::string packed;
-    for (auto& message : s.unread) {
-      char size[4];
-      store_le(size, message.size(), 4);
-      packed.append(size, sizeof size);
-      packed.append(message);
-    }
+    for (auto& message : s.unread) wire::append_record(packed, message);
     e.body.emplace_back(packed.data(), packed.size());
   }
   s.unread.clear();
@@ -497,8 +488,8 @@ enum class Sent { whole, none, lost };
 // the socket is full or broken. If only part went out, the rest must follow on this connection, so it does, blocking;
 // `lost` if the reader died meanwhile (what it would have read is lost with it).
 Sent send_frame(int fd, std::uint32_t length, const char* data, std::size_t size) {
-  char header[4];
-  store_le(header, length, 4);
+  char header[wire::record_length_bytes];
+  wire::store_record_length(header, length);
   iovec iov[2] = {{header, sizeof header}, {const_cast<char*>(data), size}};
   msghdr m{};
   m.msg_iov = iov;
@@ -547,21 +538,14 @@ bool start_epoch(ConnectionState& s) {
   }
   auto [path, epoch] = reply.body_as<std::tuple<std::string, std::uint64_t>>();
   bool up = false;
-  sockaddr_un address{};
-  if (path.size() < sizeof address.sun_path && w.control.open(services::direct::control_path(path), false) &&
-      w.control.begin(epoch)) {
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path, path.data(), path.size());
+  const auto address = wire::unix_address(path);
+  if (address && w.control.open(services::direct::control_path(path), false) && w.control.begin(epoch)) {
     w.fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (w.fd >= 0) {
       track(w.fd);
       const int sndbuf = 4 << 20;  // the kernel caps it; more room means fewer epochs ended by a slow reader
       (void)::setsockopt(w.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-      int rc;
-      do {
-        rc = ::connect(w.fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-      } while (rc != 0 && errno == EINTR);
-      up = rc == 0 && send_hello(w, epoch);
+      up = wire::connect_unix(w.fd, *address) && send_hello(w, epoch);
     }
   }
   if (!up) {
@@ -630,7 +614,7 @@ bool direct_send(ConnectionState& s, const std::string& message) {
     if (!stored) {
       // Full: the reader is behind. Point it at the connection (room for that record is always kept) and go on there.
       const char none = 0;
-      (void)w.ring.put(PipeRing::to_socket, &none, 0, 0);
+      (void)w.ring.put(shm::PipeRing::to_socket, &none, 0, 0);
       w.on_socket = true;
     }
     wake_reader(w);

@@ -3,7 +3,7 @@
 // writes its messages straight into the kernel, as Python's Pipe does. The coordinator stays the authority for holders,
 // EOF and readiness; this file only moves messages, and hands the end back to the relay path whenever in doubt.
 //
-// Messages go into a shared-memory ring (api/pipe_ring.hpp) that the writer passes over the connection; the connection
+// Messages go into a shared-memory ring (shm/pipe_ring.hpp) that the writer passes over the connection; the connection
 // itself carries wake-ups, the messages that did not fit in the ring, and the epoch's end.
 //
 // Why a plain unix stream socket and not a ZeroMQ pair: a write lands in the kernel (or the shared ring) before send()
@@ -18,8 +18,8 @@
 
 #include <sys/types.h>
 
-#include "api/pipe_ring.hpp"
 #include "services/pipe_direct.hpp"
+#include "shm/pipe_ring.hpp"
 
 namespace mpx::detail {
 
@@ -35,7 +35,7 @@ struct DirectReader {
   std::uint64_t epoch = 0;
   std::uint64_t finished = 0;  // the latest epoch read to its end
   std::uint64_t received = 0;  // messages taken from `epoch`'s ring and connection
-  PipeRing ring;  // `epoch`'s ring, unless the writer could not make one (then all is on the connection)
+  shm::PipeRing ring;  // `epoch`'s ring, unless the writer could not make one (then all is on the connection)
   bool on_socket = false;      // the next messages are on the connection (the ring said so), not in the ring
   bool ended = false;          // the connection reached its end: what is left in the ring and buffer is the last
   bool broken = false;         // a length no writer of ours wrote: end the epoch like a dead writer's
@@ -58,7 +58,7 @@ struct DirectWriter {
   pid_t owner = 0;
   int fd = -1;
   services::direct::Control control;
-  PipeRing ring;
+  shm::PipeRing ring;
   bool on_socket = false;  // the ring was full: messages go on the connection until it has room again
   std::uint64_t epoch = 0;
   std::uint32_t ask_every = 1;  // relay sends between two requests for an epoch; doubles while refused

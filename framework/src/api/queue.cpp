@@ -15,6 +15,7 @@
 #include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
 #include "shm/ring.hpp"
+#include "wire/stream_framing.hpp"
 
 namespace mpx::detail {
 
@@ -332,27 +333,21 @@ void QueueCore::get_into(std::string& out, bool block, const Timeout& timeout, c
   auto reply = call(wire::make(wire::Kind::queue_get, ref_.id, 0, std::make_tuple(wait, batch_request, consumed)),
                     wait);
   if (reply.body.size() != 2) throw ProtocolError("mpx: a queue_get reply without its items frame");
-  // [u32 length][bytes]... : the first item is returned now (the coordinator counted it as got), the rest are kept.
-  const auto* p = static_cast<const char*>(reply.body[1].data());
-  const auto* end = p + reply.body[1].size();
+  // Length records: the first item is returned now (the coordinator counted it as got), the rest are kept.
+  wire::RecordReader items(std::string_view(static_cast<const char*>(reply.body[1].data()), reply.body[1].size()),
+                           "a queue_get reply");
   bool have_first = false;
-  while (p < end) {
-    std::uint32_t size = 0;
-    if (end - p < static_cast<std::ptrdiff_t>(sizeof size)) throw ProtocolError("mpx: truncated queue_get reply");
-    std::memcpy(&size, p, sizeof size);
-    p += sizeof size;
-    if (static_cast<std::size_t>(end - p) < size) throw ProtocolError("mpx: truncated queue_get reply");
+  while (auto item = items.next()) {
     if (!have_first) {
-      out.assign(p, size);
+      out.assign(*item);
       have_first = true;
     } else {
       if (lent == nullptr) {
         thread_lent_made = true;
         lent = &thread_lent.get()[ref_.id];
       }
-      lent->items.emplace_back(p, size);
+      lent->items.emplace_back(*item);
     }
-    p += size;
   }
   if (!have_first) throw ProtocolError("mpx: an empty queue_get reply");
   if (auto why = failure(out)) {

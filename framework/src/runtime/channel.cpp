@@ -19,6 +19,7 @@
 #include "runtime/runtime.hpp"
 #include "wire/interrupted.hpp"
 #include "wire/limits.hpp"
+#include "wire/stream_framing.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::runtime {
@@ -135,17 +136,11 @@ Channel::~Channel() {
 }
 
 bool Channel::open_side_door(const std::string& path) {
-  sockaddr_un address{};
-  if (path.empty() || path.size() >= sizeof address.sun_path) return false;
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, path.data(), path.size());
+  const auto address = wire::unix_address(path);
+  if (!address) return false;
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
-  int rc = 0;
-  do {
-    rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
+  if (!wire::connect_unix(fd, *address)) {
     ::close(fd);
     return false;
   }

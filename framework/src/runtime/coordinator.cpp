@@ -12,6 +12,7 @@
 #include "runtime/runtime.hpp"
 #include "trace/bus.hpp"
 #include "wire/limits.hpp"
+#include "wire/stream_framing.hpp"
 #include "wire/transport.hpp"
 
 namespace mpx::runtime {
@@ -55,14 +56,12 @@ void Coordinator::on_death(DeathHook hook) { death_hooks_.push_back(std::move(ho
 void Coordinator::on_metrics(MetricsCollector collector) { metrics_collectors_.push_back(std::move(collector)); }
 
 bool Coordinator::open_side_door(const std::string& path) {
-  sockaddr_un address{};
-  if (running_ || side_listen_ >= 0 || path.empty() || path.size() >= sizeof address.sun_path) return false;
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, path.data(), path.size());
+  const auto address = wire::unix_address(path);
+  if (running_ || side_listen_ >= 0 || !address) return false;
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   ::unlink(path.c_str());
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 || ::listen(fd, side_backlog) != 0) {
+  if (!wire::listen_unix(fd, *address, side_backlog)) {
     ::close(fd);
     return false;
   }

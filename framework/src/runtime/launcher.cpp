@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "wire/interrupted.hpp"
+#include "wire/stream_framing.hpp"
 
 extern char** environ;
 
@@ -64,25 +65,21 @@ bool read_all(int fd, void* data, std::size_t size) {
   return true;
 }
 
+// A length record (wire/stream_framing.hpp) on the forkserver's socket.
 bool write_frame(int fd, const std::string& bytes) {
-  const auto size = static_cast<std::uint32_t>(bytes.size());
-  return write_all(fd, &size, sizeof size) && write_all(fd, bytes.data(), bytes.size());
+  char length[wire::record_length_bytes];
+  wire::store_record_length(length, static_cast<std::uint32_t>(bytes.size()));
+  return write_all(fd, length, sizeof length) && write_all(fd, bytes.data(), bytes.size());
 }
 
 std::optional<std::string> read_frame(int fd) {
-  std::uint32_t size = 0;
-  if (!read_all(fd, &size, sizeof size) || size > max_spec_bytes) return std::nullopt;
+  char length[wire::record_length_bytes];
+  if (!read_all(fd, length, sizeof length)) return std::nullopt;
+  const std::uint32_t size = wire::load_record_length(length);
+  if (size > max_spec_bytes) return std::nullopt;
   std::string bytes(size, '\0');
   if (!read_all(fd, bytes.data(), size)) return std::nullopt;
   return bytes;
-}
-
-// The session directory's path length was checked when it was made, so the path fits.
-sockaddr_un unix_address(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  return addr;
 }
 
 Session session_of(const LaunchSpec& spec) {
@@ -222,8 +219,9 @@ namespace {
 int connect_forkserver(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fail("mpx: socket failed");
-  const sockaddr_un addr = unix_address(path);
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+  // The session directory's path length was checked when it was made, so the path fits.
+  const auto addr = wire::unix_address(path);
+  if (!addr || !wire::connect_unix(fd, *addr)) {
     const int saved = errno;
     ::close(fd);
     errno = saved;
@@ -385,8 +383,8 @@ namespace {
 int listen_at(const std::string& path) {
   const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) fail("mpx: socket failed");
-  const sockaddr_un addr = unix_address(path);
-  if (::bind(listener, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 128) != 0) {
+  const auto addr = wire::unix_address(path);
+  if (!addr || !wire::listen_unix(listener, *addr, 128)) {
     const int saved = errno;
     ::close(listener);
     errno = saved;

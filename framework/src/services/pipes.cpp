@@ -20,6 +20,7 @@
 #include "services/waiters.hpp"
 #if MPX_TRACING
 #include "trace/bus.hpp"
+#include "wire/stream_framing.hpp"
 #endif
 
 namespace mpx::services {
@@ -646,18 +647,10 @@ class PipeService final : public Service {
     if (req.body.size() > 2) throw ProtocolError("mpx: a pipe_direct_end carries [epoch, listening] and at most one frame");
     std::vector<std::string> drained;
     if (req.body.size() == 2) {
-      // Each message as a little-endian u32 length, then its bytes: one frame however many were drained.
-      const auto* p = static_cast<const unsigned char*>(req.body[1].data());
-      std::size_t left = req.body[1].size();
-      while (left > 0) {
-        if (left < 4) throw ProtocolError("mpx: a pipe_direct_end frame ends inside a length");
-        const std::size_t size = std::size_t{p[0]} | std::size_t{p[1]} << 8 | std::size_t{p[2]} << 16 |
-                                 std::size_t{p[3]} << 24;
-        if (size > left - 4) throw ProtocolError("mpx: a pipe_direct_end frame ends inside a message");
-        drained.emplace_back(reinterpret_cast<const char*>(p + 4), size);
-        p += 4 + size;
-        left -= 4 + size;
-      }
+      // The messages as length records: one frame however many were drained.
+      wire::RecordReader records(std::string_view(static_cast<const char*>(req.body[1].data()), req.body[1].size()),
+                                 "a pipe_direct_end frame");
+      while (auto message = records.next()) drained.emplace_back(*message);
     }
     if (!drained.empty()) {
       // The epoch's place: where the inbox stood when it was granted (the front, once that has been read).

@@ -32,6 +32,7 @@
 #include "shm/ring.hpp"
 #include "trace/bus.hpp"
 #include "wire/limits.hpp"
+#include "wire/stream_framing.hpp"
 
 namespace mpx::services {
 
@@ -285,20 +286,13 @@ class QueueService final : public Service {
     ok(peer, req.header, encode(lane_of(q)));
   }
 
-  // One item of a queue_get reply's frame: [u32 length][bytes].
-  static void append_item(std::string& packed, const std::string& item) {
-    const auto size = static_cast<std::uint32_t>(item.size());
-    packed.append(reinterpret_cast<const char*>(&size), sizeof size);
-    packed.append(item);
-  }
-
   // A queue_get reply's items frame, built in one allocation and handed over without another copy.
   static void add_items(wire::Envelope& reply, const std::deque<std::string>& items) {
     std::size_t bytes = 0;
-    for (const auto& item : items) bytes += sizeof(std::uint32_t) + item.size();
+    for (const auto& item : items) bytes += wire::record_length_bytes + item.size();
     std::string packed;
     packed.reserve(bytes);
-    for (const auto& item : items) append_item(packed, item);
+    for (const auto& item : items) wire::append_record(packed, item);
     reply.body.push_back(wire::frame_of(std::move(packed)));
   }
 
@@ -515,11 +509,11 @@ class QueueService final : public Service {
   void lend(QueueState& q, const Borrower& who, std::uint64_t count, wire::Envelope& reply) {
     std::string packed;
     std::size_t bytes = 0;
-    for (std::uint64_t i = 0; i < count && i < q.items.size(); ++i) bytes += sizeof(std::uint32_t) + q.items[i].size();
+    for (std::uint64_t i = 0; i < count && i < q.items.size(); ++i) bytes += wire::record_length_bytes + q.items[i].size();
     packed.reserve(bytes);
     for (std::uint64_t i = 0; i < count && !q.items.empty(); ++i) {
       std::string& item = q.items.front();
-      append_item(packed, item);
+      wire::append_record(packed, item);
       if (i == 0) {
         if (q.joinable) q.taken[who.actor].push_back(std::move(item));
       } else {

@@ -129,17 +129,11 @@ bool Ring::restart_sleepers(Deadline deadline) noexcept {
 }
 
 void Ring::copy_in(std::uint64_t offset, const void* from, std::size_t n) noexcept {
-  const std::uint64_t capacity = header_->capacity;
-  const std::size_t first = static_cast<std::size_t>(std::min<std::uint64_t>(n, capacity - offset));
-  std::memcpy(data_ + offset, from, first);
-  if (first < n) std::memcpy(data_, static_cast<const std::byte*>(from) + first, n - first);
+  copy_into_ring(data_, static_cast<std::size_t>(header_->capacity), static_cast<std::size_t>(offset), from, n);
 }
 
 void Ring::copy_out(std::uint64_t offset, void* to, std::size_t n) const noexcept {
-  const std::uint64_t capacity = header_->capacity;
-  const std::size_t first = static_cast<std::size_t>(std::min<std::uint64_t>(n, capacity - offset));
-  std::memcpy(to, data_ + offset, first);
-  if (first < n) std::memcpy(static_cast<std::byte*>(to) + first, data_, n - first);
+  copy_out_of_ring(data_, static_cast<std::size_t>(header_->capacity), static_cast<std::size_t>(offset), to, n);
 }
 
 // The ring's bytes [0, end) get pages now. A sparse tmpfs file raises SIGBUS when a page cannot be had as it is

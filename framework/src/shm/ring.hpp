@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "shm/ring_bytes.hpp"
 #include "shm/segment.hpp"
 
 namespace mpx::shm {
@@ -55,8 +56,6 @@ inline constexpr std::uint32_t ring_poke = 1u << 1;
 // Processes put on the ring themselves but get only through the coordinator, which must record every taker (a
 // JoinableQueue's: an item taken by a process that dies before task_done goes back). Set at creation, never cleared.
 inline constexpr std::uint32_t ring_gets_through_coordinator = 1u << 2;
-// A record is a u32 length then the bytes: the largest item a ring of `capacity` bytes can hold.
-inline constexpr std::uint64_t record_overhead = 4;
 
 using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 

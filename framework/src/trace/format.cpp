@@ -8,6 +8,8 @@
 #include <mpx/errors.hpp>
 #include <mpx/object.hpp>
 
+#include "wire/stream_framing.hpp"
+
 namespace mpx::trace::format {
 
 namespace {
@@ -247,13 +249,7 @@ FileHeader decode_header(std::string_view bytes) {
   return h;
 }
 
-void append_framed(std::string& out, std::string_view payload) {
-  const auto n = static_cast<std::uint32_t>(payload.size());
-  const char len[4] = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
-                       static_cast<char>((n >> 16) & 0xff), static_cast<char>((n >> 24) & 0xff)};
-  out.append(len, 4);
-  out.append(payload);
-}
+void append_framed(std::string& out, std::string_view payload) { wire::append_record(out, payload); }
 
 std::string body_json(const std::vector<std::string_view>& frames, std::size_t limit) {
   std::string out;
@@ -298,11 +294,11 @@ FileReader::~FileReader() {
 }
 
 FileReader::Read FileReader::read_frame(std::string& out) {
-  unsigned char len[4];
-  const std::size_t got = std::fread(len, 1, 4, file_);
+  char len[wire::record_length_bytes];
+  const std::size_t got = std::fread(len, 1, sizeof len, file_);
   if (got == 0) return Read::end;
-  if (got < 4) return Read::truncated;
-  const std::uint32_t n = len[0] | (len[1] << 8) | (len[2] << 16) | (static_cast<std::uint32_t>(len[3]) << 24);
+  if (got < sizeof len) return Read::truncated;
+  const std::uint32_t n = wire::load_record_length(len);
   if (n > max_record_bytes) {
     problem_ = "corrupted record " + std::to_string(records_ + 1) + " at byte " + std::to_string(offset_) +
                ": length " + std::to_string(n) + " exceeds " + std::to_string(max_record_bytes);

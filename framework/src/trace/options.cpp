@@ -36,10 +36,9 @@ bool compiled_in() noexcept {
 }
 
 std::optional<std::uint16_t> kind_number(std::string_view name) noexcept {
-  for (const auto& k : wire::known_kinds) {
-    if (k.name == name) return static_cast<std::uint16_t>(k.kind);
-  }
-  return std::nullopt;
+  const auto kind = wire::kind_named(name);
+  if (!kind) return std::nullopt;
+  return static_cast<std::uint16_t>(*kind);
 }
 
 Options Options::parse(std::string_view spec) {

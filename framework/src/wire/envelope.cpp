@@ -4,31 +4,14 @@
 
 #include "wire/interrupted.hpp"
 #include "wire/little_endian.hpp"
+#include "wire/stream_framing.hpp"
 
 namespace mpx::wire {
 
 namespace {
 constexpr std::size_t header_fields = 7;
 constexpr std::size_t max_header_bytes = 64;
-
-// A lookup table built from known_kinds, so that checking a kind costs one load.
-struct KindTable {
-  bool known[65536] = {};
-  constexpr KindTable() {
-    for (const auto& k : known_kinds) known[static_cast<std::uint16_t>(k.kind)] = true;
-  }
-};
-constexpr KindTable kind_table{};
 }  // namespace
-
-bool is_known(std::uint16_t kind) noexcept { return kind_table.known[kind]; }
-
-std::string_view kind_name(Kind kind) noexcept {
-  for (const auto& k : known_kinds) {
-    if (k.kind == kind) return k.name;
-  }
-  return "unknown";
-}
 
 std::uint64_t monotonic_ns() noexcept {
   timespec ts{};
@@ -202,12 +185,8 @@ void append_packet(std::string& out, Envelope& envelope, std::uint64_t sender) {
   out.reserve(out.size() + 4 + size);
   put_u32(out, static_cast<std::uint32_t>(size));
   put_u32(out, static_cast<std::uint32_t>(1 + envelope.body.size()));
-  put_u32(out, static_cast<std::uint32_t>(header.size()));
-  out.append(static_cast<const char*>(header.data()), header.size());
-  for (const auto& f : envelope.body) {
-    put_u32(out, static_cast<std::uint32_t>(f.size()));
-    out.append(static_cast<const char*>(f.data()), f.size());
-  }
+  append_record(out, std::string_view(static_cast<const char*>(header.data()), header.size()));
+  for (const auto& f : envelope.body) append_record(out, std::string_view(static_cast<const char*>(f.data()), f.size()));
 }
 
 std::optional<Envelope> take_packet(std::string_view buffer, std::size_t& start, std::size_t max_bytes) {
@@ -221,19 +200,17 @@ std::optional<Envelope> take_packet(std::string_view buffer, std::size_t& start,
   p += 4;
   if (frames == 0 || frames > max_body_frames + 1) throw ProtocolError("mpx: a side-door packet's frame count");
   Envelope e;
+  RecordReader records(std::string_view(p, static_cast<std::size_t>(end - p)), "a side-door packet");
   for (std::uint32_t k = 0; k < frames; ++k) {
-    if (end - p < 4) throw ProtocolError("mpx: a truncated side-door packet");
-    const std::uint32_t length = get_u32(p);
-    p += 4;
-    if (static_cast<std::size_t>(end - p) < length) throw ProtocolError("mpx: a truncated side-door packet");
+    const auto frame = records.next();
+    if (!frame) throw ProtocolError("mpx: a side-door packet ends before its frames");
     if (k == 0) {
-      e.header = decode_header(p, length);
+      e.header = decode_header(frame->data(), frame->size());
     } else {
-      e.body.emplace_back(p, length);
+      e.body.emplace_back(frame->data(), frame->size());
     }
-    p += length;
   }
-  if (p != end) throw ProtocolError("mpx: a side-door packet with bytes after its frames");
+  if (records.next()) throw ProtocolError("mpx: a side-door packet with bytes after its frames");
   start += 4 + size;
   return e;
 }

@@ -18,9 +18,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "wire/little_endian.hpp"
+#include "shm/ring_bytes.hpp"
+#include "wire/stream_framing.hpp"
 
-namespace mpx::detail {
+namespace mpx::shm {
 
 class PipeRing {
  public:
@@ -29,8 +30,7 @@ class PipeRing {
   static constexpr std::size_t data_offset = 4096;
   static constexpr std::size_t default_capacity = 256 * 1024;
   static constexpr std::size_t max_capacity = 64u << 20;
-  // A record length that is no length: "the next records are on the connection" (the ring was full).
-  static constexpr std::uint32_t to_socket = 0xFFFFFFFFu;
+  static constexpr std::uint32_t to_socket = wire::to_socket_record;
 
   PipeRing() = default;
   PipeRing(const PipeRing&) = delete;
@@ -87,13 +87,13 @@ class PipeRing {
   // Appends a record and publishes it, keeping `reserve` bytes free (room for a to_socket marker); false if it does
   // not fit. The tail is reloaded only when the last one seen says there is no room.
   bool put(std::uint32_t length, const char* data, std::size_t size, std::size_t reserve) noexcept {
-    const std::size_t need = 4 + size + reserve;
+    const std::size_t need = record_overhead + size + reserve;
     if (capacity_ - static_cast<std::size_t>(head_ - tail_) < need && room() < need) return false;
-    char prefix[4];
-    wire::store_le(prefix, length, 4);
-    copy_in(head_, prefix, 4);
-    copy_in(head_ + 4, data, size);
-    head_ += 4 + size;
+    char prefix[record_overhead];
+    wire::store_record_length(prefix, length);
+    copy_in(head_, prefix, record_overhead);
+    copy_in(head_ + record_overhead, data, size);
+    head_ += record_overhead + size;
     // seq_cst, not release: with the load in reader_sleeping() this is the writer's half of a store-then-load
     // handshake (the reader stores `sleeping`, then loads `head`), so one of the two always sees the other.
     atomic(header()->head).store(head_, std::memory_order_seq_cst);
@@ -112,15 +112,15 @@ class PipeRing {
     return atomic(header()->head).load(std::memory_order_acquire) - tail_;
   }
   std::uint32_t peek_length() const noexcept {
-    char prefix[4];
-    copy_out(tail_, prefix, 4);
-    return static_cast<std::uint32_t>(wire::load_le(prefix, 4));
+    char prefix[record_overhead];
+    copy_out(tail_, prefix, record_overhead);
+    return wire::load_record_length(prefix);
   }
   // Copies `size` bytes from after the length at the tail into out, and moves past the record (locally: publish()
   // hands the room back to the writer, once per batch).
   void take(char* out, std::size_t size) noexcept {
-    copy_out(tail_ + 4, out, size);
-    tail_ += 4 + size;
+    copy_out(tail_ + record_overhead, out, size);
+    tail_ += record_overhead + size;
   }
   void skip(std::size_t bytes) noexcept { tail_ += bytes; }
   void publish() noexcept { atomic(header()->tail).store(tail_, std::memory_order_release); }
@@ -147,7 +147,7 @@ class PipeRing {
     return std::atomic_ref<T>(v);
   }
   Header* header() const noexcept { return static_cast<Header*>(base_); }
-  char* data() const noexcept { return static_cast<char*>(base_) + data_offset; }
+  std::byte* data() const noexcept { return static_cast<std::byte*>(base_) + data_offset; }
 
   bool map(int fd, std::size_t capacity) noexcept {
     void* p = ::mmap(nullptr, data_offset + capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -157,18 +157,12 @@ class PipeRing {
     head_ = tail_ = 0;
     return true;
   }
-  // A record may wrap around the end of the data: at most two copies.
+  // `at` counts bytes since the ring began; the capacity is a power of two.
   void copy_in(std::uint64_t at, const char* from, std::size_t size) noexcept {
-    const std::size_t offset = static_cast<std::size_t>(at) & (capacity_ - 1);
-    const std::size_t first = std::min(size, capacity_ - offset);
-    std::memcpy(data() + offset, from, first);
-    std::memcpy(data(), from + first, size - first);
+    copy_into_ring(data(), capacity_, static_cast<std::size_t>(at) & (capacity_ - 1), from, size);
   }
   void copy_out(std::uint64_t at, char* to, std::size_t size) const noexcept {
-    const std::size_t offset = static_cast<std::size_t>(at) & (capacity_ - 1);
-    const std::size_t first = std::min(size, capacity_ - offset);
-    std::memcpy(to, data() + offset, first);
-    std::memcpy(to + first, data(), size - first);
+    copy_out_of_ring(data(), capacity_, static_cast<std::size_t>(at) & (capacity_ - 1), to, size);
   }
 
   void* base_ = nullptr;
@@ -178,4 +172,4 @@ class PipeRing {
   std::uint64_t tail_ = 0;
 };
 
-}  // namespace mpx::detail
+}  // namespace mpx::shm

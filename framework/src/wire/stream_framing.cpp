@@ -1,0 +1,106 @@
+#include "wire/stream_framing.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <mpx/errors.hpp>
+
+namespace mpx::wire {
+
+void append_record(std::string& out, std::string_view bytes) {
+  char length[record_length_bytes];
+  store_record_length(length, static_cast<std::uint32_t>(bytes.size()));
+  out.append(length, sizeof length);
+  out.append(bytes);
+}
+
+std::optional<std::string_view> RecordReader::next() {
+  if (rest_.empty()) return std::nullopt;
+  if (rest_.size() < record_length_bytes) throw ProtocolError(std::string("mpx: ") + what_ + " ends inside a length");
+  const std::size_t length = load_record_length(rest_.data());
+  if (length > rest_.size() - record_length_bytes) {
+    throw ProtocolError(std::string("mpx: ") + what_ + " ends inside a message");
+  }
+  const std::string_view record = rest_.substr(record_length_bytes, length);
+  rest_.remove_prefix(record_length_bytes + length);
+  return record;
+}
+
+namespace {
+void store_be(char* p, std::uint64_t v, int bytes) noexcept {
+  for (int i = 0; i < bytes; ++i) p[i] = static_cast<char>(v >> (8 * (bytes - 1 - i)));
+}
+std::uint64_t load_be(const char* p, int bytes) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+}  // namespace
+
+PythonLength python_length(std::uint64_t length) noexcept {
+  PythonLength out{};
+  if (length <= 0x7fffffff) {
+    store_be(out.bytes, length, 4);
+    out.size = python_short_length_bytes;
+  } else {
+    std::memset(out.bytes, 0xff, 4);
+    store_be(out.bytes + 4, length, 8);
+    out.size = python_long_length_bytes;
+  }
+  return out;
+}
+
+std::int32_t python_short_length(const char* p) noexcept {
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(load_be(p, 4)));
+}
+
+std::uint64_t python_long_length(const char* p) noexcept { return load_be(p, 8); }
+
+std::optional<std::string_view> take_python_frame(std::string_view buffer, std::size_t& start, std::size_t max_bytes,
+                                                  const char* what) {
+  const std::string_view rest = buffer.substr(start);
+  if (rest.size() < python_short_length_bytes) return std::nullopt;
+  const std::int32_t short_length = python_short_length(rest.data());
+  std::size_t prefix = python_short_length_bytes;
+  std::uint64_t length = static_cast<std::uint32_t>(short_length);
+  if (short_length == -1) {
+    if (rest.size() < python_long_length_bytes) return std::nullopt;
+    length = python_long_length(rest.data() + python_short_length_bytes);
+    prefix = python_long_length_bytes;
+  } else if (short_length < 0) {
+    throw ProtocolError(std::string("mpx: ") + what + ": a frame length of " + std::to_string(short_length));
+  }
+  if (length > max_bytes) {
+    throw ProtocolError(std::string("mpx: ") + what + " frame of " + std::to_string(length) + " bytes is over the limit");
+  }
+  if (rest.size() - prefix < length) return std::nullopt;
+  start += prefix + length;
+  return rest.substr(prefix, length);
+}
+
+std::optional<sockaddr_un> unix_address(std::string_view path) noexcept {
+  sockaddr_un address{};
+  if (path.empty() || path.size() >= sizeof address.sun_path) {
+    errno = path.empty() ? ENOENT : ENAMETOOLONG;
+    return std::nullopt;
+  }
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  return address;
+}
+
+bool listen_unix(int fd, const sockaddr_un& address, int backlog) noexcept {
+  return ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0 && ::listen(fd, backlog) == 0;
+}
+
+bool connect_unix(int fd, const sockaddr_un& address) noexcept {
+  int rc = 0;
+  do {
+    rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
+  } while (rc != 0 && errno == EINTR);
+  return rc == 0;
+}
+
+}  // namespace mpx::wire
