@@ -19,7 +19,7 @@ def public_trace_names(include_dir: pathlib.Path) -> set[str]:
     """mpx::trace is both a public namespace (mpx/trace.hpp) and the trace floor's: the names the public header
     declares at namespace scope are the public ones."""
     text = (include_dir / "trace.hpp").read_text()
-    names = set(re.findall(r"^(?:struct|class|enum class|enum)\s+(\w+)", text, re.M))
+    names = set(re.findall(r"^(?:struct|class|enum class|enum)\s+(?:MPX_API\s+)?(\w+)", text, re.M))
     names |= set(re.findall(r"^[A-Za-z][\w:<>, ]*?[\s&*](\w+)\(", text, re.M))
     return names
 

@@ -63,7 +63,7 @@ struct is_serializable<T> : std::true_type {};
 using Timeout = std::optional<std::chrono::duration<double>>;
 /// Converts Python's (block, timeout) to milliseconds for the coordinator: -1 when block and no timeout, 0 when not
 /// block or the timeout is zero, negative or NaN (as in Python), else the timeout rounded up (at most 30 years).
-std::int64_t wait_ms(bool block, const Timeout& timeout);
+MPX_API std::int64_t wait_ms(bool block, const Timeout& timeout);
 
 }  // namespace mpx
 

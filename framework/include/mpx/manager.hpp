@@ -104,23 +104,23 @@ std::string encode_args(A&&... args) {
 
 // One request to the manager at ref.endpoint; returns the ok reply's body. Error replies raise KeyError, IndexError,
 // AttributeError, TypeError, ValueError, AuthenticationError or ProtocolError.
-std::string manager_request(const ManagerRef& ref, std::uint16_t kind, std::string body);
-Object manager_get(const ManagerRef& ref, const Object::Array& path);
-Object manager_apply(const ManagerRef& ref, const Object::Array& path, std::string_view op, const Object::Array& args);
+MPX_API std::string manager_request(const ManagerRef& ref, std::uint16_t kind, std::string body);
+MPX_API Object manager_get(const ManagerRef& ref, const Object::Array& path);
+MPX_API Object manager_apply(const ManagerRef& ref, const Object::Array& path, std::string_view op, const Object::Array& args);
 // Calls a registered method: returns its encoded result, or throws RemoteError.
-std::string manager_call(const ManagerRef& ref, std::string_view method, std::string args);
+MPX_API std::string manager_call(const ManagerRef& ref, std::string_view method, std::string args);
 
 // A reference to a managed object of proxy type `type_id`, as a value another managed object can hold:
 // {"__mpx_proxy__": type_id, "ref": [id, endpoint, direct, authkey]}.
-Object proxy_token(std::string_view type_id, const ManagerRef& ref);
+MPX_API Object proxy_token(std::string_view type_id, const ManagerRef& ref);
 // The reference a token holds; mpx::TypeError naming what `value` holds if it is no token of `type_id`.
-ManagerRef proxy_token_ref(const Object& value, std::string_view type_id);
+MPX_API ManagerRef proxy_token_ref(const Object& value, std::string_view type_id);
 
 }  // namespace detail
 
 /// What every proxy has: the reference, reads and in-place updates at a path, and release.
 /// Proxies travel as Process and Pool arguments through handle.hpp's adaptors (ref() and the adopt constructor).
-class Proxy {
+class MPX_API Proxy {
  public:
   const ManagerRef& ref() const noexcept { return ref_; }  ///< The reference that identifies the object in any process.
   std::uint64_t id() const noexcept { return ref_.id; }  ///< The object's id on the manager.
@@ -165,7 +165,7 @@ P proxy_from(const Object& value) {
 }
 
 /// Python's DictProxy: keys and values are Objects (any msgpack value); a missing key raises mpx::KeyError naming it.
-class DictProxy : public Proxy {
+class MPX_API DictProxy : public Proxy {
  public:
   static constexpr std::string_view type_id = "dict";  ///< The manager's name of the type.
   /// A proxy of the existing dict `ref` (what a decoded argument is).
@@ -209,7 +209,7 @@ class DictProxy : public Proxy {
 };
 
 /// Python's ListProxy; a bad index raises mpx::IndexError, a missing value mpx::ValueError.
-class ListProxy : public Proxy {
+class MPX_API ListProxy : public Proxy {
  public:
   static constexpr std::string_view type_id = "list";  ///< The manager's name of the type.
   /// A proxy of the existing list `ref` (what a decoded argument is).
@@ -277,7 +277,7 @@ class ListProxy : public Proxy {
 };
 
 /// Python's Namespace: attributes by name; a missing one raises mpx::AttributeError.
-class NamespaceProxy : public Proxy {
+class MPX_API NamespaceProxy : public Proxy {
  public:
   static constexpr std::string_view type_id = "Namespace";  ///< The manager's name of the type.
   NamespaceProxy(adopt_t, ManagerRef ref) : Proxy(std::move(ref)) {}  ///< A proxy of the existing namespace `ref`.
@@ -353,8 +353,8 @@ using ManagedDestroy = void (*)(void* self);
 using ManagedMethod = bool (*)(void* self, std::string_view args, std::string& result);
 
 // msgpack [type, message, pid] of an exception thrown by the user's code in the manager process.
-std::string describe_exception(const std::exception& e);
-std::string describe_unknown_exception();
+MPX_API std::string describe_exception(const std::exception& e);
+MPX_API std::string describe_unknown_exception();
 
 template <class T, class... A>
 void* construct_managed(std::string_view args, std::string& error) {
@@ -414,9 +414,9 @@ bool invoke_managed(void* self, std::string_view args, std::string& result) {
   return false;
 }
 
-FunctionId identify_managed(void (*function)());
-void register_managed_type(std::string name, FunctionId construct, FunctionId destroy);
-void register_managed_method(const std::string& type, std::string method, FunctionId invoke);
+MPX_API FunctionId identify_managed(void (*function)());
+MPX_API void register_managed_type(std::string name, FunctionId construct, FunctionId destroy);
+MPX_API void register_managed_method(const std::string& type, std::string method, FunctionId invoke);
 
 }  // namespace detail
 
@@ -442,12 +442,12 @@ class TypeRegistration {
   std::string name_;
 };
 
-class ManagerServerHandle;
+class MPX_API ManagerServerHandle;
 
 /// Python's BaseManager(address, authkey). address: empty for an ipc socket in the session directory, or
 /// "tcp://host:port" ("tcp://127.0.0.1:*" picks a free port) or "ipc:///path". authkey: when set, every connection must
 /// answer an HMAC-SHA256 challenge first (Python's scheme); a wrong key raises mpx::AuthenticationError.
-class BaseManager {
+class MPX_API BaseManager {
  public:
   /// A manager at `address` with `authkey`; nothing starts until start(), connect() or get_server(). An empty
   /// authkey raises mpx::ValueError (pass std::nullopt for none).
@@ -540,13 +540,13 @@ class BaseManager {
 };
 
 /// Python's multiprocessing.Manager(): a started manager on an ipc socket of this session.
-class Manager : public BaseManager {
+class MPX_API Manager : public BaseManager {
  public:
   Manager();  ///< Starts the manager process at once, as Python's Manager() does.
 };
 
 /// A bound manager server in this process (BaseManager::get_server()).
-class ManagerServerHandle {
+class MPX_API ManagerServerHandle {
  public:
   /// Takes over the server.
   ManagerServerHandle(ManagerServerHandle&&) noexcept;

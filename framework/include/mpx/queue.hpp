@@ -35,7 +35,7 @@ struct QueueOptions {
 namespace detail {
 
 // The compiled side of every queue: items travel as encoded bytes.
-class QueueCore : public Handle {
+class MPX_API QueueCore : public Handle {
  public:
   void put_bytes(std::string item, bool block, const Timeout& timeout);
   std::string get_bytes(bool block, const Timeout& timeout);

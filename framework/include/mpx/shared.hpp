@@ -51,7 +51,7 @@
 namespace mpx {
 
 /// A readable C++ type name from a mangled one (declared in process.hpp too).
-std::string demangle(const char* mangled);
+MPX_API std::string demangle(const char* mangled);
 
 namespace detail {
 
@@ -71,7 +71,7 @@ struct SegmentRef {
 
 // One segment as this process uses it: mapped (local() is its data), or reached through the coordinator (local() is
 // nullptr). Copies of a handle share it; it is unmapped when the last one goes.
-class Segment {
+class MPX_API Segment {
  public:
   static std::shared_ptr<Segment> create_cells(std::size_t bytes, bool lock, std::string type);
   static std::shared_ptr<Segment> create_raw(const std::optional<std::string>& name, std::size_t size, bool track);
@@ -109,7 +109,7 @@ class Segment {
 };
 
 // Checks a decoded handle's element type against the one it is decoded as.
-void check_element_type(const SegmentRef& ref, const char* expected);
+MPX_API void check_element_type(const SegmentRef& ref, const char* expected);
 
 // Tag base: what the msgpack adaptors below recognise.
 struct SharedHandle {};
@@ -121,7 +121,7 @@ class Cells;
 
 /// The lock of a Value or Array: get_lock() returns it. Usable with std::scoped_lock / std::lock_guard /
 /// std::unique_lock (lock, unlock, try_lock), and with Python's acquire(block, timeout) / release().
-class SharedLock {
+class MPX_API SharedLock {
  public:
   /// Python's acquire(block=True, timeout=None): false if not acquired (non-blocking, or the timeout passed).
   bool acquire(bool block = true, const Timeout& timeout = std::nullopt);
@@ -577,7 +577,7 @@ class RawArray : public ArrayBase<T> {
 /// block (the default) is unlinked when the session ends, even if the root process was SIGKILLed; track = false
 /// leaves it to you (and to unlink()). Attaching never registers anything, so a process that attaches and exits
 /// never unlinks the block under the others' feet (CPython gh-82300).
-class SharedMemory : public detail::SharedHandle {
+class MPX_API SharedMemory : public detail::SharedHandle {
  public:
   /// create: a new block of `size` bytes (> 0), named `name` or a generated name; FileExistsError if taken.
   /// !create: attach to the block called `name`; FileNotFoundError if there is none.

@@ -25,7 +25,7 @@
 namespace mpx::trace {
 
 /// Where and what to record: at least one of `file` and `pub`. Options::parse reads the MPX_TRACE syntax.
-struct Options {
+struct MPX_API Options {
   std::string file;              ///< record file to write; empty: none
   std::string pub;               ///< PUB endpoint to bind for live subscribers; empty: none
   std::size_t body = 0;          ///< characters of decoded body kept per record; 0: no bodies
@@ -46,15 +46,15 @@ struct Options {
 /// coordinator (the trace_enable message), so a relative file path is relative to the root process's directory.
 /// Throws mpx::ValueError on bad options or a sink that cannot open (a file, an endpoint), mpx::Error if the library
 /// was built with -Dtracing=false.
-void enable(const Options& options);
-void enable(std::string_view spec);  ///< The same, with options in MPX_TRACE syntax (Options::parse).
+MPX_API void enable(const Options& options);
+MPX_API void enable(std::string_view spec);  ///< The same, with options in MPX_TRACE syntax (Options::parse).
 /// Stops recording: the sink thread drains what is queued, writes a last drop count, closes the file and the socket.
 /// Everything the calling thread's earlier calls caused is in the trace (the request queues behind them).
-void disable();
+MPX_API void disable();
 /// Whether the coordinator's bus is recording.
-bool enabled();
+MPX_API bool enabled();
 /// False in a library built with -Dtracing=false: the hooks are compiled out and enable() throws.
-bool compiled_in() noexcept;
+MPX_API bool compiled_in() noexcept;
 
 /// What status() reports: whether the bus records, with which options, and how many records it handled and lost.
 struct Status {
@@ -65,12 +65,12 @@ struct Status {
   std::uint64_t dropped = 0;   ///< records lost because the sink thread's queue was full
   std::uint64_t pub_dropped = 0;  ///< records a slow subscriber did not get (the PUB socket would have blocked)
 };
-Status status();  ///< The coordinator's trace status (asks it: works from any process of the session).
+MPX_API Status status();  ///< The coordinator's trace status (asks it: works from any process of the session).
 
 /// Gives a shared object a name for traces (`queue:jobs` instead of `queue:7`). Local to the coordinator's process.
-void name_object(std::uint64_t object_id, std::string_view name);
+MPX_API void name_object(std::uint64_t object_id, std::string_view name);
 
 /// The endpoint of this session's coordinator: what `mpx-trace on|off|status ENDPOINT` talks to.
-std::string coordinator_endpoint();
+MPX_API std::string coordinator_endpoint();
 
 }  // namespace mpx::trace
