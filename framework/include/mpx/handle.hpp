@@ -46,7 +46,7 @@ template <class T>
 concept HandleType = std::is_base_of_v<Handle, T> && std::is_constructible_v<T, adopt_t, ObjectRef>;
 
 /// What travels as an argument: anything with a reference, rebuilt from it with the adopt tag (the coordinator's
-/// handles here, a manager's proxies in mpx/manager.hpp).
+/// handles here, a manager's proxies in mpx/proxy.hpp, the shared-memory handles of mpx/shared.hpp).
 template <class T>
 using ref_type = std::remove_cvref_t<decltype(std::declval<const T&>().ref())>;
 
