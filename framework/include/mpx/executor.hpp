@@ -180,7 +180,7 @@ class AsCompleted {
   }
 
   /// The next finished future, or nullopt when all have been returned.
-  std::optional<F> next() {
+  [[nodiscard]] std::optional<F> next() {
     if (returned_ == futures_.size()) return std::nullopt;
     auto& c = *completions_;
     if (!c.wait(detail::time_left(deadline_), [&] { return !c.order.empty(); })) {

@@ -94,7 +94,7 @@ class MPX_API Connection : public Handle {
   /// mpx::BufferTooShort carrying the whole message (data()); it is consumed either way.
   std::size_t recv_bytes_into(std::span<std::byte> buffer, std::size_t offset = 0);
   /// Whether a message (or EOF) is ready to be received, waiting up to `timeout`; nullopt waits as long as it takes.
-  bool poll(const Timeout& timeout = std::chrono::duration<double>(0));
+  [[nodiscard]] bool poll(const Timeout& timeout = std::chrono::duration<double>(0));
 
   /// Python's close(): closes this end in this process (every copy of it here); later calls raise mpx::ValueError. Safe
   /// to call twice.

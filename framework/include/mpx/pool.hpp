@@ -437,7 +437,7 @@ class IMapIterator {
   /// The next result, or nullopt at the end. TimeoutError if none arrives in time (Python's next(timeout)). An input
   /// that throws at item k ends the stream as Python's does: the results of items 0..k-1 first, then its exception
   /// once, then the end.
-  std::optional<R> next(const Timeout& timeout = std::nullopt) {
+  [[nodiscard]] std::optional<R> next(const Timeout& timeout = std::nullopt) {
     auto& s = *state_;
     if (s.position < s.buffer.size()) return std::move(s.buffer[s.position++]);
     fill();

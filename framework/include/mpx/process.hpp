@@ -91,7 +91,7 @@ class MPX_API Process {
   void start();
   /// Waits for the process to end. join(timeout) returns false if it is still running when the timeout passes.
   void join();
-  bool join(std::chrono::duration<double> timeout);  ///< Waits up to `timeout`; false if still running then.
+  [[nodiscard]] bool join(std::chrono::duration<double> timeout);  ///< Waits up to `timeout`; false if still running then.
   bool is_alive();  ///< True after start() until the child ends.
   void terminate();  ///< SIGTERM
   void kill();       ///< SIGKILL

@@ -161,7 +161,7 @@ class JoinableQueue : public Queue<T> {
   ///@{
   /// Blocks until every item put has been task_done(). join(timeout) returns false if the timeout passed first.
   void join() { (void)this->join_core(std::nullopt); }
-  bool join(std::chrono::duration<double> timeout) { return this->join_core(timeout); }
+  [[nodiscard]] bool join(std::chrono::duration<double> timeout) { return this->join_core(timeout); }
   ///@}
 };
 

@@ -30,7 +30,7 @@ class MPX_API SharedLock {
   /// acquire(false).
   void lock() { (void)acquire(); }
   void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
+  [[nodiscard]] bool try_lock() { return acquire(false); }
   ///@}
   /// True if the last acquire through this handle got the lock from a holder that died holding it (Python would have
   /// deadlocked). The lock is consistent again; the data it guards may be half-updated.

@@ -44,7 +44,7 @@ class MPX_API LockCore : public Handle {
   // BasicLockable and Lockable, so std::lock_guard, std::scoped_lock and std::unique_lock work (Python's `with`).
   void lock() { (void)acquire(); }
   void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
+  [[nodiscard]] bool try_lock() { return acquire(false); }
 
  protected:
   explicit LockCore(bool recursive);
@@ -70,7 +70,7 @@ class MPX_API SemaphoreCore : public Handle {
 
   void lock() { (void)acquire(); }
   void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
+  [[nodiscard]] bool try_lock() { return acquire(false); }
 
  protected:
   SemaphoreCore(std::int64_t value, bool bounded);
@@ -154,7 +154,7 @@ class MPX_API Condition : public Handle {
   /// Lockable, so std::unique_lock works: lock() is acquire(), unlock() is release(), try_lock() is acquire(false).
   void lock() { lock_core().lock(); }
   void unlock() { lock_core().unlock(); }
-  bool try_lock() { return lock_core().try_lock(); }
+  [[nodiscard]] bool try_lock() { return lock_core().try_lock(); }
   ///@}
   /// After acquire() or wait(): whether the lock came from a process that died holding it.
   bool previous_owner_died() const { return lock_core().previous_owner_died(); }

@@ -103,7 +103,7 @@ class MPX_API Topology {
   /// Blocks until the topology has stopped (all actors finished, escalation, or stop()); returns the exit status.
   TopologyExit wait();
   /// The same, for at most `timeout`: nullopt if it is still running then.
-  std::optional<TopologyExit> wait_for(std::chrono::duration<double> timeout);
+  [[nodiscard]] std::optional<TopologyExit> wait_for(std::chrono::duration<double> timeout);
   /// Stops the actors in reverse start order: SIGTERM, then SIGKILL after `timeout` (default: the file's
   /// coordinator.shutdown_timeout). Returns the exit status (ok, or killed if one had to be killed).
   TopologyExit stop(std::optional<std::chrono::duration<double>> timeout = std::nullopt);
