@@ -638,7 +638,7 @@ TEST_CASE("bad arguments and handles of the wrong type are refused with clear er
 
 TEST_CASE("malformed shm requests get error replies, change nothing, and the coordinator keeps serving", "[shared]") {
   mpx::Value<int> v(5);
-  const auto id = v.segment_ref().id;
+  const auto id = v.ref().id;
   auto& channel = mpx::runtime::Channel::current();
   auto ask = [&](mpx::wire::Envelope e) { return channel.request(std::move(e), std::chrono::milliseconds(10000)); };
   using K = mpx::wire::Kind;

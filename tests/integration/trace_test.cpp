@@ -737,7 +737,7 @@ void record_pipeline(const TempDir& dir) {
     for (int i = 0; i < pipeline_items; ++i) sum += results.get(true, 60s);
     CHECK(sum == static_cast<long>(pipeline_items) * (pipeline_items - 1));
     for (auto& p : children.procs) {
-      p.join(60s);
+      CHECK(p.join(60s));  // a bound against a hang: a worker still running fails here, not in exitcode()
       CHECK(p.exitcode() == 0);
     }
   }

@@ -13,61 +13,61 @@
 namespace mpx {
 
 /// Every mpx exception derives from Error, which derives from std::runtime_error.
-class Error : public std::runtime_error {
+class MPX_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 /// A deadline passed (Python: multiprocessing.TimeoutError / TimeoutError).
-class TimeoutError : public Error {
+class MPX_API TimeoutError : public Error {
  public:
   using Error::Error;
 };
 
 /// A process was misused: started twice, joined before start, closed while running (Python: ValueError/AssertionError).
-class ProcessError : public Error {
+class MPX_API ProcessError : public Error {
  public:
   using Error::Error;
 };
 
 /// A message broke the protocol: bad envelope, unknown kind, mismatched build.
-class ProtocolError : public Error {
+class MPX_API ProtocolError : public Error {
  public:
   using Error::Error;
 };
 
 /// A value could not be encoded or decoded with msgpack.
-class SerializationError : public Error {
+class MPX_API SerializationError : public Error {
  public:
   using Error::Error;
 };
 
 /// Reserved for the queues (Python: queue.Full and queue.Empty).
-class Full : public Error {
+class MPX_API Full : public Error {
  public:
   using Error::Error;
 };
 /// Raised by get_nowait(), or by get() whose timeout passed, on an empty queue (Python: queue.Empty).
-class Empty : public Error {
+class MPX_API Empty : public Error {
  public:
   using Error::Error;
 };
 
 /// A misuse Python reports as ValueError: a closed queue, task_done() called too many times, a semaphore released
 /// past its bound.
-class ValueError : public Error {
+class MPX_API ValueError : public Error {
  public:
   using Error::Error;
 };
 
 /// The other end of a Connection is closed or its process died (Python: EOFError).
-class EOFError : public Error {
+class MPX_API EOFError : public Error {
  public:
   using Error::Error;
 };
 
 /// recv_bytes_into got a message longer than the buffer; the message is kept in the exception (Python: same name).
-class BufferTooShort : public Error {
+class MPX_API BufferTooShort : public Error {
  public:
   /// Carries `message` (what()) and the whole received message `data`.
   BufferTooShort(std::string message, std::string data) : Error(std::move(message)), data_(std::move(data)) {}
@@ -79,23 +79,23 @@ class BufferTooShort : public Error {
 };
 
 /// A Listener or Client handshake failed: wrong authkey (Python: multiprocessing.AuthenticationError).
-class AuthenticationError : public Error {
+class MPX_API AuthenticationError : public Error {
  public:
   using Error::Error;
 };
 
 /// A Barrier was aborted or reset while waiting, or a wait timed out (Python: threading.BrokenBarrierError).
-class BrokenBarrierError : public Error {
+class MPX_API BrokenBarrierError : public Error {
  public:
   using Error::Error;
 };
 
 /// A readable C++ type name from a mangled one (std::type_info::name()); the input unchanged if it cannot be demangled.
 /// What RemoteError::type() holds for an exception thrown in a worker.
-std::string demangle(const char* mangled);
+MPX_API std::string demangle(const char* mangled);
 
 /// An exception thrown in another process: its type name, message, and where it happened.
-class RemoteError : public Error {
+class MPX_API RemoteError : public Error {
  public:
   /// An exception of type name `type` with what() `message`, thrown in process `pid` on `host` (empty: this host).
   RemoteError(std::string type, std::string message, pid_t pid, std::string host = {});
@@ -120,14 +120,14 @@ class RemoteError : public Error {
 
 /// Ctrl-C (SIGINT) arrived while a Pool or Executor call was waiting: the workers were stopped and the outstanding
 /// tasks cancelled (Python raises KeyboardInterrupt, often after a storm of worker tracebacks or a hang).
-class Interrupted : public Error {
+class MPX_API Interrupted : public Error {
  public:
   using Error::Error;
 };
 
 /// A Pool task's worker died each time it ran the task (max_retries + 1 times): the task failed instead of hanging the
 /// caller, as Python's Pool would (gh-66587). Names the task and the last worker's exit code (-N: signal N).
-class WorkerLost : public Error {
+class MPX_API WorkerLost : public Error {
  public:
   /// Task `task_index` was run `attempts` times; the last worker, `pid`, ended with `exitcode`.
   WorkerLost(std::uint64_t task_index, pid_t pid, int exitcode, unsigned attempts);
@@ -148,39 +148,39 @@ class WorkerLost : public Error {
 
 /// A task or future was cancelled before it ran, or its pool was terminated (Python:
 /// concurrent.futures.CancelledError).
-class CancelledError : public Error {
+class MPX_API CancelledError : public Error {
  public:
   using Error::Error;
 };
 
 /// ProcessPoolExecutor with broken_on_worker_death: a worker died, and every pending future failed
 /// (Python: concurrent.futures.process.BrokenProcessPool).
-class BrokenProcessPool : public Error {
+class MPX_API BrokenProcessPool : public Error {
  public:
   using Error::Error;
 };
 
 /// A topology file is invalid (the message names the file, line, column, key and what was expected), or a topology
 /// could not start or was misused.
-class TopologyError : public Error {
+class MPX_API TopologyError : public Error {
  public:
   using Error::Error;
 };
 
 /// A Manager's dict or nested map has no such key (Python: KeyError); the message names the key.
-class KeyError : public Error {
+class MPX_API KeyError : public Error {
  public:
   using Error::Error;
 };
 
 /// A Manager Namespace has no such attribute (Python: AttributeError).
-class AttributeError : public Error {
+class MPX_API AttributeError : public Error {
  public:
   using Error::Error;
 };
 
 /// An operation was applied to a value of the wrong type, e.g. append to a number (Python: TypeError).
-class TypeError : public Error {
+class MPX_API TypeError : public Error {
  public:
   using Error::Error;
 };
@@ -190,19 +190,19 @@ class TypeError : public Error {
 namespace mpx {
 
 /// A shared memory segment name is taken (Python: FileExistsError from SharedMemory(name, create=True)).
-class FileExistsError : public Error {
+class MPX_API FileExistsError : public Error {
  public:
   using Error::Error;
 };
 
 /// No shared memory segment has that name (Python: FileNotFoundError from SharedMemory(name)).
-class FileNotFoundError : public Error {
+class MPX_API FileNotFoundError : public Error {
  public:
   using Error::Error;
 };
 
 /// An index outside an Array, or outside a Manager's list (Python: IndexError).
-class IndexError : public Error {
+class MPX_API IndexError : public Error {
  public:
   using Error::Error;
 };

@@ -180,7 +180,7 @@ class AsCompleted {
   }
 
   /// The next finished future, or nullopt when all have been returned.
-  std::optional<F> next() {
+  [[nodiscard]] std::optional<F> next() {
     if (returned_ == futures_.size()) return std::nullopt;
     auto& c = *completions_;
     if (!c.wait(detail::time_left(deadline_), [&] { return !c.order.empty(); })) {
@@ -244,7 +244,7 @@ DoneAndNotDone<F> wait(const std::vector<F>& given, const Timeout& timeout = std
 /// Python's concurrent.futures.ProcessPoolExecutor, on mpx::Pool: submit() returns a Future, map() the results in
 /// order. A task's exception comes back as mpx::RemoteError; a worker that dies has its task run again (max_retries),
 /// unless broken_on_worker_death asks for Python's BrokenProcessPool. Submitting after shutdown() raises mpx::Error.
-class ProcessPoolExecutor {
+class MPX_API ProcessPoolExecutor {
  public:
   /// Starts max_workers workers (unset: cpu_count()).
   explicit ProcessPoolExecutor(std::optional<int> max_workers = std::nullopt)

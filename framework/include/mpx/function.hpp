@@ -33,14 +33,14 @@ struct FunctionId {
 };
 
 /// Turns a local (function, trampoline) pair into its portable id. Throws ProtocolError if the module has no build-id.
-FunctionId identify(ErasedFunction function, Trampoline trampoline);
+MPX_API FunctionId identify(ErasedFunction function, Trampoline trampoline);
 /// The inverse, in any process of the same build. A build that does not hold the module is refused with a ProtocolError
 /// that names both build-ids.
-std::pair<ErasedFunction, Trampoline> resolve(const FunctionId& id);
+MPX_API std::pair<ErasedFunction, Trampoline> resolve(const FunctionId& id);
 /// The build-id of the module that holds `address` (the main executable for a function defined in it).
-std::string build_id_of(const void* address);
+MPX_API std::string build_id_of(const void* address);
 /// The build-id of this process's main executable: what a process started from this program runs.
-std::string main_build_id();
+MPX_API std::string main_build_id();
 
 /// A function with its arguments already encoded: what a Process or a Pool task sends.
 struct BoundCall {
@@ -121,7 +121,7 @@ BoundCall bind(F&& function, A&&... args) {
 
 /// Gives a function a name, for config files and foreign clients, which cannot name a function by its address.
 /// Registering the same name twice replaces the first (a later registration wins, as with a dict).
-void register_actor_call(std::string name, ErasedFunction function, Trampoline trampoline);
+MPX_API void register_actor_call(std::string name, ErasedFunction function, Trampoline trampoline);
 
 /// Registers a plain function or captureless lambda under `name` (see register_actor_call), so that topology files,
 /// bind_registered and foreign clients can start it by name. Python has no equivalent: its targets travel by pickle.
@@ -136,12 +136,12 @@ void register_actor(std::string name, F&& function) {
 }
 
 /// True if a function was registered under `name`.
-bool is_registered_actor(std::string_view name);
+MPX_API bool is_registered_actor(std::string_view name);
 /// The names registered so far, sorted.
-std::vector<std::string> registered_actors();
+MPX_API std::vector<std::string> registered_actors();
 /// Binds a registered function to arguments given as a list (Object::list({...})), encoded as its parameters. An
 /// unknown name throws std::invalid_argument naming it; arguments of the wrong shape fail in the callee, where they are
 /// decoded, as mpx::SerializationError.
-BoundCall bind_registered(std::string_view name, const Object& args = Object::list({}));
+MPX_API BoundCall bind_registered(std::string_view name, const Object& args = Object::list({}));
 
 }  // namespace mpx

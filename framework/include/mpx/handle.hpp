@@ -46,7 +46,7 @@ template <class T>
 concept HandleType = std::is_base_of_v<Handle, T> && std::is_constructible_v<T, adopt_t, ObjectRef>;
 
 /// What travels as an argument: anything with a reference, rebuilt from it with the adopt tag (the coordinator's
-/// handles here, a manager's proxies in mpx/manager.hpp).
+/// handles here, a manager's proxies in mpx/proxy.hpp, the shared-memory handles of mpx/shared.hpp).
 template <class T>
 using ref_type = std::remove_cvref_t<decltype(std::declval<const T&>().ref())>;
 
@@ -63,7 +63,7 @@ struct is_serializable<T> : std::true_type {};
 using Timeout = std::optional<std::chrono::duration<double>>;
 /// Converts Python's (block, timeout) to milliseconds for the coordinator: -1 when block and no timeout, 0 when not
 /// block or the timeout is zero, negative or NaN (as in Python), else the timeout rounded up (at most 30 years).
-std::int64_t wait_ms(bool block, const Timeout& timeout);
+MPX_API std::int64_t wait_ms(bool block, const Timeout& timeout);
 
 }  // namespace mpx
 

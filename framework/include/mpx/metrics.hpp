@@ -19,16 +19,16 @@
 namespace mpx {
 
 /// A snapshot from the coordinator (the `metrics` message), taken between two of the messages it handles.
-Metrics metrics();
+MPX_API Metrics metrics();
 /// metrics() in the Prometheus text exposition format 0.0.4.
-std::string metrics_text();
-std::string metrics_text(const Metrics& snapshot);  ///< A given snapshot in the Prometheus text format.
+MPX_API std::string metrics_text();
+MPX_API std::string metrics_text(const Metrics& snapshot);  ///< A given snapshot in the Prometheus text format.
 
 /// Serves metrics_text() at http://ADDR/metrics (ADDR is host:port; port 0 picks one) from a thread of this process,
 /// until the program ends. Root process only; throws mpx::ValueError for a bad ADDR or a port that cannot be bound, and
 /// mpx::ProcessError if a server already runs. MPX_METRICS=ADDR calls it in mpx::init.
-void serve_metrics(std::string_view address);
+MPX_API void serve_metrics(std::string_view address);
 /// The bound "host:port" of the running server, or "" if none runs.
-std::string metrics_endpoint();
+MPX_API std::string metrics_endpoint();
 
 }  ///< namespace mpx

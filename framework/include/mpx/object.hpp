@@ -28,11 +28,12 @@
 #include <vector>
 
 #include <mpx/errors.hpp>
+#include <mpx/detail/msgpack_codec.hpp>
 
 namespace mpx {
 
 /// A value of any msgpack shape, for Python-style heterogeneous data such as [42, None, "hello"].
-class Object {
+class MPX_API Object {
  public:
   using Array = std::vector<Object>;  ///< A list (Python list or tuple).
   using Map = std::vector<std::pair<Object, Object>>;  ///< A dict, in insertion order; keys may be any Object.
@@ -156,43 +157,6 @@ struct serializable<std::pair<A, B>> : std::bool_constant<serializable<A>::value
 template <class... T>
 struct serializable<std::tuple<T...>> : std::bool_constant<(serializable<T>::value && ...)> {};
 
-template <class T>
-struct is_tuple : std::false_type {};
-template <class... T>
-struct is_tuple<std::tuple<T...>> : std::true_type {};
-
-// Every decode in mpx goes through here: bounded by mpx's unpack limits, trailing bytes rejected.
-// Throws mpx::ProtocolError on malformed or oversized input.
-msgpack::object_handle unpack_bounded(const char* data, std::size_t size);
-
-// The element count of an encoded msgpack array; ProtocolError if it is not one or its length exceeds the limits.
-std::uint32_t array_length(std::string_view bytes);
-
-// Decodes the elements of an encoded msgpack array one at a time, each into one reused zone, and passes each to
-// `each` with its index (the element is valid during the call only). A large array (a map's chunk of calls, its
-// results) so needs no object tree of its own size: it stays in cache and touches no fresh pages. Bounded like
-// every decode; mpx::ProtocolError for anything malformed, trailing bytes included. An exception thrown by `each`
-// stops the decode and reaches the caller unchanged.
-using ElementFn = void (*)(void* context, std::uint32_t index, const msgpack::object& element);
-void each_element(std::string_view bytes, ElementFn each, void* context);
-
-template <class F>
-void for_each_element(std::string_view bytes, F&& each) {
-  using Fn = std::remove_reference_t<F>;
-  each_element(
-      bytes, [](void* context, std::uint32_t index, const msgpack::object& element) {
-        (*static_cast<Fn*>(context))(index, element);
-      },
-      const_cast<void*>(static_cast<const void*>(&each)));
-}
-
-// What encode() packs into: the string it returns. msgpack's sbuffer would start with an 8 KiB chunk (a large-bin
-// malloc for every small value) and then be copied into the string.
-struct StringWriter {
-  std::string& out;
-  void write(const char* data, std::size_t size) { out.append(data, size); }
-};
-
 }  // namespace detail
 
 /// True for what mpx can send: scalars, strings, containers, optionals, tuples, mpx::Object,
@@ -266,7 +230,7 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
 namespace adaptor {
 
 template <>
-struct convert<mpx::Object> {
+struct MPX_API convert<mpx::Object> {
   const msgpack::object& operator()(const msgpack::object& o, mpx::Object& v) const;
 };
 

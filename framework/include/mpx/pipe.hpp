@@ -58,7 +58,7 @@ struct PendingHandshakes;
 /// One end of a Pipe, or a direct connection from Listener::accept() or Client(). Copies of a Connection are the same
 /// connection (like copies of a Python reference): closing one closes them all in this process. As in Python, one
 /// connection is not meant to be used by two threads at once.
-class Connection : public Handle {
+class MPX_API Connection : public Handle {
  public:
   /// "To the end of the buffer", for send_bytes' size.
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
@@ -92,7 +92,7 @@ class Connection : public Handle {
   /// mpx::BufferTooShort carrying the whole message (data()); it is consumed either way.
   std::size_t recv_bytes_into(std::span<std::byte> buffer, std::size_t offset = 0);
   /// Whether a message (or EOF) is ready to be received, waiting up to `timeout`; nullopt waits as long as it takes.
-  bool poll(const Timeout& timeout = std::chrono::duration<double>(0));
+  [[nodiscard]] bool poll(const Timeout& timeout = std::chrono::duration<double>(0));
 
   /// Python's close(): closes this end in this process (every copy of it here); later calls raise mpx::ValueError. Safe
   /// to call twice.
@@ -119,7 +119,7 @@ class Connection : public Handle {
 
 /// Python's Pipe(duplex): two connected ends. A duplex pipe's ends both send and receive; a simplex pipe returns
 /// (read-only end, write-only end), and the wrong operation raises mpx::ValueError ("connection is write-only").
-std::pair<Connection, Connection> Pipe(bool duplex = true);
+MPX_API std::pair<Connection, Connection> Pipe(bool duplex = true);
 
 /// What wait() accepts: connections (ready when a message or EOF is waiting) and processes (ready when they ended).
 using Waitable = std::variant<Connection, Process>;
@@ -127,9 +127,9 @@ using Waitable = std::variant<Connection, Process>;
 /// Python's multiprocessing.connection.wait: blocks until at least one object is ready or the timeout passes (nullopt:
 /// no limit) and returns the ready ones, in the order given. No busy-waiting: it sleeps in poll() on the objects'
 /// fileno() and sentinel() descriptors.
-std::vector<Waitable> wait(const std::vector<Waitable>& objects, const Timeout& timeout = std::nullopt);
+MPX_API std::vector<Waitable> wait(const std::vector<Waitable>& objects, const Timeout& timeout = std::nullopt);
 /// The same, for connections only.
-std::vector<Connection> wait(const std::vector<Connection>& connections, const Timeout& timeout = std::nullopt);
+MPX_API std::vector<Connection> wait(const std::vector<Connection>& connections, const Timeout& timeout = std::nullopt);
 
 /// Python's multiprocessing.connection.Listener. The address is "tcp://host:port" (port 0 or * picks a free one) or
 /// "ipc:///path/to/socket" (a unix socket, removed by close()); empty picks a unix socket in the session directory.
@@ -141,7 +141,7 @@ std::vector<Connection> wait(const std::vector<Connection>& connections, const T
 /// another's. accept() returns the first to complete its handshake, or raises AuthenticationError for the first to
 /// fail it, a client silent for the handshake timeout included (10 s; MPX_HANDSHAKE_TIMEOUT_MS in the environment
 /// when the Listener is made sets another). Client() waits for the listener's side as long.
-class Listener {
+class MPX_API Listener {
  public:
   /// Binds and listens at `address` (see the class comment) with `backlog` pending connections; std::system_error if
   /// the OS refuses (the address is in use).
@@ -175,7 +175,7 @@ class Listener {
 /// Python's multiprocessing.connection.Client: connects to a Listener's address. A wrong authkey raises
 /// mpx::AuthenticationError ("digest was rejected"). Failures of the OS (nothing listens at the address, an address
 /// already in use for a Listener) raise std::system_error, Python's OSError.
-Connection Client(const std::string& address, std::optional<std::string> authkey = std::nullopt);
+MPX_API Connection Client(const std::string& address, std::optional<std::string> authkey = std::nullopt);
 
 }  // namespace mpx
 

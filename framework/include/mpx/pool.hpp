@@ -78,24 +78,24 @@ struct PoolCore;
 // ---- results (compiled in src/api/pool.cpp) ----
 // A default-constructed Future or AsyncResult that was never assigned has no core: its members raise ValueError
 // naming `type` instead of dereferencing null.
-[[noreturn]] void throw_empty_result(const char* type);
+[[noreturn]] MPX_API void throw_empty_result(const char* type);
 inline ResultCore& result_core(const std::shared_ptr<ResultCore>& core, const char* type) {
   if (!core) throw_empty_result(type);
   return *core;
 }
-bool result_wait(ResultCore& core, const Timeout& timeout);  // false if the timeout passed first
-bool result_ready(const ResultCore& core);
+MPX_API bool result_wait(ResultCore& core, const Timeout& timeout);  // false if the timeout passed first
+MPX_API bool result_ready(const ResultCore& core);
 // Python: ValueError if not ready.
-bool result_successful(const ResultCore& core);
+MPX_API bool result_successful(const ResultCore& core);
 // Waits (TimeoutError when the timeout passes) and rethrows the task's error.
-void result_check(ResultCore& core, const Timeout& timeout);
-const std::vector<std::string>& result_values(const ResultCore& core);  // per chunk
-std::size_t result_size(const ResultCore& core);                        // items in all
-bool result_single(const ResultCore& core);
-std::exception_ptr result_error(const ResultCore& core);
-bool result_cancelled(const ResultCore& core);
+MPX_API void result_check(ResultCore& core, const Timeout& timeout);
+MPX_API const std::vector<std::string>& result_values(const ResultCore& core);  // per chunk
+MPX_API std::size_t result_size(const ResultCore& core);                        // items in all
+MPX_API bool result_single(const ResultCore& core);
+MPX_API std::exception_ptr result_error(const ResultCore& core);
+MPX_API bool result_cancelled(const ResultCore& core);
 // Runs `callback` once the result is done (on the result thread), or at once on this thread if it already is.
-void result_add_done_callback(ResultCore& core, std::function<void()> callback);
+MPX_API void result_add_done_callback(ResultCore& core, std::function<void()> callback);
 
 using DoneCallback = std::function<void(ResultCore&)>;
 
@@ -195,31 +195,31 @@ struct Submission {
   Progress progress;
 };
 
-std::shared_ptr<PoolCore> pool_start(PoolOptions options);
+MPX_API std::shared_ptr<PoolCore> pool_start(PoolOptions options);
 // Joins the pool `ref` names as one more submitter (pool_attach).
-std::shared_ptr<PoolCore> pool_attach(const ObjectRef& ref);
-ObjectRef pool_ref(const PoolCore& pool);
-bool pool_attached(const PoolCore& pool);
-std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission submission);
+MPX_API std::shared_ptr<PoolCore> pool_attach(const ObjectRef& ref);
+MPX_API ObjectRef pool_ref(const PoolCore& pool);
+MPX_API bool pool_attached(const PoolCore& pool);
+MPX_API std::shared_ptr<ResultCore> pool_submit(PoolCore& pool, Submission submission);
 // Cancels a task that no worker has taken yet; false if it runs or ran already.
-bool pool_cancel(PoolCore& pool, ResultCore& result);
+MPX_API bool pool_cancel(PoolCore& pool, ResultCore& result);
 // 0 pending, 1 running, 2 finished.
-int pool_task_state(PoolCore& pool, ResultCore& result);
-std::size_t pool_processes(const PoolCore& pool);
-std::size_t pool_default_chunksize(const PoolCore& pool, std::size_t items);
-void pool_close(PoolCore& pool);
-void pool_terminate(PoolCore& pool);
-void pool_join(PoolCore& pool);
-void pool_require_running(const PoolCore& pool);
-std::vector<pid_t> pool_pids(const PoolCore& pool);
+MPX_API int pool_task_state(PoolCore& pool, ResultCore& result);
+MPX_API std::size_t pool_processes(const PoolCore& pool);
+MPX_API std::size_t pool_default_chunksize(const PoolCore& pool, std::size_t items);
+MPX_API void pool_close(PoolCore& pool);
+MPX_API void pool_terminate(PoolCore& pool);
+MPX_API void pool_join(PoolCore& pool);
+MPX_API void pool_require_running(const PoolCore& pool);
+MPX_API std::vector<pid_t> pool_pids(const PoolCore& pool);
 // The scheduler's counters for this pool (pool_stats): for tests and diagnostics.
 struct PoolStats {
   std::uint64_t queued = 0, held = 0, workers = 0, requeued = 0, lost = 0;
 };
-PoolStats pool_stats(PoolCore& pool);
-std::uint64_t pool_id(const PoolCore& pool);  // the scheduler's object id
+MPX_API PoolStats pool_stats(PoolCore& pool);
+MPX_API std::uint64_t pool_id(const PoolCore& pool);  // the scheduler's object id
 // Marks the calling thread as waiting on the pool, so that Ctrl-C interrupts it instead of killing the program.
-struct WaitingCaller {
+struct MPX_API WaitingCaller {
   WaitingCaller();
   ~WaitingCaller();
   WaitingCaller(const WaitingCaller&) = delete;
@@ -227,19 +227,19 @@ struct WaitingCaller {
 };
 
 // ---- streams (imap, imap_unordered) ----
-std::shared_ptr<StreamCore> stream_open(PoolCore& pool, ErasedFunction function, Trampoline trampoline, bool ordered);
-void stream_feed(StreamCore& stream, const EncodedCalls& items);
-std::size_t stream_outstanding(const StreamCore& stream);  // fed but not yet returned by next
+MPX_API std::shared_ptr<StreamCore> stream_open(PoolCore& pool, ErasedFunction function, Trampoline trampoline, bool ordered);
+MPX_API void stream_feed(StreamCore& stream, const EncodedCalls& items);
+MPX_API std::size_t stream_outstanding(const StreamCore& stream);  // fed but not yet returned by next
 // The next chunk's results (a msgpack array); rethrows a task's error; TimeoutError when the timeout passes.
-std::string stream_next(StreamCore& stream, const Timeout& timeout);
+MPX_API std::string stream_next(StreamCore& stream, const Timeout& timeout);
 
 // Calls a progress callback; one that throws is reported on stderr and does not stop the results.
-void report_progress(const Progress& progress, std::size_t done, std::size_t total) noexcept;
+MPX_API void report_progress(const Progress& progress, std::size_t done, std::size_t total) noexcept;
 // What is left until `deadline` (never negative); nullopt without one.
-Timeout time_left(const std::optional<std::chrono::steady_clock::time_point>& deadline);
+MPX_API Timeout time_left(const std::optional<std::chrono::steady_clock::time_point>& deadline);
 
 // Which call of its chunk the worker's thread is running: names the failing call when one raises.
-std::uint64_t& chunk_offset() noexcept;
+MPX_API std::uint64_t& chunk_offset() noexcept;
 
 // A task's trampoline runs a whole chunk: `args` is a msgpack array of argument arrays, `result` becomes the msgpack
 // array of the results (nil for void), so a chunk costs one decode and one encode, not one per call.
@@ -437,7 +437,7 @@ class IMapIterator {
   /// The next result, or nullopt at the end. TimeoutError if none arrives in time (Python's next(timeout)). An input
   /// that throws at item k ends the stream as Python's does: the results of items 0..k-1 first, then its exception
   /// once, then the end.
-  std::optional<R> next(const Timeout& timeout = std::nullopt) {
+  [[nodiscard]] std::optional<R> next(const Timeout& timeout = std::nullopt) {
     auto& s = *state_;
     if (s.position < s.buffer.size()) return std::move(s.buffer[s.position++]);
     fill();
@@ -497,7 +497,7 @@ class IMapIterator {
 /// lambdas, with msgpack arguments). A task's exception comes back as mpx::RemoteError; a worker that dies is replaced
 /// and its task run again up to max_retries times, then fails as mpx::WorkerLost. Ctrl-C during a call raises
 /// mpx::Interrupted. A task given to a closed or terminated pool raises mpx::ValueError. Move-only.
-class Pool {
+class MPX_API Pool {
  public:
   /// Pool(processes): processes defaults to cpu_count().
   explicit Pool(std::optional<int> processes = std::nullopt);

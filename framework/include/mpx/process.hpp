@@ -22,17 +22,17 @@ namespace mpx {
 /// The first line of main. In the parent it starts the forkserver zygote (before any thread exists) and prepares the
 /// session; the coordinator starts lazily. In a worker started by spawn it runs the worker's target and exits: it never
 /// returns there.
-void init(int argc, char** argv);
+MPX_API void init(int argc, char** argv);
 
 /// Like Python: setting it twice throws ProcessError ("context has already been set") unless force is true.
-void set_start_method(StartMethod method, bool force = false);
-void set_start_method(std::string_view name, bool force = false);  ///< The same, by name (see parse_start_method).
-StartMethod get_start_method();  ///< forkserver unless set, as in Python 3.14
+MPX_API void set_start_method(StartMethod method, bool force = false);
+MPX_API void set_start_method(std::string_view name, bool force = false);  ///< The same, by name (see parse_start_method).
+MPX_API StartMethod get_start_method();  ///< forkserver unless set, as in Python 3.14
 /// {"forkserver", "spawn", "fork"}: the default first, as in Python 3.14.
-std::vector<std::string> get_all_start_methods();
+MPX_API std::vector<std::string> get_all_start_methods();
 /// The program that spawn runs; /proc/self/exe unless set (Python: multiprocessing.set_executable).
-void set_executable(std::string path);
-std::string get_executable();  ///< The program that spawn runs.
+MPX_API void set_executable(std::string path);
+MPX_API std::string get_executable();  ///< The program that spawn runs.
 
 /// Tag for a target that captures state: allowed only under the fork start method, where memory is copied.
 struct closure_t {
@@ -53,7 +53,7 @@ struct ProcessState;
 
 /// Python's multiprocessing.Process: a child process that runs a target. The object is a handle: copies control the
 /// same child. Errors: a misuse (start twice, join before start, close while running) raises mpx::ProcessError.
-class Process {
+class MPX_API Process {
  public:
   /// Process(target, args...): target is a plain function or a captureless lambda; args are encoded now.
   template <class F, class... A>
@@ -82,7 +82,7 @@ class Process {
   void start();
   /// Waits for the process to end. join(timeout) returns false if it is still running when the timeout passes.
   void join();
-  bool join(std::chrono::duration<double> timeout);  ///< Waits up to `timeout`; false if still running then.
+  [[nodiscard]] bool join(std::chrono::duration<double> timeout);  ///< Waits up to `timeout`; false if still running then.
   bool is_alive();  ///< True after start() until the child ends.
   void terminate();  ///< SIGTERM
   void kill();       ///< SIGKILL
@@ -165,9 +165,6 @@ class ProcessClass : public Process {
   }
 };
 
-/// A readable C++ type name from a mangled one (std::type_info::name()); the input unchanged if it cannot be demangled.
-std::string demangle(const char* mangled);
-
 template <class Self>
 std::string ProcessClass<Self>::demangled_class_name(const char* mangled) {
   std::string full = demangle(mangled);
@@ -176,11 +173,11 @@ std::string ProcessClass<Self>::demangled_class_name(const char* mangled) {
 }
 
 /// This process, as a Process handle ("MainProcess" in the parent).
-Process current_process();
+MPX_API Process current_process();
 /// The process that started this one; nullopt in the main process.
-std::optional<Process> parent_process();
+MPX_API std::optional<Process> parent_process();
 /// Live children started by this process; reaps the ones that ended, as Python does.
-std::vector<Process> active_children();
+MPX_API std::vector<Process> active_children();
 
 /// A start-method context, as returned by Python's get_context(): ctx.Process(...) uses its method.
 class Context {
@@ -201,7 +198,7 @@ class Context {
 };
 
 /// get_context() uses get_start_method(); an unknown name throws std::invalid_argument.
-Context get_context();
-Context get_context(std::string_view method);  ///< The context of the method named (see parse_start_method).
+MPX_API Context get_context();
+MPX_API Context get_context(std::string_view method);  ///< The context of the method named (see parse_start_method).
 
 }  // namespace mpx

@@ -19,7 +19,7 @@ namespace mpx {
 
 /// A terminal progress bar for a map's progress callback: count, percentage, rate and time left on stderr; silent
 /// when stderr is not a terminal.
-class ProgressBar {
+class MPX_API ProgressBar {
  public:
   /// A bar whose line starts with `label`; its rate counts from now.
   explicit ProgressBar(std::string label = {});

@@ -35,7 +35,7 @@ struct QueueOptions {
 namespace detail {
 
 // The compiled side of every queue: items travel as encoded bytes.
-class QueueCore : public Handle {
+class MPX_API QueueCore : public Handle {
  public:
   void put_bytes(std::string item, bool block, const Timeout& timeout);
   std::string get_bytes(bool block, const Timeout& timeout);
@@ -161,7 +161,7 @@ class JoinableQueue : public Queue<T> {
   ///@{
   /// Blocks until every item put has been task_done(). join(timeout) returns false if the timeout passed first.
   void join() { (void)this->join_core(std::nullopt); }
-  bool join(std::chrono::duration<double> timeout) { return this->join_core(timeout); }
+  [[nodiscard]] bool join(std::chrono::duration<double> timeout) { return this->join_core(timeout); }
   ///@}
 };
 

@@ -22,12 +22,12 @@
 
 namespace mpx {
 
-class Condition;
+class MPX_API Condition;
 
 namespace detail {
 
 // The compiled side of Lock and RLock.
-class LockCore : public Handle {
+class MPX_API LockCore : public Handle {
  public:
   // Python's acquire(block=True, timeout=None): false if not acquired (non-blocking, or the timeout passed).
   bool acquire(bool block = true, const Timeout& timeout = std::nullopt);
@@ -44,7 +44,7 @@ class LockCore : public Handle {
   // BasicLockable and Lockable, so std::lock_guard, std::scoped_lock and std::unique_lock work (Python's `with`).
   void lock() { (void)acquire(); }
   void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
+  [[nodiscard]] bool try_lock() { return acquire(false); }
 
  protected:
   explicit LockCore(bool recursive);
@@ -56,7 +56,7 @@ class LockCore : public Handle {
 };
 
 // The compiled side of Semaphore and BoundedSemaphore.
-class SemaphoreCore : public Handle {
+class MPX_API SemaphoreCore : public Handle {
  public:
   // Takes one unit: false if none came (non-blocking, or the timeout passed).
   bool acquire(bool block = true, const Timeout& timeout = std::nullopt);
@@ -70,7 +70,7 @@ class SemaphoreCore : public Handle {
 
   void lock() { (void)acquire(); }
   void unlock() { release(); }
-  bool try_lock() { return acquire(false); }
+  [[nodiscard]] bool try_lock() { return acquire(false); }
 
  protected:
   SemaphoreCore(std::int64_t value, bool bounded);
@@ -126,7 +126,7 @@ class BoundedSemaphore : public detail::SemaphoreCore {
 };
 
 /// Python's multiprocessing.Event.
-class Event : public Handle {
+class MPX_API Event : public Handle {
  public:
   Event();  ///< Creates a cleared event at the coordinator.
   Event(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}  ///< A handle to the existing event `ref`.
@@ -140,7 +140,7 @@ class Event : public Handle {
 };
 
 /// Python's multiprocessing.Condition over a Lock or an RLock (a new RLock by default).
-class Condition : public Handle {
+class MPX_API Condition : public Handle {
  public:
   Condition();  ///< A condition over a new RLock.
   explicit Condition(const Lock& lock);  ///< A condition over `lock` (shared with other handles of it).
@@ -154,7 +154,7 @@ class Condition : public Handle {
   /// Lockable, so std::unique_lock works: lock() is acquire(), unlock() is release(), try_lock() is acquire(false).
   void lock() { lock_core().lock(); }
   void unlock() { lock_core().unlock(); }
-  bool try_lock() { return lock_core().try_lock(); }
+  [[nodiscard]] bool try_lock() { return lock_core().try_lock(); }
   ///@}
   /// After acquire() or wait(): whether the lock came from a process that died holding it.
   bool previous_owner_died() const { return lock_core().previous_owner_died(); }
@@ -182,7 +182,7 @@ class Condition : public Handle {
 /// Barrier(3, mpx::bind(action, args...), timeout) with a default timeout too; they are encoded once, here. Errors are
 /// mpx::BrokenBarrierError: on abort(), on reset() while waiting, on a timeout (which breaks the barrier, as in
 /// Python), and when a waiting party dies (which also breaks it: the others could otherwise never be released).
-class Barrier : public Handle {
+class MPX_API Barrier : public Handle {
  public:
   /// A barrier for `parties` processes, with an optional action taking no arguments and a default wait timeout.
   explicit Barrier(std::size_t parties, void (*action)() = nullptr, Timeout timeout = std::nullopt)

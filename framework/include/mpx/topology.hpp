@@ -37,11 +37,11 @@ namespace detail {
 struct TopologyState;
 }
 
-int run_main(int argc, char** argv);
+MPX_API int run_main(int argc, char** argv);
 
 /// A system of actors loaded from a TOML file (mpx's own; Python has none): shared objects, actors and an
 /// Erlang/OTP-style supervisor. mpx-run runs one; an application can also load() and run() it. Move-only.
-class Topology {
+class MPX_API Topology {
  public:
   /// Reads and validates a file. Every problem throws TopologyError naming the file, line, column, key and what was
   /// expected. Relative `exec` paths are resolved against the file's directory.
@@ -58,7 +58,7 @@ class Topology {
   /// Blocks until the topology has stopped (all actors finished, escalation, or stop()); returns the exit status.
   TopologyExit wait();
   /// The same, for at most `timeout`: nullopt if it is still running then.
-  std::optional<TopologyExit> wait_for(std::chrono::duration<double> timeout);
+  [[nodiscard]] std::optional<TopologyExit> wait_for(std::chrono::duration<double> timeout);
   /// Stops the actors in reverse start order: SIGTERM, then SIGKILL after `timeout` (default: the file's
   /// coordinator.shutdown_timeout). Returns the exit status (ok, or killed if one had to be killed).
   TopologyExit stop(std::optional<std::chrono::duration<double>> timeout = std::nullopt);
@@ -85,7 +85,7 @@ class Topology {
 };
 
 /// What an actor started by a topology knows about itself. Throws ProcessError in a process that is not one.
-class ActorContext {
+class MPX_API ActorContext {
  public:
   const std::string& name() const noexcept { return name_; }  ///< The actor's name.
   int replica() const noexcept { return replica_; }  ///< This replica's index, 0 .. replicas()-1.
@@ -141,14 +141,14 @@ class ActorContext {
 /// True in a process a topology started; this_actor() throws ProcessError elsewhere. A `task` actor is the
 /// application's own program started again: register its functions (mpx::register_actor) before mpx::init, which
 /// runs the task and exits there.
-bool is_actor();
-const ActorContext& this_actor();  ///< This actor's context; ProcessError in a process no topology started.
+MPX_API bool is_actor();
+MPX_API const ActorContext& this_actor();  ///< This actor's context; ProcessError in a process no topology started.
 
 /// mpx-run's command line in one call, for an application whose `task` actors are registered functions:
 ///   int main(int argc, char** argv) { mpx::init(argc, argv); mpx::register_actor("worker", worker);
 ///                                     return mpx::run_main(argc, argv); }
 /// Accepts `FILE`, `--check`, `--status-every SECONDS`; returns the exit status. Supervision events (start, readiness,
 /// exit, restart, escalation, stop) go to stderr as they happen, each stamped with the seconds since the start.
-int run_main(int argc, char** argv);
+MPX_API int run_main(int argc, char** argv);
 
 }  // namespace mpx

@@ -30,19 +30,19 @@ namespace mpx::trace {
 /// coordinator (the trace_enable message), so a relative file path is relative to the root process's directory.
 /// Throws mpx::ValueError on bad options or a sink that cannot open (a file, an endpoint), mpx::Error if the library
 /// was built with -Dtracing=false.
-void enable(const Options& options);
-void enable(std::string_view spec);  ///< The same, with options in MPX_TRACE syntax (Options::parse).
+MPX_API void enable(const Options& options);
+MPX_API void enable(std::string_view spec);  ///< The same, with options in MPX_TRACE syntax (Options::parse).
 /// Stops recording: the sink thread drains what is queued, writes a last drop count, closes the file and the socket.
 /// Everything the calling thread's earlier calls caused is in the trace (the request queues behind them).
-void disable();
+MPX_API void disable();
 /// Whether the coordinator's bus is recording.
-bool enabled();
-Status status();  ///< The coordinator's trace status (asks it: works from any process of the session).
+MPX_API bool enabled();
+MPX_API Status status();  ///< The coordinator's trace status (asks it: works from any process of the session).
 
 /// Gives a shared object a name for traces (`queue:jobs` instead of `queue:7`). Local to the coordinator's process.
-void name_object(std::uint64_t object_id, std::string_view name);
+MPX_API void name_object(std::uint64_t object_id, std::string_view name);
 
 /// The endpoint of this session's coordinator: what `mpx-trace on|off|status ENDPOINT` talks to.
-std::string coordinator_endpoint();
+MPX_API std::string coordinator_endpoint();
 
 }  // namespace mpx::trace

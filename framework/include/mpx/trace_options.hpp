@@ -12,10 +12,12 @@
 #include <string_view>
 #include <vector>
 
+#include <mpx/detail/export.hpp>
+
 namespace mpx::trace {
 
 /// Where and what to record: at least one of `file` and `pub`. Options::parse reads the MPX_TRACE syntax.
-struct Options {
+struct MPX_API Options {
   std::string file;              ///< record file to write; empty: none
   std::string pub;               ///< PUB endpoint to bind for live subscribers; empty: none
   std::size_t body = 0;          ///< characters of decoded body kept per record; 0: no bodies
@@ -33,7 +35,7 @@ struct Options {
 };
 
 /// False in a library built with -Dtracing=false: the hooks are compiled out and enable() throws.
-bool compiled_in() noexcept;
+MPX_API bool compiled_in() noexcept;
 
 /// What status() reports: whether the bus records, with which options, and how many records it handled and lost.
 struct Status {
