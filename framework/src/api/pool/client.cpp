@@ -1,37 +1,22 @@
-// mpx::Pool: the owner's side (task ids, result states, the result thread that receives the scheduler's pushes,
-// watches the workers' sentinels and replaces dead workers), the attached handle's side (the same without workers:
-// a submitter of another process's pool), and the worker's loop. The scheduler itself is the coordinator's pool
-// service (services/pool.cpp); PROTOCOL.md ("Pool") documents the messages.
-//
-// Local delivery: when the owner runs in the coordinator's own process (the embedded default), the coordinator thread
-// hands it small results frames itself (services::set_pool_local_delivery) instead of pushing them to the result
-// socket. A result with no callback completes right there, one notify to its waiting caller, which saves the hop
-// through the result thread on a lone task's round trip; one with a callback (callback, error_callback, progress,
-// a done callback) is queued for the result thread, so that every callback still runs there, in arrival order.
-#include <mpx/pool.hpp>
-
+// mpx::Pool, the owner's client: task ids, result states, the result thread that receives the scheduler's pushes,
+// watches the workers' sentinels and replaces dead workers; and the attached handle's side (the same without workers:
+// a submitter of another process's pool). pool_core.hpp names the other roles' files.
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <csignal>
 #include <cstring>
-#include <deque>
 #include <iostream>
-#include <map>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 
-#include <cxxabi.h>
-#include <dlfcn.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "api/call.hpp"
+#include "api/pool/pool_core.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
-#include "services/services.hpp"
 #include "wire/envelope.hpp"
 #include "wire/interrupted.hpp"
 #include "wire/transport.hpp"
@@ -40,29 +25,10 @@ namespace mpx::detail {
 
 namespace {
 
-// Record statuses in a results frame (PROTOCOL.md, "Pool"); the scheduler uses the same values.
-enum class Status : std::uint8_t { ok = 0, error = 1, lost = 2, cancelled = 3, unserializable = 4 };
+using Status = wire::PoolStatus;
 
-// How many tasks a worker asks for at once; the scheduler gives it at most its fair share of what is queued.
-constexpr std::uint64_t prefetch = 256;
-// A worker running a long batch sends the results it has after this long, so callers see them as they finish.
-constexpr auto flush_interval = std::chrono::milliseconds(2);
-// Tasks per pool_submit message: well under the protocol's array limit.
-constexpr std::size_t tasks_per_message = 4096;
 // After SIGTERM, how long terminate() waits for a worker before SIGKILL.
 constexpr auto terminate_grace = std::chrono::seconds(2);
-// A task id's top bits name its submitter (0: the owner; PROTOCOL.md, "Pool"), so ids of different submitters never
-// collide, and a worker can sort its results by submitter without asking anyone.
-constexpr unsigned submitter_shift = 40;
-// Results frames per pool_take or pool_results: under the protocol's 64 body frames.
-constexpr std::size_t max_report_frames = 32;
-
-std::string_view view(const zmq::message_t& frame) { return {static_cast<const char*>(frame.data()), frame.size()}; }
-
-std::string current_exception_type() {
-  const std::type_info* type = abi::__cxa_current_exception_type();
-  return type ? demangle(type->name()) : std::string("unknown");
-}
 
 // ---- reading a results frame: every access checks the type, and the unpack itself is bounded ----
 
@@ -88,595 +54,7 @@ std::string as_string(const msgpack::object& o) {
   throw ProtocolError("mpx: malformed pool results: string");
 }
 
-// ---- SIGINT: a handler that only writes to eventfds, so the result threads do the work ----
-
-constexpr std::size_t max_pools = 256;
-std::atomic<int> interrupt_fds[max_pools];  // each an eventfd + 1; 0: a free slot
-std::atomic<int> waiting_callers{0};
-struct sigaction previous_sigint {};
-std::once_flag sigint_installed;
-
-void on_sigint(int signal, siginfo_t* info, void* context) {
-  if (waiting_callers.load() > 0) {
-    const std::uint64_t one = 1;
-    for (auto& fd : interrupt_fds) {
-      const int f = fd.load();
-      if (f > 0) (void)!::write(f - 1, &one, sizeof one);
-    }
-    return;
-  }
-  // Nobody waits on a pool: Ctrl-C means what it meant before the first pool.
-  if (previous_sigint.sa_flags & SA_SIGINFO) {
-    if (previous_sigint.sa_sigaction) previous_sigint.sa_sigaction(signal, info, context);
-  } else if (previous_sigint.sa_handler == SIG_IGN) {
-    return;
-  } else if (previous_sigint.sa_handler == SIG_DFL) {
-    ::signal(SIGINT, SIG_DFL);
-    ::raise(SIGINT);
-  } else {
-    previous_sigint.sa_handler(signal);
-  }
-}
-
-void install_sigint_handler() {
-  std::call_once(sigint_installed, [] {
-    struct sigaction action {};
-    action.sa_sigaction = &on_sigint;
-    action.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&action.sa_mask);
-    ::sigaction(SIGINT, &action, &previous_sigint);
-  });
-}
-
-int register_interrupt_fd(int fd) {
-  for (std::size_t i = 0; i < max_pools; ++i) {
-    int expected = 0;
-    if (interrupt_fds[i].compare_exchange_strong(expected, fd + 1)) return static_cast<int>(i);
-  }
-  return -1;  // more pools than slots: this one is not interrupted by Ctrl-C (documented limit)
-}
-
 }  // namespace
-
-WaitingCaller::WaitingCaller() { waiting_callers.fetch_add(1); }
-WaitingCaller::~WaitingCaller() { waiting_callers.fetch_sub(1); }
-
-// ---- sinks: where a task's results go ----
-
-struct Pending;
-
-struct Sink {
-  virtual ~Sink() = default;
-  // Runs on the result thread, or on the thread that terminates the pool (and, for a Sink whose complete_here says so,
-  // on the coordinator thread: a stream's deliver runs no user code).
-  virtual void deliver(const Pending& task, std::string results) = 0;  // the chunk's msgpack array of results
-  virtual void fail(const Pending& task, std::exception_ptr error) = 0;
-  // On the coordinator thread (local delivery): completes the task there if that runs no user code, and says so;
-  // false leaves it to the result thread. `values` is used when `error` is null.
-  virtual bool complete_here(const Pending& task, std::string& values, std::exception_ptr& error) = 0;
-  // A task's outcome, whichever it is: its error if it has one, else its values.
-  void settle(const Pending& task, std::string values, std::exception_ptr error) {
-    if (error) {
-      fail(task, std::move(error));
-    } else {
-      deliver(task, std::move(values));
-    }
-  }
-};
-
-struct Pending {
-  std::shared_ptr<Sink> sink;
-  std::uint64_t chunk = 0;  // the chunk's number in its map (0 for apply)
-  std::uint32_t count = 0;
-  std::uint64_t task_index = 0;  // what errors name: the item's index in its map, or the submission's number
-};
-
-struct ResultCore : Sink {
-  std::mutex mutex;
-  std::condition_variable changed;
-  bool single = false;
-  bool finishing = false;  // the outcome is fixed; callbacks may still be running
-  bool cancelled = false;
-  std::vector<std::function<void()>> done_callbacks;  // Future::add_done_callback, as_completed, wait
-  bool done = false;
-  std::vector<std::string> values;  // per chunk: its results as a msgpack array
-  std::size_t size = 0;              // items in all
-  std::size_t remaining = 0;         // chunks
-  std::size_t items_done = 0;
-  std::exception_ptr error;
-  DoneCallback on_done;
-  Progress progress;
-  // Its tasks' ids, consecutive: [first_task, first_task + tasks). For cancel and task state (Executor).
-  std::uint64_t first_task = 0;
-  std::size_t tasks = 0;
-  std::weak_ptr<PoolCore> pool;
-
-  // As Python's: the callback runs before the result becomes ready, so wait() and get() return after it ran.
-  void finish(std::unique_lock<std::mutex>& lock) {
-    finishing = true;
-    auto callback = std::move(on_done);
-    auto more = std::move(done_callbacks);
-    done_callbacks.clear();
-    lock.unlock();
-    if (callback) {
-      try {
-        callback(*this);
-      } catch (const std::exception& e) {
-        std::cerr << "mpx: a Pool callback raised " << current_exception_type() << ": " << e.what() << "\n";
-      } catch (...) {
-        std::cerr << "mpx: a Pool callback raised an exception\n";
-      }
-    }
-    lock.lock();
-    done = true;
-    more.insert(more.end(), done_callbacks.begin(), done_callbacks.end());  // added while the callback ran
-    done_callbacks.clear();
-    lock.unlock();
-    changed.notify_all();
-    for (auto& c : more) run_callback(c);
-  }
-
-  static void run_callback(const std::function<void()>& c) {
-    try {
-      c();
-    } catch (const std::exception& e) {
-      std::cerr << "mpx: a done callback raised " << current_exception_type() << ": " << e.what() << "\n";
-    } catch (...) {
-      std::cerr << "mpx: a done callback raised an exception\n";
-    }
-  }
-
-  void deliver(const Pending& task, std::string results) override {
-    std::unique_lock lock(mutex);
-    if (finishing) return;
-    values[task.chunk] = std::move(results);
-    items_done += task.count;
-    if (progress) {
-      const auto n = items_done, total = size;
-      lock.unlock();
-      report_progress(progress, n, total);
-      lock.lock();
-      if (finishing) return;
-    }
-    if (--remaining == 0) finish(lock);
-  }
-
-  void fail(const Pending&, std::exception_ptr e) override {
-    std::unique_lock lock(mutex);
-    if (finishing) return;
-    error = std::move(e);
-    finish(lock);
-  }
-
-  // Decided and done under one lock: a done callback added meanwhile either is seen here (the result thread runs
-  // it) or finds the result done (and runs at once on its own thread).
-  bool complete_here(const Pending& task, std::string& results, std::exception_ptr& e) override {
-    std::unique_lock lock(mutex);
-    if (finishing) return true;
-    if (on_done || progress || !done_callbacks.empty()) return false;
-    if (e) {
-      error = std::move(e);
-    } else {
-      values[task.chunk] = std::move(results);
-      items_done += task.count;
-      if (--remaining != 0) return true;
-    }
-    finishing = done = true;
-    lock.unlock();
-    changed.notify_all();
-    return true;
-  }
-};
-
-struct StreamCore : Sink, std::enable_shared_from_this<StreamCore> {
-  struct Chunk {
-    std::string values;  // msgpack array
-    std::exception_ptr error;
-    std::uint32_t count = 0;
-  };
-  std::mutex mutex;
-  std::condition_variable changed;
-  bool ordered = true;
-  std::map<std::uint64_t, Chunk> arrived;  // ordered: by the chunk's first index; unordered: by arrival
-  std::uint64_t next_first = 0;             // ordered: the chunk to return from next
-  std::uint64_t arrival = 0;
-  std::uint64_t fed = 0;        // items submitted
-  std::size_t outstanding = 0;  // items submitted and not yet returned (a failed chunk counts as returned whole)
-  std::exception_ptr fatal;     // the pool was interrupted or terminated
-  ErasedFunction function = nullptr;
-  Trampoline trampoline = nullptr;
-  std::weak_ptr<PoolCore> pool;
-
-  void deliver(const Pending& task, std::string values) override {
-    std::lock_guard lock(mutex);
-    arrived[ordered ? task.task_index : arrival++] = Chunk{std::move(values), nullptr, task.count};
-    changed.notify_all();
-  }
-  void fail(const Pending& task, std::exception_ptr error) override {
-    std::lock_guard lock(mutex);
-    arrived[ordered ? task.task_index : arrival++] = Chunk{{}, std::move(error), task.count};
-    changed.notify_all();
-  }
-  bool complete_here(const Pending& task, std::string& values, std::exception_ptr& error) override {
-    settle(task, std::move(values), std::move(error));
-    return true;  // no callbacks: a stream's consumer pulls
-  }
-  void fail_all(std::exception_ptr error) {
-    std::lock_guard lock(mutex);
-    if (!fatal) fatal = std::move(error);
-    changed.notify_all();
-  }
-};
-
-// ---- the pool ----
-
-struct PoolCore : std::enable_shared_from_this<PoolCore> {
-  enum class State { running, closed, terminated };
-
-  PoolOptions options;
-  std::size_t processes = 1;
-  std::uint64_t id = 0;
-  std::string endpoint;
-
-  mutable std::mutex mutex;
-  std::condition_variable changed;  // workers came or went; the state changed
-  State state = State::running;
-  std::exception_ptr broken;        // why the pool stopped (Interrupted, BrokenProcessPool)
-  std::unordered_map<std::uint64_t, Pending> pending;
-  std::uint64_t next_task_id = 1;
-  std::uint64_t next_submission = 0;
-  std::vector<Process> workers;
-  std::unordered_map<pid_t, std::size_t> tasks_done;  // per worker, for maxtasksperchild
-  std::uint64_t worker_counter = 0;
-  // Encoded FunctionIds: identify() walks the loaded modules, too slow for every submission.
-  std::map<std::pair<ErasedFunction, Trampoline>, std::string> function_ids;
-  std::vector<std::weak_ptr<StreamCore>> streams;
-  // An attached handle (Pool(adopt, ref)): a submitter of a pool whose owner is another process or handle. It has
-  // no workers; its close() and terminate() detach it and leave the pool running for the others.
-  bool attached = false;
-  std::uint64_t submitter = 0;
-  std::string workers_build_id;  // the build the pool's workers run: a function of another build cannot run there
-  std::size_t completing = 0;    // results taken out of `pending` and being handed to their sink right now
-
-  // Results the coordinator thread took for this pool (local delivery) that have callbacks to run on the result
-  // thread, in arrival order.
-  struct Deferred {
-    Pending task;
-    std::string values;
-    std::exception_ptr error;
-  };
-  std::mutex deferred_mutex;
-  std::deque<Deferred> deferred;
-
-  // The outbox of an owner in the coordinator's process (PROTOCOL.md, "Pool", the outbox): its submissions wait here,
-  // in order, for the coordinator thread to pull them (pull_local_submissions), so a burst of apply_async costs no
-  // message per task. Single tasks of one function gather in the open batch; anything else is a finished message.
-  // Guarded by its own mutex, which the coordinator thread's pull takes only when outbox_ready says there is
-  // something, and the owner only to append. The two flags make "nobody looks at a non-empty outbox" impossible
-  // without a lock: the scheduler sets ring_wanted before it reads outbox_ready, the owner sets outbox_ready before
-  // it reads (and clears) ring_wanted, so at least one of them sees the other's write.
-  bool local_outbox = false;  // the owner, with the coordinator in this process: fixed at start
-  std::mutex outbox_mutex;
-  std::vector<wire::Envelope> outbox;
-  const std::string* batch_function = nullptr;
-  std::vector<std::tuple<std::uint64_t, std::uint64_t>> batch_sizes;
-  std::string batch_payload;
-  std::atomic<bool> outbox_ready{false};
-  std::atomic<bool> ring_wanted{true};
-
-  int wake_fd = -1;       // the owner thread asks the result thread to look at the state
-  int interrupt_fd = -1;  // written by the SIGINT handler
-  int interrupt_slot = -1;
-  bool stop = false;
-  std::thread result_thread;
-
-  ~PoolCore() {
-    if (interrupt_slot >= 0) interrupt_fds[static_cast<std::size_t>(interrupt_slot)].store(0);
-    if (wake_fd >= 0) ::close(wake_fd);
-    if (interrupt_fd >= 0) ::close(interrupt_fd);
-  }
-
-  // How this handle stops the pool: an attached handle detaches (its queued tasks are dropped, and the owner's
-  // workers go on serving the others); the owner terminates it.
-  wire::Envelope leave_message() const {
-    return attached ? wire::make(wire::Kind::pool_detach, id, 0, std::make_tuple(submitter))
-                    : wire::make(wire::Kind::pool_terminate, id, 0, Object{});
-  }
-
-  void wake() {
-    const std::uint64_t one = 1;
-    (void)!::write(wake_fd, &one, sizeof one);
-  }
-
-  const std::string& function_id(ErasedFunction function, Trampoline trampoline) {
-    const auto key = std::make_pair(function, trampoline);
-    auto it = function_ids.find(key);
-    if (it != function_ids.end()) return it->second;
-    FunctionId fid = identify(function, trampoline);
-    if (attached) check_runnable(fid, function);
-    return function_ids.emplace(key, encode(fid)).first->second;
-  }
-
-  // The workers run the owner's program. A function of this program, when this program is another build (an exec
-  // actor of a topology whose pool runs the supervising program), can never be resolved there: refuse it here, by
-  // name, rather than let every task of it fail in a worker. (A function in a shared library is left to the worker,
-  // which has it if it loads the same library.)
-  void check_runnable(const FunctionId& fid, ErasedFunction function) const {
-    if (workers_build_id.empty() || fid.build_id == workers_build_id || fid.build_id != main_build_id()) return;
-    throw ProtocolError("mpx: cannot run " + function_name(function) + " in this Pool: it is defined in this program (" +
-                        runtime::state().executable + ", build-id " + fid.build_id +
-                        "), but the pool's workers run another program (build-id " + workers_build_id +
-                        "). A topology pool runs the program that runs the topology: submit functions of that "
-                        "program (its task actors can), or of a shared library both programs load");
-  }
-
-  static std::string function_name(ErasedFunction function) {
-    Dl_info info{};
-    // Only an exact match names it: the nearest exported symbol of an executable is usually some other one.
-    if (::dladdr(reinterpret_cast<const void*>(function), &info) != 0 && info.dli_sname &&
-        info.dli_saddr == reinterpret_cast<void*>(function)) {
-      return "'" + demangle(info.dli_sname) + "'";
-    }
-    char offset[32] = "?";
-    if (info.dli_fbase) {
-      std::snprintf(offset, sizeof offset, "0x%zx",
-                    static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(function) -
-                                             reinterpret_cast<std::uintptr_t>(info.dli_fbase)));
-    }
-    return std::string("the function at offset ") + offset + " of " + (info.dli_fname ? info.dli_fname : "this program");
-  }
-
-  void start_worker();  // caller holds mutex
-  // The outbox, all under `outbox_mutex`. Each returns whether the caller must ring (post pool_pull) once it has unlocked.
-  bool outbox_add_single(const std::string& function, std::uint64_t task_id, const EncodedCalls& items);
-  bool outbox_add(std::vector<wire::Envelope> messages);
-  void seal_batch();
-  bool published();
-  void ring() const;
-  // Posts them, or (a local owner) adds them to the outbox: either way after everything submitted before.
-  void send_submissions(std::vector<wire::Envelope> messages);
-  void run(zmq::socket_t& dealer);
-  bool run_once(zmq::socket_t& dealer);
-  void handle_delivery(const wire::Envelope& e);
-  // A results frame. `here`: on the coordinator thread (local delivery), which completes what has no callbacks and
-  // leaves the rest to the result thread (`deferred`).
-  void handle_results(std::string_view frame, bool here);
-  void run_deferred();
-  void worker_ended(zmq::socket_t& dealer, Process worker);
-  void stop_everything(std::exception_ptr why, bool kill_workers);
-};
-
-namespace {
-
-// A worker's exit status when its initializer raised (any other failure exits with 1 or a signal).
-constexpr int initializer_failed_exit = 3;
-
-struct WorkerSpec {
-  std::uint64_t pool = 0;
-  std::optional<FunctionId> initializer;
-  std::string initargs;
-  std::uint64_t maxtasks = 0;
-  MSGPACK_DEFINE(pool, initializer, initargs, maxtasks);
-};
-
-// One results frame in the making: an array of [task_id, status, pid, payload] records.
-struct ResultsFrame {
-  std::vector<std::uint64_t> ids;
-  msgpack::sbuffer records;
-  void add_ok(std::uint64_t id, std::int64_t pid, const std::string& results) {
-    msgpack::packer<msgpack::sbuffer> pk(records);
-    pk.pack_array(4);
-    pk.pack(id);
-    pk.pack(static_cast<std::uint8_t>(Status::ok));
-    pk.pack(pid);
-    pk.pack_bin(static_cast<std::uint32_t>(results.size()));
-    pk.pack_bin_body(results.data(), static_cast<std::uint32_t>(results.size()));
-    ids.push_back(id);
-  }
-  void add_error(std::uint64_t id, std::int64_t pid, Status status, const std::string& type, const std::string& message,
-                 std::uint64_t offset) {
-    msgpack::packer<msgpack::sbuffer> pk(records);
-    pk.pack_array(4);
-    pk.pack(id);
-    pk.pack(static_cast<std::uint8_t>(status));
-    pk.pack(pid);
-    pk.pack(std::make_tuple(type, message, offset));
-    ids.push_back(id);
-  }
-  // The frame: the array header, then the records as they are.
-  std::string take() {
-    msgpack::sbuffer head(8);
-    msgpack::packer<msgpack::sbuffer> pk(head);
-    pk.pack_array(static_cast<std::uint32_t>(ids.size()));
-    std::string out(head.data(), head.size());
-    out.append(records.data(), records.size());
-    ids.clear();
-    records.clear();
-    return out;
-  }
-};
-
-// A task's function as the worker resolved it; `error` says why one could not be (another build, garbage).
-struct Resolved {
-  ErasedFunction function = nullptr;
-  Trampoline trampoline = nullptr;
-  std::string error;
-};
-
-// A worker's finished tasks, one results frame per submitter: the scheduler forwards each frame as it is.
-class Outbox {
- public:
-  ResultsFrame& frame_for(std::uint64_t task_id) {
-    const std::uint64_t k = task_id >> submitter_shift;
-    if (last_ < frames_.size() && frames_[last_].first == k) return frames_[last_].second;
-    for (last_ = 0; last_ < frames_.size(); ++last_) {
-      if (frames_[last_].first == k) return frames_[last_].second;
-    }
-    frames_.emplace_back(k, ResultsFrame{});
-    return frames_.back().second;
-  }
-  bool empty() const {
-    return std::all_of(frames_.begin(), frames_.end(), [](const auto& f) { return f.second.ids.empty(); });
-  }
-  std::size_t filled() const {
-    return static_cast<std::size_t>(
-        std::count_if(frames_.begin(), frames_.end(), [](const auto& f) { return !f.second.ids.empty(); }));
-  }
-  // A pool_take (with `ask`) or pool_results: [ask?, [[submitter, [task ids]]...]] + those frames, at most
-  // max_report_frames of them (the rest stay for the next report).
-  wire::Envelope report(wire::Kind kind, std::uint64_t pool, std::optional<std::uint64_t> ask) {
-    const std::size_t n = std::min(filled(), max_report_frames);
-    msgpack::sbuffer buffer(64 + 10 * n);  // msgpack's default 8 KiB buffer would cost a large malloc per message
-    msgpack::packer<msgpack::sbuffer> pk(buffer);
-    pk.pack_array(ask ? 2 : 1);
-    if (ask) pk.pack(*ask);
-    pk.pack_array(static_cast<std::uint32_t>(n));
-    std::vector<std::string> frames;
-    frames.reserve(n);
-    for (auto& [k, frame] : frames_) {
-      if (frame.ids.empty() || frames.size() == n) continue;
-      pk.pack_array(2);
-      pk.pack(k);
-      pk.pack(frame.ids);
-      frames.push_back(frame.take());
-    }
-    // A worker outlives many submitters (actors come and go): forget the idle ones, keeping a few warm buffers.
-    if (frames_.size() > 4) {
-      std::erase_if(frames_, [](const auto& f) { return f.second.ids.empty(); });
-      last_ = 0;
-    }
-    wire::Envelope e;
-    e.header.kind = kind;
-    e.header.object = pool;
-    e.body.emplace_back(buffer.data(), buffer.size());
-    for (auto& f : frames) e.body.emplace_back(f.data(), f.size());
-    return e;
-  }
-
- private:
-  std::vector<std::pair<std::uint64_t, ResultsFrame>> frames_;  // few: usually the owner's alone
-  std::size_t last_ = 0;
-};
-
-// Runs one task (a chunk of calls) through its chunk trampoline and records the outcome.
-void run_task(std::uint64_t id, const Resolved& call, std::string_view payload, std::int64_t pid, ResultsFrame& out) {
-  std::string results;
-  auto& offset = chunk_offset();
-  offset = 0;
-  try {
-    if (!call.trampoline) throw ProtocolError(call.error);
-    call.trampoline(call.function, payload, results);
-  } catch (const SerializationError& e) {
-    out.add_error(id, pid, Status::unserializable, "mpx::SerializationError", e.what(), offset);
-    return;
-  } catch (const std::exception& e) {
-    out.add_error(id, pid, Status::error, current_exception_type(), e.what(), offset);
-    return;
-  } catch (...) {
-    out.add_error(id, pid, Status::error, current_exception_type(), "(not a std::exception)", offset);
-    return;
-  }
-  out.add_ok(id, pid, results);
-}
-
-// The worker process: take batches, run them, bring the results back with the next take.
-void pool_worker_main(WorkerSpec spec) {
-  // Ctrl-C in a terminal reaches the whole process group: the owner handles it, and stops the workers itself.
-  ::signal(SIGINT, SIG_IGN);
-  if (spec.initializer) {
-    try {
-      auto [function, trampoline] = resolve(*spec.initializer);
-      std::string ignored;
-      trampoline(function, spec.initargs, ignored);
-    } catch (const std::exception& e) {
-      throw runtime::ChildFailure{initializer_failed_exit, current_exception_type(), e.what()};
-    } catch (...) {
-      throw runtime::ChildFailure{initializer_failed_exit, current_exception_type(), "(not a std::exception)"};
-    }
-  }
-  // Takes and results go through the coordinator's side door when it has one (the coordinator is on this host), as all
-  // of this thread's traffic does: both legs of a task's round trip then skip ZeroMQ's I/O threads.
-  auto& channel = runtime::Channel::current();
-  const auto post = [&](wire::Envelope e) { channel.post(std::move(e)); };
-  const auto pid = static_cast<std::int64_t>(runtime::self_pid());
-  std::unordered_map<std::string, Resolved> functions;  // by encoded FunctionId
-  Outbox results;
-  std::uint64_t done = 0;
-  for (;;) {
-    std::uint64_t ask = prefetch;
-    if (spec.maxtasks) ask = std::min(ask, spec.maxtasks - done);
-    while (results.filled() > max_report_frames) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
-    auto take = results.report(wire::Kind::pool_take, spec.pool, ask);
-    auto reply = channel.request(std::move(take), std::nullopt);
-    if (reply.header.kind == wire::Kind::error) {
-      auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
-      if (static_cast<wire::ErrorCode>(code) == wire::ErrorCode::closed) return;
-      raise_error(reply);
-    }
-    if (reply.body.size() != 2) throw ProtocolError("mpx: pool_take reply without its payload frame");
-    auto [fns, tasks] = reply.body_as<std::tuple<std::vector<std::string>,
-                                                 std::vector<std::tuple<std::uint64_t, std::uint32_t, std::uint64_t>>>>();
-    std::vector<const Resolved*> slots;
-    for (auto& key : fns) {
-      auto it = functions.find(key);
-      if (it == functions.end()) {
-        Resolved r;
-        try {
-          std::tie(r.function, r.trampoline) = resolve(decode<FunctionId>(key));
-        } catch (const Error& e) {
-          // Another build, or garbage: its tasks fail with this error, which reaches their caller, instead of
-          // killing the worker.
-          r.error = e.what();
-        }
-        it = functions.emplace(std::move(key), std::move(r)).first;
-      }
-      slots.push_back(&it->second);
-    }
-    const std::string_view payload = view(reply.body[1]);
-    std::size_t offset = 0;
-    auto last_flush = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < tasks.size(); ++i) {
-      const auto& [id, slot, size] = tasks[i];
-      if (slot >= slots.size() || size > payload.size() - offset) throw ProtocolError("mpx: malformed pool_take reply");
-      run_task(id, *slots[slot], payload.substr(offset, size), pid, results.frame_for(id));
-      offset += size;
-      ++done;
-      if (i + 1 < tasks.size()) {
-        const auto now = std::chrono::steady_clock::now();
-        if (now - last_flush >= flush_interval) {
-          while (!results.empty()) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
-          last_flush = now;
-        }
-      }
-    }
-    if (spec.maxtasks && done >= spec.maxtasks) {
-      while (!results.empty()) post(results.report(wire::Kind::pool_results, spec.pool, std::nullopt));
-      // Posted results are durable once post() returns (in the side door's socket, or acknowledged), so they are
-      // handled before the coordinator handles this worker's exit.
-      return;
-    }
-  }
-}
-
-}  // namespace
-
-void PoolCore::start_worker() {
-  WorkerSpec spec;
-  spec.pool = id;
-  if (options.initializer) {
-    spec.initializer = options.initializer->id();
-    spec.initargs = options.initializer->args;
-  }
-  spec.maxtasks = options.maxtasksperchild;
-  ProcessOptions po;
-  po.name = "PoolWorker-" + std::to_string(++worker_counter);
-  po.daemon = true;
-  po.method = options.method;
-  Process worker(std::move(po), &pool_worker_main, std::move(spec));
-  worker.start();
-  workers.push_back(std::move(worker));
-  changed.notify_all();
-}
 
 void PoolCore::stop_everything(std::exception_ptr why, bool kill_workers) {
   run_deferred();  // results that arrived before the end are results, not failures
@@ -939,8 +317,9 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
           } else if (e->header.kind == wire::Kind::pool_ended) {
             // The owner is gone or terminated the pool: nothing this handle waits for can come any more.
             auto [reason, message] = e->body_as<std::tuple<std::uint8_t, std::string>>();
-            stop_everything(reason == 1 ? std::make_exception_ptr(CancelledError(message))
-                                        : std::make_exception_ptr(BrokenProcessPool(message)),
+            const bool terminated = static_cast<wire::PoolEnded>(reason) == wire::PoolEnded::terminated;
+            stop_everything(terminated ? std::make_exception_ptr(CancelledError(message))
+                                       : std::make_exception_ptr(BrokenProcessPool(message)),
                             false);
           }
         } catch (const ProtocolError& err) {
@@ -996,48 +375,6 @@ wire::Envelope submit_message(std::uint64_t pool, const std::string& function,
   e.body.emplace_back(payload.data(), payload.size());
   return e;
 }
-
-// ---- the outbox of an owner in the coordinator's process ----
-
-// The open batch is sealed into a message at this size, so that no one pull hands the scheduler a huge message.
-constexpr std::size_t batch_max_bytes = std::size_t{1} << 20;
-
-void PoolCore::seal_batch() {
-  if (batch_sizes.empty()) return;
-  outbox.push_back(submit_message(id, *batch_function, batch_sizes, batch_payload));  // copied: keeps its capacity
-  outbox.back().header.sender = static_cast<std::uint64_t>(runtime::self_pid());
-  batch_sizes.clear();
-  batch_payload.clear();
-  batch_function = nullptr;
-}
-
-bool PoolCore::outbox_add_single(const std::string& function, std::uint64_t task_id, const EncodedCalls& items) {
-  if (batch_function != &function || batch_sizes.size() >= tasks_per_message || batch_payload.size() >= batch_max_bytes) {
-    seal_batch();
-  }
-  batch_function = &function;
-  const std::size_t before = batch_payload.size();
-  append_chunk(batch_payload, items, 0, items.size());
-  batch_sizes.emplace_back(task_id, batch_payload.size() - before);
-  return published();
-}
-
-bool PoolCore::outbox_add(std::vector<wire::Envelope> messages) {
-  seal_batch();
-  for (auto& m : messages) {
-    m.header.sender = static_cast<std::uint64_t>(runtime::self_pid());
-    outbox.push_back(std::move(m));
-  }
-  return published();
-}
-
-// Seen by the scheduler's next look; and if it asked for a ring (a worker waits), the caller rings.
-bool PoolCore::published() {
-  outbox_ready.store(true);  // sequentially consistent, with the exchange: see the members
-  return ring_wanted.exchange(false);
-}
-
-void PoolCore::ring() const { post(wire::make(wire::Kind::pool_pull, id, 0, Object{})); }
 
 void PoolCore::send_submissions(std::vector<wire::Envelope> messages) {
   if (!local_outbox) {
@@ -1125,69 +462,6 @@ std::exception_ptr result_error(const ResultCore& core) {
 
 namespace {
 
-// This process's owned pools by id, for the coordinator thread's local delivery (services::set_pool_local_delivery).
-// The hook holds the mutex while it uses a pool, so a Pool that unregisters (its destructor, first thing) is never
-// touched, nor freed, by the coordinator thread afterwards.
-std::mutex local_pools_mutex;
-std::unordered_map<std::uint64_t, std::weak_ptr<PoolCore>>& local_pools() {
-  static auto* pools = new std::unordered_map<std::uint64_t, std::weak_ptr<PoolCore>>();  // outlives exit-time threads
-  return *pools;
-}
-
-// Only a frame of a few records is taken here: that is the latency case (a lone task, a few concurrent ones). A big
-// frame is a batch, whose parsing would take the coordinator thread from its other work for longer than the hop to
-// the result thread (which parses it meanwhile) costs.
-constexpr std::size_t local_delivery_max_records = 4;
-
-// The scheduler's look at an owner's outbox (services::PoolLocalSubmissions), on the coordinator thread.
-void pull_local_submissions(std::uint64_t pool, bool ring, std::vector<wire::Envelope>& out) {
-  std::lock_guard lock(local_pools_mutex);
-  auto it = local_pools().find(pool);
-  if (it == local_pools().end()) return;
-  auto core = it->second.lock();
-  if (!core) return;
-  if (ring) core->ring_wanted.store(true);  // before the read of outbox_ready: see PoolCore's members
-  if (!core->outbox_ready.load()) return;
-  std::lock_guard outbox_lock(core->outbox_mutex);
-  core->seal_batch();
-  out = std::move(core->outbox);
-  core->outbox.clear();
-  core->outbox_ready.store(false);
-}
-
-bool deliver_locally(std::uint64_t pool, std::string_view results) {
-  // A msgpack fixarray header (0x90 | n) names a frame of n <= 15 records in its first byte.
-  const auto head = results.empty() ? 0u : static_cast<unsigned>(static_cast<unsigned char>(results[0]));
-  if ((head & 0xf0u) != 0x90u || (head & 0x0fu) > local_delivery_max_records) return false;
-  std::lock_guard lock(local_pools_mutex);
-  auto it = local_pools().find(pool);
-  if (it == local_pools().end()) return false;
-  auto core = it->second.lock();
-  if (!core) return false;
-  try {
-    core->handle_results(results, true);
-  } catch (const std::exception& e) {
-    std::cerr << "mpx: pool " << pool << ": dropped a malformed delivery: " << e.what() << "\n";
-  }
-  return true;
-}
-
-void register_local_pool(const std::shared_ptr<PoolCore>& core) {
-  static std::once_flag hooked;
-  std::call_once(hooked, [] {
-    services::set_pool_local_delivery(&deliver_locally);
-    services::set_pool_local_submissions(&pull_local_submissions);
-  });
-  core->local_outbox = true;  // before any submission: fixed from here on
-  std::lock_guard lock(local_pools_mutex);
-  local_pools()[core->id] = core;
-}
-
-void unregister_local_pool(std::uint64_t id) {
-  std::lock_guard lock(local_pools_mutex);
-  local_pools().erase(id);
-}
-
 std::shared_ptr<PoolCore> new_core() {
   auto core = std::make_shared<PoolCore>();
   core->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1225,8 +499,7 @@ std::pair<zmq::socket_t, wire::Envelope> open_result_socket(wire::Envelope reque
 // Ctrl-C, then the result thread; the socket moves to the thread here (thread creation is the memory barrier ZeroMQ
 // asks for).
 void start_result_thread(PoolCore& core, zmq::socket_t dealer) {
-  install_sigint_handler();
-  core.interrupt_slot = register_interrupt_fd(core.interrupt_fd);
+  core.interrupt_slot = watch_interrupts(core.interrupt_fd);
   PoolCore* raw = &core;
   core.result_thread = std::thread([raw, dealer = std::move(dealer)]() mutable { raw->run(dealer); });
 }
@@ -1274,7 +547,7 @@ std::shared_ptr<PoolCore> pool_attach(const ObjectRef& ref) {
   core->options.processes = static_cast<int>(core->processes);
   core->options.max_retries = max_retries;
   core->workers_build_id = std::move(build_id);
-  core->next_task_id = (submitter << submitter_shift) + 1;
+  core->next_task_id = wire::pool_first_task_id(submitter);
   start_result_thread(*core, std::move(dealer));
   return core;
 }
