@@ -29,20 +29,16 @@
 #include "services/services.hpp"
 #include "services/waiters.hpp"
 #include "trace/bus.hpp"
+#include "wire/pool_frames.hpp"
 
 namespace mpx::services {
 
 namespace {
 
-// Record statuses in a results frame (PROTOCOL.md, "Pool").
-enum class Status : std::uint8_t { ok = 0, error = 1, lost = 2, cancelled = 3, unserializable = 4 };
-
 constexpr std::uint64_t max_batch = 256;
-// A task id's top bits name its submitter: id = submitter << submitter_shift | n (PROTOCOL.md, "Pool").
-constexpr unsigned submitter_shift = 40;
 constexpr std::uint64_t max_submitters = 1u << 20;  // attaches per pool: bounds the table a client can grow
 
-std::uint64_t submitter_of(std::uint64_t task_id) { return task_id >> submitter_shift; }
+std::uint64_t submitter_of(std::uint64_t task_id) { return wire::pool_submitter_of(task_id); }
 
 // The API layer's hooks for owners in this process (set_pool_local_delivery, set_pool_local_submissions).
 std::atomic<PoolLocalDelivery> local_delivery{nullptr};
@@ -188,8 +184,7 @@ class PoolService {
     ok(peer, req.header, encode(Object{}));
   }
 
-  // Why a pool ended for its attached submitters (pool_ended): they fail what they wait for accordingly.
-  enum class Ended : std::uint8_t { owner_died = 0, terminated = 1 };
+  using Ended = wire::PoolEnded;
 
   void end_for_attached(PoolState& pool, Ended reason, const std::string& message) {
     const std::string body = encode(std::make_tuple(static_cast<std::uint8_t>(reason), message));
@@ -214,10 +209,7 @@ class PoolService {
       msgpack::packer<msgpack::sbuffer> pk(frame);
       pk.pack_array(static_cast<std::uint32_t>(ids.size()));
       for (auto id : ids) {
-        pk.pack_array(4);
-        pk.pack(id);
-        pk.pack(static_cast<std::uint8_t>(Status::cancelled));
-        pk.pack(0);
+        wire::pack_pool_record_head(pk, id, wire::PoolStatus::cancelled, 0);
         pk.pack_nil();
       }
       deliver(pool, k, std::string_view(frame.data(), frame.size()));
@@ -498,10 +490,7 @@ class PoolService {
         msgpack::packer<msgpack::sbuffer> pk(lost);
         pk.pack_array(static_cast<std::uint32_t>(tasks.size()));
         for (const Task* t : tasks) {
-          pk.pack_array(4);
-          pk.pack(t->id);
-          pk.pack(static_cast<std::uint8_t>(Status::lost));
-          pk.pack(t->last_pid);
+          wire::pack_pool_record_head(pk, t->id, wire::PoolStatus::lost, t->last_pid);
           pk.pack(std::make_tuple(exitcode, t->retries));
         }
         deliver(pool, k, std::string_view(lost.data(), lost.size()));
