@@ -1,7 +1,8 @@
 // The pool scheduler: per-pool task tables inside the coordinator. Submitters post tasks (no round trip); workers
 // take batches of them (a take blocks, parked, while nothing is queued) and bring back the previous batch's results
 // on the same request; the results travel on, untouched, to the submitting socket as one push (or, to an owner in the
-// coordinator's own process, through the API layer's local delivery hook, which spares a lone result two thread hops).
+// coordinator's own process, in memory through the LocalPoolOwner it registered (services/pool_local.hpp), which
+// spares a lone result two thread hops).
 //
 // Submitters: the owner (index 0, the socket that created the pool) and any number of attached handles (pool_attach,
 // one index each). A task id carries its submitter's index in its top bits, so the tables need no second key, and a
@@ -15,7 +16,6 @@
 // worker already reported dead, or a duplicate after a requeue, is forwarded (the owner ignores what it already
 // completed) but never completes a task twice here.
 #include <algorithm>
-#include <atomic>
 #include <deque>
 #include <map>
 #include <memory>
@@ -26,6 +26,7 @@
 
 #include <mpx/function.hpp>
 
+#include "services/pool_local.hpp"
 #include "services/services.hpp"
 #include "services/waiters.hpp"
 #include "trace/bus.hpp"
@@ -40,11 +41,7 @@ constexpr std::uint64_t max_submitters = 1u << 20;  // attaches per pool: bounds
 
 std::uint64_t submitter_of(std::uint64_t task_id) { return wire::pool_submitter_of(task_id); }
 
-// The API layer's hooks for owners in this process (set_pool_local_delivery, set_pool_local_submissions).
-std::atomic<PoolLocalDelivery> local_delivery{nullptr};
-std::atomic<PoolLocalSubmissions> local_submissions{nullptr};
-
-// The hook is not used while tracing: the trace sees only what crosses the ROUTER, so a traced pool's results keep
+// Local delivery is not used while tracing: the trace sees only what crosses the ROUTER, so a traced pool's results keep
 // going through it.
 bool local_delivery_allowed() {
 #if MPX_TRACING
@@ -245,13 +242,11 @@ class PoolService {
 
   // Moves the local owner's outbox to the queue (PROTOCOL.md, "Pool", the outbox). Each pulled message is exactly
   // what the owner would have posted, so it is traced as if it had crossed the ROUTER. `ring`: see
-  // PoolLocalSubmissions. True if anything was pulled.
+  // LocalPoolOwner::pull_submissions. True if anything was pulled.
   bool pull_outbox(PoolState& pool, bool ring) {
     if (!pool.owner_local) return false;
-    auto hook = local_submissions.load(std::memory_order_acquire);
-    if (!hook) return false;
     pulled_.clear();
-    hook(pool.id, ring, pulled_);
+    pull_from_local_owner(pool.id, ring, pulled_);
     for (auto& e : pulled_) {
       MPX_TRACE_RECORD(trace::Direction::in, e, e.header.sender, trace::coordinator_actor);
       enqueue(pool, e);
@@ -354,8 +349,7 @@ class PoolService {
     const Submitter& s = pool.submitters[submitter];
     if (!s.live) return;
     if (submitter == 0 && pool.owner_local && local_delivery_allowed()) {
-      auto hook = local_delivery.load(std::memory_order_acquire);
-      if (hook && hook(pool.id, results)) return;
+      if (deliver_to_local_owner(pool.id, results)) return;
     }
     wire::Envelope push;
     push.header.kind = wire::Kind::pool_delivery;
@@ -588,11 +582,6 @@ class PoolService {
 };
 
 }  // namespace
-
-void set_pool_local_delivery(PoolLocalDelivery hook) { local_delivery.store(hook, std::memory_order_release); }
-void set_pool_local_submissions(PoolLocalSubmissions hook) {
-  local_submissions.store(hook, std::memory_order_release);
-}
 
 void install_pool(Coordinator& coordinator) {
   // Lives as long as the coordinator's handlers, which is the rest of the process.

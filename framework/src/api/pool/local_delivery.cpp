@@ -1,19 +1,19 @@
 // Local delivery: the coordinator-thread shortcut for a pool whose owner runs in the coordinator's own process (the
-// embedded default). The coordinator thread hands the owner small results frames itself (deliver_locally) instead of
-// pushing them to the result socket: a result with no callback completes right there, one notify to its waiting
-// caller, which saves the hop through the result thread on a lone task's round trip; one with a callback (callback,
-// error_callback, progress, a done callback) is queued for the result thread, so that every callback still runs
-// there, in arrival order. The other way, the owner's submissions wait in its outbox for the coordinator thread to
-// pull them (PROTOCOL.md, "Pool", the outbox).
+// embedded default). PoolCore implements the scheduler's services::LocalPoolOwner: the coordinator thread hands the
+// owner small results frames itself (take_results) instead of pushing them to the result socket. A result with no
+// callback completes right there, one notify to its waiting caller, which saves the hop through the result thread on
+// a lone task's round trip; one with a callback (callback, error_callback, progress, a done callback) is queued for
+// the result thread, so that every callback still runs there, in arrival order. The other way, the owner's
+// submissions wait in its outbox for the coordinator thread to pull them (pull_submissions; PROTOCOL.md, "Pool", the
+// outbox).
 #include <iostream>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
 
 #include "api/call.hpp"
 #include "api/pool/pool_core.hpp"
 #include "runtime/runtime.hpp"
-#include "services/services.hpp"
+#include "services/pool_local.hpp"
 
 namespace mpx::detail {
 
@@ -59,72 +59,42 @@ bool PoolCore::published() {
 
 void PoolCore::ring() const { post(wire::make(wire::Kind::pool_pull, id, 0, Object{})); }
 
-// ---- the coordinator thread's side ----
+// ---- the coordinator thread's side (services::LocalPoolOwner) ----
 
 namespace {
-
-// This process's owned pools by id, for the coordinator thread's local delivery (services::set_pool_local_delivery).
-// The hook holds the mutex while it uses a pool, so a Pool that unregisters (its destructor, first thing) is never
-// touched, nor freed, by the coordinator thread afterwards.
-std::mutex local_pools_mutex;
-std::unordered_map<std::uint64_t, std::weak_ptr<PoolCore>>& local_pools() {
-  static auto* pools = new std::unordered_map<std::uint64_t, std::weak_ptr<PoolCore>>();  // outlives exit-time threads
-  return *pools;
-}
-
 // Only a frame of a few records is taken here: that is the latency case (a lone task, a few concurrent ones). A big
 // frame is a batch, whose parsing would take the coordinator thread from its other work for longer than the hop to
 // the result thread (which parses it meanwhile) costs.
 constexpr std::size_t local_delivery_max_records = 4;
+}  // namespace
 
-// The scheduler's look at an owner's outbox (services::PoolLocalSubmissions), on the coordinator thread.
-void pull_local_submissions(std::uint64_t pool, bool ring, std::vector<wire::Envelope>& out) {
-  std::lock_guard lock(local_pools_mutex);
-  auto it = local_pools().find(pool);
-  if (it == local_pools().end()) return;
-  auto core = it->second.lock();
-  if (!core) return;
-  if (ring) core->ring_wanted.store(true);  // before the read of outbox_ready: see PoolCore's members
-  if (!core->outbox_ready.load()) return;
-  std::lock_guard outbox_lock(core->outbox_mutex);
-  core->seal_batch();
-  out = std::move(core->outbox);
-  core->outbox.clear();
-  core->outbox_ready.store(false);
+void PoolCore::pull_submissions(bool ring, std::vector<wire::Envelope>& out) {
+  if (ring) ring_wanted.store(true);  // before the read of outbox_ready: see PoolCore's members
+  if (!outbox_ready.load()) return;
+  std::lock_guard outbox_lock(outbox_mutex);
+  seal_batch();
+  out = std::move(outbox);
+  outbox.clear();
+  outbox_ready.store(false);
 }
 
-bool deliver_locally(std::uint64_t pool, std::string_view results) {
+bool PoolCore::take_results(std::string_view results) {
   // A msgpack fixarray header (0x90 | n) names a frame of n <= 15 records in its first byte.
   const auto head = results.empty() ? 0u : static_cast<unsigned>(static_cast<unsigned char>(results[0]));
   if ((head & 0xf0u) != 0x90u || (head & 0x0fu) > local_delivery_max_records) return false;
-  std::lock_guard lock(local_pools_mutex);
-  auto it = local_pools().find(pool);
-  if (it == local_pools().end()) return false;
-  auto core = it->second.lock();
-  if (!core) return false;
   try {
-    core->handle_results(results, true);
+    handle_results(results, true);
   } catch (const std::exception& e) {
-    std::cerr << "mpx: pool " << pool << ": dropped a malformed delivery: " << e.what() << "\n";
+    std::cerr << "mpx: pool " << id << ": dropped a malformed delivery: " << e.what() << "\n";
   }
   return true;
 }
-}  // namespace
 
 void register_local_pool(const std::shared_ptr<PoolCore>& core) {
-  static std::once_flag hooked;
-  std::call_once(hooked, [] {
-    services::set_pool_local_delivery(&deliver_locally);
-    services::set_pool_local_submissions(&pull_local_submissions);
-  });
   core->local_outbox = true;  // before any submission: fixed from here on
-  std::lock_guard lock(local_pools_mutex);
-  local_pools()[core->id] = core;
+  services::register_local_pool_owner(core->id, core);
 }
 
-void unregister_local_pool(std::uint64_t id) {
-  std::lock_guard lock(local_pools_mutex);
-  local_pools().erase(id);
-}
+void unregister_local_pool(std::uint64_t id) { services::unregister_local_pool_owner(id); }
 
 }  // namespace mpx::detail

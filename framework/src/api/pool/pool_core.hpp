@@ -22,6 +22,7 @@
 #include <dlfcn.h>
 
 #include "runtime/runtime.hpp"
+#include "services/pool_local.hpp"
 #include "wire/envelope.hpp"
 #include "wire/pool_frames.hpp"
 
@@ -230,7 +231,7 @@ struct StreamCore : Sink, std::enable_shared_from_this<StreamCore> {
 
 // ---- the pool ----
 
-struct PoolCore : std::enable_shared_from_this<PoolCore> {
+struct PoolCore : services::LocalPoolOwner, std::enable_shared_from_this<PoolCore> {
   enum class State { running, closed, terminated };
 
   PoolOptions options;
@@ -362,6 +363,9 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   // leaves the rest to the result thread (`deferred`).
   void handle_results(std::string_view frame, bool here);
   void run_deferred();
+  // services::LocalPoolOwner, on the coordinator thread (local_delivery.cpp).
+  bool take_results(std::string_view results) override;
+  void pull_submissions(bool ring, std::vector<wire::Envelope>& out) override;
   void worker_ended(zmq::socket_t& dealer, Process worker);
   void stop_everything(std::exception_ptr why, bool kill_workers);
 };
