@@ -18,8 +18,6 @@
 #include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
 #include "wire/envelope.hpp"
-#include "wire/interrupted.hpp"
-#include "wire/transport.hpp"
 
 namespace mpx::detail {
 
@@ -210,12 +208,12 @@ void PoolCore::run_deferred() {
   }
 }
 
-void PoolCore::worker_ended(zmq::socket_t& dealer, Process worker) {
+void PoolCore::worker_ended(runtime::Channel& results, Process worker) {
   const int code = worker.exitcode().value_or(-SIGKILL);
   const pid_t pid = worker.pid();
   auto report = wire::make(wire::Kind::pool_worker_exit, id, 0,
                            std::make_tuple(static_cast<std::int64_t>(pid), static_cast<std::int64_t>(code)));
-  wire::send(dealer, report, static_cast<std::uint64_t>(runtime::self_pid()));
+  results.post(std::move(report));
   std::unique_lock lock(mutex);
   std::erase_if(workers, [pid](const Process& p) { return p.pid() == pid; });
   const bool used_up = options.maxtasksperchild && tasks_done[pid] >= options.maxtasksperchild;
@@ -257,10 +255,10 @@ void PoolCore::worker_ended(zmq::socket_t& dealer, Process worker) {
   }
 }
 
-void PoolCore::run(zmq::socket_t& dealer) {
+void PoolCore::run(runtime::Channel& results) {
   for (;;) {
     try {
-      if (run_once(dealer)) return;
+      if (run_once(results)) return;
     } catch (const std::exception& e) {
       // The result thread must outlive any one bad event, or every waiter would hang.
       std::cerr << "mpx: pool " << id << ": result thread: " << e.what() << "\n";
@@ -269,7 +267,7 @@ void PoolCore::run(zmq::socket_t& dealer) {
 }
 
 // One wake-up of the result thread; true when it should stop.
-bool PoolCore::run_once(zmq::socket_t& dealer) {
+bool PoolCore::run_once(runtime::Channel& results) {
   std::vector<zmq::pollitem_t> items;
   std::vector<Process> watched;
   for (;;) {
@@ -283,7 +281,6 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
       watched = workers;
     }
     items.clear();
-    items.push_back({dealer.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
     items.push_back({nullptr, interrupt_fd, ZMQ_POLLIN, 0});
     bool reaped_elsewhere = false;
@@ -295,22 +292,23 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
     if (reaped_elsewhere) {
       // Someone else reaped a worker (active_children(), for one): its sentinel is closed, but its exit code is kept.
       for (auto& w : watched) {
-        if (w.sentinel() < 0) worker_ended(dealer, w);
+        if (w.sentinel() < 0) worker_ended(results, w);
       }
       continue;
     }
+    bool pushed = false;
     try {
-      (void)wire::poll(items.data(), items.size(), -1);
+      pushed = results.wait_for_push(items, std::nullopt);
     } catch (const zmq::error_t& e) {
       if (e.num() == EBADF) continue;
       return true;  // the context is gone: the process is exiting
     }
     run_deferred();  // what the coordinator thread left here came before anything on the socket now
-    if (items[0].revents & ZMQ_POLLIN) {
+    if (pushed) {
       for (;;) {
         std::optional<wire::Envelope> e;
         try {
-          e = wire::recv(dealer, nullptr, true);
+          e = results.next_push();
           if (!e) break;
           if (e->header.kind == wire::Kind::pool_delivery) {
             handle_delivery(*e);
@@ -327,21 +325,21 @@ bool PoolCore::run_once(zmq::socket_t& dealer) {
         }
       }
     }
-    if (items[1].revents & ZMQ_POLLIN) {
+    if (items[0].revents & ZMQ_POLLIN) {
       std::uint64_t n = 0;
       (void)!::read(wake_fd, &n, sizeof n);
     }
-    if (items[2].revents & ZMQ_POLLIN) {
+    if (items[1].revents & ZMQ_POLLIN) {
       std::uint64_t n = 0;
       (void)!::read(interrupt_fd, &n, sizeof n);
       auto why = std::make_exception_ptr(
           Interrupted("mpx: interrupted (SIGINT): the pool's workers were stopped and its tasks cancelled"));
       auto bye = leave_message();
-      wire::send(dealer, bye, static_cast<std::uint64_t>(runtime::self_pid()));
+      results.post(std::move(bye));
       stop_everything(why, true);
     }
     for (std::size_t i = 0; i < watched.size(); ++i) {
-      if (items[i + 3].revents & ZMQ_POLLIN) worker_ended(dealer, watched[i]);
+      if (items[i + 2].revents & ZMQ_POLLIN) worker_ended(results, watched[i]);
     }
   }
 }
@@ -472,36 +470,28 @@ std::shared_ptr<PoolCore> new_core() {
   return core;
 }
 
-// The result socket: a DEALER of its own, subscribed by the request it sends (pool_create or pool_attach): the
-// scheduler pushes this submitter's deliveries to it. Returns the socket and the request's ok reply.
-std::pair<zmq::socket_t, wire::Envelope> open_result_socket(wire::Envelope request) {
+// The result channel: a DEALER of its own, subscribed by the request it sends (pool_create or pool_attach): the
+// scheduler pushes this submitter's deliveries to it. Returns the channel and the request's ok reply.
+std::pair<std::unique_ptr<runtime::Channel>, wire::Envelope> open_result_channel(wire::Envelope request) {
   runtime::ensure_coordinator();
   const runtime::Coordinator* local = runtime::coordinator_if_running();
   const std::string endpoint = local ? local->local_endpoint() : runtime::state().session.coordinator_endpoint;
-  zmq::socket_t dealer(runtime::context(), zmq::socket_type::dealer);
-  wire::configure(dealer, endpoint);
-  dealer.set(zmq::sockopt::linger, 0);
-  dealer.set(zmq::sockopt::rcvhwm, 0);  // deliveries are answers to our own submissions: never drop one
-  dealer.connect(endpoint);
+  auto channel = runtime::Channel::for_pushes(runtime::context(), endpoint);
   const auto kind = request.header.kind;
-  wire::send(dealer, request, static_cast<std::uint64_t>(runtime::self_pid()));
-  zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
-  if (wire::poll(&item, 1, 30000) == 0) {
-    throw TimeoutError("mpx: the coordinator did not answer " + std::string(wire::kind_name(kind)));
+  auto reply = channel->request(std::move(request), std::chrono::seconds(30));
+  if (reply.header.kind == wire::Kind::error) raise_error(reply);
+  if (reply.header.kind != wire::Kind::ok) {
+    throw ProtocolError("mpx: " + std::string(wire::kind_name(kind)) + " was refused");
   }
-  auto reply = wire::recv(dealer, nullptr, false);
-  if (!reply) throw ProtocolError("mpx: no answer to " + std::string(wire::kind_name(kind)));
-  if (reply->header.kind == wire::Kind::error) raise_error(*reply);
-  if (reply->header.kind != wire::Kind::ok) throw ProtocolError("mpx: " + std::string(wire::kind_name(kind)) + " was refused");
-  return {std::move(dealer), std::move(*reply)};
+  return {std::move(channel), std::move(reply)};
 }
 
-// Ctrl-C, then the result thread; the socket moves to the thread here (thread creation is the memory barrier ZeroMQ
+// Ctrl-C, then the result thread; the channel moves to the thread here (thread creation is the memory barrier ZeroMQ
 // asks for).
-void start_result_thread(PoolCore& core, zmq::socket_t dealer) {
+void start_result_thread(PoolCore& core, std::unique_ptr<runtime::Channel> results) {
   core.interrupt_slot = watch_interrupts(core.interrupt_fd);
   PoolCore* raw = &core;
-  core.result_thread = std::thread([raw, dealer = std::move(dealer)]() mutable { raw->run(dealer); });
+  core.result_thread = std::thread([raw, results = std::move(results)] { raw->run(*results); });
 }
 
 }  // namespace
@@ -513,7 +503,7 @@ std::shared_ptr<PoolCore> pool_start(PoolOptions options) {
   core->processes = static_cast<std::size_t>(options.processes.value_or(cpu_count()));
   core->options = std::move(options);
   // The workers run this program: attached handles compare their functions' build against it.
-  auto [dealer, reply] = open_result_socket(wire::make(
+  auto [results, reply] = open_result_channel(wire::make(
       wire::Kind::pool_create, 0, 1,
       std::make_tuple(core->options.max_retries, static_cast<std::uint32_t>(core->processes), main_build_id())));
   core->id = std::get<0>(reply.body_as<std::tuple<std::uint64_t>>());
@@ -524,7 +514,7 @@ std::shared_ptr<PoolCore> pool_start(PoolOptions options) {
     std::lock_guard lock(core->mutex);
     for (std::size_t i = 0; i < core->processes; ++i) core->start_worker();
   }
-  start_result_thread(*core, std::move(dealer));
+  start_result_thread(*core, std::move(results));
   return core;
 }
 
@@ -537,7 +527,7 @@ std::shared_ptr<PoolCore> pool_attach(const ObjectRef& ref) {
   }
   auto core = new_core();
   core->attached = true;
-  auto [dealer, reply] = open_result_socket(wire::make(wire::Kind::pool_attach, ref.id, 1, Object{}));
+  auto [results, reply] = open_result_channel(wire::make(wire::Kind::pool_attach, ref.id, 1, Object{}));
   auto [submitter, processes, max_retries, build_id] =
       reply.body_as<std::tuple<std::uint64_t, std::uint32_t, std::uint32_t, std::string>>();
   core->id = ref.id;
@@ -548,7 +538,7 @@ std::shared_ptr<PoolCore> pool_attach(const ObjectRef& ref) {
   core->options.max_retries = max_retries;
   core->workers_build_id = std::move(build_id);
   core->next_task_id = wire::pool_first_task_id(submitter);
-  start_result_thread(*core, std::move(dealer));
+  start_result_thread(*core, std::move(results));
   return core;
 }
 

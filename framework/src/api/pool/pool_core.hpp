@@ -21,6 +21,7 @@
 #include <cxxabi.h>
 #include <dlfcn.h>
 
+#include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
 #include "services/pool_local.hpp"
 #include "wire/envelope.hpp"
@@ -356,8 +357,8 @@ struct PoolCore : services::LocalPoolOwner, std::enable_shared_from_this<PoolCor
   void ring() const;
   // Posts them, or (a local owner) adds them to the outbox: either way after everything submitted before.
   void send_submissions(std::vector<wire::Envelope> messages);
-  void run(zmq::socket_t& dealer);
-  bool run_once(zmq::socket_t& dealer);
+  void run(runtime::Channel& results);
+  bool run_once(runtime::Channel& results);
   void handle_delivery(const wire::Envelope& e);
   // A results frame. `here`: on the coordinator thread (local delivery), which completes what has no callbacks and
   // leaves the rest to the result thread (`deferred`).
@@ -366,7 +367,7 @@ struct PoolCore : services::LocalPoolOwner, std::enable_shared_from_this<PoolCor
   // services::LocalPoolOwner, on the coordinator thread (local_delivery.cpp).
   bool take_results(std::string_view results) override;
   void pull_submissions(bool ring, std::vector<wire::Envelope>& out) override;
-  void worker_ended(zmq::socket_t& dealer, Process worker);
+  void worker_ended(runtime::Channel& results, Process worker);
   void stop_everything(std::exception_ptr why, bool kill_workers);
 };
 
