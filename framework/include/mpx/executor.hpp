@@ -10,12 +10,11 @@
 #pragma once
 
 #include <concepts>
-#include <condition_variable>
-#include <deque>
 #include <memory>
 #include <mutex>
-#include <unordered_set>
+#include <vector>
 
+#include <mpx/detail/futures_wait.hpp>
 #include <mpx/pool.hpp>
 
 namespace mpx {
@@ -116,57 +115,6 @@ inline constexpr ReturnWhen FIRST_COMPLETED = ReturnWhen::FIRST_COMPLETED;
 /// Python's concurrent.futures.FIRST_EXCEPTION.
 inline constexpr ReturnWhen FIRST_EXCEPTION = ReturnWhen::FIRST_EXCEPTION;
 inline constexpr ReturnWhen ALL_COMPLETED = ReturnWhen::ALL_COMPLETED;  ///< Python's concurrent.futures.ALL_COMPLETED.
-
-namespace detail {
-
-// Collects completions of many results, in completion order (Python's _AcquireFutures/_Waiter, in one place).
-struct Completions {
-  std::mutex mutex;
-  std::condition_variable changed;
-  std::deque<std::size_t> order;  // indexes, as they completed
-
-  // Waits until `enough(order)` or the timeout; returns whether it was enough.
-  template <class Enough>
-  bool wait(const Timeout& timeout, Enough enough) {
-    WaitingCaller waiting;
-    std::unique_lock lock(mutex);
-    if (!timeout) {
-      changed.wait(lock, [&] { return enough(); });
-      return true;
-    }
-    return changed.wait_for(lock, std::chrono::duration_cast<std::chrono::nanoseconds>(*timeout),
-                            [&] { return enough(); });
-  }
-};
-
-// Python makes a set of the futures first: one given several times counts, and is yielded, once. First come first.
-template <AnyFuture F>
-std::vector<F> distinct(std::vector<F> futures) {
-  std::unordered_set<const ResultCore*> seen;
-  std::vector<F> out;
-  out.reserve(futures.size());
-  for (auto& f : futures) {
-    if (seen.insert(f.core().get()).second) out.push_back(std::move(f));
-  }
-  return out;
-}
-
-template <AnyFuture F>
-std::shared_ptr<Completions> watch(const std::vector<F>& futures) {
-  auto c = std::make_shared<Completions>();
-  for (std::size_t i = 0; i < futures.size(); ++i) {
-    result_add_done_callback(*futures[i].core(), [c, i] {
-      {
-        std::lock_guard lock(c->mutex);
-        c->order.push_back(i);
-      }
-      c->changed.notify_all();
-    });
-  }
-  return c;
-}
-
-}  // namespace detail
 
 /// as_completed(futures, timeout): the futures in the order they finish. Iterating raises TimeoutError when the
 /// timeout (counted from this call) passes with futures unfinished.
@@ -293,9 +241,9 @@ class MPX_API ProcessPoolExecutor {
       using R = detail::zip_result_t<F, std::tuple_element_t<I, std::tuple<Args...>>...>;
       const std::size_t total = detail::zip_size(std::get<I>(all)...);
       auto produce = detail::zip_producer(f, options.chunksize, std::get<I>(std::move(all))...);
-      auto results = pool_.stream_with<R>(f, std::move(produce), options.chunksize, true,
-                                          std::numeric_limits<std::size_t>::max(), std::move(options.progress), total,
-                                          deadline);
+      auto results = detail::pool_stream<R>(*pool_.core(), f, std::move(produce), options.chunksize, true,
+                                            std::numeric_limits<std::size_t>::max(), std::move(options.progress),
+                                            total, deadline);
       results.fill();
       return results;
     }(std::make_index_sequence<ranges>{});

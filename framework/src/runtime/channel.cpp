@@ -116,18 +116,36 @@ std::optional<std::chrono::steady_clock::time_point> deadline_after(std::optiona
 
 Channel::Channel(zmq::context_t& context, const std::string& endpoint) : Channel(context, endpoint, Posts::sent) {}
 
-Channel::Channel(zmq::context_t& context, const std::string& endpoint, Posts posts)
+Channel::Channel(zmq::context_t& context, const std::string& endpoint, Posts posts, bool hello)
     : socket_(context, zmq::socket_type::dealer),
       actor_id_(static_cast<std::uint64_t>(::getpid())),
       endpoint_(endpoint),
       posts_(posts) {
   wire::configure(socket_, endpoint);
   socket_.set(zmq::sockopt::linger, 200);
-  socket_.set(zmq::sockopt::rcvhwm, 0);  // replies (batches of queue items) are bounded by what this thread asked for
+  // Replies (batches of queue items) are bounded by what this thread asked for, and pushes answer its own
+  // submissions: never drop one.
+  socket_.set(zmq::sockopt::rcvhwm, 0);
   socket_.connect(endpoint);
-  wire::Envelope hello = make_hello();
-  wire::send(socket_, hello, actor_id_);
+  if (!hello) return;
+  wire::Envelope message = make_hello();
+  wire::send(socket_, message, actor_id_);
 }
+
+std::unique_ptr<Channel> Channel::for_pushes(zmq::context_t& context, const std::string& endpoint) {
+  return std::unique_ptr<Channel>(new Channel(context, endpoint, Posts::sent, false));
+}
+
+bool Channel::wait_for_push(std::span<zmq::pollitem_t> others, std::optional<std::chrono::milliseconds> timeout) {
+  wait_items_.clear();
+  wait_items_.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
+  wait_items_.insert(wait_items_.end(), others.begin(), others.end());
+  (void)wire::poll(wait_items_.data(), wait_items_.size(), timeout.value_or(std::chrono::milliseconds(-1)).count());
+  for (std::size_t i = 0; i < others.size(); ++i) others[i].revents = wait_items_[i + 1].revents;
+  return (wait_items_[0].revents & ZMQ_POLLIN) != 0;
+}
+
+std::optional<wire::Envelope> Channel::next_push() { return wire::recv(socket_, nullptr, true); }
 
 Channel::Channel() : actor_id_(static_cast<std::uint64_t>(::getpid())) {}
 

@@ -3,8 +3,11 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -42,13 +45,24 @@ class Channel {
 
   // A ZeroMQ channel to `endpoint` (a manager's, say): posts on it are sent and not acknowledged.
   explicit Channel(zmq::context_t& context, const std::string& endpoint);
+
+  // A ZeroMQ channel of its own to the coordinator at `endpoint` that also receives pushes: unsolicited messages
+  // that its first request subscribed it to (a pool's result channel). It sends no hello: the process's other
+  // channels speak for the process.
+  static std::unique_ptr<Channel> for_pushes(zmq::context_t& context, const std::string& endpoint);
+  // Waits until a push can be received or one of `others` is readable (their revents say which), and returns whether
+  // a push can. nullopt waits as long as it takes. Throws zmq::error_t if the wait fails (EBADF: one of `others` was
+  // closed).
+  bool wait_for_push(std::span<zmq::pollitem_t> others, std::optional<std::chrono::milliseconds> timeout);
+  // The next push, or nullopt if none is there. A malformed one throws ProtocolError.
+  std::optional<wire::Envelope> next_push();
   ~Channel();
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
 
  private:
   enum class Posts { sent, acknowledged };
-  Channel(zmq::context_t& context, const std::string& endpoint, Posts posts);
+  Channel(zmq::context_t& context, const std::string& endpoint, Posts posts, bool hello = true);
   Channel();  // for the side door: no ZeroMQ socket
   // Connects to the side door at `path`; false (and no side door) if it cannot.
   bool open_side_door(const std::string& path);
@@ -65,6 +79,7 @@ class Channel {
   std::string endpoint_;
   Posts posts_ = Posts::sent;
   bool unconfirmed_posts_ = false;
+  std::vector<zmq::pollitem_t> wait_items_;  // wait_for_push's: this socket, then the others
 };
 
 // Runs on a thread that ends, just before its channel closes, so what the hook sends still goes out (a consumer thread

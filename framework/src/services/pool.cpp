@@ -1,7 +1,8 @@
 // The pool scheduler: per-pool task tables inside the coordinator. Submitters post tasks (no round trip); workers
 // take batches of them (a take blocks, parked, while nothing is queued) and bring back the previous batch's results
 // on the same request; the results travel on, untouched, to the submitting socket as one push (or, to an owner in the
-// coordinator's own process, through the API layer's local delivery hook, which spares a lone result two thread hops).
+// coordinator's own process, in memory through the LocalPoolOwner it registered (services/pool_local.hpp), which
+// spares a lone result two thread hops).
 //
 // Submitters: the owner (index 0, the socket that created the pool) and any number of attached handles (pool_attach,
 // one index each). A task id carries its submitter's index in its top bits, so the tables need no second key, and a
@@ -15,7 +16,6 @@
 // worker already reported dead, or a duplicate after a requeue, is forwarded (the owner ignores what it already
 // completed) but never completes a task twice here.
 #include <algorithm>
-#include <atomic>
 #include <deque>
 #include <map>
 #include <memory>
@@ -26,29 +26,22 @@
 
 #include <mpx/function.hpp>
 
+#include "services/pool_local.hpp"
 #include "services/services.hpp"
 #include "services/waiters.hpp"
 #include "trace/bus.hpp"
+#include "wire/pool_frames.hpp"
 
 namespace mpx::services {
 
 namespace {
 
-// Record statuses in a results frame (PROTOCOL.md, "Pool").
-enum class Status : std::uint8_t { ok = 0, error = 1, lost = 2, cancelled = 3, unserializable = 4 };
-
 constexpr std::uint64_t max_batch = 256;
-// A task id's top bits name its submitter: id = submitter << submitter_shift | n (PROTOCOL.md, "Pool").
-constexpr unsigned submitter_shift = 40;
 constexpr std::uint64_t max_submitters = 1u << 20;  // attaches per pool: bounds the table a client can grow
 
-std::uint64_t submitter_of(std::uint64_t task_id) { return task_id >> submitter_shift; }
+std::uint64_t submitter_of(std::uint64_t task_id) { return wire::pool_submitter_of(task_id); }
 
-// The API layer's hooks for owners in this process (set_pool_local_delivery, set_pool_local_submissions).
-std::atomic<PoolLocalDelivery> local_delivery{nullptr};
-std::atomic<PoolLocalSubmissions> local_submissions{nullptr};
-
-// The hook is not used while tracing: the trace sees only what crosses the ROUTER, so a traced pool's results keep
+// Local delivery is not used while tracing: the trace sees only what crosses the ROUTER, so a traced pool's results keep
 // going through it.
 bool local_delivery_allowed() {
 #if MPX_TRACING
@@ -179,8 +172,7 @@ class PoolService final : public Service {
     ok(peer, req.header, encode(Object{}));
   }
 
-  // Why a pool ended for its attached submitters (pool_ended): they fail what they wait for accordingly.
-  enum class Ended : std::uint8_t { owner_died = 0, terminated = 1 };
+  using Ended = wire::PoolEnded;
 
   void end_for_attached(PoolState& pool, Ended reason, const std::string& message) {
     const std::string body = encode(std::make_tuple(static_cast<std::uint8_t>(reason), message));
@@ -205,10 +197,7 @@ class PoolService final : public Service {
       msgpack::packer<msgpack::sbuffer> pk(frame);
       pk.pack_array(static_cast<std::uint32_t>(ids.size()));
       for (auto id : ids) {
-        pk.pack_array(4);
-        pk.pack(id);
-        pk.pack(static_cast<std::uint8_t>(Status::cancelled));
-        pk.pack(0);
+        wire::pack_pool_record_head(pk, id, wire::PoolStatus::cancelled, 0);
         pk.pack_nil();
       }
       deliver(pool, k, std::string_view(frame.data(), frame.size()));
@@ -244,13 +233,11 @@ class PoolService final : public Service {
 
   // Moves the local owner's outbox to the queue (PROTOCOL.md, "Pool", the outbox). Each pulled message is exactly
   // what the owner would have posted, so it is traced as if it had crossed the ROUTER. `ring`: see
-  // PoolLocalSubmissions. True if anything was pulled.
+  // LocalPoolOwner::pull_submissions. True if anything was pulled.
   bool pull_outbox(PoolState& pool, bool ring) {
     if (!pool.owner_local) return false;
-    auto hook = local_submissions.load(std::memory_order_acquire);
-    if (!hook) return false;
     pulled_.clear();
-    hook(pool.id, ring, pulled_);
+    pull_from_local_owner(pool.id, ring, pulled_);
     for (auto& e : pulled_) {
       MPX_TRACE_RECORD(trace::Direction::in, e, e.header.sender, trace::coordinator_actor);
       enqueue(pool, e);
@@ -353,8 +340,7 @@ class PoolService final : public Service {
     const Submitter& s = pool.submitters[submitter];
     if (!s.live) return;
     if (submitter == 0 && pool.owner_local && local_delivery_allowed()) {
-      auto hook = local_delivery.load(std::memory_order_acquire);
-      if (hook && hook(pool.id, results)) return;
+      if (deliver_to_local_owner(pool.id, results)) return;
     }
     wire::Envelope push;
     push.header.kind = wire::Kind::pool_delivery;
@@ -489,10 +475,7 @@ class PoolService final : public Service {
         msgpack::packer<msgpack::sbuffer> pk(lost);
         pk.pack_array(static_cast<std::uint32_t>(tasks.size()));
         for (const Task* t : tasks) {
-          pk.pack_array(4);
-          pk.pack(t->id);
-          pk.pack(static_cast<std::uint8_t>(Status::lost));
-          pk.pack(t->last_pid);
+          wire::pack_pool_record_head(pk, t->id, wire::PoolStatus::lost, t->last_pid);
           pk.pack(std::make_tuple(exitcode, t->retries));
         }
         deliver(pool, k, std::string_view(lost.data(), lost.size()));
@@ -589,11 +572,6 @@ class PoolService final : public Service {
 };
 
 }  // namespace
-
-void set_pool_local_delivery(PoolLocalDelivery hook) { local_delivery.store(hook, std::memory_order_release); }
-void set_pool_local_submissions(PoolLocalSubmissions hook) {
-  local_submissions.store(hook, std::memory_order_release);
-}
 
 std::unique_ptr<Service> install_pool(Host& host) { return installed<PoolService>(host); }
 
