@@ -3,7 +3,9 @@
 // Every workload is measured three ways on this machine, now: through mpx, through a Python snippet run as a script
 // file, and through the cheapest raw C that does the same job. The ratio python/mpx is checked against a target, and
 // mpx's share of the raw floor against another; a workload may have either target or both (a Python number with no
-// Python target is shown for reference). A new workload is one more entry in workloads().
+// Python target is shown for reference). A new workload is one more Workload{...} in workloads(); the measuring
+// shapes that several workloads share (a child streaming to this process, a round trip, a batch of tasks) are written
+// once, for mpx and for Python, under "shared shapes" below.
 #include <mpx/mpx.hpp>
 
 #include <CLI/CLI.hpp>
@@ -80,22 +82,111 @@ double measure_ms(int n, F&& once) {
   return mean_or_median(std::move(times));
 }
 
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Every field has a default, so that a workload names only what it has (designated initializers, in this order).
 struct Workload {
-  std::string name;  // "group/variant"; --only matches the whole name or either part
-  std::string unit;  // of the mpx, python and raw numbers
-  double target;     // python/mpx must reach at least this; 0: no Python target (Python, if measured, is a reference)
-  int iterations;    // timed mpx and raw calls
-  int python_iterations;
-  std::function<double(int n)> mpx;
+  std::string name{};  // "group/variant"; --only matches the whole name or either part
+  std::string unit{};  // of the mpx, python and raw numbers; a throughput's ends in "/s"
+  double target = 0;   // python/mpx must reach at least this; 0: no Python target (Python, if measured, is a reference)
+  std::optional<double> raw_target{};  // the fraction of the raw floor's performance mpx must reach, if any
+  int iterations = 0;                  // timed mpx and raw calls
+  int python_iterations = 0;
+  std::function<double(int n)> mpx{};
   // The body of a Python function of `n` that returns its statistic in `unit`. It may call _measure_ms(n, once),
   // which warms up once like measure_ms above; `os`, `time` and `multiprocessing` are imported. Empty: no Python side.
-  std::string python;
-  std::function<double(int n)> raw;  // empty when there is no meaningful floor
-  std::string raw_label;             // what the raw column measured, for the legend
-  bool higher_is_better = false;     // throughput (items/s) rather than latency (ms, us) or memory (bytes/item)
-  std::optional<double> raw_target;  // the fraction of the raw floor's performance mpx must reach, if any
-  std::string note;                  // printed under the table when the workload ran: what exactly is compared
+  std::string python{};
+  std::function<double(int n)> raw{};  // empty when there is no meaningful floor
+  std::string raw_label{};             // what the raw column measured, for the legend
+  std::string note{};                  // printed under the table when the workload ran: what exactly is compared
+
+  // Throughput (items/s) rather than latency (ms, us) or memory (bytes/item).
+  bool higher_is_better() const { return unit.ends_with("/s"); }
 };
+
+// ---- shared shapes: each measured the same way in mpx and in Python ----
+
+std::string indent(const std::string& body) {
+  std::istringstream in(body);
+  std::string line, out;
+  while (std::getline(in, line)) out += "    " + line + "\n";
+  return out;
+}
+
+// A child process runs send(end, n) and this process takes n items with take(): items per second from the child's
+// start to the last take. The first 1000 items are sent and taken here, untimed (coordinator, channel, allocator).
+template <class Send, class End, class Take>
+double child_to_parent_rate(int n, Send send, const End& end, Take take) {
+  send(end, 1000);
+  for (int i = 0; i < 1000; ++i) take();
+  const auto t0 = Clock::now();
+  mpx::Process p(send, end, n);
+  p.start();
+  for (int i = 0; i < n; ++i) take();
+  const double seconds = seconds_since(t0);
+  p.join();
+  return n / seconds;
+}
+
+// Python's child_to_parent_rate: after `setup`, a Process(target=`target_args`) started with the clock, and `take`
+// n times in this process.
+std::string python_child_to_parent_rate(const std::string& setup, const std::string& target_args,
+                                        const std::string& take) {
+  return setup +
+         "p = multiprocessing.Process(target=" + target_args + ")\n"
+         "t0 = time.perf_counter()\n"
+         "p.start()\n"
+         "for _ in range(n):\n"
+         "    " + take + "\n"
+         "seconds = time.perf_counter() - t0\n"
+         "p.join()\n"
+         "return n / seconds\n";
+}
+
+constexpr int round_trip_warmup = 1000;
+
+// A short call timed one call at a time after round_trip_warmup untimed ones: microseconds per call.
+template <class F>
+double round_trip_us(int n, F&& once) {
+  for (int k = 0; k < round_trip_warmup; ++k) once();
+  return measure_ms(n, once) * 1000.0;
+}
+
+// Python's round_trip_us, timed as one loop: a per-call perf_counter() would cost Python about as much as a fast
+// call. `body` (which may use i) runs 1000 times untimed, then n times; `teardown` runs after the clock stopped.
+std::string python_loop_us(const std::string& setup, const std::string& body, const std::string& teardown = "") {
+  return setup + "for i in range(1000):\n" + indent(body) +
+         "t0 = time.perf_counter()\n"
+         "for i in range(n):\n" + indent(body) +
+         "us = (time.perf_counter() - t0) * 1e6 / n\n" + teardown + "return us\n";
+}
+
+// n tasks submitted with submit(i), then every result collected with collect(): tasks per second. The caller warms
+// its pool up first.
+template <class Submit, class Collect>
+double batch_rate(int n, Submit submit, Collect collect) {
+  const auto t0 = Clock::now();
+  std::vector<decltype(submit(0))> pending;
+  pending.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) pending.push_back(submit(i));
+  long long sum = 0;
+  for (auto& r : pending) sum += collect(r);
+  const double seconds = seconds_since(t0);
+  if (sum < 0) throw std::runtime_error("batch of tasks: wrong result");
+  return n / seconds;
+}
+
+// Python's pool workloads: inside `with OPEN as pool:`, one untimed `warm_up` call, then `work` timed; tasks per
+// second.
+std::string python_pool_rate(const std::string& open, const std::string& warm_up, const std::string& work) {
+  return "with " + open + " as pool:\n"
+         "    " + warm_up + "\n"
+         "    t0 = time.perf_counter()\n" + indent(work) +
+         "    seconds = time.perf_counter() - t0\n"
+         "return n / seconds\n";
+}
+
+// ---- processes ----
 
 void trivial() {}
 
@@ -128,37 +219,33 @@ void spawn_self_wait() {
 
 Workload process_start_join(mpx::StartMethod method, double target, int iterations, int python_iterations) {
   const std::string m(mpx::to_string(method));
-  Workload w;
-  w.name = "process/" + m;
-  w.unit = "ms";
-  w.target = target;
-  w.iterations = iterations;
-  w.python_iterations = python_iterations;
-  w.mpx = [method](int n) {
-    const mpx::Context ctx(method);
-    return measure_ms(n, [&] {
-      mpx::Process p = ctx.Process(trivial);
-      p.start();
-      p.join();
-    });
+  const bool spawn = method == mpx::StartMethod::spawn;
+  return {
+      .name = "process/" + m,
+      .unit = "ms",
+      .target = target,
+      .iterations = iterations,
+      .python_iterations = python_iterations,
+      .mpx =
+          [method](int n) {
+            const mpx::Context ctx(method);
+            return measure_ms(n, [&] {
+              mpx::Process p = ctx.Process(trivial);
+              p.start();
+              p.join();
+            });
+          },
+      // os.getpid is Python's trivial target: under `python3 -c` a function defined in __main__ cannot be found by
+      // a spawned or forkserved child, while a builtin pickles by reference under every start method.
+      .python = "ctx = multiprocessing.get_context('" + m + "')\n"
+                "def once():\n"
+                "    p = ctx.Process(target=os.getpid)\n"
+                "    p.start()\n"
+                "    p.join()\n"
+                "return _measure_ms(n, once)\n",
+      .raw = [spawn](int n) { return measure_ms(n, spawn ? spawn_self_wait : fork_exit_wait); },
+      .raw_label = spawn ? "posix_spawn(/proc/self/exe) exiting before main + waitpid" : "fork() + _exit(0) + waitpid",
   };
-  // os.getpid is Python's trivial target: under `python3 -c` a function defined in __main__ cannot be found by a
-  // spawned or forkserved child, while a builtin pickles by reference under every start method.
-  w.python =
-      "ctx = multiprocessing.get_context('" + m + "')\n"
-      "def once():\n"
-      "    p = ctx.Process(target=os.getpid)\n"
-      "    p.start()\n"
-      "    p.join()\n"
-      "return _measure_ms(n, once)\n";
-  if (method == mpx::StartMethod::spawn) {
-    w.raw = [](int n) { return measure_ms(n, spawn_self_wait); };
-    w.raw_label = "posix_spawn(/proc/self/exe) exiting before main + waitpid";
-  } else {
-    w.raw = [](int n) { return measure_ms(n, fork_exit_wait); };
-    w.raw_label = "fork() + _exit(0) + waitpid";
-  }
-  return w;
 }
 
 // ---- queues ----
@@ -170,20 +257,11 @@ void queue_producer(mpx::Queue<std::string> q, int n) {
   for (int i = 0; i < n; ++i) q.put(item);
 }
 
-// One producer process, the consumer here: items per second from start to the last get. A JoinableQueue goes to the
-// producer as the Queue it is.
+// One producer process, the consumer here. A JoinableQueue goes to the producer as the Queue it is.
 template <class Q = mpx::Queue<std::string>>
 double mpx_queue_throughput(int n) {
   Q q;
-  queue_producer(q, 1000);  // warm-up: coordinator, channel, allocator
-  for (int i = 0; i < 1000; ++i) (void)q.get();
-  const auto t0 = Clock::now();
-  mpx::Process p(queue_producer, q, n);
-  p.start();
-  for (int i = 0; i < n; ++i) (void)q.get();
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  p.join();
-  return n / seconds;
+  return child_to_parent_rate(n, queue_producer, q, [&] { (void)q.get(); });
 }
 
 // The floor: a forked PUSH to a PULL over ipc, 64-byte messages, nothing else. The PULL binds before the fork, on a
@@ -214,7 +292,7 @@ double zmq_push_pull_throughput(int n) {
   zmq::message_t m;
   int received = 0;
   while (received < n && pull.recv(m)) ++received;
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double seconds = seconds_since(t0);
   pull.close();
   ::waitpid(pid, nullptr, 0);
   std::filesystem::remove(path);
@@ -224,44 +302,12 @@ double zmq_push_pull_throughput(int n) {
   return n / seconds;
 }
 
+const char* const push_pull_label = "ZeroMQ PUSH -> PULL over ipc, 64-byte messages";
+
 // queue/1to1 and queue/joinable: the same producer and consumer on a Queue of the given kind, mpx and Python alike.
-Workload queue_one_to_one_of(std::string variant, std::string python_kind, std::function<double(int)> mpx_side) {
-  Workload w;
-  w.name = "queue/" + variant;
-  w.unit = "items/s";
-  w.target = 10.0;
-  w.higher_is_better = true;
-  w.iterations = 200000;
-  w.python_iterations = 50000;
-  w.mpx = std::move(mpx_side);
-  w.python =
-      "q = multiprocessing." + python_kind + "()\n"
-      "p = multiprocessing.Process(target=_queue_producer, args=(q, n))\n"
-      "t0 = time.perf_counter()\n"
-      "p.start()\n"
-      "for _ in range(n):\n"
-      "    q.get()\n"
-      "seconds = time.perf_counter() - t0\n"
-      "p.join()\n"
-      "return n / seconds\n";
-  return w;
-}
-
-Workload queue_one_to_one() {
-  Workload w = queue_one_to_one_of("1to1", "Queue", mpx_queue_throughput<>);
-  w.raw_target = 0.4;
-  w.raw = zmq_push_pull_throughput;
-  w.raw_label = "ZeroMQ PUSH -> PULL over ipc, 64-byte messages";
-  return w;
-}
-
-// A JoinableQueue's puts go into its lane's ring, but every get crosses the coordinator (which lends a sole consumer
-// batches), so that it knows who took what.
-Workload queue_joinable() {
-  Workload w = queue_one_to_one_of("joinable", "JoinableQueue", mpx_queue_throughput<mpx::JoinableQueue<std::string>>);
-  w.target = 5.0;
-  w.note = "queue/joinable: queue/1to1's producer process and consumer on a JoinableQueue (put + get, no task_done)";
-  return w;
+std::string python_queue_one_to_one(const std::string& kind) {
+  return python_child_to_parent_rate("q = multiprocessing." + kind + "()\n", "_queue_producer, args=(q, n)",
+                                     "q.get()");
 }
 
 // ---- round trips: the raw floor for pipes, locks and events ----
@@ -270,8 +316,6 @@ std::string ipc_endpoint(const char* what) {
   return "ipc://" + std::filesystem::temp_directory_path().string() + "/mpx-bench-" + what + "-" +
          std::to_string(::getpid());
 }
-
-constexpr int round_trip_warmup = 1000;
 
 // The floor for one request and its answer between two processes: this process's ROUTER (as mpx's coordinator is)
 // and a forked DEALER with its own context that echoes every message, 8 bytes over ipc. Microseconds per round trip.
@@ -302,14 +346,12 @@ double zmq_round_trip_us(int n) {
   (void)router.recv(peer);  // the child's routing id, then its hello
   (void)router.recv(m);
   const std::string payload(8, 'x');
-  const auto once = [&] {
+  const double us = round_trip_us(n, [&] {
     router.send(zmq::buffer(peer.data(), peer.size()), zmq::send_flags::sndmore);
     router.send(zmq::buffer(payload), zmq::send_flags::none);
     (void)router.recv(m);  // routing id
     (void)router.recv(m);
-  };
-  for (int i = 0; i < round_trip_warmup; ++i) once();
-  const double us = measure_ms(n, once) * 1000.0;
+  });
   router.send(zmq::buffer(peer.data(), peer.size()), zmq::send_flags::sndmore);
   router.send(zmq::message_t(), zmq::send_flags::none);  // empty: stop
   ::waitpid(pid, nullptr, 0);
@@ -321,6 +363,14 @@ double zmq_round_trip_us(int n) {
 
 const char* const round_trip_label =
     "ZeroMQ ROUTER <-> DEALER round trip over ipc between two processes, 8-byte messages (us per round trip)";
+
+// A latency whose floor is one raw ZeroMQ round trip, measured in this run: mpx must stay within `within` times it.
+Workload versus_round_trip(Workload w, double within) {
+  w.raw_target = 1.0 / within;
+  w.raw = zmq_round_trip_us;
+  w.raw_label = round_trip_label;
+  return w;
+}
 
 // ---- pipes ----
 
@@ -338,126 +388,35 @@ double mpx_pipe_round_trip_us(int n) {
   mpx::Process p(pipe_echo, there);
   p.start();
   int i = 0;
-  const auto once = [&] {
+  const double us = round_trip_us(n, [&] {
     here.send(i);
     if (here.recv<int>() != i) throw std::runtime_error("pipe echo: wrong answer");
     ++i;
-  };
-  for (int k = 0; k < round_trip_warmup; ++k) once();
-  const double us = measure_ms(n, once) * 1000.0;
+  });
   here.send(-1);
   p.join();
   return us;
-}
-
-Workload pipe_round_trip() {
-  Workload w;
-  w.name = "pipe/roundtrip";
-  w.unit = "us";
-  w.target = 0;  // Python's Pipe is a reference: a bare socketpair between two processes, no service in between
-  w.raw_target = 1.0 / 1.2;
-  w.iterations = 20000;
-  w.python_iterations = 20000;
-  w.mpx = mpx_pipe_round_trip_us;
-  w.python =
-      "a, b = multiprocessing.Pipe()\n"
-      "p = multiprocessing.Process(target=_pipe_echo, args=(b,))\n"
-      "p.start()\n"
-      "for i in range(1000):\n"
-      "    a.send(i)\n"
-      "    a.recv()\n"
-      "def once():\n"
-      "    a.send(1)\n"
-      "    a.recv()\n"
-      "us = _measure_ms(n, once) * 1000.0\n"
-      "a.send(None)\n"
-      "p.join()\n"
-      "return us\n";
-  w.raw = zmq_round_trip_us;
-  w.raw_label = round_trip_label;
-  w.note = "pipe/roundtrip: parent send(int) + recv() on a Pipe end, a child echoing on the other end";
-  return w;
 }
 
 void pipe_sender(mpx::Connection conn, int n) {
   for (int i = 0; i < n; ++i) conn.send(i);
 }
 
-// A child sends n ints, this process receives them: messages per second from start to the last recv.
+// A child sends n ints, this process receives them (the warm-up's 1000 go through both ends held here, until the
+// child adopts one).
 double mpx_pipe_throughput(int n) {
-  auto [here, there] = mpx::Pipe();
-  pipe_sender(there, 1000);  // warm-up: this process holds both ends until the child adopts one
-  for (int i = 0; i < 1000; ++i) (void)here.recv<int>();
-  const auto t0 = Clock::now();
-  mpx::Process p(pipe_sender, there, n);
-  p.start();
-  for (int i = 0; i < n; ++i) (void)here.recv<int>();
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  p.join();
-  return n / seconds;
-}
-
-Workload pipe_throughput() {
-  Workload w;
-  w.name = "pipe/throughput";
-  w.unit = "msgs/s";
-  w.target = 10.0;
-  w.higher_is_better = true;
-  w.iterations = 100000;  // every mpx recv is a coordinator round trip: about ten seconds
-  w.python_iterations = 100000;
-  w.mpx = mpx_pipe_throughput;
-  w.python =
-      "a, b = multiprocessing.Pipe()\n"
-      "p = multiprocessing.Process(target=_pipe_sender, args=(b, n))\n"
-      "t0 = time.perf_counter()\n"
-      "p.start()\n"
-      "for _ in range(n):\n"
-      "    a.recv()\n"
-      "seconds = time.perf_counter() - t0\n"
-      "p.join()\n"
-      "return n / seconds\n";
-  w.raw = zmq_push_pull_throughput;
-  w.raw_label = "ZeroMQ PUSH -> PULL over ipc, 64-byte messages";
-  w.note = "pipe/throughput: a child sends n ints on a Pipe end, the parent receives them (pipelined)";
-  return w;
+  auto ends = mpx::Pipe();
+  return child_to_parent_rate(n, pipe_sender, ends.second, [&] { (void)ends.first.recv<int>(); });
 }
 
 // ---- sync ----
 
 double mpx_lock_uncontended_us(int n) {
   mpx::Lock lock;
-  const auto once = [&] {
+  return round_trip_us(n, [&] {
     lock.acquire();
     lock.release();
-  };
-  for (int k = 0; k < round_trip_warmup; ++k) once();
-  return measure_ms(n, once) * 1000.0;
-}
-
-Workload lock_uncontended() {
-  Workload w;
-  w.name = "lock/uncontended";
-  w.unit = "us";
-  w.target = 0;  // Python's Lock is a futex-backed POSIX semaphore in shared memory: a reference, not a target
-  w.raw_target = 1.0 / 1.5;
-  w.iterations = 20000;
-  w.python_iterations = 1000000;
-  w.mpx = mpx_lock_uncontended_us;
-  // Timed as one loop: a per-call perf_counter() would cost Python about as much as the operation itself.
-  w.python =
-      "lock = multiprocessing.Lock()\n"
-      "for _ in range(1000):\n"
-      "    lock.acquire()\n"
-      "    lock.release()\n"
-      "t0 = time.perf_counter()\n"
-      "for _ in range(n):\n"
-      "    lock.acquire()\n"
-      "    lock.release()\n"
-      "return (time.perf_counter() - t0) * 1e6 / n\n";
-  w.raw = zmq_round_trip_us;
-  w.raw_label = round_trip_label;
-  w.note = "lock/uncontended: acquire() + release() of one Lock in one process, nobody else using it";
-  return w;
+  });
 }
 
 // Event wake-up latency: from the moment one process calls set() to the moment wait() returns in another. Both read
@@ -493,38 +452,6 @@ double mpx_event_wakeup_us(int n) {
   return mean_or_median(std::move(samples));
 }
 
-Workload event_wakeup() {
-  Workload w;
-  w.name = "event/wakeup";
-  w.unit = "us";
-  w.target = 0;
-  w.raw_target = 1.0 / 1.5;
-  w.iterations = 10000;
-  w.python_iterations = 10000;
-  w.mpx = mpx_event_wakeup_us;
-  w.python =
-      "go = multiprocessing.Event()\n"
-      "woke = multiprocessing.Queue()\n"
-      "p = multiprocessing.Process(target=_event_waiter, args=(go, woke, 200 + n))\n"
-      "p.start()\n"
-      "samples = []\n"
-      "for k in range(200 + n):\n"
-      "    t0 = time.monotonic_ns()\n"
-      "    go.set()\n"
-      "    t1 = woke.get()\n"
-      "    if k >= 200:\n"
-      "        samples.append((t1 - t0) / 1000.0)\n"
-      "p.join()\n"
-      "return _summary(samples)\n";
-  w.raw = zmq_round_trip_us;
-  w.raw_label = round_trip_label;
-  w.note =
-      "event/wakeup: us from set() in one process to wait() returning in another (both read CLOCK_MONOTONIC), "
-      "compared with one raw round trip: a wake-up is two messages, set -> coordinator -> waiter, as a round trip is "
-      "two";
-  return w;
-}
-
 // ---- queues with many producers and consumers ----
 
 constexpr int many_to_many = 8;
@@ -556,43 +483,9 @@ double mpx_queue_many_to_many(int n) {
   (void)start.wait();
   const auto t0 = Clock::now();
   for (auto& p : consumers) p.join();
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double seconds = seconds_since(t0);
   for (auto& p : producers) p.join();
   return per * many_to_many / seconds;
-}
-
-Workload queue_many_to_many() {
-  Workload w;
-  w.name = "queue/8to8";
-  w.unit = "items/s";
-  w.target = 0;
-  w.raw_target = 0.5;
-  w.higher_is_better = true;
-  w.iterations = 160000;  // every get is a coordinator round trip here (no lending with several consumers)
-  w.python_iterations = 160000;
-  w.mpx = mpx_queue_many_to_many;
-  w.python =
-      "q = multiprocessing.Queue()\n"
-      "start = multiprocessing.Barrier(17)\n"
-      "per = n // 8\n"
-      "producers = [multiprocessing.Process(target=_queue_producer_at, args=(start, q, per)) for _ in range(8)]\n"
-      "consumers = [multiprocessing.Process(target=_queue_consumer_at, args=(start, q, per)) for _ in range(8)]\n"
-      "for p in producers + consumers:\n"
-      "    p.start()\n"
-      "start.wait()\n"
-      "t0 = time.perf_counter()\n"
-      "for p in consumers:\n"
-      "    p.join()\n"
-      "seconds = time.perf_counter() - t0\n"
-      "for p in producers:\n"
-      "    p.join()\n"
-      "return per * 8 / seconds\n";
-  // Not a raw floor: the target is half of mpx's own 1to1 throughput, so measure that here, now.
-  w.raw = mpx_queue_throughput<>;
-  w.raw_label = "not a raw floor: mpx queue/1to1 with as many items, measured in this run (target: half of it)";
-  w.note = "queue/8to8: 8 producer and 8 consumer processes on one Queue, 64-byte items, started together by a "
-           "Barrier; timed from the release to the last consumer joined";
-  return w;
 }
 
 // ---- queue memory ----
@@ -630,68 +523,21 @@ double mpx_queue_memory(int n) {
   return static_cast<double>(after - before) / n;
 }
 
-Workload queue_memory() {
-  Workload w;
-  w.name = "queue/memory";
-  w.unit = "bytes/item";
-  w.target = 0;
-  w.raw_target = 1.0;  // raw is the limit itself: mpx must stay at or under it
-  w.iterations = 1000000;
-  w.python_iterations = 0;
-  w.mpx = mpx_queue_memory;
-  w.raw = [](int) { return queue_memory_limit; };
-  w.raw_label = "not measured: the fixed budget of 160 bytes per queued item";
-  w.note = "queue/memory: RSS growth of this process (the coordinator is a thread in it) with n 64-byte items "
-           "queued, per item (n = --iterations; far below the default 1000000 pages dominate the figure)";
-  return w;
-}
-
 // ---- manager ----
 
 double mpx_manager_dict_us(int n) {
   mpx::Manager manager;
   auto d = manager.dict();
   std::int64_t i = 0;
-  const auto once = [&] {
+  return round_trip_us(n, [&] {
     d.set("k", i);
     if (d.get("k").as_int() != i) throw std::runtime_error("manager dict: wrong value");
     ++i;
-  };
-  for (int k = 0; k < round_trip_warmup; ++k) once();
-  return measure_ms(n, once) * 1000.0;
-}
-
-Workload manager_dict() {
-  Workload w;
-  w.name = "manager/dict";
-  w.unit = "us";
-  w.target = 3.0;
-  w.iterations = 20000;
-  w.python_iterations = 20000;
-  w.mpx = mpx_manager_dict_us;
-  w.python =
-      "m = multiprocessing.Manager()\n"
-      "d = m.dict()\n"
-      "for i in range(1000):\n"
-      "    d['k'] = i\n"
-      "    d['k']\n"
-      "t0 = time.perf_counter()\n"
-      "for i in range(n):\n"
-      "    d['k'] = i\n"
-      "    d['k']\n"
-      "us = (time.perf_counter() - t0) * 1e6 / n\n"
-      "m.shutdown()\n"
-      "return us\n";
-  w.raw = [](int n) { return 2 * zmq_round_trip_us(n); };
-  w.raw_label = "two ZeroMQ ROUTER <-> DEALER round trips over ipc between two processes (us)";
-  w.note = "manager/dict: d['k'] = i then d['k'] on a manager dict, from the parent to its manager process";
-  return w;
+  });
 }
 
 // ---- tracing ----
 
-// queue/1to1 with the trace bus on, writing every message to a file sink. Its raw column is queue/1to1 with tracing
-// off, measured by this same binary in this run, so "of raw" is what turning tracing on costs (target: at least half).
 // Runs `measure(n)` with tracing on to a file sink, and says on stderr what the trace cost in records and drops.
 double traced(int n, double (*measure)(int)) {
   if (!mpx::trace::compiled_in()) return NAN;  // a -Dtracing=false build: nothing to measure
@@ -710,28 +556,21 @@ double traced(int n, double (*measure)(int)) {
   return rate;
 }
 
-// A workload traced to a file whose raw column is the same workload untraced, measured in this run: "of raw" is what
-// turning tracing on costs.
-Workload traced_workload(std::string name, int iterations, double raw_target, double (*untraced)(int)) {
-  Workload w;
-  w.name = std::move(name);
-  w.unit = "items/s";
-  w.target = 0;
-  w.raw_target = raw_target;
-  w.higher_is_better = true;
-  w.iterations = iterations;
-  w.python_iterations = 0;
-  w.mpx = [untraced](int n) { return traced(n, untraced); };
-  w.raw = untraced;
-  return w;
-}
-
-Workload trace_file() {
-  Workload w = traced_workload("trace/file", 200000, 0.5, mpx_queue_throughput<>);
-  w.raw_label = "not a raw floor: mpx queue/1to1 with tracing off, measured in this run (target: half of it)";
-  w.note = "trace/file: queue/1to1 with MPX_TRACE-style tracing on to a file sink. Tracing compiled in but off vs a "
-           "-Dtracing=false build (target >= 97%) needs two builds: tools/trace-overhead.sh compares them";
-  return w;
+// A workload traced to a file whose raw column is the same workload untraced, measured by this same binary in this
+// run: "of raw" is what turning tracing on costs.
+Workload traced_workload(std::string name, int iterations, double raw_target, double (*untraced)(int),
+                         std::string untraced_name, std::string share, std::string note) {
+  return {
+      .name = std::move(name),
+      .unit = "items/s",
+      .raw_target = raw_target,
+      .iterations = iterations,
+      .mpx = [untraced](int n) { return traced(n, untraced); },
+      .raw = untraced,
+      .raw_label = "not a raw floor: mpx " + untraced_name + " with tracing off, measured in this run (target: " +
+                   share + ")",
+      .note = std::move(note),
+  };
 }
 
 // ---- shared memory: Value.fetch_add and the locked increment, 2 processes ----
@@ -762,7 +601,7 @@ double mpx_shared_ops(int n) {
   const auto t0 = Clock::now();
   a.join();
   b.join();
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double seconds = seconds_since(t0);
   if (v.value() != 2L * n) throw std::runtime_error("shared: increments were lost");
   return 2.0 * n / seconds;
 }
@@ -801,9 +640,21 @@ double raw_shared_ops(int n, Body body) {
   const auto t0 = Clock::now();
   shared->go.store(true);
   for (pid_t pid : pids) ::waitpid(pid, nullptr, 0);
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double seconds = seconds_since(t0);
   ::munmap(page, sizeof(RawShared));
   return 2.0 * n / seconds;
+}
+
+double raw_fetch_add_ops(int n) {
+  return raw_shared_ops(n, [](RawShared& s) { s.counter.fetch_add(1); });
+}
+
+double raw_locked_ops(int n) {
+  return raw_shared_ops(n, [](RawShared& s) {
+    ::pthread_mutex_lock(&s.mutex);
+    s.counter.store(s.counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    ::pthread_mutex_unlock(&s.mutex);
+  });
 }
 
 const char* python_locked_increment =
@@ -817,47 +668,6 @@ const char* python_locked_increment =
     "for p in ps:\n"
     "    p.join()\n"
     "return 2 * n / (time.perf_counter() - t0)\n";
-
-Workload shared_fetch_add_workload() {
-  Workload w;
-  w.name = "shared/fetch_add";
-  w.unit = "ops/s";
-  w.target = 100.0;
-  w.raw_target = 0.5;
-  w.higher_is_better = true;
-  w.iterations = 5000000;
-  w.python_iterations = 200000;
-  w.mpx = mpx_shared_ops<shared_fetch_add>;
-  w.python = python_locked_increment;  // Python has no atomic increment: its right way is the lock
-  w.raw = [](int n) { return raw_shared_ops(n, [](RawShared& s) { s.counter.fetch_add(1); }); };
-  w.raw_label = "std::atomic<long>::fetch_add on a MAP_SHARED page, 2 forked processes";
-  w.note = "shared/fetch_add: 2 processes incrementing one Value<long> (n each); Python: `with v.get_lock(): "
-           "v.value += 1`, its only correct increment";
-  return w;
-}
-
-Workload shared_locked_workload() {
-  Workload w;
-  w.name = "shared/locked";
-  w.unit = "ops/s";
-  w.target = 20.0;
-  w.higher_is_better = true;
-  w.iterations = 1000000;
-  w.python_iterations = 200000;
-  w.mpx = mpx_shared_ops<shared_locked_add>;
-  w.python = python_locked_increment;
-  w.raw = [](int n) {
-    return raw_shared_ops(n, [](RawShared& s) {
-      ::pthread_mutex_lock(&s.mutex);
-      s.counter.store(s.counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      ::pthread_mutex_unlock(&s.mutex);
-    });
-  };
-  w.raw_label = "a plain (not robust, not recursive) process-shared pthread mutex, 2 forked processes";
-  w.note = "shared/locked: 2 processes doing `scoped_lock(v.get_lock()); v.set(v.value() + 1)` (n each) on a "
-           "Value<long>, against Python's `with v.get_lock(): v.value += 1`";
-  return w;
-}
 
 // ---- topologies ----
 
@@ -888,36 +698,27 @@ double topology_ms(int actors, bool measure_stop, int n) {
   return total / n;
 }
 
-Workload topology_start(int actors, int iterations) {
-  Workload w;
-  w.name = "topology/start" + std::to_string(actors);
-  w.unit = "ms";
-  w.target = 0;
-  w.iterations = iterations;
-  w.python_iterations = 0;
-  w.mpx = [actors](int n) { return topology_ms(actors, false, n); };
-  if (actors == 200) {
+// topology/startN (stop = false) or topology/stopN: an mpx-only workload.
+Workload topology_start_stop(int actors, bool stop, int iterations) {
+  const std::string name = (stop ? "topology/stop" : "topology/start") + std::to_string(actors);
+  Workload w{
+      .name = name,
+      .unit = "ms",
+      .iterations = iterations,
+      .mpx = [actors, stop](int n) { return topology_ms(actors, stop, n); },
+      .note = stop ? name + ": stop() of " + std::to_string(actors) +
+                         " ready actors, one by one in reverse start order (SIGTERM, reaped)"
+                   : name + ": mpx::Topology start() of " + std::to_string(actors) +
+                         " task actors (this program started again, each joining the session and answering the "
+                         "coordinator) until every one is ready",
+  };
+  if (!stop && actors == 200) {
     // Not a raw floor: start time must grow at most linearly; the bound is 25 x start10 for 200 actors,
     // measured here, now.
     w.raw = [](int n) { return 25.0 * topology_ms(10, false, n); };
     w.raw_label = "not a raw floor: the bound, 25 x topology/start10 measured in this run";
     w.raw_target = 1.0;
   }
-  w.note = w.name + ": mpx::Topology start() of " + std::to_string(actors) + " task actors (this program started "
-           "again, each joining the session and answering the coordinator) until every one is ready";
-  return w;
-}
-
-Workload topology_stop(int actors, int iterations) {
-  Workload w;
-  w.name = "topology/stop" + std::to_string(actors);
-  w.unit = "ms";
-  w.target = 0;
-  w.iterations = iterations;
-  w.python_iterations = 0;
-  w.mpx = [actors](int n) { return topology_ms(actors, true, n); };
-  w.note = w.name + ": stop() of " + std::to_string(actors) +
-           " ready actors, one by one in reverse start order (SIGTERM, reaped)";
   return w;
 }
 
@@ -949,7 +750,7 @@ double topology_pipeline(int n) {
   const auto t0 = std::chrono::steady_clock::now();
   t.start();
   const auto status = t.wait();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds = seconds_since(t0);
   ::dup2(saved, STDOUT_FILENO);
   ::close(saved);
   ::close(null);
@@ -957,221 +758,57 @@ double topology_pipeline(int n) {
   return n / seconds;
 }
 
-// topology/pipeline with tracing on to a file: the actors' queue operations are recorded where they happen.
-Workload trace_pipeline() {
-  Workload w = traced_workload("trace/pipeline", 20000, 0.25, topology_pipeline);
-  w.raw_label = "not a raw floor: mpx topology/pipeline with tracing off, measured in this run (target: a quarter)";
-  w.note = "trace/pipeline: topology/pipeline with tracing on to a file sink";
-  return w;
-}
-
-Workload topology_pipeline_workload() {
-  Workload w;
-  w.name = "topology/pipeline";
-  w.unit = "items/s";
-  w.target = 0;
-  w.higher_is_better = true;
-  w.iterations = 20000;
-  w.python_iterations = 20000;
-  w.mpx = topology_pipeline;
-  w.python =
-      "jobs = multiprocessing.Queue(256)\n"
-      "results = multiprocessing.Queue()\n"
-      "t0 = time.perf_counter()\n"
-      "sink = multiprocessing.Process(target=_pipeline_sink, args=(results, 4, n))\n"
-      "workers = [multiprocessing.Process(target=_pipeline_worker, args=(jobs, results)) for _ in range(4)]\n"
-      "producer = multiprocessing.Process(target=_pipeline_producer, args=(jobs, 4, n))\n"
-      "for p in [sink] + workers + [producer]:\n"
-      "    p.start()\n"
-      "for p in [producer] + workers + [sink]:\n"
-      "    p.join()\n"
-      "return n / (time.perf_counter() - t0)\n";
-  w.note = "topology/pipeline: examples/topologies/pipeline.toml with n items (producer -> Queue(256) -> 4 workers "
-           "-> sink), from start to the end of the run; Python: the same five multiprocessing.Process";
-  return w;
-}
-
 // ---- pool ----
 
 int pool_square(int x) { return x * x; }
 
+// Seconds that pool.map(square, range(n), chunksize) takes once every worker has connected (an untimed map first).
+double timed_square_map(mpx::Pool& pool, int n, std::optional<std::size_t> chunksize) {
+  std::vector<int> xs(static_cast<std::size_t>(n));
+  std::iota(xs.begin(), xs.end(), 0);
+  (void)pool.map(pool_square, std::vector<int>{1, 2, 3, 4}, 1);
+  const auto t0 = Clock::now();
+  const auto ys = pool.map(pool_square, xs, chunksize);
+  const double seconds = seconds_since(t0);
+  if (ys.size() != xs.size() || ys.back() != xs.back() * xs.back()) throw std::runtime_error("pool map: wrong result");
+  return seconds;
+}
+
 // Tasks per second through Pool(workers).map of a trivial function, pool started before the clock.
 double mpx_pool_map(int n, int workers, std::optional<std::size_t> chunksize) {
   mpx::Pool pool(workers);
-  std::vector<int> xs(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) xs[static_cast<std::size_t>(i)] = i;
-  (void)pool.map(pool_square, std::vector<int>{1, 2, 3, 4}, 1);  // warm-up: every worker has connected
-  const auto t0 = Clock::now();
-  auto ys = pool.map(pool_square, xs, chunksize);
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (ys.size() != xs.size() || ys.back() != xs.back() * xs.back()) throw std::runtime_error("pool map: wrong result");
-  return n / seconds;
+  return n / timed_square_map(pool, n, chunksize);
 }
-
-const char* const pool_python_map =
-    "with multiprocessing.Pool(2) as pool:\n"
-    "    pool.map(_square, [1, 2, 3, 4], 1)\n"
-    "    t0 = time.perf_counter()\n"
-    "    pool.map(_square, range(n), CHUNK)\n"
-    "    seconds = time.perf_counter() - t0\n"
-    "return n / seconds\n";
 
 std::string python_map(const char* chunk) {
-  return std::regex_replace(std::string(pool_python_map), std::regex("CHUNK"), chunk);
-}
-
-Workload pool_map_chunk1() {
-  Workload w;
-  w.name = "pool/map1";
-  w.unit = "tasks/s";
-  w.target = 10.0;
-  w.higher_is_better = true;
-  w.iterations = 200000;
-  w.python_iterations = 50000;
-  w.mpx = [](int n) { return mpx_pool_map(n, 2, 1); };
-  w.python = python_map("1");
-  w.note = "pool/map1: Pool(2).map(square, range(n), chunksize=1), the pool already started";
-  return w;
-}
-
-Workload pool_map_default() {
-  Workload w;
-  w.name = "pool/map";
-  w.unit = "tasks/s";
-  w.target = 2.0;
-  w.higher_is_better = true;
-  w.iterations = 2000000;
-  w.python_iterations = 2000000;
-  w.mpx = [](int n) { return mpx_pool_map(n, 2, std::nullopt); };
-  w.python = python_map("None");
-  w.note = "pool/map: Pool(2).map(square, range(n)) with the default chunksize ceil(n / (4 x workers))";
-  return w;
+  return python_pool_rate("multiprocessing.Pool(2)", "pool.map(_square, [1, 2, 3, 4], 1)",
+                          "pool.map(_square, range(n), " + std::string(chunk) + ")");
 }
 
 // n apply_async calls, then every get(): tasks per second.
 double mpx_pool_apply_batch(int n) {
   mpx::Pool pool(2);
   (void)pool.apply(pool_square, 1);
-  const auto t0 = Clock::now();
-  std::vector<mpx::AsyncResult<int>> results;
-  results.reserve(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) results.push_back(pool.apply_async(pool_square, i));
-  long long sum = 0;
-  for (auto& r : results) sum += r.get();
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (sum < 0) throw std::runtime_error("apply_async: wrong result");
-  return n / seconds;
-}
-
-Workload pool_apply_async() {
-  Workload w;
-  w.name = "pool/apply_async";
-  w.unit = "tasks/s";
-  w.target = 15.0;
-  w.higher_is_better = true;
-  w.iterations = 200000;
-  w.python_iterations = 30000;
-  w.mpx = mpx_pool_apply_batch;
-  w.python =
-      "with multiprocessing.Pool(2) as pool:\n"
-      "    pool.apply(_square, (1,))\n"
-      "    t0 = time.perf_counter()\n"
-      "    rs = [pool.apply_async(_square, (i,)) for i in range(n)]\n"
-      "    for r in rs:\n"
-      "        r.get()\n"
-      "    seconds = time.perf_counter() - t0\n"
-      "return n / seconds\n";
-  w.note = "pool/apply_async: n apply_async(square, i) on Pool(2), then get() on each";
-  return w;
+  return batch_rate(n, [&](int i) { return pool.apply_async(pool_square, i); }, [](auto& r) { return r.get(); });
 }
 
 double mpx_pool_apply_serial_us(int n) {
   mpx::Pool pool(2);
   int i = 0;
-  const auto once = [&] {
+  return round_trip_us(n, [&] {
     if (pool.apply_async(pool_square, i).get() != i * i) throw std::runtime_error("apply: wrong result");
     ++i;
-  };
-  for (int k = 0; k < round_trip_warmup; ++k) once();
-  return measure_ms(n, once) * 1000.0;
-}
-
-Workload pool_apply_serial() {
-  Workload w;
-  w.name = "pool/apply_serial";
-  w.unit = "us";
-  w.target = 0;
-  w.raw_target = 1.0 / 1.5;
-  w.iterations = 20000;
-  w.python_iterations = 5000;
-  w.mpx = mpx_pool_apply_serial_us;
-  w.python =
-      "with multiprocessing.Pool(2) as pool:\n"
-      "    for i in range(200):\n"
-      "        pool.apply_async(_square, (i,)).get()\n"
-      "    us = _measure_ms(n, lambda: pool.apply_async(_square, (3,)).get()) * 1000.0\n"
-      "return us\n";
-  w.raw = zmq_round_trip_us;
-  w.raw_label = round_trip_label;
-  w.note = "pool/apply_serial: one apply_async(square, i).get() at a time on Pool(2) (us each)";
-  return w;
+  });
 }
 
 // Per-task overhead with 64 workers on this machine's cores, against the same map with 2 workers.
 double pool_map_us_per_task(int n, int workers) { return 1e6 / mpx_pool_map(n, workers, 1); }
 
-Workload pool_scaling() {
-  Workload w;
-  w.name = "pool/64workers";
-  w.unit = "us/task";
-  w.target = 0;
-  w.raw_target = 1.0 / 1.5;
-  w.iterations = 100000;
-  w.python_iterations = 0;
-  w.mpx = [](int n) { return pool_map_us_per_task(n, 64); };
-  w.raw = [](int n) { return pool_map_us_per_task(n, 2); };
-  w.raw_label = "mpx itself with 2 workers: the same map(square, range(n), chunksize=1)";
-  w.note = "pool/64workers: map(square, range(n), chunksize=1) on Pool(64), per-task time; must stay within 1.5x of "
-           "Pool(2)'s";
-  return w;
-}
-
 // n submit() calls on ProcessPoolExecutor(2), then result() on each: tasks per second.
 double mpx_executor_submit(int n) {
   mpx::ProcessPoolExecutor executor(2);
   (void)executor.submit(pool_square, 1).result();
-  const auto t0 = Clock::now();
-  std::vector<mpx::Future<int>> futures;
-  futures.reserve(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) futures.push_back(executor.submit(pool_square, i));
-  long long sum = 0;
-  for (auto& f : futures) sum += f.result();
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (sum < 0) throw std::runtime_error("executor: wrong result");
-  return n / seconds;
-}
-
-Workload executor_submit() {
-  Workload w;
-  w.name = "executor/submit";
-  w.unit = "tasks/s";
-  w.target = 30.0;
-  w.higher_is_better = true;
-  w.iterations = 200000;
-  w.python_iterations = 20000;
-  w.mpx = mpx_executor_submit;
-  w.python =
-      "import concurrent.futures\n"
-      "with concurrent.futures.ProcessPoolExecutor(2) as ex:\n"
-      "    ex.submit(_square, 1).result()\n"
-      "    t0 = time.perf_counter()\n"
-      "    fs = [ex.submit(_square, i) for i in range(n)]\n"
-      "    for f in fs:\n"
-      "        f.result()\n"
-      "    seconds = time.perf_counter() - t0\n"
-      "return n / seconds\n";
-  w.note = "executor/submit: n submit(square, i) on ProcessPoolExecutor(2), then result() on each";
-  return w;
+  return batch_rate(n, [&](int i) { return executor.submit(pool_square, i); }, [](auto& f) { return f.result(); });
 }
 
 // A topology pool used from an actor: one task actor maps square over n numbers (chunksize 1) on the topology's
@@ -1180,13 +817,7 @@ Workload executor_submit() {
 void bench_pool_mapper() {
   const auto& me = mpx::this_actor();
   auto pool = me.pool("p");
-  std::vector<int> xs(static_cast<std::size_t>(me.args()["n"].as_int()));
-  std::iota(xs.begin(), xs.end(), 0);
-  (void)pool.map(pool_square, std::vector<int>{1, 2, 3, 4}, 1);  // warm-up: every worker has connected
-  const auto t0 = Clock::now();
-  const auto ys = pool.map(pool_square, xs, 1);
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (ys.size() != xs.size() || ys.back() != xs.back() * xs.back()) throw std::runtime_error("pool map: wrong result");
+  const double seconds = timed_square_map(pool, static_cast<int>(me.args()["n"].as_int()), 1);
   me.queue<double>("seconds").put(seconds);
 }
 const bool bench_pool_mapper_registered = (mpx::register_actor("bench_pool_mapper", bench_pool_mapper), true);
@@ -1203,54 +834,173 @@ double topology_pool_map(int n) {
   return n / seconds;
 }
 
-Workload topology_pool_map_workload() {
-  Workload w;
-  w.name = "topology/poolmap";
-  w.unit = "tasks/s";
-  w.target = 0;
-  w.higher_is_better = true;
-  w.iterations = 200000;
-  w.python_iterations = 0;
-  w.mpx = topology_pool_map;
-  w.raw = [](int n) { return mpx_pool_map(n, 2, 1); };
-  w.raw_label = "not a raw floor: the same map on a Pool(2) owned by the calling process (pool/map1)";
-  w.note = "topology/poolmap: a task actor's map(square, range(n), chunksize=1) on the topology's pool of 2 "
-           "workers, through its attached handle (results routed to the actor)";
-  return w;
-}
+// ---- the workloads, in the order they run ----
 
 std::vector<Workload> workloads() {
   return {
       process_start_join(mpx::StartMethod::fork, 5.0, 200, 100),
       process_start_join(mpx::StartMethod::forkserver, 10.0, 200, 100),
       process_start_join(mpx::StartMethod::spawn, 20.0, 50, 30),
-      queue_one_to_one(),
-      queue_joinable(),
-      queue_many_to_many(),
-      pipe_round_trip(),
-      pipe_throughput(),
-      lock_uncontended(),
-      event_wakeup(),
-      manager_dict(),
-      trace_file(),
-      shared_fetch_add_workload(),
-      shared_locked_workload(),
-      topology_start(10, 5),
-      topology_start(100, 3),
-      topology_start(200, 3),
-      topology_stop(10, 5),
-      topology_stop(100, 3),
-      topology_stop(200, 3),
-      topology_pipeline_workload(),
-      trace_pipeline(),
-      topology_pool_map_workload(),
-      pool_map_chunk1(),
-      pool_map_default(),
-      pool_apply_async(),
-      pool_apply_serial(),
-      pool_scaling(),
-      executor_submit(),
-      queue_memory(),  // last: it leaves this process's heap grown
+      {.name = "queue/1to1", .unit = "items/s", .target = 10.0, .raw_target = 0.4, .iterations = 200000,
+       .python_iterations = 50000, .mpx = mpx_queue_throughput<>, .python = python_queue_one_to_one("Queue"),
+       .raw = zmq_push_pull_throughput, .raw_label = push_pull_label},
+      // A JoinableQueue's puts go into its lane's ring, but every get crosses the coordinator (which lends a sole
+      // consumer batches), so that it knows who took what.
+      {.name = "queue/joinable", .unit = "items/s", .target = 5.0, .iterations = 200000, .python_iterations = 50000,
+       .mpx = mpx_queue_throughput<mpx::JoinableQueue<std::string>>,
+       .python = python_queue_one_to_one("JoinableQueue"),
+       .note = "queue/joinable: queue/1to1's producer process and consumer on a JoinableQueue (put + get, no "
+               "task_done)"},
+      {.name = "queue/8to8", .unit = "items/s", .raw_target = 0.5,
+       .iterations = 160000,  // every get is a coordinator round trip here (no lending with several consumers)
+       .python_iterations = 160000, .mpx = mpx_queue_many_to_many,
+       .python = "q = multiprocessing.Queue()\n"
+                 "start = multiprocessing.Barrier(17)\n"
+                 "per = n // 8\n"
+                 "producers = [multiprocessing.Process(target=_queue_producer_at, args=(start, q, per)) for _ in "
+                 "range(8)]\n"
+                 "consumers = [multiprocessing.Process(target=_queue_consumer_at, args=(start, q, per)) for _ in "
+                 "range(8)]\n"
+                 "for p in producers + consumers:\n"
+                 "    p.start()\n"
+                 "start.wait()\n"
+                 "t0 = time.perf_counter()\n"
+                 "for p in consumers:\n"
+                 "    p.join()\n"
+                 "seconds = time.perf_counter() - t0\n"
+                 "for p in producers:\n"
+                 "    p.join()\n"
+                 "return per * 8 / seconds\n",
+       // Not a raw floor: the target is half of mpx's own 1to1 throughput, so measure that here, now.
+       .raw = mpx_queue_throughput<>,
+       .raw_label = "not a raw floor: mpx queue/1to1 with as many items, measured in this run (target: half of it)",
+       .note = "queue/8to8: 8 producer and 8 consumer processes on one Queue, 64-byte items, started together by a "
+               "Barrier; timed from the release to the last consumer joined"},
+      // Python's Pipe is a reference: a bare socketpair between two processes, no service in between.
+      versus_round_trip(
+          {.name = "pipe/roundtrip", .unit = "us", .iterations = 20000,
+           .python_iterations = 20000, .mpx = mpx_pipe_round_trip_us,
+           .python = "return _pipe_round_trip_us(n)\n",
+           .note = "pipe/roundtrip: parent send(int) + recv() on a Pipe end, a child echoing on the other end"},
+          1.2),
+      {.name = "pipe/throughput", .unit = "msgs/s", .target = 10.0, .iterations = 100000,
+       .python_iterations = 100000, .mpx = mpx_pipe_throughput,
+       .python = python_child_to_parent_rate("a, b = multiprocessing.Pipe()\n", "_pipe_sender, args=(b, n)",
+                                             "a.recv()"),
+       .raw = zmq_push_pull_throughput, .raw_label = push_pull_label,
+       .note = "pipe/throughput: a child sends n ints on a Pipe end, the parent receives them (pipelined)"},
+      // Python's Lock is a futex-backed POSIX semaphore in shared memory: a reference, not a target.
+      versus_round_trip(
+          {.name = "lock/uncontended", .unit = "us", .iterations = 20000,
+           .python_iterations = 1000000, .mpx = mpx_lock_uncontended_us,
+           .python = python_loop_us("lock = multiprocessing.Lock()\n", "lock.acquire()\nlock.release()\n"),
+           .note = "lock/uncontended: acquire() + release() of one Lock in one process, nobody else using it"},
+          1.5),
+      versus_round_trip(
+          {.name = "event/wakeup", .unit = "us", .iterations = 10000,
+           .python_iterations = 10000, .mpx = mpx_event_wakeup_us,
+           .python = "return _event_wakeup_us(n)\n",
+           .note = "event/wakeup: us from set() in one process to wait() returning in another (both read "
+                   "CLOCK_MONOTONIC), compared with one raw round trip: a wake-up is two messages, set -> coordinator "
+                   "-> waiter, as a round trip is two"},
+          1.5),
+      {.name = "manager/dict", .unit = "us", .target = 3.0, .iterations = 20000, .python_iterations = 20000,
+       .mpx = mpx_manager_dict_us,
+       .python = python_loop_us("m = multiprocessing.Manager()\nd = m.dict()\n", "d['k'] = i\nd['k']\n",
+                                "m.shutdown()\n"),
+       .raw = [](int n) { return 2 * zmq_round_trip_us(n); },
+       .raw_label = "two ZeroMQ ROUTER <-> DEALER round trips over ipc between two processes (us)",
+       .note = "manager/dict: d['k'] = i then d['k'] on a manager dict, from the parent to its manager process"},
+      traced_workload("trace/file", 200000, 0.5, mpx_queue_throughput<>, "queue/1to1", "half of it",
+                      "trace/file: queue/1to1 with MPX_TRACE-style tracing on to a file sink. Tracing compiled in "
+                      "but off vs a -Dtracing=false build (target >= 97%) needs two builds: tools/trace-overhead.sh "
+                      "compares them"),
+      {.name = "shared/fetch_add", .unit = "ops/s", .target = 100.0, .raw_target = 0.5, .iterations = 5000000,
+       .python_iterations = 200000, .mpx = mpx_shared_ops<shared_fetch_add>,
+       .python = python_locked_increment,  // Python has no atomic increment: its right way is the lock
+       .raw = raw_fetch_add_ops,
+       .raw_label = "std::atomic<long>::fetch_add on a MAP_SHARED page, 2 forked processes",
+       .note = "shared/fetch_add: 2 processes incrementing one Value<long> (n each); Python: `with v.get_lock(): "
+               "v.value += 1`, its only correct increment"},
+      {.name = "shared/locked", .unit = "ops/s", .target = 20.0, .iterations = 1000000, .python_iterations = 200000,
+       .mpx = mpx_shared_ops<shared_locked_add>, .python = python_locked_increment, .raw = raw_locked_ops,
+       .raw_label = "a plain (not robust, not recursive) process-shared pthread mutex, 2 forked processes",
+       .note = "shared/locked: 2 processes doing `scoped_lock(v.get_lock()); v.set(v.value() + 1)` (n each) on a "
+               "Value<long>, against Python's `with v.get_lock(): v.value += 1`"},
+      topology_start_stop(10, false, 5),
+      topology_start_stop(100, false, 3),
+      topology_start_stop(200, false, 3),
+      topology_start_stop(10, true, 5),
+      topology_start_stop(100, true, 3),
+      topology_start_stop(200, true, 3),
+      {.name = "topology/pipeline", .unit = "items/s", .iterations = 20000, .python_iterations = 20000,
+       .mpx = topology_pipeline,
+       .python = "jobs = multiprocessing.Queue(256)\n"
+                 "results = multiprocessing.Queue()\n"
+                 "t0 = time.perf_counter()\n"
+                 "sink = multiprocessing.Process(target=_pipeline_sink, args=(results, 4, n))\n"
+                 "workers = [multiprocessing.Process(target=_pipeline_worker, args=(jobs, results)) for _ in "
+                 "range(4)]\n"
+                 "producer = multiprocessing.Process(target=_pipeline_producer, args=(jobs, 4, n))\n"
+                 "for p in [sink] + workers + [producer]:\n"
+                 "    p.start()\n"
+                 "for p in [producer] + workers + [sink]:\n"
+                 "    p.join()\n"
+                 "return n / (time.perf_counter() - t0)\n",
+       .note = "topology/pipeline: examples/topologies/pipeline.toml with n items (producer -> Queue(256) -> 4 "
+               "workers -> sink), from start to the end of the run; Python: the same five multiprocessing.Process"},
+      // The actors' queue operations are recorded where they happen.
+      traced_workload("trace/pipeline", 20000, 0.25, topology_pipeline, "topology/pipeline", "a quarter",
+                      "trace/pipeline: topology/pipeline with tracing on to a file sink"),
+      {.name = "topology/poolmap", .unit = "tasks/s", .iterations = 200000, .mpx = topology_pool_map,
+       .raw = [](int n) { return mpx_pool_map(n, 2, 1); },
+       .raw_label = "not a raw floor: the same map on a Pool(2) owned by the calling process (pool/map1)",
+       .note = "topology/poolmap: a task actor's map(square, range(n), chunksize=1) on the topology's pool of 2 "
+               "workers, through its attached handle (results routed to the actor)"},
+      {.name = "pool/map1", .unit = "tasks/s", .target = 10.0, .iterations = 200000, .python_iterations = 50000,
+       .mpx = [](int n) { return mpx_pool_map(n, 2, 1); }, .python = python_map("1"),
+       .note = "pool/map1: Pool(2).map(square, range(n), chunksize=1), the pool already started"},
+      {.name = "pool/map", .unit = "tasks/s", .target = 2.0, .iterations = 2000000, .python_iterations = 2000000,
+       .mpx = [](int n) { return mpx_pool_map(n, 2, std::nullopt); }, .python = python_map("None"),
+       .note = "pool/map: Pool(2).map(square, range(n)) with the default chunksize ceil(n / (4 x workers))"},
+      {.name = "pool/apply_async", .unit = "tasks/s", .target = 15.0, .iterations = 200000,
+       .python_iterations = 30000, .mpx = mpx_pool_apply_batch,
+       .python = python_pool_rate("multiprocessing.Pool(2)", "pool.apply(_square, (1,))",
+                                  "rs = [pool.apply_async(_square, (i,)) for i in range(n)]\n"
+                                  "for r in rs:\n"
+                                  "    r.get()\n"),
+       .note = "pool/apply_async: n apply_async(square, i) on Pool(2), then get() on each"},
+      versus_round_trip(
+          {.name = "pool/apply_serial", .unit = "us", .iterations = 20000,
+           .python_iterations = 5000, .mpx = mpx_pool_apply_serial_us,
+           .python = "with multiprocessing.Pool(2) as pool:\n"
+                     "    for i in range(200):\n"
+                     "        pool.apply_async(_square, (i,)).get()\n"
+                     "    us = _measure_ms(n, lambda: pool.apply_async(_square, (3,)).get()) * 1000.0\n"
+                     "return us\n",
+           .note = "pool/apply_serial: one apply_async(square, i).get() at a time on Pool(2) (us each)"},
+          1.5),
+      {.name = "pool/64workers", .unit = "us/task", .raw_target = 1.0 / 1.5, .iterations = 100000,
+       .mpx = [](int n) { return pool_map_us_per_task(n, 64); },
+       .raw = [](int n) { return pool_map_us_per_task(n, 2); },
+       .raw_label = "mpx itself with 2 workers: the same map(square, range(n), chunksize=1)",
+       .note = "pool/64workers: map(square, range(n), chunksize=1) on Pool(64), per-task time; must stay within "
+               "1.5x of Pool(2)'s"},
+      {.name = "executor/submit", .unit = "tasks/s", .target = 30.0, .iterations = 200000,
+       .python_iterations = 20000, .mpx = mpx_executor_submit,
+       .python = "import concurrent.futures\n" +
+                 python_pool_rate("concurrent.futures.ProcessPoolExecutor(2)", "pool.submit(_square, 1).result()",
+                                  "fs = [pool.submit(_square, i) for i in range(n)]\n"
+                                  "for f in fs:\n"
+                                  "    f.result()\n"),
+       .note = "executor/submit: n submit(square, i) on ProcessPoolExecutor(2), then result() on each"},
+      // Last: it leaves this process's heap grown.
+      {.name = "queue/memory", .unit = "bytes/item",
+       .raw_target = 1.0,  // raw is the limit itself: mpx must stay at or under it
+       .iterations = 1000000, .mpx = mpx_queue_memory, .raw = [](int) { return queue_memory_limit; },
+       .raw_label = "not measured: the fixed budget of 160 bytes per queued item",
+       .note = "queue/memory: RSS growth of this process (the coordinator is a thread in it) with n 64-byte items "
+               "queued, per item (n = --iterations; far below the default 1000000 pages dominate the figure)"},
   };
 }
 
@@ -1262,13 +1012,6 @@ bool selected(const Workload& w, const std::vector<std::string>& only) {
     if (slash != std::string::npos && (o == w.name.substr(0, slash) || o == w.name.substr(slash + 1))) return true;
   }
   return false;
-}
-
-std::string indent(const std::string& body) {
-  std::istringstream in(body);
-  std::string line, out;
-  while (std::getline(in, line)) out += "    " + line + "\n";
-  return out;
 }
 
 std::string shell_quote(const std::string& s) {
@@ -1307,6 +1050,21 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "            break\n"
       "        conn.send(x)\n"
       "\n"
+      "def _pipe_round_trip_us(n):\n"
+      "    a, b = multiprocessing.Pipe()\n"
+      "    p = multiprocessing.Process(target=_pipe_echo, args=(b,))\n"
+      "    p.start()\n"
+      "    for i in range(1000):\n"
+      "        a.send(i)\n"
+      "        a.recv()\n"
+      "    def once():\n"
+      "        a.send(1)\n"
+      "        a.recv()\n"
+      "    us = _measure_ms(n, once) * 1000.0\n"
+      "    a.send(None)\n"
+      "    p.join()\n"
+      "    return us\n"
+      "\n"
       "def _pipe_sender(conn, n):\n"
       "    for i in range(n):\n"
       "        conn.send(i)\n"
@@ -1317,6 +1075,21 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "        t = time.monotonic_ns()\n"
       "        go.clear()\n"
       "        woke.put(t)\n"
+      "\n"
+      "def _event_wakeup_us(n):\n"
+      "    go = multiprocessing.Event()\n"
+      "    woke = multiprocessing.Queue()\n"
+      "    p = multiprocessing.Process(target=_event_waiter, args=(go, woke, 200 + n))\n"
+      "    p.start()\n"
+      "    samples = []\n"
+      "    for k in range(200 + n):\n"
+      "        t0 = time.monotonic_ns()\n"
+      "        go.set()\n"
+      "        t1 = woke.get()\n"
+      "        if k >= 200:\n"
+      "            samples.append((t1 - t0) / 1000.0)\n"
+      "    p.join()\n"
+      "    return _summary(samples)\n"
       "\n"
       "def _pipeline_producer(jobs, workers, n):\n"
       "    for i in range(n):\n"
@@ -1423,12 +1196,12 @@ struct Result {
   // How many times better than Python mpx is (>1 is faster), whatever the unit.
   std::optional<double> ratio() const {
     if (!python || !(mpx > 0) || !(*python > 0)) return std::nullopt;
-    return workload->higher_is_better ? mpx / *python : *python / mpx;
+    return workload->higher_is_better() ? mpx / *python : *python / mpx;
   }
   // mpx's performance as a fraction of the raw floor's (1 is as fast as raw).
   std::optional<double> raw_fraction() const {
     if (!raw || !(mpx > 0) || !(*raw > 0)) return std::nullopt;
-    return workload->higher_is_better ? mpx / *raw : *raw / mpx;
+    return workload->higher_is_better() ? mpx / *raw : *raw / mpx;
   }
   bool has_python_target() const { return workload->target > 0; }
   bool pass() const {
@@ -1471,7 +1244,7 @@ void print_json(const std::vector<Result>& results) {
               << json_number(r.has_python_target() ? std::optional<double>(r.workload->target) : std::nullopt)
               << ", \"ratio\": " << json_number(r.ratio()) << ", \"raw_fraction\": " << json_number(r.raw_fraction())
               << ", \"raw_limit\": " << json_number(r.workload->raw_target)
-              << ", \"higher_is_better\": " << (r.workload->higher_is_better ? "true" : "false")
+              << ", \"higher_is_better\": " << (r.workload->higher_is_better() ? "true" : "false")
               << ", \"pass\": " << (r.pass() ? "true" : "false")
               << "}" << (i + 1 < results.size() ? "," : "") << "\n";
   }

@@ -357,7 +357,7 @@ TEST_CASE("_TestContainers.test_dict_proxy_nested", "[conformance][manager][cont
 }
 
 TEST_CASE("_TestContainers.test_nested_queue", "[conformance][manager][containers]") {
-  // mpx differs: a manager's Queue is a coordinator-backed handle, not a manager proxy (README "Managers"), so a
+  // mpx differs: a manager's Queue is a coordinator-backed handle, not a manager proxy (docs/managers.md), so a
   // container holds it as its msgpack value (mpx::encode/decode) rather than through reference()/get_proxy().
   mpx::Manager manager;
   auto as_value = [](const mpx::Queue<int>& queue) { return mpx::decode<Object>(mpx::encode(queue)); };

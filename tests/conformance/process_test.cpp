@@ -485,8 +485,8 @@ TEST_CASE("_TestProcess.test_parent_process", "[conformance][process]") {
 
   p.terminate();
   p.join();
-  // mpx differs: a child dies with its parent (PR_SET_PDEATHSIG, README "No orphans"), so the grandchild cannot
-  // outlive the child to report "not alive": it is gone instead.
+  // mpx differs: a child dies with its parent (PR_SET_PDEATHSIG, docs/process.md "No orphans"), so the grandchild
+  // cannot outlive the child to report "not alive": it is gone instead.
   CHECK(wait_until([&] { return conformance::pid_gone(grandchild); }, 60s));
 }
 
@@ -535,7 +535,7 @@ TEST_CASE("_TestProcess.test_interrupt", "[conformance][process]") {
   auto method = GENERATE(mpx::StartMethod::fork, mpx::StartMethod::forkserver, mpx::StartMethod::spawn);
   const int exitcode = kill_process([](mpx::Process& p) { p.interrupt(); }, set_event_then_sleep, method);
   // mpx differs: a C++ child has no KeyboardInterrupt to turn SIGINT into exit code 1; it starts with the default
-  // handler (README, start methods), so SIGINT ends it as in test_interrupt_no_handler.
+  // handler (docs/process.md, start methods), so SIGINT ends it as in test_interrupt_no_handler.
   CHECK(exitcode == -SIGINT);
 }
 

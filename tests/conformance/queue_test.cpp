@@ -256,7 +256,7 @@ TEST_CASE("_TestQueue.test_timeout", "[conformance][queue]") {
 
 TEST_CASE("_TestQueue.test_queue_feeder_donot_stop_onexc", "[conformance][queue]") {
   // mpx differs: there is no feeder thread: put encodes the item itself, so the error is raised by put, at the
-  // caller, and the item never enters the queue (README, "No feeder thread").
+  // caller, and the item never enters the queue (docs/queues.md, "No feeder thread").
   {
     mpx::Queue<NotSerializable> q;
     CHECK_THROWS_AS(q.put(poisoned()), mpx::SerializationError);
