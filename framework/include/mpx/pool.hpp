@@ -232,6 +232,7 @@ void stream_feed(StreamCore& stream, const EncodedCalls& items);
 std::size_t stream_outstanding(const StreamCore& stream);  // fed but not yet returned by next
 // The next chunk's results (a msgpack array); rethrows a task's error; TimeoutError when the timeout passes.
 std::string stream_next(StreamCore& stream, const Timeout& timeout);
+void stream_cancel(StreamCore& stream);  // cancels the tasks no worker has taken yet (Executor::map's timeout)
 
 // Calls a progress callback; one that throws is reported on stderr and does not stop the results.
 void report_progress(const Progress& progress, std::size_t done, std::size_t total) noexcept;
@@ -446,7 +447,15 @@ class IMapIterator {
       return std::nullopt;
     }
     s.buffer.clear();
-    mpx::decode_append(detail::stream_next(*s.stream, timeout ? timeout : detail::time_left(s.deadline)), s.buffer);
+    std::string values;
+    try {
+      values = detail::stream_next(*s.stream, timeout ? timeout : detail::time_left(s.deadline));
+    } catch (const TimeoutError&) {
+      // Executor::map's own timeout (not one given to this next()): the calls not started yet never will be.
+      if (!timeout && s.deadline) detail::stream_cancel(*s.stream);
+      throw;
+    }
+    mpx::decode_append(values, s.buffer);
     s.position = 0;
     if (s.buffer.empty()) throw SerializationError("mpx: an imap chunk returned no results");
     s.done += s.buffer.size();
