@@ -16,6 +16,30 @@ enum class Tag : std::uint8_t { message = 0, actor = 1, drops = 2, gauge = 3 };
 
 using Packer = msgpack::packer<msgpack::sbuffer>;
 
+// msgpack's packer writing straight to the end of a string.
+struct StringStream {
+  std::string& out;
+  void write(const char* data, std::size_t size) { out.append(data, size); }
+};
+
+template <class Stream>
+void pack_message(msgpack::packer<Stream>& p, const MessageView& m) {
+  p.pack_array(13);
+  p.pack(static_cast<std::uint8_t>(Tag::message));
+  p.pack(m.ts_ns);
+  p.pack(static_cast<std::uint8_t>(m.direction));
+  p.pack(m.from);
+  p.pack(m.to);
+  p.pack(m.kind);
+  p.pack(m.kind_name);
+  p.pack(m.object_id);
+  p.pack(m.object);
+  p.pack(m.correlation);
+  p.pack(m.size);
+  if (m.body) p.pack(*m.body); else p.pack_nil();
+  p.pack(m.lane);
+}
+
 void pack_actor_fields(Packer& p, const Actor& a) {
   p.pack(a.id);
   p.pack(a.pid);
@@ -25,20 +49,8 @@ void pack_actor_fields(Packer& p, const Actor& a) {
 struct Encoder {
   Packer& p;
   void operator()(const Message& m) const {
-    p.pack_array(13);
-    p.pack(static_cast<std::uint8_t>(Tag::message));
-    p.pack(m.ts_ns);
-    p.pack(static_cast<std::uint8_t>(m.direction));
-    p.pack(m.from);
-    p.pack(m.to);
-    p.pack(m.kind);
-    p.pack(m.kind_name);
-    p.pack(m.object_id);
-    p.pack(m.object);
-    p.pack(m.correlation);
-    p.pack(m.size);
-    if (m.body) p.pack(*m.body); else p.pack_nil();
-    p.pack(m.lane);
+    pack_message(p, MessageView{m.ts_ns, m.direction, m.from, m.to, m.kind, m.kind_name, m.object_id, m.object,
+                                m.correlation, m.size, m.body ? &*m.body : nullptr, m.lane});
   }
   void operator()(const Actor& a) const {
     p.pack_array(4);
@@ -253,6 +265,16 @@ void append_framed(std::string& out, std::string_view payload) {
                        static_cast<char>((n >> 16) & 0xff), static_cast<char>((n >> 24) & 0xff)};
   out.append(len, 4);
   out.append(payload);
+}
+
+void append_framed(std::string& out, const MessageView& message) {
+  const std::size_t start = out.size();
+  out.append(4, '\0');  // the length, once it is known
+  StringStream stream{out};
+  msgpack::packer<StringStream> p(stream);
+  pack_message(p, message);
+  const auto n = static_cast<std::uint32_t>(out.size() - start - 4);
+  for (int i = 0; i < 4; ++i) out[start + i] = static_cast<char>((n >> (8 * i)) & 0xff);
 }
 
 std::string body_json(const std::vector<std::string_view>& frames, std::size_t limit) {
