@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <iterator>
+#include <numeric>
 #include <ranges>
 #include <string>
 #include <type_traits>
@@ -43,6 +44,13 @@ std::string repeat(std::string text, int times) {
 // Returns at once for 0; otherwise keeps its worker until `release` is set (half a minute at most).
 int hold_unless_zero(int value, mpx::Event release) {
   if (value != 0) (void)release.wait(30s);
+  return value;
+}
+
+// Counts itself as started, then keeps its worker until `release` is set (half a minute at most).
+int count_and_hold(int value, mpx::Value<int> started, mpx::Event release) {
+  started.fetch_add(1);
+  (void)release.wait(30s);
   return value;
 }
 
@@ -136,6 +144,26 @@ TEST_CASE("executor.map's timeout counts from the call, as Python's", "[executor
   CHECK(waited < 20);
   CHECK(got == std::vector<int>{0});
   release.set();
+}
+
+// Python's map cancels its outstanding futures when its result iterator raises: a call no worker took yet never runs.
+TEST_CASE("executor.map's timeout cancels the calls not started yet", "[executor][api]") {
+  constexpr int calls = 20;
+  mpx::Value<int> started(0);
+  mpx::Event release;
+  {
+    mpx::ProcessPoolExecutor executor(1);
+    std::vector<int> xs(calls);
+    std::iota(xs.begin(), xs.end(), 0);
+    auto results = executor.map(count_and_hold, xs, std::vector(calls, started), std::vector(calls, release), 0.5s);
+    // The one worker holds at most one batch (half the queue, at most): it is inside the first call, held there.
+    CHECK_THROWS_AS(results.next(), mpx::TimeoutError);
+    release.set();
+    executor.shutdown(true);  // every call that is still going to run has run
+  }
+  INFO("calls started: " << started.value());
+  CHECK(started.value() >= 1);
+  CHECK(started.value() < calls);
 }
 
 TEST_CASE("executor.map reports progress on the iterating thread", "[executor][api]") {

@@ -642,39 +642,60 @@ bool wait_until(Done done) {
   return done();
 }
 
-// An RLock is owned by the process, so a second thread "re-enters" the lock the first one holds, and a wait() in
-// either would lend the coordinator the other's levels too: that one's release then fails, inside a lock guard's
-// destructor, which is std::terminate. wait() refuses instead, before lending anything, and says why.
+// An RLock is owned by the process, so a second thread would "re-enter" the lock the first one holds: two threads
+// inside the Condition's lock at once, and a wait() in either would lend the coordinator the other's levels too (that
+// one's release then fails, inside a lock guard's destructor, which is std::terminate). acquire() and wait() refuse
+// instead, before anything is taken or lent, and say why.
 TEST_CASE("Condition over the process-owned RLock used by two threads: a clear error, not std::terminate",
           "[sync][condition]") {
   mpx::RLock rlock;
   mpx::Condition cond(rlock);  // what Condition() makes
   std::atomic<int> stage{0};
-  std::string holder_error;
+  std::atomic<bool> holder_waited{false};
   std::thread holder([&] {
     std::scoped_lock guard(cond);
     stage = 1;
     wait_until([&] { return stage.load() == 2; });
-    try {
-      (void)cond.wait(5s);
-    } catch (const mpx::ValueError& e) {
-      holder_error = e.what();
-    }
-    stage = 3;
+    (void)cond.wait(0.01s);  // its own wait is fine: the other thread holds nothing
+    holder_waited = true;
   });
   REQUIRE(wait_until([&] { return stage.load() == 1; }));
-  REQUIRE(cond.acquire(true, 5s));  // re-enters the process's lock at once
+  CHECK_THROWS_AS(cond.acquire(true, 5s), mpx::ValueError);
+  CHECK_THROWS_WITH(cond.acquire(true, 5s), Catch::Contains("Condition.acquire: another thread of this process "
+                                                             "holds the Condition's lock"));
+  CHECK_THROWS_AS(cond.try_lock(), mpx::ValueError);
+  CHECK_THROWS_AS(std::unique_lock(cond), mpx::ValueError);
   CHECK_THROWS_AS(cond.wait(0.1s), mpx::ValueError);
   CHECK_THROWS_WITH(cond.wait(0.1s), Catch::Contains("another thread of this process holds the Condition's lock"));
+  CHECK(rlock.locked());  // still the holder's alone
   stage = 2;
-  REQUIRE(wait_until([&] { return stage.load() == 3; }));
-  CHECK_THAT(holder_error, Catch::Contains("another thread of this process"));
-  CHECK_NOTHROW(cond.release());
   holder.join();
+  CHECK(holder_waited);
   CHECK_FALSE(rlock.locked());
-  // One thread at a time, the Condition works as before.
+  // One thread at a time, the Condition works as before, re-entry included.
   std::scoped_lock guard(cond);
+  REQUIRE(cond.acquire(true, 5s));
+  cond.release();
   CHECK_FALSE(cond.wait(0.01s));
+}
+
+// Over a Lock, a second thread of the process waits its turn: it is not refused.
+TEST_CASE("Condition over a Lock used by two threads: the second acquire waits for the first release",
+          "[sync][condition]") {
+  mpx::Lock lock;
+  mpx::Condition cond(lock);
+  std::atomic<int> stage{0};
+  std::thread holder([&] {
+    std::scoped_lock guard(cond);
+    stage = 1;
+    wait_until([&] { return stage.load() == 2; });
+  });
+  REQUIRE(wait_until([&] { return stage.load() == 1; }));
+  CHECK_FALSE(cond.acquire(true, 0.05s));  // waited, and timed out: the holder still has it
+  stage = 2;
+  REQUIRE(cond.acquire(true, 30s));
+  cond.release();
+  holder.join();
 }
 
 TEST_CASE("Condition over a Lock: notify wakes one waiter, notify_all the rest", "[sync][condition]") {

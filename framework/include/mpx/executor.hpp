@@ -225,8 +225,9 @@ class MPX_API ProcessPoolExecutor {
   /// Python's map(fn, *iterables, timeout=None, chunksize=1): map(f, xs, ys..., [timeout], [chunksize], [progress])
   /// calls f(x, y, ...) over the ranges zipped to the shortest. Every call is submitted now; the returned range yields
   /// the results in input order as each is ready, raises a failed call's error when its turn comes, and raises
-  /// TimeoutError once `timeout` (counted from this call) passes first. progress(done, total) runs on the iterating
-  /// thread as results come in.
+  /// TimeoutError once `timeout` (counted from this call) passes first, cancelling then the calls no worker has taken
+  /// yet (as Python's map cancels its futures): they never run. progress(done, total) runs on the iterating thread as
+  /// results come in.
   template <class F, class... Args>
     requires(sizeof...(Args) >= 1 && std::ranges::input_range<std::tuple_element_t<0, std::tuple<Args...>>>)
   auto map(F&& f, Args&&... args) {

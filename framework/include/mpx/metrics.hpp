@@ -9,6 +9,7 @@
 /// mpx::metrics_endpoint() tells. framework/docs/metrics.md lists every metric.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>

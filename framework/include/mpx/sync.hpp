@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
@@ -147,14 +148,18 @@ class MPX_API Condition : public Handle {
   explicit Condition(const RLock& lock);  ///< A condition over `lock` (shared with other handles of it).
   Condition(adopt_t, ObjectRef ref) : Handle(std::move(ref)) {}  ///< A handle to the existing condition `ref`.
 
-  /// Acquires the underlying lock: false if not acquired (non-blocking, or the timeout passed).
-  bool acquire(bool block = true, const Timeout& timeout = std::nullopt) { return lock_core().acquire(block, timeout); }
+  /// Acquires the underlying lock: false if not acquired (non-blocking, or the timeout passed). Over an RLock, which
+  /// its process owns, ValueError if another thread of this process holds it: this thread would re-enter it.
+  bool acquire(bool block = true, const Timeout& timeout = std::nullopt) {
+    refuse_other_thread("acquire");
+    return lock_core().acquire(block, timeout);
+  }
   void release() { lock_core().release(); }  ///< Releases the underlying lock (ValueError if not held).
   ///@{
   /// Lockable, so std::unique_lock works: lock() is acquire(), unlock() is release(), try_lock() is acquire(false).
-  void lock() { lock_core().lock(); }
+  void lock() { (void)acquire(); }
   void unlock() { lock_core().unlock(); }
-  [[nodiscard]] bool try_lock() { return lock_core().try_lock(); }
+  [[nodiscard]] bool try_lock() { return acquire(false); }
   ///@}
   /// After acquire() or wait(): whether the lock came from a process that died holding it.
   bool previous_owner_died() const { return lock_core().previous_owner_died(); }
@@ -173,7 +178,10 @@ class MPX_API Condition : public Handle {
   /// The underlying lock. A handle that arrived as an argument knows only the condition's id and asks the coordinator
   /// once for its lock.
   detail::LockCore& lock_core() const;
+  /// ValueError naming `operation` if the lock is an RLock that another thread of this process holds.
+  void refuse_other_thread(std::string_view operation) const;
   mutable std::optional<detail::LockCore> lock_;
+  mutable bool recursive_ = false;  ///< the lock is an RLock (known with lock_)
 };
 
 /// Python's multiprocessing.Barrier. `action` (a plain function or captureless lambda, or nullptr) is run by the last

@@ -72,7 +72,7 @@ class Exposition {
 
   using Labels = std::initializer_list<std::pair<std::string_view, std::string_view>>;
 
-  // One sample of the current family; `suffix` for a summary's _sum and _count.
+  // One sample of the current family; `suffix` for a histogram's _bucket, _sum and _count.
   template <class Number>
   void sample(Labels labels, Number value, std::string_view suffix = {}) {
     out_ += name_;
@@ -109,7 +109,7 @@ void per_object(Exposition& e, const std::vector<Item>& items, std::string_view 
   e.family(name, type, help);
   for (const auto& item : items) {
     const std::string id = std::to_string(item.id);
-    e.sample({{label, item.name}, {"id", id}}, item.*field);
+    e.sample({{label, item.name}, {"id", id}}, static_cast<std::uint64_t>(item.*field));
   }
 }
 
@@ -132,8 +132,15 @@ std::string metrics_text(const Metrics& m) {
   e.family("mpx_coordinator_malformed_total", "counter",
            "Messages the coordinator rejected (bad envelope, unknown kind, bad body).");
   e.sample({}, m.malformed);
-  e.family("mpx_coordinator_kind_latency_seconds", "summary", "Time the coordinator spent handling messages, by kind.");
+  e.family("mpx_coordinator_kind_latency_seconds", "histogram",
+           "Time the coordinator spent handling messages, by kind.");
   for (const auto& k : m.kinds) {
+    for (std::size_t i = 0; i < k.buckets.size() && i < kind_latency_bounds.size(); ++i) {
+      std::string le;
+      append_number(le, kind_latency_bounds[i]);
+      e.sample({{"kind", k.kind}, {"le", le}}, k.buckets[i], "_bucket");
+    }
+    e.sample({{"kind", k.kind}, {"le", "+Inf"}}, k.count, "_bucket");
     e.sample({{"kind", k.kind}}, k.seconds, "_sum");
     e.sample({{"kind", k.kind}}, k.count, "_count");
   }
@@ -161,8 +168,50 @@ std::string metrics_text(const Metrics& m) {
   per_object(e, m.pools, "pool", "mpx_pool_worker_restarts_total", "counter",
              "Workers that exited while the pool was open.", &PoolMetrics::worker_restarts);
 
+  per_object(e, m.semaphores, "semaphore", "mpx_semaphore_value", "gauge", "Units of the semaphore free now.",
+             &SemaphoreMetrics::value);
+  per_object(e, m.semaphores, "semaphore", "mpx_semaphore_acquisitions_total", "counter",
+             "Successful acquires of the semaphore.", &SemaphoreMetrics::acquisitions);
+  per_object(e, m.semaphores, "semaphore", "mpx_semaphore_waits_total", "counter",
+             "Acquires that waited for a unit.", &SemaphoreMetrics::waits);
+  per_object(e, m.semaphores, "semaphore", "mpx_semaphore_waiters", "gauge", "Processes waiting for a unit.",
+             &SemaphoreMetrics::waiters);
+
+  per_object(e, m.events, "event", "mpx_event_set", "gauge", "1 while the event's flag is set.", &EventMetrics::set);
+  per_object(e, m.events, "event", "mpx_event_sets_total", "counter", "Calls of set().", &EventMetrics::sets);
+  per_object(e, m.events, "event", "mpx_event_waits_total", "counter", "Waits that blocked on the clear flag.",
+             &EventMetrics::waits);
+  per_object(e, m.events, "event", "mpx_event_waiters", "gauge", "Processes waiting for the flag.",
+             &EventMetrics::waiters);
+
+  per_object(e, m.conditions, "condition", "mpx_condition_waits_total", "counter", "Calls of wait().",
+             &ConditionMetrics::waits);
+  per_object(e, m.conditions, "condition", "mpx_condition_notified_total", "counter",
+             "Waiters woken by notify() or notify_all().", &ConditionMetrics::notified);
+  per_object(e, m.conditions, "condition", "mpx_condition_waiters", "gauge", "Processes waiting for a notify.",
+             &ConditionMetrics::waiters);
+
+  per_object(e, m.barriers, "barrier", "mpx_barrier_parties", "gauge", "Parties the barrier needs.",
+             &BarrierMetrics::parties);
+  per_object(e, m.barriers, "barrier", "mpx_barrier_waiting", "gauge", "Parties waiting at the barrier.",
+             &BarrierMetrics::waiting);
+  per_object(e, m.barriers, "barrier", "mpx_barrier_passes_total", "counter",
+             "Times every party arrived and all were released.", &BarrierMetrics::passes);
+  per_object(e, m.barriers, "barrier", "mpx_barrier_breaks_total", "counter", "Times the barrier broke.",
+             &BarrierMetrics::breaks);
+  per_object(e, m.barriers, "barrier", "mpx_barrier_broken", "gauge", "1 while the barrier is broken.",
+             &BarrierMetrics::broken);
+
   per_actor(e, m.actors, "mpx_actor_up", "gauge", "1 while the actor's process runs, 0 once it exited.",
             &ActorMetrics::alive);
+  // A state set, as Prometheus has it: one sample per state, 1 for the one the actor is in.
+  e.family("mpx_actor_state", "gauge", "1 for the state the actor is in, 0 for the others.");
+  for (const auto& actor : m.actors) {
+    const std::string pid = std::to_string(actor.pid);
+    for (const auto state : actor_states) {
+      e.sample({{"actor", actor.name}, {"pid", pid}, {"state", state}}, std::uint64_t{actor.state == state});
+    }
+  }
   per_actor(e, m.actors, "mpx_actor_messages_in_total", "counter", "Messages the coordinator handled from the actor.",
             &ActorMetrics::messages_in);
   per_actor(e, m.actors, "mpx_actor_messages_out_total", "counter", "Messages the coordinator sent the actor.",

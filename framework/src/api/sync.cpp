@@ -232,13 +232,14 @@ Condition::Condition(const Lock& lock)
 
 Condition::Condition(const RLock& lock)
     : Handle(ObjectRef{create(wire::Kind::cond_create, std::make_tuple(lock.id())), detail::coordinator_endpoint()}),
-      lock_(lock) {}
+      lock_(lock),
+      recursive_(true) {}
 
 detail::LockCore& Condition::lock_core() const {
   if (!lock_) {
     auto reply = request(wire::Kind::cond_lock, ref_.id);
     auto [lock_id, recursive] = reply.body_as<std::tuple<std::uint64_t, bool>>();
-    (void)recursive;
+    recursive_ = recursive;
     lock_ = detail::LockCore(adopt, ObjectRef{lock_id, ref_.endpoint});
   }
   return *lock_;
@@ -250,19 +251,29 @@ namespace {
 // thread's).
 bool other_thread_holds(std::uint64_t id) { return held().count(id) > thread_levels().of(id); }
 
+[[noreturn]] void throw_other_thread_holds(std::string_view operation) {
+  throw ValueError("mpx: Condition." + std::string(operation) +
+                   ": another thread of this process holds the Condition's lock too (locks are owned by processes, "
+                   "so a second thread re-enters an RLock instead of waiting for it); give threads that share a "
+                   "Condition one over an mpx::Lock, or a Condition per process");
+}
+
 }  // namespace
+
+// Over an RLock, a second thread's acquire would be granted at once as a re-entry: two threads inside the
+// Condition's lock together, and whichever then waits or releases takes the other's levels with it (a lock guard's
+// release failing in its destructor is std::terminate). Over a Lock, the second thread waits its turn, as it should.
+void Condition::refuse_other_thread(std::string_view operation) const {
+  auto& lock = lock_core();
+  if (recursive_ && other_thread_holds(lock.id())) throw_other_thread_holds(operation);
+}
 
 bool Condition::wait(const Timeout& timeout) {
   auto& lock = lock_core();
   // A lock is owned by the process, so a second thread re-enters an RLock the first one holds instead of waiting
   // for it. Lending the coordinator every level would lend that thread's too, and its release (in a lock guard's
   // destructor, typically) would then fail: std::terminate. Refuse here, before anything is lent.
-  if (other_thread_holds(lock.id())) {
-    throw ValueError(
-        "mpx: Condition.wait: another thread of this process holds the Condition's lock too (locks are owned by "
-        "processes, so a second thread re-enters an RLock instead of waiting for it); give threads that share a "
-        "Condition one over an mpx::Lock, or a Condition per process");
-  }
+  if (other_thread_holds(lock.id())) throw_other_thread_holds("wait");
   const auto wait = wait_ms(true, timeout);
   // While waiting, the coordinator holds this process's recursion levels of the lock and gives them back with it;
   // meanwhile this process must not post releases of a lock it does not hold.

@@ -1,6 +1,9 @@
 #include "runtime/coordinator.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <numeric>
+#include <set>
 #include <cstring>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -25,6 +28,14 @@ constexpr int side_backlog = 128;
 constexpr auto error_report_lifetime = std::chrono::seconds(300);
 // Dead actors whose counters a snapshot still shows (and whose names a restarted actor's restart count comes from).
 constexpr std::size_t dead_actors_kept = 64;
+// Supervised states kept between two snapshots: past this, those of ended processes go (a snapshot prunes them too).
+constexpr std::size_t supervised_kept = 1024;
+// mpx::kind_latency_bounds in nanoseconds, the unit a handler is timed in.
+constexpr auto kind_latency_bound_ns = [] {
+  std::array<std::uint64_t, mpx::kind_latency_bounds.size()> ns{};
+  for (std::size_t i = 0; i < ns.size(); ++i) ns[i] = static_cast<std::uint64_t>(mpx::kind_latency_bounds[i] * 1e9 + 0.5);
+  return ns;
+}();
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 }  // namespace
@@ -417,9 +428,12 @@ void Coordinator::dispatch_one(Peer& peer, wire::Envelope& request) {
     received_.fetch_add(1, std::memory_order_relaxed);
     if (kind_number < kind_counters_.size()) {
       auto& counter = kind_counters_[kind_number];
-      ++counter.count;
-      counter.nanoseconds += static_cast<std::uint64_t>(
+      const auto nanoseconds = static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+      ++counter.count;
+      counter.nanoseconds += nanoseconds;
+      const auto bucket = std::lower_bound(kind_latency_bound_ns.begin(), kind_latency_bound_ns.end(), nanoseconds);
+      if (bucket != kind_latency_bound_ns.end()) ++counter.buckets[bucket - kind_latency_bound_ns.begin()];
     }
   } catch (const ProtocolError& e) {
     malformed_.fetch_add(1, std::memory_order_relaxed);
@@ -504,6 +518,9 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
           request.body_as<std::tuple<std::int64_t, std::string, std::string, std::string>>();
       if (pid <= 0) throw ProtocolError("mpx: process_error with pid " + std::to_string(pid));
       keep_error(static_cast<pid_t>(pid), ErrorReport{std::move(type), std::move(message), std::move(host)});
+      if (auto it = actor_counters_.find(static_cast<std::uint64_t>(pid)); it != actor_counters_.end()) {
+        it->second.raised = true;
+      }
       auto r = wire::make_reply(h, wire::Kind::ok, encode(Object{}));
       reply(peer, r);
       return;
@@ -527,18 +544,18 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
   }
 }
 
+std::uint64_t Coordinator::restarts_before(const std::string& name) const {
+  if (name.empty()) return 0;
+  for (auto it = dead_actors_.rbegin(); it != dead_actors_.rend(); ++it) {
+    if (it->name == name) return it->restarts + 1;
+  }
+  return 0;
+}
+
 void Coordinator::actor_hello(pid_t pid, std::string name) {
   auto& counters = actor_counters_[static_cast<std::uint64_t>(pid)];
   // A named actor that comes back (a supervisor restarted it) carries on the count of the one before it.
-  if (counters.name != name) {
-    counters.restarts = 0;
-    for (auto it = dead_actors_.rbegin(); it != dead_actors_.rend(); ++it) {
-      if (!name.empty() && it->name == name) {
-        counters.restarts = it->restarts + 1;
-        break;
-      }
-    }
-  }
+  if (counters.name != name) counters.restarts = restarts_before(name);
   counters.name = std::move(name);
 }
 
@@ -546,9 +563,51 @@ void Coordinator::actor_exited(pid_t pid) {
   auto it = actor_counters_.find(static_cast<std::uint64_t>(pid));
   if (it == actor_counters_.end()) return;
   auto& c = it->second;
-  dead_actors_.push_back(mpx::ActorMetrics{pid, std::move(c.name), false, c.in, c.out, c.restarts});
+  dead_actors_.push_back(mpx::ActorMetrics{pid, std::move(c.name), false, c.in, c.out, c.restarts,
+                                           std::string(c.raised ? "failed" : "exited")});
   actor_counters_.erase(it);
   if (dead_actors_.size() > dead_actors_kept) dead_actors_.pop_front();
+}
+
+void Coordinator::supervised_state(pid_t pid, std::string name, std::string_view state) {
+  const auto known = std::find(mpx::actor_states.begin(), mpx::actor_states.end(), state);
+  if (known == mpx::actor_states.end()) throw ValueError("mpx: '" + std::string(state) + "' is not an actor state");
+  std::lock_guard lock(supervised_mutex_);
+  supervised_[pid] = Supervised{std::move(name), *known};
+  if (supervised_.size() > supervised_kept) {
+    std::erase_if(supervised_, [](const auto& entry) {
+      return entry.second.state == "exited" || entry.second.state == "failed";
+    });
+  }
+}
+
+void Coordinator::apply_supervised_states(mpx::Metrics& m) {
+  std::lock_guard lock(supervised_mutex_);
+  std::set<pid_t> shown;
+  for (auto& actor : m.actors) {
+    const auto pid = static_cast<pid_t>(actor.pid);
+    if (auto it = supervised_.find(pid); it != supervised_.end()) {
+      actor.state = it->second.state;
+      shown.insert(pid);
+    }
+  }
+  for (auto it = supervised_.begin(); it != supervised_.end();) {
+    if (shown.count(it->first)) {
+      ++it;
+      continue;
+    }
+    const auto state = it->second.state;
+    if (state == "starting" || state == "restarting") {
+      // Started, and not said hello yet: the coordinator does not know it, its supervisor does.
+      m.actors.push_back(mpx::ActorMetrics{it->first, it->second.name, true, 0, 0, restarts_before(it->second.name),
+                                           std::string(state)});
+      ++it;
+    } else if (state == "running" || state == "stopping") {
+      ++it;  // its hello is on its way
+    } else {
+      it = supervised_.erase(it);  // ended, and no longer among the actors a snapshot shows
+    }
+  }
 }
 
 mpx::Metrics Coordinator::metrics_snapshot() {
@@ -559,13 +618,17 @@ mpx::Metrics Coordinator::metrics_snapshot() {
     const auto number = static_cast<std::uint16_t>(info.kind);
     if (number >= kind_counters_.size() || kind_counters_[number].count == 0) continue;
     const auto& counter = kind_counters_[number];
+    std::vector<std::uint64_t> cumulative(counter.buckets.size());
+    std::partial_sum(counter.buckets.begin(), counter.buckets.end(), cumulative.begin());
     m.kinds.push_back(mpx::KindLatency{std::string(info.name), counter.count,
-                                       static_cast<double>(counter.nanoseconds) / 1e9});
+                                       static_cast<double>(counter.nanoseconds) / 1e9, std::move(cumulative)});
   }
   for (const auto& [actor, c] : actor_counters_) {
-    m.actors.push_back(mpx::ActorMetrics{static_cast<std::int64_t>(actor), c.name, true, c.in, c.out, c.restarts});
+    m.actors.push_back(
+        mpx::ActorMetrics{static_cast<std::int64_t>(actor), c.name, true, c.in, c.out, c.restarts, "running"});
   }
   m.actors.insert(m.actors.end(), dead_actors_.begin(), dead_actors_.end());
+  apply_supervised_states(m);
   for (auto& collect : metrics_collectors_) collect(m);
   return m;
 }

@@ -9,7 +9,9 @@
 #include <functional>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -94,6 +96,10 @@ class Coordinator {
   void reaped(pid_t pid) { reap(pid); }
   // The counters of the coordinator and its actors, and every service's objects (the `metrics` message).
   mpx::Metrics metrics_snapshot();
+  // Any thread: a supervisor of this process (mpx-run, Topology) tells the state of a process it started, one of
+  // mpx::actor_states. It knows more than the coordinator does: that a process is not ready yet, that it replaces
+  // one that ended, that it is being stopped, and how it ended. Snapshots show its word over the coordinator's.
+  void supervised_state(pid_t pid, std::string name, std::string_view state);
 
  private:
   void run();
@@ -103,6 +109,10 @@ class Coordinator {
   void reap(pid_t pid);
   void actor_hello(pid_t pid, std::string name);
   void actor_exited(pid_t pid);
+  // Earlier actors named `name` that exited: the restart count of a new one of that name.
+  std::uint64_t restarts_before(const std::string& name) const;
+  // Replaces the snapshot's states with the supervisors' and adds the supervised processes not seen yet.
+  void apply_supervised_states(mpx::Metrics& snapshot);
   struct SideConnection {
     int fd = -1;
     pid_t pid = 0;       // SO_PEERCRED: every message on it must name this sender
@@ -153,15 +163,23 @@ class Coordinator {
   struct KindCounter {
     std::uint64_t count = 0;
     std::uint64_t nanoseconds = 0;
+    std::array<std::uint64_t, mpx::kind_latency_bounds.size()> buckets{};  // not cumulative: the snapshot sums them
   };
   std::array<KindCounter, 256> kind_counters_{};  // by kind number (all are below 256)
   struct ActorCounters {
     std::string name;
     std::uint64_t in = 0, out = 0, restarts = 0;
+    bool raised = false;  // it sent process_error (its target raised): it ends "failed"
   };
   std::unordered_map<std::uint64_t, ActorCounters> actor_counters_;  // live actors: those watched, and the root
   std::deque<mpx::ActorMetrics> dead_actors_;                         // the last few that exited, newest last
   std::vector<MetricsCollector> metrics_collectors_;
+  struct Supervised {
+    std::string name;
+    std::string_view state;  // one of mpx::actor_states
+  };
+  std::mutex supervised_mutex_;
+  std::map<pid_t, Supervised> supervised_;  // bounded: pruned by each snapshot to the actors it shows
   int side_listen_ = -1;
   int side_epoll_ = -1;  // the door and its connections: one item in the poll, however many workers connect
   std::string side_path_;

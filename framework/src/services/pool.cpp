@@ -24,6 +24,8 @@
 
 #include <unistd.h>
 
+#include <msgpack.hpp>
+
 #include <mpx/function.hpp>
 
 #include "services/pool_local.hpp"
@@ -40,6 +42,46 @@ constexpr std::uint64_t max_batch = 256;
 constexpr std::uint64_t max_submitters = 1u << 20;  // attaches per pool: bounds the table a client can grow
 
 std::uint64_t submitter_of(std::uint64_t task_id) { return wire::pool_submitter_of(task_id); }
+
+// The ids of a results frame's records whose status is not ok: tasks that raised (or whose values could not be
+// encoded), which metrics count as failed rather than done. A visitor that keeps nothing else, so a frame costs one
+// walk over its bytes (a result's bin is skipped, not copied), and a frame it cannot read counts nothing: the frame
+// still goes on untouched, and its submitter is the one that judges it.
+class FailedRecords : public msgpack::null_visitor {
+ public:
+  static std::vector<std::uint64_t> in(std::string_view frame) {
+    FailedRecords visitor;
+    std::size_t offset = 0;
+    if (!msgpack::v2::parse(frame.data(), frame.size(), offset, visitor)) return {};
+    return std::move(visitor.failed_);
+  }
+
+  bool start_array(std::uint32_t) {
+    if (++depth_ == record_depth) field_ = 0;
+    return true;
+  }
+  bool end_array_item() {
+    if (depth_ == record_depth) ++field_;
+    return true;
+  }
+  bool end_array() {
+    --depth_;
+    return true;
+  }
+  bool visit_positive_integer(std::uint64_t value) {
+    if (depth_ != record_depth) return true;
+    if (field_ == 0) task_ = value;  // [task_id, status, pid, payload]
+    if (field_ == 1 && value != static_cast<std::uint64_t>(wire::PoolStatus::ok)) failed_.push_back(task_);
+    return true;
+  }
+
+ private:
+  static constexpr std::uint32_t record_depth = 2;  // the frame is an array of records, each an array
+  std::uint32_t depth_ = 0;
+  std::uint32_t field_ = 0;
+  std::uint64_t task_ = 0;
+  std::vector<std::uint64_t> failed_;
+};
 
 // Local delivery is not used while tracing: the trace sees only what crosses the ROUTER, so a traced pool's results keep
 // going through it.
@@ -85,7 +127,8 @@ struct PoolState {
   bool terminated = false;
   std::uint64_t requeued = 0;
   std::uint64_t lost = 0;
-  std::uint64_t done = 0;             // for metrics: tasks whose result came back
+  std::uint64_t done = 0;             // for metrics: tasks whose result came back, every call returned
+  std::uint64_t raised = 0;           // for metrics: tasks whose result came back as an error record
   std::uint64_t worker_restarts = 0;  // worker exits reported while the pool was open
   std::shared_ptr<const std::string> last_function;  // shared by consecutive submissions of one function
 };
@@ -120,7 +163,7 @@ class PoolService final : public Service {
         std::uint64_t running = 0;
         for (const auto& [pid, tasks] : pool->held) running += tasks.size();
         snapshot.pools.push_back(PoolMetrics{id, metrics_name("pool", id), pool->queue.size(), running, pool->done,
-                                             pool->lost, pool->requeued, pool->worker_restarts});
+                                             pool->raised + pool->lost, pool->requeued, pool->worker_restarts});
       }
     });
   }
@@ -309,14 +352,14 @@ class PoolService final : public Service {
     auto mine = pool.held.find(worker);
     for (std::size_t g = 0; g < groups.size(); ++g) {
       const auto& [k, ids] = groups[g];
-      for (auto id : ids) {
-        if (mine != pool.held.end() && mine->second.erase(id)) {
-          ++pool.done;
-          continue;
-        }
-        if (forget_task(pool, id)) ++pool.done;  // a late duplicate: the task was requeued meanwhile
-      }
       const auto& frame = req.body[first_frame + g];
+      const auto failed = FailedRecords::in(view(frame));
+      for (auto id : ids) {
+        // A late duplicate is not in the worker's table: the task was requeued meanwhile.
+        const bool completed = (mine != pool.held.end() && mine->second.erase(id)) || forget_task(pool, id);
+        if (!completed) continue;
+        ++(std::find(failed.begin(), failed.end(), id) == failed.end() ? pool.done : pool.raised);
+      }
       if (frame.size() > 0) deliver(pool, k, view(frame));
     }
   }

@@ -48,11 +48,15 @@ struct SemaphoreState {
   std::map<std::uint64_t, std::uint64_t> held;  // pid -> acquires minus releases, floored at 0
   bool owner_died = false;
   std::deque<Waiter> waiters;
+  std::uint64_t acquisitions = 0;  // for metrics
+  std::uint64_t waits = 0;
 };
 
 struct EventState {
   bool flag = false;
   std::deque<Waiter> waiters;
+  std::uint64_t sets = 0;  // for metrics
+  std::uint64_t waits = 0;
 };
 
 // A Condition waiter holds the recursion count it released, to get it back with the lock.
@@ -63,6 +67,8 @@ struct CondWaiter : Waiter {
 struct ConditionState {
   std::uint64_t lock = 0;  // id of its Lock or RLock
   std::deque<CondWaiter> waiters;
+  std::uint64_t waits = 0;  // for metrics
+  std::uint64_t notified = 0;
 };
 
 // A Barrier party that arrived while the previous generation's action was running; it joins the next generation
@@ -81,6 +87,8 @@ struct BarrierState {
   std::uint64_t generation = 0;
   std::uint64_t runner = 0;  // pid running the action, 0 when none is running
   std::deque<QueuedParty> queued;
+  std::uint64_t passes = 0;  // for metrics
+  std::uint64_t breaks = 0;
 };
 
 // Like waiters.hpp's take(), but keeps the waiter's derived type.
@@ -124,12 +132,7 @@ class SyncService final : public Service {
     on(K::barrier_state, &SyncService::barrier_state);
     on(K::sync_waiting, &SyncService::sync_waiting);
     coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
-    coordinator_.on_metrics([this](Metrics& snapshot) {
-      for (const auto& [id, lock] : locks_) {
-        snapshot.locks.push_back(LockMetrics{id, metrics_name("lock", id), lock->acquisitions, lock->waits,
-                                             static_cast<std::uint64_t>(lock->waiters.size())});
-      }
-    });
+    coordinator_.on_metrics([this](Metrics& snapshot) { collect(snapshot); });
   }
 
  private:
@@ -295,6 +298,7 @@ class SyncService final : public Service {
     if (sem.value > 0) {
       --sem.value;
       ++sem.held[me];
+      ++sem.acquisitions;
       ok(peer, req.header, encode(std::make_tuple(true, take_died(sem.owner_died))));
       return;
     }
@@ -302,6 +306,7 @@ class SyncService final : public Service {
       ok(peer, req.header, encode(std::make_tuple(false, false)));
       return;
     }
+    ++sem.waits;
     park(coordinator_, sem.waiters, make_waiter(peer, req), wait,
          [this, id = req.header.object] { return waiting_list(semaphores_, id, &SemaphoreState::waiters); },
          [this](Waiter& expired) {
@@ -317,6 +322,7 @@ class SyncService final : public Service {
       if (exited(w)) continue;
       --sem.value;
       ++sem.held[w.actor()];
+      ++sem.acquisitions;
       answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(true, take_died(sem.owner_died))));
     }
   }
@@ -364,6 +370,7 @@ class SyncService final : public Service {
     EventState& event = find(events_, req, "event");
     expect_nil(req);
     event.flag = true;
+    ++event.sets;
     for (auto& w : event.waiters) answer(coordinator_, w, wire::Kind::ok, encode(std::make_tuple(true)));
     event.waiters.clear();
     ok(peer, req.header);
@@ -391,6 +398,7 @@ class SyncService final : public Service {
       return;
     }
     if (!alive(req.header.sender)) return;
+    ++event.waits;
     park(coordinator_, event.waiters, make_waiter(peer, req), wait,
          [this, id = req.header.object] { return waiting_list(events_, id, &EventState::waiters); },
          [this](Waiter& expired) { answer(coordinator_, expired, wire::Kind::ok, encode(std::make_tuple(false))); });
@@ -437,6 +445,7 @@ class SyncService final : public Service {
     CondWaiter w;
     static_cast<Waiter&>(w) = make_waiter(peer, req);
     w.count = lock.count;
+    ++cond.waits;
     hand_over(lock);
     // Python's wait(0) still releases and re-acquires; the timer fires on the next turn of the loop.
     const auto id = req.header.object;
@@ -467,6 +476,7 @@ class SyncService final : public Service {
     for (std::int64_t woken = 0; (n < 0 || woken < n) && !cond.waiters.empty(); ++woken) {
       CondWaiter w = std::move(cond.waiters.front());
       cond.waiters.pop_front();
+      ++cond.notified;
       to_lock(*lock, std::move(w), true);
     }
     ok(peer, req.header);
@@ -555,6 +565,7 @@ class SyncService final : public Service {
              encode(std::make_tuple(index++, std::optional<FunctionId>(), barrier.generation, Object())));
     }
     barrier.arrivals.clear();
+    ++barrier.passes;
     next_generation(id, barrier);
   }
 
@@ -571,6 +582,7 @@ class SyncService final : public Service {
 
   // Every waiting party (and every one queued behind a running action) gets BrokenBarrierError.
   void break_barrier(BarrierState& barrier, std::string_view why) {
+    if (!barrier.broken) ++barrier.breaks;
     barrier.broken = true;
     ++barrier.generation;  // a late barrier_action_done for the broken generation is ignored
     barrier.runner = 0;
@@ -636,6 +648,33 @@ class SyncService final : public Service {
       throw UnknownObject("lock, semaphore, event or condition", id);
     }
     ok(peer, req.header, encode(std::make_tuple(static_cast<std::uint64_t>(waiting))));
+  }
+
+  // ---- Metrics -------------------------------------------------------------------------------------------------
+
+  void collect(Metrics& snapshot) const {
+    const auto size = [](const auto& list) { return static_cast<std::uint64_t>(list.size()); };
+    for (const auto& [id, lock] : locks_) {
+      snapshot.locks.push_back(
+          LockMetrics{id, metrics_name("lock", id), lock->acquisitions, lock->waits, size(lock->waiters)});
+    }
+    for (const auto& [id, sem] : semaphores_) {
+      snapshot.semaphores.push_back(SemaphoreMetrics{id, metrics_name("semaphore", id), sem->value, sem->acquisitions,
+                                                     sem->waits, size(sem->waiters)});
+    }
+    for (const auto& [id, event] : events_) {
+      snapshot.events.push_back(
+          EventMetrics{id, metrics_name("event", id), event->flag, event->sets, event->waits, size(event->waiters)});
+    }
+    for (const auto& [id, cond] : conditions_) {
+      snapshot.conditions.push_back(ConditionMetrics{id, metrics_name("condition", id), cond->lock, cond->waits,
+                                                     cond->notified, size(cond->waiters)});
+    }
+    for (const auto& [id, barrier] : barriers_) {
+      snapshot.barriers.push_back(BarrierMetrics{id, metrics_name("barrier", id), barrier->parties,
+                                                 size(barrier->arrivals), barrier->passes, barrier->breaks,
+                                                 barrier->broken});
+    }
   }
 
   // ---- Deaths --------------------------------------------------------------------------------------------------

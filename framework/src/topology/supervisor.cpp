@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "runtime/coordinator.hpp"
 #include "runtime/launcher.hpp"
 #include "runtime/runtime.hpp"
 
@@ -55,6 +56,11 @@ std::string exit_text(int code) {
     return "killed by signal " + std::to_string(-code) + (name ? std::string(" (SIG") + name + ")" : "");
   }
   return "exit code " + std::to_string(code);
+}
+
+// Tells the coordinator of this process (if it runs one) a supervised actor's state, for metrics (mpx_actor_state).
+void publish(pid_t pid, const std::string& name, std::string_view state) {
+  if (auto* coordinator = runtime::coordinator_if_running()) coordinator->supervised_state(pid, name, state);
 }
 
 }  // namespace
@@ -270,6 +276,7 @@ void Supervisor::launch(Child& c) {
     c.ready_deadline = c.started_at + std::chrono::duration_cast<Clock::duration>(
                                           std::chrono::duration<double>(a.ready_timeout_s));
   }
+  publish(pid, c.name, c.restarts > 0 ? "restarting" : "starting");
   event("actor " + c.name + " started (pid " + std::to_string(pid) + ")" +
             (c.restarts > 0 ? ", restart " + std::to_string(c.restarts) : std::string()),
         false);
@@ -300,6 +307,7 @@ void Supervisor::on_ready(Child& c) {
     if (c.state == State::starting) c.state = State::running;
     after_s = std::chrono::duration<double>(Clock::now() - c.started_at).count();
   }
+  publish(c.pid, c.name, "running");
   char took[32];
   std::snprintf(took, sizeof took, "%.3f s", after_s);
   event("actor " + c.name + " (pid " + std::to_string(c.pid) + ") is ready, " + took + " after its start", false);
@@ -321,6 +329,7 @@ int Supervisor::reap(Child& c) {
   c.pidfd = c.ready_fd = -1;
   c.last_exitcode = code;
   c.ended_at = Clock::now();
+  publish(c.pid, c.name, code == 0 ? "exited" : "failed");
   return code;
 }
 
@@ -333,6 +342,7 @@ void Supervisor::terminate(const std::vector<std::size_t>& which, double timeout
       std::lock_guard lock(mutex_);
       c.state = State::stopping;
     }
+    publish(c.pid, c.name, "stopping");
     signal_pidfd(c.pidfd, SIGTERM);
     if (!wait_readable(c.pidfd, timeout_ms)) {
       signal_pidfd(c.pidfd, SIGKILL);
@@ -348,6 +358,7 @@ void Supervisor::terminate(const std::vector<std::size_t>& which, double timeout
       std::lock_guard lock(mutex_);
       c.state = State::stopped;
     }
+    publish(c.pid, c.name, "exited");  // stopped: whatever its exit code, it ended as asked
     event("actor " + c.name + " (pid " + std::to_string(c.pid) + ") stopped (" + exit_text(code) + ")", false);
   }
 }

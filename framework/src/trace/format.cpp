@@ -18,6 +18,30 @@ enum class Tag : std::uint8_t { message = 0, actor = 1, drops = 2, gauge = 3 };
 
 using Packer = msgpack::packer<msgpack::sbuffer>;
 
+// msgpack's packer writing straight to the end of a string.
+struct StringStream {
+  std::string& out;
+  void write(const char* data, std::size_t size) { out.append(data, size); }
+};
+
+template <class Stream>
+void pack_message(msgpack::packer<Stream>& p, const MessageView& m) {
+  p.pack_array(13);
+  p.pack(static_cast<std::uint8_t>(Tag::message));
+  p.pack(m.ts_ns);
+  p.pack(static_cast<std::uint8_t>(m.direction));
+  p.pack(m.from);
+  p.pack(m.to);
+  p.pack(m.kind);
+  p.pack(m.kind_name);
+  p.pack(m.object_id);
+  p.pack(m.object);
+  p.pack(m.correlation);
+  p.pack(m.size);
+  if (m.body) p.pack(*m.body); else p.pack_nil();
+  p.pack(m.lane);
+}
+
 void pack_actor_fields(Packer& p, const Actor& a) {
   p.pack(a.id);
   p.pack(a.pid);
@@ -27,20 +51,8 @@ void pack_actor_fields(Packer& p, const Actor& a) {
 struct Encoder {
   Packer& p;
   void operator()(const Message& m) const {
-    p.pack_array(13);
-    p.pack(static_cast<std::uint8_t>(Tag::message));
-    p.pack(m.ts_ns);
-    p.pack(static_cast<std::uint8_t>(m.direction));
-    p.pack(m.from);
-    p.pack(m.to);
-    p.pack(m.kind);
-    p.pack(m.kind_name);
-    p.pack(m.object_id);
-    p.pack(m.object);
-    p.pack(m.correlation);
-    p.pack(m.size);
-    if (m.body) p.pack(*m.body); else p.pack_nil();
-    p.pack(m.lane);
+    pack_message(p, MessageView{m.ts_ns, m.direction, m.from, m.to, m.kind, m.kind_name, m.object_id, m.object,
+                                m.correlation, m.size, m.body ? &*m.body : nullptr, m.lane});
   }
   void operator()(const Actor& a) const {
     p.pack_array(4);
@@ -250,6 +262,16 @@ FileHeader decode_header(std::string_view bytes) {
 }
 
 void append_framed(std::string& out, std::string_view payload) { wire::append_record(out, payload); }
+
+void append_framed(std::string& out, const MessageView& message) {
+  const std::size_t start = out.size();
+  out.append(4, '\0');  // the length, once it is known
+  StringStream stream{out};
+  msgpack::packer<StringStream> p(stream);
+  pack_message(p, message);
+  const auto n = static_cast<std::uint32_t>(out.size() - start - 4);
+  for (int i = 0; i < 4; ++i) out[start + i] = static_cast<char>((n >> (8 * i)) & 0xff);
+}
 
 std::string body_json(const std::vector<std::string_view>& frames, std::size_t limit) {
   std::string out;

@@ -53,6 +53,22 @@ struct Gauge {  // a sampled value of an object, e.g. a queue's depth after a pu
 };
 using Record = std::variant<Message, Actor, Drops, Gauge>;
 
+// A Message's fields with borrowed strings: the sink frames one per traced message straight into its output, which
+// encode() followed by append_framed() would do through a Message and a string of its own each time.
+struct MessageView {
+  std::uint64_t ts_ns = 0;
+  Direction direction = Direction::in;
+  std::uint64_t from = 0, to = 0;
+  std::uint16_t kind = 0;
+  std::string_view kind_name;
+  std::uint64_t object_id = 0;
+  std::string_view object;
+  std::uint64_t correlation = 0;
+  std::uint64_t size = 0;
+  const std::string* body = nullptr;  // null: no body
+  bool lane = false;
+};
+
 struct FileHeader {
   std::uint32_t version = format::version;
   std::int64_t wall_ns = 0;      // CLOCK_REALTIME at start, to place monotonic timestamps in the day
@@ -67,6 +83,8 @@ Record decode_record(std::string_view bytes);
 FileHeader decode_header(std::string_view bytes);
 // Appends the u32 little-endian length, then the bytes.
 void append_framed(std::string& out, std::string_view payload);
+// Appends a message record, framed: the bytes append_framed(out, encode(Message{...})) appends.
+void append_framed(std::string& out, const MessageView& message);
 
 // Body frames as JSON: one frame is its value, several an array of values. A frame that is not one complete msgpack
 // value shows as "<N bytes>". The text is cut at `limit` characters (then ends with "...").

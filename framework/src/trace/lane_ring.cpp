@@ -62,11 +62,13 @@ void LaneRing::write(const LaneRecord& record, std::string_view item) noexcept {
   const auto body = static_cast<std::uint32_t>(item.size() <= h->body_bytes ? item.size() : 0);
   const std::uint64_t length = pad8(sizeof(LaneRecord) + body);
   const std::uint64_t tail = at(h->tail).load(std::memory_order_relaxed);  // only this writer changes it
-  const std::uint64_t head = at(h->head).load(std::memory_order_acquire);
   const std::uint64_t offset = tail & (capacity - 1);
   // A record never wraps: when it does not fit before the end, a skip marker fills the rest.
   const std::uint64_t skip = offset + length > capacity ? capacity - offset : 0;
-  if (length > capacity / 2 || tail + skip + length - head > capacity) {
+  // The reader's `head` only grows: room seen earlier is still there, and the line it sits on is read again only
+  // when that room runs short.
+  if (tail + skip + length - known_head_ > capacity) known_head_ = at(h->head).load(std::memory_order_acquire);
+  if (length > capacity / 2 || tail + skip + length - known_head_ > capacity) {
     at(h->dropped).fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -89,18 +91,25 @@ void LaneRing::close() noexcept { at(header_->closed).store(1, std::memory_order
 
 std::uint64_t LaneRing::dropped() const noexcept { return at(header_->dropped).load(std::memory_order_relaxed); }
 
-const LaneRecord* LaneRing::next() noexcept {
-  auto* h = header_;
-  const std::uint64_t capacity = h->capacity;
-  const std::uint64_t tail = at(h->tail).load(std::memory_order_acquire);
-  std::uint64_t head = at(h->head).load(std::memory_order_relaxed);  // only this reader changes it
+std::uint64_t LaneRing::published_tail() const noexcept { return at(header_->tail).load(std::memory_order_acquire); }
+
+std::uint64_t LaneRing::consumed_head() const noexcept {
+  return at(header_->head).load(std::memory_order_relaxed);  // only this reader changes it
+}
+
+std::uint64_t LaneRing::release(std::uint64_t head) noexcept {
+  at(header_->head).store(head, std::memory_order_release);
+  return head;
+}
+
+const LaneRecord* LaneRing::next(std::uint64_t& head, std::uint64_t tail) noexcept {
+  const std::uint64_t capacity = header_->capacity;
   while (head != tail) {
     const std::uint64_t offset = head & (capacity - 1);
     std::uint32_t length = 0;
     std::memcpy(&length, data_ + offset, sizeof length);
     if (length == 0) {  // a skip marker: the record is at the start of the ring
       head += capacity - offset;
-      at(h->head).store(head, std::memory_order_release);
       continue;
     }
     // A writer's record is never longer than the ring, nor past its tail; anything else is a corrupted ring, and
@@ -108,18 +117,13 @@ const LaneRecord* LaneRing::next() noexcept {
     const auto* r = reinterpret_cast<const LaneRecord*>(data_ + offset);
     if (length < sizeof(LaneRecord) || offset + length > capacity || head + length > tail ||
         sizeof(LaneRecord) + r->body > length) {
-      at(h->head).store(tail, std::memory_order_release);
-      at(h->dropped).fetch_add(1, std::memory_order_relaxed);
+      head = tail;
+      at(header_->dropped).fetch_add(1, std::memory_order_relaxed);
       return nullptr;
     }
     return r;
   }
   return nullptr;
-}
-
-void LaneRing::consume(const LaneRecord& record) noexcept {
-  auto head = at(header_->head);
-  head.store(head.load(std::memory_order_relaxed) + record.length, std::memory_order_release);
 }
 
 }  // namespace mpx::trace

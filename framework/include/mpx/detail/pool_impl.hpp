@@ -196,6 +196,7 @@ MPX_API void stream_feed(StreamCore& stream, const EncodedCalls& items);
 MPX_API std::size_t stream_outstanding(const StreamCore& stream);  // fed but not yet returned by next
 // The next chunk's results (a msgpack array); rethrows a task's error; TimeoutError when the timeout passes.
 MPX_API std::string stream_next(StreamCore& stream, const Timeout& timeout);
+MPX_API void stream_cancel(StreamCore& stream);  // cancels the tasks no worker has taken yet (Executor::map's timeout)
 
 // Calls a progress callback; one that throws is reported on stderr and does not stop the results.
 MPX_API void report_progress(const Progress& progress, std::size_t done, std::size_t total) noexcept;
@@ -382,7 +383,15 @@ struct ImapState {
       return std::nullopt;
     }
     buffer.clear();
-    mpx::decode_append(stream_next(*stream, timeout ? timeout : time_left(deadline)), buffer);
+    std::string values;
+    try {
+      values = stream_next(*stream, timeout ? timeout : time_left(deadline));
+    } catch (const TimeoutError&) {
+      // Executor::map's own timeout (not one given to this next()): the calls not started yet never will be.
+      if (!timeout && deadline) stream_cancel(*stream);
+      throw;
+    }
+    mpx::decode_append(values, buffer);
     position = 0;
     if (buffer.empty()) throw SerializationError("mpx: an imap chunk returned no results");
     done += buffer.size();

@@ -793,6 +793,34 @@ void stream_feed(StreamCore& stream, const EncodedCalls& items) {
   pool->send_submissions(std::move(messages));
 }
 
+// Executor::map's timeout passed: as Python's map does when its result iterator raises, the calls no worker has
+// taken yet are cancelled, so they never run. Those a worker holds finish; nobody reads their results.
+void stream_cancel(StreamCore& stream) {
+  auto pool = stream.pool.lock();
+  if (!pool) return;
+  std::vector<std::uint64_t> ids;
+  {
+    std::lock_guard lock(pool->mutex);
+    for (const auto& [id, task] : pool->pending) {
+      if (task.sink.get() == &stream) ids.push_back(id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  for (auto id : ids) {
+    auto reply = call(wire::make(wire::Kind::pool_cancel, pool->id, 0, std::make_tuple(id)), 0);
+    if (!std::get<0>(reply.body_as<std::tuple<bool>>())) continue;  // a worker holds it, or it is done
+    Pending task;
+    {
+      std::lock_guard lock(pool->mutex);
+      auto it = pool->pending.find(id);
+      if (it == pool->pending.end()) continue;
+      task = std::move(it->second);
+      pool->pending.erase(it);
+    }
+    task.sink->fail(task, std::make_exception_ptr(CancelledError("mpx: the call was cancelled: map's timeout passed")));
+  }
+}
+
 std::size_t stream_outstanding(const StreamCore& stream) {
   std::lock_guard lock(const_cast<StreamCore&>(stream).mutex);
   return stream.outstanding;
