@@ -16,9 +16,9 @@ INTERNAL_NAMESPACES = ("wire", "runtime", "services", "shm", "topology")
 
 
 def public_trace_names(include_dir: pathlib.Path) -> set[str]:
-    """mpx::trace is both a public namespace (mpx/trace.hpp) and the trace floor's: the names the public header
-    declares at namespace scope are the public ones."""
-    text = (include_dir / "trace.hpp").read_text()
+    """mpx::trace is both a public namespace (mpx/trace.hpp and mpx/trace_options.hpp, which it includes) and the
+    trace floor's: the names the public headers declare at namespace scope are the public ones."""
+    text = (include_dir / "trace.hpp").read_text() + (include_dir / "trace_options.hpp").read_text()
     names = set(re.findall(r"^(?:struct|class|enum class|enum)\s+(?:MPX_API\s+)?(\w+)", text, re.M))
     names |= set(re.findall(r"^[A-Za-z][\w:<>, ]*?[\s&*](\w+)\(", text, re.M))
     return names

@@ -55,6 +55,9 @@ class ReplySink final : public services::Host {
   std::uint64_t allocate_object_id() override { return next_object_id_++; }
   bool watch(pid_t pid) override { return !dead_.count(pid); }
   bool has_exited(pid_t pid) const override { return dead_.count(pid) != 0; }
+  void reaped(pid_t pid) override {
+    if (!dead_.count(pid)) die(pid);
+  }
 
   // Delivers a request from `sender` (its peer routing names the sender, one socket per process) with these body
   // frames, as the coordinator's dispatch would. A ProtocolError the handler throws propagates: the coordinator

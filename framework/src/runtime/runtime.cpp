@@ -434,8 +434,9 @@ bool join_session_from_environment() {
 }  // namespace mpx::runtime
 
 // Every __cxa_atexit registration in the program comes here first (this definition precedes the C library's), and goes
-// on to the C library's own; see recorded_handlers above.
-extern "C" int __cxa_atexit(void (*function)(void*), void* argument, void* dso_handle) {
+// on to the C library's own; see recorded_handlers above. Exported although the library is built hidden: the program's
+// registrations must find this definition, not the C library's.
+extern "C" __attribute__((visibility("default"))) int __cxa_atexit(void (*function)(void*), void* argument, void* dso_handle) {
   using Register = int (*)(void (*)(void*), void*, void*);
   static const auto next = reinterpret_cast<Register>(::dlsym(RTLD_NEXT, "__cxa_atexit"));
   if (next == nullptr) return -1;

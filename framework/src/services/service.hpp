@@ -51,6 +51,9 @@ class Host {
   virtual bool watch(pid_t pid) = 0;
   // A watched process exited, and its death hooks have not run yet.
   virtual bool has_exited(pid_t pid) const = 0;
+  // A watched process was found already reaped (its parent joined it) before the loop saw it exit: its death hooks
+  // run now, before the service decides anything that depends on it.
+  virtual void reaped(pid_t pid) = 0;
 
   // Tracing was switched on or off (by the trace service): every service that keeps a fast path the trace cannot see
   // hears of it.
@@ -76,6 +79,7 @@ class CoordinatorHost final : public Host {
   std::uint64_t allocate_object_id() override { return coordinator_.allocate_object_id(); }
   bool watch(pid_t pid) override { return coordinator_.watch(pid); }
   bool has_exited(pid_t pid) const override { return coordinator_.has_exited(pid); }
+  void reaped(pid_t pid) override { coordinator_.reaped(pid); }
 
  private:
   Coordinator& coordinator_;
