@@ -24,7 +24,9 @@ FLOORS = ["core", "wire", "shm", "trace", "runtime", "services", "topology", "ap
 RANK = {floor: rank for rank, floor in enumerate(FLOORS)}
 # Folders of framework/src/ named otherwise than their floor. Every other folder is the floor of its name.
 FOLDER_FLOORS = {
-    "manager": "services",  # the Manager's server: a service of its own with its own ROUTER (issue 15)
+    # The Manager: its server (its own ROUTER, not a coordinator service) and its direct stream, built on Listener and
+    # Client as Python's managers are built on multiprocessing.connection: the api floor, in a folder of its own.
+    "manager": "api",
 }
 
 
