@@ -1,5 +1,6 @@
 // mpx::metrics: a snapshot asked from the coordinator (the `metrics` message), its Prometheus text, and the HTTP
-// server (cpp-httplib) that serves that text beside the coordinator in the root process.
+// server that serves that text beside the coordinator in the root process (cpp-httplib, in a module loaded on first
+// use: metrics_http.hpp says why).
 #include <mpx/metrics.hpp>
 
 #include <charconv>
@@ -8,14 +9,17 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
-#include <thread>
+#include <string>
+#include <vector>
 
-#include <httplib.h>
+#include <dlfcn.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <mpx/errors.hpp>
 
 #include "api/call.hpp"
+#include "api/metrics_http.hpp"
 #include "api/metrics_server.hpp"
 #include "runtime/runtime.hpp"
 
@@ -227,9 +231,53 @@ std::string metrics_text() { return metrics_text(metrics()); }
 
 namespace {
 
+// The HTTP module, loaded once and never unloaded (its server threads may outlive a failed start's cleanup).
+const detail::metrics_http::Module& http_module() {
+  static const detail::metrics_http::Module* loaded = [] {
+    namespace mh = detail::metrics_http;
+    // Where the module sits: next to libmpx.so (the build tree), in its mpx/ folder (an install), or, for a program
+    // that links libmpx.a, where this build or its install put it.
+    std::vector<std::string> tried;
+    Dl_info self{};
+    if (::dladdr(reinterpret_cast<void*>(&serve_metrics), &self) != 0 && self.dli_fname != nullptr) {
+      std::string dir(self.dli_fname);
+      dir = dir.find('/') == std::string::npos ? "." : dir.substr(0, dir.rfind('/'));
+      tried.push_back(dir + "/" + mh::module_file);
+      tried.push_back(dir + "/mpx/" + mh::module_file);
+    }
+    tried.push_back(std::string(MPX_METRICS_HTTP_BUILD_DIR) + "/" + mh::module_file);
+    tried.push_back(std::string(MPX_METRICS_HTTP_INSTALL_DIR) + "/" + mh::module_file);
+    std::string why;
+    for (const auto& path : tried) {
+      if (::access(path.c_str(), F_OK) != 0) continue;
+      void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (handle == nullptr) {
+        why += std::string("; ") + ::dlerror();
+        continue;
+      }
+      using Entry = const mh::Module* (*)();
+      if (auto entry = reinterpret_cast<Entry>(::dlsym(handle, mh::module_entry))) return entry();
+      why += "; " + path + " has no " + mh::module_entry;
+    }
+    std::string list;
+    for (const auto& path : tried) list += (list.empty() ? "" : ", ") + path;
+    throw Error(std::string("mpx: cannot load the metrics HTTP module (") + list + ")" + why);
+  }();
+  return *loaded;
+}
+
+// GET /metrics, answered on the server's thread.
+void render_metrics(std::string& body, int& status) {
+  try {
+    body = metrics_text();
+  } catch (const std::exception& e) {
+    status = 503;
+    body = std::string("mpx: metrics unavailable: ") + e.what() + "\n";
+  }
+}
+
 struct Server {
-  httplib::Server http;
-  std::thread thread;
+  void* http = nullptr;  // the module's server
   std::string endpoint;
   pid_t owner = 0;  // a forked child inherits this memory, not the thread: only the owner stops it
 };
@@ -258,36 +306,25 @@ void serve_metrics(std::string_view address) {
   if (server != nullptr && server->owner == runtime::self_pid()) {
     throw ProcessError("mpx: a metrics server already runs at " + server->endpoint);
   }
-  auto s = std::make_unique<Server>();
-  // One handler thread: a scrape is one request to the coordinator, and each thread that asks opens a channel.
-  s->http.new_task_queue = [] { return new httplib::ThreadPool(1); };
-  s->http.Get("/metrics", [](const httplib::Request&, httplib::Response& response) {
-    try {
-      response.set_content(metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
-    } catch (const std::exception& e) {
-      response.status = 503;
-      response.set_content(std::string("mpx: metrics unavailable: ") + e.what() + "\n", "text/plain");
-    }
-  });
+  const auto& module = http_module();
   const std::string host_name(host);
-  const int bound =
-      port == 0 ? s->http.bind_to_any_port(host_name) : (s->http.bind_to_port(host_name, port) ? port : -1);
-  if (bound <= 0) {
-    throw ValueError("mpx: cannot serve metrics at '" + std::string(address) + "': the address cannot be bound");
-  }
-  s->endpoint = host_name + ":" + std::to_string(bound);
-  s->owner = runtime::self_pid();
   // The server's threads take no signal meant for the program (a Ctrl-C, a SIGTERM it waits for with sigwait): they
   // start with every asynchronous signal blocked, and its handler thread, started from it, inherits that.
   sigset_t blocked, previous;
   ::sigfillset(&blocked);
   for (int synchronous : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) ::sigdelset(&blocked, synchronous);
   ::pthread_sigmask(SIG_BLOCK, &blocked, &previous);
-  s->thread = std::thread([http = &s->http] { http->listen_after_bind(); });
+  int bound = 0;
+  std::string error;
+  void* http = module.start(host_name.c_str(), port, &render_metrics, &bound, &error);
   ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  // httplib's stop() does nothing before the loop runs, so the server is not handed out (to be stopped) before then.
-  // The loop marks itself running first thing, a few instructions after the thread starts.
-  while (!s->http.is_running()) std::this_thread::yield();
+  if (http == nullptr) {
+    throw ValueError("mpx: cannot serve metrics at '" + std::string(address) + "': " + error);
+  }
+  auto s = std::make_unique<Server>();
+  s->http = http;
+  s->endpoint = host_name + ":" + std::to_string(bound);
+  s->owner = runtime::self_pid();
   server = s.release();
 }
 
@@ -312,8 +349,7 @@ void start_metrics_from_environment() {
 void stop_metrics_server() {
   std::lock_guard lock(server_mutex);
   if (server == nullptr || server->owner != runtime::self_pid()) return;
-  server->http.stop();
-  if (server->thread.joinable()) server->thread.join();
+  http_module().stop(server->http);
   delete server;
   server = nullptr;
 }
