@@ -634,23 +634,37 @@ std::size_t pool_default_chunksize(const PoolCore& pool, std::size_t items) {
   return std::max<std::size_t>(1, (items + per - 1) / per);
 }
 
+namespace {
+
+// Asks the scheduler to drop task `id` before a worker takes it: false if a worker holds it or it is done.
+bool cancel_queued_task(const PoolCore& pool, std::uint64_t id) {
+  auto reply = call(wire::make(wire::Kind::pool_cancel, pool.id, 0, std::make_tuple(id)), 0);
+  return std::get<0>(reply.body_as<std::tuple<bool>>());
+}
+
+// Takes task `id`'s entry out of the pool's pending table; an entry without a sink if it is not there.
+Pending take_pending(PoolCore& pool, std::uint64_t id) {
+  std::lock_guard lock(pool.mutex);
+  Pending task;
+  if (auto it = pool.pending.find(id); it != pool.pending.end()) {
+    task = std::move(it->second);
+    pool.pending.erase(it);
+  }
+  return task;
+}
+
+}  // namespace
+
 bool pool_cancel(PoolCore& pool, ResultCore& result) {
   if (result_ready(result)) return false;
   bool all = true;
   for (auto id = result.first_task; id < result.first_task + result.tasks; ++id) {
-    auto reply = call(wire::make(wire::Kind::pool_cancel, pool.id, 0, std::make_tuple(id)), 0);
-    all = all && std::get<0>(reply.body_as<std::tuple<bool>>());
+    all = all && cancel_queued_task(pool, id);
   }
   if (!all) return false;
   Pending task;
-  {
-    std::lock_guard lock(pool.mutex);
-    for (auto id = result.first_task; id < result.first_task + result.tasks; ++id) {
-      auto it = pool.pending.find(id);
-      if (it == pool.pending.end()) continue;
-      task = std::move(it->second);
-      pool.pending.erase(it);
-    }
+  for (auto id = result.first_task; id < result.first_task + result.tasks; ++id) {
+    if (Pending taken = take_pending(pool, id); taken.sink) task = std::move(taken);
   }
   {
     std::lock_guard lock(result.mutex);
@@ -807,16 +821,9 @@ void stream_cancel(StreamCore& stream) {
   }
   std::sort(ids.begin(), ids.end());
   for (auto id : ids) {
-    auto reply = call(wire::make(wire::Kind::pool_cancel, pool->id, 0, std::make_tuple(id)), 0);
-    if (!std::get<0>(reply.body_as<std::tuple<bool>>())) continue;  // a worker holds it, or it is done
-    Pending task;
-    {
-      std::lock_guard lock(pool->mutex);
-      auto it = pool->pending.find(id);
-      if (it == pool->pending.end()) continue;
-      task = std::move(it->second);
-      pool->pending.erase(it);
-    }
+    if (!cancel_queued_task(*pool, id)) continue;  // a worker holds it, or it is done
+    Pending task = take_pending(*pool, id);
+    if (!task.sink) continue;
     task.sink->fail(task, std::make_exception_ptr(CancelledError("mpx: the call was cancelled: map's timeout passed")));
   }
 }
