@@ -52,8 +52,10 @@ class ParkedSlot {
 
  private:
   static std::unordered_map<std::string, std::size_t>& counts() {
-    static std::unordered_map<std::string, std::size_t> by_peer;
-    return by_peer;
+    // Never destroyed: the coordinator thread still parks waiters while exit runs the static destructors (a Pool
+    // still alive at the end of main terminates itself then), and a destroyed map there crashed the program.
+    static auto* by_peer = new std::unordered_map<std::string, std::size_t>();
+    return *by_peer;
   }
   void hold() {
     if (!peer_.empty()) ++counts()[peer_];
