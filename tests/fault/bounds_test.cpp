@@ -36,11 +36,14 @@ struct RawClient {
   zmq::socket_t socket{runtime::context(), zmq::socket_type::dealer};
   std::uint64_t next_correlation = 1;
 
-  RawClient() {
+  // receive_hwm: how many replies ZeroMQ takes in for this client before it reads them (1: a client that does not
+  // read leaves its replies with the coordinator).
+  explicit RawClient(int receive_hwm = 1000) {
     runtime::ensure_coordinator();  // it starts on first use; this client is no mpx channel
     const std::string endpoint = runtime::state().session.coordinator_endpoint;
     wire::configure(socket, endpoint);
     socket.set(zmq::sockopt::linger, 0);
+    socket.set(zmq::sockopt::rcvhwm, receive_hwm);
     socket.connect(endpoint);
   }
   void send(wire::Envelope e) {
@@ -212,4 +215,89 @@ TEST_CASE("a Manager keeps a bounded number of unanswered challenges, each for a
   auto d = manager.dict();
   d.set("k", 1);
   CHECK(d.copy().repr() == "{'k': 1}");
+}
+
+namespace {
+
+// Objects enough that a metrics reply is tens of KiB: a small request with a big answer, what a flood of unread
+// requests would pile up fastest.
+struct BigMetrics {
+  std::vector<Queue<int>> queues;
+  std::size_t reply_bytes = 0;
+  BigMetrics() {
+    for (int i = 0; i < 300; ++i) queues.emplace_back();
+    RawClient reader;
+    reader.send(wire::make(wire::Kind::metrics, 0, 0, Object{}));
+    auto reply = reader.receive();
+    REQUIRE(reply.header.kind == wire::Kind::ok);
+    for (const auto& frame : reply.body) reply_bytes += frame.size();
+  }
+};
+
+std::uint64_t coordinator_received() {
+  auto* c = runtime::coordinator_if_running();
+  REQUIRE(c != nullptr);
+  return c->stats().received;
+}
+
+// Waits (up to a minute, an anti-hang bound) until `done` holds.
+template <typename Done>
+bool eventually(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("a client that reads its replies late still gets every one, in order", "[fault][bounds]") {
+  BigMetrics big;
+  RawClient client(1);
+  // More than ZeroMQ's pipe to the client holds (1000 replies), less than the coordinator keeps for it.
+  const std::size_t count = std::min<std::size_t>(3000, (wire::store_bounds.router_unread_bytes / 2) / big.reply_bytes);
+  INFO("metrics reply " << big.reply_bytes << " bytes, " << count << " requests");
+  REQUIRE(count > 1500);
+  const auto received_before = coordinator_received();
+  const auto rejected_before = coordinator_rejected();
+  for (std::size_t i = 0; i < count; ++i) client.send(wire::make(wire::Kind::metrics, 0, 0, Object{}));
+  REQUIRE(eventually([&] { return coordinator_received() - received_before >= count; }));
+  for (std::uint64_t i = 1; i <= count; ++i) {
+    auto reply = reply_within(client, std::chrono::milliseconds(20000));
+    REQUIRE(reply);
+    CHECK(reply->header.kind == wire::Kind::ok);
+    REQUIRE(reply->header.correlation == i);
+  }
+  CHECK(coordinator_rejected() == rejected_before);
+}
+
+TEST_CASE("a raw client that never reads its replies is cut off at the bound; memory stays bounded", "[fault][bounds]") {
+  BigMetrics big;
+  RawClient client(1);
+  // Unbounded, these replies would hold 512 MiB.
+  const std::size_t count = (512u << 20) / big.reply_bytes;
+  INFO("metrics reply " << big.reply_bytes << " bytes, " << count << " requests");
+  const std::size_t before = resident_bytes();
+  const auto received_before = coordinator_received();
+  const auto rejected_before = coordinator_rejected();
+  for (std::size_t i = 0; i < count; ++i) client.send(wire::make(wire::Kind::metrics, 0, 0, Object{}));
+  // Each request is handled, or refused once the client is cut off.
+  REQUIRE(eventually([&] {
+    return (coordinator_received() - received_before) + (coordinator_rejected() - rejected_before) >= count;
+  }));
+  const std::size_t after = resident_bytes();
+  INFO("resident before " << before / 1024 << " KiB, after " << after / 1024 << " KiB");
+  // What the coordinator keeps for the client, what ZeroMQ's pipe to it holds (1000 replies), and room for allocators.
+  CHECK(after < before + wire::store_bounds.router_unread_bytes + 1000 * big.reply_bytes + (48u << 20));
+  // Cutting it off was counted, and what it sends now is refused and counted, and unanswered.
+  CHECK(coordinator_rejected() > rejected_before);
+  const auto rejected_after_cut = coordinator_rejected();
+  client.send(wire::make(wire::Kind::ping, 0, 0, Object{}));
+  REQUIRE(eventually([&] { return coordinator_rejected() > rejected_after_cut; }));
+  // Everyone else is served as before.
+  Queue<int> q;
+  q.put(7);
+  CHECK(q.get(true, std::chrono::seconds(20)) == 7);
 }

@@ -21,6 +21,8 @@
 namespace mpx::runtime {
 
 namespace {
+// How soon the loop tries again to hand replies to a peer that had no room for them (ZeroMQ does not say when).
+constexpr long unread_retry_ms = 2;
 constexpr std::size_t batch = 256;  // messages handled per wake-up before timers and deaths get a turn
 constexpr std::size_t side_read_chunk = 64 * 1024;
 constexpr int side_backlog = 128;
@@ -37,6 +39,13 @@ constexpr auto kind_latency_bound_ns = [] {
   return ns;
 }();
 
+// What a reply kept for a peer that does not read costs the coordinator.
+std::size_t kept_bytes(const mpx::wire::Envelope& envelope) {
+  std::size_t bytes = sizeof(envelope);
+  for (const auto& frame : envelope.body) bytes += sizeof(zmq::message_t) + frame.size();
+  return bytes;
+}
+
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 }  // namespace
 
@@ -47,9 +56,10 @@ Coordinator::Coordinator(zmq::context_t& context, std::string endpoint)
       local_endpoint_("inproc://mpx-coordinator-" + std::to_string(reinterpret_cast<std::uintptr_t>(this))),
       router_(context, zmq::socket_type::router),
       control_(context, zmq::socket_type::pair) {
-  // Replies to a live peer must never be dropped: a peer has few replies outstanding, and a ROUTER drops on a full
-  // pipe. Messages to a peer that is gone are still dropped, which is what keeps a dead waiter from blocking us.
-  router_.set(zmq::sockopt::sndhwm, 0);
+  // A full pipe to a peer reports EAGAIN instead of dropping the reply (which a ROUTER would do), and a peer that is
+  // gone reports EHOSTUNREACH: replies to a live peer are never dropped, and a dead one never blocks us ("Bounds").
+  router_.set(zmq::sockopt::sndhwm, wire::store_bounds.router_pipe_replies);
+  router_.set(zmq::sockopt::router_mandatory, 1);
   endpoint_ = wire::bind(router_, endpoint_);
   router_.bind(local_endpoint_);
   router_.set(zmq::sockopt::linger, 0);
@@ -286,8 +296,65 @@ void Coordinator::reply(const Peer& peer, wire::Envelope& reply) {
     side_send(peer.side, reply);
     return;
   }
-  // A ROUTER drops a message to a peer that is gone or full: a dead waiter can never block the coordinator.
-  wire::send(router_, reply, 0, &peer.routing, true);
+  const auto routing = [&] { return std::string(peer.routing.data<char>(), peer.routing.size()); };
+  if (!unread_.empty() && unread_.count(routing())) {
+    keep_unread(routing(), reply);  // behind the replies it has not taken yet
+    return;
+  }
+  if (!router_send(peer.routing, reply)) keep_unread(routing(), reply);
+}
+
+bool Coordinator::router_send(const zmq::message_t& routing, wire::Envelope& envelope) {
+  try {
+    return wire::send(router_, envelope, 0, &routing, true);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return true;  // the peer is gone: nobody is left to read it
+    throw;
+  }
+}
+
+// A peer whose pipe is full is not reading. Its replies wait here, in order, until it does; past the bound it is cut
+// off (its replies dropped, its messages refused and counted), as the side door closes such a connection.
+void Coordinator::keep_unread(std::string routing, wire::Envelope& envelope) {
+  // A post (correlation 0) has nobody waiting for an answer: an error about it would only pile up unread.
+  if (envelope.header.correlation == 0 && envelope.header.kind == wire::Kind::error) return;
+  if (cut_off_.count(routing)) return;
+  auto& unread = unread_[routing];
+  const std::size_t bytes = kept_bytes(envelope);
+  if (unread.replies.size() >= wire::store_bounds.router_unread_replies ||
+      unread.bytes + bytes > wire::store_bounds.router_unread_bytes) {
+    unread_.erase(routing);
+    malformed_.fetch_add(1, std::memory_order_relaxed);
+    if (cut_off_order_.size() >= wire::store_bounds.router_cut_off_kept) {
+      cut_off_.erase(cut_off_order_.front());
+      cut_off_order_.pop_front();
+    }
+    cut_off_.insert(routing);
+    cut_off_order_.push_back(std::move(routing));
+    return;
+  }
+  unread.bytes += bytes;
+  unread.replies.push_back(std::move(envelope));
+}
+
+// ZeroMQ says when a socket can send to some peer, not to which: the loop retries each waiting peer a little later.
+void Coordinator::flush_unread() {
+  for (auto it = unread_.begin(); it != unread_.end();) {
+    auto& unread = it->second;
+    const zmq::message_t routing(it->first.data(), it->first.size());
+    while (!unread.replies.empty()) {
+      auto& front = unread.replies.front();
+      const std::size_t bytes = kept_bytes(front);
+      if (!router_send(routing, front)) break;
+      unread.bytes -= bytes;
+      unread.replies.pop_front();
+    }
+    it = unread.replies.empty() ? unread_.erase(it) : std::next(it);
+  }
+}
+
+bool Coordinator::is_cut_off(const zmq::message_t& routing) const {
+  return !cut_off_.empty() && cut_off_.count(std::string(routing.data<char>(), routing.size())) != 0;
 }
 
 void Coordinator::reply_error(const Peer& peer, const wire::Header& request, wire::ErrorCode code,
@@ -356,7 +423,8 @@ void Coordinator::run() {
       items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
       item_pids.push_back(pid);
     }
-    const long timeout = timers_.next_timeout_ms(TimerWheel::Clock::now());
+    long timeout = timers_.next_timeout_ms(TimerWheel::Clock::now());
+    if (!unread_.empty()) timeout = timeout < 0 ? unread_retry_ms : std::min(timeout, unread_retry_ms);
     try {
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t& e) {
@@ -379,6 +447,10 @@ void Coordinator::run() {
           continue;
         }
         if (!request) break;
+        if (is_cut_off(peer.routing)) {
+          malformed_.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
         peer.actor = request->header.sender;
         // A hello is recorded once its actor is known (handle_runtime), so the trace names it from its first message.
         if (request->header.kind != wire::Kind::hello) {
@@ -390,6 +462,7 @@ void Coordinator::run() {
     for (std::size_t i = 0; i < item_pids.size(); ++i) {
       if (items[i + first_pid].revents & ZMQ_POLLIN) reap(item_pids[i]);
     }
+    if (!unread_.empty()) flush_unread();
     timers_.advance(TimerWheel::Clock::now());
   }
 }

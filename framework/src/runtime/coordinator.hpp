@@ -14,6 +14,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <sys/types.h>
@@ -132,6 +133,16 @@ class Coordinator {
   void side_events();
   void close_side_door();
 
+  // Replies a ROUTER peer's pipe had no room for (it does not read), kept in order until it does, within bounds.
+  struct Unread {
+    std::deque<wire::Envelope> replies;
+    std::size_t bytes = 0;
+  };
+  bool router_send(const zmq::message_t& routing, wire::Envelope& envelope);  // false: its pipe is full
+  void keep_unread(std::string routing, wire::Envelope& envelope);
+  void flush_unread();
+  bool is_cut_off(const zmq::message_t& routing) const;
+
   struct ErrorReport {
     std::string type, message, host;
     TimerWheel::Id expiry = 0;
@@ -185,6 +196,9 @@ class Coordinator {
   std::string side_path_;
   std::map<std::uint64_t, SideConnection> sides_;
   std::uint64_t next_side_ = 1;
+  std::unordered_map<std::string, Unread> unread_;  // by routing id
+  std::unordered_set<std::string> cut_off_;         // routing ids of peers that left too much unread
+  std::deque<std::string> cut_off_order_;           // oldest first: the set is bounded
   std::vector<char> side_scratch_;  // what a recv reads into
   bool running_ = false;
   std::uint64_t next_object_id_ = 1;

@@ -20,6 +20,13 @@ struct StoreBounds {
   std::size_t error_field_bytes = 64u << 10;        // one report's message (longer ones are cut, and say so)
   std::size_t error_name_bytes = 1u << 10;          // one report's type or host
   std::size_t side_unread_bytes = 64u << 20;        // replies a side-door connection leaves unread (plus one more)
+  // Replies a ROUTER peer leaves unread: ZeroMQ's pipe to it holds `router_pipe_replies`, the coordinator keeps the
+  // rest, up to these, in order; a peer past them is cut off. An mpx socket always takes its replies in (no receive
+  // high-water mark), so only a client that stopped reading, or a foreign one, gets there.
+  int router_pipe_replies = 1000;
+  std::size_t router_unread_replies = 65536;
+  std::size_t router_unread_bytes = 64u << 20;
+  std::size_t router_cut_off_kept = 1024;  // cut-off peers remembered (the oldest is forgotten first)
   // Blocking requests one peer (a thread's socket or side-door connection) may have parked at once; an mpx thread
   // has one, so only a client that does not wait for its answers gets there.
   std::size_t parked_per_peer = 1024;
