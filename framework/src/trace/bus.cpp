@@ -247,6 +247,16 @@ class Bus {
     }
   }
 
+  void write(const format::MessageView& m, std::string& file_buffer) {
+    if (!pub_) {
+      if (file_) format::append_framed(file_buffer, m);
+      return;
+    }
+    encoded_.clear();
+    format::append_framed(encoded_, m);
+    write(std::string_view(encoded_).substr(4), file_buffer);  // without the frame's length, which write() adds
+  }
+
   // The object's name in records; valid until the next call.
   const std::string& object_name(std::uint16_t kind, std::uint64_t id) {
     static const std::string none;
@@ -270,13 +280,7 @@ class Bus {
                                 wire::kind_name(static_cast<wire::Kind>(p.kind)),
                                 p.object, object_name(p.kind, p.object), p.correlation, p.size,
                                 p.has_body ? &body : nullptr, p.lane};
-    if (!pub_) {
-      if (file_) format::append_framed(file_buffer, m);
-      return;
-    }
-    encoded_.clear();
-    format::append_framed(encoded_, m);
-    write(std::string_view(encoded_).substr(4), file_buffer);  // without the frame's length, which write() adds
+    write(m, file_buffer);
   }
 
   struct LaneEntry {
@@ -285,35 +289,23 @@ class Bus {
     bool retired = false;  // its owner died: drained once more, then removed
   };
 
-  // Moves every record of the processes' trace rings into `batch`, as the coordinator's hooks would have queued them,
-  // and each queue's latest depth: one sample per queue and drain, not one per operation, which at a ring's rates
-  // would double the sink's work for a curve no finer than the drain interval shows. Returns how many it added.
-  std::size_t drain_lanes(const std::vector<std::shared_ptr<LaneEntry>>& lanes, std::vector<Pending>& batch) {
+  // Reads every record of the processes' trace rings into `lane_records_` (their fixed parts; bodies stay in the
+  // rings until release_lanes()), each ring's a run in time order starting at `lane_runs_`, and adds each queue's latest depth to
+  // `batch`: one sample per queue and drain, not one per operation, which at a ring's rates would double the sink's
+  // work for a curve no finer than the drain interval shows. Returns how many records it read.
+  std::size_t read_lanes(const std::vector<std::shared_ptr<LaneEntry>>& lanes, std::vector<Pending>& batch) {
     const bool keep_bodies = options_.body > 0;
-    const std::size_t before = batch.size();
+    lane_records_.clear();
+    lane_bodies_.clear();
+    lane_runs_.clear();
+    lane_ends_.clear();
     std::unordered_map<std::uint64_t, Pending> depths;  // by queue
     for (const auto& lane : lanes) {
-      lane->ring->drain([&](const LaneRecord& r, std::string_view body) {
+      lane_runs_.push_back(lane_records_.size());
+      lane_ends_.push_back(lane->ring->read([&](const LaneRecord& r, std::string_view body) {
         if (!keep_.empty() && !keep_[r.kind]) return;
-        Pending p;
-        p.ts_ns = r.ts_ns;
-        p.direction = r.direction == 0 ? Direction::in : Direction::out;
-        p.from = p.direction == Direction::in ? r.actor : coordinator_actor;
-        p.to = p.direction == Direction::in ? coordinator_actor : r.actor;
-        p.kind = r.kind;
-        p.object = r.object;
-        p.size = r.size;
-        p.lane = true;
-        if (keep_bodies) {
-          p.has_body = true;
-          if (!body.empty()) {
-            p.frames.emplace_back(body);
-          } else {
-            msgpack::sbuffer note;
-            msgpack::pack(note, "<" + std::to_string(r.size) + " bytes>");
-            p.frames.emplace_back(note.data(), note.size());
-          }
-        }
+        lane_records_.push_back(r);
+        if (keep_bodies) lane_bodies_.push_back(body);
         Pending& depth = depths[r.object];
         if (r.ts_ns >= depth.ts_ns) {
           depth.type = Pending::Type::gauge;
@@ -322,11 +314,44 @@ class Bus {
           depth.gauge_name = "depth";
           depth.value = r.depth;
         }
-        batch.push_back(std::move(p));
-      });
+      }));
     }
     for (auto& [queue, depth] : depths) batch.push_back(std::move(depth));
-    return batch.size() - before;
+    return lane_records_.size();
+  }
+
+  void release_lanes(const std::vector<std::shared_ptr<LaneEntry>>& lanes) {
+    for (std::size_t i = 0; i < lane_ends_.size(); ++i) lanes[i]->ring->release(lane_ends_[i]);
+    lane_ends_.clear();
+  }
+
+  // One lane record, written as write_message() writes a queued one, straight from the ring's record.
+  void write_lane(std::size_t i, std::string& file_buffer) {
+    const LaneRecord& r = lane_records_[i];
+    const auto direction = r.direction == 0 ? Direction::in : Direction::out;
+    std::string body;
+    if (!lane_bodies_.empty()) {
+      if (!lane_bodies_[i].empty()) {
+        body = format::body_json({lane_bodies_[i]}, options_.body);
+      } else {  // the item was larger than a ring keeps: its size, as a body
+        msgpack::sbuffer note;
+        msgpack::pack(note, "<" + std::to_string(r.size) + " bytes>");
+        body = format::body_json({std::string_view(note.data(), note.size())}, options_.body);
+      }
+    }
+    const format::MessageView m{r.ts_ns,
+                                direction,
+                                direction == Direction::in ? r.actor : coordinator_actor,
+                                direction == Direction::in ? coordinator_actor : r.actor,
+                                r.kind,
+                                wire::kind_name(static_cast<wire::Kind>(r.kind)),
+                                r.object,
+                                object_name(r.kind, r.object),
+                                0,
+                                r.size,
+                                lane_bodies_.empty() ? nullptr : &body,
+                                true};
+    write(m, file_buffer);
   }
 
   void sink() {
@@ -376,14 +401,30 @@ class Bus {
       }
       for (const auto& a : actors) write(format::encode(a), file_buffer);
       actors.clear();
-      // The rings' records happened while the queued ones did: the file keeps time order within a batch. Sorted by
-      // (time, position), which keeps equal times in order as a stable sort would, moving 16 bytes instead of a record.
+      // The rings' records happened while the queued ones did: the file keeps time order within a batch. Ordered by
+      // (time, position), which keeps equal times in order as a stable sort would, moving 16 bytes instead of a record;
+      // positions past the batch are lane records. The queued records and each ring's are runs already in time order
+      // (one writer each, or the bus's mutex), so merging the runs does it: sorting them all was a tenth of the sink's
+      // work at a lane's rates.
       order_.clear();
-      if (const auto drained = drain_lanes(lanes, batch); drained != 0) {
+      const std::size_t queued = batch.size();
+      if (const auto read = read_lanes(lanes, batch); read != 0 || batch.size() != queued) {
         for (std::size_t i = 0; i < batch.size(); ++i) order_.emplace_back(batch[i].ts_ns, i);
-        if (!std::is_sorted(order_.begin(), order_.end())) std::sort(order_.begin(), order_.end());
+        for (std::size_t i = 0; i < read; ++i) order_.emplace_back(lane_records_[i].ts_ns, batch.size() + i);
+        // Where each run ends: the queued records, the depth samples, then each ring's records.
+        runs_.assign({queued, batch.size()});
+        for (std::size_t i = 1; i < lane_runs_.size(); ++i) runs_.push_back(batch.size() + lane_runs_[i]);
+        runs_.push_back(order_.size());
+        std::size_t begin = 0;
+        for (const std::size_t end : runs_) {
+          const auto start = order_.begin() + static_cast<std::ptrdiff_t>(begin);
+          const auto last = order_.begin() + static_cast<std::ptrdiff_t>(end);
+          if (!std::is_sorted(start, last)) std::sort(start, last);  // a run is in order unless clocks disagree
+          std::inplace_merge(order_.begin(), start, last);
+          begin = end;
+        }
         std::lock_guard lock(mutex_);
-        recorded_ += drained;
+        recorded_ += read + (batch.size() - queued);  // with the depth samples
       } else {
         for (std::size_t i = 0; i < batch.size(); ++i) order_.emplace_back(0, i);
       }
@@ -398,6 +439,11 @@ class Bus {
       lane_dropped_.store(lane_dropped, std::memory_order_relaxed);
       if (pub_) answer_subscribers();
       for (const auto& [ts, index] : order_) {
+        if (index >= batch.size()) {
+          write_lane(index - batch.size(), file_buffer);
+          if (file_buffer.size() >= (1u << 16)) flush(file_buffer, false);
+          continue;
+        }
         const Pending& p = batch[index];
         if (p.type == Pending::Type::gauge) {
           write(format::encode(format::Gauge{p.ts_ns, object_name(0, p.object), std::string(p.gauge_name), p.value}),
@@ -408,6 +454,7 @@ class Bus {
         if (file_buffer.size() >= (1u << 16)) flush(file_buffer, false);
       }
       batch.clear();
+      release_lanes(lanes);  // the lane records are written: their room goes back to the writers
       const auto now = std::chrono::steady_clock::now();
       if (now - last_drops_check >= drops_interval || stopping) {
         last_drops_check = now;
@@ -490,6 +537,11 @@ class Bus {
   std::string unremembered_name_;                          // object_name()'s answer when it keeps none
   std::string encoded_;                                    // write_message()'s record, for subscribers
   std::vector<std::pair<std::uint64_t, std::size_t>> order_;  // the batch's records by (time, position)
+  std::vector<std::size_t> runs_;                               // where each run of `order_` ends
+  std::vector<LaneRecord> lane_records_;                         // the rings' records of this round (fixed parts)
+  std::vector<std::string_view> lane_bodies_;                    // their bodies, in the rings (bodies on only)
+  std::vector<std::size_t> lane_runs_;                           // where each ring's records start in lane_records_
+  std::vector<std::uint64_t> lane_ends_;                         // where each ring's read ended: released once written
   std::thread thread_;
 
   std::atomic<std::size_t> body_limit_{0};  // read by traced threads without the lock

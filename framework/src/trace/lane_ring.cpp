@@ -97,10 +97,7 @@ std::uint64_t LaneRing::consumed_head() const noexcept {
   return at(header_->head).load(std::memory_order_relaxed);  // only this reader changes it
 }
 
-std::uint64_t LaneRing::release(std::uint64_t head) noexcept {
-  at(header_->head).store(head, std::memory_order_release);
-  return head;
-}
+void LaneRing::release(std::uint64_t end) noexcept { at(header_->head).store(end, std::memory_order_release); }
 
 const LaneRecord* LaneRing::next(std::uint64_t& head, std::uint64_t tail) noexcept {
   const std::uint64_t capacity = header_->capacity;

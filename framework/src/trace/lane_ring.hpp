@@ -63,24 +63,23 @@ class LaneRing {
   bool closed() const noexcept;
   std::uint32_t body_bytes() const noexcept { return header_->body_bytes; }
 
-  // The reader's: hands every complete record to `each(const LaneRecord&, std::string_view body)` and frees its room.
-  // It reads the writer's `tail` once and publishes `head` once per stretch, not per record: both sit on cache lines
-  // the other side writes or reads at every record, and bouncing them between the two cores per record cost the
+  // The reader's, in two steps: read() hands every complete record to `each(const LaneRecord&, std::string_view body)`
+  // and returns where they end; release(end) frees their room once the reader is done with them (the body views stay
+  // valid until then). It reads the writer's `tail` once and publishes `head` once, not per record: both sit on cache
+  // lines the other side writes or reads at every record, and bouncing them between the two cores per record cost the
   // traced program more than the copying did.
   template <class F>
-  std::size_t drain(F&& each) {
-    std::size_t n = 0;
+  std::uint64_t read(F&& each) {
     const std::uint64_t tail = published_tail();
     std::uint64_t head = consumed_head();
-    std::uint64_t freed = head;
-    for (const LaneRecord* r; (r = next(head, tail)) != nullptr; ++n) {
-      each(*r, std::string_view(reinterpret_cast<const char*>(r + 1), r->body));
-      head += r->length;
-      if (head - freed >= free_stretch) freed = release(head);
+    for (const LaneRecord* r; (r = next(head, tail)) != nullptr;) {
+      const LaneRecord copy = *r;  // the writer's memory: what was checked is what is used
+      each(copy, std::string_view(reinterpret_cast<const char*>(r + 1), copy.body));
+      head += copy.length;
     }
-    if (head != freed) release(head);
-    return n;
+    return head;
   }
+  void release(std::uint64_t end) noexcept;
   void close() noexcept;
   std::uint64_t dropped() const noexcept;
   const std::string& name() const noexcept { return name_; }
@@ -89,14 +88,11 @@ class LaneRing {
   LaneRing(std::shared_ptr<shm::Mapping> mapping, std::string name)
       : mapping_(std::move(mapping)), header_(reinterpret_cast<LaneRingHeader*>(mapping_->base())),
         data_(mapping_->base() + lane_ring_data_offset), name_(std::move(name)) {}
-  // Room the reader frees at a time while it drains: a writer never waits that long for it.
-  static constexpr std::uint64_t free_stretch = 16 * 1024;
   std::uint64_t published_tail() const noexcept;
   std::uint64_t consumed_head() const noexcept;
   // The record at `head` (which it moves past skip markers), or nullptr at `tail` or in a corrupted ring (whose
   // records are then all dropped: `head` moves to `tail`).
   const LaneRecord* next(std::uint64_t& head, std::uint64_t tail) noexcept;
-  std::uint64_t release(std::uint64_t head) noexcept;  // publishes `head`; returns it
 
   std::shared_ptr<shm::Mapping> mapping_;
   LaneRingHeader* header_;
