@@ -2,11 +2,48 @@
 //   mpx-run topology.toml                 start it, supervise it, stop it on SIGINT/SIGTERM
 //   mpx-run --check topology.toml         validate it and print the plan
 //   mpx-run --status-every 1 topology.toml
+//   mpx-run keygen DIR                    make the CURVE keys a tcp:// coordinator needs (docs/distributed.md)
 // Its actors are `exec` programs (any program that links mpx); an application with registered `task` functions
 // offers the same command line through mpx::run_main. Exit status: see mpx::TopologyExit.
+#include <iostream>
+#include <string>
+#include <string_view>
+
+#include <CLI/CLI.hpp>
 #include <mpx/mpx.hpp>
 
+namespace {
+
+// `mpx-run keygen DIR`, a command of mpx-run's own: mpx::run_main, which applications share, runs topologies only.
+// It starts no session.
+int keygen(int argc, char** argv) {
+  CLI::App app{"Makes a key directory for a tcp:// coordinator: czmq CURVE certificates of the coordinator and of its "
+               "clients, and the allow list of the clients it admits",
+               "mpx-run keygen"};
+  std::string directory;
+  app.add_option("directory", directory, "the directory to make (it must not hold keys yet)")->required();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    mpx::make_keys(directory);
+  } catch (const mpx::Error& e) {
+    std::cerr << "mpx-run keygen: " << e.what() << "\n";
+    return 2;
+  }
+  std::cout << "mpx-run keygen: made " << directory
+            << "/: coordinator.key, coordinator.key_secret, client.key, client.key_secret, allowed/client.key\n"
+            << "Run with MPX_KEYS=" << directory << " (or [coordinator] keys = \"" << directory
+            << "\" in a topology file).\n";
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "keygen") return keygen(argc - 1, argv + 1);
   mpx::init(argc, argv);
   return mpx::run_main(argc, argv);
 }

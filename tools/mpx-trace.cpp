@@ -17,6 +17,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <iostream>
@@ -37,6 +38,7 @@
 #include <mpx/version.hpp>
 
 #include "trace/format.hpp"
+#include "wire/curve.hpp"
 #include "wire/envelope.hpp"
 #include "wire/transport.hpp"
 
@@ -691,6 +693,11 @@ mpx::wire::Envelope control(const std::string& endpoint, mpx::wire::Kind kind, s
   zmq::socket_t dealer(context, zmq::socket_type::dealer);
   try {
     mpx::wire::configure(dealer, endpoint);
+    // A tcp coordinator admits CURVE clients only: the session's keys (docs/distributed.md, "Keys and security").
+    if (const char* keys = std::getenv("MPX_KEYS");
+        keys != nullptr && mpx::wire::transport_of(endpoint) == mpx::wire::Transport::tcp) {
+      mpx::wire::make_curve_client(dealer, mpx::wire::load_curve_client(keys));
+    }
     dealer.set(zmq::sockopt::linger, 0);
     dealer.connect(endpoint);
   } catch (const std::exception& e) {

@@ -222,6 +222,13 @@ TEST_CASE("every config error names the file, line, column, key and what was exp
   CHECK(error_of("[coordinator]\nendpoint = \"udp://x\"\n" + ok_actor) ==
         "t.toml:2:12: coordinator.endpoint: expected \"ipc\" (the default), \"ipc:///path\" or \"tcp://host:port\", "
         "got \"udp://x\"");
+  CHECK_THAT(error_of("[coordinator]\nendpoint = \"tcp://127.0.0.1:*\"\n" + ok_actor),
+             Contains("t.toml:2:12: coordinator.endpoint: the coordinator endpoint tcp://127.0.0.1:* is tcp://, which "
+                      "mpx secures with CURVE keys, and this session has none: make a key directory with `mpx-run "
+                      "keygen DIR`"));
+  CHECK_THAT(error_of("[coordinator]\nkeys = \"/nonexistent/keys\"\n" + ok_actor),
+             Contains("t.toml:2:8: coordinator.keys: the key directory '/nonexistent/keys' is not a directory (make one "
+                      "with `mpx-run keygen /nonexistent/keys`)"));
   CHECK_THAT(error_of("[[actors]]\nname = \"a\"\n"),
              Contains("t.toml:1:1: actors[0]: missing: expected task = \"name\" (a registered function) or exec"));
   CHECK(error_of(ok_actor + "exec = [\"/bin/true\"]\n") == "t.toml:4:8: actors[0].exec: expected either task or exec, not both");
@@ -459,11 +466,20 @@ TEST_CASE("the example topologies run through mpx-run", "[topology]") {
     CHECK_THAT(out, Contains(") ended (exit code 42): more than 3 restarts within 10 s"));
     CHECK_THAT(out, Contains("escalated: too many restarts (exit status 3)"));
   }
-  SECTION("fan-out/fan-in over a tcp coordinator endpoint") {
-    const auto file = s.write("tcp.toml", "[coordinator]\nendpoint = \"tcp://127.0.0.1:*\"\n" +
+  SECTION("fan-out/fan-in over a tcp coordinator endpoint, with CURVE keys") {
+    mpx::make_keys((s.dir / "keys").string());  // relative to the file: its actors are told the absolute path
+    const auto file = s.write("tcp.toml", "[coordinator]\nendpoint = \"tcp://127.0.0.1:*\"\nkeys = \"keys\"\n" +
                                               read_file(dir + "fan_out_in.toml"));
     CHECK(run_mpx_run({file.string()}, s.dir / "out") == 0);
     CHECK_THAT(read_file(s.dir / "out"), Contains("collector: 4 partial sums after the barrier: total 499500000 (correct)"));
+  }
+  SECTION("a tcp coordinator endpoint without keys is refused, saying how to make them") {
+    const auto file = s.write("tcp.toml", "[coordinator]\nendpoint = \"tcp://127.0.0.1:*\"\n" +
+                                              read_file(dir + "fan_out_in.toml"));
+    CHECK(run_mpx_run({file.string()}, s.dir / "out") == 2);  // an invalid file: nothing started
+    CHECK_THAT(read_file(s.dir / "out"), Contains("coordinator.endpoint: the coordinator endpoint tcp://127.0.0.1:* "
+                                                  "is tcp://, which mpx secures with CURVE keys"));
+    CHECK_THAT(read_file(s.dir / "out"), Contains("mpx-run keygen DIR"));
   }
   SECTION("task actors of an application, through mpx::run_main") {
     CHECK(run_mpx_run({dir + "app_tasks.toml"}, s.dir / "out", std::string(EXAMPLES_BUILD_DIR) + "/topology_app") == 0);

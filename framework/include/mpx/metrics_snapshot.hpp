@@ -145,7 +145,13 @@ struct Metrics {
   std::vector<EventMetrics> events;          ///< every Event
   std::vector<ConditionMetrics> conditions;  ///< every Condition
   std::vector<BarrierMetrics> barriers;      ///< every Barrier
-  MSGPACK_DEFINE(messages, malformed, kinds, queues, locks, pools, actors, semaphores, events, conditions, barriers);
+  /// tcp connections refused at the CURVE handshake: no CURVE, a wrong coordinator key, or a client key that the
+  /// allow list does not hold (its ZAP handler's refusals)
+  std::uint64_t denied = 0;
+  /// state-changing messages refused because their connection was not authenticated (a CURVE coordinator only)
+  std::uint64_t unauthenticated = 0;
+  MSGPACK_DEFINE(messages, malformed, kinds, queues, locks, pools, actors, semaphores, events, conditions, barriers,
+                 denied, unauthenticated);
 };
 
 }  // namespace mpx

@@ -8,6 +8,7 @@
 #include <mpx/executor.hpp>
 #include <mpx/function.hpp>
 #include <mpx/handle.hpp>
+#include <mpx/keys.hpp>
 #include <mpx/manager.hpp>
 #include <mpx/metrics.hpp>
 #include <mpx/object.hpp>

@@ -46,6 +46,7 @@ void raise_error(const wire::Envelope& reply) {
     case wire::ErrorCode::not_owner: throw ValueError(message);
     case wire::ErrorCode::broken: throw BrokenBarrierError(message);
     case wire::ErrorCode::eof: throw EOFError(message);
+    case wire::ErrorCode::unauthenticated: throw AuthenticationError(message);
     default: throw ProtocolError(message);
   }
 }

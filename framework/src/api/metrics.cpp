@@ -136,6 +136,13 @@ std::string metrics_text(const Metrics& m) {
   e.family("mpx_coordinator_malformed_total", "counter",
            "Messages the coordinator rejected (bad envelope, unknown kind, bad body).");
   e.sample({}, m.malformed);
+  e.family("mpx_coordinator_zap_denied_total", "counter",
+           "tcp connections refused at the CURVE handshake (no CURVE, a wrong coordinator key, or a client key "
+           "not in the allow list).");
+  e.sample({}, m.denied);
+  e.family("mpx_coordinator_unauthenticated_total", "counter",
+           "State-changing messages the coordinator refused because their connection was not authenticated.");
+  e.sample({}, m.unauthenticated);
   e.family("mpx_coordinator_kind_latency_seconds", "histogram",
            "Time the coordinator spent handling messages, by kind.");
   for (const auto& k : m.kinds) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "runtime/runtime.hpp"
+#include "runtime/security.hpp"
 #include "wire/envelope.hpp"
 #include "wire/interrupted.hpp"
 #include "wire/transport.hpp"
@@ -63,7 +64,7 @@ class Watcher {
     push_.connect(control_endpoint_);
     const auto& endpoint = runtime::state().session.coordinator_endpoint;
     zmq::socket_t dealer(runtime::context(), zmq::socket_type::dealer);
-    wire::configure(dealer, endpoint);
+    runtime::configure_connection(dealer, endpoint);
     dealer.set(zmq::sockopt::linger, 0);
     dealer.connect(endpoint);
     // Sockets move to the thread here; thread creation is the memory barrier ZeroMQ asks for.

@@ -20,6 +20,7 @@
 #include "runtime/channel.hpp"
 #include "runtime/launcher.hpp"
 #include "runtime/runtime.hpp"
+#include "runtime/security.hpp"
 #include "services/services.hpp"
 #include "wire/interrupted.hpp"
 #include "api/actor.hpp"
@@ -365,6 +366,7 @@ void Process::start() {
     spec.session_directory = st.session.directory;
     spec.coordinator_endpoint = st.session.coordinator_endpoint;
     spec.forkserver_path = st.session.forkserver_path;
+    spec.keys = runtime::keys_directory();
     spec.parent_pid = runtime::self_pid();
     spec.parent_name = self.name;
     spec.root_pid = st.root_pid;

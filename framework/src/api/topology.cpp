@@ -265,6 +265,7 @@ void Topology::start() {
   runtime::require_initialized();
   auto& s = *state_;
   if (s.supervisor) throw TopologyError("mpx: this topology was already started");
+  if (!s.config.keys.empty()) runtime::set_keys(s.config.keys);
   if (!s.config.endpoint.empty()) runtime::set_coordinator_endpoint(s.config.endpoint);
   runtime::ensure_coordinator();
   s.endpoint = runtime::state().session.coordinator_endpoint;

@@ -17,6 +17,7 @@
 
 #include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
+#include "runtime/security.hpp"
 #include "wire/interrupted.hpp"
 #include "wire/limits.hpp"
 #include "wire/stream_framing.hpp"
@@ -121,7 +122,7 @@ Channel::Channel(zmq::context_t& context, const std::string& endpoint, Posts pos
       actor_id_(static_cast<std::uint64_t>(::getpid())),
       endpoint_(endpoint),
       posts_(posts) {
-  wire::configure(socket_, endpoint);
+  configure_connection(socket_, endpoint);
   socket_.set(zmq::sockopt::linger, 200);
   // Replies (batches of queue items) are bounded by what this thread asked for, and pushes answer its own
   // submissions: never drop one.

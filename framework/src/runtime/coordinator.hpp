@@ -10,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -23,6 +24,7 @@
 #include <mpx/metrics_snapshot.hpp>
 
 #include "runtime/timer_wheel.hpp"
+#include "wire/curve.hpp"
 #include "wire/envelope.hpp"
 
 namespace mpx::runtime {
@@ -31,6 +33,8 @@ struct CoordinatorStats {
   std::uint64_t received = 0;   // well-formed messages handled
   std::uint64_t malformed = 0;  // messages rejected (bad envelope, unknown kind, bad body)
   std::uint64_t actors = 0;     // processes currently watched
+  std::uint64_t denied = 0;           // connections ZAP refused (a CURVE key not in the allow list, or none)
+  std::uint64_t unauthenticated = 0;  // state-changing messages refused: their connection has no User-Id
 };
 
 class Coordinator {
@@ -57,7 +61,9 @@ class Coordinator {
   // A service's part of a metrics snapshot: it appends its objects. Runs on the coordinator thread.
   using MetricsCollector = std::function<void(mpx::Metrics& snapshot)>;
 
-  Coordinator(zmq::context_t& context, std::string endpoint);
+  // With `curve`, a tcp endpoint is a CURVE server that admits only the keys of its allow list, through a ZAP handler
+  // this coordinator serves in its loop (PROTOCOL.md, "Security").
+  Coordinator(zmq::context_t& context, std::string endpoint, std::optional<wire::CurveServer> curve = std::nullopt);
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
@@ -104,6 +110,10 @@ class Coordinator {
 
  private:
   void run();
+  // A CURVE coordinator refuses a state-changing message whose connection ZAP did not authenticate: true if refused.
+  // Answers the ZAP requests waiting and counts the handshakes that failed before them: both are denials.
+  void serve_security();
+  bool refuse_unauthenticated(const Peer& peer, const wire::Envelope& request, const wire::Credentials& credentials);
   void dispatch(Peer& peer, wire::Envelope& request);
   void dispatch_one(Peer& peer, wire::Envelope& request);
   void handle_runtime(Peer& peer, wire::Envelope& request);
@@ -158,6 +168,9 @@ class Coordinator {
   std::string local_endpoint_;
   zmq::socket_t router_;
   zmq::socket_t control_;
+  std::optional<wire::CurveServer> curve_;
+  zmq::socket_t zap_;         // the ZAP handler (REP), when curve_ is set
+  zmq::socket_t handshakes_;  // the ROUTER's monitor of failed handshakes (PAIR), when curve_ is set
   std::thread thread_;
   TimerWheel timers_;
   std::unordered_map<std::uint16_t, Handler> handlers_;
@@ -170,6 +183,8 @@ class Coordinator {
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> malformed_{0};
   std::atomic<std::uint64_t> actors_{0};
+  std::atomic<std::uint64_t> denied_{0};
+  std::atomic<std::uint64_t> unauthenticated_{0};
   // Metrics: plain integers, touched by the coordinator thread only, and nothing allocated per message.
   struct KindCounter {
     std::uint64_t count = 0;

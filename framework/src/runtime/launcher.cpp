@@ -88,6 +88,7 @@ Session session_of(const LaunchSpec& spec) {
   s.directory = spec.session_directory;
   s.coordinator_endpoint = spec.coordinator_endpoint;
   s.forkserver_path = spec.forkserver_path;
+  s.keys = spec.keys;
   return s;
 }
 

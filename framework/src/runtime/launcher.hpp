@@ -29,8 +29,9 @@ struct LaunchSpec {
   std::uint8_t method = 0;  // StartMethod
   FunctionId function;
   std::string payload;  // the encoded arguments, or the encoded ProcessClass object
+  std::string keys;     // the session's key directory (security.hpp), empty if it has none
   MSGPACK_DEFINE(session_id, session_directory, coordinator_endpoint, forkserver_path, parent_pid, parent_name, root_pid, name,
-                 daemon, method, function, payload);
+                 daemon, method, function, payload, keys);
 };
 
 struct Launched {

@@ -22,6 +22,7 @@
 #include "runtime/channel.hpp"
 #include "runtime/coordinator.hpp"
 #include "runtime/launcher.hpp"
+#include "runtime/security.hpp"
 #include "trace/bus.hpp"
 #include "wire/interrupted.hpp"
 #include "wire/transport.hpp"
@@ -194,7 +195,8 @@ void ensure_coordinator() {
   if (!st.self.is_root || self_pid() != st.root_pid) return;
   std::lock_guard lock(coordinator_mutex);
   if (the_coordinator) return;
-  the_coordinator = new Coordinator(context(), st.session.coordinator_endpoint);
+  the_coordinator =
+      new Coordinator(context(), st.session.coordinator_endpoint, coordinator_curve(st.session.coordinator_endpoint));
   // A tcp endpoint with port `*` is known only once bound: children must be told the real one.
   st.session.coordinator_endpoint = the_coordinator->endpoint();
   if (service_installer) service_installer(*the_coordinator);
@@ -202,12 +204,20 @@ void ensure_coordinator() {
   the_coordinator->start();
 }
 
-void set_coordinator_endpoint(std::string endpoint) {
-  auto& st = state();
+namespace {
+// What only the root can choose, and only before its coordinator starts (the caller holds coordinator_mutex then).
+void require_root(std::string_view what) {
+  const auto& st = state();
   require_initialized();
   if (!st.self.is_root || self_pid() != st.root_pid) {
-    throw ProcessError("mpx: only the root process of a session can choose the coordinator's endpoint");
+    throw ProcessError("mpx: only the root process of a session can choose " + std::string(what));
   }
+}
+}  // namespace
+
+void set_coordinator_endpoint(std::string endpoint) {
+  require_root("the coordinator's endpoint");
+  auto& st = state();
   std::lock_guard lock(coordinator_mutex);
   if (the_coordinator) {
     if (endpoint == the_coordinator->endpoint()) return;
@@ -215,7 +225,18 @@ void set_coordinator_endpoint(std::string endpoint) {
                        "; its endpoint cannot change to " + endpoint);
   }
   (void)wire::transport_of(endpoint);  // throws std::invalid_argument for an unknown transport
+  require_keys_for(endpoint);
   st.session.coordinator_endpoint = std::move(endpoint);
+}
+
+void set_keys(const std::string& directory) {
+  require_root("its keys (its children are told them)");
+  std::lock_guard lock(coordinator_mutex);
+  if (the_coordinator) {
+    throw ProcessError("mpx: the coordinator is already running at " + the_coordinator->endpoint() +
+                       "; choose the keys before it starts");
+  }
+  state().session.keys = checked_key_directory(directory);
 }
 
 std::string side_door_path() {
@@ -324,7 +345,8 @@ struct JoinSpec {
   std::int64_t parent_pid = 0;
   std::string parent_name;
   std::string name;
-  MSGPACK_DEFINE(session_id, session_directory, coordinator_endpoint, root_pid, parent_pid, parent_name, name);
+  std::string keys;  // the session's key directory (security.hpp), empty if it has none
+  MSGPACK_DEFINE(session_id, session_directory, coordinator_endpoint, root_pid, parent_pid, parent_name, name, keys);
 };
 
 constexpr const char* session_variable = "MPX_SESSION";
@@ -368,8 +390,8 @@ std::optional<std::string> from_hex(std::string_view hex) {
 
 std::vector<std::string> join_environment(const std::string& name, const std::string& actor_payload, int ready_fd) {
   const auto& st = state();
-  JoinSpec spec{st.session.id,  st.session.directory, st.session.coordinator_endpoint, st.root_pid, self_pid(),
-                st.self.name,   name};
+  JoinSpec spec{st.session.id, st.session.directory, st.session.coordinator_endpoint, st.root_pid, self_pid(),
+                st.self.name,  name,                  keys_directory()};
   return {std::string(session_variable) + "=" + to_hex(encode(spec)),
           std::string(actor_variable) + "=" + to_hex(actor_payload),
           std::string(ready_variable) + "=" + std::to_string(ready_fd)};
@@ -395,7 +417,7 @@ bool join_session_from_environment() {
   }
   die_with_parent(static_cast<pid_t>(spec.parent_pid));
   auto& st = state();
-  st.session = Session{spec.session_id, spec.session_directory, spec.coordinator_endpoint, std::string()};
+  st.session = Session{spec.session_id, spec.session_directory, spec.coordinator_endpoint, std::string(), spec.keys};
   st.root_pid = static_cast<pid_t>(spec.root_pid);
   st.self = Identity{};
   st.self.pid = self_pid();

@@ -93,11 +93,15 @@ void shutdown_root();
 // Sets the endpoint the coordinator binds (tcp://host:port, tcp://127.0.0.1:* or ipc://path) instead of the session's
 // ipc default. Root process only, before the coordinator has started; throws ProcessError otherwise. Once it has
 // started, state().session.coordinator_endpoint is the endpoint it actually bound (the port chosen for `*`).
+// A tcp:// endpoint needs keys (security.hpp): without them it throws ValueError saying how to make them.
 void set_coordinator_endpoint(std::string endpoint);
+// Chooses the key directory of a tcp:// coordinator (mpx::set_keys), instead of MPX_KEYS. Root process only, before
+// the coordinator has started (ProcessError otherwise); ValueError naming what is missing from the directory.
+void set_keys(const std::string& directory);
 
 // Joining a running session. A launcher (mpx::Topology) starts any program that links mpx with these variables:
 //   MPX_SESSION   hex of the msgpack JoinSpec [session_id, session_directory, coordinator_endpoint, root_pid,
-//                 parent_pid, parent_name, name]
+//                 parent_pid, parent_name, name, keys]
 //   MPX_ACTOR     opaque to the runtime; kept in state().actor_payload for the topology layer
 //   MPX_READY_FD  a descriptor to write one byte on once the coordinator answered; then it is closed
 // join_session_from_environment() (called by mpx::init) makes this process an actor of that session instead of the

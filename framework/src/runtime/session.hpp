@@ -12,6 +12,7 @@ struct Session {
   std::string directory;        // mode 0700; holds the ipc socket files
   std::string coordinator_endpoint;
   std::string forkserver_path;  // the zygote's unix socket
+  std::string keys;             // the key directory for a tcp:// coordinator (security.hpp), if one was chosen
 };
 
 // Creates the session directory under $TMPDIR (or /tmp when $TMPDIR is unset or too long for a socket path) and

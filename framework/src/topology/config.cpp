@@ -18,6 +18,7 @@
 #include <mpx/function.hpp>
 #include <mpx/start_method.hpp>
 
+#include "runtime/security.hpp"
 #include "trace/bus.hpp"
 
 namespace mpx::topology {
@@ -341,7 +342,7 @@ Config parse_config(std::string_view text, const std::string& source, const std:
 
   if (auto node = r.find(root, "coordinator")) r.attempt([&] {
     const auto& t = *r.typed<toml::table>(*node, "coordinator", "a table");
-    r.keys(t, "coordinator", {"endpoint", "shutdown_timeout", "trace"});
+    r.keys(t, "coordinator", {"endpoint", "keys", "shutdown_timeout", "trace"});
     if (auto v = r.find(t, "endpoint")) r.attempt([&] {
       const std::string e = r.string(*v, "coordinator.endpoint");
       if (e != "ipc" && !e.starts_with("ipc://") && !e.starts_with("tcp://")) {
@@ -349,6 +350,26 @@ Config parse_config(std::string_view text, const std::string& source, const std:
                "expected \"ipc\" (the default), \"ipc:///path\" or \"tcp://host:port\", got \"" + e + "\"");
       }
       if (e != "ipc") c.endpoint = e;
+    });
+    const auto without_mpx = [](const ValueError& e) {
+      return std::string(e.what()).substr(std::string_view("mpx: ").size());
+    };
+    if (auto v = r.find(t, "keys")) r.attempt([&] {
+      fs::path keys(r.string(*v, "coordinator.keys"));
+      if (keys.is_relative() && !directory.empty()) keys = fs::path(directory) / keys;
+      try {
+        c.keys = runtime::checked_key_directory(keys.lexically_normal().string());
+      } catch (const ValueError& e) {
+        r.fail(v->source(), "coordinator.keys", without_mpx(e));
+      }
+    });
+    // A tcp endpoint without keys (here or in MPX_KEYS) would be refused at the start: say so now, with --check too.
+    if (auto v = r.find(t, "endpoint"); v != nullptr && c.keys.empty() && !c.endpoint.empty()) r.attempt([&] {
+      try {
+        runtime::require_keys_for(c.endpoint);
+      } catch (const ValueError& e) {
+        r.fail(v->source(), "coordinator.endpoint", without_mpx(e));
+      }
     });
     if (auto v = r.find(t, "shutdown_timeout")) r.attempt([&] {
       c.shutdown_timeout_s = r.seconds(*v, "coordinator.shutdown_timeout");

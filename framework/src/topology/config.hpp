@@ -57,6 +57,7 @@ struct TraceSpec {
 struct Config {
   std::string source;              // the file name, for messages
   std::string endpoint;            // empty: the session's ipc default
+  std::string keys;                // the key directory of a tcp:// endpoint (absolute); empty: MPX_KEYS
   TraceSpec trace;
   double shutdown_timeout_s = 5.0;
   Strategy strategy = Strategy::one_for_one;

@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include "wire/curve.hpp"
 #include "wire/interrupted.hpp"
 #include "wire/little_endian.hpp"
 #include "wire/stream_framing.hpp"
@@ -224,7 +225,7 @@ void drain(zmq::socket_ref socket) {
 }
 }  // namespace
 
-std::optional<Envelope> recv(zmq::socket_ref socket, zmq::message_t* routing, bool dontwait) {
+std::optional<Envelope> recv(zmq::socket_ref socket, zmq::message_t* routing, bool dontwait, Credentials* credentials) {
   const auto flags = dontwait ? zmq::recv_flags::dontwait : zmq::recv_flags::none;
   zmq::message_t first;
   if (!recv_frame(socket, first, flags)) return std::nullopt;
@@ -234,6 +235,7 @@ std::optional<Envelope> recv(zmq::socket_ref socket, zmq::message_t* routing, bo
     first = zmq::message_t();
     (void)recv_frame(socket, first);
   }
+  if (credentials) *credentials = credentials_of(first);
   Envelope e;
   try {
     e.header = decode_header(first.data(), first.size());

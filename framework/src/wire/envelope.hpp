@@ -89,9 +89,12 @@ std::optional<Envelope> take_packet(std::string_view buffer, std::size_t& start,
 bool send(zmq::socket_ref socket, Envelope& envelope, std::uint64_t sender, const zmq::message_t* routing = nullptr,
           bool dontwait = false);
 
-// Receives one multipart message. For a ROUTER socket, routing receives the peer identity.
+// Receives one multipart message. For a ROUTER socket, routing receives the peer identity, and `credentials` what the
+// header frame says about the connection it came on (wire/curve.hpp: the User-Id ZAP gave it).
 // Returns nullopt if no message is ready and `dontwait`. Throws ProtocolError on a malformed message (after draining
 // all its frames, so the socket stays in step).
-std::optional<Envelope> recv(zmq::socket_ref socket, zmq::message_t* routing = nullptr, bool dontwait = false);
+struct Credentials;
+std::optional<Envelope> recv(zmq::socket_ref socket, zmq::message_t* routing = nullptr, bool dontwait = false,
+                             Credentials* credentials = nullptr);
 
 }  // namespace mpx::wire
