@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libsodium-dev catch2
-  meson ninja-build pkg-config g++ python3
+  meson ninja-build pkg-config g++ python3 python3-zmq
   libtomlplusplus-dev libcli11-dev libcpp-httplib-dev graphviz doxygen cmake
 )
 

@@ -364,12 +364,20 @@ TEST_CASE("mpx-run keygen makes certificates that load back", "[security][mpx-ru
   CHECK(std::system((command + " && false").c_str()) != 0);  // a second run never overwrites
   CHECK_THAT(read_file(dir.path / "out"), Contains("never overwritten"));
 
-  // pyzmq reads them too, where it is installed.
-  if (std::system("python3 -c 'import zmq.auth' > /dev/null 2>&1") != 0) {
+  // pyzmq reads them too (tools/install-deps.sh installs Debian's python3-zmq, for Debian's own interpreter, which
+  // may not be the first python3 on the PATH).
+  std::string python;
+  for (const char* candidate : {"/usr/bin/python3", "python3"}) {
+    if (std::system((std::string(candidate) + " -c 'import zmq.auth' > /dev/null 2>&1").c_str()) == 0) {
+      python = candidate;
+      break;
+    }
+  }
+  if (python.empty()) {
     WARN("pyzmq is not installed: its reading of the certificates is not checked");
     return;
   }
-  const std::string check = "python3 -c 'import sys, zmq.auth; "
+  const std::string check = python + " -c 'import sys, zmq.auth; "
                             "p, s = zmq.auth.load_certificate(sys.argv[1] + \"/client.key_secret\"); "
                             "q, _ = zmq.auth.load_certificate(sys.argv[1] + \"/allowed/client.key\"); "
                             "assert p == q and len(s) == 40; "
