@@ -24,6 +24,7 @@
 #include <zmq.hpp>
 
 #include "children.hpp"
+#include "temp_dir.hpp"
 #include "trace/format.hpp"
 
 using namespace std::chrono_literals;
@@ -35,21 +36,6 @@ extern char** environ;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// A private directory for one test's files, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "mpx-trace-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 // Tracing is process-wide: whatever a test does, it ends off.
 struct TraceOff {
