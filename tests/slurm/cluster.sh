@@ -7,7 +7,9 @@
 # Usage:
 #   cluster.sh up N DIR   start a cluster of N compute nodes (h1..hN); config, state and logs go under DIR, which it
 #                         creates. Returns once all N nodes are idle; fails (printing the logs, and taking down what
-#                         it started) if they are not within MPX_SLURM_UP_TIMEOUT seconds (default 60).
+#                         it started) if they are not within MPX_SLURM_UP_TIMEOUT seconds (default 60). Each node
+#                         has MPX_SLURM_CPUS CPUs for Slurm (default 8, whatever this machine has: Slurm refuses a
+#                         step with more tasks on a node than it has CPUs, even with --overcommit).
 #   cluster.sh down DIR   stop everything `up` started in DIR and remove its namespaces, veths and bridge. Idempotent:
 #                         succeeds when the cluster is already down, half up, or DIR does not exist. Keeps DIR's logs.
 #   cluster.sh env DIR    print the line to eval before running srun/sbatch/sinfo against the cluster:
@@ -195,8 +197,7 @@ release_slot() {
 # ---- configuration -------------------------------------------------------------------------------------------------
 
 write_slurm_conf() {
-  local i cpus
-  cpus=$(nproc)
+  local i cpus=${MPX_SLURM_CPUS:-8}
   cat >"$dir/etc/slurm.conf" <<EOF
 # Written by tests/slurm/cluster.sh (slot $slot). One machine, one network namespace per node.
 ClusterName=mpxs$slot
@@ -235,7 +236,7 @@ SelectTypeParameters=CR_CPU
 SchedulerType=sched/builtin
 # A node that was down (slurmd restarted, say) is usable again as soon as it registers.
 ReturnToService=2
-# All nodes share this machine's hardware; take the node lines below as they are.
+# All nodes share this machine's hardware: take the node lines below as they are (their CPUs, not the machine's).
 SlurmdParameters=config_overrides
 SlurmdTimeout=30
 InactiveLimit=0
@@ -306,6 +307,7 @@ cmd_up() {
   [[ $# == 2 && "$1" =~ ^[1-9][0-9]*$ ]] || usage
   nodes=$1
   ((nodes <= max_nodes)) || die "at most $max_nodes nodes"
+  [[ "${MPX_SLURM_CPUS:-8}" =~ ^[1-9][0-9]*$ ]] || die "MPX_SLURM_CPUS must be a positive number"
   [[ $(id -u) == 0 ]] || die "needs root (network namespaces, a bridge, slurmd as root)"
   local prog
   for prog in slurmctld slurmd srun sinfo scontrol munged mungekey munge unmunge ip nsenter unshare setsid flock; do
