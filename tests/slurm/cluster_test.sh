@@ -2,6 +2,7 @@
 # Proves tests/slurm/cluster.sh: brings up a real 3-node Slurm cluster (one network namespace per node), and checks
 # what mpx's Slurm launcher will rely on:
 #   - srun -N3 runs one task per node, task i on node h(i+1), each with its own hostname and its node's address;
+#     with --ntasks-per-node=2, tasks 0 and 1 run on h1, 2 and 3 on h2, and so on;
 #   - every task sees the job's SLURM_* variables (task 0's whole environment is printed once, for reference);
 #   - a task reaches a TCP listener of task 0 on the first node's NodeAddr (asked of slurmctld; no DNS), and
 #     resolves the first node's name to it;
@@ -86,6 +87,13 @@ for ((i = 0; i < nodes; i++)); do
   [[ $host == "h$((i + 1))" ]] || fail "task $i ran on $host, not h$((i + 1))"
   [[ ${addr%/*} == "$(node_addr "$host")" ]] || fail "task $i on $host sees address $addr, not its NodeAddr"
 done
+
+# Several tasks per node (mpx runs more than one process on a node), in blocks: tasks 0 and 1 on h1, 2 and 3 on h2...
+# shellcheck disable=SC2016  # expanded by the tasks
+out=$(run srun -N"$nodes" --ntasks-per-node=2 sh -c 'echo $SLURM_PROCID $(hostname)' | sort -n | tr '\n' ' ')
+expect=""
+for ((i = 0; i < 2 * nodes; i++)); do expect+="$i h$((i / 2 + 1)) "; done
+[[ $out == "$expect" ]] || fail "srun --ntasks-per-node=2 gave '$out', not '$expect'"
 
 # ---- the tasks' environment ------------------------------------------------------------------------------------------
 # srun -l prefixes each line with the task id.
