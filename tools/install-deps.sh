@@ -7,7 +7,11 @@ packages=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libsodium-dev catch2
   meson ninja-build pkg-config g++ python3 python3-zmq
   libtomlplusplus-dev libcli11-dev libcpp-httplib-dev graphviz doxygen cmake
+  slurmctld slurmd slurm-client munge iproute2 procps
 )
+# The last line is for the Slurm test cluster (tests/slurm/cluster.sh). On a host with systemd, munge's postinst
+# starts the system munged; the test cluster runs its own beside it (own key and socket). The slurmd and slurmctld
+# services stay off: they start only with an /etc/slurm/slurm.conf, which nothing here writes.
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "install-deps: dpkg-query not found; this script supports Debian/Ubuntu only." >&2
