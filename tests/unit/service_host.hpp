@@ -53,9 +53,9 @@ class ReplySink final : public services::Host {
   void count_malformed() override { ++malformed; }
   mpx::runtime::TimerWheel& timers() override { return wheel_; }
   std::uint64_t allocate_object_id() override { return next_object_id_++; }
-  bool watch(pid_t pid) override { return !dead_.count(pid); }
-  bool has_exited(pid_t pid) const override { return dead_.count(pid) != 0; }
-  void reaped(pid_t pid) override {
+  bool watch(std::uint64_t pid) override { return !dead_.count(pid); }
+  bool has_exited(std::uint64_t pid) const override { return dead_.count(pid) != 0; }
+  void reaped(std::uint64_t pid) override {
     if (!dead_.count(pid)) die(pid);
   }
 
@@ -98,7 +98,7 @@ class ReplySink final : public services::Host {
     return wheel_.advance(mpx::runtime::TimerWheel::Clock::now() + after);
   }
   // The process died: its death hooks run, as when the coordinator reaps it.
-  void die(pid_t pid) {
+  void die(std::uint64_t pid) {
     dead_.insert(pid);
     for (auto& hook : death_hooks_) hook(pid);
   }
@@ -111,7 +111,7 @@ class ReplySink final : public services::Host {
   std::vector<DeathHook> death_hooks_;
   std::vector<MetricsCollector> collectors_;
   mpx::runtime::TimerWheel wheel_;
-  std::set<pid_t> dead_;
+  std::set<std::uint64_t> dead_;
   std::uint64_t next_object_id_ = 1;
   std::uint64_t correlation_ = 0;
 };

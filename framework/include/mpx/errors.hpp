@@ -146,6 +146,18 @@ class MPX_API WorkerLost : public Error {
   unsigned attempts_;
 };
 
+/// A node (another host of a distributed session) was lost: its agent died, its host was cut off, or its link went
+/// down, and the coordinator heard nothing from it for the node timeout (framework/docs/distributed.md). The
+/// processes that ran there are reported dead with this as their exception and mpx::node_lost_exitcode as their exit
+/// code; a request made of a lost node raises it. Ray calls this NodeDiedError; Python has no equivalent.
+class MPX_API NodeLost : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
+/// The exit code of a process whose node was lost: not a code a process can exit with (0..255), nor a signal (-1..-64).
+inline constexpr int node_lost_exitcode = -255;
+
 /// A task or future was cancelled before it ran, or its pool was terminated (Python:
 /// concurrent.futures.CancelledError).
 class MPX_API CancelledError : public Error {

@@ -31,6 +31,8 @@ struct ExecutorOptions {
   unsigned max_retries = 3;  ///< runs of a task whose worker died, after the first, before it fails as WorkerLost
   std::optional<StartMethod> method;  ///< the workers' start method; unset: get_start_method()
   bool broken_on_worker_death = false;  ///< Python's BrokenProcessPool instead of retries
+  Placement placement = Placement::local;  ///< where the workers run (PoolOptions::placement)
+  std::vector<std::uint32_t> nodes = {};  ///< with Placement::pinned: the nodes they start on
 };
 
 /// What every Future has, whatever its result type. wait() and as_completed() take a std::vector of any one future

@@ -19,6 +19,13 @@ namespace mpx {
 /// overwritten) or a file cannot be written.
 MPX_API void make_keys(const std::string& directory);
 
+/// Gives node `name` a key of its own (what `mpx-run keygen DIR --node NAME` does) in a directory make_keys made:
+/// `DIR/nodes/NAME/` is the node's key directory (its pair, and the coordinator's public key) to copy to its host and
+/// pass as `--mpx-keys`, and `DIR/allowed/NAME.key` admits it. The coordinator binds every message on a connection
+/// with that key to the node that said hello with it (framework/docs/distributed.md). Throws ValueError for a name
+/// other than letters, digits, '-', '_' and '.', or if that node already has keys.
+MPX_API void make_node_keys(const std::string& directory, const std::string& name);
+
 /// Chooses the key directory of this session's tcp:// coordinator instead of the environment variable `MPX_KEYS`;
 /// child processes are told it. Call it in the root process before the coordinator starts (before the first shared
 /// object), or it throws ProcessError. Throws ValueError naming the file that is missing or malformed.

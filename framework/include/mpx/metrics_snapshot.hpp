@@ -150,8 +150,10 @@ struct Metrics {
   std::uint64_t denied = 0;
   /// state-changing messages refused because their connection was not authenticated (a CURVE coordinator only)
   std::uint64_t unauthenticated = 0;
+  /// messages refused because their sender is not an actor of the node their connection's key is bound to
+  std::uint64_t forged = 0;
   MSGPACK_DEFINE(messages, malformed, kinds, queues, locks, pools, actors, semaphores, events, conditions, barriers,
-                 denied, unauthenticated);
+                 denied, unauthenticated, forged);
 };
 
 }  // namespace mpx

@@ -11,6 +11,7 @@
 #include <mpx/keys.hpp>
 #include <mpx/manager.hpp>
 #include <mpx/metrics.hpp>
+#include <mpx/nodes.hpp>
 #include <mpx/object.hpp>
 #include <mpx/pipe.hpp>
 #include <mpx/process.hpp>

@@ -50,6 +50,13 @@ using Progress = std::function<void(std::size_t done, std::size_t total)>;
 
 /// Pool's settings: Python's processes, initializer/initargs and maxtasksperchild, a start method, and mpx's retry
 /// policy for tasks whose worker dies.
+/// Where a pool's workers run (many hosts: framework/docs/distributed.md, "Placement").
+enum class Placement {
+  local,   ///< on this host (the default)
+  spread,  ///< over every node alive when the pool starts, this host included
+  pinned,  ///< on the nodes listed in `nodes`, in turn
+};
+
 struct PoolOptions {
   std::optional<int> processes;          ///< unset: cpu_count()
   std::optional<BoundCall> initializer;  ///< mpx::bind(init, args...): runs once in every worker before its first task
@@ -58,6 +65,11 @@ struct PoolOptions {
   std::optional<StartMethod> method;     ///< unset: get_start_method()
   /// Executor semantics: the first worker death fails every pending task with BrokenProcessPool and breaks the pool.
   bool broken_on_worker_death = false;
+  /// Where the workers run. With `spread` or `pinned` and `processes` unset, each node gets as many workers as it has
+  /// cpus; with `processes` set, they are dealt out over the nodes in turn. A worker whose node is lost is replaced on
+  /// a node that is still alive.
+  Placement placement = Placement::local;
+  std::vector<std::uint32_t> nodes = {};  ///< with Placement::pinned: the nodes the workers start on (mpx::nodes())
 };
 
 }  // namespace mpx

@@ -45,6 +45,9 @@ struct ProcessOptions {
   std::string name;             ///< empty: "Process-N" (or "<Class>-N" for a ProcessClass), as in Python
   std::optional<bool> daemon;   ///< unset: inherit from the creating process, as in Python
   std::optional<StartMethod> method;  ///< unset: get_start_method() at start()
+  /// The node to run on (mpx::nodes()); unset or 0: this host. A process on another node starts through that node's
+  /// forkserver, whatever `method` says, so its target must be a function, not a closure.
+  std::optional<std::uint32_t> node = std::nullopt;  // a default, so that ProcessOptions{name, daemon, method} stays whole
 };
 
 namespace detail {
@@ -96,8 +99,11 @@ class MPX_API Process {
   /// The exception the target threw, once the process has ended; nullopt if it ended without one.
   std::optional<RemoteError> exception();
   pid_t pid() const;  ///< 0 before start
-  /// A file descriptor that becomes readable when the process ends (for poll/select); -1 before start.
+  /// A file descriptor that becomes readable when the process ends (for poll/select); -1 before start. For a process
+  /// on another node it is a pipe the coordinator's word on its end is written to.
   int sentinel() const;
+  /// The node it runs on (0: the coordinator's host).
+  std::uint32_t node() const;
 
   const std::string& name() const;  ///< The name: "Process-N" unless given.
   void set_name(std::string name);  ///< Renames the handle (Python: p.name = ...).

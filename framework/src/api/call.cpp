@@ -47,6 +47,7 @@ void raise_error(const wire::Envelope& reply) {
     case wire::ErrorCode::broken: throw BrokenBarrierError(message);
     case wire::ErrorCode::eof: throw EOFError(message);
     case wire::ErrorCode::unauthenticated: throw AuthenticationError(message);
+    case wire::ErrorCode::node_lost: throw NodeLost(message);
     default: throw ProtocolError(message);
   }
 }

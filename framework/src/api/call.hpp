@@ -24,7 +24,7 @@ bool posts_are_ordered();
 // The endpoint of this session's coordinator (what new handles record).
 const std::string& coordinator_endpoint();
 // MPX_SHM_REMOTE=1: this process maps no shared memory of the session (Value/Array segments, queue rings) and goes
-// through the coordinator instead, as a process on another host does. For tests.
+// through the coordinator instead, as a process on another host does. For tests; always so on another node.
 bool shm_forced_remote();
 
 }  // namespace mpx::detail

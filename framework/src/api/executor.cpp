@@ -15,6 +15,8 @@ PoolOptions pool_options(ExecutorOptions o) {
   p.max_retries = o.max_retries;
   p.method = o.method;
   p.broken_on_worker_death = o.broken_on_worker_death;
+  p.placement = o.placement;
+  p.nodes = std::move(o.nodes);
   return p;
 }
 }  // namespace

@@ -143,6 +143,9 @@ std::string metrics_text(const Metrics& m) {
   e.family("mpx_coordinator_unauthenticated_total", "counter",
            "State-changing messages the coordinator refused because their connection was not authenticated.");
   e.sample({}, m.unauthenticated);
+  e.family("mpx_coordinator_forged_total", "counter",
+           "Messages the coordinator refused because their sender is not an actor of the node their key is bound to.");
+  e.sample({}, m.forged);
   e.family("mpx_coordinator_kind_latency_seconds", "histogram",
            "Time the coordinator spent handling messages, by kind.");
   for (const auto& k : m.kinds) {

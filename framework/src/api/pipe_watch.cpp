@@ -104,7 +104,7 @@ class Watcher {
 
  private:
   void run(zmq::socket_t& pull, zmq::socket_t& dealer) {
-    const auto actor = static_cast<std::uint64_t>(::getpid());
+    const auto actor = runtime::self_actor();
     // hello makes the coordinator watch this process (usually it already does, through the thread's channel).
     auto hello = wire::make(wire::Kind::hello, 0, 0,
                             std::make_tuple(static_cast<std::int64_t>(::getpid()),

@@ -2,16 +2,21 @@
 // names, daemon inheritance, exit codes, joining children at exit.
 #include <mpx/process.hpp>
 #include <mpx/handle.hpp>
+#include <mpx/nodes.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
+#include <system_error>
+#include <thread>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -24,6 +29,11 @@
 #include "services/services.hpp"
 #include "wire/interrupted.hpp"
 #include "api/actor.hpp"
+#include "api/call.hpp"
+#include "api/pool/pool_core.hpp"
+#include "runtime/node_agent.hpp"
+#include "runtime/slurm.hpp"
+#include "wire/actor_id.hpp"
 #include "api/metrics_server.hpp"
 
 namespace mpx {
@@ -39,6 +49,8 @@ struct ProcessState {
   std::optional<bool> daemon;
   std::optional<StartMethod> method;
   StartMethod used_method = StartMethod::forkserver;
+  std::uint32_t node = 0;      // the node it runs (or is to run) on
+  std::uint64_t actor = 0;     // its actor id once started on another node (wire/actor_id.hpp); 0 for a local one
 
   BoundCall call;
   std::function<void()> closure;
@@ -73,6 +85,12 @@ namespace {
 using detail::ProcessState;
 
 std::atomic<int> process_counter{0};
+
+// How long a start or a signal on another node may take before it is an error: the agent answers at once unless
+// its host is unreachable, and then the node is declared lost well within this.
+constexpr std::int64_t node_launch_wait_ms = 30'000;
+// How long the tasks of a Slurm job wait for each other: task 0 to listen, and every node to join it.
+constexpr auto slurm_wait = std::chrono::seconds(120);
 
 // A child's exit code once its wait status is lost with its forkserver: Python's value (popen_forkserver.poll).
 constexpr int forkserver_lost_exitcode = 255;
@@ -143,7 +161,11 @@ std::shared_ptr<ProcessState> current_state() {
 // Reaps a child whose sentinel is ready. Caller holds the state's mutex.
 void reap(ProcessState& s) {
   if (s.exitcode) return;
-  if (s.status_fd >= 0) {
+  if (s.actor != 0) {
+    std::int32_t code = node_lost_exitcode;
+    if (::read(s.status_fd, &code, sizeof code) != sizeof code) code = node_lost_exitcode;
+    s.exitcode = code;
+  } else if (s.status_fd >= 0) {
     auto code = runtime::read_forkserver_status(s.status_fd);
     if (!code) {
       // No status: the forkserver was killed. Its children survive it (as Python's do, bpo-31308), so from now on
@@ -167,6 +189,26 @@ void reap(ProcessState& s) {
 }
 
 int sentinel_of(const ProcessState& s) { return s.status_fd >= 0 ? s.status_fd : s.pidfd; }
+
+// A process of another node ends where no descriptor of ours can see it: a thread asks the coordinator, which its
+// node's agent tells, and writes the exit code into a pipe whose read end is the process's sentinel, so that join,
+// is_alive, sentinel() and a pool's result thread treat it as they treat a local child.
+int watch_remote_end(std::uint64_t actor) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "mpx: pipe2");
+  std::thread([actor, out = fds[1]] {
+    std::int32_t code = node_lost_exitcode;  // no answer at all: the session is ending
+    try {
+      auto reply =
+          detail::call(wire::make(wire::Kind::node_wait, 0, 0, std::make_tuple(actor, std::int64_t{-1})), -1);
+      code = std::get<0>(reply.body_as<std::tuple<std::int32_t>>());
+    } catch (const std::exception&) {
+    }
+    (void)!::write(out, &code, sizeof code);
+    ::close(out);
+  }).detach();
+  return fds[0];
+}
 
 // Waits until the process ends or the timeout passes; timeout_ms < 0 waits forever. Returns true if it ended.
 bool wait_for_end(ProcessState& s, long timeout_ms) {
@@ -207,6 +249,20 @@ void finalize_children_at_exit() {
   }
 }
 
+// Slurm's task 0: the coordinator listens where the other tasks can reach it, and main starts once they all joined.
+std::optional<runtime::SlurmJob> slurm_session;
+void remove_slurm_files_at_exit() {
+  if (slurm_session && runtime::self_pid() == runtime::state().root_pid) runtime::remove_slurm_files(*slurm_session);
+}
+void start_slurm_session(const runtime::SlurmJob& job) {
+  runtime::prepare_slurm_coordinator(job);
+  slurm_session = job;
+  std::atexit(&remove_slurm_files_at_exit);
+  runtime::ensure_coordinator();
+  runtime::publish_slurm_endpoint(job, runtime::state().session.coordinator_endpoint);
+  (void)mpx::wait_for_nodes(static_cast<std::size_t>(job.tasks - 1), slurm_wait);
+}
+
 void exit_hook() {
   // Before the coordinator stops: a scrape in progress still gets its answer.
   detail::stop_metrics_server();
@@ -235,6 +291,21 @@ void init(int /*argc*/, char** argv) {
     runtime::die_with_parent(static_cast<pid_t>(spec->parent_pid));
     runtime::run_launch(*spec);
   }
+  // Started as a node of another host's coordinator: serve as this host's agent instead of running main.
+  if (auto node = runtime::node_mode(st.argv)) {
+    ::unsetenv(runtime::node_variable);  // not inherited by what this node starts
+    runtime::run_node_agent(*node);
+  }
+  // A task of a Slurm job other than task 0: a node of task 0's session.
+  const auto slurm = runtime::slurm_job();
+  if (slurm && slurm->task > 0) {
+    try {
+      runtime::run_node_agent(runtime::slurm_node_mode(*slurm, slurm_wait));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      std::exit(1);
+    }
+  }
   // Started by a topology launcher: an actor of its session. A `task` actor runs its function here and exits.
   if (runtime::join_session_from_environment()) {
     detail::run_if_task_actor();
@@ -253,6 +324,7 @@ void init(int /*argc*/, char** argv) {
     std::atexit(&exit_hook);
   }
   detail::start_metrics_from_environment();
+  if (slurm) start_slurm_session(*slurm);
 }
 
 void set_start_method(StartMethod method, bool force) {
@@ -285,6 +357,7 @@ Process::Process(ProcessOptions options, BoundCall call) : state_(std::make_shar
   state_->name = options.name.empty() ? "Process-" + std::to_string(++process_counter) : std::move(options.name);
   state_->daemon = options.daemon;
   state_->method = options.method;
+  state_->node = options.node.value_or(0);
   state_->call = std::move(call);
 }
 
@@ -293,6 +366,7 @@ Process::Process(closure_t, std::function<void()> target, ProcessOptions options
   state_->name = options.name.empty() ? "Process-" + std::to_string(++process_counter) : std::move(options.name);
   state_->daemon = options.daemon;
   state_->method = options.method;
+  state_->node = options.node.value_or(0);
   state_->closure = std::move(target);
 }
 
@@ -342,7 +416,11 @@ void Process::start() {
   runtime::ensure_coordinator();
 
   runtime::Launched launched;
-  if (s.used_method == StartMethod::fork) {
+  if (s.node != 0 && s.closure) {
+    throw ProcessError("mpx: process '" + s.name + "' has a target that captures state, which cannot run on node " +
+                       std::to_string(s.node) + ": only a function's identity travels to another host");
+  }
+  if (s.node == 0 && s.used_method == StartMethod::fork) {
     runtime::Identity child;
     child.name = s.name;
     child.daemon = daemon;
@@ -380,7 +458,19 @@ void Process::start() {
       spec.function = s.call.id();
       spec.payload = s.call.args;
     }
-    launched = s.used_method == StartMethod::spawn ? runtime::launch_spawn(spec) : runtime::launch_forkserver(spec);
+    if (s.node != 0) {
+      // The node's agent fills in what only its host knows (its forkserver, its keys) and starts it there.
+      wire::Envelope request = wire::make(wire::Kind::node_launch, 0, 0, std::make_tuple(s.node, std::uint64_t{0}));
+      request.body.emplace_back(wire::frame_of(encode(spec)));
+      lock.unlock();
+      auto reply = detail::call(std::move(request), node_launch_wait_ms);
+      lock.lock();
+      s.actor = std::get<0>(reply.body_as<std::tuple<std::uint64_t>>());
+      launched.pid = static_cast<pid_t>(wire::pid_of(s.actor));
+      launched.status_fd = watch_remote_end(s.actor);
+    } else {
+      launched = s.used_method == StartMethod::spawn ? runtime::launch_spawn(spec) : runtime::launch_forkserver(spec);
+    }
   }
   s.started = true;
   s.owner = runtime::self_pid();
@@ -431,6 +521,11 @@ void Process::send_signal(int signal) {
   check_open(s);
   require_started(s, "signal");
   if (s.exitcode) return;  // already reaped: its pid may belong to someone else now
+  if (s.actor != 0) {
+    (void)detail::call(wire::make(wire::Kind::node_signal, 0, 0, std::make_tuple(s.actor, std::int32_t{signal})),
+                       node_launch_wait_ms);
+    return;
+  }
   // pidfd_send_signal cannot hit a recycled pid.
   if (s.pidfd >= 0 && ::syscall(SYS_pidfd_send_signal, s.pidfd, signal, nullptr, 0) == 0) return;
   if (s.pidfd < 0 && s.pid > 0) ::kill(s.pid, signal);
@@ -463,11 +558,13 @@ std::optional<RemoteError> Process::exception() {
   const auto code = exitcode();
   auto& s = *state_;
   std::lock_guard lock(s.mutex);
-  if (!code || *code != 1) return std::nullopt;  // only an uncaught exception ends a process with 1
+  // Only an uncaught exception ends a process with 1; a lost node's processes end with NodeLost.
+  if (!code || (*code != 1 && *code != node_lost_exitcode)) return std::nullopt;
   if (!s.error_checked) {
     auto& channel = runtime::Channel::current();
     auto reply = channel.request(
-        wire::make(wire::Kind::process_error_query, 0, 0, std::make_tuple(static_cast<std::int64_t>(s.pid))),
+        wire::make(wire::Kind::process_error_query, 0, 0,
+                   std::make_tuple(s.actor != 0 ? static_cast<std::int64_t>(s.actor) : static_cast<std::int64_t>(s.pid))),
         std::chrono::milliseconds(5000));
     runtime::expect_ok(reply);
     auto [found, type, message, pid, host] =
@@ -483,6 +580,16 @@ pid_t Process::pid() const { return state_->pid; }
 int Process::sentinel() const {
   std::lock_guard lock(state_->mutex);
   return sentinel_of(*state_);
+}
+
+std::uint64_t detail::actor_of(const Process& process) {
+  const auto& s = *process.state();
+  return s.actor != 0 ? s.actor : static_cast<std::uint64_t>(s.pid);
+}
+
+std::uint32_t Process::node() const {
+  if (state_->role == ProcessState::Role::current) return runtime::state().session.node;
+  return state_->node;
 }
 
 const std::string& Process::name() const { return state_->name; }

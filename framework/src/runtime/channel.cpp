@@ -119,7 +119,7 @@ Channel::Channel(zmq::context_t& context, const std::string& endpoint) : Channel
 
 Channel::Channel(zmq::context_t& context, const std::string& endpoint, Posts posts, bool hello)
     : socket_(context, zmq::socket_type::dealer),
-      actor_id_(static_cast<std::uint64_t>(::getpid())),
+      actor_id_(self_actor()),
       endpoint_(endpoint),
       posts_(posts) {
   configure_connection(socket_, endpoint);
@@ -148,7 +148,7 @@ bool Channel::wait_for_push(std::span<zmq::pollitem_t> others, std::optional<std
 
 std::optional<wire::Envelope> Channel::next_push() { return wire::recv(socket_, nullptr, true); }
 
-Channel::Channel() : actor_id_(static_cast<std::uint64_t>(::getpid())) {}
+Channel::Channel() : actor_id_(self_actor()) {}
 
 Channel::~Channel() {
   if (side_fd_ >= 0) ::close(side_fd_);

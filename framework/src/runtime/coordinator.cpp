@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "runtime/nodes.hpp"
 #include "runtime/runtime.hpp"
 #include "trace/bus.hpp"
 #include "wire/limits.hpp"
@@ -25,6 +26,8 @@ namespace {
 constexpr long unread_retry_ms = 2;
 constexpr std::size_t batch = 256;  // messages handled per wake-up before timers and deaths get a turn
 constexpr std::size_t side_read_chunk = 64 * 1024;
+// How long the session's end waits for the node agents to confirm they were told to stop.
+constexpr auto node_shutdown_wait = std::chrono::milliseconds(1000);
 constexpr int side_backlog = 128;
 // An unqueried error report is kept this long, then forgotten, so the table stays bounded.
 constexpr auto error_report_lifetime = std::chrono::seconds(300);
@@ -56,8 +59,10 @@ Coordinator::Coordinator(zmq::context_t& context, std::string endpoint, std::opt
       local_endpoint_("inproc://mpx-coordinator-" + std::to_string(reinterpret_cast<std::uintptr_t>(this))),
       router_(context, zmq::socket_type::router),
       control_(context, zmq::socket_type::pair),
-      curve_(std::move(curve)) {
+      curve_(std::move(curve)),
+      nodes_(std::make_unique<Nodes>(*this)) {
   if (curve_) {
+    nodes_->set_own_user(curve_->own_user);
     // Bound before the ROUTER, so that no connection comes before the handler that admits it.
     zap_ = zmq::socket_t(context, zmq::socket_type::rep);
     zap_.set(zmq::sockopt::linger, 0);
@@ -300,7 +305,8 @@ void Coordinator::stop() {
 }
 
 CoordinatorStats Coordinator::stats() const noexcept {
-  return CoordinatorStats{received_.load(), malformed_.load(), actors_.load(), denied_.load(), unauthenticated_.load()};
+  return CoordinatorStats{received_.load(), malformed_.load(), actors_.load(), denied_.load(), unauthenticated_.load(),
+                          forged_.load()};
 }
 
 void Coordinator::reply(const Peer& peer, wire::Envelope& reply) {
@@ -377,17 +383,24 @@ void Coordinator::reply_error(const Peer& peer, const wire::Header& request, wir
   reply(peer, e);
 }
 
-bool Coordinator::watch(pid_t pid) {
+bool Coordinator::watch(wire::ActorId actor) {
+  if (wire::node_of(actor) != wire::coordinator_node) {
+    const bool watching = nodes_->watch(actor);
+    actors_.store(watched_.size() + nodes_->watched());
+    return watching;
+  }
+  const auto pid = static_cast<pid_t>(actor);
   if (watched_.count(pid)) return true;
   const int fd = pidfd_open(pid);
   if (fd < 0) return false;
   watched_.emplace(pid, fd);
-  actors_.store(watched_.size());
+  actors_.store(watched_.size() + nodes_->watched());
   return true;
 }
 
-bool Coordinator::has_exited(pid_t pid) const {
-  auto it = watched_.find(pid);
+bool Coordinator::has_exited(wire::ActorId actor) const {
+  if (wire::node_of(actor) != wire::coordinator_node) return nodes_->has_exited(actor);
+  auto it = watched_.find(static_cast<pid_t>(actor));
   if (it == watched_.end()) return false;
   pollfd exited{it->second, POLLIN, 0};
   return ::poll(&exited, 1, 0) == 1;
@@ -417,9 +430,14 @@ void Coordinator::reap(pid_t pid) {
   side_drain(pid);
   ::close(it->second);
   watched_.erase(it);
-  actors_.store(watched_.size());
-  actor_exited(pid);
-  for (auto& hook : death_hooks_) hook(pid);
+  actors_.store(watched_.size() + nodes_->watched());
+  actor_died(static_cast<wire::ActorId>(pid));
+}
+
+void Coordinator::actor_died(wire::ActorId actor) {
+  actors_.store(watched_.size() + nodes_->watched());
+  actor_exited(actor);
+  for (auto& hook : death_hooks_) hook(actor);
 }
 
 void Coordinator::run() {
@@ -451,7 +469,10 @@ void Coordinator::run() {
       if (e.num() == EINTR) continue;
       throw;
     }
-    if (items[1].revents & ZMQ_POLLIN) return;
+    if (items[1].revents & ZMQ_POLLIN) {
+      nodes_->shutdown(router_, node_shutdown_wait);
+      return;
+    }
     // Side-door messages first: a process's last messages there were in the kernel before it exited, so before anything
     // the ROUTER has about its exit (a pool owner's pool_worker_exit); and, as the ROUTER's, before deaths.
     if (side_epoll_ >= 0 && (items[side_item].revents & ZMQ_POLLIN)) side_events();
@@ -478,7 +499,18 @@ void Coordinator::run() {
           MPX_TRACE_RECORD(trace::Direction::in, *request, peer.actor, trace::coordinator_actor);
         }
         if (refuse_unauthenticated(peer, *request, credentials)) continue;
+        if (!nodes_->sender_allowed(credentials.user_id, *request)) {
+          // A peer that speaks for an actor of another node than its key's: never executed (PROTOCOL.md, "Nodes").
+          forged_.fetch_add(1, std::memory_order_relaxed);
+          reply_error(peer, request->header, wire::ErrorCode::unauthenticated,
+                      "mpx: sender " + wire::actor_name(request->header.sender) +
+                          " is not an actor of the node this connection's key ('" + credentials.user_id +
+                          "') belongs to");
+          continue;
+        }
+        dispatching_user_ = &credentials.user_id;
         dispatch(peer, *request);
+        dispatching_user_ = nullptr;
       }
     }
     for (std::size_t i = 0; i < item_pids.size(); ++i) {
@@ -533,6 +565,9 @@ void Coordinator::dispatch_one(Peer& peer, wire::Envelope& request) {
     if (kind == wire::Kind::hello || kind == wire::Kind::ping || kind == wire::Kind::stats ||
         kind == wire::Kind::process_error || kind == wire::Kind::process_error_query || kind == wire::Kind::metrics) {
       handle_runtime(peer, request);
+    } else if (kind_number >= 140 && kind_number < 150) {
+      static const std::string no_user;
+      nodes_->handle(peer, request, dispatching_user_ != nullptr ? *dispatching_user_ : no_user);
     } else if (auto it = handlers_.find(static_cast<std::uint16_t>(kind)); it != handlers_.end()) {
       it->second(peer, request);
     } else {
@@ -572,7 +607,7 @@ void cut(std::string& field, std::size_t bound) {
 }  // namespace
 
 // Bounded in count and bytes (wire::store_bounds): a report is cut to size, and the oldest ones make room.
-void Coordinator::keep_error(pid_t pid, ErrorReport report) {
+void Coordinator::keep_error(wire::ActorId pid, ErrorReport report) {
   const auto& bounds = wire::store_bounds;
   cut(report.type, bounds.error_name_bytes);
   cut(report.host, bounds.error_name_bytes);
@@ -591,7 +626,7 @@ void Coordinator::keep_error(pid_t pid, ErrorReport report) {
   errors_.emplace(pid, std::move(report));
 }
 
-void Coordinator::forget_error(std::unordered_map<pid_t, ErrorReport>::iterator it) {
+void Coordinator::forget_error(std::unordered_map<wire::ActorId, ErrorReport>::iterator it) {
   timers_.cancel(it->second.expiry);
   error_bytes_ -= it->second.bytes();
   error_order_.erase(it->second.order);
@@ -605,9 +640,11 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
       auto [pid, parent, name] = request.body_as<std::tuple<std::int64_t, std::int64_t, std::string>>();
       (void)parent;
       (void)name;
-      if (pid <= 0) throw ProtocolError("mpx: hello with pid " + std::to_string(pid));
-      if (watch(static_cast<pid_t>(pid))) actor_hello(static_cast<pid_t>(pid), name);
-      MPX_TRACE_ACTOR(static_cast<std::uint64_t>(pid), pid, name);
+      if (pid <= 0 || static_cast<std::uint64_t>(pid) != wire::pid_of(h.sender)) {
+        throw ProtocolError("mpx: hello with pid " + std::to_string(pid) + " from actor " + wire::actor_name(h.sender));
+      }
+      if (watch(h.sender)) actor_hello(h.sender, name);
+      MPX_TRACE_ACTOR(h.sender, pid, name);
       MPX_TRACE_RECORD(trace::Direction::in, request, peer.actor, trace::coordinator_actor);
       return;  // no reply: hello is posted, not requested
     }
@@ -633,9 +670,11 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
     case wire::Kind::process_error: {
       auto [pid, type, message, host] =
           request.body_as<std::tuple<std::int64_t, std::string, std::string, std::string>>();
-      if (pid <= 0) throw ProtocolError("mpx: process_error with pid " + std::to_string(pid));
-      keep_error(static_cast<pid_t>(pid), ErrorReport{std::move(type), std::move(message), std::move(host)});
-      if (auto it = actor_counters_.find(static_cast<std::uint64_t>(pid)); it != actor_counters_.end()) {
+      if (pid <= 0 || pid > 0xffff'ffffLL) throw ProtocolError("mpx: process_error with pid " + std::to_string(pid));
+      // The pid is the reporter's on its own host: the sender's node makes it an actor id.
+      const auto actor = wire::actor_id(wire::node_of(h.sender), static_cast<std::uint64_t>(pid));
+      keep_error(actor, ErrorReport{std::move(type), std::move(message), std::move(host)});
+      if (auto it = actor_counters_.find(actor); it != actor_counters_.end()) {
         it->second.raised = true;
       }
       auto r = wire::make_reply(h, wire::Kind::ok, encode(Object{}));
@@ -644,7 +683,7 @@ void Coordinator::handle_runtime(Peer& peer, wire::Envelope& request) {
     }
     case wire::Kind::process_error_query: {
       auto [pid] = request.body_as<std::tuple<std::int64_t>>();
-      auto it = errors_.find(static_cast<pid_t>(pid));
+      auto it = errors_.find(static_cast<wire::ActorId>(pid));  // an actor id: the pid itself on this host
       std::string body;
       if (it == errors_.end()) {
         body = encode(std::make_tuple(false, std::string(), std::string(), pid, std::string()));
@@ -669,18 +708,18 @@ std::uint64_t Coordinator::restarts_before(const std::string& name) const {
   return 0;
 }
 
-void Coordinator::actor_hello(pid_t pid, std::string name) {
-  auto& counters = actor_counters_[static_cast<std::uint64_t>(pid)];
+void Coordinator::actor_hello(wire::ActorId actor, std::string name) {
+  auto& counters = actor_counters_[actor];
   // A named actor that comes back (a supervisor restarted it) carries on the count of the one before it.
   if (counters.name != name) counters.restarts = restarts_before(name);
   counters.name = std::move(name);
 }
 
-void Coordinator::actor_exited(pid_t pid) {
-  auto it = actor_counters_.find(static_cast<std::uint64_t>(pid));
+void Coordinator::actor_exited(wire::ActorId actor) {
+  auto it = actor_counters_.find(actor);
   if (it == actor_counters_.end()) return;
   auto& c = it->second;
-  dead_actors_.push_back(mpx::ActorMetrics{pid, std::move(c.name), false, c.in, c.out, c.restarts,
+  dead_actors_.push_back(mpx::ActorMetrics{static_cast<std::int64_t>(actor), std::move(c.name), false, c.in, c.out, c.restarts,
                                            std::string(c.raised ? "failed" : "exited")});
   actor_counters_.erase(it);
   if (dead_actors_.size() > dead_actors_kept) dead_actors_.pop_front();
@@ -733,6 +772,7 @@ mpx::Metrics Coordinator::metrics_snapshot() {
   m.malformed = malformed_.load(std::memory_order_relaxed);
   m.denied = denied_.load(std::memory_order_relaxed);
   m.unauthenticated = unauthenticated_.load(std::memory_order_relaxed);
+  m.forged = forged_.load(std::memory_order_relaxed);
   for (const auto& info : wire::known_kinds) {
     const auto number = static_cast<std::uint16_t>(info.kind);
     if (number >= kind_counters_.size() || kind_counters_[number].count == 0) continue;

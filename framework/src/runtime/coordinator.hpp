@@ -9,6 +9,7 @@
 #include <functional>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -24,10 +25,13 @@
 #include <mpx/metrics_snapshot.hpp>
 
 #include "runtime/timer_wheel.hpp"
+#include "wire/actor_id.hpp"
 #include "wire/curve.hpp"
 #include "wire/envelope.hpp"
 
 namespace mpx::runtime {
+
+class Nodes;
 
 struct CoordinatorStats {
   std::uint64_t received = 0;   // well-formed messages handled
@@ -35,6 +39,7 @@ struct CoordinatorStats {
   std::uint64_t actors = 0;     // processes currently watched
   std::uint64_t denied = 0;           // connections ZAP refused (a CURVE key not in the allow list, or none)
   std::uint64_t unauthenticated = 0;  // state-changing messages refused: their connection has no User-Id
+  std::uint64_t forged = 0;  // messages refused: their sender is not an actor of the node their key is bound to
 };
 
 class Coordinator {
@@ -57,7 +62,7 @@ class Coordinator {
   // A service's handler for one kind. It may reply now, or keep the peer and reply later (a blocked waiter).
   // Throwing ProtocolError or SerializationError counts the message as malformed and sends an error reply.
   using Handler = std::function<void(Peer& peer, wire::Envelope& request)>;
-  using DeathHook = std::function<void(pid_t pid)>;
+  using DeathHook = std::function<void(wire::ActorId actor)>;
   // A service's part of a metrics snapshot: it appends its objects. Runs on the coordinator thread.
   using MetricsCollector = std::function<void(mpx::Metrics& snapshot)>;
 
@@ -92,15 +97,18 @@ class Coordinator {
   void count_malformed() noexcept { malformed_.fetch_add(1, std::memory_order_relaxed); }
   // A new id for a shared object, unique across services for the session.
   std::uint64_t allocate_object_id() noexcept { return next_object_id_++; }
-  // Watches a process: death hooks run when it exits. Returns false if it is already gone.
-  bool watch(pid_t pid);
+  // Watches a process: death hooks run when it exits. Returns false if it is already gone. A process of another node
+  // is watched by its agent (nodes.hpp).
+  bool watch(wire::ActorId actor);
   // True if a watched process has exited but its death hooks have not run yet (they run after the messages of the
   // loop's current turn). A service about to hand something to a waiter asks, so nothing goes to the dead.
-  bool has_exited(pid_t pid) const;
+  bool has_exited(wire::ActorId actor) const;
   // A service found a watched process already reaped (its parent joined it) before the loop saw it exit: handles its
   // death now, as the loop would, its side-door messages first (a post that returned is never undone), then the death
   // hooks. They run inside the caller's handler: the caller looks its objects up again afterwards.
-  void reaped(pid_t pid) { reap(pid); }
+  void reaped(wire::ActorId actor) {
+    if (wire::node_of(actor) == wire::coordinator_node) reap(static_cast<pid_t>(actor));
+  }
   // The counters of the coordinator and its actors, and every service's objects (the `metrics` message).
   mpx::Metrics metrics_snapshot();
   // Any thread: a supervisor of this process (mpx-run, Topology) tells the state of a process it started, one of
@@ -109,6 +117,7 @@ class Coordinator {
   void supervised_state(pid_t pid, std::string name, std::string_view state);
 
  private:
+  friend class Nodes;
   void run();
   // A CURVE coordinator refuses a state-changing message whose connection ZAP did not authenticate: true if refused.
   // Answers the ZAP requests waiting and counts the handshakes that failed before them: both are denials.
@@ -118,8 +127,10 @@ class Coordinator {
   void dispatch_one(Peer& peer, wire::Envelope& request);
   void handle_runtime(Peer& peer, wire::Envelope& request);
   void reap(pid_t pid);
-  void actor_hello(pid_t pid, std::string name);
-  void actor_exited(pid_t pid);
+  void actor_hello(wire::ActorId actor, std::string name);
+  void actor_exited(wire::ActorId actor);
+  // An actor ended (a local one reaped, or one its node's agent reported): its counters, then the death hooks.
+  void actor_died(wire::ActorId actor);
   // Earlier actors named `name` that exited: the restart count of a new one of that name.
   std::uint64_t restarts_before(const std::string& name) const;
   // Replaces the snapshot's states with the supervisors' and adds the supervised processes not seen yet.
@@ -159,8 +170,8 @@ class Coordinator {
     std::uint64_t order = 0;  // when it came: the oldest is forgotten first when the store is full
     std::size_t bytes() const noexcept { return type.capacity() + message.capacity() + host.capacity(); }
   };
-  void keep_error(pid_t pid, ErrorReport report);
-  void forget_error(std::unordered_map<pid_t, ErrorReport>::iterator it);
+  void keep_error(wire::ActorId actor, ErrorReport report);
+  void forget_error(std::unordered_map<wire::ActorId, ErrorReport>::iterator it);
 
   zmq::context_t& context_;
   std::string endpoint_;
@@ -176,8 +187,10 @@ class Coordinator {
   std::unordered_map<std::uint16_t, Handler> handlers_;
   std::vector<DeathHook> death_hooks_;
   std::map<pid_t, int> watched_;  // pid -> pidfd
-  std::unordered_map<pid_t, ErrorReport> errors_;
-  std::map<std::uint64_t, pid_t> error_order_;  // ErrorReport::order -> pid
+  std::unordered_map<wire::ActorId, ErrorReport> errors_;
+  std::map<std::uint64_t, wire::ActorId> error_order_;  // ErrorReport::order -> actor
+  std::unique_ptr<Nodes> nodes_;
+  const std::string* dispatching_user_ = nullptr;  // the User-Id of the ROUTER message being dispatched
   std::size_t error_bytes_ = 0;
   std::uint64_t next_error_order_ = 1;
   std::atomic<std::uint64_t> received_{0};
@@ -185,6 +198,7 @@ class Coordinator {
   std::atomic<std::uint64_t> actors_{0};
   std::atomic<std::uint64_t> denied_{0};
   std::atomic<std::uint64_t> unauthenticated_{0};
+  std::atomic<std::uint64_t> forged_{0};
   // Metrics: plain integers, touched by the coordinator thread only, and nothing allocated per message.
   struct KindCounter {
     std::uint64_t count = 0;

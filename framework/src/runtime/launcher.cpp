@@ -89,6 +89,7 @@ Session session_of(const LaunchSpec& spec) {
   s.coordinator_endpoint = spec.coordinator_endpoint;
   s.forkserver_path = spec.forkserver_path;
   s.keys = spec.keys;
+  s.node = spec.node;
   return s;
 }
 

@@ -30,8 +30,9 @@ struct LaunchSpec {
   FunctionId function;
   std::string payload;  // the encoded arguments, or the encoded ProcessClass object
   std::string keys;     // the session's key directory (security.hpp), empty if it has none
+  std::uint32_t node = 0;  // the node it runs on (wire/actor_id.hpp); an agent sets it for the processes it starts
   MSGPACK_DEFINE(session_id, session_directory, coordinator_endpoint, forkserver_path, parent_pid, parent_name, root_pid, name,
-                 daemon, method, function, payload, keys);
+                 daemon, method, function, payload, keys, node);
 };
 
 struct Launched {

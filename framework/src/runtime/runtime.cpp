@@ -24,6 +24,7 @@
 #include "runtime/launcher.hpp"
 #include "runtime/security.hpp"
 #include "trace/bus.hpp"
+#include "wire/actor_id.hpp"
 #include "wire/interrupted.hpp"
 #include "wire/transport.hpp"
 
@@ -168,6 +169,8 @@ pid_t self_pid() noexcept {
   const pid_t pid = cached_pid.load(std::memory_order_relaxed);
   return pid != 0 ? pid : ::getpid();
 }
+
+std::uint64_t self_actor() noexcept { return wire::actor_id(state().session.node, static_cast<std::uint64_t>(self_pid())); }
 
 State& state() {
   static auto* instance = new State;  // leaked: exit hooks and worker exits read it after static destruction

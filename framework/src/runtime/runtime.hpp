@@ -48,6 +48,8 @@ State& state();
 
 // This process's pid without a system call (glibc's getpid() is one): cached, and refreshed in every forked child.
 pid_t self_pid() noexcept;
+// This process's actor id (wire/actor_id.hpp): its node and pid, what every message it sends names as the sender.
+std::uint64_t self_actor() noexcept;
 
 // Throws ProcessError if mpx::init has not run in this process.
 void require_initialized();

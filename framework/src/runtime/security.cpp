@@ -44,7 +44,7 @@ std::string keys_directory() {
   return error ? std::string(v) : absolute.string();
 }
 
-std::string checked_key_directory(const std::string& directory) {
+std::string checked_key_directory(const std::string& directory, KeyRole role) {
   if (directory.empty()) throw ValueError("mpx: the key directory is an empty path");
   std::error_code error;
   const auto absolute = std::filesystem::absolute(directory, error);
@@ -52,7 +52,7 @@ std::string checked_key_directory(const std::string& directory) {
     throw ValueError("mpx: the key directory '" + directory + "' is not a directory (make one with `mpx-run keygen " +
                      directory + "`)");
   }
-  (void)wire::load_curve_server(absolute.string());
+  if (role == KeyRole::coordinator) (void)wire::load_curve_server(absolute.string());
   (void)wire::load_curve_client(absolute.string());
   return absolute.string();
 }

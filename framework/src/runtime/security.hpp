@@ -14,9 +14,12 @@ namespace mpx::runtime {
 
 // The session's key directory: the one set_keys chose (a child is told its parent's), else MPX_KEYS; empty if none.
 std::string keys_directory();
-// The absolute path of `directory` once it has proved a whole key directory (both pairs and an allow list that admits
-// someone). Throws ValueError naming what is missing or malformed.
-std::string checked_key_directory(const std::string& directory);
+// Who uses a key directory: a coordinator's needs both pairs and an allow list; a client's (a node's, made by
+// `mpx-run keygen DIR --node NAME`) needs its own pair and the coordinator's public key.
+enum class KeyRole { coordinator, client };
+// The absolute path of `directory` once it has proved a whole key directory for `role`. Throws ValueError naming what
+// is missing or malformed.
+std::string checked_key_directory(const std::string& directory, KeyRole role = KeyRole::coordinator);
 // Throws ValueError saying how to make keys if `endpoint` is tcp://, this session has no keys and MPX_INSECURE_TCP is
 // not 1.
 void require_keys_for(std::string_view endpoint);

@@ -2,6 +2,7 @@
 // Its files live in a private directory named with the root pid, so a later session can tell a dead one's leftovers.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <sys/types.h>
 
@@ -13,6 +14,7 @@ struct Session {
   std::string coordinator_endpoint;
   std::string forkserver_path;  // the zygote's unix socket
   std::string keys;             // the key directory for a tcp:// coordinator (security.hpp), if one was chosen
+  std::uint32_t node = 0;       // the node this process runs on: 0 on the coordinator's host (wire/actor_id.hpp)
 };
 
 // Creates the session directory under $TMPDIR (or /tmp when $TMPDIR is unset or too long for a socket path) and

@@ -111,7 +111,7 @@ class PipeService final : public Service {
     on(K::pipe_connected, [this](auto& peer, auto& req) { connected(peer, req); });
     on(K::pipe_direct_end, [this](auto& peer, auto& req) { direct_end(peer, req); });
     on(K::pipe_hand_over, [this](auto& peer, auto& req) { hand_over(peer, req); });
-    coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_death([this](std::uint64_t actor) { died(actor); });
     coordinator_.on_tracing_changed([this](bool enabled) {
       if (enabled) tracing_started();
     });
@@ -197,7 +197,7 @@ class PipeService final : public Service {
       h->closed = false;
       return;
     }
-    if (actor == 0 || !coordinator_.watch(static_cast<pid_t>(actor))) return;
+    if (actor == 0 || !coordinator_.watch(actor)) return;
     e.holders.push_back(Holding{actor});
     if (e.holders.size() == 1) refresh(Located{at.pipe, 1 - at.side});
   }
@@ -252,11 +252,12 @@ class PipeService final : public Service {
     std::vector<std::uint64_t> reaped;
     if (auto at = locate(id)) {
       for (const auto& h : at->self().holders) {
+        if (wire::node_of(h.pid) != wire::coordinator_node) continue;  // another host's: its agent reports its end
         if (::kill(static_cast<pid_t>(h.pid), 0) != 0 && errno == ESRCH) reaped.push_back(h.pid);
       }
     }
     for (auto pid : reaped) {
-      coordinator_.reaped(static_cast<pid_t>(pid));
+      coordinator_.reaped(pid);
       // A holder the coordinator no longer watched has no death to run: it leaves here.
       if (auto at = locate(id); at && holding_of(at->self(), pid) != nullptr) leave(*at, pid);
     }
@@ -267,7 +268,7 @@ class PipeService final : public Service {
     auto [duplex] = req.body_as<std::tuple<bool>>();
     auto pipe = std::make_shared<PipeState>();
     pipe->creator = req.header.sender;
-    const bool alive = coordinator_.watch(static_cast<pid_t>(req.header.sender));
+    const bool alive = coordinator_.watch(req.header.sender);
     for (auto& e : pipe->ends) {
       e.id = coordinator_.allocate_object_id();
       if (alive) e.holders.push_back(Holding{req.header.sender, 0});

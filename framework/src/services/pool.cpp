@@ -157,7 +157,7 @@ class PoolService final : public Service {
     on(K::pool_attach, [this](auto& peer, auto& req) { attach(peer, req); });
     on(K::pool_detach, [this](auto& peer, auto& req) { detach(peer, req); });
     on(K::pool_pull, [this](auto&, auto& req) { pull(req); });
-    coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_death([this](std::uint64_t actor) { died(actor); });
     coordinator_.on_metrics([this](Metrics& snapshot) {
       for (const auto& [id, pool] : pools_) {
         std::uint64_t running = 0;

@@ -159,7 +159,7 @@ class QueueService final : public Service {
       trace_depth(req);
     });
     on(K::queue_unget, [this](auto&, auto& req) { unget(req); trace_depth(req); });
-    coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_death([this](std::uint64_t actor) { died(actor); });
     coordinator_.on_metrics([this](Metrics& snapshot) { collect(snapshot); });
     coordinator_.on_tracing_changed([this](bool enabled) { tracing_changed(enabled); });
   }

@@ -47,13 +47,13 @@ class Host {
   virtual runtime::TimerWheel& timers() = 0;
   // A new id for a shared object, unique across services for the session.
   virtual std::uint64_t allocate_object_id() = 0;
-  // Watches a process: death hooks run when it exits. False if it is already gone.
-  virtual bool watch(pid_t pid) = 0;
+  // Watches a process (an actor id, wire/actor_id.hpp): death hooks run when it exits. False if it is already gone.
+  virtual bool watch(std::uint64_t actor) = 0;
   // A watched process exited, and its death hooks have not run yet.
-  virtual bool has_exited(pid_t pid) const = 0;
+  virtual bool has_exited(std::uint64_t actor) const = 0;
   // A watched process was found already reaped (its parent joined it) before the loop saw it exit: its death hooks
   // run now, before the service decides anything that depends on it.
-  virtual void reaped(pid_t pid) = 0;
+  virtual void reaped(std::uint64_t actor) = 0;
 
   // Tracing was switched on or off (by the trace service): every service that keeps a fast path the trace cannot see
   // hears of it.
@@ -77,9 +77,9 @@ class CoordinatorHost final : public Host {
   void count_malformed() override { coordinator_.count_malformed(); }
   runtime::TimerWheel& timers() override { return coordinator_.timers(); }
   std::uint64_t allocate_object_id() override { return coordinator_.allocate_object_id(); }
-  bool watch(pid_t pid) override { return coordinator_.watch(pid); }
-  bool has_exited(pid_t pid) const override { return coordinator_.has_exited(pid); }
-  void reaped(pid_t pid) override { coordinator_.reaped(pid); }
+  bool watch(std::uint64_t actor) override { return coordinator_.watch(actor); }
+  bool has_exited(std::uint64_t actor) const override { return coordinator_.has_exited(actor); }
+  void reaped(std::uint64_t actor) override { coordinator_.reaped(actor); }
 
  private:
   Coordinator& coordinator_;

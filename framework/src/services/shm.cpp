@@ -128,7 +128,7 @@ class ShmService final : public Service {
     on(K::shm_unlink, &ShmService::unlink);
     on(K::shm_agent_done, &ShmService::agent_done);
     on(K::shm_list, &ShmService::list);
-    coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_death([this](std::uint64_t actor) { died(actor); });
   }
 
  private:

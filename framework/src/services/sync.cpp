@@ -131,7 +131,7 @@ class SyncService final : public Service {
     on(K::barrier_reset, &SyncService::barrier_reset);
     on(K::barrier_state, &SyncService::barrier_state);
     on(K::sync_waiting, &SyncService::sync_waiting);
-    coordinator_.on_death([this](pid_t pid) { died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_death([this](std::uint64_t actor) { died(actor); });
     coordinator_.on_metrics([this](Metrics& snapshot) { collect(snapshot); });
   }
 
@@ -141,9 +141,9 @@ class SyncService final : public Service {
   // anyway), and one that is still a zombie is reaped on the next turn of the loop, which runs the death hooks again.
   // If it cannot be watched for another reason (out of descriptors), it gets the benefit of the doubt.
   bool alive(std::uint64_t sender) {
-    const auto pid = static_cast<pid_t>(sender);
-    if (coordinator_.watch(pid)) return true;
-    return ::kill(pid, 0) == 0 || errno == EPERM;
+    if (coordinator_.watch(sender)) return true;
+    if (wire::node_of(sender) != wire::coordinator_node) return false;  // its node is lost, or told of its end
+    return ::kill(static_cast<pid_t>(sender), 0) == 0 || errno == EPERM;
   }
 
   std::uint64_t add_object(auto& map, auto state) {
@@ -214,7 +214,7 @@ class SyncService final : public Service {
   // A waiter whose process has exited, though its death is not handled yet: dropped, so that what is being handed
   // out goes to a live process instead of coming back at once as owner-died.
   bool exited(Waiter& w) {
-    if (!coordinator_.has_exited(static_cast<pid_t>(w.actor()))) return false;
+    if (!coordinator_.has_exited(w.actor())) return false;
     disarm(coordinator_, w);
     return true;
   }

@@ -60,7 +60,7 @@ class TraceService final : public Service {
       }
       ok(peer, req.header, encode(std::make_tuple(ring.first, ring.second)));
     });
-    coordinator_.on_death([](pid_t pid) { trace::lane_ring_owner_died(static_cast<std::uint64_t>(pid)); });
+    coordinator_.on_death([](std::uint64_t actor) { trace::lane_ring_owner_died(actor); });
   }
 };
 

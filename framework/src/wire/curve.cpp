@@ -1,5 +1,7 @@
 #include "wire/curve.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -185,11 +187,40 @@ void make_key_directory(const std::string& directory) {
                    Certificate{client.public_key, {}, client.metadata});
 }
 
+void make_node_key_directory(const std::string& directory, const std::string& name) {
+  const bool plain = !name.empty() && name.size() <= 64 &&
+                     std::all_of(name.begin(), name.end(), [](unsigned char c) {
+                       return std::isalnum(c) || c == '-' || c == '_' || c == '.';
+                     }) &&
+                     name.front() != '.';
+  if (!plain || name == client_certificate || name == coordinator_certificate) {
+    throw ValueError("mpx: '" + name + "' cannot name a node: use letters, digits, '-', '_' and '.', and not '" +
+                     std::string(client_certificate) + "' or '" + std::string(coordinator_certificate) + "'");
+  }
+  const auto server = load_certificate(file_in(directory, coordinator_certificate, public_suffix));
+  const fs::path node_directory = fs::path(directory) / nodes_directory / name;
+  const std::string allowed_path = (fs::path(directory) / allowed_directory / name).string();
+  if (fs::exists(node_directory) || fs::exists(allowed_path + std::string(public_suffix))) {
+    throw ValueError("mpx: the key directory '" + directory + "' already has keys for node '" + name +
+                     "' (keys are never overwritten)");
+  }
+  std::error_code error;
+  fs::create_directories(node_directory, error);
+  if (error) throw ValueError("mpx: cannot create '" + node_directory.string() + "': " + error.message());
+  ::chmod((fs::path(directory) / nodes_directory).c_str(), 0700);
+  ::chmod(node_directory.c_str(), 0700);
+  // The node's own pair, under the file names every client directory uses; its name is the User-Id it is bound by.
+  const auto client = generate_certificate(name);
+  save_certificate(file_in(node_directory.string(), coordinator_certificate, ""), Certificate{server.public_key, {}, server.metadata});
+  save_certificate(file_in(node_directory.string(), client_certificate, ""), client);
+  save_certificate(allowed_path, Certificate{client.public_key, {}, client.metadata});
+}
+
 CurveServer load_curve_server(const std::string& directory) {
   const std::string secret_path = file_in(directory, coordinator_certificate, secret_suffix);
   const auto own = load_certificate(secret_path);
   if (own.secret_key.empty()) throw ValueError("mpx: '" + secret_path + "' has no curve secret-key");
-  CurveServer server{own.secret_key, {}};
+  CurveServer server{own.secret_key, {}, {}};
   const fs::path allowed = fs::path(directory) / allowed_directory;
   std::error_code error;
   for (fs::directory_iterator it(allowed, error), end; !error && it != end; it.increment(error)) {
@@ -202,6 +233,8 @@ CurveServer load_curve_server(const std::string& directory) {
   if (server.allowed.empty()) {
     throw ValueError("mpx: the allow list '" + allowed.string() + "' admits nobody: it holds no *.key certificate");
   }
+  const std::string client_path = file_in(directory, client_certificate, public_suffix);
+  if (fs::exists(client_path)) server.own_user = certificate_name(load_certificate(client_path), client_path);
   return server;
 }
 

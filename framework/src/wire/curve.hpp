@@ -46,11 +46,13 @@ std::string certificate_name(const Certificate& certificate, const std::string& 
 inline constexpr std::string_view coordinator_certificate = "coordinator";
 inline constexpr std::string_view client_certificate = "client";
 inline constexpr std::string_view allowed_directory = "allowed";
+inline constexpr std::string_view nodes_directory = "nodes";  // nodes/NAME/: a node's own key directory
 
 // The coordinator's side: its secret key, and the clients it admits by binary public key, each with its User-Id.
 struct CurveServer {
   std::string secret_key;  // Z85
   std::map<std::string, std::string> allowed;
+  std::string own_user;  // the User-Id of the directory's client.key: the coordinator host's own processes
 };
 // A client's side: the coordinator's public key and its own pair (Z85).
 struct CurveClient {
@@ -60,6 +62,11 @@ struct CurveClient {
 // Creates `directory` (mode 0700) with both pairs and client.key admitted in allowed/. Throws mpx::ValueError if it
 // already holds any of those files (keys are never overwritten) or a file cannot be written.
 void make_key_directory(const std::string& directory);
+// Adds node `name` to the key directory made by make_key_directory: its own pair in `nodes/NAME/` (a key directory a
+// node's processes connect with: client.key* and the coordinator's public key), and its public key in allowed/ as
+// NAME.key. Its User-Id is NAME, which binds the node's messages to it. Throws mpx::ValueError for a name that is not
+// plain, keys of that node already there, or a directory without coordinator.key.
+void make_node_key_directory(const std::string& directory, const std::string& name);
 // Read from a key directory. Each throws mpx::ValueError naming the file that is missing or malformed; the server's
 // also when allowed/ admits nobody.
 CurveServer load_curve_server(const std::string& directory);

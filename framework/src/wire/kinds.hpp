@@ -111,6 +111,7 @@ enum class ErrorCode : std::uint16_t {
   attribute = 132,      // mpx::AttributeError
   type = 133,           // mpx::TypeError
   unauthenticated = 134,  // mpx::AuthenticationError: the peer has not (or not rightly) answered the challenge
+  node_lost = 140,        // mpx::NodeLost: the node was declared lost
 };
 
 }  // namespace mpx::wire

@@ -12,6 +12,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <mpx/nodes.hpp>
+
 #include "api/call.hpp"
 #include "api/pool/pool_core.hpp"
 #include "runtime/channel.hpp"
@@ -211,8 +213,9 @@ void PoolCore::run_deferred() {
 void PoolCore::worker_ended(runtime::Channel& results, Process worker) {
   const int code = worker.exitcode().value_or(-SIGKILL);
   const pid_t pid = worker.pid();
+  // The scheduler knows a worker by its actor id, which names its node too.
   auto report = wire::make(wire::Kind::pool_worker_exit, id, 0,
-                           std::make_tuple(static_cast<std::int64_t>(pid), static_cast<std::int64_t>(code)));
+                           std::make_tuple(static_cast<std::int64_t>(actor_of(worker)), static_cast<std::int64_t>(code)));
   results.post(std::move(report));
   std::unique_lock lock(mutex);
   std::erase_if(workers, [pid](const Process& p) { return p.pid() == pid; });
@@ -496,11 +499,48 @@ void start_result_thread(PoolCore& core, std::unique_ptr<runtime::Channel> resul
 
 }  // namespace
 
+namespace {
+// The node of each worker, in the order they start; empty for a pool on this host only.
+std::vector<std::uint32_t> plan_placement(const PoolOptions& options) {
+  if (options.placement == Placement::local) return {};
+  if (options.placement == Placement::pinned && options.nodes.empty()) {
+    throw ValueError("mpx: Placement::pinned needs the nodes to start workers on (PoolOptions::nodes)");
+  }
+  std::vector<NodeInfo> chosen;
+  for (auto& node : mpx::nodes()) {
+    if (node.state != "alive") continue;
+    if (options.placement == Placement::pinned &&
+        std::find(options.nodes.begin(), options.nodes.end(), node.id) == options.nodes.end()) {
+      continue;
+    }
+    chosen.push_back(std::move(node));
+  }
+  if (options.placement == Placement::pinned && chosen.size() != options.nodes.size()) {
+    std::string missing;
+    for (const auto id : options.nodes) {
+      if (std::none_of(chosen.begin(), chosen.end(), [id](const NodeInfo& n) { return n.id == id; })) {
+        missing += (missing.empty() ? "" : ", ") + std::to_string(id);
+      }
+    }
+    throw ValueError("mpx: no alive node " + missing + " to pin pool workers to (see mpx::nodes())");
+  }
+  std::vector<std::uint32_t> plan;
+  if (options.processes) {
+    for (int i = 0; i < *options.processes; ++i) plan.push_back(chosen[static_cast<std::size_t>(i) % chosen.size()].id);
+  } else {
+    for (const auto& node : chosen) plan.insert(plan.end(), std::max<std::uint32_t>(node.cpus, 1), node.id);
+  }
+  return plan;
+}
+}  // namespace
+
 std::shared_ptr<PoolCore> pool_start(PoolOptions options) {
   runtime::require_initialized();
   if (options.processes && *options.processes < 1) throw ValueError("mpx: Number of processes must be at least 1");
   auto core = new_core();
-  core->processes = static_cast<std::size_t>(options.processes.value_or(cpu_count()));
+  core->placement = plan_placement(options);
+  core->processes = core->placement.empty() ? static_cast<std::size_t>(options.processes.value_or(cpu_count()))
+                                            : core->placement.size();
   core->options = std::move(options);
   // The workers run this program: attached handles compare their functions' build against it.
   auto [results, reply] = open_result_channel(wire::make(

@@ -29,6 +29,9 @@
 
 namespace mpx::detail {
 
+// A process's actor id (wire/actor_id.hpp): its pid on this host, its node and pid on another (api/process.cpp).
+std::uint64_t actor_of(const Process& process);
+
 // Tasks per pool_submit message: well under the protocol's array limit.
 constexpr std::size_t tasks_per_message = 4096;
 // A worker's exit status when its initializer raised (any other failure exits with 1 or a signal).
@@ -237,6 +240,8 @@ struct PoolCore : services::LocalPoolOwner, std::enable_shared_from_this<PoolCor
 
   PoolOptions options;
   std::size_t processes = 1;
+  std::vector<std::uint32_t> placement;  // the node of each worker in turn (PoolOptions::placement); empty: this host
+  std::size_t next_placement = 0;
   std::uint64_t id = 0;
   std::string endpoint;
 

@@ -240,9 +240,21 @@ void PoolCore::start_worker() {
   po.name = "PoolWorker-" + std::to_string(++worker_counter);
   po.daemon = true;
   po.method = options.method;
-  Process worker(std::move(po), &pool_worker_main, std::move(spec));
-  worker.start();
-  workers.push_back(std::move(worker));
+  // A worker of a spread or pinned pool starts on the next node of the plan; one whose node is lost is skipped, and
+  // the plan forgets it, so a replacement lands on a node that is still alive.
+  for (;;) {
+    if (!placement.empty()) po.node = placement[next_placement++ % placement.size()];
+    Process worker(po, &pool_worker_main, spec);
+    try {
+      worker.start();
+    } catch (const NodeLost&) {
+      std::erase(placement, *po.node);
+      if (placement.empty()) throw;
+      continue;
+    }
+    workers.push_back(std::move(worker));
+    break;
+  }
   changed.notify_all();
 }
 

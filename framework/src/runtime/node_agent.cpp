@@ -1,0 +1,309 @@
+// The node agent (PROTOCOL.md, "Nodes"): what the application's own binary becomes on another host when started with
+// --mpx-node ENDPOINT (or MPX_NODE). It says hello to the coordinator with its key, starts the processes the
+// coordinator asks for through a forkserver of its host, reports how they end, and beats. A coordinator it has not
+// heard from for the node timeout is taken for lost: the agent stops every process it started, so that a node cut off
+// from the coordinator never runs on beside the processes that replace them, and then tries to join again.
+#include "runtime/node_agent.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <mpx/errors.hpp>
+#include <mpx/function.hpp>
+#include <mpx/start_method.hpp>
+
+#include "runtime/launcher.hpp"
+#include "runtime/runtime.hpp"
+#include "runtime/security.hpp"
+#include "wire/actor_id.hpp"
+#include "wire/envelope.hpp"
+#include "wire/transport.hpp"
+
+namespace mpx::runtime {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How long an agent keeps trying to (re)join a coordinator it cannot reach before it gives up and exits.
+constexpr auto give_up_after = std::chrono::seconds(30);
+
+struct Child {
+  int pidfd = -1;
+  int status_fd = -1;  // the forkserver's report of its wait status (its own children only)
+};
+
+class Agent {
+ public:
+  Agent(std::string endpoint, std::string keys)
+      : endpoint_(std::move(endpoint)), keys_(std::move(keys)), socket_(context(), zmq::socket_type::dealer) {
+    configure_connection(socket_, endpoint_);
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.connect(endpoint_);
+  }
+
+  [[noreturn]] void run() {
+    auto last_contact = Clock::now();
+    for (;;) {
+      if (!join(last_contact)) {
+        std::fprintf(stderr, "mpx: node agent: no coordinator at %s answered for %lld s; exiting\n", endpoint_.c_str(),
+                     static_cast<long long>(give_up_after.count()));
+        stop_children();
+        std::exit(1);
+      }
+      serve();  // returns when the coordinator is lost, or said this node is
+      stop_children();
+      last_contact = Clock::now();
+      state().session.node = 0;
+    }
+  }
+
+ private:
+  // Says hello until the coordinator answers. False if none did for give_up_after since `since`.
+  bool join(Clock::time_point since) {
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    const std::string build_id = main_build_id() + "/" + build_id_of(reinterpret_cast<const void*>(&main_build_id));
+    for (;;) {
+      const auto correlation = ++correlation_;
+      auto hello = wire::make(wire::Kind::node_hello, 0, correlation,
+                              std::make_tuple(std::string(host), static_cast<std::uint32_t>(cpu_count()), build_id,
+                                              static_cast<std::int64_t>(self_pid())));
+      (void)wire::send(socket_, hello, wire::actor_id(wire::coordinator_node, static_cast<std::uint64_t>(self_pid())),
+                       nullptr, true);
+      const auto deadline = Clock::now() + std::chrono::seconds(1);
+      while (Clock::now() < deadline) {
+        auto reply = receive(deadline);
+        if (!reply) continue;
+        if (reply->header.correlation != correlation) continue;  // an answer to an earlier try, or to a lost node
+        if (reply->header.kind == wire::Kind::error) {
+          auto [code, message] = reply->body_as<std::tuple<std::uint16_t, std::string>>();
+          (void)code;
+          std::fprintf(stderr, "mpx: node agent: the coordinator refused this node: %s\n", message.c_str());
+          std::exit(1);
+        }
+        auto [node, session_id, heartbeat_ms, lost_ms] =
+            reply->body_as<std::tuple<wire::NodeId, std::string, std::int64_t, std::int64_t>>();
+        node_ = node;
+        session_id_ = std::move(session_id);
+        heartbeat_ = std::chrono::milliseconds(heartbeat_ms);
+        lost_after_ = std::chrono::milliseconds(lost_ms);
+        state().session.node = node;
+        return true;
+      }
+      if (Clock::now() - since > give_up_after) return false;
+    }
+  }
+
+  // Beats, starts and watches processes; returns once the coordinator is lost or says this node is.
+  void serve() {
+    auto heard = Clock::now();
+    auto next_beat = Clock::now();
+    std::uint64_t beat = 0;
+    for (;;) {
+      const auto now = Clock::now();
+      if (now - heard > lost_after_) {
+        std::fprintf(stderr, "mpx: node agent: no answer from the coordinator for %lld ms; stopping node %u's processes\n",
+                     static_cast<long long>(lost_after_.count()), node_);
+        return;
+      }
+      if (now >= next_beat) {
+        beat = ++correlation_;
+        auto heartbeat = wire::make(wire::Kind::node_heartbeat, 0, beat, Object{});
+        (void)wire::send(socket_, heartbeat, self_actor(), nullptr, true);  // a full pipe: the silence will tell
+        next_beat = now + heartbeat_;
+      }
+      std::vector<zmq::pollitem_t> items{{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+      std::vector<std::uint32_t> pids;
+      for (const auto& [pid, child] : children_) {
+        items.push_back({nullptr, child.status_fd >= 0 ? child.status_fd : child.pidfd, ZMQ_POLLIN, 0});
+        pids.push_back(pid);
+      }
+      const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_beat - Clock::now());
+      try {
+        zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds(0)));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+      }
+      for (std::size_t i = 1; i < items.size(); ++i) {
+        if (items[i].revents != 0) ended(pids[i - 1]);
+      }
+      while (auto message = wire::recv(socket_, nullptr, true)) {
+        switch (message->header.kind) {
+          case wire::Kind::ok:
+            if (message->header.correlation == beat) heard = Clock::now();
+            break;
+          case wire::Kind::error:
+            if (message->header.correlation == beat) {
+              std::fprintf(stderr, "mpx: node agent: the coordinator declared node %u lost; stopping its processes\n",
+                           node_);
+              return;
+            }
+            break;
+          case wire::Kind::node_launch: launch(*message); break;
+          case wire::Kind::node_shutdown: {
+            stop_children();
+            auto ok = wire::make_reply(message->header, wire::Kind::ok, encode(Object{}));
+            (void)wire::send(socket_, ok, self_actor(), nullptr, true);
+            // What was sent is in ZeroMQ's I/O thread: close with a linger long enough for it to leave.
+            socket_.set(zmq::sockopt::linger, 1000);
+            socket_.close();
+            std::exit(0);
+          }
+          case wire::Kind::node_watch: watch(std::get<0>(message->body_as<std::tuple<std::uint32_t>>())); break;
+          case wire::Kind::node_signal: {
+            auto [pid, number] = message->body_as<std::tuple<std::uint32_t, std::int32_t>>();
+            if (auto it = children_.find(pid); it != children_.end() && it->second.pidfd >= 0) {
+              (void)::syscall(SYS_pidfd_send_signal, it->second.pidfd, number, nullptr, 0);
+            }
+            break;
+          }
+          default: break;  // nothing else is sent to an agent
+        }
+      }
+    }
+  }
+
+  std::optional<wire::Envelope> receive(Clock::time_point deadline) {
+    if (auto message = wire::recv(socket_, nullptr, true)) return message;
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    try {
+      zmq::poll(&item, 1, std::max(left, std::chrono::milliseconds(0)));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    return wire::recv(socket_, nullptr, true);
+  }
+
+  void post(wire::Envelope message) { (void)wire::send(socket_, message, self_actor(), nullptr, true); }
+
+  void launch(wire::Envelope& push) {
+    auto [node, ticket] = push.body_as<std::tuple<wire::NodeId, std::uint64_t>>();
+    std::uint32_t pid = 0;
+    std::string error;
+    try {
+      if (node != node_ || push.body.size() != 2) throw ProtocolError("mpx: a launch for another node");
+      auto spec = decode<LaunchSpec>(std::string_view(push.body[1].data<char>(), push.body[1].size()));
+      const auto& session = state().session;
+      spec.session_id = session_id_;
+      spec.session_directory = session.directory;
+      spec.coordinator_endpoint = endpoint_;
+      spec.forkserver_path = session.forkserver_path;
+      spec.keys = keys_;
+      spec.parent_pid = self_pid();  // the process it ends with: this agent
+      spec.root_pid = self_pid();
+      spec.node = node_;
+      spec.method = static_cast<std::uint8_t>(StartMethod::forkserver);
+      const auto launched = launch_forkserver(spec);
+      pid = static_cast<std::uint32_t>(launched.pid);
+      children_[pid] = Child{launched.pidfd, launched.status_fd};
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    post(wire::make(wire::Kind::node_launched, 0, 0, std::make_tuple(ticket, pid, error)));
+  }
+
+  void watch(std::uint32_t pid) {
+    if (children_.count(pid)) return;  // its own: watched from its launch
+    const int fd = pidfd_open(static_cast<pid_t>(pid));
+    if (fd < 0) {
+      post(wire::make(wire::Kind::node_exited, 0, 0, std::make_tuple(pid, Object{})));
+      return;
+    }
+    children_[pid] = Child{fd, -1};
+  }
+
+  void ended(std::uint32_t pid) {
+    auto it = children_.find(pid);
+    Child& child = it->second;
+    std::optional<int> code;
+    if (child.status_fd >= 0) {
+      code = read_forkserver_status(child.status_fd);
+      ::close(child.status_fd);
+      child.status_fd = -1;
+      if (!code && child.pidfd >= 0) return;  // the forkserver died first: its pidfd says when it ends
+    }
+    if (child.pidfd >= 0) ::close(child.pidfd);
+    children_.erase(it);
+    post(wire::make(wire::Kind::node_exited, 0, 0,
+                    std::make_tuple(pid, code ? Object(static_cast<std::int64_t>(*code)) : Object{})));
+  }
+
+  // Stops every process of this node: no process runs on once the coordinator counts it dead.
+  void stop_children() {
+    for (auto& [pid, child] : children_) {
+      if (child.pidfd >= 0) {
+        (void)::syscall(SYS_pidfd_send_signal, child.pidfd, SIGKILL, nullptr, 0);
+        ::close(child.pidfd);
+      }
+      if (child.status_fd >= 0) ::close(child.status_fd);
+    }
+    children_.clear();
+  }
+
+  std::string endpoint_, keys_;
+  zmq::socket_t socket_;
+  std::uint64_t correlation_ = 0;
+  wire::NodeId node_ = 0;
+  std::string session_id_;
+  std::chrono::milliseconds heartbeat_{250}, lost_after_{2000};
+  std::map<std::uint32_t, Child> children_;
+};
+
+std::string argument_after(const std::vector<std::string>& argv, std::string_view flag) {
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    if (argv[i] == flag && i + 1 < argv.size()) return argv[i + 1];
+    if (argv[i].starts_with(std::string(flag) + "=")) return argv[i].substr(flag.size() + 1);
+  }
+  return {};
+}
+
+}  // namespace
+
+std::optional<NodeMode> node_mode(const std::vector<std::string>& argv) {
+  std::string endpoint = argument_after(argv, node_flag);
+  if (endpoint.empty()) {
+    const char* v = std::getenv(node_variable);
+    if (v == nullptr || *v == '\0') return std::nullopt;
+    endpoint = v;
+  }
+  std::string keys = argument_after(argv, keys_flag);
+  if (keys.empty()) keys = keys_directory();
+  return NodeMode{std::move(endpoint), std::move(keys)};
+}
+
+void run_node_agent(const NodeMode& mode) {
+  try {
+    if (wire::transport_of(mode.endpoint) != wire::Transport::tcp) {
+      throw ValueError("mpx: a node joins a coordinator's tcp:// endpoint, not '" + mode.endpoint + "'");
+    }
+    auto& st = state();
+    st.self = Identity{};
+    st.self.pid = self_pid();
+    st.self.name = "NodeAgent";
+    st.root_pid = self_pid();
+    st.session = create_session();
+    st.session.coordinator_endpoint = mode.endpoint;
+    if (!mode.keys.empty()) st.session.keys = checked_key_directory(mode.keys, KeyRole::client);
+    require_keys_for(mode.endpoint);
+    st.zygote_pid = start_zygote(st.session);  // before any thread: the forkserver of this host's processes
+    st.initialized = true;
+    Agent(mode.endpoint, st.session.keys).run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpx: node agent: %s\n", e.what());
+    std::exit(1);
+  }
+}
+
+}  // namespace mpx::runtime

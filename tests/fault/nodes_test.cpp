@@ -1,0 +1,332 @@
+// Nodes on one host: this test program is the coordinator (tcp on loopback, with keys), and starts itself again as
+// node agents (--mpx-node), each with a key of its own. Processes run on the nodes, share objects with the
+// coordinator's host, fail, and are lost with their node; a key that speaks for another node's actors is refused.
+// The same scenarios across network namespaces, with partitions, are in nodes_netns_test.cpp.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <mpx/mpx.hpp>
+
+#include "../temp_dir.hpp"
+#include "runtime/runtime.hpp"
+#include "wire/actor_id.hpp"
+#include "wire/curve.hpp"
+#include "wire/envelope.hpp"
+#include "wire/transport.hpp"
+
+using namespace mpx;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+// An agent this test started: SIGKILLed and reaped when it goes, if it has not ended already.
+struct Agent {
+  pid_t pid = 0;
+  Agent() = default;
+  explicit Agent(pid_t p) : pid(p) {}
+  Agent(Agent&& other) noexcept : pid(std::exchange(other.pid, 0)) {}
+  Agent& operator=(Agent&&) = delete;
+  ~Agent() { kill(); }
+  void kill() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    pid = 0;
+  }
+  // Waits for it to exit by itself; its exit status, or -1 if it did not within `timeout`.
+  int wait_exit(std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid, &status, WNOHANG);
+      if (r == pid) {
+        pid = 0;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      ::usleep(10'000);  // a bounded poll of the child's state, inside the deadline
+    }
+    return -1;
+  }
+};
+
+// This process's session: a tcp coordinator on loopback with keys, and keys for nodes h1..h4.
+struct Cluster {
+  TempDir dir;
+  std::string keys = (dir.path / "keys").string();
+  Cluster() {
+    mpx::make_keys(keys);
+    for (const char* name : {"h1", "h2", "h3", "h4"}) mpx::make_node_keys(keys, name);
+    mpx::set_keys(keys);
+    mpx::set_coordinator_endpoint("tcp://127.0.0.1:*");
+    (void)mpx::nodes();  // starts the coordinator
+  }
+  std::string endpoint() const { return runtime::state().session.coordinator_endpoint; }
+  std::string node_keys(const std::string& name) const { return keys + "/nodes/" + name; }
+
+  // Starts `program` (this test program unless given) as a node agent with the keys of `name`; its stderr goes to
+  // `log` when given.
+  Agent start_agent(const std::string& name, const std::string& program = "/proc/self/exe",
+                    const std::string& log = {}) const {
+    const std::string self = fs::read_symlink("/proc/self/exe").string();
+    const std::string exe = program == "/proc/self/exe" ? self : program;
+    const std::string keys_dir = name.empty() ? keys : node_keys(name);
+    const std::string ep = endpoint();
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      if (!log.empty()) {
+        FILE* f = std::freopen(log.c_str(), "w", stderr);
+        (void)f;
+      }
+      ::unsetenv("MPX_KEYS");
+      ::execl(exe.c_str(), exe.c_str(), "--mpx-node", ep.c_str(), "--mpx-keys", keys_dir.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    REQUIRE(pid > 0);
+    return Agent(pid);
+  }
+};
+Cluster& cluster() {
+  static Cluster c;
+  return c;
+}
+
+std::size_t alive_nodes() {
+  std::size_t n = 0;
+  for (const auto& node : mpx::nodes()) n += node.id != 0 && node.state == "alive";
+  return n;
+}
+
+std::uint32_t newest_node() {
+  std::uint32_t id = 0;
+  for (const auto& node : mpx::nodes()) id = std::max(id, node.id);
+  return id;
+}
+
+// Starts an agent with node `name`'s key and waits until it has joined; its node id in `id`.
+Agent join_node(const std::string& name, std::uint32_t& id) {
+  const auto before = newest_node();
+  auto agent = cluster().start_agent(name);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while ((id = newest_node()) <= before) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    ::usleep(10'000);  // a bounded poll of the coordinator's table, inside the deadline
+  }
+  return agent;
+}
+
+// Waits until the node's state is `state`; false if not within `timeout`.
+bool node_becomes(std::uint32_t id, const std::string& state, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    for (const auto& node : mpx::nodes()) {
+      if (node.id == id && node.state == state) return true;
+    }
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    ::usleep(20'000);  // a bounded poll of the coordinator's table, inside the deadline
+  }
+}
+
+ProcessOptions on(std::uint32_t node) {
+  ProcessOptions options;
+  options.node = node;
+  return options;
+}
+
+void report_where(mpx::Queue<std::vector<std::int64_t>> out, std::int64_t tag) {
+  out.put({tag, static_cast<std::int64_t>(mpx::current_process().node()), static_cast<std::int64_t>(::getpid())});
+}
+
+void raise_value_error() { throw mpx::ValueError("bad value on a node"); }
+
+void exit_with(int code) { std::exit(code); }
+
+void hold_lock_and_wait(mpx::Lock lock, mpx::Event held, mpx::Event never) {
+  lock.acquire();
+  held.set();
+  (void)never.wait(60s);
+}
+
+// A process on `node` that holds `lock` until it is killed (or its node is lost).
+struct LockHolder {
+  mpx::Lock lock;
+  mpx::Event held, never;
+  mpx::Process process;
+  explicit LockHolder(std::uint32_t node) : process(on(node), hold_lock_and_wait, lock, held, never) {
+    process.start();
+    REQUIRE(held.wait(30s));
+  }
+};
+
+void wait_forever(mpx::Event started, mpx::Event never) {
+  started.set();
+  (void)never.wait(120s);
+}
+
+}  // namespace
+
+TEST_CASE("nodes join with keys of their own, and run processes that share objects with the coordinator's host",
+          "[nodes]") {
+  auto& c = cluster();
+  auto a1 = c.start_agent("h1");
+  auto a2 = c.start_agent("h2");
+  const auto before = alive_nodes();
+  auto listed = mpx::wait_for_nodes(2, 30s);
+  REQUIRE(listed.front().id == 0);
+  REQUIRE(listed.size() >= 3);
+  REQUIRE(before <= 2);
+
+  std::vector<std::uint32_t> ids;
+  for (const auto& n : listed) {
+    if (n.id != 0 && n.state == "alive") ids.push_back(n.id);
+  }
+  REQUIRE(ids.size() >= 2);
+  for (const auto& n : listed) CHECK(n.cpus > 0);
+
+  mpx::Queue<std::vector<std::int64_t>> out;
+  std::vector<mpx::Process> ps;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ps.emplace_back(on(ids[i]), report_where, out, static_cast<std::int64_t>(i));
+    ps.back().start();
+    CHECK(ps.back().node() == ids[i]);
+  }
+  std::set<std::int64_t> seen_nodes;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto r = out.get(true, 30s);
+    REQUIRE(r.size() == 3);
+    CHECK(r[1] == ids[static_cast<std::size_t>(r[0])]);
+    seen_nodes.insert(r[1]);
+  }
+  CHECK(seen_nodes.size() == ids.size());
+  for (auto& p : ps) {
+    REQUIRE(p.join(30s));
+    CHECK(p.exitcode() == 0);
+    CHECK_FALSE(p.is_alive());
+  }
+}
+
+TEST_CASE("a process on a node reports its exit code, its exception and its signals", "[nodes]") {
+  (void)cluster();
+  std::uint32_t node = 0;
+  auto a = join_node("h3", node);
+
+  mpx::Process raises(on(node), raise_value_error);
+  raises.start();
+  REQUIRE(raises.join(30s));
+  CHECK(raises.exitcode() == 1);
+  REQUIRE(raises.exception());
+  CHECK_THAT(raises.exception()->what(), Catch::Matchers::Contains("bad value on a node"));
+
+  mpx::Process exits(on(node), exit_with, 7);
+  exits.start();
+  REQUIRE(exits.join(30s));
+  CHECK(exits.exitcode() == 7);
+
+  mpx::Event started, never;
+  mpx::Process runs(on(node), wait_forever, started, never);
+  runs.start();
+  REQUIRE(started.wait(30s));
+  CHECK(runs.is_alive());
+  CHECK_FALSE(runs.join(0.2s));
+  runs.terminate();
+  REQUIRE(runs.join(30s));
+  CHECK(runs.exitcode() == -SIGTERM);
+}
+
+TEST_CASE("a lock held on a node is released when its holder dies there", "[nodes]") {
+  std::uint32_t node = 0;
+  auto a = join_node("h4", node);
+  LockHolder h(node);
+  CHECK_FALSE(h.lock.acquire(false));
+  h.process.kill();
+  REQUIRE(h.process.join(30s));
+  CHECK(h.process.exitcode() == -SIGKILL);
+  REQUIRE(h.lock.acquire(true, 30s));
+  h.lock.release();
+}
+
+TEST_CASE("a node whose agent is SIGKILLed is lost within 3 s: its processes end with NodeLost", "[nodes]") {
+  (void)cluster();
+  std::uint32_t node = 0;
+  auto a = join_node("h1", node);
+  LockHolder h(node);
+  auto& lock = h.lock;
+  auto& holder = h.process;
+
+  const auto killed = std::chrono::steady_clock::now();
+  a.kill();
+  REQUIRE(holder.join(10s));
+  const auto detected = std::chrono::steady_clock::now() - killed;
+  CHECK(detected < 3s);
+  CHECK(holder.exitcode() == mpx::node_lost_exitcode);
+  REQUIRE(holder.exception());
+  CHECK_THAT(holder.exception()->what(), Catch::Matchers::Contains("node " + std::to_string(node)));
+  CHECK(node_becomes(node, "lost", 1s));
+  REQUIRE(lock.acquire(true, 10s));  // the lost holder's lock is released
+  lock.release();
+  // A start on a lost node is refused with NodeLost.
+  mpx::Process late(on(node), exit_with, 0);
+  CHECK_THROWS_AS(late.start(), mpx::NodeLost);
+}
+
+TEST_CASE("a key that speaks for another node's actors changes nothing, and is counted", "[nodes][security]") {
+  auto& c = cluster();
+  std::uint32_t victim_node = 0;
+  auto a = join_node("h2", victim_node);
+  LockHolder h(victim_node);
+  auto& lock = h.lock;
+  auto& holder = h.process;
+  const auto victim = wire::actor_id(victim_node, static_cast<std::uint64_t>(holder.pid()));
+
+  // A raw client with node h3's key (admitted, not h2's node): it releases the lock as its holder, and as node 0.
+  zmq::socket_t socket(runtime::context(), zmq::socket_type::dealer);
+  wire::configure(socket, c.endpoint());
+  wire::make_curve_client(socket, wire::load_curve_client(c.node_keys("h3")));
+  socket.set(zmq::sockopt::linger, 0);
+  socket.connect(c.endpoint());
+  const auto forged_before = mpx::metrics().forged;
+  std::uint64_t correlation = 1;
+  for (const auto sender : {victim, wire::actor_id(0, static_cast<std::uint64_t>(::getpid()))}) {
+    auto release = wire::make(wire::Kind::lock_release, lock.id(), correlation++, Object{});
+    wire::send(socket, release, sender);
+    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+    REQUIRE(zmq::poll(&item, 1, std::chrono::milliseconds(30'000)) == 1);
+    auto reply = wire::recv(socket);
+    REQUIRE(reply);
+    CHECK(reply->header.kind == wire::Kind::error);
+  }
+  CHECK(mpx::metrics().forged >= forged_before + 2);
+  CHECK_FALSE(lock.acquire(false));  // still held by its holder
+  holder.kill();
+  REQUIRE(holder.join(30s));
+}
+
+TEST_CASE("a node is refused when it runs another build, or uses the coordinator host's own key", "[nodes]") {
+  auto& c = cluster();
+  const std::string log = c.dir / "agent.log";
+  auto other_build = c.start_agent("h3", TOPOLOGY_ACTOR_PATH, log);
+  REQUIRE(other_build.wait_exit(30s) == 1);
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, Catch::Matchers::Contains("runs build") && Catch::Matchers::Contains("the coordinator build"));
+
+  const std::string own_log = c.dir / "own.log";
+  auto own_key = c.start_agent("", "/proc/self/exe", own_log);
+  REQUIRE(own_key.wait_exit(30s) == 1);
+  std::ifstream own_in(own_log);
+  std::string own_text((std::istreambuf_iterator<char>(own_in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(own_text, Catch::Matchers::Contains("mpx-run keygen DIR --node NAME"));
+}
