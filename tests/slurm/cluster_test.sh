@@ -14,48 +14,14 @@
 # Usage: cluster_test.sh   (meson runs it as the `slurm_cluster` test, see tests/meson.build)
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cluster=$here/cluster.sh
+test_name=slurm_cluster
+needs=(slurmctld slurmd srun sbatch scontrol munged ip pgrep)
+# shellcheck source=tests/slurm/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 nodes=3
-
-skip() {
-  echo "slurm_cluster: $*; skipped"
-  exit 77
-}
-[[ $(id -u) == 0 ]] || skip "needs root (network namespaces, slurmd as root)"
-for prog in slurmctld slurmd srun sbatch scontrol munged ip pgrep; do
-  command -v "$prog" >/dev/null || skip "$prog is not installed (tools/install-deps.sh installs it)"
-done
 # Debian's python3, whatever python3 comes first on the PATH.
 python=/usr/bin/python3
 [[ -x $python ]] || skip "$python is not installed"
-unshare --net true 2>/dev/null || skip "cannot create network namespaces here"
-
-indent() { sed 's/^/  /'; }
-
-fail() {
-  echo "slurm_cluster: FAIL: $*" >&2
-  exit 1
-}
-
-work=$(mktemp -d "/tmp/mpx-slurm.XXXXXX")
-cdir=$work/cluster
-
-# On failure, the cluster's logs (before down, which keeps them, and the rm, which does not).
-cleanup() {
-  local status=$? f
-  if ((status != 0 && status != 77)); then
-    for f in "$cdir"/log/*.log; do
-      [[ -f "$f" ]] || continue
-      echo "--- $f (last 30 lines)" >&2
-      tail -n 30 "$f" >&2
-    done
-  fi
-  bash "$cluster" down "$cdir" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM   # on a signal, exit, which runs the EXIT trap
 
 # ---- up ------------------------------------------------------------------------------------------------------------
 start=${EPOCHREALTIME/./}   # microseconds

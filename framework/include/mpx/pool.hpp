@@ -48,8 +48,6 @@ namespace mpx {
 /// Called on the result thread after each chunk of a map completes: (items done, items in all).
 using Progress = std::function<void(std::size_t done, std::size_t total)>;
 
-/// Pool's settings: Python's processes, initializer/initargs and maxtasksperchild, a start method, and mpx's retry
-/// policy for tasks whose worker dies.
 /// Where a pool's workers run (many hosts: framework/docs/distributed.md, "Placement").
 enum class Placement {
   local,   ///< on this host (the default)
@@ -57,6 +55,8 @@ enum class Placement {
   pinned,  ///< on the nodes listed in `nodes`, in turn
 };
 
+/// Pool's settings: Python's processes, initializer/initargs and maxtasksperchild, a start method, and mpx's retry
+/// policy for tasks whose worker dies, and where the workers run.
 struct PoolOptions {
   std::optional<int> processes;          ///< unset: cpu_count()
   std::optional<BoundCall> initializer;  ///< mpx::bind(init, args...): runs once in every worker before its first task

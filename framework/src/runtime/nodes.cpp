@@ -17,6 +17,7 @@ constexpr std::size_t lost_nodes_kept = 1024;   // lost nodes remembered, so a l
 constexpr std::size_t pending_launches = 4096;  // launches sent to agents and not answered yet
 constexpr std::size_t exits_kept = 65536;       // how remote processes ended, for a join that comes late
 constexpr std::size_t waiters_kept = 65536;     // joins parked on remote processes
+constexpr std::size_t processes_per_node = 65536;  // processes watched on one node (a node's own hellos add to it)
 
 std::string this_host() {
   char host[256] = {0};
@@ -323,7 +324,7 @@ void Nodes::signal(Coordinator::Peer& peer, wire::Envelope& request) {
 
 bool Nodes::watch(wire::ActorId actor) {
   Node* node = alive(wire::node_of(actor));
-  if (node == nullptr || exits_.count(actor)) return false;
+  if (node == nullptr || exits_.count(actor) || node->processes.size() >= processes_per_node) return false;
   if (node->processes.insert(wire::pid_of(actor)).second) {
     wire::Envelope push;
     push.header.kind = wire::Kind::node_watch;
