@@ -110,7 +110,7 @@ struct Kit {
 
 void use_everything(mpx::Queue<std::string> queue, mpx::Lock lock, mpx::Event event, mpx::Semaphore semaphore,
                     mpx::Condition condition, mpx::Barrier barrier, mpx::Value<long> value, mpx::Array<int> array,
-                    mpx::Connection end) {
+                    mpx::Connection end, mpx::DictProxy dict) {
   Kit kit{queue, lock, event, semaphore, condition, barrier, value, array};
   const auto node = mpx::current_process().node();
   kit.queue.put("from node " + std::to_string(node));
@@ -119,6 +119,7 @@ void use_everything(mpx::Queue<std::string> queue, mpx::Lock lock, mpx::Event ev
     kit.value.set(kit.value.value() + 41);
   }
   kit.array[2] = 7;
+  dict.set("node", static_cast<std::int64_t>(node));
   kit.semaphore.release();
   kit.event.set();
   (void)kit.barrier.wait(30s);
@@ -165,9 +166,11 @@ TEST_CASE("driver: a pool map spread over three nodes, and every shared object u
   pool.join();
 
   Kit kit;
+  mpx::Manager manager;  // on a tcp session it listens on the coordinator's address, with an authkey of its own
+  mpx::DictProxy dict = manager.dict();
   auto [mine, theirs] = mpx::Pipe();
   mpx::Process user(on_node(ids[1]), use_everything, kit.queue, kit.lock, kit.event, kit.semaphore, kit.condition, kit.barrier,
-                    kit.value, kit.array, theirs);
+                    kit.value, kit.array, theirs, dict);
   user.start();
   const auto message = kit.queue.get(true, 30s);
   REQUIRE(kit.semaphore.acquire(true, 30s));
@@ -180,6 +183,7 @@ TEST_CASE("driver: a pool map spread over three nodes, and every shared object u
   report.say("array", static_cast<const mpx::Array<int>&>(kit.array)[2]);
   report.say("pipe", piped == "pipe from node " + std::to_string(ids[1]) ? 1 : 0);
   report.say("exitcode", *user.exitcode());
+  report.say("manager", dict.get("node").as_int() == static_cast<std::int64_t>(ids[1]) ? 1 : 0);
   report.say("done", 1);
 }
 
@@ -356,6 +360,7 @@ TEST_CASE("three nodes on hosts of their own: a spread map, and every shared obj
   CHECK(r["array"] == std::vector<std::string>{"7"});
   CHECK(r["pipe"] == std::vector<std::string>{"1"});
   CHECK(r["exitcode"] == std::vector<std::string>{"0"});
+  CHECK(r["manager"] == std::vector<std::string>{"1"});
   CHECK(s.driver_exit() == 0);
 }
 

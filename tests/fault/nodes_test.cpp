@@ -154,18 +154,20 @@ void raise_value_error() { throw mpx::ValueError("bad value on a node"); }
 
 void exit_with(int code) { std::exit(code); }
 
-void hold_lock_and_wait(mpx::Lock lock, mpx::Event held, mpx::Event never) {
+void hold_lock_and_wait(mpx::Lock lock, mpx::Semaphore unit, mpx::Event held, mpx::Event never) {
   lock.acquire();
+  unit.acquire();
   held.set();
   (void)never.wait(60s);
 }
 
-// A process on `node` that holds `lock` until it is killed (or its node is lost).
+// A process on `node` that holds `lock` and the one unit of `unit` until it is killed (or its node is lost).
 struct LockHolder {
   mpx::Lock lock;
+  mpx::Semaphore unit{1};
   mpx::Event held, never;
   mpx::Process process;
-  explicit LockHolder(std::uint32_t node) : process(on(node), hold_lock_and_wait, lock, held, never) {
+  explicit LockHolder(std::uint32_t node) : process(on(node), hold_lock_and_wait, lock, unit, held, never) {
     process.start();
     REQUIRE(held.wait(30s));
   }
@@ -277,6 +279,8 @@ TEST_CASE("a node whose agent is SIGKILLed is lost within 3 s: its processes end
   CHECK(node_becomes(node, "lost", 1s));
   REQUIRE(lock.acquire(true, 10s));  // the lost holder's lock is released
   lock.release();
+  REQUIRE(h.unit.acquire(true, 10s));  // and its semaphore unit
+  h.unit.release();
   // A start on a lost node is refused with NodeLost.
   mpx::Process late(on(node), exit_with, 0);
   CHECK_THROWS_AS(late.start(), mpx::NodeLost);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <csignal>
 #include <mutex>
+#include <random>
 #include <system_error>
 #include <typeinfo>
 #include <unordered_map>
@@ -88,6 +89,25 @@ std::string default_address() {
   runtime::require_initialized();
   return "ipc://" + runtime::state().session.directory + "/manager-" + std::to_string(::getpid()) + "-" +
          std::to_string(++manager_counter);
+}
+
+// Where a manager started without an address serves, and with which authkey. On one host: an ipc socket in the
+// session directory. In a session whose coordinator listens on tcp (many hosts), a free port on the coordinator's
+// address, so that proxies passed to processes on other nodes reach it; and, unless an authkey was given, a random
+// one that travels with its proxies, as Python's default authkey is the process's own random key.
+std::string default_location(std::optional<std::string>& authkey) {
+  runtime::require_initialized();
+  const auto& endpoint = runtime::state().session.coordinator_endpoint;
+  const auto colon = endpoint.rfind(':');
+  if (!endpoint.starts_with("tcp://") || colon == std::string::npos || colon < 6) return default_address();
+  if (!authkey) {
+    std::random_device random;
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string key;
+    for (int i = 0; i < 32; ++i) key += hex[random() % 16];
+    authkey = std::move(key);
+  }
+  return endpoint.substr(0, colon) + ":*";
 }
 
 [[noreturn]] void raise_manager_error(const wire::Envelope& reply) {
@@ -448,7 +468,8 @@ BaseManager::~BaseManager() {
 void BaseManager::start() {
   runtime::require_initialized();
   if (state_->process || state_->connected) throw ProcessError("mpx: BaseManager.start: the manager is already started");
-  ManagerSpec spec = spec_now(state_->address.empty() ? default_address() : state_->address, state_->authkey);
+  if (state_->address.empty()) state_->address = default_location(state_->authkey);
+  ManagerSpec spec = spec_now(state_->address, state_->authkey);
   mpx::Queue<Object> ready;
   ProcessOptions options;
   options.name = "SyncManager-" + std::to_string(++manager_counter);
@@ -487,7 +508,8 @@ void BaseManager::start() {
 
 ManagerServerHandle BaseManager::get_server() {
   runtime::require_initialized();
-  ManagerSpec spec = spec_now(state_->address.empty() ? default_address() : state_->address, state_->authkey);
+  if (state_->address.empty()) state_->address = default_location(state_->authkey);
+  ManagerSpec spec = spec_now(state_->address, state_->authkey);
   auto impl = std::make_unique<ManagerServerHandle::Impl>();
   impl->server = std::make_unique<manager::ManagerServer>(runtime::context(), spec.address, config_from(spec));
   impl->direct = std::make_unique<DirectServer>(*impl->server, direct_address_for(impl->server->endpoint()), spec.authkey);
