@@ -16,7 +16,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -29,15 +31,20 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
 #include <malloc.h>
 #include <new>
+#include <poll.h>
 #include <pthread.h>
 #include <spawn.h>
 #include <zmq.hpp>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,12 +65,14 @@ using Clock = std::chrono::steady_clock;
 // The mean is the headline; the median (--median) resists a machine that is busy with something else.
 bool use_median = false;
 
+double median_of(std::vector<double> samples) {
+  std::sort(samples.begin(), samples.end());
+  const std::size_t mid = samples.size() / 2;
+  return samples.size() % 2 ? samples[mid] : (samples[mid - 1] + samples[mid]) / 2;
+}
+
 double mean_or_median(std::vector<double> samples) {
-  if (use_median) {
-    std::sort(samples.begin(), samples.end());
-    const std::size_t mid = samples.size() / 2;
-    return samples.size() % 2 ? samples[mid] : (samples[mid - 1] + samples[mid]) / 2;
-  }
+  if (use_median) return median_of(std::move(samples));
   double sum = 0;
   for (double x : samples) sum += x;
   return sum / static_cast<double>(samples.size());
@@ -854,9 +863,387 @@ double topology_pool_map(int n) {
   return n / seconds;
 }
 
+// ---- nodes: many hosts ----
+//
+// Each node workload runs in a fresh copy of this program (`mpx-bench --nodes-workload NAME N DIR`): this process's
+// coordinator listens on ipc and a coordinator's endpoint cannot change once it started. The copy makes keys in DIR
+// (a private temporary directory this process made, and removes when the copy has ended), listens on
+// tcp://127.0.0.1 with CURVE, starts its node agents (this program again, with --mpx-node: mpx::init makes each an
+// agent), measures, prints its figures on one line of stdout and exits. The agents run on this machine over loopback
+// tcp with CURVE, with no added delay.
+
+constexpr const char* nodes_workload_flag = "--nodes-workload";
+constexpr const char* nodes_result_prefix = "mpx-bench-nodes:";
+const std::string nodes_note_suffix = " (agents on this machine over loopback tcp with CURVE; no added delay)";
+
+// The agents the copy started. Leaked, so that it outlives every static object and is still there when
+// reap_agents_at_exit runs.
+std::vector<pid_t>& started_agents() {
+  static auto* agents = new std::vector<pid_t>;
+  return *agents;
+}
+
+// Reaps an agent: it has `grace` to end by itself (it was told node_shutdown, or it was SIGKILLed), then it is
+// SIGKILLed. A zombie is still ours until reaped, so the pid cannot name another process meanwhile.
+void reap_agent(pid_t pid, std::chrono::milliseconds grace) {
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd >= 0) {
+    pollfd p{fd, POLLIN, 0};
+    while (::poll(&p, 1, static_cast<int>(grace.count())) < 0 && errno == EINTR) {
+    }
+    ::close(fd);
+  }
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  auto& agents = started_agents();
+  agents.erase(std::remove(agents.begin(), agents.end(), pid), agents.end());
+}
+
+// Registered before main, so it runs after mpx's own exit hook, which stopped the coordinator: that told every live
+// agent to stop its processes and exit (node_shutdown), so they end by themselves here.
+void reap_agents_at_exit() {
+  while (!started_agents().empty()) reap_agent(started_agents().back(), std::chrono::seconds(3));
+}
+[[maybe_unused]] const bool agents_reaped_at_exit = (std::atexit(reap_agents_at_exit), true);
+
+// The copy's session: keys for nodes h1..hN in `dir`, and the coordinator on loopback tcp.
+struct NodeCluster {
+  std::string keys;
+  std::string endpoint;
+
+  NodeCluster(const std::string& dir, int node_keys) : keys(dir + "/keys") {
+    mpx::make_keys(keys);
+    for (int i = 1; i <= node_keys; ++i) mpx::make_node_keys(keys, "h" + std::to_string(i));
+    mpx::set_keys(keys);
+    mpx::set_coordinator_endpoint("tcp://127.0.0.1:*");
+    (void)mpx::nodes();  // starts the coordinator
+    endpoint = mpx::trace::coordinator_endpoint();
+  }
+
+  // Starts this program as the agent of node h<i>. It dies with this process should this process die first
+  // (PR_SET_PDEATHSIG); its stdout is this process's stderr, so that only this process writes the figures.
+  pid_t start_agent(int i) const {
+    static const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    const std::string node_keys = keys + "/nodes/h" + std::to_string(i);
+    std::vector<std::string> args{self, "--mpx-node", endpoint, "--mpx-keys", node_keys};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+      ::dup2(STDERR_FILENO, STDOUT_FILENO);
+      ::execv(self.c_str(), argv.data());
+      ::_exit(127);
+    }
+    started_agents().push_back(pid);
+    return pid;
+  }
+};
+
+std::vector<std::uint32_t> alive_node_ids(const std::vector<mpx::NodeInfo>& nodes) {
+  std::vector<std::uint32_t> ids;
+  for (const auto& node : nodes)
+    if (node.id != 0 && node.state == "alive") ids.push_back(node.id);
+  return ids;
+}
+
+// Waits (mpx::wait_for_nodes) until `count` nodes are alive, and returns their ids.
+std::vector<std::uint32_t> wait_for_alive_nodes(std::size_t count) {
+  auto ids = alive_node_ids(mpx::wait_for_nodes(count, std::chrono::seconds(30)));
+  if (ids.size() < count) throw std::runtime_error("fewer nodes alive than waited for");
+  return ids;
+}
+
+// A daemon: should a workload fail half-way, the exit stops its processes instead of waiting for them.
+mpx::ProcessOptions on_node(std::uint32_t node) {
+  mpx::ProcessOptions options;
+  options.node = node;
+  options.daemon = true;
+  return options;
+}
+
+// nodes/pool_tcp: microseconds per task of map(square, range(n), chunksize=1) on 2 workers pinned to one node.
+double nodes_pool_tcp_us(const NodeCluster& cluster, int n) {
+  cluster.start_agent(1);
+  mpx::PoolOptions options;
+  options.placement = mpx::Placement::pinned;
+  options.nodes = {wait_for_alive_nodes(1).front()};
+  options.processes = 2;
+  mpx::Pool pool(options);
+  return timed_square_map(pool, n, 1) * 1e6 / n;
+}
+
+// nodes/queue: a producer on one node puts 1000 items (untimed), waits for `go`, then puts n; a consumer on another
+// node gets the 1000, sets `go` and times the n gets. Items per second, as the consumer measured them.
+void node_queue_producer(mpx::Queue<std::string> q, mpx::Event go, int n) {
+  queue_producer(q, 1000);
+  go.wait();
+  queue_producer(q, n);
+}
+
+void node_queue_consumer(mpx::Queue<std::string> q, mpx::Event go, mpx::Queue<double> rate, int n) {
+  for (int i = 0; i < 1000; ++i) (void)q.get();
+  go.set();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) (void)q.get();
+  rate.put(n / seconds_since(t0));
+}
+
+double nodes_queue_rate(const NodeCluster& cluster, int n) {
+  cluster.start_agent(1);
+  cluster.start_agent(2);
+  const auto ids = wait_for_alive_nodes(2);
+  mpx::Queue<std::string> q;
+  mpx::Event go;
+  mpx::Queue<double> rate;
+  mpx::Process producer(on_node(ids[0]), node_queue_producer, q, go, n);
+  mpx::Process consumer(on_node(ids[1]), node_queue_consumer, q, go, rate, n);
+  producer.start();
+  consumer.start();
+  const double items_per_second = rate.get(true, std::chrono::seconds(300));
+  if (!producer.join(std::chrono::seconds(60)) || !consumer.join(std::chrono::seconds(60)))
+    throw std::runtime_error("nodes/queue: the producer or the consumer did not end");
+  return items_per_second;
+}
+
+// nodes/loss: `trials` times, an agent joins, a process starts on its node and says so, the agent is SIGKILLed (at a
+// moment that moves across one heartbeat period from trial to trial), and the time until that process's join()
+// returns is taken. The median and the p99 (nearest rank: of 20 trials, the largest) in ms.
+void node_idle(mpx::Event started, mpx::Event never) {
+  started.set();
+  (void)never.wait(std::chrono::seconds(120));
+}
+
+std::vector<double> nodes_loss_ms(const NodeCluster& cluster, int trials) {
+  std::vector<double> ms;
+  for (int t = 0; t < trials; ++t) {
+    const pid_t agent = cluster.start_agent(1);  // the previous trial's node is lost: its key is free again
+    const auto ids = wait_for_alive_nodes(1);
+    if (ids.size() != 1) throw std::runtime_error("nodes/loss: more than one node alive");
+    mpx::Event started, never;
+    mpx::Process p(on_node(ids.front()), node_idle, started, never);
+    p.start();
+    if (!started.wait(std::chrono::seconds(30))) throw std::runtime_error("nodes/loss: the process did not start");
+    // Not a wait for anything: the moment of the kill. An agent beats every 250 ms, and a new node's beats and the
+    // coordinator's checks of them both count from its hello, so a kill right after the start would always fall at
+    // the same point of a beat (nearly the latest detection). Trial t kills t/trials of a beat later, so that the
+    // trials cover the whole beat, as kills at random moments would.
+    std::this_thread::sleep_for(std::chrono::milliseconds(250) * t / trials);
+    const auto t0 = Clock::now();
+    ::kill(agent, SIGKILL);
+    if (!p.join(std::chrono::seconds(10))) throw std::runtime_error("nodes/loss: no loss within 10 s");
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    if (p.exitcode() != mpx::node_lost_exitcode) throw std::runtime_error("nodes/loss: not ended as lost");
+    reap_agent(agent, std::chrono::milliseconds(0));
+  }
+  std::sort(ms.begin(), ms.end());
+  const auto rank = static_cast<std::size_t>(std::ceil(0.99 * static_cast<double>(ms.size())));
+  return {median_of(ms), ms[std::max<std::size_t>(rank, 1) - 1]};
+}
+
+// nodes/bringup: ms from starting 3 agents to the first result of a Pool of 6 workers pinned to their 3 nodes.
+double nodes_bringup_ms(const NodeCluster& cluster) {
+  const auto t0 = Clock::now();
+  for (int i = 1; i <= 3; ++i) cluster.start_agent(i);
+  mpx::PoolOptions options;
+  options.placement = mpx::Placement::pinned;
+  options.nodes = wait_for_alive_nodes(3);
+  options.processes = 6;
+  mpx::Pool pool(options);
+  if (pool.apply(pool_square, 3) != 9) throw std::runtime_error("nodes/bringup: wrong result");
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// The copy's main: `mpx-bench --nodes-workload NAME N DIR` prints "mpx-bench-nodes: FIGURE..." and exits; its
+// agents are gone when it has exited (reap_agents_at_exit).
+int nodes_workload_main(int argc, char** argv) {
+  if (argc != 5) {
+    std::cerr << "usage: mpx-bench " << nodes_workload_flag << " pool_tcp|queue|loss|bringup N DIR\n";
+    return 2;
+  }
+  const std::string name = argv[2];
+  const std::string dir = argv[4];
+  try {
+    const int n = std::stoi(argv[3]);
+    std::vector<double> figures;
+    if (name == "pool_tcp") {
+      figures = {nodes_pool_tcp_us(NodeCluster(dir, 1), n)};
+    } else if (name == "queue") {
+      figures = {nodes_queue_rate(NodeCluster(dir, 2), n)};
+    } else if (name == "loss") {
+      figures = nodes_loss_ms(NodeCluster(dir, 1), n);
+    } else if (name == "bringup") {
+      figures = {nodes_bringup_ms(NodeCluster(dir, 3))};
+    } else {
+      throw std::runtime_error("no such node workload");
+    }
+    std::printf("%s", nodes_result_prefix);
+    for (double f : figures) std::printf(" %.9g", f);
+    std::printf("\n");
+    std::fflush(stdout);
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "mpx-bench " << nodes_workload_flag << " " << name << ": " << e.what() << "\n";
+    return 1;
+  }
+}
+
+// Runs `mpx-bench --nodes-workload NAME N DIR` with a temporary DIR, which it removes once the copy has ended, and
+// returns the copy's figures; empty (said on stderr) if it failed. The copy gets this environment without its MPX_
+// variables: a session of its own, with mpx's defaults.
+std::vector<double> run_nodes_workload(const std::string& name, int n) {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  std::string dir = (std::filesystem::temp_directory_path() / "mpx-bench-nodes-XXXXXX").string();
+  if (::mkdtemp(dir.data()) == nullptr) {
+    ::close(out[0]);
+    ::close(out[1]);
+    throw std::runtime_error("cannot make a temporary directory");
+  }
+  std::vector<std::string> args{self, nodes_workload_flag, name, std::to_string(n), dir};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e)
+    if (std::string_view(*e).substr(0, 4) != "MPX_") envp.push_back(*e);
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  std::fflush(nullptr);
+  pid_t pid = 0;
+  const int spawned = ::posix_spawn(&pid, self.c_str(), &actions, nullptr, argv.data(), envp.data());
+  ::posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  std::string output;
+  if (spawned == 0) {
+    char buffer[4096];
+    ssize_t got = 0;
+    while ((got = ::read(out[0], buffer, sizeof buffer)) != 0) {
+      if (got > 0)
+        output.append(buffer, static_cast<std::size_t>(got));
+      else if (errno != EINTR)
+        break;
+    }
+  }
+  ::close(out[0]);
+  int status = 0;
+  if (spawned == 0)
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  std::vector<double> figures;
+  const auto at = output.rfind(nodes_result_prefix);
+  if (spawned != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || at == std::string::npos) {
+    std::cerr << " (" << nodes_workload_flag << " " << name << " failed)";
+    return figures;
+  }
+  std::istringstream in(output.substr(at + std::strlen(nodes_result_prefix)));
+  for (double f = 0; in >> f;) figures.push_back(f);
+  return figures;
+}
+
+double first_figure(const std::vector<double>& figures, std::size_t i = 0) {
+  return figures.size() > i ? figures[i] : NAN;
+}
+
+// nodes/bringup, one fresh copy per sample: the mean or median of n, after one untimed.
+double nodes_bringup(int n) {
+  std::vector<double> samples;
+  for (int i = -1; i < n; ++i) {
+    const double ms = first_figure(run_nodes_workload("bringup", 1));
+    if (std::isnan(ms)) return NAN;
+    if (i >= 0) samples.push_back(ms);
+  }
+  return mean_or_median(std::move(samples));
+}
+
+// The reference: a local Pool(6) from its construction to its first result, in this process; the pool ends untimed.
+double local_pool_first_result_ms(int n) {
+  std::vector<double> samples;
+  for (int i = -1; i < n; ++i) {
+    const auto t0 = Clock::now();
+    mpx::Pool pool(6);
+    if (pool.apply(pool_square, 3) != 9) throw std::runtime_error("pool: wrong result");
+    if (i >= 0) samples.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  return mean_or_median(std::move(samples));
+}
+
+// nodes/pool_tcp against the same map on a local Pool(2) in this process (over ipc and the side door). Two cores
+// schedule either of them well or badly from run to run, so the two are measured in alternation, three times each,
+// and each column is the median of its three (as traced_workload does).
+Workload nodes_pool_tcp() {
+  constexpr int pairs = 3;
+  auto local = std::make_shared<std::vector<double>>();
+  return {
+      .name = "nodes/pool_tcp",
+      .unit = "us/task",
+      .raw_target = 1.0 / 1.3,
+      .iterations = 200000,
+      .mpx =
+          [local](int n) {
+            local->clear();
+            std::vector<double> remote;
+            for (int i = 0; i < pairs; ++i) {
+              local->push_back(pool_map_us_per_task(n, 2));
+              remote.push_back(first_figure(run_nodes_workload("pool_tcp", n)));
+              if (std::isnan(remote.back())) return double(NAN);
+            }
+            return median_of(remote);
+          },
+      // The local runs were made alongside the remote ones, above.
+      .raw = [local](int) { return local->empty() ? NAN : median_of(*local); },
+      .raw_label = "not a raw floor: mpx itself, the same map on a local Pool(2) over ipc (pool/map1, per task), "
+                   "measured in alternation with the remote runs, median of 3 each",
+      .note = "nodes/pool_tcp: map(square, range(n), chunksize=1) on a Pool of 2 workers pinned to another node, "
+              "per-task time, median of 3 runs; must stay within 1.3x of a local Pool(2)'s" + nodes_note_suffix,
+  };
+}
+
+// nodes/loss_median and nodes/loss_p99 show two statistics of one measurement: the first of them to run makes it.
+struct NodeLoss {
+  int trials = 0;
+  std::vector<double> figures;  // median, p99
+};
+
+Workload nodes_loss(const std::shared_ptr<NodeLoss>& loss, bool p99) {
+  const std::string name = p99 ? "nodes/loss_p99" : "nodes/loss_median";
+  return {
+      .name = name,
+      .unit = "ms",
+      .raw_target = 1.0,  // raw is the bound itself: mpx must stay at or under it
+      .iterations = 20,
+      .mpx =
+          [loss, p99](int n) {
+            if (loss->trials != n) {  // measured once for both, even if it failed
+              loss->trials = n;
+              loss->figures = run_nodes_workload("loss", n);
+            }
+            return first_figure(loss->figures, p99 ? 1 : 0);
+          },
+      .raw = [](int) { return 3000.0; },
+      .raw_label = "not measured: the bound, 3000 ms from the agent's SIGKILL to join() returning",
+      .note = p99 ? name + ": the same trials as nodes/loss_median; p99 by nearest rank (of 20 trials, the slowest)"
+                  : name + ": n trials (--iterations) of: an agent joins, a process starts on its node, the agent is "
+                           "SIGKILLed (the moment moves across one 250 ms heartbeat from trial to trial); ms until "
+                           "that process's join() returns (exitcode node_lost_exitcode). The median of the trials" +
+                               nodes_note_suffix,
+  };
+}
+
 // ---- the workloads, in the order they run ----
 
 std::vector<Workload> workloads() {
+  const auto loss = std::make_shared<NodeLoss>();
   return {
       process_start_join(mpx::StartMethod::fork, 5.0, 200, 100),
       process_start_join(mpx::StartMethod::forkserver, 10.0, 200, 100),
@@ -1014,6 +1401,34 @@ std::vector<Workload> workloads() {
                                   "for f in fs:\n"
                                   "    f.result()\n"),
        .note = "executor/submit: n submit(square, i) on ProcessPoolExecutor(2), then result() on each"},
+      // Many hosts: each runs in a fresh copy of this program, with its agents (above, "nodes").
+      nodes_pool_tcp(),
+      {.name = "nodes/queue", .unit = "items/s", .target = 10.0, .iterations = 20000, .python_iterations = 5000,
+       .mpx = [](int n) { return first_figure(run_nodes_workload("queue", n)); },
+       .python = "m = _QueueManager(address=('127.0.0.1', 0), authkey=b'mpx-bench')\n"
+                 "m.start()\n"
+                 "go = multiprocessing.Event()\n"
+                 "rate = multiprocessing.Queue()\n"
+                 "producer = multiprocessing.Process(target=_remote_producer, args=(m.address, go, n))\n"
+                 "consumer = multiprocessing.Process(target=_remote_consumer, args=(m.address, go, rate, n))\n"
+                 "producer.start()\n"
+                 "consumer.start()\n"
+                 "items_per_second = rate.get()\n"
+                 "producer.join()\n"
+                 "consumer.join()\n"
+                 "m.shutdown()\n"
+                 "return items_per_second\n",
+       .note = "nodes/queue: a producer process on one node puts n 64-byte items on a Queue, a consumer process on "
+               "another gets them (the coordinator on a third); items/s timed by the consumer, after 1000 untimed. "
+               "Python: a multiprocessing.managers BaseManager serving a queue.Queue on 127.0.0.1, a producer and a "
+               "consumer process connect()ed to it" + nodes_note_suffix},
+      nodes_loss(loss, false),
+      nodes_loss(loss, true),
+      {.name = "nodes/bringup", .unit = "ms", .iterations = 5, .mpx = nodes_bringup,
+       .raw = local_pool_first_result_ms,
+       .raw_label = "not a raw floor: a local Pool(6) from its construction to its first result, in this process",
+       .note = "nodes/bringup: ms from starting 3 agents (the coordinator already listening) to the first result of a "
+               "Pool of 6 workers pinned to their 3 nodes; one fresh program per sample" + nodes_note_suffix},
       // Last: it leaves this process's heap grown.
       {.name = "queue/memory", .unit = "bytes/item",
        .raw_target = 1.0,  // raw is the limit itself: mpx must stay at or under it
@@ -1150,7 +1565,45 @@ std::string python_script(const std::vector<const Workload*>& list) {
       "    start.wait()\n"
       "    for _ in range(n):\n"
       "        with v.get_lock():\n"
-      "            v.value += 1\n";
+      "            v.value += 1\n"
+      "\n"
+      "import multiprocessing.managers, queue\n"
+      "\n"
+      "_served = []\n"
+      "\n"
+      "def _served_queue():\n"
+      "    if not _served:\n"
+      "        _served.append(queue.Queue())\n"
+      "    return _served[0]\n"
+      "\n"
+      "class _QueueManager(multiprocessing.managers.BaseManager):\n"
+      "    pass\n"
+      "\n"
+      "_QueueManager.register('queue', callable=_served_queue)\n"
+      "\n"
+      "def _remote_queue(address):\n"
+      "    m = _QueueManager(address=address, authkey=b'mpx-bench')\n"
+      "    m.connect()\n"
+      "    return m.queue()\n"
+      "\n"
+      "def _remote_producer(address, go, n):\n"
+      "    q = _remote_queue(address)\n"
+      "    item = b'x' * 64\n"
+      "    for _ in range(1000):\n"
+      "        q.put(item)\n"
+      "    go.wait()\n"
+      "    for _ in range(n):\n"
+      "        q.put(item)\n"
+      "\n"
+      "def _remote_consumer(address, go, rate, n):\n"
+      "    q = _remote_queue(address)\n"
+      "    for _ in range(1000):\n"
+      "        q.get()\n"
+      "    go.set()\n"
+      "    t0 = time.perf_counter()\n"
+      "    for _ in range(n):\n"
+      "        q.get()\n"
+      "    rate.put(n / (time.perf_counter() - t0))\n";
   for (std::size_t i = 0; i < list.size(); ++i)
     script += "\ndef _w" + std::to_string(i) + "(n):\n" + indent(list[i]->python);
   script += "\nif __name__ == '__main__':\n    _results = {}\n";
@@ -1312,6 +1765,8 @@ void print_table(const std::vector<Result>& results) {
 
 int main(int argc, char** argv) {
   mpx::init(argc, argv);
+  // A fresh copy that runs one node workload (run_nodes_workload).
+  if (argc > 1 && std::string_view(argv[1]) == nodes_workload_flag) return nodes_workload_main(argc, argv);
 
   CLI::App app{"mpx-bench: mpx against Python's multiprocessing and raw C, measured in the same run"};
   app.set_version_flag("--version", "mpx-bench (mpx) " + std::string(mpx::version()));
