@@ -173,6 +173,18 @@ struct LockHolder {
   }
 };
 
+void take_one_and_wait(mpx::Queue<int> queue, mpx::Queue<int> taken, mpx::Event never) {
+  taken.put(queue.get(true, 30s));
+  (void)never.wait(120s);
+}
+
+long apply_square(long x) { return x * x; }
+
+void use_pool(mpx::ObjectRef ref, mpx::Queue<long> out) {
+  mpx::Pool pool = mpx::Pool::attach(ref);
+  out.put(pool.apply(apply_square, 12L));
+}
+
 void wait_forever(mpx::Event started, mpx::Event never) {
   started.set();
   (void)never.wait(120s);
@@ -333,4 +345,39 @@ TEST_CASE("a node is refused when it runs another build, or uses the coordinator
   std::ifstream own_in(own_log);
   std::string own_text((std::istreambuf_iterator<char>(own_in)), std::istreambuf_iterator<char>());
   CHECK_THAT(own_text, Catch::Matchers::Contains("mpx-run keygen DIR --node NAME"));
+}
+
+TEST_CASE("a lost node's consumer gives back what the queue lent it", "[nodes]") {
+  std::uint32_t node = 0;
+  auto a = join_node("h3", node);
+  mpx::Queue<int> queue, taken;
+  for (int i = 0; i < 100; ++i) queue.put(i);
+  mpx::Event never;
+  mpx::Process consumer(on(node), take_one_and_wait, queue, taken, never);
+  consumer.start();
+  const int first = taken.get(true, 30s);
+  a.kill();
+  REQUIRE(consumer.join(10s));
+  CHECK(consumer.exitcode() == mpx::node_lost_exitcode);
+  // Whatever the consumer's get was lent beyond the item it took is back: 99 items, in order.
+  std::vector<int> rest;
+  for (int i = 0; i < 99; ++i) rest.push_back(queue.get(true, 10s));
+  std::vector<int> expected;
+  for (int i = 0; i < 100; ++i) {
+    if (i != first) expected.push_back(i);
+  }
+  CHECK(rest == expected);
+  CHECK(queue.empty());
+}
+
+TEST_CASE("a pool handle passed to a process on a node runs tasks from there", "[nodes]") {
+  std::uint32_t node = 0;
+  auto a = join_node("h4", node);
+  mpx::Pool pool(2);
+  mpx::Queue<long> out;
+  mpx::Process user(on(node), use_pool, pool.ref(), out);
+  user.start();
+  CHECK(out.get(true, 30s) == 144);
+  REQUIRE(user.join(30s));
+  CHECK(user.exitcode() == 0);
 }

@@ -109,6 +109,9 @@ class Agent {
   void serve() {
     auto heard = Clock::now();
     auto next_beat = Clock::now();
+    // Any answer to a beat of this membership counts, not only to the latest: on a link whose round trip exceeds the
+    // beat interval every answer comes after the next beat went out, and the coordinator is still there.
+    const std::uint64_t first_beat = correlation_ + 1;
     std::uint64_t beat = 0;
     for (;;) {
       const auto now = Clock::now();
@@ -141,10 +144,10 @@ class Agent {
       while (auto message = wire::recv(socket_, nullptr, true)) {
         switch (message->header.kind) {
           case wire::Kind::ok:
-            if (message->header.correlation == beat) heard = Clock::now();
+            if (is_beat(message->header.correlation, first_beat, beat)) heard = Clock::now();
             break;
           case wire::Kind::error:
-            if (message->header.correlation == beat) {
+            if (is_beat(message->header.correlation, first_beat, beat)) {
               std::fprintf(stderr, "mpx: node agent: the coordinator declared node %u lost; stopping its processes\n",
                            node_);
               return;
@@ -155,9 +158,11 @@ class Agent {
             stop_children();
             auto ok = wire::make_reply(message->header, wire::Kind::ok, encode(Object{}));
             (void)wire::send(socket_, ok, self_actor(), nullptr, true);
-            // What was sent is in ZeroMQ's I/O thread: close with a linger long enough for it to leave.
+            // What was sent is in ZeroMQ's I/O thread: closing with a linger and then ending the context waits (that
+            // long at most) until it has left, so the coordinator's wait for this answer ends at once.
             socket_.set(zmq::sockopt::linger, 1000);
             socket_.close();
+            context().close();
             std::exit(0);
           }
           case wire::Kind::node_watch: watch(std::get<0>(message->body_as<std::tuple<std::uint32_t>>())); break;
@@ -172,6 +177,12 @@ class Agent {
         }
       }
     }
+  }
+
+  // Whether a reply's correlation is a beat of the current membership: beats are numbered from first_beat on (hellos
+  // and beats share the counter, so a late answer to an earlier membership's beat is below it).
+  bool is_beat(std::uint64_t correlation, std::uint64_t first_beat, std::uint64_t last_beat) const {
+    return last_beat != 0 && correlation >= first_beat && correlation <= last_beat;
   }
 
   std::optional<wire::Envelope> receive(Clock::time_point deadline) {
