@@ -118,8 +118,9 @@ std::uint32_t newest_node() {
 
 // Starts an agent with node `name`'s key and waits until it has joined; its node id in `id`.
 Agent join_node(const std::string& name, std::uint32_t& id) {
+  auto& c = cluster();  // first: it chooses the keys and the endpoint before the coordinator starts
   const auto before = newest_node();
-  auto agent = cluster().start_agent(name);
+  auto agent = c.start_agent(name);
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   while ((id = newest_node()) <= before) {
     REQUIRE(std::chrono::steady_clock::now() < deadline);
@@ -184,6 +185,16 @@ void use_pool(mpx::ObjectRef ref, mpx::Queue<long> out) {
   mpx::Pool pool = mpx::Pool::attach(ref);
   out.put(pool.apply(apply_square, 12L));
 }
+
+// A topology task actor: reports its replica and node, then runs until it is stopped (or its node is lost).
+void report_node() {
+  const auto& me = mpx::this_actor();
+  me.queue<std::vector<std::int64_t>>("out").put(
+      {static_cast<std::int64_t>(me.replica()), static_cast<std::int64_t>(mpx::current_process().node())});
+  (void)me.event("never").wait(120s);
+}
+// Before mpx::init (in main): a node's processes, started by its agent, find it too.
+const bool report_node_registered = (mpx::register_actor("report_node", report_node), true);
 
 void wait_forever(mpx::Event started, mpx::Event never) {
   started.set();
@@ -380,4 +391,65 @@ TEST_CASE("a pool handle passed to a process on a node runs tasks from there", "
   CHECK(out.get(true, 30s) == 144);
   REQUIRE(user.join(30s));
   CHECK(user.exitcode() == 0);
+}
+
+TEST_CASE("topology task actors run on the node they name, or spread, and restart on a surviving node", "[nodes]") {
+  REQUIRE(report_node_registered);
+  std::uint32_t node = 0;
+  auto a = join_node("h2", node);
+  // Agents of earlier cases were killed: spread must see only this one, once their nodes are declared lost.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (alive_nodes() != 1) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    ::usleep(20'000);  // a bounded poll of the coordinator's table, inside the deadline
+  }
+  auto topology = mpx::Topology::parse(R"(
+[objects.out]
+type = "queue"
+
+[objects.never]
+type = "event"
+
+[[actors]]
+name = "pinned"
+task = "report_node"
+node = )" + std::to_string(node) + R"(
+restart = "temporary"
+objects = ["out", "never"]
+
+[[actors]]
+name = "spread"
+task = "report_node"
+placement = "spread"
+replicas = 2
+objects = ["out", "never"]
+)", "placed.toml");
+  topology.start();
+  auto out = topology.objects().queue<std::vector<std::int64_t>>("out");
+  std::multiset<std::vector<std::int64_t>> reports;
+  for (int i = 0; i < 3; ++i) reports.insert(out.get(true, 30s));
+  // pinned (replica 0) on the node; spread's replicas over the alive nodes in turn: this host, then the node.
+  const std::multiset<std::vector<std::int64_t>> expected{
+      {0, static_cast<std::int64_t>(node)}, {0, 0}, {1, static_cast<std::int64_t>(node)}};
+  CHECK(reports == expected);
+  // The node is lost: spread's replica 1 is restarted on a node still alive (this host); pinned is temporary.
+  a.kill();
+  CHECK(out.get(true, 15s) == std::vector<std::int64_t>{1, 0});
+  (void)topology.stop(10s);
+}
+
+TEST_CASE("a topology file places only task actors, by node or spread, not both", "[nodes]") {
+  CHECK_THROWS_WITH(mpx::Topology::parse(R"(
+[[actors]]
+name = "x"
+exec = ["/bin/true"]
+node = 1
+)", "bad.toml"), Catch::Matchers::Contains("only a task actor can run on another node"));
+  CHECK_THROWS_WITH(mpx::Topology::parse(R"(
+[[actors]]
+name = "x"
+task = "report_node"
+node = 1
+placement = "spread"
+)", "bad.toml"), Catch::Matchers::Contains("either node or placement"));
 }

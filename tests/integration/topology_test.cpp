@@ -200,7 +200,7 @@ TEST_CASE("every config error names the file, line, column, key and what was exp
                                               "supervisor, objects, actors)");
   CHECK(error_of("[[actors]]\nname = \"a\"\ntask = \"relay\"\nreplica = 2\n") ==
         "t.toml:4:1: actors[0].replica: unknown key (did you mean \"replicas\"? expected one of: name, task, exec, "
-        "replicas, args, objects, after, restart, ready_timeout)");
+        "replicas, args, objects, after, restart, ready_timeout, node, placement)");
   CHECK(error_of(ok_actor + "replicas = \"two\"\n") ==
         "t.toml:4:12: actors[0].replicas: expected an integer >= 1, got a string");
   CHECK(error_of(ok_actor + "replicas = 0\n") == "t.toml:4:12: actors[0].replicas: expected an integer >= 1, got 0");

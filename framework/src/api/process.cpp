@@ -14,9 +14,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
-#include <thread>
 
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -29,9 +27,9 @@
 #include "services/services.hpp"
 #include "wire/interrupted.hpp"
 #include "api/actor.hpp"
-#include "api/call.hpp"
 #include "api/pool/pool_core.hpp"
 #include "runtime/node_agent.hpp"
+#include "runtime/remote_process.hpp"
 #include "runtime/slurm.hpp"
 #include "wire/actor_id.hpp"
 #include "api/metrics_server.hpp"
@@ -86,9 +84,6 @@ using detail::ProcessState;
 
 std::atomic<int> process_counter{0};
 
-// How long a start or a signal on another node may take before it is an error: the agent answers at once unless
-// its host is unreachable, and then the node is declared lost well within this.
-constexpr std::int64_t node_launch_wait_ms = 30'000;
 // How long the tasks of a Slurm job wait for each other: task 0 to listen, and every node to join it.
 constexpr auto slurm_wait = std::chrono::seconds(120);
 
@@ -162,9 +157,7 @@ std::shared_ptr<ProcessState> current_state() {
 void reap(ProcessState& s) {
   if (s.exitcode) return;
   if (s.actor != 0) {
-    std::int32_t code = node_lost_exitcode;
-    if (::read(s.status_fd, &code, sizeof code) != sizeof code) code = node_lost_exitcode;
-    s.exitcode = code;
+    s.exitcode = runtime::read_remote_exit(s.status_fd);  // a process of another node: its sentinel is a pipe
   } else if (s.status_fd >= 0) {
     auto code = runtime::read_forkserver_status(s.status_fd);
     if (!code) {
@@ -189,26 +182,6 @@ void reap(ProcessState& s) {
 }
 
 int sentinel_of(const ProcessState& s) { return s.status_fd >= 0 ? s.status_fd : s.pidfd; }
-
-// A process of another node ends where no descriptor of ours can see it: a thread asks the coordinator, which its
-// node's agent tells, and writes the exit code into a pipe whose read end is the process's sentinel, so that join,
-// is_alive, sentinel() and a pool's result thread treat it as they treat a local child.
-int watch_remote_end(std::uint64_t actor) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "mpx: pipe2");
-  std::thread([actor, out = fds[1]] {
-    std::int32_t code = node_lost_exitcode;  // no answer at all: the session is ending
-    try {
-      auto reply =
-          detail::call(wire::make(wire::Kind::node_wait, 0, 0, std::make_tuple(actor, std::int64_t{-1})), -1);
-      code = std::get<0>(reply.body_as<std::tuple<std::int32_t>>());
-    } catch (const std::exception&) {
-    }
-    (void)!::write(out, &code, sizeof code);
-    ::close(out);
-  }).detach();
-  return fds[0];
-}
 
 // Waits until the process ends or the timeout passes; timeout_ms < 0 waits forever. Returns true if it ended.
 bool wait_for_end(ProcessState& s, long timeout_ms) {
@@ -459,15 +432,14 @@ void Process::start() {
       spec.payload = s.call.args;
     }
     if (s.node != 0) {
-      // The node's agent fills in what only its host knows (its forkserver, its keys) and starts it there.
-      wire::Envelope request = wire::make(wire::Kind::node_launch, 0, 0, std::make_tuple(s.node, std::uint64_t{0}));
-      request.body.emplace_back(wire::frame_of(encode(spec)));
+      // The node's agent fills in what only its host knows (its forkserver, its keys) and starts it there. Its end
+      // is told by the coordinator: join, is_alive and sentinel() wait on that word as on a local child's.
       lock.unlock();
-      auto reply = detail::call(std::move(request), node_launch_wait_ms);
+      const auto actor = runtime::launch_on_node(s.node, spec);
       lock.lock();
-      s.actor = std::get<0>(reply.body_as<std::tuple<std::uint64_t>>());
+      s.actor = actor;
       launched.pid = static_cast<pid_t>(wire::pid_of(s.actor));
-      launched.status_fd = watch_remote_end(s.actor);
+      launched.status_fd = runtime::watch_remote_end(s.actor);
     } else {
       launched = s.used_method == StartMethod::spawn ? runtime::launch_spawn(spec) : runtime::launch_forkserver(spec);
     }
@@ -522,8 +494,7 @@ void Process::send_signal(int signal) {
   require_started(s, "signal");
   if (s.exitcode) return;  // already reaped: its pid may belong to someone else now
   if (s.actor != 0) {
-    (void)detail::call(wire::make(wire::Kind::node_signal, 0, 0, std::make_tuple(s.actor, std::int32_t{signal})),
-                       node_launch_wait_ms);
+    runtime::signal_remote(s.actor, signal);
     return;
   }
   // pidfd_send_signal cannot hit a recycled pid.

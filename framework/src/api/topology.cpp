@@ -106,6 +106,20 @@ void end_run(TopologyState& s) {
 
 }  // namespace
 
+// A task actor the supervisor placed on another node: its node's agent started it with the actor's payload, which it
+// takes as a joined actor's (this_actor() reads it), and it runs its registered function.
+void run_task_actor_here(ErasedFunction, std::string_view payload, std::string& result) {
+  auto& st = runtime::state();
+  st.actor_payload = std::string(payload);
+  st.joined = true;
+  const std::string task = std::get<3>(actor_payload());
+  if (!is_registered_actor(task)) {
+    throw std::invalid_argument("mpx: no actor function is registered as '" + task + "' in this program");
+  }
+  (void)bind_registered(task, Object::list({})).invoke();
+  result = encode(Object{});
+}
+
 void run_if_task_actor() {
   if (!runtime::state().joined) return;
   const std::string task = std::get<3>(actor_payload());
@@ -253,6 +267,7 @@ void start_objects_and_actors(TopologyState& s) {
   std::vector<ActorContext::Entry> all;
   for (const auto& [name, e] : entries) all.push_back(e);
   s.objects.emplace("topology", 0, 1, Object(Object::Map{}), std::move(all));
+  topology::Supervisor::set_task_runner(&run_task_actor_here);
   s.supervisor = std::make_unique<topology::Supervisor>(s.config, std::move(entries));
   s.supervisor->set_stop_fd(s.stop_fd);
   s.supervisor->set_event_sink(s.on_event);

@@ -484,7 +484,8 @@ Config parse_config(std::string_view text, const std::string& source, const std:
     ActorSpec spec;
     r.attempt([&] {
       const auto& a = *r.typed<toml::table>(*actors->get(i), path, "a table");
-      r.keys(a, path, {"name", "task", "exec", "replicas", "args", "objects", "after", "restart", "ready_timeout"});
+      r.keys(a, path, {"name", "task", "exec", "replicas", "args", "objects", "after", "restart", "ready_timeout", "node",
+                       "placement"});
       after_nodes.push_back(&a);  // where a cycle through this actor is reported when it has no `after`
       r.attempt([&] {
         const auto name = r.find(a, "name");
@@ -554,6 +555,17 @@ Config parse_config(std::string_view text, const std::string& source, const std:
         spec.after = r.strings(*v, path + ".after");
         after_nodes.back() = v;
       });
+      if (auto v = r.find(a, "node")) r.attempt([&] {
+        spec.node = static_cast<std::uint32_t>(r.integer(*v, path + ".node", 0, "a node id (an integer >= 0)"));
+      });
+      if (auto v = r.find(a, "placement")) r.attempt([&] {
+        spec.spread = r.choice<bool>(*v, path + ".placement", {{"local", false}, {"spread", true}});
+        if (spec.spread && spec.node) r.fail(v->source(), path + ".placement", "expected either node or placement, not both");
+      });
+      if ((spec.node || spec.spread) && spec.task.empty()) r.attempt([&] {
+        r.fail(a.source(), path, "only a task actor can run on another node (an exec actor's program runs on the "
+                                 "coordinator's host); drop node/placement or make it a task");
+      });
     });
     if (after_nodes.size() <= i) after_nodes.push_back(actors->get(i));
     c.actors.push_back(std::move(spec));
@@ -621,6 +633,8 @@ std::string describe(const Config& c) {
     if (!a.objects.empty()) out << "  objects: " << join(a.objects);
     if (!a.after.empty()) out << "  after: " << join(a.after);
     if (a.ready_timeout_s != default_ready_timeout_s) out << "  ready within " << a.ready_timeout_s << " s";
+    if (a.node) out << "  on node " << *a.node;
+    if (a.spread) out << "  spread over the nodes";
     if (a.args.size() > 0) out << "  args: " << a.args.repr();
     out << "\n";
   }

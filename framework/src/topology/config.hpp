@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,6 +47,10 @@ struct ActorSpec {
   Restart restart = Restart::permanent;
   // How long it may take from its start to mpx::init's readiness signal; then it is killed and counts as failed.
   double ready_timeout_s = default_ready_timeout_s;
+  // Where a task actor runs (many hosts, distributed.md): a node id, or spread over the nodes alive at each start
+  // (node 0 is the coordinator's host). Unset and false: the coordinator's host.
+  std::optional<std::uint32_t> node;
+  bool spread = false;
 };
 
 struct TraceSpec {

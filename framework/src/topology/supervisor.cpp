@@ -16,6 +16,8 @@
 
 #include "runtime/coordinator.hpp"
 #include "runtime/launcher.hpp"
+#include "runtime/remote_process.hpp"
+#include "wire/actor_id.hpp"
 #include "runtime/runtime.hpp"
 
 extern char** environ;
@@ -198,11 +200,90 @@ bool Supervisor::dependencies_ready(const Child& c) const {
   return true;
 }
 
-void Supervisor::launch(Child& c) {
+namespace {
+Trampoline task_runner = nullptr;
+}
+
+void Supervisor::set_task_runner(Trampoline runner) { task_runner = runner; }
+
+std::string Supervisor::payload_of(const Child& c) const {
   const auto& a = config_.actors[c.actor];
   std::vector<ActorObjectEntry> entries;
   for (const auto& name : a.objects) entries.push_back(objects_.at(name));
-  const std::string payload = encode(std::make_tuple(a.name, c.replica, a.replicas, a.task, a.args, entries));
+  return encode(std::make_tuple(a.name, c.replica, a.replicas, a.task, a.args, entries));
+}
+
+std::uint32_t Supervisor::spread_node() {
+  try {
+    const auto ids = runtime::alive_nodes();
+    if (!ids.empty()) return ids[spread_next_++ % ids.size()];
+  } catch (const std::exception& e) {
+    event(std::string("cannot list the nodes: ") + e.what() + "; starting on this host", true);
+  }
+  return 0;
+}
+
+void Supervisor::signal(Child& c, int sig) {
+  if (c.remote == 0) return signal_pidfd(c.pidfd, sig);
+  try {
+    runtime::signal_remote(c.remote, sig);
+  } catch (const std::exception&) {
+    // Its node is lost or the session is ending: its end pipe says so.
+  }
+}
+
+void Supervisor::launch_remote(Child& c, std::uint32_t node) {
+  const auto& st = runtime::state();
+  runtime::LaunchSpec spec;
+  spec.session_id = st.session.id;
+  spec.coordinator_endpoint = st.session.coordinator_endpoint;
+  spec.parent_pid = runtime::self_pid();
+  spec.parent_name = st.self.name;
+  spec.root_pid = st.root_pid;
+  spec.name = c.name;
+  spec.method = static_cast<std::uint8_t>(StartMethod::forkserver);
+  std::uint64_t actor = 0;
+  try {
+    if (task_runner == nullptr) throw TopologyError("mpx: no runner for task actors on other nodes");
+    spec.function = identify(nullptr, task_runner);
+    spec.payload = payload_of(c);
+    actor = runtime::launch_on_node(node, spec);
+  } catch (const std::exception& e) {
+    {
+      std::lock_guard lock(mutex_);
+      c.state = State::failed;
+    }
+    event("actor " + c.name + ": cannot start on node " + std::to_string(node) + ": " + e.what(), true);
+    return;
+  }
+  const int end = runtime::watch_remote_end(actor);
+  {
+    std::lock_guard lock(mutex_);
+    c.pid = static_cast<pid_t>(wire::pid_of(actor));
+    c.remote = actor;
+    c.pidfd = end;
+    c.ready_fd = -1;
+    // Its agent started it through the same forkserver path every task actor's mpx::init ends in: it is ready.
+    c.ready = true;
+    c.ready_timed_out = false;
+    c.state = State::running;
+    c.started_at = Clock::now();
+    c.ready_deadline = c.started_at;
+  }
+  publish(c.pid, c.name, "running");
+  event("actor " + c.name + " started on node " + std::to_string(node) + " (pid " + std::to_string(c.pid) + ")" +
+            (c.restarts > 0 ? ", restart " + std::to_string(c.restarts) : std::string()),
+        false);
+}
+
+void Supervisor::launch(Child& c) {
+  const auto& a = config_.actors[c.actor];
+  if (!a.task.empty() && (a.node || a.spread)) {
+    const std::uint32_t node = a.node ? *a.node : spread_node();
+    if (node != 0) return launch_remote(c, node);
+  }
+  c.remote = 0;
+  const std::string payload = payload_of(c);
 
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "mpx: pipe2");
@@ -320,7 +401,9 @@ int Supervisor::reap(Child& c) {
   }
   siginfo_t info{};
   int code = -SIGKILL;
-  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd), &info, WEXITED) == 0) {
+  if (c.remote != 0) {
+    code = runtime::read_remote_exit(c.pidfd);
+  } else if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd), &info, WEXITED) == 0) {
     code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
   }
   std::lock_guard lock(mutex_);
@@ -343,9 +426,9 @@ void Supervisor::terminate(const std::vector<std::size_t>& which, double timeout
       c.state = State::stopping;
     }
     publish(c.pid, c.name, "stopping");
-    signal_pidfd(c.pidfd, SIGTERM);
+    signal(c, SIGTERM);
     if (!wait_readable(c.pidfd, timeout_ms)) {
-      signal_pidfd(c.pidfd, SIGKILL);
+      signal(c, SIGKILL);
       (void)wait_readable(c.pidfd, -1);
       {
         std::lock_guard lock(mutex_);
@@ -482,7 +565,7 @@ int Supervisor::enforce_ready_deadlines() {
     }
     // Its pidfd reports the death; on_death then treats it as any actor that ended before it was ready.
     c.ready_timed_out = true;
-    signal_pidfd(c.pidfd, SIGKILL);
+    signal(c, SIGKILL);
     event("actor " + c.name + " (pid " + std::to_string(c.pid) + ") did not call mpx::init within " +
               seconds_text(config_.actors[c.actor].ready_timeout_s) + ": is it an mpx program?",
           true);

@@ -18,6 +18,7 @@
 
 #include <sys/types.h>
 
+#include <mpx/function.hpp>
 #include <mpx/topology_status.hpp>
 
 #include "topology/config.hpp"
@@ -48,6 +49,9 @@ class Supervisor {
   std::vector<ActorStatus> actors() const;
   std::string state() const;
   std::string report() const;
+  // What a task actor placed on another node runs there: a function of this program (the api's) that takes the
+  // actor's payload and runs its registered task. Set before a topology with placed actors starts.
+  static void set_task_runner(Trampoline runner);
 
  private:
   enum class State { idle, pending, starting, running, stopping, exited, failed, stopped };
@@ -56,7 +60,8 @@ class Supervisor {
     int replica = 0;
     std::string name;
     State state = State::idle;
-    pid_t pid = 0;
+    pid_t pid = 0;       // on its node's host
+    std::uint64_t remote = 0;  // nonzero for an actor on another node: its actor id; pidfd is then its exit pipe
     int pidfd = -1;
     int ready_fd = -1;
     bool ready = false;
@@ -70,6 +75,12 @@ class Supervisor {
 
   void run();
   void launch(Child& c);
+  // A task actor on another node: started by that node's agent, its end told by the coordinator.
+  void launch_remote(Child& c, std::uint32_t node);
+  std::string payload_of(const Child& c) const;
+  // The node a spread actor starts on now: the alive nodes in turn, the coordinator's host included.
+  std::uint32_t spread_node();
+  void signal(Child& c, int sig);
   bool dependencies_ready(const Child& c) const;
   void launch_pending();
   void on_ready(Child& c);
@@ -107,6 +118,7 @@ class Supervisor {
   std::string report_;
   std::string topology_state_ = "loaded";
   std::deque<std::chrono::steady_clock::time_point> restart_times_;
+  std::size_t spread_next_ = 0;
 };
 
 }  // namespace mpx::topology
