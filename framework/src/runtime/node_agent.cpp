@@ -19,10 +19,10 @@
 #include <unistd.h>
 
 #include <mpx/errors.hpp>
-#include <mpx/function.hpp>
 #include <mpx/start_method.hpp>
 
 #include "runtime/launcher.hpp"
+#include "runtime/nodes.hpp"
 #include "runtime/runtime.hpp"
 #include "runtime/security.hpp"
 #include "wire/actor_id.hpp"
@@ -73,7 +73,7 @@ class Agent {
   bool join(Clock::time_point since) {
     char host[256] = {0};
     ::gethostname(host, sizeof host - 1);
-    const std::string build_id = main_build_id() + "/" + build_id_of(reinterpret_cast<const void*>(&main_build_id));
+    const std::string build_id = node_build_id();
     for (;;) {
       const auto correlation = ++correlation_;
       auto hello = wire::make(wire::Kind::node_hello, 0, correlation,

@@ -28,8 +28,11 @@ std::string this_host() {
 std::int64_t milliseconds(std::chrono::milliseconds d) { return static_cast<std::int64_t>(d.count()); }
 }  // namespace
 
-Nodes::Nodes(Coordinator& coordinator)
-    : coordinator_(coordinator), build_id_(main_build_id() + "/" + build_id_of(reinterpret_cast<const void*>(&main_build_id))) {}
+std::string node_build_id() {
+  return main_build_id() + "/" + build_id_of(reinterpret_cast<const void*>(&main_build_id));
+}
+
+Nodes::Nodes(Coordinator& coordinator) : coordinator_(coordinator), build_id_(node_build_id()) {}
 
 bool Nodes::sender_allowed(const std::string& user, const wire::Envelope& request) const {
   if (user.empty()) return true;  // no CURVE on this connection: nothing binds it (ipc, or the insecure lab switch)

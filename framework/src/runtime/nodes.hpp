@@ -24,6 +24,10 @@ namespace mpx::runtime {
 inline constexpr auto node_heartbeat_interval = std::chrono::milliseconds(250);
 inline constexpr auto node_lost_after = std::chrono::milliseconds(2000);
 
+// What a node must share with the coordinator: the GNU build-ids of the executable and of the mpx library, as
+// "executable/library" (a function travels as a build-id and an offset).
+std::string node_build_id();
+
 class Nodes {
  public:
   explicit Nodes(Coordinator& coordinator);
