@@ -3,7 +3,7 @@
 
 #include <tuple>
 
-#include "api/call.hpp"
+#include "runtime/remote_process.hpp"
 #include "runtime/runtime.hpp"
 
 namespace mpx {
@@ -11,12 +11,8 @@ namespace mpx {
 namespace {
 std::vector<NodeInfo> list_nodes(std::size_t alive_at_least, std::int64_t wait_ms) {
   runtime::ensure_coordinator();
-  auto reply = detail::call(
-      wire::make(wire::Kind::node_list, 0, 0, std::make_tuple(static_cast<std::uint64_t>(alive_at_least), wait_ms)),
-      wait_ms);
-  using Row = std::tuple<std::uint32_t, std::string, std::uint32_t, std::string, std::uint64_t>;
   std::vector<NodeInfo> nodes;
-  for (auto& [id, host, cpus, state, processes] : reply.body_as<std::vector<Row>>()) {
+  for (auto& [id, host, cpus, state, processes] : runtime::list_nodes(alive_at_least, wait_ms)) {
     nodes.push_back(NodeInfo{id, std::move(host), cpus, std::move(state), processes});
   }
   return nodes;

@@ -318,8 +318,12 @@ void ensure_known() {
 wire::Envelope& expect_ok(wire::Envelope& reply) {
   if (reply.header.kind == wire::Kind::error) {
     auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
-    if (static_cast<wire::ErrorCode>(code) == wire::ErrorCode::timeout) throw TimeoutError(message);
-    throw ProtocolError(message);
+    switch (static_cast<wire::ErrorCode>(code)) {
+      case wire::ErrorCode::timeout: throw TimeoutError(message);
+      case wire::ErrorCode::node_lost: throw NodeLost(message);
+      case wire::ErrorCode::value: throw ValueError(message);
+      default: throw ProtocolError(message);
+    }
   }
   return reply;
 }

@@ -302,8 +302,7 @@ std::uint64_t Nodes::alive_count() const {
 }
 
 void Nodes::answer_list(const Coordinator::Peer& peer, const wire::Header& request) {
-  using Row = std::tuple<wire::NodeId, std::string, std::uint32_t, std::string, std::uint64_t>;
-  std::vector<Row> rows;
+  std::vector<wire::NodeRow> rows;
   rows.emplace_back(wire::coordinator_node, this_host(), static_cast<std::uint32_t>(cpu_count()), "alive",
                     coordinator_.stats().actors - watched());
   for (const auto& [id, node] : nodes_) {

@@ -23,16 +23,7 @@ constexpr auto node_request_wait = std::chrono::milliseconds(30'000);
 
 wire::Envelope request_ok(wire::Envelope request, std::optional<std::chrono::milliseconds> timeout) {
   auto reply = Channel::current().request(std::move(request), timeout);
-  if (reply.header.kind == wire::Kind::error) {
-    auto [code, message] = reply.body_as<std::tuple<std::uint16_t, std::string>>();
-    switch (static_cast<wire::ErrorCode>(code)) {
-      case wire::ErrorCode::node_lost: throw NodeLost(message);
-      case wire::ErrorCode::value: throw ValueError(message);
-      case wire::ErrorCode::timeout: throw TimeoutError(message);
-      default: throw ProtocolError(message);
-    }
-  }
-  return reply;
+  return std::move(expect_ok(reply));
 }
 }  // namespace
 
@@ -71,12 +62,15 @@ void signal_remote(std::uint64_t actor, int signal) {
                    node_request_wait);
 }
 
+std::vector<wire::NodeRow> list_nodes(std::uint64_t alive_at_least, std::int64_t timeout_ms) {
+  auto reply = request_ok(wire::make(wire::Kind::node_list, 0, 0, std::make_tuple(alive_at_least, timeout_ms)),
+                          std::chrono::milliseconds(timeout_ms) + node_request_wait);
+  return reply.body_as<std::vector<wire::NodeRow>>();
+}
+
 std::vector<std::uint32_t> alive_nodes() {
-  auto reply = request_ok(wire::make(wire::Kind::node_list, 0, 0, std::make_tuple(std::uint64_t{0}, std::int64_t{0})),
-                          node_request_wait);
-  using Row = std::tuple<std::uint32_t, std::string, std::uint32_t, std::string, std::uint64_t>;
   std::vector<std::uint32_t> ids;
-  for (const auto& row : reply.body_as<std::vector<Row>>()) {
+  for (const auto& row : list_nodes(0, 0)) {
     if (std::get<3>(row) == "alive") ids.push_back(std::get<0>(row));
   }
   return ids;

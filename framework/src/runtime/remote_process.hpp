@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "runtime/launcher.hpp"
+#include "wire/actor_id.hpp"
 
 namespace mpx::runtime {
 
@@ -18,7 +19,10 @@ int watch_remote_end(std::uint64_t actor);
 int read_remote_exit(int fd);
 // Sends `signal` to the remote process (its agent signals it through its pidfd); nothing if it ended.
 void signal_remote(std::uint64_t actor, int signal);
-// The nodes alive now, node 0 (the coordinator's host) first.
+// Every node, node 0 (the coordinator's host) first, once at least `alive_at_least` besides node 0 are alive;
+// TimeoutError if they are not within `timeout_ms` (0: at once).
+std::vector<wire::NodeRow> list_nodes(std::uint64_t alive_at_least, std::int64_t timeout_ms);
+// The nodes alive now, node 0 first.
 std::vector<std::uint32_t> alive_nodes();
 
 }  // namespace mpx::runtime

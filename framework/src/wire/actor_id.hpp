@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 
 namespace mpx::wire {
 
@@ -18,6 +19,9 @@ constexpr ActorId actor_id(NodeId node, std::uint64_t pid) noexcept {
 }
 constexpr NodeId node_of(ActorId actor) noexcept { return static_cast<NodeId>(actor >> 32); }
 constexpr std::uint32_t pid_of(ActorId actor) noexcept { return static_cast<std::uint32_t>(actor & 0xffff'ffffu); }
+
+// One row of node_list's answer (PROTOCOL.md, "Nodes"): [node, host, cpus, state ("alive" or "lost"), processes].
+using NodeRow = std::tuple<NodeId, std::string, std::uint32_t, std::string, std::uint64_t>;
 
 // "pid" on the coordinator's host, "node:pid" elsewhere: how messages and errors name an actor.
 inline std::string actor_name(ActorId actor) {
