@@ -87,8 +87,7 @@ std::atomic<int> process_counter{0};
 // How long the tasks of a Slurm job wait for each other: task 0 to listen, and every node to join it.
 constexpr auto slurm_wait = std::chrono::seconds(120);
 
-// A child's exit code once its wait status is lost with its forkserver: Python's value (popen_forkserver.poll).
-constexpr int forkserver_lost_exitcode = 255;
+using runtime::forkserver_lost_exitcode;
 
 struct Children {
   std::mutex mutex;

@@ -61,6 +61,10 @@ std::optional<LaunchSpec> take_spawned_spec();
 // Dies with its parent: PR_SET_PDEATHSIG, plus a getppid() check for a parent that died before the prctl.
 void die_with_parent(pid_t expected_parent);
 
+// The exit code of a child whose wait status nobody can read (its forkserver died, or it was not the reader's child):
+// Python's value (popen_forkserver.poll).
+inline constexpr int forkserver_lost_exitcode = 255;
+
 // Python's exitcode from a wait status: N for exit(N), -N for a signal.
 int exitcode_from_wait_status(int status) noexcept;
 // Forkserver: blocks until the zygote reports the child's wait status on `status_fd`; nullopt if the zygote is gone.

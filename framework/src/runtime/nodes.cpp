@@ -8,6 +8,7 @@
 #include <mpx/function.hpp>
 #include <mpx/start_method.hpp>
 
+#include "runtime/launcher.hpp"
 #include "runtime/runtime.hpp"
 
 namespace mpx::runtime {
@@ -84,8 +85,8 @@ void Nodes::handle(Coordinator::Peer& peer, wire::Envelope& request, const std::
       Node* node = agent_of(peer, request);
       if (node == nullptr) throw ProtocolError("mpx: node_exited from an actor that is no live node's agent");
       auto [pid, code] = request.body_as<std::tuple<std::uint32_t, std::optional<std::int64_t>>>();
-      // A process the agent did not start ends without a wait status anyone can read: Python's forkserver reports 255.
-      return exited(wire::actor_id(node->id, pid), static_cast<int>(code.value_or(255)));
+      // A process the agent did not start ends without a wait status anyone can read.
+      return exited(wire::actor_id(node->id, pid), static_cast<int>(code.value_or(forkserver_lost_exitcode)));
     }
     case wire::Kind::node_wait: return wait(peer, request);
     case wire::Kind::node_list: return list(peer, request);
