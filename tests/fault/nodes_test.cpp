@@ -78,12 +78,13 @@ struct Cluster {
 
   // Starts `program` (this test program unless given) as a node agent with the keys of `name`; its stderr goes to
   // `log` when given.
+  // `via`: the endpoint the agent connects to, when not the coordinator's own (a proxy in between).
   Agent start_agent(const std::string& name, const std::string& program = "/proc/self/exe",
-                    const std::string& log = {}) const {
+                    const std::string& log = {}, const std::string& via = {}) const {
     const std::string self = fs::read_symlink("/proc/self/exe").string();
     const std::string exe = program == "/proc/self/exe" ? self : program;
     const std::string keys_dir = name.empty() ? keys : node_keys(name);
-    const std::string ep = endpoint();
+    const std::string ep = via.empty() ? endpoint() : via;
     const pid_t pid = ::fork();
     if (pid == 0) {
       if (!log.empty()) {
@@ -104,6 +105,72 @@ Cluster& cluster() {
   return c;
 }
 
+// A TCP proxy on loopback that holds every chunk `delay` in each direction, in order: a link whose round trip is
+// longer than the agents' 250 ms heartbeat (this machine's kernel has no netem). Debian's python3 runs it.
+struct SlowLink {
+  pid_t pid = 0;
+  std::string endpoint;
+  SlowLink(const std::string& target, double delay_s) {
+    const auto colon = target.rfind(':');
+    const std::string host = target.substr(6, colon - 6), port = target.substr(colon + 1);
+    static const char* program = R"(
+import asyncio, sys, time
+host, port, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+async def pump(reader, writer):
+    chunks = asyncio.Queue()
+    async def deliver():
+        while True:
+            due, data = await chunks.get()
+            if not data:
+                writer.close()
+                return
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            writer.write(data)
+            await writer.drain()
+    delivering = asyncio.create_task(deliver())
+    while True:
+        data = await reader.read(65536)
+        await chunks.put((time.monotonic() + delay, data))
+        if not data:
+            break
+    await delivering
+async def handle(client_reader, client_writer):
+    server_reader, server_writer = await asyncio.open_connection(host, port)
+    await asyncio.gather(pump(client_reader, server_writer), pump(server_reader, client_writer), return_exceptions=True)
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+)";
+    int out[2];
+    REQUIRE(::pipe(out) == 0);
+    pid = ::fork();
+    if (pid == 0) {
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      ::close(out[1]);
+      const std::string d = std::to_string(delay_s);
+      ::execl("/usr/bin/python3", "python3", "-c", program, host.c_str(), port.c_str(), d.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string line;
+    char ch = 0;
+    while (::read(out[0], &ch, 1) == 1 && ch != '\n') line += ch;  // its port, once it listens
+    ::close(out[0]);
+    REQUIRE(!line.empty());
+    endpoint = "tcp://127.0.0.1:" + line;
+  }
+  ~SlowLink() {
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+};
+
 std::size_t alive_nodes() {
   std::size_t n = 0;
   for (const auto& node : mpx::nodes()) n += node.id != 0 && node.state == "alive";
@@ -116,11 +183,11 @@ std::uint32_t newest_node() {
   return id;
 }
 
-// Starts an agent with node `name`'s key and waits until it has joined; its node id in `id`.
-Agent join_node(const std::string& name, std::uint32_t& id) {
+// Starts an agent with node `name`'s key (through `via`, if given) and waits until it has joined; its node id in `id`.
+Agent join_node(const std::string& name, std::uint32_t& id, const std::string& via = {}) {
   auto& c = cluster();  // first: it chooses the keys and the endpoint before the coordinator starts
   const auto before = newest_node();
-  auto agent = c.start_agent(name);
+  auto agent = c.start_agent(name, "/proc/self/exe", {}, via);
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   while ((id = newest_node()) <= before) {
     REQUIRE(std::chrono::steady_clock::now() < deadline);
@@ -452,4 +519,24 @@ task = "report_node"
 node = 1
 placement = "spread"
 )", "bad.toml"), Catch::Matchers::Contains("either node or placement"));
+}
+
+TEST_CASE("a node behind a link slower than its heartbeat stays joined, and its process runs on", "[nodes]") {
+  // 300 ms each way: every answer to a beat arrives after the next beat went out.
+  SlowLink link(cluster().endpoint(), 0.3);
+  std::uint32_t node = 0;
+  auto a = join_node("h3", node, link.endpoint);
+  mpx::Event started, never;
+  mpx::Process runs(on(node), wait_forever, started, never);
+  runs.start();
+  REQUIRE(started.wait(30s));
+  // Two and a half node timeouts: an agent that took the late answers for silence would have stopped it by now.
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < until) {
+    REQUIRE(runs.is_alive());
+    ::usleep(100'000);  // a bounded watch that nothing ends, until the deadline
+  }
+  CHECK(node_becomes(node, "alive", 1s));
+  runs.kill();
+  REQUIRE(runs.join(30s));
 }
