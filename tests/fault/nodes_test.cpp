@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include "wire/actor_id.hpp"
 #include "wire/curve.hpp"
 #include "wire/envelope.hpp"
+#include "wire/stream_framing.hpp"
 #include "wire/transport.hpp"
 
 using namespace mpx;
@@ -266,6 +269,31 @@ const bool report_node_registered = (mpx::register_actor("report_node", report_n
 void wait_forever(mpx::Event started, mpx::Event never) {
   started.set();
   (void)never.wait(120s);
+}
+
+void put_then_die(mpx::Queue<int> queue, int n) {
+  for (int i = 0; i < n; ++i) queue.put(i);
+  ::kill(::getpid(), SIGKILL);  // right after the last put returned
+}
+
+// Writes to its agent's relay a lock_release that names `victim` as its sender, and reports what came of it: 0 when
+// the agent closed the connection (and released nothing), 1 when something else came back, -1 with no relay.
+void forge_through_relay(std::uint64_t lock_id, std::uint64_t victim, mpx::Queue<int> out) {
+  const auto address = wire::unix_address(runtime::node_relay_path());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (!address || fd < 0 || !wire::connect_unix(fd, *address)) {
+    out.put(-1);
+    return;
+  }
+  auto release = wire::make(wire::Kind::lock_release, lock_id, 1, Object{});
+  std::string packet;
+  wire::append_packet(packet, release, victim);
+  (void)::send(fd, packet.data(), packet.size(), MSG_NOSIGNAL);
+  pollfd readable{fd, POLLIN, 0};
+  char byte = 0;
+  const bool closed = ::poll(&readable, 1, 30'000) == 1 && ::recv(fd, &byte, 1, 0) == 0;
+  ::close(fd);
+  out.put(closed ? 0 : 1);
 }
 
 }  // namespace
@@ -539,4 +567,39 @@ TEST_CASE("a node behind a link slower than its heartbeat stays joined, and its 
   CHECK(node_becomes(node, "alive", 1s));
   runs.kill();
   REQUIRE(runs.join(30s));
+}
+
+TEST_CASE("a node process SIGKILLed right after its puts returned: when join returns, every item is queued", "[nodes]") {
+  // Its puts are posts through the agent's relay, not waited for: the agent reports the death only after the
+  // coordinator handled all of them.
+  std::uint32_t node = 0;
+  auto a = join_node("h2", node);
+  constexpr int n = 5000;
+  mpx::Queue<int> queue;
+  mpx::Process producer(on(node), put_then_die, queue, n);
+  producer.start();
+  REQUIRE(producer.join(30s));
+  CHECK(producer.exitcode() == -SIGKILL);
+  int got = 0;
+  try {
+    for (; got < n; ++got) REQUIRE(queue.get(false) == got);
+  } catch (const mpx::Empty&) {
+  }
+  CHECK(got == n);
+  CHECK(queue.empty());
+}
+
+TEST_CASE("a process on a node cannot speak for another through its agent's relay", "[nodes][security]") {
+  std::uint32_t node = 0;
+  auto a = join_node("h4", node);
+  LockHolder h(node);
+  const auto victim = wire::actor_id(node, static_cast<std::uint64_t>(h.process.pid()));
+  mpx::Queue<int> out;
+  mpx::Process forger(on(node), forge_through_relay, h.lock.id(), victim, out);
+  forger.start();
+  CHECK(out.get(true, 30s) == 0);  // the agent closed its connection
+  REQUIRE(forger.join(30s));
+  CHECK_FALSE(h.lock.acquire(false));  // still held by its holder
+  h.process.kill();
+  REQUIRE(h.process.join(30s));
 }

@@ -18,6 +18,7 @@
 #include "runtime/coordinator.hpp"
 #include "runtime/runtime.hpp"
 #include "runtime/security.hpp"
+#include "wire/actor_id.hpp"
 #include "wire/interrupted.hpp"
 #include "wire/limits.hpp"
 #include "wire/stream_framing.hpp"
@@ -221,6 +222,18 @@ void Channel::flush_current(std::chrono::milliseconds timeout) {
   if (this_thread.owner == self_pid() && this_thread.channel) this_thread.channel->flush(timeout);
 }
 
+void Channel::leave_node_relay() {
+  if (state().session.node == wire::coordinator_node) return;
+  Channel& relayed = current();
+  if (relayed.side_fd_ < 0) return;
+  // The pong comes after everything sent before it was handled: nothing the thread sends directly can overtake it.
+  auto pong = relayed.request(wire::make(wire::Kind::ping, 0, 0, Object{}), std::chrono::seconds(30));
+  expect_ok(pong);
+  auto direct = std::unique_ptr<Channel>(
+      new Channel(context(), state().session.coordinator_endpoint, Posts::acknowledged, false));
+  delete std::exchange(this_thread.channel, direct.release());
+}
+
 wire::Envelope Channel::request(wire::Envelope request, std::optional<std::chrono::milliseconds> timeout) {
   const std::uint64_t correlation = next_correlation_++;
   request.header.correlation = correlation;
@@ -259,6 +272,12 @@ wire::Envelope Channel::zmq_wait(std::uint64_t correlation, wire::Kind kind,
   }
 }
 
+void Channel::side_closed() const {
+  // On a node the side door is the agent's relay: it closes when the agent ends, which ends this node's processes too.
+  throw ProtocolError("mpx: the side door to the coordinator (" + endpoint_.substr(5) + ") closed" +
+                      (state().session.node != wire::coordinator_node ? ": the node's agent ended" : ""));
+}
+
 void Channel::side_write(wire::Envelope& message) {
   std::string packet;
   wire::append_packet(packet, message, actor_id_);
@@ -270,7 +289,7 @@ void Channel::side_write(wire::Envelope& message) {
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else {
-      throw ProtocolError("mpx: the coordinator's side door closed");
+      side_closed();
     }
   }
 }
@@ -298,7 +317,7 @@ wire::Envelope Channel::side_wait(std::uint64_t correlation, wire::Kind kind,
     } else if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
       continue;
     } else {
-      throw ProtocolError("mpx: the coordinator's side door closed");
+      side_closed();
     }
   }
 }

@@ -34,6 +34,10 @@ class Channel {
   void flush(std::chrono::milliseconds timeout);
   // flush() on this thread's channel, if it has one.
   static void flush_current(std::chrono::milliseconds timeout);
+  // On a node, moves the calling thread off its agent's relay (runtime/node_relay.hpp) onto a ZeroMQ connection of its
+  // own, once the coordinator has handled everything the thread sent through the relay. For a thread whose traffic is
+  // round trips (a pool worker's): the relay makes posts cheap, and only adds a hop to each round trip.
+  static void leave_node_relay();
   // True while this process has at most one channel. Only then is a posted message ordered before everything else
   // the process sends: each channel is its own connection, and the coordinator may read another thread's request
   // before this thread's post even when the post was sent first.
@@ -70,6 +74,7 @@ class Channel {
   wire::Envelope side_wait(std::uint64_t correlation, wire::Kind kind, std::optional<std::chrono::milliseconds> timeout);
   wire::Envelope zmq_wait(std::uint64_t correlation, wire::Kind kind, std::optional<std::chrono::milliseconds> timeout);
   [[noreturn]] void no_reply(wire::Kind kind, std::chrono::milliseconds timeout) const;
+  [[noreturn]] void side_closed() const;
 
   zmq::socket_t socket_;  // unused (closed) on the side door
   int side_fd_ = -1;      // the side door's connection, when this channel uses it

@@ -174,18 +174,8 @@ void Coordinator::side_events() {
 }
 
 void Coordinator::side_accept() {
-  for (;;) {
-    const int fd = ::accept4(side_listen_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      return;
-    }
-    ucred peer{};
-    socklen_t size = sizeof peer;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || peer.pid <= 0) {
-      ::close(fd);
-      continue;
-    }
+  pid_t peer = 0;
+  for (int fd; (fd = wire::accept_unix_peer(side_listen_, peer)) >= 0;) {
     const std::uint64_t serial = next_side_++;
     epoll_event event{};
     event.events = EPOLLIN;
@@ -194,7 +184,7 @@ void Coordinator::side_accept() {
       ::close(fd);
       continue;
     }
-    sides_.emplace(serial, SideConnection{fd, peer.pid, {}, {}, false, false});
+    sides_.emplace(serial, SideConnection{fd, peer, {}, {}, false, false});
   }
 }
 
@@ -244,22 +234,7 @@ bool Coordinator::side_read(std::uint64_t serial, SideConnection& c, bool to_end
   return open;
 }
 
-bool Coordinator::side_flush(SideConnection& c) {
-  std::size_t sent = 0;
-  while (sent < c.out.size()) {
-    const ssize_t n = ::send(c.fd, c.out.data() + sent, c.out.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;  // the rest when the socket takes it (POLLOUT)
-    c.out.clear();
-    return false;
-  }
-  c.out.erase(0, sent);
-  return true;
-}
+bool Coordinator::side_flush(SideConnection& c) { return wire::write_pending(c.fd, c.out); }
 
 // A reply through the side door is written at once if the socket takes it, else kept in order until it does: the
 // coordinator never blocks on a peer, and a peer that is gone loses its replies, as a ROUTER peer does.

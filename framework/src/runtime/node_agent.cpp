@@ -22,6 +22,7 @@
 #include <mpx/start_method.hpp>
 
 #include "runtime/launcher.hpp"
+#include "runtime/node_relay.hpp"
 #include "runtime/nodes.hpp"
 #include "runtime/runtime.hpp"
 #include "runtime/security.hpp"
@@ -46,7 +47,10 @@ struct Child {
 class Agent {
  public:
   Agent(std::string endpoint, std::string keys)
-      : endpoint_(std::move(endpoint)), keys_(std::move(keys)), socket_(context(), zmq::socket_type::dealer) {
+      : endpoint_(std::move(endpoint)),
+        keys_(std::move(keys)),
+        socket_(context(), zmq::socket_type::dealer),
+        relay_(context(), endpoint_) {
     configure_connection(socket_, endpoint_);
     socket_.set(zmq::sockopt::linger, 0);
     socket_.connect(endpoint_);
@@ -61,7 +65,11 @@ class Agent {
         stop_children();
         std::exit(1);
       }
+      // Without a relay, the node's processes talk to the coordinator directly, each post waiting for its answer.
+      (void)relay_.open(node_relay_path(), node_);
       serve();  // returns when the coordinator is lost, or said this node is
+      relay_.close();
+      exits_.clear();
       stop_children();
       last_contact = Clock::now();
       state().session.node = 0;
@@ -132,15 +140,19 @@ class Agent {
         items.push_back({nullptr, child.status_fd >= 0 ? child.status_fd : child.pidfd, ZMQ_POLLIN, 0});
         pids.push_back(pid);
       }
+      const std::size_t relay_items = items.size();
+      relay_.add_poll_items(items);
       const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_beat - Clock::now());
       try {
         zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds(0)));
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
       }
-      for (std::size_t i = 1; i < items.size(); ++i) {
+      for (std::size_t i = 1; i < relay_items; ++i) {
         if (items[i].revents != 0) ended(pids[i - 1]);
       }
+      relay_.serve(items);
+      report_drained_exits();
       while (auto message = wire::recv(socket_, nullptr, true)) {
         switch (message->header.kind) {
           case wire::Kind::ok:
@@ -156,6 +168,7 @@ class Agent {
           case wire::Kind::node_launch: launch(*message); break;
           case wire::Kind::node_shutdown: {
             stop_children();
+            relay_.close();
             auto ok = wire::make_reply(message->header, wire::Kind::ok, encode(Object{}));
             (void)wire::send(socket_, ok, self_actor(), nullptr, true);
             // What was sent is in ZeroMQ's I/O thread: closing with a linger and then ending the context waits (that
@@ -229,7 +242,7 @@ class Agent {
     if (children_.count(pid)) return;  // its own: watched from its launch
     const int fd = pidfd_open(static_cast<pid_t>(pid));
     if (fd < 0) {
-      post(wire::make(wire::Kind::node_exited, 0, 0, std::make_tuple(pid, Object{})));
+      exited(pid, Object{});
       return;
     }
     children_[pid] = Child{fd, -1};
@@ -247,8 +260,26 @@ class Agent {
     }
     if (child.pidfd >= 0) ::close(child.pidfd);
     children_.erase(it);
-    post(wire::make(wire::Kind::node_exited, 0, 0,
-                    std::make_tuple(pid, code ? Object(static_cast<std::int64_t>(*code)) : Object{})));
+    exited(pid, code ? Object(static_cast<std::int64_t>(*code)) : Object{});
+  }
+
+  // Reported once what it wrote through the relay was handled: its last posts count before its death, as on the
+  // coordinator's own host.
+  void exited(std::uint32_t pid, Object code) {
+    exits_[pid] = std::move(code);
+    relay_.drain(static_cast<pid_t>(pid));
+    report_drained_exits();
+  }
+
+  void report_drained_exits() {
+    for (auto it = exits_.begin(); it != exits_.end();) {
+      if (!relay_.drained(static_cast<pid_t>(it->first))) {
+        ++it;
+        continue;
+      }
+      post(wire::make(wire::Kind::node_exited, 0, 0, std::make_tuple(it->first, it->second)));
+      it = exits_.erase(it);
+    }
   }
 
   // Stops every process of this node: no process runs on once the coordinator counts it dead.
@@ -270,6 +301,8 @@ class Agent {
   std::string session_id_;
   std::chrono::milliseconds heartbeat_{250}, lost_after_{2000};
   std::map<std::uint32_t, Child> children_;
+  NodeRelay relay_;
+  std::map<std::uint32_t, Object> exits_;  // ended processes, reported once the relay has drained them
 };
 
 std::string argument_after(const std::vector<std::string>& argv, std::string_view flag) {

@@ -242,13 +242,28 @@ void set_keys(const std::string& directory) {
   state().session.keys = checked_key_directory(directory);
 }
 
+namespace {
+// MPX_SIDE_DOOR=0 (inherited by the session's processes) keeps everyone on ZeroMQ: for diagnosis, and so that the tests
+// cover that path too.
+bool side_doors_off() {
+  const char* v = std::getenv("MPX_SIDE_DOOR");
+  return v != nullptr && std::string_view(v) == "0";
+}
+}  // namespace
+
 std::string side_door_path() {
   const auto& session = state().session;
-  if (session.directory.empty() || !session.coordinator_endpoint.starts_with("ipc://")) return {};
-  // MPX_SIDE_DOOR=0 (inherited by the session's processes) keeps everyone on the ROUTER: for diagnosis, and so that the
-  // tests cover that path too.
-  if (const char* v = std::getenv("MPX_SIDE_DOOR"); v != nullptr && std::string_view(v) == "0") return {};
+  if (session.directory.empty() || side_doors_off()) return {};
+  // On a node, its agent's relay is the side door: the directory is the agent's, which its processes inherit.
+  if (session.node != wire::coordinator_node) return node_relay_path();
+  if (!session.coordinator_endpoint.starts_with("ipc://")) return {};
   return session.directory + "/coordinator-side";
+}
+
+std::string node_relay_path() {
+  const auto& session = state().session;
+  if (session.directory.empty() || side_doors_off()) return {};
+  return session.directory + "/node-relay";
 }
 
 Coordinator* coordinator_if_running() {

@@ -60,9 +60,12 @@ zmq::context_t& context();
 // The coordinator of this session. Only the root process runs it; it starts on first use.
 void ensure_coordinator();
 Coordinator* coordinator_if_running();
-// Where this session's coordinator keeps its side door (PROTOCOL.md, "The side door"): in the session directory,
-// when the coordinator is on this host (an ipc endpoint) and MPX_SIDE_DOOR is not "0"; empty otherwise.
+// Where this process's side door is (PROTOCOL.md, "The side door"), MPX_SIDE_DOOR not being "0": the coordinator's,
+// in the session directory, when the coordinator is on this host (an ipc endpoint); on a node, its agent's relay
+// (node_relay_path); empty otherwise.
 std::string side_door_path();
+// The node relay's socket file (runtime/node_relay.hpp) in this session's directory: on a node, the agent's.
+std::string node_relay_path();
 
 // The services layer's installer: registers every service's handlers on a new coordinator before it starts.
 void set_service_installer(void (*installer)(Coordinator&));

@@ -346,12 +346,14 @@ class QueueService final : public Service {
   }
 
   // How many items a get through the coordinator takes from a ring: one, except for the sole consumer through here of
-  // an unbounded JoinableQueue (every get of one comes through here, so "sole" is known) or of a queue while tracing
-  // is on (mpx's own handles then stay on the ring, so "sole" counts only the consumers that come through here), which
-  // is lent a batch as on the coordinator path: it would otherwise cost a round trip per item.
+  // an unbounded JoinableQueue (every get of one comes through here, so "sole" is known), of a queue while tracing is
+  // on (mpx's own handles then stay on the ring, so "sole" counts only the consumers that come through here), or on
+  // another host (which never maps the ring; "sole" as while tracing). It is lent a batch as on the coordinator path:
+  // it would otherwise cost a round trip per item, over the network for a node.
   static std::size_t lane_batch(const QueueState& q, const Borrower& who, std::uint64_t max_items) {
     if (q.maxsize != 0) return 1;
-    if (!q.lane->ring->has_flag(shm::ring_traced) && !q.lane->ring->has_flag(shm::ring_gets_through_coordinator)) {
+    if (!q.lane->ring->has_flag(shm::ring_traced) && !q.lane->ring->has_flag(shm::ring_gets_through_coordinator) &&
+        wire::node_of(who.actor) == wire::coordinator_node) {
       return 1;
     }
     if (q.consumers.size() != 1 || !q.consumers.contains(who)) return 1;

@@ -1,6 +1,7 @@
 #include "wire/stream_framing.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -101,6 +102,41 @@ bool connect_unix(int fd, const sockaddr_un& address) noexcept {
     rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
   } while (rc != 0 && errno == EINTR);
   return rc == 0;
+}
+
+int accept_unix_peer(int fd, pid_t& peer) noexcept {
+  for (;;) {
+    const int connection = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (connection < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return -1;
+    }
+    ucred credentials{};
+    socklen_t size = sizeof credentials;
+    if (::getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &credentials, &size) != 0 || credentials.pid <= 0) {
+      ::close(connection);
+      continue;
+    }
+    peer = credentials.pid;
+    return connection;
+  }
+}
+
+bool write_pending(int fd, std::string& out) noexcept {
+  std::size_t sent = 0;
+  while (sent < out.size()) {
+    const ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;  // the rest when the socket takes it (POLLOUT)
+    out.clear();
+    return false;
+  }
+  out.erase(0, sent);
+  return true;
 }
 
 }  // namespace mpx::wire

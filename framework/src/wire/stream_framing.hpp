@@ -2,6 +2,7 @@
 // place (PROTOCOL.md names each use). The side door's packets are in envelope.hpp, built from these records.
 #pragma once
 
+#include <sys/types.h>
 #include <sys/un.h>
 
 #include <cstddef>
@@ -71,5 +72,11 @@ std::optional<sockaddr_un> unix_address(std::string_view path) noexcept;
 bool listen_unix(int fd, const sockaddr_un& address, int backlog) noexcept;
 // connect() on `fd`, again after EINTR; false with errno set if it fails.
 bool connect_unix(int fd, const sockaddr_un& address) noexcept;
+// The next pending connection on the non-blocking listening socket `fd`, non-blocking and close-on-exec, with the pid
+// of the process that made it (SO_PEERCRED) in `peer`; -1 once there is none. One whose peer is unknown is closed.
+int accept_unix_peer(int fd, pid_t& peer) noexcept;
+// Writes as much of `out` as the non-blocking socket `fd` takes now, and erases it from `out`. False if the socket is
+// broken (then `out` is cleared: nobody will read it).
+bool write_pending(int fd, std::string& out) noexcept;
 
 }  // namespace mpx::wire

@@ -161,7 +161,9 @@ void pool_worker_main(WorkerSpec spec) {
     }
   }
   // Takes and results go through the coordinator's side door when it has one (the coordinator is on this host), as all
-  // of this thread's traffic does: both legs of a task's round trip then skip ZeroMQ's I/O threads.
+  // of this thread's traffic does: both legs of a task's round trip then skip ZeroMQ's I/O threads. On a node they go
+  // straight to the coordinator: through the agent's relay every take would pay a hop more.
+  runtime::Channel::leave_node_relay();
   auto& channel = runtime::Channel::current();
   const auto post = [&](wire::Envelope e) { channel.post(std::move(e)); };
   const auto pid = static_cast<std::int64_t>(runtime::self_pid());
