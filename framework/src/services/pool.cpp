@@ -38,7 +38,6 @@ namespace mpx::services {
 
 namespace {
 
-constexpr std::uint64_t max_batch = 256;
 constexpr std::uint64_t max_submitters = 1u << 20;  // attaches per pool: bounds the table a client can grow
 
 std::uint64_t submitter_of(std::uint64_t task_id) { return wire::pool_submitter_of(task_id); }
@@ -408,7 +407,7 @@ class PoolService final : public Service {
     pull_outbox(pool, pool.queue.empty());
     Taker taker;
     static_cast<Waiter&>(taker) = make_waiter(peer, req);
-    taker.max_tasks = std::clamp<std::uint64_t>(max_tasks, 1, max_batch);
+    taker.max_tasks = std::clamp<std::uint64_t>(max_tasks, 1, wire::pool_max_take);
     if (!pool.queue.empty()) {
       hand_out(pool, taker);
       return;

@@ -25,6 +25,9 @@ constexpr std::uint64_t pool_first_task_id(std::uint64_t submitter) { return (su
 // A worker's report (pool_take, pool_results) carries at most this many results frames: under the 64 body frames an
 // envelope may have.
 constexpr std::size_t pool_max_report_frames = 32;
+// The most tasks one pool_take is answered with: a worker asks for fewer on the coordinator's host, where a take's
+// round trip is short, and for this many on a node, where bigger batches keep the round trips' share of the time down.
+constexpr std::uint64_t pool_max_take = 4096;
 
 // A results record's head: the array of four and its first three fields. The caller packs the payload next.
 template <class Buffer>

@@ -13,13 +13,18 @@
 #include "api/pool/pool_core.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/runtime.hpp"
+#include "wire/actor_id.hpp"
+#include "wire/pool_frames.hpp"
 
 namespace mpx::detail {
 
 namespace {
 
-// How many tasks a worker asks for at once; the scheduler gives it at most its fair share of what is queued.
-constexpr std::uint64_t prefetch = 256;
+// How many tasks a worker asks for at once; the scheduler gives it at most its fair share of what is queued. On a node
+// each take is a network round trip, so it asks for the most a take gives (nodes/pool_tcp went from 1.45x of a local
+// pool to 1.02-1.09x); on the coordinator's host that made executor/submit and pool/64workers slower
+// (framework/docs/benchmarks.md, "Many hosts").
+constexpr std::uint64_t local_prefetch = 256;
 // A worker running a long batch sends the results it has after this long, so callers see them as they finish.
 constexpr auto flush_interval = std::chrono::milliseconds(2);
 
@@ -165,6 +170,8 @@ void pool_worker_main(WorkerSpec spec) {
   // straight to the coordinator: through the agent's relay every take would pay a hop more.
   runtime::Channel::leave_node_relay();
   auto& channel = runtime::Channel::current();
+  const std::uint64_t prefetch =
+      runtime::state().session.node == wire::coordinator_node ? local_prefetch : wire::pool_max_take;
   const auto post = [&](wire::Envelope e) { channel.post(std::move(e)); };
   const auto pid = static_cast<std::int64_t>(runtime::self_pid());
   std::unordered_map<std::string, Resolved> functions;  // by encoded FunctionId
