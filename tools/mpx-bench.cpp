@@ -48,6 +48,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "netns_hosts.hpp"
+
 extern char** environ;
 
 namespace {
@@ -867,14 +869,21 @@ double topology_pool_map(int n) {
 //
 // Each node workload runs in a fresh copy of this program (`mpx-bench --nodes-workload NAME N DIR`): this process's
 // coordinator listens on ipc and a coordinator's endpoint cannot change once it started. The copy makes keys in DIR
-// (a private temporary directory this process made, and removes when the copy has ended), listens on
-// tcp://127.0.0.1 with CURVE, starts its node agents (this program again, with --mpx-node: mpx::init makes each an
-// agent), measures, prints its figures on one line of stdout and exits. The agents run on this machine over loopback
-// tcp with CURVE, with no added delay.
+// (a private temporary directory this process made, and removes when the copy has ended), listens on tcp with CURVE,
+// starts its node agents (this program again, with --mpx-node: mpx::init makes each an agent), measures, writes its
+// figures to DIR/figures and exits.
+//
+// Where they run: as root, on hosts of their own (tools/netns_hosts.hpp): the copy in network namespace h0, listening
+// on its address, and agent i in namespace h<i>, joined by a bridge, with no added delay. Otherwise (or if the
+// namespaces cannot be made) all on this host's loopback.
 
 constexpr const char* nodes_workload_flag = "--nodes-workload";
-constexpr const char* nodes_result_prefix = "mpx-bench-nodes:";
-const std::string nodes_note_suffix = " (agents on this machine over loopback tcp with CURVE; no added delay)";
+// What the copy learns of the hosts: the namespaces of its agents (comma-separated `ip netns` names), and its address.
+constexpr const char* nodes_netns_variable = "MPX_BENCH_NETNS";
+constexpr const char* nodes_address_variable = "MPX_BENCH_ADDRESS";
+const std::string nodes_note_suffix =
+    " (as root: the coordinator and each agent in a network namespace of its own, joined by a bridge; else all on "
+    "loopback; tcp with CURVE, no added delay)";
 
 // The agents the copy started. Leaked, so that it outlives every static object and is still there when
 // reap_agents_at_exit runs.
@@ -912,11 +921,20 @@ struct NodeCluster {
   std::string keys;
   std::string endpoint;
 
+  std::vector<std::string> agent_namespaces;  // agent i's is [i - 1]; none: loopback
+
   NodeCluster(const std::string& dir, int node_keys) : keys(dir + "/keys") {
     mpx::make_keys(keys);
     for (int i = 1; i <= node_keys; ++i) mpx::make_node_keys(keys, "h" + std::to_string(i));
     mpx::set_keys(keys);
-    mpx::set_coordinator_endpoint("tcp://127.0.0.1:*");
+    const char* address = std::getenv(nodes_address_variable);
+    if (const char* names = std::getenv(nodes_netns_variable); names != nullptr && *names != '\0') {
+      std::stringstream list(names);
+      for (std::string name; std::getline(list, name, ',');) agent_namespaces.push_back(name);
+    }
+    if (agent_namespaces.size() < static_cast<std::size_t>(node_keys)) agent_namespaces.clear();
+    mpx::set_coordinator_endpoint(std::string("tcp://") +
+                                  (address != nullptr && !agent_namespaces.empty() ? address : "127.0.0.1") + ":*");
     (void)mpx::nodes();  // starts the coordinator
     endpoint = mpx::trace::coordinator_endpoint();
   }
@@ -930,16 +948,24 @@ struct NodeCluster {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    int netns = -1;  // the agent's host, if it has one of its own
+    if (!agent_namespaces.empty()) {
+      const std::string path = "/run/netns/" + agent_namespaces.at(static_cast<std::size_t>(i - 1));
+      netns = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (netns < 0) throw std::runtime_error("cannot open " + path);
+    }
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(127);
+      if (netns >= 0 && ::setns(netns, CLONE_NEWNET) != 0) ::_exit(126);
       ::dup2(STDERR_FILENO, STDOUT_FILENO);
       ::execv(self.c_str(), argv.data());
       ::_exit(127);
     }
+    if (netns >= 0) ::close(netns);
     started_agents().push_back(pid);
     return pid;
   }
@@ -1059,8 +1085,8 @@ double nodes_bringup_ms(const NodeCluster& cluster) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// The copy's main: `mpx-bench --nodes-workload NAME N DIR` prints "mpx-bench-nodes: FIGURE..." and exits; its
-// agents are gone when it has exited (reap_agents_at_exit).
+// The copy's main: `mpx-bench --nodes-workload NAME N DIR` writes its figures to DIR/figures and exits; its agents
+// are gone when it has exited (reap_agents_at_exit).
 int nodes_workload_main(int argc, char** argv) {
   if (argc != 5) {
     std::cerr << "usage: mpx-bench " << nodes_workload_flag << " pool_tcp|queue|loss|bringup N DIR\n";
@@ -1082,72 +1108,81 @@ int nodes_workload_main(int argc, char** argv) {
     } else {
       throw std::runtime_error("no such node workload");
     }
-    std::printf("%s", nodes_result_prefix);
-    for (double f : figures) std::printf(" %.9g", f);
-    std::printf("\n");
-    std::fflush(stdout);
-    return 0;
+    std::ofstream out(dir + "/figures");
+    out.precision(9);
+    for (double f : figures) out << f << "\n";
+    out.close();
+    return out ? 0 : 1;
   } catch (const std::exception& e) {
     std::cerr << "mpx-bench " << nodes_workload_flag << " " << name << ": " << e.what() << "\n";
     return 1;
   }
 }
 
+// The hosts of the node workloads, made on first use and kept for the run (nullptr: loopback). Only root can make
+// network namespaces; if making them fails, the reason is said once and the workloads run on loopback.
+mpx_netns::NetnsHosts* node_hosts() {
+  static std::unique_ptr<mpx_netns::NetnsHosts> hosts = []() -> std::unique_ptr<mpx_netns::NetnsHosts> {
+    if (::geteuid() != 0) return nullptr;
+    try {
+      return std::make_unique<mpx_netns::NetnsHosts>(4);  // the copy's, and three agents'
+    } catch (const std::exception& e) {
+      std::cerr << "(node workloads on loopback: " << e.what() << ") ";
+      return nullptr;
+    }
+  }();
+  return hosts.get();
+}
+
 // Runs `mpx-bench --nodes-workload NAME N DIR` with a temporary DIR, which it removes once the copy has ended, and
 // returns the copy's figures; empty (said on stderr) if it failed. The copy gets this environment without its MPX_
-// variables: a session of its own, with mpx's defaults.
+// variables (a session of its own, with mpx's defaults), and, as root, runs in host 0 of node_hosts().
 std::vector<double> run_nodes_workload(const std::string& name, int n) {
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   std::string dir = (std::filesystem::temp_directory_path() / "mpx-bench-nodes-XXXXXX").string();
-  if (::mkdtemp(dir.data()) == nullptr) {
-    ::close(out[0]);
-    ::close(out[1]);
-    throw std::runtime_error("cannot make a temporary directory");
-  }
-  std::vector<std::string> args{self, nodes_workload_flag, name, std::to_string(n), dir};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
+  if (::mkdtemp(dir.data()) == nullptr) throw std::runtime_error("cannot make a temporary directory");
+  std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e)
-    if (std::string_view(*e).substr(0, 4) != "MPX_") envp.push_back(*e);
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  ::posix_spawn_file_actions_init(&actions);
-  ::posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    if (std::string_view(*e).substr(0, 4) != "MPX_") env.emplace_back(*e);
+  std::vector<std::string> args{self, nodes_workload_flag, name, std::to_string(n), dir};
   std::fflush(nullptr);
-  pid_t pid = 0;
-  const int spawned = ::posix_spawn(&pid, self.c_str(), &actions, nullptr, argv.data(), envp.data());
-  ::posix_spawn_file_actions_destroy(&actions);
-  ::close(out[1]);
-  std::string output;
-  if (spawned == 0) {
-    char buffer[4096];
-    ssize_t got = 0;
-    while ((got = ::read(out[0], buffer, sizeof buffer)) != 0) {
-      if (got > 0)
-        output.append(buffer, static_cast<std::size_t>(got));
-      else if (errno != EINTR)
-        break;
+  std::optional<int> code;
+  if (auto* hosts = node_hosts()) {
+    // Through env(1): spawn() adds to this process's environment, and the copy must not see its MPX_ variables.
+    std::vector<std::string> command{"env", "-i"};
+    command.insert(command.end(), env.begin(), env.end());
+    command.push_back(std::string(nodes_netns_variable) + "=" + hosts->name(1) + "," + hosts->name(2) + "," +
+                      hosts->name(3));
+    command.push_back(std::string(nodes_address_variable) + "=" + hosts->address(0));
+    command.insert(command.end(), args.begin(), args.end());
+    const pid_t pid = hosts->spawn(0, command);
+    code = hosts->wait(pid, std::chrono::minutes(10));
+    if (!code) {
+      ::kill(pid, SIGKILL);
+      (void)hosts->wait(pid, std::chrono::seconds(10));
+    }
+  } else {
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& v : env) envp.push_back(v.data());
+    envp.push_back(nullptr);
+    pid_t pid = 0;
+    if (::posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), envp.data()) == 0) {
+      int status = 0;
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      if (WIFEXITED(status)) code = WEXITSTATUS(status);
     }
   }
-  ::close(out[0]);
-  int status = 0;
-  if (spawned == 0)
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+  std::vector<double> figures;
+  if (code == 0) {
+    std::ifstream in(dir + "/figures");
+    for (double f = 0; in >> f;) figures.push_back(f);
+  }
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
-  std::vector<double> figures;
-  const auto at = output.rfind(nodes_result_prefix);
-  if (spawned != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || at == std::string::npos) {
-    std::cerr << " (" << nodes_workload_flag << " " << name << " failed)";
-    return figures;
-  }
-  std::istringstream in(output.substr(at + std::strlen(nodes_result_prefix)));
-  for (double f = 0; in >> f;) figures.push_back(f);
+  if (figures.empty()) std::cerr << " (" << nodes_workload_flag << " " << name << " failed)";
   return figures;
 }
 

@@ -1,4 +1,4 @@
-// The NetnsHosts test harness (tests/netns_hosts.hpp): its hosts talk to each other and to nothing else, its partitions
+// The NetnsHosts test harness (tools/netns_hosts.hpp): its hosts talk to each other and to nothing else, its partitions
 // cut what they should, and it leaves no namespace, link or process behind. Runs as root (CI does); fails otherwise.
 #include <catch2/catch.hpp>
 
@@ -20,10 +20,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "../netns_hosts.hpp"
+#include "../../tools/netns_hosts.hpp"
 
 using namespace std::chrono_literals;
-using mpx_test::NetnsHosts;
+using mpx_netns::NetnsHosts;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -239,8 +239,8 @@ TEST_CASE("netns: the destructor leaves no namespace, link or process behind", "
     NetnsHosts hosts(2);
     prefix = hosts.prefix();
     // n hosts and the switch, under its prefix, in what `ip netns list` lists
-    CHECK(mpx_test::netns_detail::namespaces_named(prefix).size() == 3);
-    const mpx_test::netns_detail::Output list = mpx_test::netns_detail::run({"ip", "netns", "list"});
+    CHECK(mpx_netns::netns_detail::namespaces_named(prefix).size() == 3);
+    const mpx_netns::netns_detail::Output list = mpx_netns::netns_detail::run({"ip", "netns", "list"});
     REQUIRE(list.status == 0);
     CHECK(list.text.find(hosts.name(1)) != std::string::npos);
     // Nothing in the root namespace: no bridge, no veth end.
@@ -258,11 +258,11 @@ TEST_CASE("netns: the destructor leaves no namespace, link or process behind", "
     CHECK(inode(netns_of_pid) == inode("/run/netns/" + hosts.name(1)));
     CHECK(hosts.wait(pid, 0ms) == std::nullopt);  // still running when the harness ends
   }
-  CHECK(mpx_test::netns_detail::namespaces_named(prefix).empty());
-  const mpx_test::netns_detail::Output list = mpx_test::netns_detail::run({"ip", "netns", "list"});
+  CHECK(mpx_netns::netns_detail::namespaces_named(prefix).empty());
+  const mpx_netns::netns_detail::Output list = mpx_netns::netns_detail::run({"ip", "netns", "list"});
   REQUIRE(list.status == 0);
   CHECK(list.text.find(prefix) == std::string::npos);
-  const mpx_test::netns_detail::Output links = mpx_test::netns_detail::run({"ip", "-o", "link"});
+  const mpx_netns::netns_detail::Output links = mpx_netns::netns_detail::run({"ip", "-o", "link"});
   REQUIRE(links.status == 0);
   CHECK(links.text.find(prefix) == std::string::npos);
   CHECK(root_links() == links_before);
@@ -283,13 +283,13 @@ TEST_CASE("netns: sweep_stale removes what a dead process left, and nothing of a
   const std::string dead =
       std::string(NetnsHosts::kPrefix) + std::to_string(pid_max + 1) + "-" + std::to_string(::getpid()) + "-sw";
   const std::string live = std::string(NetnsHosts::kPrefix) + std::to_string(::getpid()) + "-999999-sw";
-  mpx_test::netns_detail::must({"ip", "netns", "add", dead});
-  mpx_test::netns_detail::must({"ip", "netns", "add", live});
+  mpx_netns::netns_detail::must({"ip", "netns", "add", dead});
+  mpx_netns::netns_detail::must({"ip", "netns", "add", live});
   NetnsHosts::sweep_stale();
   CHECK_FALSE(std::filesystem::exists("/run/netns/" + dead));
   CHECK(std::filesystem::exists("/run/netns/" + live));
-  mpx_test::netns_detail::run({"ip", "netns", "del", live});
-  mpx_test::netns_detail::run({"ip", "netns", "del", dead});  // if the check above failed
+  mpx_netns::netns_detail::run({"ip", "netns", "del", live});
+  mpx_netns::netns_detail::run({"ip", "netns", "del", dead});  // if the check above failed
 }
 
 TEST_CASE("netns: loss of 100% cuts a host off and clear_netem restores it; delay slows its answers", "[netns]") {

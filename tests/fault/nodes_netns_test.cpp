@@ -1,4 +1,4 @@
-// Nodes on hosts of their own: network namespaces (tests/netns_hosts.hpp). Host 0 runs a driver, this program again
+// Nodes on hosts of their own: network namespaces (tools/netns_hosts.hpp). Host 0 runs a driver, this program again
 // on a hidden test case, whose mpx coordinator binds host 0's address; hosts 1..3 run node agents, this program again
 // with --mpx-node. The test cuts links and kills processes for real, and reads what the driver saw from files the
 // driver writes (`key value` lines) in a directory both share.
@@ -20,7 +20,7 @@
 
 #include <mpx/mpx.hpp>
 
-#include "../netns_hosts.hpp"
+#include "../../tools/netns_hosts.hpp"
 #include "../temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -276,7 +276,7 @@ namespace {
 // ---- the test's side: runs in the root namespace ---------------------------------------------------------------
 
 struct Scenario {
-  mpx_test::NetnsHosts hosts;
+  mpx_netns::NetnsHosts hosts;
   TempDir dir;
   std::string keys = dir / "keys";
   std::string report = dir / "report";

@@ -1,5 +1,6 @@
-// Test helper: "hosts" as Linux network namespaces on one private Ethernet segment, for tests of what mpx does when a
-// network partitions, drops or delays packets. Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2 (`ip`, `tc`).
+// "Hosts" as Linux network namespaces on one private Ethernet segment: for tests of what mpx does when a network
+// partitions, drops or delays packets, and for mpx-bench's node workloads (each agent on a host of its own). Needs root
+// (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2 (`ip`, `tc`).
 //
 // Layout of one NetnsHosts(n), all names under prefix() = "mpxnh-<pid>-<k>-" (k counts instances in this process):
 //
@@ -54,7 +55,7 @@
 
 extern char** environ;
 
-namespace mpx_test {
+namespace mpx_netns {
 
 namespace netns_detail {
 
@@ -395,4 +396,4 @@ class NetnsHosts {
   std::vector<Child> children_;
 };
 
-}  // namespace mpx_test
+}  // namespace mpx_netns
