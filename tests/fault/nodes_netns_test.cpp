@@ -35,7 +35,7 @@ std::string env_or_empty(const char* name) {
   return v ? v : "";
 }
 
-// Rounds of the kill-during-map case: 5 in the suite; NODES_ROUNDS=100 for the long run, by hand.
+// Rounds of the kill-during-map case: 5 by default; NODES_ROUNDS=100 for the long run (the nodes_netns_100 test).
 int kill_map_rounds() {
   const auto text = env_or_empty("NODES_ROUNDS");
   return text.empty() ? 5 : std::max(1, std::atoi(text.c_str()));
