@@ -533,13 +533,7 @@ objects = ["out", "never"]
   (void)topology.stop(10s);
 }
 
-TEST_CASE("a topology file places only task actors, by node or spread, not both", "[nodes]") {
-  CHECK_THROWS_WITH(mpx::Topology::parse(R"(
-[[actors]]
-name = "x"
-exec = ["/bin/true"]
-node = 1
-)", "bad.toml"), Catch::Matchers::Contains("only a task actor can run on another node"));
+TEST_CASE("a topology file places an actor by node or spread, not both", "[nodes]") {
   CHECK_THROWS_WITH(mpx::Topology::parse(R"(
 [[actors]]
 name = "x"
@@ -547,6 +541,38 @@ task = "report_node"
 node = 1
 placement = "spread"
 )", "bad.toml"), Catch::Matchers::Contains("either node or placement"));
+}
+
+TEST_CASE("a topology exec actor runs on the node it names, joined, and its exit code comes back", "[nodes]") {
+  std::uint32_t node = 0;
+  auto a = join_node("h1", node);
+  auto topology = mpx::Topology::parse(R"(
+[objects.out]
+type = "queue"
+
+[[actors]]
+name = "where"
+exec = [")" + std::string(TOPOLOGY_ACTOR_PATH) + R"(", "where", "w", "3"]
+node = )" + std::to_string(node) + R"(
+restart = "temporary"
+objects = ["out"]
+)", "exec_on_node.toml");
+  topology.start();
+  const auto where = topology.objects().queue<std::vector<std::int64_t>>("out").get(true, 30s);
+  REQUIRE(where.size() == 2);
+  CHECK(where[0] == static_cast<std::int64_t>(node));
+  // Ended with its own exit code (the agent is its parent and reaps it), reported as a temporary actor's failure.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  std::optional<int> code;
+  while (!code) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    for (const auto& actor : topology.status().actors) {
+      if (actor.name == "where" && actor.last_exitcode) code = actor.last_exitcode;
+    }
+    if (!code) ::usleep(20'000);  // a bounded poll of the supervisor's table, inside the deadline
+  }
+  CHECK(*code == 3);
+  (void)topology.stop(10s);
 }
 
 TEST_CASE("a node behind a link slower than its heartbeat stays joined, and its process runs on", "[nodes]") {

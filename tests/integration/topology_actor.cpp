@@ -3,6 +3,7 @@
 //   stubborn               ignores SIGTERM: only SIGKILL ends it
 //   exit CODE              exits with CODE at once
 //   relay                  gets a list from queue "mid", appends "exec", puts it on queue "out", exits 0
+//   where CODE             puts [its node, its pid] on queue "out", exits CODE
 //   chatter COUNT          prints whether stdout is a terminal, then COUNT numbered lines to stdout, about 20 ms
 //                          apart (and one to stderr); exits 0
 //   late                   as wait, the first time; started again (after a restart), it hangs before mpx::init
@@ -95,6 +96,11 @@ int main(int argc, char** argv) {
     items.push_back("exec");
     out.put(items);
     return 0;
+  }
+  if (role == "where") {
+    mpx::this_actor().queue<std::vector<std::int64_t>>("out").put(
+        {static_cast<std::int64_t>(mpx::current_process().node()), static_cast<std::int64_t>(::getpid())});
+    return argc > 3 ? std::atoi(argv[3]) : 0;
   }
   if (role == "pool") {
     auto pool = mpx::this_actor().pool("p");

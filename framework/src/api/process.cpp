@@ -263,6 +263,12 @@ void init(int /*argc*/, char** argv) {
     runtime::die_with_parent(static_cast<pid_t>(spec->parent_pid));
     runtime::run_launch(*spec);
   }
+  // Started by a topology launcher (on a node: by its agent): an actor of its session. A `task` actor runs its function
+  // here and exits. Before node mode and Slurm: an exec actor on a node inherits its agent's environment.
+  if (runtime::join_session_from_environment()) {
+    detail::run_if_task_actor();
+    return;
+  }
   // Started as a node of another host's coordinator: serve as this host's agent instead of running main.
   if (auto node = runtime::node_mode(st.argv)) {
     ::unsetenv(runtime::node_variable);  // not inherited by what this node starts
@@ -277,11 +283,6 @@ void init(int /*argc*/, char** argv) {
       std::fprintf(stderr, "%s\n", e.what());
       std::exit(1);
     }
-  }
-  // Started by a topology launcher: an actor of its session. A `task` actor runs its function here and exits.
-  if (runtime::join_session_from_environment()) {
-    detail::run_if_task_actor();
-    return;
   }
   st.self = runtime::Identity{};
   st.self.pid = runtime::self_pid();

@@ -159,10 +159,58 @@ void die_with_parent(pid_t expected_parent) {
 
 int pidfd_open(pid_t pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
+std::optional<int> reap_child(int pidfd) noexcept {
+  siginfo_t info{};
+  while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED) != 0) {
+    if (errno != EINTR) return std::nullopt;
+  }
+  return info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+}
+
 int exitcode_from_wait_status(int status) noexcept {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return -WTERMSIG(status);
   return 1;
+}
+
+pid_t spawn_program(const std::string& path, const std::vector<std::string>& argv, const std::vector<std::string>& extra,
+                    int keep_fd) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    if (std::strncmp(*e, "MPX_SESSION=", 12) == 0 || std::strncmp(*e, "MPX_ACTOR=", 10) == 0 ||
+        std::strncmp(*e, "MPX_READY_FD=", 13) == 0 || std::strncmp(*e, "MPX_LAUNCH_FD=", 14) == 0) {
+      continue;
+    }
+    env.emplace_back(*e);
+  }
+  env.insert(env.end(), extra.begin(), extra.end());
+  std::vector<std::string> args = argv;
+  std::vector<char*> argv_c, envp;
+  for (auto& s : args) argv_c.push_back(s.data());
+  argv_c.push_back(nullptr);
+  for (auto& s : env) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (keep_fd >= 0) posix_spawn_file_actions_adddup2(&actions, keep_fd, keep_fd);  // clears close-on-exec there only
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGTERM);
+  sigaddset(&defaults, SIGPIPE);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, path.c_str(), &actions, &attr, argv_c.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) throw std::system_error(rc, std::generic_category(), "mpx: cannot start '" + path + "'");
+  return pid;
 }
 
 Launched launch_fork(const Identity& child, const std::function<void()>& body) {

@@ -31,8 +31,12 @@ struct LaunchSpec {
   std::string payload;  // the encoded arguments, or the encoded ProcessClass object
   std::string keys;     // the session's key directory (security.hpp), empty if it has none
   std::uint32_t node = 0;  // the node it runs on (wire/actor_id.hpp); an agent sets it for the processes it starts
+  // A topology's exec actor on a node: its argv (run instead of `function`; `payload` is its actor payload), and how
+  // long it may take to join the session.
+  std::vector<std::string> exec;
+  std::int64_t ready_timeout_ms = 0;
   MSGPACK_DEFINE(session_id, session_directory, coordinator_endpoint, forkserver_path, parent_pid, parent_name, root_pid, name,
-                 daemon, method, function, payload, keys, node);
+                 daemon, method, function, payload, keys, node, exec, ready_timeout_ms);
 };
 
 struct Launched {
@@ -42,6 +46,12 @@ struct Launched {
 };
 
 Launched launch_fork(const Identity& child, const std::function<void()>& body);
+// Starts the program at `path` with `argv` and this process's environment, less the variables by which a launcher
+// makes a program join a session (join_environment's, MPX_LAUNCH_FD), plus `extra`; in a process group of its own
+// (a Ctrl-C at the terminal reaches its launcher, which stops it in order) with default signal handling; `keep_fd`
+// stays open in it. Throws std::system_error naming the program if it cannot be started.
+pid_t spawn_program(const std::string& path, const std::vector<std::string>& argv, const std::vector<std::string>& extra,
+                    int keep_fd);
 Launched launch_spawn(const LaunchSpec& spec);
 Launched launch_forkserver(const LaunchSpec& spec);
 
@@ -67,6 +77,9 @@ inline constexpr int forkserver_lost_exitcode = 255;
 
 // Python's exitcode from a wait status: N for exit(N), -N for a signal.
 int exitcode_from_wait_status(int status) noexcept;
+// Waits for this process's child named by `pidfd` to end and reaps it: its exit code (-N for signal N), or nothing if
+// it is not this process's child (or was reaped already).
+std::optional<int> reap_child(int pidfd) noexcept;
 // Forkserver: blocks until the zygote reports the child's wait status on `status_fd`; nullopt if the zygote is gone.
 std::optional<int> read_forkserver_status(int status_fd);
 

@@ -12,9 +12,13 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <vector>
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -41,7 +45,16 @@ constexpr auto give_up_after = std::chrono::seconds(30);
 
 struct Child {
   int pidfd = -1;
-  int status_fd = -1;  // the forkserver's report of its wait status (its own children only)
+  int status_fd = -1;    // the forkserver's report of its wait status (its own children only)
+  bool spawned = false;  // the agent's own child (an exec actor): reaped by the agent, its wait status its own
+  bool silent = false;   // its start failed and was answered so: its end is nobody's business
+};
+
+// An exec actor started and not yet joined: the start is answered when it has (or cannot any more).
+struct Joining {
+  std::uint64_t ticket = 0;
+  int ready_fd = -1;
+  Clock::time_point deadline;
 };
 
 class Agent {
@@ -140,15 +153,21 @@ class Agent {
         items.push_back({nullptr, child.status_fd >= 0 ? child.status_fd : child.pidfd, ZMQ_POLLIN, 0});
         pids.push_back(pid);
       }
-      const std::size_t relay_items = items.size();
+      const std::size_t joining_items = items.size();
+      auto wake = next_beat;
+      for (const auto& [pid, j] : joining_) {
+        items.push_back({nullptr, j.ready_fd, ZMQ_POLLIN, 0});
+        wake = std::min(wake, j.deadline);
+      }
       relay_.add_poll_items(items);
-      const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_beat - Clock::now());
+      const auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake - Clock::now());
       try {
         zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds(0)));
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
       }
-      for (std::size_t i = 1; i < relay_items; ++i) {
+      check_joining();  // first: a program that joined and ended at once has joined
+      for (std::size_t i = 1; i < joining_items; ++i) {
         if (items[i].revents != 0) ended(pids[i - 1]);
       }
       relay_.serve(items);
@@ -229,6 +248,7 @@ class Agent {
       spec.root_pid = self_pid();
       spec.node = node_;
       spec.method = static_cast<std::uint8_t>(StartMethod::forkserver);
+      if (!spec.exec.empty()) return start_exec(spec, ticket);
       const auto launched = launch_forkserver(spec);
       pid = static_cast<std::uint32_t>(launched.pid);
       children_[pid] = Child{launched.pidfd, launched.status_fd};
@@ -236,6 +256,56 @@ class Agent {
       error = e.what();
     }
     post(wire::make(wire::Kind::node_launched, 0, 0, std::make_tuple(ticket, pid, error)));
+  }
+
+  // A topology's exec actor: its program, started by this agent as a topology launcher starts one (join_environment),
+  // which answers the launch once it has joined the session, or says why it could not.
+  void start_exec(const LaunchSpec& spec, std::uint64_t ticket) {
+    int ready[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "mpx: pipe2");
+    pid_t pid = 0;
+    try {
+      pid = spawn_program(spec.exec.front(), spec.exec, join_environment(spec, ready[1]), ready[1]);
+    } catch (...) {
+      ::close(ready[0]);
+      ::close(ready[1]);
+      throw;
+    }
+    ::close(ready[1]);
+    children_[static_cast<std::uint32_t>(pid)] = Child{pidfd_open(pid), -1, true, false};
+    joining_[static_cast<std::uint32_t>(pid)] =
+        Joining{ticket, ready[0], Clock::now() + std::chrono::milliseconds(std::max<std::int64_t>(spec.ready_timeout_ms, 0))};
+  }
+
+  // Answers the launches of exec actors that joined, and of those that ended or ran out of time first (stopped,
+  // their ends unreported).
+  void check_joining() {
+    for (auto it = joining_.begin(); it != joining_.end();) {
+      const auto pid = it->first;
+      Joining& j = it->second;
+      pollfd ready{j.ready_fd, POLLIN, 0};
+      const bool readable = ::poll(&ready, 1, 0) == 1;
+      char byte = 0;
+      const bool joined = readable && ::read(j.ready_fd, &byte, 1) == 1;
+      std::string error;
+      if (!joined) {
+        if (readable) {
+          error = "its program ended, or closed MPX_READY_FD, before it joined the session";
+        } else if (Clock::now() >= j.deadline) {
+          error = "its program did not join the session within its ready_timeout";
+        } else {
+          ++it;
+          continue;
+        }
+        if (auto child = children_.find(pid); child != children_.end()) {
+          child->second.silent = true;
+          (void)::syscall(SYS_pidfd_send_signal, child->second.pidfd, SIGKILL, nullptr, 0);
+        }
+      }
+      ::close(j.ready_fd);
+      post(wire::make(wire::Kind::node_launched, 0, 0, std::make_tuple(j.ticket, joined ? pid : 0u, error)));
+      it = joining_.erase(it);
+    }
   }
 
   void watch(std::uint32_t pid) {
@@ -252,6 +322,7 @@ class Agent {
     auto it = children_.find(pid);
     Child& child = it->second;
     std::optional<int> code;
+    if (child.spawned) code = reap_child(child.pidfd);
     if (child.status_fd >= 0) {
       code = read_forkserver_status(child.status_fd);
       ::close(child.status_fd);
@@ -259,8 +330,9 @@ class Agent {
       if (!code && child.pidfd >= 0) return;  // the forkserver died first: its pidfd says when it ends
     }
     if (child.pidfd >= 0) ::close(child.pidfd);
+    const bool silent = child.silent;
     children_.erase(it);
-    exited(pid, code ? Object(static_cast<std::int64_t>(*code)) : Object{});
+    if (!silent) exited(pid, code ? Object(static_cast<std::int64_t>(*code)) : Object{});
   }
 
   // Reported once what it wrote through the relay was handled: its last posts count before its death, as on the
@@ -287,11 +359,14 @@ class Agent {
     for (auto& [pid, child] : children_) {
       if (child.pidfd >= 0) {
         (void)::syscall(SYS_pidfd_send_signal, child.pidfd, SIGKILL, nullptr, 0);
+        if (child.spawned) (void)reap_child(child.pidfd);  // its own: a long-lived agent leaves no zombies
         ::close(child.pidfd);
       }
       if (child.status_fd >= 0) ::close(child.status_fd);
     }
     children_.clear();
+    for (auto& [pid, j] : joining_) ::close(j.ready_fd);
+    joining_.clear();
   }
 
   std::string endpoint_, keys_;
@@ -301,6 +376,7 @@ class Agent {
   std::string session_id_;
   std::chrono::milliseconds heartbeat_{250}, lost_after_{2000};
   std::map<std::uint32_t, Child> children_;
+  std::map<std::uint32_t, Joining> joining_;  // exec actors not joined yet, by pid
   NodeRelay relay_;
   std::map<std::uint32_t, Object> exits_;  // ended processes, reported once the relay has drained them
 };

@@ -27,10 +27,10 @@ wire::Envelope request_ok(wire::Envelope request, std::optional<std::chrono::mil
 }
 }  // namespace
 
-std::uint64_t launch_on_node(std::uint32_t node, const LaunchSpec& spec) {
+std::uint64_t launch_on_node(std::uint32_t node, const LaunchSpec& spec, std::chrono::milliseconds also_wait) {
   wire::Envelope request = wire::make(wire::Kind::node_launch, 0, 0, std::make_tuple(node, std::uint64_t{0}));
   request.body.emplace_back(wire::frame_of(encode(spec)));
-  auto reply = request_ok(std::move(request), node_request_wait);
+  auto reply = request_ok(std::move(request), node_request_wait + also_wait);
   return std::get<0>(reply.body_as<std::tuple<std::uint64_t>>());
 }
 

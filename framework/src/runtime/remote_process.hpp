@@ -2,6 +2,7 @@
 // the requests of PROTOCOL.md's "Nodes" that a starter makes, through this thread's channel.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -11,8 +12,10 @@
 namespace mpx::runtime {
 
 // Starts `spec` on `node` through its agent (the agent fills in what only its host knows); its actor id. Throws
-// NodeLost for a lost node, ValueError for no such node or a start that failed there.
-std::uint64_t launch_on_node(std::uint32_t node, const LaunchSpec& spec);
+// NodeLost for a lost node, ValueError for no such node or a start that failed there. `also_wait`: how much longer
+// than an ordinary start the answer may take (an exec actor's, which comes once the program has joined).
+std::uint64_t launch_on_node(std::uint32_t node, const LaunchSpec& spec,
+                             std::chrono::milliseconds also_wait = std::chrono::milliseconds(0));
 // A descriptor that becomes readable once the remote process ended (its sentinel): a thread asks the coordinator,
 // which the node's agent tells, and writes the exit code into a pipe. read_remote_exit takes the code from it.
 int watch_remote_end(std::uint64_t actor);

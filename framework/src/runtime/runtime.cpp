@@ -364,7 +364,9 @@ struct JoinSpec {
   std::string parent_name;
   std::string name;
   std::string keys;  // the session's key directory (security.hpp), empty if it has none
-  MSGPACK_DEFINE(session_id, session_directory, coordinator_endpoint, root_pid, parent_pid, parent_name, name, keys);
+  std::uint32_t node = 0;  // the node it runs on (wire/actor_id.hpp)
+  MSGPACK_DEFINE(session_id, session_directory, coordinator_endpoint, root_pid, parent_pid, parent_name, name, keys,
+                 node);
 };
 
 constexpr const char* session_variable = "MPX_SESSION";
@@ -399,6 +401,12 @@ std::optional<std::string> from_hex(std::string_view hex) {
   return out;
 }
 
+std::vector<std::string> join_variables(const JoinSpec& spec, const std::string& actor_payload, int ready_fd) {
+  return {std::string(session_variable) + "=" + to_hex(encode(spec)),
+          std::string(actor_variable) + "=" + to_hex(actor_payload),
+          std::string(ready_variable) + "=" + std::to_string(ready_fd)};
+}
+
 [[noreturn]] void join_failed(const std::string& why) {
   std::fprintf(stderr, "mpx: cannot join the launcher's session: %s\n", why.c_str());
   ::_exit(1);
@@ -408,11 +416,15 @@ std::optional<std::string> from_hex(std::string_view hex) {
 
 std::vector<std::string> join_environment(const std::string& name, const std::string& actor_payload, int ready_fd) {
   const auto& st = state();
-  JoinSpec spec{st.session.id, st.session.directory, st.session.coordinator_endpoint, st.root_pid, self_pid(),
-                st.self.name,  name,                  keys_directory()};
-  return {std::string(session_variable) + "=" + to_hex(encode(spec)),
-          std::string(actor_variable) + "=" + to_hex(actor_payload),
-          std::string(ready_variable) + "=" + std::to_string(ready_fd)};
+  return join_variables(JoinSpec{st.session.id, st.session.directory, st.session.coordinator_endpoint, st.root_pid,
+                                 self_pid(), st.self.name, name, keys_directory(), st.session.node},
+                        actor_payload, ready_fd);
+}
+
+std::vector<std::string> join_environment(const LaunchSpec& spec, int ready_fd) {
+  return join_variables(JoinSpec{spec.session_id, spec.session_directory, spec.coordinator_endpoint, spec.root_pid,
+                                 spec.parent_pid, spec.parent_name, spec.name, spec.keys, spec.node},
+                        spec.payload, ready_fd);
 }
 
 bool join_session_from_environment() {
@@ -436,6 +448,7 @@ bool join_session_from_environment() {
   die_with_parent(static_cast<pid_t>(spec.parent_pid));
   auto& st = state();
   st.session = Session{spec.session_id, spec.session_directory, spec.coordinator_endpoint, std::string(), spec.keys};
+  st.session.node = spec.node;
   st.root_pid = static_cast<pid_t>(spec.root_pid);
   st.self = Identity{};
   st.self.pid = self_pid();

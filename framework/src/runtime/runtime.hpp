@@ -16,6 +16,8 @@
 
 namespace mpx::runtime {
 
+struct LaunchSpec;  // runtime/launcher.hpp
+
 class Coordinator;
 
 struct Identity {
@@ -106,7 +108,7 @@ void set_keys(const std::string& directory);
 
 // Joining a running session. A launcher (mpx::Topology) starts any program that links mpx with these variables:
 //   MPX_SESSION   hex of the msgpack JoinSpec [session_id, session_directory, coordinator_endpoint, root_pid,
-//                 parent_pid, parent_name, name, keys]
+//                 parent_pid, parent_name, name, keys, node]
 //   MPX_ACTOR     opaque to the runtime; kept in state().actor_payload for the topology layer
 //   MPX_READY_FD  a descriptor to write one byte on once the coordinator answered; then it is closed
 // join_session_from_environment() (called by mpx::init) makes this process an actor of that session instead of the
@@ -115,6 +117,8 @@ void set_keys(const std::string& directory);
 bool join_session_from_environment();
 // The environment entries that make a program started by this process join its session as `name`.
 std::vector<std::string> join_environment(const std::string& name, const std::string& actor_payload, int ready_fd);
+// The same for an exec actor a node's agent starts: the session as `spec` gives it (the agent's host filled in).
+std::vector<std::string> join_environment(const LaunchSpec& spec, int ready_fd);
 // Exit of a joined process: what run_child does after the body (finalize children, exit hooks, flush).
 void finish_joined();
 

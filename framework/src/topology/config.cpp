@@ -562,10 +562,6 @@ Config parse_config(std::string_view text, const std::string& source, const std:
         spec.spread = r.choice<bool>(*v, path + ".placement", {{"local", false}, {"spread", true}});
         if (spec.spread && spec.node) r.fail(v->source(), path + ".placement", "expected either node or placement, not both");
       });
-      if ((spec.node || spec.spread) && spec.task.empty()) r.attempt([&] {
-        r.fail(a.source(), path, "only a task actor can run on another node (an exec actor's program runs on the "
-                                 "coordinator's host); drop node/placement or make it a task");
-      });
     });
     if (after_nodes.size() <= i) after_nodes.push_back(actors->get(i));
     c.actors.push_back(std::move(spec));

@@ -242,12 +242,22 @@ void Supervisor::launch_remote(Child& c, std::uint32_t node) {
   spec.root_pid = st.root_pid;
   spec.name = c.name;
   spec.method = static_cast<std::uint8_t>(StartMethod::forkserver);
+  const auto& a = config_.actors[c.actor];
   std::uint64_t actor = 0;
   try {
-    if (task_runner == nullptr) throw TopologyError("mpx: no runner for task actors on other nodes");
-    spec.function = identify(nullptr, task_runner);
     spec.payload = payload_of(c);
-    actor = runtime::launch_on_node(node, spec);
+    std::chrono::milliseconds wait{0};
+    if (a.task.empty()) {
+      // Its agent answers once the program has joined the session (or could not within ready_timeout): started
+      // ready, as a task actor is.
+      spec.exec = a.exec;
+      spec.ready_timeout_ms = static_cast<std::int64_t>(a.ready_timeout_s * 1000);
+      wait = std::chrono::milliseconds(spec.ready_timeout_ms);
+    } else {
+      if (task_runner == nullptr) throw TopologyError("mpx: no runner for task actors on other nodes");
+      spec.function = identify(nullptr, task_runner);
+    }
+    actor = runtime::launch_on_node(node, spec, wait);
   } catch (const std::exception& e) {
     {
       std::lock_guard lock(mutex_);
@@ -263,7 +273,8 @@ void Supervisor::launch_remote(Child& c, std::uint32_t node) {
     c.remote = actor;
     c.pidfd = end;
     c.ready_fd = -1;
-    // Its agent started it through the same forkserver path every task actor's mpx::init ends in: it is ready.
+    // A task actor was started through the same forkserver path every task actor's mpx::init ends in, and an exec
+    // actor's agent answered once it had joined: it is ready.
     c.ready = true;
     c.ready_timed_out = false;
     c.state = State::running;
@@ -278,7 +289,7 @@ void Supervisor::launch_remote(Child& c, std::uint32_t node) {
 
 void Supervisor::launch(Child& c) {
   const auto& a = config_.actors[c.actor];
-  if (!a.task.empty() && (a.node || a.spread)) {
+  if (a.node || a.spread) {
     const std::uint32_t node = a.node ? *a.node : spread_node();
     if (node != 0) return launch_remote(c, node);
   }
@@ -298,52 +309,20 @@ void Supervisor::launch(Child& c) {
     program = st.executable;
     args = st.argv.empty() ? std::vector<std::string>{program} : st.argv;
   }
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    if (std::strncmp(*e, "MPX_SESSION=", 12) == 0 || std::strncmp(*e, "MPX_ACTOR=", 10) == 0 ||
-        std::strncmp(*e, "MPX_READY_FD=", 13) == 0 || std::strncmp(*e, "MPX_LAUNCH_FD=", 14) == 0) {
-      continue;
-    }
-    env.emplace_back(*e);
-  }
-  for (auto& e : runtime::join_environment(c.name, payload, ready[1])) env.push_back(std::move(e));
-  std::vector<char*> argv, envp;
-  for (auto& s : args) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  for (auto& s : env) envp.push_back(s.data());
-  envp.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, ready[1], ready[1]);  // clears close-on-exec in this child only
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // Its own process group: a Ctrl-C at the terminal reaches the launcher, which stops the actors in order, instead
-  // of killing them all at once behind the supervisor's back.
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGINT);
-  sigaddset(&defaults, SIGTERM);
-  sigaddset(&defaults, SIGPIPE);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  ::close(ready[1]);
-  if (rc != 0) {
+  try {
+    pid = runtime::spawn_program(program, args, runtime::join_environment(c.name, payload, ready[1]), ready[1]);
+  } catch (const std::exception& e) {
+    ::close(ready[1]);
     ::close(ready[0]);
     {
       std::lock_guard lock(mutex_);
       c.state = State::failed;
     }
-    event("actor " + c.name + ": cannot start '" + program + "': " + std::strerror(rc), true);
+    event("actor " + c.name + ": " + std::string(e.what()).substr(5), true);  // "cannot start 'PROGRAM': why"
     return;
   }
+  ::close(ready[1]);
   const int pidfd = runtime::pidfd_open(pid);
   {
     std::lock_guard lock(mutex_);
@@ -399,12 +378,11 @@ int Supervisor::reap(Child& c) {
     pollfd p{c.ready_fd, POLLIN, 0};
     if (::poll(&p, 1, 0) > 0) on_ready(c);  // ready before it died: the byte was written first
   }
-  siginfo_t info{};
   int code = -SIGKILL;
   if (c.remote != 0) {
     code = runtime::read_remote_exit(c.pidfd);
-  } else if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd), &info, WEXITED) == 0) {
-    code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+  } else if (const auto reaped = runtime::reap_child(c.pidfd)) {
+    code = *reaped;
   }
   std::lock_guard lock(mutex_);
   ::close(c.pidfd);
