@@ -535,7 +535,7 @@ std::optional<RemoteError> Process::exception() {
     auto& channel = runtime::Channel::current();
     auto reply = channel.request(
         wire::make(wire::Kind::process_error_query, 0, 0,
-                   std::make_tuple(s.actor != 0 ? static_cast<std::int64_t>(s.actor) : static_cast<std::int64_t>(s.pid))),
+                   std::make_tuple(static_cast<std::int64_t>(detail::actor_of(*this)))),
         std::chrono::milliseconds(5000));
     runtime::expect_ok(reply);
     auto [found, type, message, pid, host] =

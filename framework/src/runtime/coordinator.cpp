@@ -96,15 +96,9 @@ void Coordinator::on_death(DeathHook hook) { death_hooks_.push_back(std::move(ho
 void Coordinator::on_metrics(MetricsCollector collector) { metrics_collectors_.push_back(std::move(collector)); }
 
 bool Coordinator::open_side_door(const std::string& path) {
-  const auto address = wire::unix_address(path);
-  if (running_ || side_listen_ >= 0 || !address) return false;
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (running_ || side_listen_ >= 0) return false;
+  const int fd = wire::listen_unix_at(path, side_backlog);
   if (fd < 0) return false;
-  ::unlink(path.c_str());
-  if (!wire::listen_unix(fd, *address, side_backlog)) {
-    ::close(fd);
-    return false;
-  }
   side_epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
   epoll_event event{};
   event.events = EPOLLIN;
@@ -540,7 +534,7 @@ void Coordinator::dispatch_one(Peer& peer, wire::Envelope& request) {
     if (kind == wire::Kind::hello || kind == wire::Kind::ping || kind == wire::Kind::stats ||
         kind == wire::Kind::process_error || kind == wire::Kind::process_error_query || kind == wire::Kind::metrics) {
       handle_runtime(peer, request);
-    } else if (kind_number >= 140 && kind_number < 150) {
+    } else if (wire::is_node_kind(kind)) {
       static const std::string no_user;
       nodes_->handle(peer, request, dispatching_user_ != nullptr ? *dispatching_user_ : no_user);
     } else if (auto it = handlers_.find(static_cast<std::uint16_t>(kind)); it != handlers_.end()) {

@@ -92,13 +92,12 @@ class Agent {
  private:
   // Says hello until the coordinator answers. False if none did for give_up_after since `since`.
   bool join(Clock::time_point since) {
-    char host[256] = {0};
-    ::gethostname(host, sizeof host - 1);
+    const std::string host = host_name();
     const std::string build_id = node_build_id();
     for (;;) {
       const auto correlation = ++correlation_;
       auto hello = wire::make(wire::Kind::node_hello, 0, correlation,
-                              std::make_tuple(std::string(host), static_cast<std::uint32_t>(cpu_count()), build_id,
+                              std::make_tuple(host, static_cast<std::uint32_t>(cpu_count()), build_id,
                                               static_cast<std::int64_t>(self_pid())));
       (void)wire::send(socket_, hello, wire::actor_id(wire::coordinator_node, static_cast<std::uint64_t>(self_pid())),
                        nullptr, true);

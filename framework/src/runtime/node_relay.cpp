@@ -36,15 +36,8 @@ NodeRelay::~NodeRelay() { close(); }
 bool NodeRelay::open(const std::string& path, wire::NodeId node) {
   close();
   node_ = node;
-  const auto address = wire::unix_address(path);
-  if (!address) return false;
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd = wire::listen_unix_at(path, backlog);
   if (fd < 0) return false;
-  ::unlink(path.c_str());
-  if (!wire::listen_unix(fd, *address, backlog)) {
-    ::close(fd);
-    return false;
-  }
   listen_fd_ = fd;
   path_ = path;
   return true;

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include <unistd.h>
-
 #include <mpx/errors.hpp>
 #include <mpx/function.hpp>
 #include <mpx/start_method.hpp>
@@ -19,12 +17,6 @@ constexpr std::size_t pending_launches = 4096;  // launches sent to agents and n
 constexpr std::size_t exits_kept = 65536;       // how remote processes ended, for a join that comes late
 constexpr std::size_t waiters_kept = 65536;     // joins parked on remote processes
 constexpr std::size_t processes_per_node = 65536;  // processes watched on one node (a node's own hellos add to it)
-
-std::string this_host() {
-  char host[256] = {0};
-  ::gethostname(host, sizeof host - 1);
-  return host;
-}
 
 std::int64_t milliseconds(std::chrono::milliseconds d) { return static_cast<std::int64_t>(d.count()); }
 }  // namespace
@@ -304,7 +296,7 @@ std::uint64_t Nodes::alive_count() const {
 
 void Nodes::answer_list(const Coordinator::Peer& peer, const wire::Header& request) {
   std::vector<wire::NodeRow> rows;
-  rows.emplace_back(wire::coordinator_node, this_host(), static_cast<std::uint32_t>(cpu_count()), "alive",
+  rows.emplace_back(wire::coordinator_node, host_name(), static_cast<std::uint32_t>(cpu_count()), "alive",
                     coordinator_.stats().actors - watched());
   for (const auto& [id, node] : nodes_) {
     rows.emplace_back(id, node.host, node.cpus, node.lost ? "lost" : "alive", node.processes.size());

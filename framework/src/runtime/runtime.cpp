@@ -58,12 +58,10 @@ void report_exception(const std::string& type, const std::string& message) {
                state().self.name.c_str(), type.c_str(), message.c_str());
   std::fflush(stderr);
   try {
-    char host[256] = {0};
-    ::gethostname(host, sizeof host - 1);
     auto& channel = Channel::current();
     auto reply = channel.request(wire::make(wire::Kind::process_error, 0, 0,
                                             std::make_tuple(static_cast<std::int64_t>(::getpid()), type, message,
-                                                            std::string(host))),
+                                                            host_name())),
                                  report_timeout);
     (void)reply;
   } catch (const std::exception& e) {
@@ -168,6 +166,12 @@ const bool cached_pid_ready = [] {
 pid_t self_pid() noexcept {
   const pid_t pid = cached_pid.load(std::memory_order_relaxed);
   return pid != 0 ? pid : ::getpid();
+}
+
+std::string host_name() {
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  return host;
 }
 
 std::uint64_t self_actor() noexcept { return wire::actor_id(state().session.node, static_cast<std::uint64_t>(self_pid())); }

@@ -52,6 +52,8 @@ State& state();
 pid_t self_pid() noexcept;
 // This process's actor id (wire/actor_id.hpp): its node and pid, what every message it sends names as the sender.
 std::uint64_t self_actor() noexcept;
+// This host's name (gethostname): what error reports and the nodes table say a process ran on.
+std::string host_name();
 
 // Throws ProcessError if mpx::init has not run in this process.
 void require_initialized();

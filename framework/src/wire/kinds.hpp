@@ -90,6 +90,13 @@ constexpr std::optional<Kind> kind_named(std::string_view name) noexcept {
   return std::nullopt;
 }
 
+// The nodes' kinds (140-149, kinds.inc): runtime/nodes.cpp serves them all, inside the coordinator.
+constexpr bool is_node_kind(Kind kind) noexcept {
+  const auto number = static_cast<std::uint16_t>(kind);
+  return number >= static_cast<std::uint16_t>(Kind::node_hello) &&
+         number <= static_cast<std::uint16_t>(Kind::node_shutdown);
+}
+
 enum class ErrorCode : std::uint16_t {
   malformed = 1,       // the body did not match the kind
   unknown_object = 2,  // no object with that id (or an object of another type)

@@ -96,6 +96,21 @@ bool listen_unix(int fd, const sockaddr_un& address, int backlog) noexcept {
   return ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0 && ::listen(fd, backlog) == 0;
 }
 
+int listen_unix_at(const std::string& path, int backlog) noexcept {
+  const auto address = unix_address(path);
+  if (!address) return -1;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  ::unlink(path.c_str());
+  if (!listen_unix(fd, *address, backlog)) {
+    const int error = errno;
+    ::close(fd);
+    errno = error;
+    return -1;
+  }
+  return fd;
+}
+
 bool connect_unix(int fd, const sockaddr_un& address) noexcept {
   int rc = 0;
   do {

@@ -70,6 +70,9 @@ std::optional<std::string_view> take_python_frame(std::string_view buffer, std::
 std::optional<sockaddr_un> unix_address(std::string_view path) noexcept;
 // bind() and listen() on `fd`; false with errno set if either fails.
 bool listen_unix(int fd, const sockaddr_un& address, int backlog) noexcept;
+// A non-blocking, close-on-exec stream socket listening at `path` (a stale socket file there is replaced); -1 with
+// errno set if the path does not fit or it cannot be made.
+int listen_unix_at(const std::string& path, int backlog) noexcept;
 // connect() on `fd`, again after EINTR; false with errno set if it fails.
 bool connect_unix(int fd, const sockaddr_un& address) noexcept;
 // The next pending connection on the non-blocking listening socket `fd`, non-blocking and close-on-exec, with the pid
